@@ -1,0 +1,169 @@
+"""Proof-of-work hashing: the typed face of the C extension ``_native``.
+
+Nothing else in nomp imports ``_native``. Everything here is synchronous and
+pure; :mod:`nomp.hashing.pool` decides which thread runs it.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from nomp.hashing._native import ffi, lib
+
+__all__ = [
+    "ALGORITHMS",
+    "Algorithm",
+    "JobHasher",
+    "ShareHash",
+    "ShareWork",
+    "implementation",
+    "scrypt",
+    "sha256d",
+]
+
+DIFF1_TARGET: Final = 0x00000000FFFF0000000000000000000000000000000000000000000000000000
+MAX_EXTRANONCE: Final = 16
+_SHARE = struct.Struct("<16sB3xIII")
+_RESULT_SIZE: Final = int(lib.NOMP_RESULT_SIZE)
+assert _SHARE.size == lib.NOMP_SHARE_SIZE
+
+
+@dataclass(frozen=True, slots=True)
+class Algorithm:
+    """A proof-of-work algorithm the pool can check.
+
+    ``multiplier`` scales stratum difficulty: a share of difficulty ``d``
+    must hash at or below ``DIFF1_TARGET * multiplier / d`` (scrypt miners
+    use 2**16, the convention cpuminer and every scrypt pool follow).
+    """
+
+    name: str
+    code: int
+    multiplier: int
+
+    def share_target(self, difficulty: float) -> int:
+        """The highest PoW hash (as an integer) a share of ``difficulty`` may have."""
+        if difficulty <= 0:
+            raise ValueError("difficulty must be > 0")
+        return min(int(DIFF1_TARGET * self.multiplier / difficulty), 2**256 - 1)
+
+    def difficulty_of(self, pow_value: int) -> float:
+        """The share difficulty a PoW hash (as an integer) reaches."""
+        return DIFF1_TARGET * self.multiplier / max(pow_value, 1)
+
+
+ALGORITHMS: Final[dict[str, Algorithm]] = {
+    "sha256d": Algorithm("sha256d", int(lib.NOMP_ALGO_SHA256D), 1),
+    "scrypt": Algorithm("scrypt", int(lib.NOMP_ALGO_SCRYPT), 2**16),
+}
+
+
+def sha256d(data: bytes) -> bytes:
+    """SHA-256 twice."""
+    out = ffi.new("unsigned char[32]")
+    lib.nomp_sha256d(data, len(data), out)
+    return bytes(out)
+
+
+def scrypt(headers: Sequence[bytes]) -> list[bytes]:
+    """scrypt(N=1024, r=1, p=1, salt = password) of 80-byte headers."""
+    for header in headers:
+        if len(header) != 80:
+            raise ValueError("scrypt headers must be 80 bytes")
+    out = ffi.new("unsigned char[]", 32 * len(headers))
+    if lib.nomp_scrypt(b"".join(headers), len(headers), out) != 0:
+        raise MemoryError("scrypt scratch space")
+    raw = ffi.buffer(out)
+    return [raw[i : i + 32] for i in range(0, 32 * len(headers), 32)]
+
+
+def implementation() -> dict[str, str]:
+    """Which C code paths this CPU runs, for logs and benchmarks."""
+    return {
+        "sha256": ffi.string(lib.nomp_sha256_implementation()).decode(),
+        "scrypt": ffi.string(lib.nomp_scrypt_kernels()).decode(),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class ShareWork:
+    """What a miner varies: its extranonce (extranonce1 + extranonce2),
+    the block version (rolled or not), ntime and nonce."""
+
+    extranonce: bytes
+    version: int
+    ntime: int
+    nonce: int
+
+    def pack(self) -> bytes:
+        """The 32-byte record the C share check reads."""
+        if not 0 < len(self.extranonce) <= MAX_EXTRANONCE:
+            raise ValueError("extranonce must be 1 to 16 bytes")
+        return _SHARE.pack(self.extranonce, len(self.extranonce), self.version, self.ntime, self.nonce)
+
+
+@dataclass(frozen=True, slots=True)
+class ShareHash:
+    """The result of one share check."""
+
+    header: bytes
+    pow_hash: bytes  # internal byte order
+
+    @property
+    def pow_value(self) -> int:
+        """The PoW hash as the integer compared with targets."""
+        return int.from_bytes(self.pow_hash, "little")
+
+
+class JobHasher:
+    """The C side of one job: coinbase halves, merkle branch, prevhash and
+    nBits are copied in once, so checking a share passes only its own
+    32 bytes."""
+
+    __slots__ = ("_job", "algorithm")
+
+    def __init__(
+        self,
+        algorithm: Algorithm,
+        coinb1: bytes,
+        coinb2: bytes,
+        merkle_branch: Sequence[bytes],
+        prevhash: bytes,
+        nbits: int,
+    ) -> None:
+        if len(prevhash) != 32 or any(len(step) != 32 for step in merkle_branch):
+            raise ValueError("prevhash and merkle steps must be 32 bytes")
+        job = lib.nomp_job_new(
+            algorithm.code,
+            coinb1,
+            len(coinb1),
+            coinb2,
+            len(coinb2),
+            b"".join(merkle_branch),
+            len(merkle_branch),
+            prevhash,
+            nbits,
+        )
+        if job == ffi.NULL:
+            raise MemoryError("cannot allocate a job")
+        self._job = ffi.gc(job, lib.nomp_job_free)
+        self.algorithm = algorithm
+
+    def check_packed(self, records: bytes, count: int) -> list[ShareHash]:
+        """Check ``count`` packed share records (see :meth:`ShareWork.pack`)."""
+        out = ffi.new("unsigned char[]", _RESULT_SIZE * count)
+        rc = lib.nomp_job_check(self._job, records, count, out)
+        if rc != 0:
+            raise ValueError(f"share check failed ({rc})")
+        raw = ffi.buffer(out)
+        return [
+            ShareHash(raw[i : i + 80], raw[i + 80 : i + _RESULT_SIZE])
+            for i in range(0, _RESULT_SIZE * count, _RESULT_SIZE)
+        ]
+
+    def check(self, shares: Sequence[ShareWork]) -> list[ShareHash]:
+        """Header and PoW hash of each share, in order."""
+        return self.check_packed(b"".join(share.pack() for share in shares), len(shares))

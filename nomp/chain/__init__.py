@@ -1,0 +1,1 @@
+"""Block templates, coinbases, merkle branches, jobs and blocks: pure code."""

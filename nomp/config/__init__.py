@@ -1,0 +1,42 @@
+"""Configuration: ``conf/config.yaml``, ``conf/pools/*.yaml`` and the coin
+files, read once into frozen typed objects."""
+
+from nomp.config.errors import ConfigErrors
+from nomp.config.load import load_config
+from nomp.config.model import (
+    BanningConfig,
+    CoinConfig,
+    Config,
+    ControlConfig,
+    DaemonConfig,
+    GlobalConfig,
+    LoggingConfig,
+    NetworkConfig,
+    PoolConfig,
+    PoolDefaults,
+    PortConfig,
+    RecipientConfig,
+    RedisConfig,
+    TransactionOptions,
+    VardiffConfig,
+)
+
+__all__ = [
+    "BanningConfig",
+    "CoinConfig",
+    "Config",
+    "ConfigErrors",
+    "ControlConfig",
+    "DaemonConfig",
+    "GlobalConfig",
+    "LoggingConfig",
+    "NetworkConfig",
+    "PoolConfig",
+    "PoolDefaults",
+    "PortConfig",
+    "RecipientConfig",
+    "RedisConfig",
+    "TransactionOptions",
+    "VardiffConfig",
+    "load_config",
+]

@@ -1,0 +1,231 @@
+"""Read a conf folder: files, YAML, cross-file rules."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from nomp.config.errors import ErrorLog
+from nomp.config.model import (
+    POOL_DEFAULT_KEYS,
+    CoinConfig,
+    Config,
+    GlobalConfig,
+    PoolConfig,
+    PoolDefaults,
+)
+from nomp.config.schema import Reader
+from nomp.hashing import ALGORITHMS
+
+_WILDCARD_INTERFACES = {"", "0.0.0.0", "::"}
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that reports a key given twice instead of keeping the last."""
+
+
+def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} given twice", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates
+)
+
+
+def _read_yaml(path: Path, shown: str, errors: ErrorLog) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        errors.add(shown, "", f"cannot read: {e.strerror}")
+        return None
+    except UnicodeDecodeError:
+        errors.add(shown, "", "not UTF-8 text")
+        return None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
+        errors.add(shown, "", f"invalid YAML: {where}{e.problem or e.context}")
+        return None
+    except yaml.YAMLError as e:
+        errors.add(shown, "", f"invalid YAML: {e}")
+        return None
+    return {} if data is None else data
+
+
+def load_config(directory: str | os.PathLike[str]) -> Config:
+    """Read and check a whole conf folder; raises ConfigErrors listing every problem."""
+    conf = Path(directory)
+    errors = ErrorLog()
+    if not conf.is_dir():
+        errors.add(str(conf), "", "not a folder")
+        errors.raise_if_any()
+
+    settings = GlobalConfig()
+    if (conf / "config.yaml").exists():
+        data = _read_yaml(conf / "config.yaml", "config.yaml", errors)
+        if data is not None:
+            settings = Reader("config.yaml", errors).read(GlobalConfig, data) or settings
+    else:
+        errors.add("config.yaml", "", "missing")
+
+    coins_dir = (conf / settings.coins).resolve()
+    coins: dict[str, CoinConfig | None] = {}
+    pools: list[PoolConfig] = []
+    claims = [_Claims("config.yaml", None, [("control.listen", settings.control.listen)])]
+    pool_files = sorted((conf / "pools").glob("*.yaml")) if (conf / "pools").is_dir() else []
+    if not pool_files:
+        errors.add("pools/", "", "no pool files (pools/*.yaml)")
+    for path in pool_files:
+        pool = _read_pool(path, settings.pool_defaults, coins_dir, coins, claims, errors)
+        if pool is not None and pool.enabled:
+            pools.append(pool)
+
+    _check_conflicts(claims, errors)
+    errors.raise_if_any()
+    return Config(directory=conf, settings=settings, pools=tuple(pools))
+
+
+@dataclass(frozen=True, slots=True)
+class _Claims:
+    """What one file wants for itself, taken from its raw data so that a
+    conflict is reported even when the rest of the file has errors."""
+
+    file: str
+    coin: str | None  # the coin's name: its pool's Redis key prefix
+    listens: list[tuple[str, str]]  # (path, endpoint)
+
+
+def _read_pool(
+    path: Path,
+    defaults: PoolDefaults,
+    coins_dir: Path,
+    coins: dict[str, CoinConfig | None],
+    claims: list[_Claims],
+    errors: ErrorLog,
+) -> PoolConfig | None:
+    shown = f"pools/{path.name}"
+    data = _read_yaml(path, shown, errors)
+    if data is None:
+        return None
+    reader = Reader(shown, errors)
+    if not isinstance(data, Mapping):
+        reader.error("", "expected a mapping at the top")
+        return None
+    coin_name = data.get("coin")
+    coin: CoinConfig | None = None
+    if not isinstance(coin_name, str) or not coin_name:
+        reader.error("coin", "missing" if coin_name is None else "expected a coin file name")
+    else:
+        coin = _read_coin(coin_name, coins_dir, coins, reader, errors)
+    if data.get("enabled", True) is not False:
+        ports = data.get("ports")
+        listens = [
+            (f"ports[{i}].listen", port["listen"])
+            for i, port in enumerate(ports if isinstance(ports, list) else [])
+            if isinstance(port, Mapping) and isinstance(port.get("listen"), str)
+        ]
+        claims.append(_Claims(shown, coin.name if coin else None, listens))
+    fields = {k: v for k, v in data.items() if k != "coin"}
+    fallbacks = {key: getattr(defaults, key) for key in POOL_DEFAULT_KEYS}
+    fixed = {"name": path.stem, "file": shown, "coin": coin}
+    pool = reader.read(PoolConfig, fields, fallbacks=fallbacks, fixed=fixed)
+    return None if coin is None else pool
+
+
+def _read_coin(
+    name: str,
+    coins_dir: Path,
+    coins: dict[str, CoinConfig | None],
+    pool_reader: Reader,
+    errors: ErrorLog,
+) -> CoinConfig | None:
+    if "/" in name or "\\" in name or name.startswith("."):
+        pool_reader.error("coin", f"{name!r} is not a coin file name")
+        return None
+    stem = name.removesuffix(".yaml")
+    if stem not in coins:
+        path = coins_dir / f"{stem}.yaml"
+        shown = f"{coins_dir.name}/{stem}.yaml"
+        if not path.is_file():
+            pool_reader.error("coin", f"no coin file {shown}")
+            coins[stem] = None
+            return None
+        data = _read_yaml(path, shown, errors)
+        coin = None if data is None else Reader(shown, errors).read(CoinConfig, data)
+        if coin is not None and coin.algorithm not in ALGORITHMS:
+            known = ", ".join(sorted(ALGORITHMS))
+            errors.add(shown, "algorithm", f"unknown algorithm {coin.algorithm!r} (known: {known})")
+            coin = None
+        coins[stem] = coin
+    return coins[stem]
+
+
+def listen_address(description: str) -> tuple[str, int] | None:
+    """(interface, port) a TCP or TLS endpoint binds, or None for others."""
+    parts = _split_endpoint(description)
+    if not parts or parts[0] not in ("tcp", "tcp6", "ssl"):
+        return None
+    args = [p for p in parts[1:] if "=" not in p]
+    kwargs = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
+    port = kwargs.get("port", args[0] if args else "")
+    try:
+        return kwargs.get("interface", ""), int(port)
+    except ValueError:
+        return None
+
+
+def _split_endpoint(description: str) -> list[str]:
+    parts, current, escaped = [], "", False
+    for char in description:
+        if escaped:
+            current += char
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ":":
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return parts
+
+
+def _check_conflicts(claims: list[_Claims], errors: ErrorLog) -> None:
+    """Two pools may not share a port or a coin (the coin names their Redis keys)."""
+    bound: list[tuple[str, str, str, int]] = []  # file, path, interface, port
+    coins: dict[str, str] = {}
+    for claim in claims:
+        for path, description in claim.listens:
+            address = listen_address(description)
+            if address is None:
+                continue
+            for file, other_path, interface, number in bound:
+                if number == address[1] and (
+                    interface == address[0]
+                    or interface in _WILDCARD_INTERFACES
+                    or address[0] in _WILDCARD_INTERFACES
+                ):
+                    errors.add(claim.file, path, f"port {number} is also used by {file}: {other_path}")
+            bound.append((claim.file, path, *address))
+        if claim.coin is not None:
+            key = claim.coin.lower()
+            if key in coins:
+                errors.add(claim.file, "coin", f"{claim.coin} already has a pool in {coins[key]}")
+            else:
+                coins[key] = claim.file

@@ -1,0 +1,200 @@
+"""The configuration as frozen dataclasses: one per section.
+
+Field names are the YAML keys. Durations are in seconds, difficulties are
+Stratum difficulties, percentages are of the block reward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+
+from nomp.config.schema import (
+    at_most_bytes,
+    between,
+    checked,
+    endpoint,
+    http_url,
+    non_empty,
+    non_negative,
+    port_number,
+    positive,
+)
+
+
+MAX_SIGNATURE_BYTES = 64  # the coinbase scriptSig is at most 100 bytes in all
+
+
+@dataclass(frozen=True, slots=True)
+class RedisConfig:
+    """The Redis server shares, blocks and balances live in."""
+
+    host: str = "127.0.0.1"
+    port: int = checked(port_number, 6379)
+    password: str | None = None
+    db: int = checked(non_negative, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    """Where log events go and from which level."""
+
+    level: Literal["debug", "info", "warn", "error", "critical"] = "info"
+    format: Literal["text", "json"] = "text"
+    file: str | None = None  # None: standard output
+
+
+@dataclass(frozen=True, slots=True)
+class ControlConfig:
+    """The admin control port (blocknotify and friends)."""
+
+    listen: str = checked(endpoint, "tcp:17117:interface=127.0.0.1")
+
+
+@dataclass(frozen=True, slots=True)
+class BanningConfig:
+    """Banning of IPs that send too many invalid shares."""
+
+    enabled: bool = True
+    time: float = checked(positive, 600.0)
+    invalid_percent: float = checked(between(0, 100), 50.0)
+    check_threshold: int = checked(positive, 500)
+    purge_interval: float = checked(positive, 300.0)
+
+
+@dataclass(frozen=True, slots=True)
+class VardiffConfig:
+    """Variable difficulty for one port."""
+
+    min_diff: float = checked(positive)
+    max_diff: float = checked(positive)
+    target_time: float = checked(positive)
+    retarget_time: float = checked(positive)
+    variance_percent: float = checked(between(0, 100))
+    x2_mode: bool = False
+
+    def problems(self) -> list[tuple[str, str]]:
+        return [("max_diff", "must be >= min_diff")] if self.max_diff < self.min_diff else []
+
+
+@dataclass(frozen=True, slots=True)
+class PortConfig:
+    """One Stratum listening endpoint."""
+
+    listen: str = checked(endpoint)  # a Twisted endpoint, e.g. tcp:3333:interface=0.0.0.0
+    diff: float = checked(positive)
+    vardiff: VardiffConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    """A coin daemon's JSON-RPC endpoint."""
+
+    url: str = checked(http_url)
+    user: str = ""
+    password: str = ""
+    timeout: float = checked(positive, 30.0)
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientConfig:
+    """A fixed share of every block reward, paid in the coinbase."""
+
+    address: str = checked(non_empty)
+    percent: Decimal = checked(between(0, 100))
+
+
+@dataclass(frozen=True, slots=True)
+class PoolDefaults:
+    """Pool settings ``config.yaml`` may give for every pool."""
+
+    block_refresh_interval: float = checked(positive, 1.0)
+    job_rebroadcast_timeout: float = checked(non_negative, 55.0)  # 0: never
+    connection_timeout: float = checked(positive, 600.0)
+    pool_signature: str = checked(at_most_bytes(MAX_SIGNATURE_BYTES), "/nomp/")
+    banning: BanningConfig = field(default_factory=BanningConfig)
+
+
+POOL_DEFAULT_KEYS = frozenset(PoolDefaults.__dataclass_fields__)
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalConfig:
+    """``config.yaml``."""
+
+    coins: str = "../coins"  # the coin files' folder, relative to the conf folder
+    threads: int | None = checked(positive, None)  # hashing threads; None: one per CPU
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
+    pool_defaults: PoolDefaults = field(default_factory=PoolDefaults)
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkConfig:
+    """How a coin's network names itself and its addresses."""
+
+    chain: str = checked(non_empty)  # as getblockchaininfo says: main, test, regtest
+    pubkey_address_prefix: int = checked(lambda v: None if 0 <= v <= 255 else "must be 0-255")
+    script_address_prefixes: tuple[int, ...] = checked(
+        lambda v: None if v and all(0 <= p <= 255 for p in v) else "must be a non-empty list of 0-255"
+    )
+    bech32_hrp: str | None = None
+    mweb_hrp: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionOptions:
+    """How the coinbase transaction is built."""
+
+    version: int = checked(lambda v: None if 1 <= v <= 0x7FFFFFFF else "must be 1-2147483647", 2)
+
+
+@dataclass(frozen=True, slots=True)
+class CoinConfig:
+    """``coins/<name>.yaml``."""
+
+    name: str = checked(non_empty)  # also the Redis key prefix of its pool
+    symbol: str = checked(non_empty)
+    algorithm: str = checked(non_empty)
+    network: NetworkConfig = checked(lambda v: None)
+    gbt_rules: tuple[str, ...] = ("segwit",)
+    transactions: TransactionOptions = field(default_factory=TransactionOptions)
+    block_time: float = checked(positive, 600.0)
+    coinbase_maturity: int = checked(positive, 100)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolConfig:
+    """``pools/<name>.yaml``: one coin's pool."""
+
+    name: str  # the file's stem
+    file: str  # where it came from, for messages
+    coin: CoinConfig
+    address: str = checked(non_empty)
+    daemons: tuple[DaemonConfig, ...] = checked(non_empty)
+    ports: tuple[PortConfig, ...] = checked(non_empty)
+    enabled: bool = True
+    reward_recipients: tuple[RecipientConfig, ...] = ()
+    block_refresh_interval: float = 1.0
+    job_rebroadcast_timeout: float = 55.0
+    connection_timeout: float = 600.0
+    pool_signature: str = checked(at_most_bytes(MAX_SIGNATURE_BYTES), "/nomp/")
+    banning: BanningConfig = field(default_factory=BanningConfig)
+
+    def problems(self) -> list[tuple[str, str]]:
+        total = sum(r.percent for r in self.reward_recipients)
+        if total >= 100:
+            return [("reward_recipients", f"percentages add up to {total}, must be below 100")]
+        return []
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything, as read from one conf folder."""
+
+    directory: Path
+    settings: GlobalConfig
+    pools: tuple[PoolConfig, ...]  # the enabled ones

@@ -1,0 +1,169 @@
+"""One coin daemon over HTTP JSON-RPC."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+from decimal import Decimal
+from typing import Any, Protocol
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Protocol as TwistedProtocol
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
+from twisted.web.iweb import IResponse
+
+from nomp.daemon.errors import (
+    DaemonHTTPError,
+    DaemonResponseError,
+    DaemonUnreachable,
+    RPCError,
+)
+
+# A full block template is hex inside JSON: a 4 MB block is about 8 MB.
+DEFAULT_MAX_RESPONSE = 64 * 1024 * 1024
+
+
+class HTTPPoster(Protocol):
+    """What DaemonRPC needs of treq: its ``post`` (an ``HTTPClient`` or ``StubTreq``)."""
+
+    def post(self, url: str, **kwargs: Any) -> defer.Deferred[Any]: ...
+
+
+class _BodyReader(TwistedProtocol):
+    """Collects a response body, aborting once it passes ``limit`` bytes."""
+
+    def __init__(self, limit: int, done: defer.Deferred[bytes]) -> None:
+        self._limit = limit
+        self._done = done
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._done.called:
+            return
+        self._size += len(data)
+        if self._size > self._limit:
+            self._done.errback(ValueError(f"response larger than {self._limit} bytes"))
+            assert self.transport is not None
+            self.transport.stopProducing()  # type: ignore[attr-defined]
+            return
+        self._parts.append(data)
+
+    def connectionLost(self, reason: Failure = ResponseDone()) -> None:  # type: ignore[assignment]
+        if self._done.called:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self._done.callback(b"".join(self._parts))
+        else:
+            self._done.errback(reason)
+
+
+class DaemonRPC:
+    """JSON-RPC 1.0 calls to one daemon.
+
+    Amounts in replies are parsed as ``Decimal``, never float. Every call has
+    a deadline covering the whole exchange, body included.
+    """
+
+    def __init__(
+        self,
+        http: HTTPPoster,
+        url: str,
+        user: str,
+        password: str,
+        clock: IReactorTime,
+        timeout: float = 30.0,
+        max_response: int = DEFAULT_MAX_RESPONSE,
+    ) -> None:
+        self.url = url
+        self._http = http
+        token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        self._headers = {
+            "Authorization": [f"Basic {token}"],
+            "Content-Type": ["application/json"],
+        }
+        self._clock = clock
+        self._timeout = timeout
+        self._max_response = max_response
+        self._ids = itertools.count(1)
+
+    def __repr__(self) -> str:
+        return f"DaemonRPC({self.url!r})"
+
+    async def call(self, method: str, *params: Any) -> Any:
+        """The ``result`` of ``method(*params)``; raises a DaemonError subclass."""
+        attempt = defer.Deferred.fromCoroutine(self._exchange(method, list(params)))
+        attempt.addTimeout(self._timeout, self._clock)
+        try:
+            return await attempt
+        except defer.TimeoutError:
+            raise DaemonUnreachable(self.url, method, f"no answer in {self._timeout:g}s") from None
+
+    async def _exchange(self, method: str, params: list[Any]) -> Any:
+        request_id = next(self._ids)
+        body = json.dumps(
+            {"jsonrpc": "1.0", "id": request_id, "method": method, "params": params},
+            default=_encode_decimal,
+        ).encode()
+        try:
+            response: IResponse = await self._http.post(
+                self.url, data=body, headers=self._headers, unbuffered=True
+            )
+            done: defer.Deferred[bytes] = defer.Deferred()
+            response.deliverBody(_BodyReader(self._max_response, done))
+            raw = await done
+        except defer.CancelledError:
+            raise
+        except ValueError as e:
+            raise DaemonResponseError(self.url, method, str(e)) from None
+        except Exception as e:  # connection refused, reset, DNS, TLS...
+            raise DaemonUnreachable(self.url, method, _describe(e)) from None
+        return self._result(method, request_id, response.code, raw)
+
+    def _result(self, method: str, request_id: int, status: int, raw: bytes) -> Any:
+        try:
+            reply = json.loads(raw, parse_float=Decimal)
+        except ValueError:
+            reply = None
+        if not isinstance(reply, dict) or "result" not in reply or "error" not in reply:
+            if status != 200:
+                detail = raw[:200].decode("utf-8", "replace").strip() or _HTTP_HINTS.get(status, "")
+                raise DaemonHTTPError(self.url, method, status, detail)
+            raise DaemonResponseError(self.url, method, f"not a JSON-RPC reply: {raw[:200]!r}")
+        if reply.get("id") != request_id:
+            raise DaemonResponseError(self.url, method, f"reply id {reply.get('id')!r} != {request_id}")
+        error = reply["error"]
+        if error is not None:
+            if isinstance(error, dict):
+                code, message = error.get("code"), error.get("message")
+                if isinstance(code, int) and isinstance(message, str):
+                    raise RPCError(self.url, method, code, message)
+            raise DaemonResponseError(self.url, method, f"malformed error {error!r}")
+        return reply["result"]
+
+
+_HTTP_HINTS = {
+    401: "Unauthorized: check the daemon's rpcuser/rpcpassword",
+    403: "Forbidden: check the daemon's rpcallowip",
+    404: "Not Found: check the URL (a wallet path?)",
+}
+
+
+def _encode_decimal(value: object) -> object:
+    if isinstance(value, Decimal):
+        # Only whole base units may go out as JSON numbers without float loss.
+        if value == value.to_integral_value():
+            return int(value)
+        raise TypeError("fractional Decimal parameters must be sent as coin amounts")
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def _describe(error: Exception) -> str:
+    reasons = getattr(error, "reasons", None)  # ResponseNeverReceived and friends
+    if reasons:
+        return "; ".join(r.getErrorMessage() for r in reasons)
+    return f"{type(error).__name__}: {error}"

@@ -1,0 +1,103 @@
+"""The thread pool share checks run in, so the reactor thread never hashes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from nomp.hashing import JobHasher, ShareHash, ShareWork
+
+# Two 16-lane scrypt runs: large enough to fill the SIMD lanes under load,
+# small enough that one batch stays well under a millisecond.
+MAX_BATCH = 32
+
+_Waiting = list[tuple[bytes, defer.Deferred[ShareHash]]]
+
+
+class HashPoolService(Service):
+    """Owns a thread pool for share checks and batches them per job.
+
+    A share is dispatched at once when a thread is free (lowest latency);
+    while all threads are busy, shares of one job queue up and the next free
+    thread checks them in one C call (several share checks fill the SIMD
+    lanes, so throughput rises with load).
+    """
+
+    name = "hashing"
+
+    def __init__(self, reactor: Any, threads: int) -> None:
+        if threads < 1:
+            raise ValueError("threads must be >= 1")
+        self._reactor = reactor
+        self.threads = threads
+        self._pool: ThreadPool | None = None
+        self._waiting: dict[JobHasher, _Waiting] = {}
+        self._busy = 0
+
+    @property
+    def queued(self) -> int:
+        """Shares waiting for a thread."""
+        return sum(len(items) for items in self._waiting.values())
+
+    def startService(self) -> None:
+        self._pool = ThreadPool(minthreads=0, maxthreads=self.threads, name="nomp-hashing")
+        self._pool.start()
+        super().startService()
+
+    def stopService(self) -> defer.Deferred[None] | None:
+        super().stopService()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            # Queued work finishes first: ThreadPool.stop waits for it.
+            pool.stop()
+        return None
+
+    def check(self, job: JobHasher, work: ShareWork) -> defer.Deferred[ShareHash]:
+        """The header and PoW hash of one share, computed off the reactor thread."""
+        done: defer.Deferred[ShareHash] = defer.Deferred()
+        self._waiting.setdefault(job, []).append((work.pack(), done))
+        self._dispatch()
+        return done
+
+    def run(self, function: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
+        """Any other CPU-heavy call, in the same pool."""
+        if self._pool is None:
+            return defer.fail(RuntimeError("the hashing pool is not running"))
+        return deferToThreadPool(self._reactor, self._pool, function, *args)
+
+    def _dispatch(self) -> None:
+        while self._waiting and self._busy < self.threads:
+            if self._pool is None:
+                self._fail_waiting(RuntimeError("the hashing pool is not running"))
+                return
+            job = next(iter(self._waiting))
+            items = self._waiting.pop(job)
+            batch, rest = items[:MAX_BATCH], items[MAX_BATCH:]
+            if rest:
+                self._waiting[job] = rest  # behind the other jobs: fair turns
+            self._busy += 1
+            records = b"".join(record for record, _ in batch)
+            running = deferToThreadPool(self._reactor, self._pool, job.check_packed, records, len(batch))
+            running.addBoth(self._finished, batch)
+
+    def _finished(self, result: list[ShareHash] | Failure, batch: _Waiting) -> None:
+        self._busy -= 1
+        if isinstance(result, Failure):
+            for _, done in batch:
+                done.errback(result)
+        else:
+            for (_, done), hashed in zip(batch, result, strict=True):
+                done.callback(hashed)
+        self._dispatch()
+
+    def _fail_waiting(self, error: Exception) -> None:
+        waiting, self._waiting = self._waiting, {}
+        for items in waiting.values():
+            for _, done in items:
+                done.errback(error)

@@ -1,0 +1,85 @@
+"""Block candidates: serialise, submit to every daemon, read every answer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from twisted.logger import Logger
+
+from nomp.chain.encoding import block_hash
+from nomp.chain.jobs import Job
+from nomp.daemon import DaemonError, DaemonGroup, SubmitResult
+
+
+@dataclass(frozen=True, slots=True)
+class BlockOutcome:
+    """What became of a block candidate."""
+
+    block_hash: str
+    height: int
+    results: tuple[SubmitResult, ...]
+    accepted: bool  # a daemon took it and it is in the main chain
+    coinbase_txid: str | None
+
+    @property
+    def reason(self) -> str | None:
+        """Why the block is not in the chain (the first daemon's word), or None."""
+        if self.accepted:
+            return None
+        for result in self.results:
+            if not result.accepted:
+                return result.describe()
+        return "not in the main chain"
+
+
+class BlockSubmitter:
+    """Sends found blocks to a pool's daemons and confirms them."""
+
+    log = Logger()
+
+    def __init__(self, daemons: DaemonGroup) -> None:
+        self._daemons = daemons
+
+    async def submit(self, job: Job, extranonce: bytes, header: bytes) -> BlockOutcome:
+        """Submit the block of ``job`` for a header that meets its target.
+
+        Every daemon gets it. ``null`` from any daemon is followed by a
+        check that the block is in that daemon's main chain; ``duplicate``,
+        ``inconclusive`` and each rejection reason are kept and logged with
+        the block hash.
+        """
+        hash_hex = block_hash(header)
+        height = job.template.height
+        raw = job.block(extranonce, header)
+        results = tuple(await self._daemons.submit_block(raw.hex()))
+        accepted = False
+        coinbase_txid = None
+        if any(r.accepted for r in results):
+            accepted, coinbase_txid = await self._confirm(hash_hex)
+        outcome = BlockOutcome(hash_hex, height, results, accepted, coinbase_txid)
+        answers = ", ".join(f"{r.url}: {r.describe()}" for r in results)
+        if accepted:
+            self.log.info(
+                "block {block_hash} at height {height} accepted ({answers})",
+                block_hash=hash_hex, height=height, answers=answers,
+            )
+        else:
+            self.log.warn(
+                "block {block_hash} at height {height} not accepted: {reason} ({answers})",
+                block_hash=hash_hex, height=height, reason=outcome.reason, answers=answers,
+            )
+        return outcome
+
+    async def _confirm(self, hash_hex: str) -> tuple[bool, str | None]:
+        """Whether the block is in the main chain, and its coinbase txid."""
+        try:
+            block = await self._daemons.call("getblock", hash_hex)
+        except DaemonError as e:
+            self.log.warn("cannot confirm block {block_hash}: {error}", block_hash=hash_hex, error=e)
+            return False, None
+        if not isinstance(block, dict):
+            return False, None
+        in_main_chain = isinstance(block.get("confirmations"), int) and block["confirmations"] >= 1
+        txs = block.get("tx")
+        coinbase = txs[0] if isinstance(txs, list) and txs and isinstance(txs[0], str) else None
+        return in_main_chain, coinbase

@@ -1,0 +1,58 @@
+"""NompService: the root of the service tree."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+from typing import Any
+
+from twisted.application.service import IServiceCollection, MultiService
+from twisted.logger import ILogObserver, Logger
+from twisted.python.components import Componentized
+
+from nomp.config import Config
+
+
+class NompService(MultiService):
+    """The whole pool process: hashing, and one PoolService per pool.
+
+    It also hands twistd the log observer the configuration asks for, and
+    turns a fatal error (a pool that cannot start) into a stop of the
+    process with exit status 1.
+    """
+
+    log = Logger()
+
+    def __init__(self, config: Config, reactor: Any, log_observer: ILogObserver | None = None) -> None:
+        super().__init__()
+        self.setName("nomp")
+        self.config = config
+        self._reactor = reactor
+        self._log_observer = log_observer
+        self.exit_status = 0
+
+    def setServiceParent(self, parent: IServiceCollection) -> None:
+        # twistd starts logging after the application is built, with the
+        # application's ILogObserver component when it has one: that is how
+        # config.yaml's logging section takes effect under twistd and pool.tac.
+        if self._log_observer is not None and isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, self._log_observer)
+        super().setServiceParent(parent)
+
+    def fatal(self, message: str) -> None:
+        """Stop the process because it cannot do its job; exit status 1."""
+        self.log.critical("cannot go on: {message}", message=message)
+        if self.exit_status == 0:
+            self.exit_status = 1
+            # twistd has no exit status of its own to set: the status is
+            # applied once twistd has finished its own shutdown.
+            atexit.register(_exit_with, self.exit_status)
+        if self._reactor.running:
+            self._reactor.stop()
+
+
+def _exit_with(status: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

@@ -1,0 +1,57 @@
+"""The composition root: ``twistd nomp`` options and the service tree."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from nomp.config import Config, ConfigErrors, load_config
+from nomp.hashing.pool import HashPoolService
+from nomp.logs import make_observer
+from nomp.pool.service import PoolService
+from nomp.service import NompService
+
+
+class Options(usage.Options):
+    """``twistd nomp`` command line."""
+
+    synopsis = "[-c CONFIG_FOLDER]"
+    longdesc = (
+        "Run the nomp mining pool. CONFIG_FOLDER holds config.yaml and pools/*.yaml; "
+        "coin files are found through config.yaml's 'coins' key."
+    )
+    optParameters = [["config", "c", "conf", "The configuration folder."]]
+
+    def postOptions(self) -> None:
+        if not os.path.isdir(self["config"]):
+            raise usage.UsageError(f"configuration folder {self['config']!r} does not exist")
+
+
+def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IService:
+    """Read the configuration and build the service tree.
+
+    A configuration error stops the process here, before anything binds:
+    every error is printed, and the exit status is 1.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+    try:
+        config = load_config(options["config"])
+    except ConfigErrors as e:
+        raise SystemExit(f"nomp: {e}") from None
+    return build_service(config, reactor)
+
+
+def build_service(config: Config, reactor: Any) -> NompService:
+    """The service tree for a loaded configuration."""
+    root = NompService(config, reactor, make_observer(config.settings.logging))
+    threads = config.settings.threads or os.cpu_count() or 1
+    HashPoolService(reactor, threads).setServiceParent(root)
+    for pool in config.pools:
+        PoolService(pool, reactor, root.fatal).setServiceParent(root)
+    return root

@@ -1,0 +1,1 @@
+"""nomp's tests."""

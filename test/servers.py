@@ -1,0 +1,237 @@
+"""Real servers for the tests: a litecoind regtest pair and redis-server.
+
+Each is started on free loopback ports in a temporary folder and stopped by
+``stop()``. The helpers here are synchronous on purpose: they run in test
+set-up, outside the code under test.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+RPC_USER = "nomp"
+RPC_PASSWORD = "regtest-only-password"
+START_TIMEOUT = 60.0
+
+
+class NodeRPCError(Exception):
+    """A JSON-RPC error from a node, seen by the test helpers."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def require(program: str) -> str:
+    """The path of ``program``; the test command installs it, so its absence is an error."""
+    path = shutil.which(program)
+    if path is None:
+        raise RuntimeError(f"{program} is not installed: run the tests through the README's test command")
+    return path
+
+
+@dataclass
+class Node:
+    """One litecoind process."""
+
+    datadir: Path
+    rpc_port: int
+    p2p_port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.rpc_port}"
+
+    def rpc(self, method: str, *params: Any, wallet: str | None = None) -> Any:
+        """Call the node; amounts come back as Decimal."""
+        body = json.dumps({"jsonrpc": "1.0", "id": 1, "method": method, "params": list(params)},
+                          default=str).encode()
+        url = self.url + (f"/wallet/{wallet}" if wallet is not None else "")
+        token = base64.b64encode(f"{RPC_USER}:{RPC_PASSWORD}".encode()).decode()
+        request = urllib.request.Request(url, body, {"Authorization": f"Basic {token}",
+                                                     "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                reply = json.loads(response.read(), parse_float=Decimal)
+        except urllib.error.HTTPError as e:
+            reply = json.loads(e.read() or b"null", parse_float=Decimal)
+            if not isinstance(reply, dict):
+                raise
+        if reply.get("error"):
+            raise NodeRPCError(reply["error"]["code"], reply["error"]["message"])
+        return reply["result"]
+
+    def start(self, *extra: str) -> None:
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        (self.datadir / "litecoin.conf").write_text(
+            "\n".join([
+                "regtest=1",
+                "[regtest]",
+                f"rpcport={self.rpc_port}",
+                f"port={self.p2p_port}",
+                "rpcbind=127.0.0.1",
+                "rpcallowip=127.0.0.1",
+                "bind=127.0.0.1",
+                f"rpcuser={RPC_USER}",
+                f"rpcpassword={RPC_PASSWORD}",
+                "fallbackfee=0.0002",
+                "txindex=1",
+                "listen=1",
+                "discover=0",
+                "dnsseed=0",
+                "listenonion=0",
+                "upnp=0",
+                "natpmp=0",
+                "printtoconsole=0",
+                "rpcworkqueue=64",
+                "",
+            ])
+        )
+        self.process = subprocess.Popen(
+            [require("litecoind"), f"-datadir={self.datadir}", *extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if self.process.poll() is not None:
+                err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+                raise RuntimeError(f"litecoind exited: {err.strip()}")
+            try:
+                self.rpc("getblockcount")
+                return
+            except (OSError, NodeRPCError, ValueError):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("litecoind did not start in time") from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            self.rpc("stop")
+            self.process.wait(timeout=30)
+        except Exception:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+
+class RegtestPair:
+    """Two connected litecoind regtest nodes; the first holds the wallet.
+
+    litecoind 0.21 answers getblocktemplate only with a peer connected and
+    outside initial block download, hence the second node and the first block.
+    """
+
+    def __init__(self, root: Path | None = None) -> None:
+        self._own_root = root is None
+        self.root = Path(tempfile.mkdtemp(prefix="nomp-regtest-")) if root is None else root
+        self.miner = Node(self.root / "miner", free_port(), free_port())
+        self.peer = Node(self.root / "peer", free_port(), free_port())
+        self.wallet = "pool"
+
+    def start(self) -> RegtestPair:
+        try:
+            self.miner.start()
+            self.peer.start("-disablewallet", f"-connect=127.0.0.1:{self.miner.p2p_port}")
+            self.miner.rpc("createwallet", self.wallet)
+            self.wait_connected()
+            self.generate(1)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_connected(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while self.miner.rpc("getconnectioncount") < 1:
+            if time.monotonic() > deadline:
+                raise RuntimeError("regtest nodes did not connect")
+            time.sleep(0.1)
+
+    def wallet_rpc(self, method: str, *params: Any) -> Any:
+        return self.miner.rpc(method, *params, wallet=self.wallet)
+
+    def new_address(self, kind: str = "bech32") -> str:
+        """A wallet address: bech32, p2sh-segwit, legacy or mweb."""
+        return str(self.wallet_rpc("getnewaddress", "", kind))
+
+    def generate(self, blocks: int) -> list[str]:
+        """Blocks mined by the node itself (set-up, not the code under test)."""
+        address = self.new_address()
+        hashes = [str(h) for h in self.wallet_rpc("generatetoaddress", blocks, address)]
+        self.wait_synced()
+        return hashes
+
+    def wait_synced(self) -> None:
+        best = self.miner.rpc("getbestblockhash")
+        deadline = time.monotonic() + START_TIMEOUT
+        while self.peer.rpc("getbestblockhash") != best:
+            if time.monotonic() > deadline:
+                raise RuntimeError("peer did not follow the miner")
+            time.sleep(0.05)
+
+    def height(self) -> int:
+        return int(self.miner.rpc("getblockcount"))
+
+    def stop(self) -> None:
+        for node in (self.peer, self.miner):
+            node.stop()
+        if self._own_root and not os.environ.get("NOMP_KEEP_TEST_DATA"):
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+class RedisServer:
+    """A private redis-server on a free loopback port, without persistence."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="nomp-redis-"))
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisServer:
+        self.process = subprocess.Popen(
+            [require("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", str(self.root)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        shutil.rmtree(self.root, ignore_errors=True)
