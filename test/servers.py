@@ -7,6 +7,7 @@ set-up, outside the code under test.
 
 from __future__ import annotations
 
+import atexit
 import base64
 import json
 import os
@@ -26,6 +27,8 @@ from typing import Any
 RPC_USER = "nomp"
 RPC_PASSWORD = "regtest-only-password"
 START_TIMEOUT = 60.0
+MWEB_ACTIVATION = 432  # regtest: BIP9 bit 4 locked in at 288, active from this block
+BIP34_HEIGHT = 500  # regtest: the coinbase height is enforced from here
 
 
 class NodeRPCError(Exception):
@@ -185,6 +188,21 @@ class RegtestPair:
         self.wait_synced()
         return hashes
 
+    def generate_to(self, height: int) -> None:
+        """Mine with the node up to ``height``, making the peg-in MWEB's
+        activation block (432) needs when the way crosses it."""
+        current = self.height()
+        if current < MWEB_ACTIVATION <= height:
+            self.generate(MWEB_ACTIVATION - 1 - current)
+            self.peg_in()
+            current = MWEB_ACTIVATION - 1
+        if height > current:
+            self.generate(height - current)
+
+    def peg_in(self, amount: str = "1") -> str:
+        """Move coins into MWEB: the only input the first HogEx can have."""
+        return str(self.wallet_rpc("sendtoaddress", self.new_address("mweb"), amount))
+
     def wait_synced(self) -> None:
         best = self.miner.rpc("getbestblockhash")
         deadline = time.monotonic() + START_TIMEOUT
@@ -235,3 +253,32 @@ class RedisServer:
             self.process.terminate()
             self.process.wait(timeout=10)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+_shared: dict[str, Any] = {}
+
+
+def _stop_shared() -> None:
+    for server in _shared.values():
+        server.stop()
+    _shared.clear()
+
+
+def shared_regtest(name: str) -> RegtestPair:
+    """A regtest pair for every test that asks for ``name``, started on
+    first use and stopped when the test process exits. Tests that need a
+    chain of their own ask for a name of their own."""
+    if name not in _shared:
+        if not _shared:
+            atexit.register(_stop_shared)
+        _shared[name] = RegtestPair().start()
+    return _shared[name]  # type: ignore[no-any-return]
+
+
+def shared_redis() -> RedisServer:
+    """One redis-server for the whole test run."""
+    if "redis" not in _shared:
+        if not _shared:
+            atexit.register(_stop_shared)
+        _shared["redis"] = RedisServer().start()
+    return _shared["redis"]  # type: ignore[no-any-return]
