@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 _log = Logger()
+T = TypeVar("T")
 
 
 def background(description: str, work: Coroutine[Any, Any, Any]) -> defer.Deferred[Any]:
@@ -26,3 +27,29 @@ def background(description: str, work: Coroutine[Any, Any, Any]) -> defer.Deferr
 
     running.addErrback(failed)
     return running
+
+
+async def cancellable(operation: defer.Deferred[T]) -> T:
+    """Await ``operation`` so that cancelling the awaiting coroutine raises
+    CancelledError in it.
+
+    A coroutine is cancelled by cancelling the Deferred it awaits, and that
+    Deferred may fail with its own error instead (a cancelled HTTP connect
+    fails with ConnectingCancelledError): the coroutine would take it for an
+    ordinary failure and carry on.
+    """
+    cancelled = False
+
+    def cancel(_: defer.Deferred[T]) -> None:
+        nonlocal cancelled
+        cancelled = True
+        operation.cancel()
+
+    guard: defer.Deferred[T] = defer.Deferred(cancel)
+    operation.chainDeferred(guard)
+    try:
+        return await guard
+    except Exception:
+        if cancelled:
+            raise defer.CancelledError() from None
+        raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import IServiceCollection, MultiService
@@ -24,12 +25,19 @@ class NompService(MultiService):
 
     log = Logger()
 
-    def __init__(self, config: Config, reactor: Any, log_observer: ILogObserver | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        reactor: Any,
+        log_observer: ILogObserver | None = None,
+        exit_with: Callable[[int], None] | None = None,
+    ) -> None:
         super().__init__()
         self.setName("nomp")
         self.config = config
         self._reactor = reactor
         self._log_observer = log_observer
+        self._exit_with = exit_with or _exit_after_twistd
         self.exit_status = 0
 
     def setServiceParent(self, parent: IServiceCollection) -> None:
@@ -45,14 +53,17 @@ class NompService(MultiService):
         self.log.critical("cannot go on: {message}", message=message)
         if self.exit_status == 0:
             self.exit_status = 1
-            # twistd has no exit status of its own to set: the status is
-            # applied once twistd has finished its own shutdown.
-            atexit.register(_exit_with, self.exit_status)
+            self._exit_with(self.exit_status)
         if self._reactor.running:
             self._reactor.stop()
 
 
-def _exit_with(status: int) -> None:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
+def _exit_after_twistd(status: int) -> None:
+    # twistd has no exit status of its own to set: apply ours once twistd
+    # has finished its shutdown and the interpreter is exiting.
+    def exit_now() -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+
+    atexit.register(exit_now)

@@ -37,7 +37,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
     every error is printed, and the exit status is 1.
     """
     if reactor is None:
-        from twisted.internet import reactor as global_reactor
+        from twisted.internet import reactor as global_reactor  # noqa: PLC0415 - only as the default
 
         reactor = global_reactor
     try:

@@ -35,7 +35,10 @@ def solve(job: Job, extranonce: bytes, batch: int = 16) -> ShareHash:
     template = job.template
     nonce = 0
     while True:
-        works = [ShareWork(extranonce, template.version, template.curtime, n) for n in range(nonce, nonce + batch)]
+        works = [
+            ShareWork(extranonce, template.version, template.curtime, n)
+            for n in range(nonce, nonce + batch)
+        ]
         for result in job.hasher.check(works):
             if result.pow_value <= template.target:
                 return result
@@ -62,8 +65,14 @@ async def mine_block(
     assert job is not None
     if wrong_branch:
         branch = [bytes(32)] * max(1, len(job.merkle_branch))
-        hasher = JobHasher(ALGORITHMS["scrypt"], job.coinbase.coinb1, job.coinbase.coinb2,
-                           branch, template.prevhash_internal, template.bits)
+        hasher = JobHasher(
+            ALGORITHMS["scrypt"],
+            job.coinbase.coinb1,
+            job.coinbase.coinb2,
+            branch,
+            template.prevhash_internal,
+            template.bits,
+        )
         found = solve(dataclasses.replace(job, hasher=hasher), extranonce)
     else:
         found = solve(job, extranonce)

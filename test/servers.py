@@ -51,7 +51,9 @@ def require(program: str) -> str:
     """The path of ``program``; the test command installs it, so its absence is an error."""
     path = shutil.which(program)
     if path is None:
-        raise RuntimeError(f"{program} is not installed: run the tests through the README's test command")
+        raise RuntimeError(
+            f"{program} is not installed: run the tests through the README's test command"
+        )
     return path
 
 
@@ -70,12 +72,14 @@ class Node:
 
     def rpc(self, method: str, *params: Any, wallet: str | None = None) -> Any:
         """Call the node; amounts come back as Decimal."""
-        body = json.dumps({"jsonrpc": "1.0", "id": 1, "method": method, "params": list(params)},
-                          default=str).encode()
+        body = json.dumps(
+            {"jsonrpc": "1.0", "id": 1, "method": method, "params": list(params)}, default=str
+        ).encode()
         url = self.url + (f"/wallet/{wallet}" if wallet is not None else "")
         token = base64.b64encode(f"{RPC_USER}:{RPC_PASSWORD}".encode()).decode()
-        request = urllib.request.Request(url, body, {"Authorization": f"Basic {token}",
-                                                     "Content-Type": "application/json"})
+        request = urllib.request.Request(
+            url, body, {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=120) as response:
                 reply = json.loads(response.read(), parse_float=Decimal)
@@ -90,37 +94,46 @@ class Node:
     def start(self, *extra: str) -> None:
         self.datadir.mkdir(parents=True, exist_ok=True)
         (self.datadir / "litecoin.conf").write_text(
-            "\n".join([
-                "regtest=1",
-                "[regtest]",
-                f"rpcport={self.rpc_port}",
-                f"port={self.p2p_port}",
-                "rpcbind=127.0.0.1",
-                "rpcallowip=127.0.0.1",
-                "bind=127.0.0.1",
-                f"rpcuser={RPC_USER}",
-                f"rpcpassword={RPC_PASSWORD}",
-                "fallbackfee=0.0002",
-                "txindex=1",
-                "listen=1",
-                "discover=0",
-                "dnsseed=0",
-                "listenonion=0",
-                "upnp=0",
-                "natpmp=0",
-                "printtoconsole=0",
-                "rpcworkqueue=64",
-                "",
-            ])
+            "\n".join(
+                [
+                    "regtest=1",
+                    "[regtest]",
+                    f"rpcport={self.rpc_port}",
+                    f"port={self.p2p_port}",
+                    "rpcbind=127.0.0.1",
+                    "rpcallowip=127.0.0.1",
+                    f"bind=127.0.0.1:{self.p2p_port}",
+                    # litecoind 0.21 otherwise binds its onion target on the
+                    # fixed 127.0.0.1:19444, which concurrent nodes race for
+                    f"bind=127.0.0.1:{free_port()}=onion",
+                    f"rpcuser={RPC_USER}",
+                    f"rpcpassword={RPC_PASSWORD}",
+                    "fallbackfee=0.0002",
+                    "txindex=1",
+                    "listen=1",
+                    "discover=0",
+                    "dnsseed=0",
+                    "listenonion=0",
+                    "upnp=0",
+                    "printtoconsole=0",
+                    "rpcworkqueue=64",
+                    "",
+                ]
+            )
         )
         self.process = subprocess.Popen(
             [require("litecoind"), f"-datadir={self.datadir}", *extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if self.process.poll() is not None:
-                err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+                err = (
+                    self.process.stderr.read().decode(errors="replace")
+                    if self.process.stderr
+                    else ""
+                )
                 raise RuntimeError(f"litecoind exited: {err.strip()}")
             try:
                 self.rpc("getblockcount")
@@ -231,9 +244,21 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         self.process = subprocess.Popen(
-            [require("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self.root)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                require("redis-server"),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.root),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + START_TIMEOUT
         while True:

@@ -14,7 +14,6 @@ from twisted.logger import capturedLogs
 from twisted.trial.unittest import TestCase
 
 from nomp.chain.coinbase import PayoutPlan, Recipient
-from nomp.chain.template import BlockTemplate
 from nomp.daemon import DaemonGroup
 from test.chainhelpers import coinbase_outputs, connect, mine_block, satoshis
 from test.servers import BIP34_HEIGHT, MWEB_ACTIVATION, RegtestPair, shared_regtest
@@ -22,7 +21,9 @@ from test.servers import BIP34_HEIGHT, MWEB_ACTIVATION, RegtestPair, shared_regt
 HOGEX_FLAG = 0x08  # serialisation flag of the MWEB HogEx transaction
 
 
-async def plan_for(pair: RegtestPair, daemons: DaemonGroup, kind: str, fee_address: str) -> tuple[str, PayoutPlan]:
+async def plan_for(
+    pair: RegtestPair, daemons: DaemonGroup, kind: str, fee_address: str
+) -> tuple[str, PayoutPlan]:
     """A wallet address of ``kind`` and a payout plan paying it, with a 1.5% recipient."""
     address = pair.new_address(kind)
     pool = await daemons.validate_address(address)
@@ -75,7 +76,9 @@ class MiningThroughTheErasTests(TestCase):
             self.assertTrue(outcome.accepted, f"height {height}: {outcome.reason}")
             self.assertEqual(pair.miner.rpc("getbestblockhash"), outcome.block_hash)
             outputs = coinbase_outputs(pair, outcome.block_hash)
-            self.assertEqual(outputs, [(script.hex(), amount) for script, amount in job.coinbase.outputs])
+            self.assertEqual(
+                outputs, [(script.hex(), amount) for script, amount in job.coinbase.outputs]
+            )
             self.assertEqual(sum(amount for _, amount in outputs), template.coinbase_value)
             self.assertEqual(outputs[1][1], template.coinbase_value * 3 // 200)
             first_block_of.setdefault(kind, (outcome.block_hash, outputs[0][1]))
@@ -151,5 +154,7 @@ class RejectedBlockTests(TestCase):
 
     async def test_one_satoshi_too_much(self) -> None:
         """A coinbase paying one satoshi more than the template allows: bad-cb-amount."""
-        reason = await self.rejected(lambda t: dataclasses.replace(t, coinbase_value=t.coinbase_value + 1))
+        reason = await self.rejected(
+            lambda t: dataclasses.replace(t, coinbase_value=t.coinbase_value + 1)
+        )
         self.assertEqual(reason, "bad-cb-amount")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from nomp.config.errors import ErrorLog
 from nomp.config.model import (
     POOL_DEFAULT_KEYS,
@@ -31,8 +33,14 @@ class _StrictLoader(yaml.SafeLoader):
 def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
-        if key in seen:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # a merge key (<<): construct_mapping merges it as SafeLoader does
+        key = loader.construct_object(key_node)
+        try:
+            given = key in seen
+        except TypeError:
+            continue  # unhashable: construct_mapping reports it
+        if given:
             raise yaml.constructor.ConstructorError(
                 None, None, f"key {key!r} given twice", key_node.start_mark
             )
@@ -55,7 +63,17 @@ def _read_yaml(path: Path, shown: str, errors: ErrorLog) -> Any:
         errors.add(shown, "", "not UTF-8 text")
         return None
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_StrictLoader)
+    except yaml.reader.ReaderError as e:  # its str() spans lines and names no file
+        line = text.count("\n", 0, e.position) + 1
+        column = e.position - text.rfind("\n", 0, e.position)
+        errors.add(
+            shown,
+            "",
+            f"invalid YAML: line {line} column {column}: "
+            f"unacceptable character #x{e.character:04x}: {e.reason}",
+        )
+        return None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
@@ -79,7 +97,7 @@ def load_config(directory: str | os.PathLike[str]) -> Config:
     if (conf / "config.yaml").exists():
         data = _read_yaml(conf / "config.yaml", "config.yaml", errors)
         if data is not None:
-            settings = Reader("config.yaml", errors).read(GlobalConfig, data) or settings
+            settings = Reader("config.yaml", errors).read(GlobalConfig, data) or _salvage(data)
     else:
         errors.add("config.yaml", "", "missing")
 
@@ -98,6 +116,20 @@ def load_config(directory: str | os.PathLike[str]) -> Config:
     _check_conflicts(claims, errors)
     errors.raise_if_any()
     return Config(directory=conf, settings=settings, pools=tuple(pools))
+
+
+def _salvage(data: Any) -> GlobalConfig:
+    """The settings of a config.yaml with errors: its valid top-level keys over the
+    defaults, so that pools are still read from its coins folder and checked
+    against its control port rather than reported against the defaults."""
+    settings = GlobalConfig()
+    if isinstance(data, Mapping):
+        quiet = Reader("config.yaml", ErrorLog())  # its errors are already recorded
+        for key in GlobalConfig.__dataclass_fields__:
+            part = quiet.read(GlobalConfig, {key: data[key]}) if key in data else None
+            if part is not None:
+                settings = dataclasses.replace(settings, **{key: getattr(part, key)})
+    return settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +253,9 @@ def _check_conflicts(claims: list[_Claims], errors: ErrorLog) -> None:
                     or interface in _WILDCARD_INTERFACES
                     or address[0] in _WILDCARD_INTERFACES
                 ):
-                    errors.add(claim.file, path, f"port {number} is also used by {file}: {other_path}")
+                    errors.add(
+                        claim.file, path, f"port {number} is also used by {file}: {other_path}"
+                    )
             bound.append((claim.file, path, *address))
         if claim.coin is not None:
             key = claim.coin.lower()

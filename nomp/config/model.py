@@ -23,7 +23,6 @@ from nomp.config.schema import (
     positive,
 )
 
-
 MAX_SIGNATURE_BYTES = 64  # the coinbase scriptSig is at most 100 bytes in all
 
 
@@ -124,7 +123,9 @@ POOL_DEFAULT_KEYS = frozenset(PoolDefaults.__dataclass_fields__)
 class GlobalConfig:
     """``config.yaml``."""
 
-    coins: str = "../coins"  # the coin files' folder, relative to the conf folder
+    coins: str = checked(  # the coin files' folder, relative to the conf folder
+        lambda v: "must not contain a NUL character" if "\0" in v else None, "../coins"
+    )
     threads: int | None = checked(positive, None)  # hashing threads; None: one per CPU
     redis: RedisConfig = field(default_factory=RedisConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
@@ -139,7 +140,9 @@ class NetworkConfig:
     chain: str = checked(non_empty)  # as getblockchaininfo says: main, test, regtest
     pubkey_address_prefix: int = checked(lambda v: None if 0 <= v <= 255 else "must be 0-255")
     script_address_prefixes: tuple[int, ...] = checked(
-        lambda v: None if v and all(0 <= p <= 255 for p in v) else "must be a non-empty list of 0-255"
+        lambda v: (
+            None if v and all(0 <= p <= 255 for p in v) else "must be a non-empty list of 0-255"
+        )
     )
     bech32_hrp: str | None = None
     mweb_hrp: str | None = None
@@ -156,10 +159,10 @@ class TransactionOptions:
 class CoinConfig:
     """``coins/<name>.yaml``."""
 
+    network: NetworkConfig
     name: str = checked(non_empty)  # also the Redis key prefix of its pool
     symbol: str = checked(non_empty)
     algorithm: str = checked(non_empty)
-    network: NetworkConfig = checked(lambda v: None)
     gbt_rules: tuple[str, ...] = ("segwit",)
     transactions: TransactionOptions = field(default_factory=TransactionOptions)
     block_time: float = checked(positive, 600.0)
@@ -178,9 +181,9 @@ class PoolConfig:
     ports: tuple[PortConfig, ...] = checked(non_empty)
     enabled: bool = True
     reward_recipients: tuple[RecipientConfig, ...] = ()
-    block_refresh_interval: float = 1.0
-    job_rebroadcast_timeout: float = 55.0
-    connection_timeout: float = 600.0
+    block_refresh_interval: float = checked(positive, 1.0)
+    job_rebroadcast_timeout: float = checked(non_negative, 55.0)  # 0: never
+    connection_timeout: float = checked(positive, 600.0)
     pool_signature: str = checked(at_most_bytes(MAX_SIGNATURE_BYTES), "/nomp/")
     banning: BanningConfig = field(default_factory=BanningConfig)
 

@@ -59,7 +59,9 @@ def endpoint(value: Any) -> str | None:
 
 
 def http_url(value: Any) -> str | None:
-    return None if value.startswith(("http://", "https://")) else "must start with http:// or https://"
+    return (
+        None if value.startswith(("http://", "https://")) else "must start with http:// or https://"
+    )
 
 
 def at_most_bytes(limit: int) -> Check:
@@ -109,7 +111,10 @@ class Reader:
         failed = False
         for key in data:
             if key not in fields:
-                self.error(_join(path, str(key)), f"unknown key (expected one of: {', '.join(sorted(fields))})")
+                self.error(
+                    _join(path, str(key)),
+                    f"unknown key (expected one of: {', '.join(sorted(fields))})",
+                )
                 failed = True
         values: dict[str, Any] = dict(fixed)
         for name, field in fields.items():
@@ -124,9 +129,7 @@ class Reader:
                         value = _INVALID
             elif fallbacks is not None and name in fallbacks:
                 value = fallbacks[name]
-            elif field.default is not dataclasses.MISSING:
-                continue
-            elif field.default_factory is not dataclasses.MISSING:
+            elif not (field.default is field.default_factory is dataclasses.MISSING):
                 continue
             else:
                 self.error(where, "missing")
@@ -157,7 +160,9 @@ class Reader:
         if origin is typing.Literal:
             if data in args:
                 return data
-            return self._bad(path, f"must be one of {', '.join(repr(a) for a in args)}, got {data!r}")
+            return self._bad(
+                path, f"must be one of {', '.join(repr(a) for a in args)}, got {data!r}"
+            )
         if origin is tuple:
             if not isinstance(data, list):
                 return self._bad(path, f"expected a list, got {_kind(data)}")

@@ -122,9 +122,7 @@ class DaemonGroup:
             return result
 
         return list(
-            await defer.gatherResults(
-                [defer.Deferred.fromCoroutine(one(d)) for d in self.daemons]
-            )
+            await defer.gatherResults([defer.Deferred.fromCoroutine(one(d)) for d in self.daemons])
         )
 
     async def submit_block(self, block_hex: str) -> list[SubmitResult]:
@@ -157,7 +155,9 @@ class DaemonGroup:
         try:
             script = bytes.fromhex(script_hex)
         except (TypeError, ValueError):
-            raise DaemonResponseError("", "validateaddress", f"bad scriptPubKey {script_hex!r}") from None
+            raise DaemonResponseError(
+                "", "validateaddress", f"bad scriptPubKey {script_hex!r}"
+            ) from None
         return AddressInfo(address, info["isvalid"], script, bool(info.get("ismweb", False)))
 
     async def chain_info(self) -> ChainInfo:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import re
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -14,8 +15,10 @@ from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
+from nomp.background import cancellable
 from nomp.daemon.errors import (
     DaemonHTTPError,
     DaemonResponseError,
@@ -30,7 +33,9 @@ DEFAULT_MAX_RESPONSE = 64 * 1024 * 1024
 class HTTPPoster(Protocol):
     """What DaemonRPC needs of treq: its ``post`` (an ``HTTPClient`` or ``StubTreq``)."""
 
-    def post(self, url: str, **kwargs: Any) -> defer.Deferred[Any]: ...
+    def post(
+        self, url: str, /, *, data: bytes, headers: Headers, unbuffered: bool
+    ) -> defer.Deferred[Any]: ...
 
 
 class _BodyReader(TwistedProtocol):
@@ -53,7 +58,7 @@ class _BodyReader(TwistedProtocol):
             return
         self._parts.append(data)
 
-    def connectionLost(self, reason: Failure = ResponseDone()) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = ResponseDone()) -> None:  # type: ignore[assignment]  # noqa: B008
         if self._done.called:
             return
         if reason.check(ResponseDone, PotentialDataLoss):
@@ -82,10 +87,12 @@ class DaemonRPC:
         self.url = url
         self._http = http
         token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-        self._headers = {
-            "Authorization": [f"Basic {token}"],
-            "Content-Type": ["application/json"],
-        }
+        self._headers = Headers(
+            {
+                "Authorization": [f"Basic {token}"],
+                "Content-Type": ["application/json"],
+            }
+        )
         self._clock = clock
         self._timeout = timeout
         self._max_response = max_response
@@ -99,7 +106,7 @@ class DaemonRPC:
         attempt = defer.Deferred.fromCoroutine(self._exchange(method, list(params)))
         attempt.addTimeout(self._timeout, self._clock)
         try:
-            return await attempt
+            return await cancellable(attempt)
         except defer.TimeoutError:
             raise DaemonUnreachable(self.url, method, f"no answer in {self._timeout:g}s") from None
 
@@ -110,8 +117,10 @@ class DaemonRPC:
             default=_encode_decimal,
         ).encode()
         try:
-            response: IResponse = await self._http.post(
-                self.url, data=body, headers=self._headers, unbuffered=True
+            # A timed-out request is cancelled, and a cancelled Agent request fails
+            # with ResponseNeverReceived: cancellable() makes that a CancelledError.
+            response: IResponse = await cancellable(
+                self._http.post(self.url, data=body, headers=self._headers, unbuffered=True)
             )
             done: defer.Deferred[bytes] = defer.Deferred()
             response.deliverBody(_BodyReader(self._max_response, done))
@@ -131,11 +140,13 @@ class DaemonRPC:
             reply = None
         if not isinstance(reply, dict) or "result" not in reply or "error" not in reply:
             if status != 200:
-                detail = raw[:200].decode("utf-8", "replace").strip() or _HTTP_HINTS.get(status, "")
+                detail = _HTTP_HINTS.get(status) or _plain_text(raw)
                 raise DaemonHTTPError(self.url, method, status, detail)
             raise DaemonResponseError(self.url, method, f"not a JSON-RPC reply: {raw[:200]!r}")
         if reply.get("id") != request_id:
-            raise DaemonResponseError(self.url, method, f"reply id {reply.get('id')!r} != {request_id}")
+            raise DaemonResponseError(
+                self.url, method, f"reply id {reply.get('id')!r} != {request_id}"
+            )
         error = reply["error"]
         if error is not None:
             if isinstance(error, dict):
@@ -151,6 +162,13 @@ _HTTP_HINTS = {
     403: "Forbidden: check the daemon's rpcallowip",
     404: "Not Found: check the URL (a wallet path?)",
 }
+
+
+def _plain_text(raw: bytes, limit: int = 120) -> str:
+    """An error page as one short line: tags dropped, whitespace collapsed."""
+    text = re.sub(r"<[^>]*>", " ", raw[:4096].decode("utf-8", "replace"))
+    text = " ".join(text.split())
+    return text[:limit] + ("..." if len(text) > limit else "")
 
 
 def _encode_decimal(value: object) -> object:

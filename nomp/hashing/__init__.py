@@ -7,9 +7,10 @@ pure; :mod:`nomp.hashing.pool` decides which thread runs it.
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final, NamedTuple
 
 from nomp.hashing._native import ffi, lib
 
@@ -102,12 +103,13 @@ class ShareWork:
         """The 32-byte record the C share check reads."""
         if not 0 < len(self.extranonce) <= MAX_EXTRANONCE:
             raise ValueError("extranonce must be 1 to 16 bytes")
-        return _SHARE.pack(self.extranonce, len(self.extranonce), self.version, self.ntime, self.nonce)
+        return _SHARE.pack(
+            self.extranonce, len(self.extranonce), self.version, self.ntime, self.nonce
+        )
 
 
-@dataclass(frozen=True, slots=True)
-class ShareHash:
-    """The result of one share check."""
+class ShareHash(NamedTuple):
+    """The result of one share check (a tuple: cheap to make by the thousand)."""
 
     header: bytes
     pow_hash: bytes  # internal byte order
@@ -116,6 +118,20 @@ class ShareHash:
     def pow_value(self) -> int:
         """The PoW hash as the integer compared with targets."""
         return int.from_bytes(self.pow_hash, "little")
+
+
+_per_thread = threading.local()
+
+
+def _results_buffer(count: int) -> Any:
+    """A C buffer for ``count`` results, reused by the calling thread: the
+    share check is called many thousand times a second, and allocating it
+    each time would cost more than hashing a sha256d share."""
+    buffer = getattr(_per_thread, "results", None)
+    if buffer is None or len(buffer) < _RESULT_SIZE * count:
+        buffer = ffi.new("unsigned char[]", _RESULT_SIZE * max(count, 64))
+        _per_thread.results = buffer
+    return buffer
 
 
 class JobHasher:
@@ -154,11 +170,13 @@ class JobHasher:
 
     def check_packed(self, records: bytes, count: int) -> list[ShareHash]:
         """Check ``count`` packed share records (see :meth:`ShareWork.pack`)."""
-        out = ffi.new("unsigned char[]", _RESULT_SIZE * count)
+        if len(records) != count * _SHARE.size:
+            raise ValueError("records do not hold count shares")
+        out = _results_buffer(count)
         rc = lib.nomp_job_check(self._job, records, count, out)
         if rc != 0:
             raise ValueError(f"share check failed ({rc})")
-        raw = ffi.buffer(out)
+        raw = ffi.buffer(out, _RESULT_SIZE * count)[:]
         return [
             ShareHash(raw[i : i + 80], raw[i + 80 : i + _RESULT_SIZE])
             for i in range(0, _RESULT_SIZE * count, _RESULT_SIZE)

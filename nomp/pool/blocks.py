@@ -61,12 +61,17 @@ class BlockSubmitter:
         if accepted:
             self.log.info(
                 "block {block_hash} at height {height} accepted ({answers})",
-                block_hash=hash_hex, height=height, answers=answers,
+                block_hash=hash_hex,
+                height=height,
+                answers=answers,
             )
         else:
             self.log.warn(
                 "block {block_hash} at height {height} not accepted: {reason} ({answers})",
-                block_hash=hash_hex, height=height, reason=outcome.reason, answers=answers,
+                block_hash=hash_hex,
+                height=height,
+                reason=outcome.reason,
+                answers=answers,
             )
         return outcome
 
@@ -75,7 +80,9 @@ class BlockSubmitter:
         try:
             block = await self._daemons.call("getblock", hash_hex)
         except DaemonError as e:
-            self.log.warn("cannot confirm block {block_hash}: {error}", block_hash=hash_hex, error=e)
+            self.log.warn(
+                "cannot confirm block {block_hash}: {error}", block_hash=hash_hex, error=e
+            )
             return False, None
         if not isinstance(block, dict):
             return False, None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from treq.client import HTTPClient
 from twisted.application.service import MultiService
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IDelayedCall
@@ -76,8 +77,6 @@ class PoolService(MultiService):
         super().startService()
         http = self._http
         if http is None:
-            from treq.client import HTTPClient
-
             self._http_pool = HTTPConnectionPool(self._reactor, persistent=True)
             self._http_pool._factory = _QuietHTTP11ClientFactory
             http = HTTPClient(Agent(self._reactor, pool=self._http_pool))
@@ -106,12 +105,17 @@ class PoolService(MultiService):
         self.registry = JobRegistry(
             ALGORITHMS[coin.algorithm],
             plan,
-            CoinbaseLayout(tx_version=coin.transactions.version, signature=pool.pool_signature.encode()),
+            CoinbaseLayout(
+                tx_version=coin.transactions.version, signature=pool.pool_signature.encode()
+            ),
         )
         self.log.info(
             "pool {pool}: {coin} on chain {chain}, paying to {address} (script {script})",
-            pool=pool.name, coin=coin.name, chain=coin.network.chain,
-            address=pool.address, script=plan.pool_script.hex(),
+            pool=pool.name,
+            coin=coin.name,
+            chain=coin.network.chain,
+            address=pool.address,
+            script=plan.pool_script.hex(),
         )
         await self.refresh()
         self.ready = True
@@ -127,7 +131,7 @@ class PoolService(MultiService):
             self._poll.stop()
         if self._rebroadcast is not None and self._rebroadcast.active():
             self._rebroadcast.cancel()
-        stopping = super().stopService()
+        stopping: defer.Deferred[None] = super().stopService()
         pool, self._http_pool = self._http_pool, None
         if pool is not None:
             stopping.addCallback(lambda _: pool.closeCachedConnections())
@@ -194,15 +198,21 @@ class PoolService(MultiService):
         template = job.template
         if job.clean:
             self.log.info(
-                "pool {pool}: new block {height} on {prevhash}: {txs} transactions, reward {reward}",
-                pool=self.config.name, height=template.height, prevhash=template.previous_block_hash,
-                txs=len(template.transactions), reward=template.coinbase_value,
+                "pool {pool}: new block {height} on {prevhash}: "
+                "{txs} transactions, reward {reward}",
+                pool=self.config.name,
+                height=template.height,
+                prevhash=template.previous_block_hash,
+                txs=len(template.transactions),
+                reward=template.coinbase_value,
             )
         else:
             self.log.debug(
                 "pool {pool}: job {job_id} refreshed: {txs} transactions, reward {reward}",
-                pool=self.config.name, job_id=job.job_id,
-                txs=len(template.transactions), reward=template.coinbase_value,
+                pool=self.config.name,
+                job_id=job.job_id,
+                txs=len(template.transactions),
+                reward=template.coinbase_value,
             )
         self._rearm_rebroadcast()
         for listener in self._listeners:
@@ -223,7 +233,11 @@ class PoolService(MultiService):
     def block_notify(self, block_hash: str | None = None) -> defer.Deferred[None]:
         """A new block was announced: fetch a template now, unless we are on it already."""
         current = self.registry.current if self.registry is not None else None
-        if block_hash is not None and current is not None and current.template.previous_block_hash == block_hash.lower():
+        if (
+            block_hash is not None
+            and current is not None
+            and current.template.previous_block_hash == block_hash.lower()
+        ):
             return defer.succeed(None)
         return self.refresh()
 

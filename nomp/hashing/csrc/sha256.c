@@ -113,6 +113,56 @@ static void compress_shani(uint32_t state[8], const uint8_t *data, size_t blocks
     _mm_storeu_si128((__m128i *)&state[4], _mm_alignr_epi8(dchg, feba, 8));
 }
 
+/* Two independent compressions in lockstep: each sha256rnds2 waits on the
+ * one before it, so a second chain fills the pipeline in between. */
+__attribute__((target("sha,sse4.1")))
+static void compress2_shani(uint32_t state_a[8], const uint8_t *data_a,
+                            uint32_t state_b[8], const uint8_t *data_b, size_t blocks)
+{
+    const __m128i byteswap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+    __m128i abef[2], cdgh[2];
+    uint32_t *states[2] = {state_a, state_b};
+    const uint8_t *data[2] = {data_a, data_b};
+    for (int s = 0; s < 2; s++) {
+        __m128i cdab = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&states[s][0]), 0xB1);
+        __m128i efgh = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&states[s][4]), 0x1B);
+        abef[s] = _mm_alignr_epi8(cdab, efgh, 8);
+        cdgh[s] = _mm_blend_epi16(efgh, cdab, 0xF0);
+    }
+    while (blocks--) {
+        __m128i saved_abef[2] = {abef[0], abef[1]}, saved_cdgh[2] = {cdgh[0], cdgh[1]};
+        __m128i m[2][4];
+        for (int g = 0; g < 16; g++) {
+            __m128i k = _mm_loadu_si128((const __m128i *)&K[4 * g]);
+            for (int s = 0; s < 2; s++) {
+                __m128i words;
+                if (g < 4) {
+                    words = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(data[s] + 16 * g)), byteswap);
+                } else {
+                    words = _mm_sha256msg1_epu32(m[s][g & 3], m[s][(g + 1) & 3]);
+                    words = _mm_add_epi32(words, _mm_alignr_epi8(m[s][(g + 3) & 3], m[s][(g + 2) & 3], 4));
+                    words = _mm_sha256msg2_epu32(words, m[s][(g + 3) & 3]);
+                }
+                m[s][g & 3] = words;
+                __m128i wk = _mm_add_epi32(words, k);
+                cdgh[s] = _mm_sha256rnds2_epu32(cdgh[s], abef[s], wk);
+                abef[s] = _mm_sha256rnds2_epu32(abef[s], cdgh[s], _mm_shuffle_epi32(wk, 0x0E));
+            }
+        }
+        for (int s = 0; s < 2; s++) {
+            abef[s] = _mm_add_epi32(abef[s], saved_abef[s]);
+            cdgh[s] = _mm_add_epi32(cdgh[s], saved_cdgh[s]);
+            data[s] += 64;
+        }
+    }
+    for (int s = 0; s < 2; s++) {
+        __m128i feba = _mm_shuffle_epi32(abef[s], 0x1B);
+        __m128i dchg = _mm_shuffle_epi32(cdgh[s], 0xB1);
+        _mm_storeu_si128((__m128i *)&states[s][0], _mm_blend_epi16(feba, dchg, 0xF0));
+        _mm_storeu_si128((__m128i *)&states[s][4], _mm_alignr_epi8(dchg, feba, 8));
+    }
+}
+
 static int cpu_has_shani(void)
 {
     unsigned int a, b, c, d;
@@ -125,16 +175,26 @@ static int cpu_has_shani(void)
 }
 #endif
 
+static void compress2_portable(uint32_t state_a[8], const uint8_t *data_a,
+                               uint32_t state_b[8], const uint8_t *data_b, size_t blocks)
+{
+    compress_portable(state_a, data_a, blocks);
+    compress_portable(state_b, data_b, blocks);
+}
+
 sha256_compress_fn sha256_compress = compress_portable;
+sha256_compress2_fn sha256_compress2 = compress2_portable;
 static const char *implementation = "portable";
 
 void sha256_select(int force_portable)
 {
     sha256_compress = compress_portable;
+    sha256_compress2 = compress2_portable;
     implementation = "portable";
 #ifdef NOMP_X86
     if (!force_portable && cpu_has_shani()) {
         sha256_compress = compress_shani;
+        sha256_compress2 = compress2_shani;
         implementation = "sha-ni";
     }
 #else
@@ -244,4 +304,58 @@ void sha256d_64(const uint8_t in[64], uint8_t out[32])
     for (int i = 0; i < 8; i++)
         store_be32(first + 4 * i, state[i]);
     sha256_32(first, out);
+}
+
+static void store_state(uint8_t out[32], const uint32_t state[8])
+{
+    for (int i = 0; i < 8; i++)
+        store_be32(out + 4 * i, state[i]);
+}
+
+void sha256d_64_x2(const uint8_t in_a[64], const uint8_t in_b[64], uint8_t out_a[32], uint8_t out_b[32])
+{
+    static const uint8_t pad64[64] = {0x80, [62] = 0x02};
+    uint32_t a[8], b[8];
+    uint8_t block_a[64] = {0}, block_b[64] = {0};
+    memcpy(a, sha256_initial_state, 32);
+    memcpy(b, sha256_initial_state, 32);
+    sha256_compress2(a, in_a, b, in_b, 1);
+    sha256_compress2(a, pad64, b, pad64, 1);
+    store_state(block_a, a);
+    store_state(block_b, b);
+    block_a[32] = block_b[32] = 0x80;
+    block_a[62] = block_b[62] = 0x01; /* 256 bits */
+    memcpy(a, sha256_initial_state, 32);
+    memcpy(b, sha256_initial_state, 32);
+    sha256_compress2(a, block_a, b, block_b, 1);
+    store_state(out_a, a);
+    store_state(out_b, b);
+}
+
+void sha256d_80_x2(const uint8_t in_a[80], const uint8_t in_b[80], uint8_t out_a[32], uint8_t out_b[32])
+{
+    uint8_t tail_a[64] = {0}, tail_b[64] = {0};
+    uint32_t a[8], b[8];
+    memcpy(tail_a, in_a + 64, 16);
+    memcpy(tail_b, in_b + 64, 16);
+    tail_a[16] = tail_b[16] = 0x80;
+    tail_a[62] = tail_b[62] = 0x02; /* 640 bits = 0x280 */
+    tail_a[63] = tail_b[63] = 0x80;
+    memcpy(a, sha256_initial_state, 32);
+    memcpy(b, sha256_initial_state, 32);
+    sha256_compress2(a, in_a, b, in_b, 1);
+    sha256_compress2(a, tail_a, b, tail_b, 1);
+    uint8_t first_a[32], first_b[32];
+    store_state(first_a, a);
+    store_state(first_b, b);
+    uint8_t block_a[64] = {0}, block_b[64] = {0};
+    memcpy(block_a, first_a, 32);
+    memcpy(block_b, first_b, 32);
+    block_a[32] = block_b[32] = 0x80;
+    block_a[62] = block_b[62] = 0x01;
+    memcpy(a, sha256_initial_state, 32);
+    memcpy(b, sha256_initial_state, 32);
+    sha256_compress2(a, block_a, b, block_b, 1);
+    store_state(out_a, a);
+    store_state(out_b, b);
 }

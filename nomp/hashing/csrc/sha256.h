@@ -19,7 +19,12 @@ typedef struct {
 /* Compress `blocks` 64-byte blocks into `state`. */
 typedef void (*sha256_compress_fn)(uint32_t state[8], const uint8_t *data, size_t blocks);
 
+/* Two independent compressions of the same number of blocks, interleaved. */
+typedef void (*sha256_compress2_fn)(uint32_t state_a[8], const uint8_t *data_a,
+                                    uint32_t state_b[8], const uint8_t *data_b, size_t blocks);
+
 extern sha256_compress_fn sha256_compress;
+extern sha256_compress2_fn sha256_compress2;
 extern const uint32_t sha256_initial_state[8];
 
 void sha256_select(int force_portable);
@@ -33,6 +38,9 @@ void sha256(const uint8_t *data, size_t len, uint8_t out[32]);
 void sha256d(const uint8_t *data, size_t len, uint8_t out[32]);
 /* sha256d of exactly 64 bytes: one merkle tree step. */
 void sha256d_64(const uint8_t in[64], uint8_t out[32]);
+/* Two at once: sha256d of two 64-byte inputs, and of two 80-byte headers. */
+void sha256d_64_x2(const uint8_t in_a[64], const uint8_t in_b[64], uint8_t out_a[32], uint8_t out_b[32]);
+void sha256d_80_x2(const uint8_t in_a[80], const uint8_t in_b[80], uint8_t out_a[32], uint8_t out_b[32]);
 /* sha256 of exactly 32 bytes, continuing nothing: the second half of sha256d. */
 void sha256_32(const uint8_t in[32], uint8_t out[32]);
 

@@ -1,0 +1,1251 @@
+"""The configuration loader: ``load_config`` over whole conf folders.
+
+Every test builds a conf folder in a temporary directory from a valid
+baseline (``ConfTestCase`` below), changes one thing, and checks either the
+typed result or the exact error lines, each ``file: path: message``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import yaml
+from twisted.trial.unittest import TestCase
+
+from nomp.config import Config, ConfigErrors, load_config
+from nomp.hashing import ALGORITHMS
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KNOWN_ALGORITHMS = ", ".join(sorted(ALGORITHMS))
+POOL_KEYS = (
+    "address, banning, block_refresh_interval, connection_timeout, daemons, enabled, "
+    "job_rebroadcast_timeout, pool_signature, ports, reward_recipients"
+)
+GLOBAL_KEYS = "coins, control, logging, pool_defaults, redis, threads"
+DEFAULT_KEYS = (
+    "banning, block_refresh_interval, connection_timeout, job_rebroadcast_timeout, pool_signature"
+)
+
+
+def litecoin() -> dict[str, Any]:
+    """A valid coin file: Litecoin mainnet, as the shipped one."""
+    return {
+        "name": "litecoin",
+        "symbol": "LTC",
+        "algorithm": "scrypt",
+        "network": {
+            "chain": "main",
+            "pubkey_address_prefix": 48,
+            "script_address_prefixes": [50, 5],
+            "bech32_hrp": "ltc",
+            "mweb_hrp": "ltcmweb",
+        },
+        "gbt_rules": ["mweb", "segwit"],
+        "transactions": {"version": 2},
+        "block_time": 150,
+        "coinbase_maturity": 100,
+    }
+
+
+def bitcoin() -> dict[str, Any]:
+    """A second valid coin file, for a second pool."""
+    return {
+        "name": "bitcoin",
+        "symbol": "BTC",
+        "algorithm": "sha256d",
+        "network": {
+            "chain": "main",
+            "pubkey_address_prefix": 0,
+            "script_address_prefixes": [5],
+            "bech32_hrp": "bc",
+        },
+    }
+
+
+class ConfTestCase(TestCase):
+    """A valid conf folder to change one thing in, then load.
+
+    ``self.files`` maps each file, named as error lines name it
+    (``config.yaml``, ``pools/ltc.yaml``, ``coins/litecoin.yaml``), to its
+    content: data to dump as YAML, or ``str``/``bytes`` written as they are.
+    Conf files go to ``<root>/conf``, coin files to ``<root>/coins``, and
+    config.yaml names that coins folder by its absolute path.
+    """
+
+    def setUp(self) -> None:
+        self.root = os.path.abspath(self.mktemp())
+        self.conf = os.path.join(self.root, "conf")
+        self.coins = os.path.join(self.root, "coins")
+        self.files: dict[str, Any] = {
+            "config.yaml": {
+                "coins": self.coins,
+                "threads": 2,
+                "redis": {"host": "127.0.0.1", "port": 6379, "password": None, "db": 0},
+                "logging": {"level": "info", "format": "text", "file": None},
+                "control": {"listen": "tcp:17117:interface=127.0.0.1"},
+                "pool_defaults": {
+                    "block_refresh_interval": 1,
+                    "job_rebroadcast_timeout": 55,
+                    "connection_timeout": 600,
+                    "pool_signature": "/nomp/",
+                    "banning": {
+                        "enabled": True,
+                        "time": 600,
+                        "invalid_percent": 50,
+                        "check_threshold": 500,
+                        "purge_interval": 300,
+                    },
+                },
+            },
+            "pools/ltc.yaml": {
+                "coin": "litecoin",
+                "address": "ltc1qpoolrewardaddress",
+                "reward_recipients": [{"address": "LfeeRecipientAddress", "percent": 1.5}],
+                "daemons": [
+                    {
+                        "url": "http://127.0.0.1:9332",
+                        "user": "nomp",
+                        "password": "secret",
+                        "timeout": 30,
+                    }
+                ],
+                "ports": [
+                    {"listen": "tcp:3333:interface=127.0.0.1", "diff": 8},
+                    {
+                        "listen": "tcp:3334:interface=127.0.0.1",
+                        "diff": 32,
+                        "vardiff": {
+                            "min_diff": 8,
+                            "max_diff": 512,
+                            "target_time": 15,
+                            "retarget_time": 90,
+                            "variance_percent": 30,
+                        },
+                    },
+                ],
+            },
+            "coins/litecoin.yaml": litecoin(),
+        }
+
+    @property
+    def settings(self) -> Any:
+        """config.yaml's data."""
+        return self.files["config.yaml"]
+
+    @property
+    def pool(self) -> Any:
+        """pools/ltc.yaml's data."""
+        return self.files["pools/ltc.yaml"]
+
+    @property
+    def coin(self) -> Any:
+        """coins/litecoin.yaml's data."""
+        return self.files["coins/litecoin.yaml"]
+
+    def other_pool(
+        self, listen: str = "tcp:4444:interface=127.0.0.1", coin: str = "bitcoin"
+    ) -> Any:
+        """Add pools/other.yaml, a valid second pool with coins/bitcoin.yaml; its data."""
+        self.files.setdefault("coins/bitcoin.yaml", bitcoin())
+        self.files["pools/other.yaml"] = {
+            "coin": coin,
+            "address": "bc1qotherpooladdress",
+            "daemons": [{"url": "https://127.0.0.1:8332"}],
+            "ports": [{"listen": listen, "diff": 1}],
+        }
+        return self.files["pools/other.yaml"]
+
+    def write(self) -> str:
+        """Write ``self.files`` out; the conf folder's path."""
+        os.makedirs(self.conf, exist_ok=True)
+        os.makedirs(self.coins, exist_ok=True)
+        for name, content in self.files.items():
+            folder = self.root if name.startswith("coins/") else self.conf
+            path = Path(folder, name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            elif isinstance(content, str):
+                path.write_text(content, encoding="utf-8")
+            else:
+                path.write_text(yaml.safe_dump(content, sort_keys=False), encoding="utf-8")
+        return self.conf
+
+    def load(self) -> Config:
+        """Write the files and load them, which must succeed."""
+        return load_config(self.write())
+
+    def failure(self, conf: str | Path | None = None) -> ConfigErrors:
+        """Write the files and load them (or load ``conf``), which must fail; the ConfigErrors."""
+        try:
+            load_config(self.write() if conf is None else conf)
+        except ConfigErrors as e:
+            return e
+        self.fail("the configuration loaded without errors")
+
+    def errors(self) -> list[str]:
+        """Write the files and load them, which must fail; the error lines."""
+        return self.failure().errors
+
+    def assertErrors(self, *expected: str) -> None:
+        """Loading fails with exactly these error lines (in any order: fields are read
+        in declaration order, which is not part of the contract)."""
+        self.assertEqual(sorted(self.errors()), sorted(expected))
+
+
+class ValidConfigTests(ConfTestCase):
+    """Valid configurations load into typed, frozen objects."""
+
+    def test_baseline(self) -> None:
+        """The baseline conf folder loads with every value typed as its field says."""
+        config = self.load()
+        self.assertEqual(config.directory, Path(self.conf))
+        self.assertEqual(config.settings.coins, self.coins)
+        self.assertEqual(config.settings.threads, 2)
+        self.assertEqual(config.settings.redis.port, 6379)
+        self.assertIsNone(config.settings.redis.password)
+        self.assertEqual(config.settings.control.listen, "tcp:17117:interface=127.0.0.1")
+        (pool,) = config.pools
+        self.assertEqual((pool.name, pool.file), ("ltc", "pools/ltc.yaml"))
+        self.assertEqual(pool.coin.name, "litecoin")
+        self.assertEqual(pool.coin.algorithm, "scrypt")
+        self.assertEqual(pool.coin.network.script_address_prefixes, (50, 5))
+        self.assertEqual(pool.coin.gbt_rules, ("mweb", "segwit"))
+        self.assertEqual(pool.daemons[0].url, "http://127.0.0.1:9332")
+        self.assertEqual(pool.daemons[0].timeout, 30.0)
+        self.assertEqual([p.diff for p in pool.ports], [8.0, 32.0])
+        self.assertEqual(type(pool.ports[0].diff), float)
+        self.assertIsNone(pool.ports[0].vardiff)
+        vardiff = pool.ports[1].vardiff
+        assert vardiff is not None
+        self.assertEqual((vardiff.min_diff, vardiff.max_diff, vardiff.x2_mode), (8.0, 512.0, False))
+        self.assertEqual(pool.reward_recipients[0].percent, Decimal("1.5"))
+
+    def test_empty_config_yaml(self) -> None:
+        """An empty config.yaml gives every global setting its default."""
+        self.files["config.yaml"] = ""
+        config = self.load()
+        self.assertEqual(config.settings.coins, "../coins")
+        self.assertIsNone(config.settings.threads)
+        self.assertEqual(config.settings.redis.port, 6379)
+        self.assertEqual(config.settings.logging.level, "info")
+        self.assertEqual(config.settings.pool_defaults.connection_timeout, 600.0)
+        self.assertEqual(config.pools[0].coin.name, "litecoin")
+
+    def test_relative_coins_folder(self) -> None:
+        """A relative ``coins`` folder is found from the conf folder."""
+        self.settings["coins"] = "../coins"
+        self.assertEqual(self.load().pools[0].coin.symbol, "LTC")
+
+    def test_coin_named_with_suffix(self) -> None:
+        """``coin: litecoin.yaml`` names the same coin file as ``coin: litecoin``."""
+        self.pool["coin"] = "litecoin.yaml"
+        self.assertEqual(self.load().pools[0].coin.name, "litecoin")
+
+    def test_nulls_for_optional_values(self) -> None:
+        """An optional value given as null is None."""
+        self.settings["threads"] = None
+        self.pool["ports"][1]["vardiff"] = None
+        self.coin["network"]["bech32_hrp"] = None
+        config = self.load()
+        self.assertIsNone(config.settings.threads)
+        self.assertIsNone(config.pools[0].ports[1].vardiff)
+        self.assertIsNone(config.pools[0].coin.network.bech32_hrp)
+
+    def test_decimal_percent_is_exact(self) -> None:
+        """A percentage keeps its exact decimal value: 0.1 is Decimal('0.1'), not the float."""
+        self.pool["reward_recipients"] = [
+            {"address": "A", "percent": 0.1},
+            {"address": "B", "percent": "0.25"},
+            {"address": "C", "percent": 2},
+        ]
+        percents = [r.percent for r in self.load().pools[0].reward_recipients]
+        self.assertEqual(percents, [Decimal("0.1"), Decimal("0.25"), Decimal("2")])
+        self.assertEqual([str(p) for p in percents], ["0.1", "0.25", "2"])
+        self.assertEqual({type(p) for p in percents}, {Decimal})
+
+    def test_yaml_merge_keys(self) -> None:
+        """YAML anchors and ``<<`` merge keys work, and the mapping's own keys win."""
+        self.files["pools/ltc.yaml"] = (
+            "coin: litecoin\n"
+            "address: ltc1qpoolrewardaddress\n"
+            "daemons: [{url: 'http://127.0.0.1:9332'}]\n"
+            "ports:\n"
+            "  - listen: 'tcp:3333:interface=127.0.0.1'\n"
+            "    diff: 8\n"
+            "    vardiff: &vardiff\n"
+            "      {min_diff: 1, max_diff: 512, target_time: 15, retarget_time: 90,"
+            " variance_percent: 30}\n"
+            "  - listen: 'tcp:3334:interface=127.0.0.1'\n"
+            "    diff: 64\n"
+            "    vardiff:\n"
+            "      <<: *vardiff\n"
+            "      min_diff: 64\n"
+        )
+        vardiff = self.load().pools[0].ports[1].vardiff
+        assert vardiff is not None
+        self.assertEqual((vardiff.min_diff, vardiff.max_diff, vardiff.target_time), (64, 512, 15))
+
+    def test_shipped_conf(self) -> None:
+        """The repository's own conf/ folder loads without errors."""
+        config = load_config(os.path.join(REPO, "conf"))
+        self.assertEqual([p.name for p in config.pools], ["litecoin"])
+        self.assertEqual(config.pools[0].coin.name, "litecoin-regtest")
+        self.assertEqual(config.pools[0].reward_recipients[0].percent, Decimal("1.0"))
+
+    def test_shipped_coins(self) -> None:
+        """Every coin file shipped in coins/ is valid, each with a pool of its own."""
+        self.settings["coins"] = os.path.join(REPO, "coins")
+        del self.files["pools/ltc.yaml"]
+        names = sorted(p.stem for p in Path(REPO, "coins").glob("*.yaml"))
+        for i, name in enumerate(names):
+            self.files[f"pools/{name}.yaml"] = {
+                "coin": name,
+                "address": "x",
+                "daemons": [{"url": "http://127.0.0.1:1"}],
+                "ports": [{"listen": f"tcp:{5000 + i}:interface=127.0.0.1", "diff": 1}],
+            }
+        config = self.load()
+        self.assertEqual(sorted(p.coin.name for p in config.pools), names)
+
+
+class UnknownKeyTests(ConfTestCase):
+    """Keys no field expects are errors, wherever they are."""
+
+    def test_top_level(self) -> None:
+        """An unknown key in config.yaml is named, with the keys that are expected."""
+        self.settings["colour"] = "blue"
+        self.assertErrors(f"config.yaml: colour: unknown key (expected one of: {GLOBAL_KEYS})")
+
+    def test_nested(self) -> None:
+        """An unknown key in a nested section is reported with its dotted path."""
+        self.settings["redis"]["hostname"] = "localhost"
+        self.assertErrors(
+            "config.yaml: redis.hostname: unknown key (expected one of: db, host, password, port)"
+        )
+
+    def test_in_list(self) -> None:
+        """An unknown key in a list item is reported with the item's index."""
+        self.pool["ports"][1]["vardif"] = {}
+        self.assertErrors(
+            "pools/ltc.yaml: ports[1].vardif: unknown key (expected one of: diff, listen, vardiff)"
+        )
+
+    def test_deeper_in_list(self) -> None:
+        """An unknown key inside a list item's section has the full path."""
+        self.pool["ports"][1]["vardiff"]["x3_mode"] = True
+        self.assertErrors(
+            "pools/ltc.yaml: ports[1].vardiff.x3_mode: unknown key (expected one of: max_diff,"
+            " min_diff, retarget_time, target_time, variance_percent, x2_mode)"
+        )
+
+    def test_pool_file(self) -> None:
+        """An unknown key in a pool file lists the pool's keys."""
+        self.pool["adress"] = "typo"
+        self.assertErrors(f"pools/ltc.yaml: adress: unknown key (expected one of: {POOL_KEYS})")
+
+    def test_pool_may_not_set_fixed_fields(self) -> None:
+        """A pool file may not set the fields the loader fills in (name, file)."""
+        self.pool["name"] = "mine"
+        self.assertErrors(f"pools/ltc.yaml: name: unknown key (expected one of: {POOL_KEYS})")
+
+    def test_coin_file(self) -> None:
+        """An unknown key in a coin file is reported against the coin file."""
+        self.coin["network"]["magic"] = "fbc0b6db"
+        self.assertErrors(
+            "coins/litecoin.yaml: network.magic: unknown key (expected one of: bech32_hrp, chain,"
+            " mweb_hrp, pubkey_address_prefix, script_address_prefixes)"
+        )
+
+    def test_pool_defaults_only_take_default_keys(self) -> None:
+        """pool_defaults accepts only the keys a pool may default, not e.g. ``address``."""
+        self.settings["pool_defaults"]["address"] = "x"
+        self.assertErrors(
+            f"config.yaml: pool_defaults.address: unknown key (expected one of: {DEFAULT_KEYS})"
+        )
+
+    def test_non_string_key(self) -> None:
+        """A key that is not a string is unknown, shown as its text."""
+        self.settings[5] = "five"
+        self.assertErrors(f"config.yaml: 5: unknown key (expected one of: {GLOBAL_KEYS})")
+
+
+class TypeTests(ConfTestCase):
+    """Each kind of field accepts its own type only."""
+
+    def test_int_given_string(self) -> None:
+        """An integer field rejects a string, even one of digits."""
+        self.settings["redis"]["port"] = "6379"
+        self.assertErrors("config.yaml: redis.port: expected an integer, got a string ('6379')")
+
+    def test_int_given_float(self) -> None:
+        """An integer field rejects a float."""
+        self.settings["threads"] = 2.5
+        self.assertErrors("config.yaml: threads: expected an integer, got a number (2.5)")
+
+    def test_int_given_bool(self) -> None:
+        """An integer field rejects a boolean, although bool is an int in Python."""
+        self.settings["redis"]["db"] = True
+        self.assertErrors("config.yaml: redis.db: expected an integer, got a boolean (true)")
+
+    def test_float_given_string(self) -> None:
+        """A number field rejects a string."""
+        self.pool["ports"][0]["diff"] = "high"
+        self.assertErrors("pools/ltc.yaml: ports[0].diff: expected a number, got a string ('high')")
+
+    def test_float_given_bool(self) -> None:
+        """A number field rejects a boolean."""
+        self.pool["daemons"][0]["timeout"] = False
+        self.assertErrors(
+            "pools/ltc.yaml: daemons[0].timeout: expected a number, got a boolean (false)"
+        )
+
+    def test_float_accepts_int(self) -> None:
+        """A number field takes an integer and holds it as a float."""
+        self.pool["connection_timeout"] = 30
+        timeout = self.load().pools[0].connection_timeout
+        self.assertEqual((timeout, type(timeout)), (30.0, float))
+
+    def test_str_given_number(self) -> None:
+        """A string field rejects a number."""
+        self.pool["address"] = 12345
+        self.assertErrors("pools/ltc.yaml: address: expected a string, got a number (12345)")
+
+    def test_str_given_null(self) -> None:
+        """A required string field rejects null."""
+        self.pool["address"] = None
+        self.assertErrors("pools/ltc.yaml: address: expected a string, got nothing")
+
+    def test_bool_given_string(self) -> None:
+        """A boolean field rejects a string."""
+        self.settings["pool_defaults"]["banning"]["enabled"] = "yes"
+        self.assertErrors(
+            "config.yaml: pool_defaults.banning.enabled: expected true or false,"
+            " got a string ('yes')"
+        )
+
+    def test_bool_given_number(self) -> None:
+        """A boolean field rejects a number."""
+        self.pool["ports"][1]["vardiff"]["x2_mode"] = 1
+        self.assertErrors(
+            "pools/ltc.yaml: ports[1].vardiff.x2_mode: expected true or false, got a number (1)"
+        )
+
+    def test_decimal_given_word(self) -> None:
+        """A decimal field rejects a string that is not a number."""
+        self.pool["reward_recipients"][0]["percent"] = "lots"
+        self.assertErrors(
+            "pools/ltc.yaml: reward_recipients[0].percent: expected a decimal number,"
+            " got a string ('lots')"
+        )
+
+    def test_decimal_given_bool(self) -> None:
+        """A decimal field rejects a boolean."""
+        self.pool["reward_recipients"][0]["percent"] = True
+        self.assertErrors(
+            "pools/ltc.yaml: reward_recipients[0].percent: expected a decimal number,"
+            " got a boolean (true)"
+        )
+
+    def test_decimal_given_nan(self) -> None:
+        """A decimal field rejects a value that is not finite."""
+        self.pool["reward_recipients"][0]["percent"] = float("nan")
+        self.assertErrors(
+            "pools/ltc.yaml: reward_recipients[0].percent: expected a decimal number,"
+            " got a number (nan)"
+        )
+
+    def test_literal(self) -> None:
+        """A choice field rejects a value outside its choices and lists them."""
+        self.settings["logging"]["level"] = "loud"
+        self.assertErrors(
+            "config.yaml: logging.level: must be one of 'debug', 'info', 'warn', 'error',"
+            " 'critical', got 'loud'"
+        )
+
+    def test_literal_given_number(self) -> None:
+        """A choice field rejects a value of another type."""
+        self.settings["logging"]["format"] = 1
+        self.assertErrors("config.yaml: logging.format: must be one of 'text', 'json', got 1")
+
+    def test_list_given_mapping(self) -> None:
+        """A list field rejects a mapping."""
+        self.pool["daemons"] = self.pool["daemons"][0]
+        self.assertErrors("pools/ltc.yaml: daemons: expected a list, got a mapping")
+
+    def test_list_given_string(self) -> None:
+        """A list field rejects a single string."""
+        self.coin["gbt_rules"] = "segwit"
+        self.assertErrors(
+            "coins/litecoin.yaml: gbt_rules: expected a list, got a string ('segwit')"
+        )
+
+    def test_list_item(self) -> None:
+        """A list item of the wrong type is reported with its index."""
+        self.coin["network"]["script_address_prefixes"] = [50, "five"]
+        self.assertErrors(
+            "coins/litecoin.yaml: network.script_address_prefixes[1]: expected an integer,"
+            " got a string ('five')"
+        )
+
+    def test_list_item_not_mapping(self) -> None:
+        """A list item that should be a section but is not is reported with its index."""
+        self.pool["ports"].append("tcp:3335")
+        self.assertErrors("pools/ltc.yaml: ports[2]: expected a mapping, got a string ('tcp:3335')")
+
+    def test_mapping_given_list(self) -> None:
+        """A section given as a list is rejected."""
+        self.settings["redis"] = ["127.0.0.1", 6379]
+        self.assertErrors("config.yaml: redis: expected a mapping, got a list")
+
+    def test_mapping_given_null(self) -> None:
+        """A required section given as null is rejected."""
+        self.settings["pool_defaults"] = None
+        self.assertErrors("config.yaml: pool_defaults: expected a mapping, got nothing")
+
+    def test_nested_dataclass_given_number(self) -> None:
+        """An optional nested section given as a scalar is rejected."""
+        self.pool["ports"][1]["vardiff"] = 5
+        self.assertErrors("pools/ltc.yaml: ports[1].vardiff: expected a mapping, got a number (5)")
+
+    def test_several_wrong_types_in_one_section(self) -> None:
+        """Every wrong field of one section is reported, not only the first."""
+        self.settings["redis"] = {"host": 1, "port": "x", "password": 2, "db": None}
+        self.assertErrors(
+            "config.yaml: redis.host: expected a string, got a number (1)",
+            "config.yaml: redis.port: expected an integer, got a string ('x')",
+            "config.yaml: redis.password: expected a string, got a number (2)",
+            "config.yaml: redis.db: expected an integer, got nothing",
+        )
+
+
+class MissingFieldTests(ConfTestCase):
+    """Fields without a default must be given."""
+
+    def test_pool_fields(self) -> None:
+        """A pool without address, daemons and ports gets one line for each."""
+        for key in ("address", "daemons", "ports"):
+            del self.pool[key]
+        self.assertErrors(
+            "pools/ltc.yaml: address: missing",
+            "pools/ltc.yaml: daemons: missing",
+            "pools/ltc.yaml: ports: missing",
+        )
+
+    def test_empty_pool_file(self) -> None:
+        """An empty pool file misses its coin and every required field."""
+        self.files["pools/ltc.yaml"] = ""
+        self.assertErrors(
+            "pools/ltc.yaml: coin: missing",
+            "pools/ltc.yaml: address: missing",
+            "pools/ltc.yaml: daemons: missing",
+            "pools/ltc.yaml: ports: missing",
+        )
+
+    def test_port_diff(self) -> None:
+        """A port without a starting difficulty is reported with its index."""
+        del self.pool["ports"][1]["diff"]
+        self.assertErrors("pools/ltc.yaml: ports[1].diff: missing")
+
+    def test_vardiff_fields(self) -> None:
+        """A vardiff section misses each field it lacks."""
+        self.pool["ports"][1]["vardiff"] = {"min_diff": 1, "max_diff": 2}
+        self.assertErrors(
+            "pools/ltc.yaml: ports[1].vardiff.target_time: missing",
+            "pools/ltc.yaml: ports[1].vardiff.retarget_time: missing",
+            "pools/ltc.yaml: ports[1].vardiff.variance_percent: missing",
+        )
+
+    def test_daemon_url(self) -> None:
+        """A daemon without a URL is reported."""
+        del self.pool["daemons"][0]["url"]
+        self.assertErrors("pools/ltc.yaml: daemons[0].url: missing")
+
+    def test_recipient_percent(self) -> None:
+        """A reward recipient without a percentage is reported."""
+        del self.pool["reward_recipients"][0]["percent"]
+        self.assertErrors("pools/ltc.yaml: reward_recipients[0].percent: missing")
+
+    def test_coin_file_fields(self) -> None:
+        """An empty coin file misses name, symbol, algorithm and network."""
+        self.files["coins/litecoin.yaml"] = ""
+        self.assertErrors(
+            "coins/litecoin.yaml: name: missing",
+            "coins/litecoin.yaml: symbol: missing",
+            "coins/litecoin.yaml: algorithm: missing",
+            "coins/litecoin.yaml: network: missing",
+        )
+
+    def test_coin_network_fields(self) -> None:
+        """A coin's network section misses each required field."""
+        self.coin["network"] = {"bech32_hrp": "ltc"}
+        self.assertErrors(
+            "coins/litecoin.yaml: network.chain: missing",
+            "coins/litecoin.yaml: network.pubkey_address_prefix: missing",
+            "coins/litecoin.yaml: network.script_address_prefixes: missing",
+        )
+
+
+class ValueCheckTests(ConfTestCase):
+    """Rules on values: positive, ranges, endpoints, URLs, sizes, sums."""
+
+    def test_diff_positive(self) -> None:
+        """A port's difficulty must be above zero."""
+        self.pool["ports"][1]["diff"] = 0
+        self.assertErrors("pools/ltc.yaml: ports[1].diff: must be > 0")
+
+    def test_negative(self) -> None:
+        """Negative durations and counts are rejected where they must be positive."""
+        self.pool["daemons"][0]["timeout"] = -1
+        self.pool["ports"][1]["vardiff"]["target_time"] = -15
+        self.coin["block_time"] = 0
+        self.coin["coinbase_maturity"] = 0
+        self.settings["threads"] = 0
+        self.assertErrors(
+            "config.yaml: threads: must be > 0",
+            "coins/litecoin.yaml: block_time: must be > 0",
+            "coins/litecoin.yaml: coinbase_maturity: must be > 0",
+            "pools/ltc.yaml: daemons[0].timeout: must be > 0",
+            "pools/ltc.yaml: ports[1].vardiff.target_time: must be > 0",
+        )
+
+    def test_non_negative(self) -> None:
+        """Zero is allowed where a value must be >= 0, a negative is not."""
+        self.settings["redis"]["db"] = -1
+        self.settings["pool_defaults"]["job_rebroadcast_timeout"] = -1
+        self.assertErrors(
+            "config.yaml: redis.db: must be >= 0",
+            "config.yaml: pool_defaults.job_rebroadcast_timeout: must be >= 0",
+        )
+
+    def test_pool_durations(self) -> None:
+        """A pool file's own durations are checked as pool_defaults' are."""
+        self.pool["block_refresh_interval"] = 0
+        self.pool["job_rebroadcast_timeout"] = -5
+        self.pool["connection_timeout"] = -1
+        self.assertErrors(
+            "pools/ltc.yaml: block_refresh_interval: must be > 0",
+            "pools/ltc.yaml: job_rebroadcast_timeout: must be >= 0",
+            "pools/ltc.yaml: connection_timeout: must be > 0",
+        )
+
+    def test_pool_rebroadcast_zero(self) -> None:
+        """A pool's job_rebroadcast_timeout may be 0 (never)."""
+        self.pool["job_rebroadcast_timeout"] = 0
+        self.assertEqual(self.load().pools[0].job_rebroadcast_timeout, 0.0)
+
+    def test_banning_positive(self) -> None:
+        """Banning durations and threshold must be above zero."""
+        self.pool["banning"] = {"time": 0, "check_threshold": 0, "purge_interval": -1}
+        self.assertErrors(
+            "pools/ltc.yaml: banning.time: must be > 0",
+            "pools/ltc.yaml: banning.check_threshold: must be > 0",
+            "pools/ltc.yaml: banning.purge_interval: must be > 0",
+        )
+
+    def test_port_number(self) -> None:
+        """The Redis port must be a TCP port number."""
+        self.settings["redis"]["port"] = 70000
+        self.assertErrors("config.yaml: redis.port: must be a port number (1-65535)")
+
+    def test_not_empty(self) -> None:
+        """An empty address, daemon list or port list is rejected."""
+        self.pool["address"] = ""
+        self.pool["daemons"] = []
+        self.pool["ports"] = []
+        self.assertErrors(
+            "pools/ltc.yaml: address: must not be empty",
+            "pools/ltc.yaml: daemons: must not be empty",
+            "pools/ltc.yaml: ports: must not be empty",
+        )
+
+    def test_percent_between(self) -> None:
+        """A reward percentage must be strictly between 0 and 100."""
+        self.pool["reward_recipients"] = [
+            {"address": "A", "percent": 0},
+            {"address": "B", "percent": 100},
+            {"address": "C", "percent": -0.5},
+        ]
+        self.assertErrors(
+            "pools/ltc.yaml: reward_recipients[0].percent: must be between 0 and 100",
+            "pools/ltc.yaml: reward_recipients[1].percent: must be between 0 and 100",
+            "pools/ltc.yaml: reward_recipients[2].percent: must be between 0 and 100",
+        )
+
+    def test_variance_percent_between(self) -> None:
+        """vardiff's variance_percent must be strictly between 0 and 100."""
+        self.pool["ports"][1]["vardiff"]["variance_percent"] = 100
+        self.assertErrors(
+            "pools/ltc.yaml: ports[1].vardiff.variance_percent: must be between 0 and 100"
+        )
+
+    def test_invalid_percent_between(self) -> None:
+        """Banning's invalid_percent must be strictly between 0 and 100, in pools and defaults."""
+        self.pool["banning"] = {"invalid_percent": 0}
+        self.settings["pool_defaults"]["banning"]["invalid_percent"] = 150
+        self.assertErrors(
+            "config.yaml: pool_defaults.banning.invalid_percent: must be between 0 and 100",
+            "pools/ltc.yaml: banning.invalid_percent: must be between 0 and 100",
+        )
+
+    def test_vardiff_max_below_min(self) -> None:
+        """vardiff's max_diff may not be below its min_diff."""
+        self.pool["ports"][1]["vardiff"]["max_diff"] = 4
+        self.assertErrors("pools/ltc.yaml: ports[1].vardiff.max_diff: must be >= min_diff")
+
+    def test_vardiff_max_equal_min(self) -> None:
+        """vardiff's max_diff may equal its min_diff."""
+        self.pool["ports"][1]["vardiff"]["max_diff"] = 8
+        vardiff = self.load().pools[0].ports[1].vardiff
+        assert vardiff is not None
+        self.assertEqual(vardiff.max_diff, 8.0)
+
+    def test_vardiff_rule_waits_for_valid_fields(self) -> None:
+        """With a field already wrong, the max/min rule adds no second error."""
+        self.pool["ports"][1]["vardiff"]["max_diff"] = 4
+        self.pool["ports"][1]["vardiff"]["target_time"] = 0
+        self.assertErrors("pools/ltc.yaml: ports[1].vardiff.target_time: must be > 0")
+
+    def test_invalid_endpoint(self) -> None:
+        """A port's listen string must be a Twisted endpoint that parses."""
+        self.pool["ports"][0]["listen"] = "tcp:notaport"
+        self.pool["ports"][1]["listen"] = "bogus:3334"
+        self.assertErrors(
+            "pools/ltc.yaml: ports[0].listen: invalid endpoint 'tcp:notaport':"
+            " invalid literal for int() with base 10: 'notaport'",
+            "pools/ltc.yaml: ports[1].listen: invalid endpoint 'bogus:3334':"
+            " Unknown endpoint type: 'bogus'",
+        )
+
+    def test_invalid_control_endpoint(self) -> None:
+        """control.listen must be a Twisted endpoint that parses."""
+        self.settings["control"]["listen"] = "tcp:17117:colour=red"
+        self.assertErrors(
+            "config.yaml: control.listen: invalid endpoint 'tcp:17117:colour=red':"
+            " _parseTCP() got an unexpected keyword argument 'colour'"
+        )
+
+    def test_daemon_url_scheme(self) -> None:
+        """A daemon URL must be http:// or https://."""
+        self.pool["daemons"][0]["url"] = "ftp://127.0.0.1:9332"
+        self.pool["daemons"].append({"url": "127.0.0.1:9332"})
+        self.assertErrors(
+            "pools/ltc.yaml: daemons[0].url: must start with http:// or https://",
+            "pools/ltc.yaml: daemons[1].url: must start with http:// or https://",
+        )
+
+    def test_pool_signature_bytes(self) -> None:
+        """pool_signature is limited to 64 bytes of UTF-8, not 64 characters."""
+        self.pool["pool_signature"] = "\N{EURO SIGN}" * 22  # 22 characters, 66 bytes
+        self.settings["pool_defaults"]["pool_signature"] = "x" * 65
+        self.assertErrors(
+            "config.yaml: pool_defaults.pool_signature: must be at most 64 bytes",
+            "pools/ltc.yaml: pool_signature: must be at most 64 bytes",
+        )
+
+    def test_pool_signature_64_bytes(self) -> None:
+        """A pool_signature of exactly 64 bytes is accepted."""
+        self.pool["pool_signature"] = "x" * 64
+        self.assertEqual(len(self.load().pools[0].pool_signature), 64)
+
+    def test_reward_sum(self) -> None:
+        """Reward percentages adding up to 100 are rejected."""
+        self.pool["reward_recipients"] = [
+            {"address": "A", "percent": 60},
+            {"address": "B", "percent": 40},
+        ]
+        self.assertErrors(
+            "pools/ltc.yaml: reward_recipients: percentages add up to 100, must be below 100"
+        )
+
+    def test_reward_sum_is_exact(self) -> None:
+        """The sum is taken in decimal: 99.7 + 3 x 0.1 is exactly 100.0 (in floats it is less)."""
+        self.pool["reward_recipients"] = [
+            {"address": "A", "percent": 99.7},
+            {"address": "B", "percent": 0.1},
+            {"address": "C", "percent": 0.1},
+            {"address": "D", "percent": 0.1},
+        ]
+        self.assertErrors(
+            "pools/ltc.yaml: reward_recipients: percentages add up to 100.0, must be below 100"
+        )
+
+    def test_reward_sum_below_100(self) -> None:
+        """Reward percentages adding up to just under 100 are accepted."""
+        self.pool["reward_recipients"] = [
+            {"address": "A", "percent": 99.8},
+            {"address": "B", "percent": 0.1},
+        ]
+        recipients = self.load().pools[0].reward_recipients
+        self.assertEqual(sum(r.percent for r in recipients), Decimal("99.9"))
+
+    def test_coin_network_ranges(self) -> None:
+        """Address prefixes must be bytes and the transaction version in range."""
+        self.coin["network"]["pubkey_address_prefix"] = 256
+        self.coin["network"]["script_address_prefixes"] = []
+        self.coin["transactions"]["version"] = 0
+        self.coin["name"] = ""
+        self.assertErrors(
+            "coins/litecoin.yaml: name: must not be empty",
+            "coins/litecoin.yaml: network.pubkey_address_prefix: must be 0-255",
+            "coins/litecoin.yaml: network.script_address_prefixes:"
+            " must be a non-empty list of 0-255",
+            "coins/litecoin.yaml: transactions.version: must be 1-2147483647",
+        )
+
+    def test_coins_folder_with_nul(self) -> None:
+        """A coins folder with a NUL character is an error line, not a crash."""
+        self.settings["coins"] = "coins\0"
+        self.assertErrors("config.yaml: coins: must not contain a NUL character")
+
+
+class CoinFileTests(ConfTestCase):
+    """A pool's ``coin`` names a file in the coins folder."""
+
+    def test_missing_coin_file(self) -> None:
+        """A coin with no file is reported against the pool, naming the file looked for."""
+        self.pool["coin"] = "dogecoin"
+        self.assertErrors("pools/ltc.yaml: coin: no coin file coins/dogecoin.yaml")
+
+    def test_coin_name_with_slash(self) -> None:
+        """A coin name with a slash is refused without looking for it."""
+        self.pool["coin"] = "../coins/litecoin"
+        self.other_pool(coin="sub/bitcoin")
+        self.assertErrors(
+            "pools/ltc.yaml: coin: '../coins/litecoin' is not a coin file name",
+            "pools/other.yaml: coin: 'sub/bitcoin' is not a coin file name",
+        )
+
+    def test_coin_name_with_backslash_or_dot(self) -> None:
+        """A coin name with a backslash or a leading dot is refused."""
+        self.pool["coin"] = "sub\\litecoin"
+        self.other_pool(coin=".bitcoin")
+        self.assertErrors(
+            "pools/ltc.yaml: coin: 'sub\\\\litecoin' is not a coin file name",
+            "pools/other.yaml: coin: '.bitcoin' is not a coin file name",
+        )
+
+    def test_coin_not_a_name(self) -> None:
+        """A coin given as a number or an empty string is rejected."""
+        self.pool["coin"] = 5
+        self.other_pool(coin="")
+        self.assertErrors(
+            "pools/ltc.yaml: coin: expected a coin file name",
+            "pools/other.yaml: coin: expected a coin file name",
+        )
+
+    def test_unknown_algorithm(self) -> None:
+        """An unknown algorithm is reported against the coin file, listing the known ones."""
+        self.coin["algorithm"] = "x11"
+        errors = self.errors()
+        self.assertEqual(
+            errors,
+            [
+                "coins/litecoin.yaml: algorithm: unknown algorithm 'x11'"
+                f" (known: {KNOWN_ALGORITHMS})"
+            ],
+        )
+        self.assertIn("scrypt, sha256d", errors[0])
+
+    def test_coin_errors_reported_once(self) -> None:
+        """A bad coin file shared by two pools is reported once, and not as a coin conflict."""
+        self.coin["symbol"] = 7
+        self.other_pool(coin="litecoin")
+        self.assertErrors("coins/litecoin.yaml: symbol: expected a string, got a number (7)")
+
+    def test_pool_errors_reported_with_bad_coin(self) -> None:
+        """A pool whose coin file is missing still has its own errors reported."""
+        self.pool["coin"] = "dogecoin"
+        self.pool["ports"][1]["diff"] = -1
+        self.assertErrors(
+            "pools/ltc.yaml: coin: no coin file coins/dogecoin.yaml",
+            "pools/ltc.yaml: ports[1].diff: must be > 0",
+        )
+
+    def test_coins_folder_missing(self) -> None:
+        """A coins folder that does not exist makes each coin missing."""
+        self.settings["coins"] = os.path.join(self.root, "nowhere")
+        self.assertErrors("pools/ltc.yaml: coin: no coin file nowhere/litecoin.yaml")
+
+
+class YamlTests(ConfTestCase):
+    """Files that are not valid YAML, or not the right shape of it."""
+
+    def test_invalid_yaml(self) -> None:
+        """Invalid YAML is reported with its line and column."""
+        self.files["pools/ltc.yaml"] = "coin: litecoin\naddress: a: b\n"
+        self.assertErrors(
+            "pools/ltc.yaml: invalid YAML: line 2 column 11: mapping values are not allowed here"
+        )
+
+    def test_unclosed_list(self) -> None:
+        """An unclosed flow list is reported where the parser noticed it."""
+        self.files["config.yaml"] = "threads: [1, 2\n"
+        self.assertErrors(
+            "config.yaml: invalid YAML: line 2 column 1:"
+            " expected ',' or ']', but got '<stream end>'"
+        )
+
+    def test_duplicate_key(self) -> None:
+        """A key given twice is an error at the second one, not silently the last value."""
+        self.files["config.yaml"] = "redis:\n  port: 6379\n  db: 0\n  port: 6380\n"
+        self.assertErrors("config.yaml: invalid YAML: line 4 column 3: key 'port' given twice")
+
+    def test_duplicate_key_beside_merge(self) -> None:
+        """A key given twice is caught in a mapping that also has a merge key."""
+        self.files["config.yaml"] = (
+            "redis: &r {host: 127.0.0.1}\n"
+            "control:\n"
+            "  <<: {listen: 'tcp:17117'}\n"
+            "  listen: 'tcp:17118'\n"
+            "  listen: 'tcp:17119'\n"
+        )
+        self.assertErrors("config.yaml: invalid YAML: line 5 column 3: key 'listen' given twice")
+
+    def test_unhashable_key(self) -> None:
+        """A list used as a key is an error line, not a crash."""
+        self.files["pools/ltc.yaml"] = "coin: litecoin\n? [a, b]\n: 1\n"
+        self.assertErrors("pools/ltc.yaml: invalid YAML: line 2 column 3: found unhashable key")
+
+    def test_control_character(self) -> None:
+        """A control character is reported on one line with its line and column."""
+        self.files["pools/ltc.yaml"] = "coin: litecoin\naddress: a\x01b\n"
+        self.assertErrors(
+            "pools/ltc.yaml: invalid YAML: line 2 column 11: unacceptable character #x0001:"
+            " special characters are not allowed"
+        )
+
+    def test_unknown_tag(self) -> None:
+        """A tag the safe loader does not build is reported, not obeyed."""
+        self.files["config.yaml"] = "threads: !!python/object:os.system ls\n"
+        self.assertErrors(
+            "config.yaml: invalid YAML: line 1 column 10: could not determine a constructor"
+            " for the tag 'tag:yaml.org,2002:python/object:os.system'"
+        )
+
+    def test_not_utf8(self) -> None:
+        """A file that is not UTF-8 is reported."""
+        self.files["coins/litecoin.yaml"] = b"name: lite\xffcoin\n"
+        self.assertErrors("coins/litecoin.yaml: not UTF-8 text")
+
+    def test_config_top_level_not_mapping(self) -> None:
+        """A config.yaml that is a list is reported."""
+        self.files["config.yaml"] = ["threads", 2]
+        self.assertErrors("config.yaml: expected a mapping, got a list")
+
+    def test_pool_top_level_not_mapping(self) -> None:
+        """A pool file that is a plain string is reported."""
+        self.files["pools/ltc.yaml"] = "just some text\n"
+        self.assertErrors("pools/ltc.yaml: expected a mapping at the top")
+
+    def test_coin_top_level_not_mapping(self) -> None:
+        """A coin file that is a list is reported against the coin file."""
+        self.files["coins/litecoin.yaml"] = ["litecoin"]
+        self.assertErrors("coins/litecoin.yaml: expected a mapping, got a list")
+
+
+class FolderTests(ConfTestCase):
+    """The conf folder's own shape."""
+
+    def test_missing_config_yaml(self) -> None:
+        """A conf folder without config.yaml is reported, and pools are still read."""
+        del self.files["config.yaml"]
+        self.pool["ports"][0]["diff"] = 0
+        self.assertErrors(
+            "config.yaml: missing",
+            "pools/ltc.yaml: ports[0].diff: must be > 0",
+        )
+
+    def test_config_yaml_unreadable(self) -> None:
+        """A config.yaml that is a folder is reported as unreadable."""
+        os.makedirs(os.path.join(self.conf, "config.yaml"))
+        del self.files["config.yaml"]
+        self.assertErrors("config.yaml: cannot read: Is a directory")
+
+    def test_no_pools_folder(self) -> None:
+        """A conf folder without pools/ is reported."""
+        del self.files["pools/ltc.yaml"]
+        self.assertErrors("pools/: no pool files (pools/*.yaml)")
+
+    def test_no_pool_files(self) -> None:
+        """A pools/ folder without .yaml files is reported; other names are ignored."""
+        self.files["pools/ltc.yml"] = self.files.pop("pools/ltc.yaml")
+        self.files["pools/README"] = "pools go here\n"
+        self.assertErrors("pools/: no pool files (pools/*.yaml)")
+
+    def test_conf_is_a_file(self) -> None:
+        """A conf path that is a file is reported and nothing else is read."""
+        path = self.mktemp()
+        Path(path).write_text("threads: 2\n", encoding="utf-8")
+        self.assertEqual(self.failure(path).errors, [f"{path}: not a folder"])
+
+    def test_conf_does_not_exist(self) -> None:
+        """A conf path that does not exist is reported."""
+        path = os.path.join(self.root, "nowhere")
+        self.assertEqual(self.failure(Path(path)).errors, [f"{path}: not a folder"])
+
+
+class ConflictTests(ConfTestCase):
+    """Pools may not share a port or a coin."""
+
+    def test_same_port(self) -> None:
+        """Two pools on one interface and port: the later file is reported."""
+        self.other_pool(listen="tcp:3333:interface=127.0.0.1")
+        self.assertErrors(
+            "pools/other.yaml: ports[0].listen: port 3333 is also used by pools/ltc.yaml:"
+            " ports[0].listen"
+        )
+
+    def test_wildcard_and_specific_interface(self) -> None:
+        """A pool on all interfaces conflicts with another on one interface of the same port."""
+        self.other_pool(listen="tcp:3334")
+        self.assertErrors(
+            "pools/other.yaml: ports[0].listen: port 3334 is also used by pools/ltc.yaml:"
+            " ports[1].listen"
+        )
+
+    def test_specific_and_wildcard_interface(self) -> None:
+        """A pool on one interface conflicts with an earlier one on 0.0.0.0 or :: on its port."""
+        self.pool["ports"][0]["listen"] = "tcp:5555:interface=0.0.0.0"
+        self.pool["ports"][1]["listen"] = "tcp6:6666:interface=\\:\\:"
+        self.other_pool(listen="tcp:port=5555:interface=10.0.0.1")
+        self.files["pools/other.yaml"]["ports"].append(
+            {"listen": "tcp:6666:interface=127.0.0.1", "diff": 1}
+        )
+        self.assertErrors(
+            "pools/other.yaml: ports[0].listen: port 5555 is also used by pools/ltc.yaml:"
+            " ports[0].listen",
+            "pools/other.yaml: ports[1].listen: port 6666 is also used by pools/ltc.yaml:"
+            " ports[1].listen",
+        )
+
+    def test_different_interfaces(self) -> None:
+        """Two pools on one port of different specific interfaces do not conflict."""
+        self.other_pool(listen="tcp:3333:interface=127.0.0.2")
+        self.assertEqual([p.name for p in self.load().pools], ["ltc", "other"])
+
+    def test_same_port_in_one_pool(self) -> None:
+        """Two ports of one pool on the same port conflict."""
+        self.pool["ports"][1]["listen"] = "tcp:3333"
+        self.assertErrors(
+            "pools/ltc.yaml: ports[1].listen: port 3333 is also used by pools/ltc.yaml:"
+            " ports[0].listen"
+        )
+
+    def test_control_port(self) -> None:
+        """A pool port on the control port conflicts with config.yaml's control.listen."""
+        self.pool["ports"][0]["listen"] = "tcp:17117"
+        self.assertErrors(
+            "pools/ltc.yaml: ports[0].listen: port 17117 is also used by config.yaml:"
+            " control.listen"
+        )
+
+    def test_same_coin(self) -> None:
+        """Two pools for one coin: the later file is reported."""
+        self.other_pool(coin="litecoin")
+        self.assertErrors("pools/other.yaml: coin: litecoin already has a pool in pools/ltc.yaml")
+
+    def test_same_coin_name_other_case(self) -> None:
+        """Coin names that differ only in case are the same coin (their Redis keys)."""
+        self.files["coins/litecoin-alt.yaml"] = {**litecoin(), "name": "LiteCoin"}
+        self.other_pool(coin="litecoin-alt")
+        self.assertErrors("pools/other.yaml: coin: LiteCoin already has a pool in pools/ltc.yaml")
+
+    def test_conflict_in_a_file_with_errors(self) -> None:
+        """A port conflict is reported even when the pool file has other errors."""
+        other = self.other_pool(listen="tcp:3333")
+        del other["address"]
+        self.assertErrors(
+            "pools/other.yaml: address: missing",
+            "pools/other.yaml: ports[0].listen: port 3333 is also used by pools/ltc.yaml:"
+            " ports[0].listen",
+        )
+
+    def test_disabled_pool_claims_nothing(self) -> None:
+        """A disabled pool may share a port and a coin, and is left out of Config.pools."""
+        other = self.other_pool(listen="tcp:3333:interface=127.0.0.1", coin="litecoin")
+        other["enabled"] = False
+        other["ports"].append({"listen": "tcp:17117", "diff": 1})
+        config = self.load()
+        self.assertEqual([p.name for p in config.pools], ["ltc"])
+
+    def test_disabled_pool_is_validated(self) -> None:
+        """A disabled pool's errors are still reported."""
+        other = self.other_pool(listen="tcp:3333", coin="litecoin")
+        other["enabled"] = False
+        other["ports"][0]["diff"] = 0
+        other["reward_recipients"] = [{"address": "A", "percent": 100}]
+        self.assertErrors(
+            "pools/other.yaml: reward_recipients[0].percent: must be between 0 and 100",
+            "pools/other.yaml: ports[0].diff: must be > 0",
+        )
+
+    def test_disabled_pool_alone(self) -> None:
+        """A conf whose only pool is disabled loads with no pools."""
+        self.pool["enabled"] = False
+        self.assertEqual(self.load().pools, ())
+
+
+class PoolDefaultsTests(ConfTestCase):
+    """config.yaml's pool_defaults fill the keys a pool file leaves out."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.settings["pool_defaults"] = {
+            "block_refresh_interval": 0.5,
+            "job_rebroadcast_timeout": 0,
+            "connection_timeout": 120,
+            "pool_signature": "/defaults/",
+            "banning": {"enabled": False, "time": 60},
+        }
+        self.other_pool()
+
+    def test_applied(self) -> None:
+        """A pool without a key gets pool_defaults' value."""
+        pool = self.load().pools[0]
+        self.assertEqual(pool.block_refresh_interval, 0.5)
+        self.assertEqual(pool.job_rebroadcast_timeout, 0.0)
+        self.assertEqual(pool.connection_timeout, 120.0)
+        self.assertEqual(pool.pool_signature, "/defaults/")
+        self.assertEqual((pool.banning.enabled, pool.banning.time), (False, 60.0))
+        self.assertEqual(pool.banning.check_threshold, 500)
+
+    def test_pool_value_wins(self) -> None:
+        """A pool's own value wins over pool_defaults, for that pool only."""
+        self.pool["connection_timeout"] = 30
+        self.pool["pool_signature"] = "/ltc/"
+        config = self.load()
+        self.assertEqual(
+            [(p.connection_timeout, p.pool_signature) for p in config.pools],
+            [(30.0, "/ltc/"), (120.0, "/defaults/")],
+        )
+
+    def test_pool_section_replaces_default_section(self) -> None:
+        """A pool's own banning section replaces pool_defaults' section whole, not key by key."""
+        self.pool["banning"] = {"time": 5}
+        pool = self.load().pools[0]
+        self.assertEqual((pool.banning.enabled, pool.banning.time), (True, 5.0))
+
+    def test_unset_defaults(self) -> None:
+        """Without pool_defaults, pools get the built-in defaults."""
+        del self.settings["pool_defaults"]
+        pool = self.load().pools[0]
+        self.assertEqual(
+            (pool.block_refresh_interval, pool.job_rebroadcast_timeout, pool.connection_timeout),
+            (1.0, 55.0, 600.0),
+        )
+        self.assertEqual((pool.pool_signature, pool.banning.enabled), ("/nomp/", True))
+
+    def test_error_reported_against_config_yaml(self) -> None:
+        """An error inside pool_defaults is reported once, against config.yaml, not per pool."""
+        self.settings["pool_defaults"]["banning"]["time"] = 0
+        self.settings["pool_defaults"]["connection_timeout"] = "long"
+        self.assertErrors(
+            "config.yaml: pool_defaults.connection_timeout: expected a number,"
+            " got a string ('long')",
+            "config.yaml: pool_defaults.banning.time: must be > 0",
+        )
+
+
+class SettingsWithErrorsTests(ConfTestCase):
+    """A config.yaml with errors still points the pools at its coins folder and control port."""
+
+    def test_coins_folder_kept(self) -> None:
+        """An error elsewhere in config.yaml does not make every coin file missing."""
+        self.settings["logging"]["level"] = "loud"
+        self.pool["ports"][1]["diff"] = 0
+        self.assertErrors(
+            "config.yaml: logging.level: must be one of 'debug', 'info', 'warn', 'error',"
+            " 'critical', got 'loud'",
+            "pools/ltc.yaml: ports[1].diff: must be > 0",
+        )
+
+    def test_control_port_kept(self) -> None:
+        """An error elsewhere in config.yaml does not hide a pool port on its control port."""
+        self.settings["threads"] = -1
+        self.settings["control"]["listen"] = "tcp:3333:interface=127.0.0.1"
+        self.assertErrors(
+            "config.yaml: threads: must be > 0",
+            "pools/ltc.yaml: ports[0].listen: port 3333 is also used by config.yaml:"
+            " control.listen",
+        )
+
+
+class ManyErrorsTests(ConfTestCase):
+    """All problems are reported at once."""
+
+    def break_several_files(self) -> list[str]:
+        """Put errors in config.yaml, two pool files and a coin file; the lines expected."""
+        self.settings["redis"]["port"] = "6379x"
+        self.settings["logging"]["level"] = "loud"
+        self.pool["daemons"][0]["url"] = "ftp://127.0.0.1:9332"
+        self.pool["ports"][1]["diff"] = 0
+        other = self.other_pool(listen="tcp:3333")
+        other["colour"] = "blue"
+        self.files["coins/bitcoin.yaml"]["algorithm"] = "x11"
+        return [
+            "config.yaml: redis.port: expected an integer, got a string ('6379x')",
+            "config.yaml: logging.level: must be one of 'debug', 'info', 'warn', 'error',"
+            " 'critical', got 'loud'",
+            "pools/ltc.yaml: daemons[0].url: must start with http:// or https://",
+            "pools/ltc.yaml: ports[1].diff: must be > 0",
+            f"coins/bitcoin.yaml: algorithm: unknown algorithm 'x11' (known: {KNOWN_ALGORITHMS})",
+            f"pools/other.yaml: colour: unknown key (expected one of: {POOL_KEYS})",
+            "pools/other.yaml: ports[0].listen: port 3333 is also used by pools/ltc.yaml:"
+            " ports[0].listen",
+        ]
+
+    def test_all_reported_together(self) -> None:
+        """Errors from config.yaml, two pool files and a coin file come in one ConfigErrors."""
+        expected = self.break_several_files()
+        failure = self.failure()
+        self.assertEqual(sorted(failure.errors), sorted(expected))
+        # files in reading order: config.yaml, then pools by name, each coin file
+        # when a pool first names it, and the conflicts between pools last
+        self.assertEqual(
+            [e.split(":")[0] for e in failure.errors],
+            ["config.yaml"] * 2
+            + ["pools/ltc.yaml"] * 2
+            + ["coins/bitcoin.yaml"]
+            + ["pools/other.yaml"] * 2,
+        )
+        self.assertIn("is also used by", failure.errors[-1])
+        lines = str(failure).splitlines()
+        self.assertEqual(lines[0], "7 configuration errors:")
+        self.assertEqual(lines[1:], [f"  {e}" for e in failure.errors])
+
+    def test_one_error_heading(self) -> None:
+        """A single error has a singular heading."""
+        self.pool["ports"][1]["diff"] = 0
+        self.assertEqual(
+            str(self.failure()),
+            "1 configuration error:\n  pools/ltc.yaml: ports[1].diff: must be > 0",
+        )
+
+    def test_twistd_refuses_to_start(self) -> None:
+        """``twistd -n nomp -c`` on a bad conf exits 1, prints every error and starts nothing."""
+        expected = self.break_several_files()
+        conf = self.write()
+        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+        workdir = os.path.abspath(self.mktemp())
+        os.makedirs(workdir)
+        result = subprocess.run(
+            [twistd, "-n", "nomp", "-c", conf],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=workdir,
+            check=False,
+        )
+        self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
+        self.assertIn("nomp: 7 configuration errors:\n", result.stderr)
+        for line in expected:
+            self.assertIn(f"  {line}\n", result.stderr)
+        self.assertNotIn("Traceback", result.stderr)
+        self.assertNotIn("starting up", result.stdout + result.stderr)
+        self.assertNotIn("twistd.pid", os.listdir(workdir))

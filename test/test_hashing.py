@@ -1,0 +1,266 @@
+"""The C hashing module: known answers, agreement with hashlib, the share check."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet import defer, reactor
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from nomp.chain.merkle import root_from_branch
+from nomp.hashing import ALGORITHMS, DIFF1_TARGET, JobHasher, ShareWork, scrypt, sha256d
+from nomp.hashing._native import lib
+from nomp.hashing.pool import HashPoolService
+
+VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "pow_headers_btc_ltc.json"
+
+
+def load_vectors() -> list[dict[str, Any]]:
+    """The vectors, with ``algo`` reduced to the pool's algorithm names."""
+    with open(VECTORS) as f:
+        vectors: list[dict[str, Any]] = json.load(f)
+    for vector in vectors:
+        if vector["algo"].startswith("scrypt(N=1024,r=1,p=1,"):
+            vector["algo"] = "scrypt"
+    return vectors
+
+
+def reference_scrypt(header: bytes) -> bytes:
+    return hashlib.scrypt(header, salt=header, n=1024, r=1, p=1, dklen=32)
+
+
+def reference_sha256d(data: bytes) -> bytes:
+    return hashlib.sha256(hashlib.sha256(data).digest()).digest()
+
+
+def with_each_sha256(test: SynchronousTestCase, check: Any) -> None:
+    """Run ``check()`` under the portable SHA-256 and under the CPU's own."""
+    test.addCleanup(lib.nomp_sha256_force_portable, 0)
+    for portable in (1, 0):
+        lib.nomp_sha256_force_portable(portable)
+        check()
+
+
+def with_each_scrypt_kernel(test: SynchronousTestCase, check: Any) -> list[int]:
+    """Run ``check()`` pinned to every scrypt kernel this CPU has, then by batch size."""
+    test.addCleanup(lib.nomp_scrypt_set_lanes, 0)
+    ran = []
+    for lanes in (1, 8, 16, 0):
+        if lib.nomp_scrypt_set_lanes(lanes) == 0:
+            check()
+            ran.append(lanes)
+    return ran
+
+
+class KnownAnswerTests(SynchronousTestCase):
+    """Real mainnet headers hash to their published values."""
+
+    def test_vectors(self) -> None:
+        """Every Bitcoin and Litecoin vector header gives its block id and PoW hash."""
+        vectors = load_vectors()
+        self.assertEqual({v["algo"] for v in vectors}, {"sha256d", "scrypt"})
+
+        def check() -> None:
+            for vector in vectors:
+                header = bytes.fromhex(vector["header_hex"])
+                self.assertEqual(sha256d(header)[::-1].hex(), vector["blockhash"], vector["label"])
+                algorithm = ALGORITHMS[vector["algo"]]
+                pow_hash = sha256d(header) if algorithm.name == "sha256d" else scrypt([header])[0]
+                self.assertEqual(pow_hash[::-1].hex(), vector["powhash"], vector["label"])
+                meets = int.from_bytes(pow_hash, "little") <= int(vector["target"], 16)
+                self.assertEqual(meets, vector["pow_le_target"], vector["label"])
+
+        with_each_sha256(self, check)
+        self.assertIn(1, with_each_scrypt_kernel(self, check))
+
+
+class AgreementTests(SynchronousTestCase):
+    """The C code agrees with hashlib on random inputs."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(max_size=600))
+    def test_sha256d(self, data: bytes) -> None:
+        """sha256d of any input equals hashlib's, with either compression function."""
+        with_each_sha256(self, lambda: self.assertEqual(sha256d(data), reference_sha256d(data)))
+
+    def test_sha256d_block_boundaries(self) -> None:
+        """Lengths around every padding boundary hash correctly."""
+        rng = random.Random(1)
+        for length in [*range(0, 200), 1000, 4096, 65537]:
+            data = rng.randbytes(length)
+            with_each_sha256(
+                self, lambda d=data: self.assertEqual(sha256d(d), reference_sha256d(d))
+            )
+
+    def test_scrypt_batches(self) -> None:
+        """Batches of every size from 1 to 40 agree with hashlib, on every kernel."""
+        rng = random.Random(2)
+        headers = [rng.randbytes(80) for _ in range(40)]
+        expected = [reference_scrypt(h) for h in headers]
+
+        def check() -> None:
+            for size in (1, 2, 3, 7, 8, 9, 15, 16, 17, 33, 40):
+                self.assertEqual(scrypt(headers[:size]), expected[:size], size)
+
+        ran = with_each_scrypt_kernel(self, check)
+        self.assertIn(0, ran)
+
+    def test_scrypt_rejects_wrong_length(self) -> None:
+        """A header that is not 80 bytes is refused before reaching C."""
+        self.assertRaises(ValueError, scrypt, [b"\x00" * 79])
+
+
+class ShareCheckTests(SynchronousTestCase):
+    """The share check builds the header a miner hashed, in one C call."""
+
+    def random_job(
+        self, rng: random.Random, algorithm: str, branch_length: int
+    ) -> tuple[JobHasher, bytes, bytes, list[bytes], bytes, int]:
+        coinb1 = rng.randbytes(rng.randrange(40, 200))
+        coinb2 = rng.randbytes(rng.randrange(40, 300))
+        branch = [rng.randbytes(32) for _ in range(branch_length)]
+        prevhash = rng.randbytes(32)
+        nbits = rng.getrandbits(32)
+        job = JobHasher(ALGORITHMS[algorithm], coinb1, coinb2, branch, prevhash, nbits)
+        return job, coinb1, coinb2, branch, prevhash, nbits
+
+    def test_matches_python(self) -> None:
+        """Header and PoW hash equal a from-scratch Python computation, for batches of shares."""
+        rng = random.Random(3)
+        for algorithm in ("sha256d", "scrypt"):
+            for branch_length in (0, 1, 5, 12):
+                job, coinb1, coinb2, branch, prevhash, nbits = self.random_job(
+                    rng, algorithm, branch_length
+                )
+                works = [
+                    ShareWork(
+                        rng.randbytes(rng.choice((4, 8, 12, 16))),
+                        rng.getrandbits(32),
+                        rng.getrandbits(32),
+                        rng.getrandbits(32),
+                    )
+                    for _ in range(rng.choice((1, 5, 17)))
+                ]
+                for work, result in zip(works, job.check(works), strict=True):
+                    root = root_from_branch(
+                        reference_sha256d(coinb1 + work.extranonce + coinb2), branch
+                    )
+                    header = (
+                        work.version.to_bytes(4, "little")
+                        + prevhash
+                        + root
+                        + work.ntime.to_bytes(4, "little")
+                        + nbits.to_bytes(4, "little")
+                        + work.nonce.to_bytes(4, "little")
+                    )
+                    self.assertEqual(result.header, header)
+                    reference = (
+                        reference_sha256d(header)
+                        if algorithm == "sha256d"
+                        else reference_scrypt(header)
+                    )
+                    self.assertEqual(result.pow_hash, reference)
+
+    def test_long_coinbase_midstate(self) -> None:
+        """A coinb1 longer than one SHA-256 block (cached midstate) still hashes right."""
+        rng = random.Random(4)
+        for length in (63, 64, 65, 127, 128, 129, 1000):
+            coinb1, coinb2 = rng.randbytes(length), rng.randbytes(50)
+            job = JobHasher(ALGORITHMS["sha256d"], coinb1, coinb2, [], bytes(32), 0)
+            result = job.check([ShareWork(b"\xaa" * 8, 1, 2, 3)])[0]
+            self.assertEqual(result.header[36:68], reference_sha256d(coinb1 + b"\xaa" * 8 + coinb2))
+
+    def test_bad_extranonce(self) -> None:
+        """An empty or over-long extranonce is refused."""
+        job = JobHasher(ALGORITHMS["scrypt"], b"a", b"b", [], bytes(32), 0)
+        self.assertRaises(ValueError, job.check, [ShareWork(b"", 1, 2, 3)])
+        self.assertRaises(ValueError, job.check, [ShareWork(b"x" * 17, 1, 2, 3)])
+        record = bytearray(ShareWork(b"x", 1, 2, 3).pack())
+        record[17] = 1  # reserved bytes must be zero
+        self.assertRaises(ValueError, job.check_packed, bytes(record), 1)
+
+    def test_bad_job(self) -> None:
+        """A prevhash or branch step that is not 32 bytes is refused."""
+        algorithm = ALGORITHMS["sha256d"]
+        self.assertRaises(ValueError, JobHasher, algorithm, b"", b"", [], bytes(31), 0)
+        self.assertRaises(ValueError, JobHasher, algorithm, b"", b"", [bytes(33)], bytes(32), 0)
+
+
+class DifficultyTests(SynchronousTestCase):
+    """Share targets follow the conventions miners use."""
+
+    def test_sha256d_diff1(self) -> None:
+        """Difficulty 1 on sha256d is the classic 0x00000000ffff... target."""
+        self.assertEqual(ALGORITHMS["sha256d"].share_target(1), DIFF1_TARGET)
+
+    def test_scrypt_multiplier(self) -> None:
+        """scrypt difficulty d means 0x0000ffff... / d, as cpuminer computes it."""
+        self.assertEqual(ALGORITHMS["scrypt"].share_target(1), 0xFFFF << 224)
+        self.assertEqual(ALGORITHMS["scrypt"].share_target(65536), DIFF1_TARGET)
+
+    def test_round_trip(self) -> None:
+        """difficulty_of(share_target(d)) is d."""
+        for name in ALGORITHMS:
+            algorithm = ALGORITHMS[name]
+            for difficulty in (0.001, 1, 1024, 1e9):
+                self.assertAlmostEqual(
+                    algorithm.difficulty_of(algorithm.share_target(difficulty)) / difficulty,
+                    1,
+                    places=9,
+                )
+
+    def test_tiny_difficulty_is_capped(self) -> None:
+        """A difficulty so low that the target overflows 256 bits accepts every hash."""
+        self.assertEqual(ALGORITHMS["scrypt"].share_target(1e-9), 2**256 - 1)
+        self.assertRaises(ValueError, ALGORITHMS["scrypt"].share_target, 0)
+
+
+class HashPoolServiceTests(TestCase):
+    """Share checks run in the service's threads and are batched per job."""
+
+    def setUp(self) -> None:
+        self.service = HashPoolService(reactor, threads=2)
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+
+    async def test_results_in_order(self) -> None:
+        """Many shares of two jobs submitted at once each get their own result."""
+        rng = random.Random(5)
+        jobs = [
+            JobHasher(
+                ALGORITHMS["scrypt"], rng.randbytes(60), rng.randbytes(60), [], rng.randbytes(32), 7
+            )
+            for _ in range(2)
+        ]
+        works = [ShareWork(os.urandom(8), 1, 2, n) for n in range(70)]
+        pending = [self.service.check(jobs[n % 2], work) for n, work in enumerate(works)]
+        self.assertGreater(self.service.queued, 0)
+        results = await defer.gatherResults(pending)
+        for n, (work, result) in enumerate(zip(works, results, strict=True)):
+            self.assertEqual(result, jobs[n % 2].check([work])[0])
+        self.assertEqual(self.service.queued, 0)
+
+    async def test_not_on_the_reactor_thread(self) -> None:
+        """The C call runs in a pool thread, not the reactor's."""
+        import threading
+
+        seen: list[str] = []
+        await self.service.run(lambda: seen.append(threading.current_thread().name))
+        self.assertNotEqual(seen, [threading.current_thread().name])
+
+    async def test_failure_reaches_every_share(self) -> None:
+        """A failing batch fails each of its shares, and the pool keeps working."""
+        job = JobHasher(ALGORITHMS["sha256d"], b"a", b"b", [], bytes(32), 0)
+        bad = ShareWork(b"x", 1, 2, 3)
+        object.__setattr__(bad, "extranonce", b"")  # past ShareWork.pack's own check
+        with self.assertRaises(ValueError):
+            await self.service.check(job, bad)
+        good = await self.service.check(job, ShareWork(b"x", 1, 2, 3))
+        self.assertEqual(len(good.header), 80)
