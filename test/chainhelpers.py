@@ -27,7 +27,9 @@ def connect(pair: RegtestPair) -> tuple[DaemonGroup, HTTPConnectionPool]:
 
     pool = HTTPConnectionPool(reactor, persistent=True)
     http = HTTPClient(Agent(reactor, pool=pool))
-    return DaemonGroup([DaemonRPC(http, pair.miner.url, RPC_USER, RPC_PASSWORD, reactor)]), pool
+    return DaemonGroup(
+        [DaemonRPC(http, pair.miner.url, RPC_USER, RPC_PASSWORD, reactor)], reactor
+    ), pool
 
 
 def solve(job: Job, extranonce: bytes, batch: int = 16) -> ShareHash:

@@ -321,12 +321,13 @@ class DaemonGroupTests(TestCase):
     def group(self, *daemons: FakeDaemon) -> tuple[DaemonGroup, list[Link], list[DaemonRPC]]:
         """A group of one DaemonRPC per fake daemon, each behind its own Link."""
         links = [Link(daemon) for daemon in daemons]
-        clock = as_reactor(Clock())
+        self.clock = Clock()
+        clock = as_reactor(self.clock)
         rpcs = [
             DaemonRPC(link, f"http://127.0.0.1:{19443 + i}/", USER, PASSWORD, clock)
             for i, link in enumerate(links)
         ]
-        return DaemonGroup(rpcs), links, rpcs
+        return DaemonGroup(rpcs, clock, retry_after=30), links, rpcs
 
     def test_first_healthy_answers(self) -> None:
         """A call goes to the first daemon; the others are not asked."""
@@ -338,7 +339,8 @@ class DaemonGroupTests(TestCase):
         self.assertTrue(group.healthy(rpcs[0]))
 
     def test_failover_and_back(self) -> None:
-        """An unreachable daemon is skipped and marked unhealthy, and healthy once it answers."""
+        """An unreachable daemon is skipped and marked unhealthy; after retry_after it is
+        first in line again and healthy once it answers."""
         first = FakeDaemon({"getblockcount": answering(10)})
         second = FakeDaemon({"getblockcount": answering(20)})
         group, links, rpcs = self.group(first, second)
@@ -346,16 +348,21 @@ class DaemonGroupTests(TestCase):
         self.assertEqual(self.successResultOf(settle(group.call("getblockcount"), *links)), 20)
         self.assertEqual((group.healthy(rpcs[0]), group.healthy(rpcs[1])), (False, True))
 
-        # Back up, but the healthy second daemon stays first in line.
+        # Back up, but not asked again before retry_after has passed.
         links[0].plug()
+        self.clock.advance(29)
         self.assertEqual(self.successResultOf(settle(group.call("getblockcount"), *links)), 20)
         self.assertFalse(group.healthy(rpcs[0]))
 
-        # The second goes away: the first is asked again, answers, and is healthy.
+        # Then it takes its place at the front again, answers, and is healthy.
+        self.clock.advance(1)
+        self.assertEqual(self.successResultOf(settle(group.call("getblockcount"), *links)), 10)
+        self.assertEqual((group.healthy(rpcs[0]), group.healthy(rpcs[1])), (True, True))
+        self.assertEqual(first.methods(), ["getblockcount"])
+
+        # The second goes away: the first answers alone.
         links[1].unplug()
         self.assertEqual(self.successResultOf(settle(group.call("getblockcount"), *links)), 10)
-        self.assertEqual((group.healthy(rpcs[0]), group.healthy(rpcs[1])), (True, False))
-        self.assertEqual(first.methods(), ["getblockcount"])
 
     def test_rpc_error_is_an_answer(self) -> None:
         """An RPC error from the first daemon is raised as it is, without trying the next."""
@@ -559,7 +566,7 @@ class WaitForDaemonTests(TestCase):
         self.link = Link(self.fake)
         self.clock = Clock()
         rpc = DaemonRPC(self.link, URL, USER, PASSWORD, as_reactor(self.clock))
-        self.group = DaemonGroup([rpc])
+        self.group = DaemonGroup([rpc], as_reactor(self.clock))
 
     def wait(self, pool: PoolConfig | None = None) -> defer.Deferred[None]:
         """wait_for_daemon started, with the first answers delivered."""
@@ -721,8 +728,9 @@ class ResolvePayoutsTests(TestCase):
         self.node = LitecoinNode()
         self.fake = self.node.daemon()
         self.link = Link(self.fake)
-        rpc = DaemonRPC(self.link, URL, USER, PASSWORD, as_reactor(Clock()))
-        self.group = DaemonGroup([rpc])
+        clock = as_reactor(Clock())
+        rpc = DaemonRPC(self.link, URL, USER, PASSWORD, clock)
+        self.group = DaemonGroup([rpc], clock)
 
     def resolve(self, pool: PoolConfig | None = None) -> defer.Deferred[Any]:
         """resolve_payouts, with the answers delivered."""

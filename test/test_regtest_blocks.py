@@ -13,12 +13,47 @@ from fractions import Fraction
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import TestCase
 
-from nomp.chain.coinbase import PayoutPlan, Recipient
+from nomp.chain.coinbase import CoinbaseLayout, PayoutPlan, Recipient
+from nomp.chain.jobs import JobRegistry
+from nomp.chain.template import BlockTemplate
 from nomp.daemon import DaemonGroup
-from test.chainhelpers import coinbase_outputs, connect, mine_block, satoshis
+from nomp.hashing import ALGORITHMS
+from nomp.pool.blocks import BlockSubmitter
+from test.chainhelpers import (
+    LITECOIN_RULES,
+    coinbase_outputs,
+    connect,
+    mine_block,
+    satoshis,
+    solve,
+)
 from test.servers import BIP34_HEIGHT, MWEB_ACTIVATION, RegtestPair, shared_regtest
 
 HOGEX_FLAG = 0x08  # serialisation flag of the MWEB HogEx transaction
+BECH32M_CONSTANT = 0x2BC830A3  # BIP350
+BECH32_CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+
+
+def bech32m_address(hrp: str, version: int, program: bytes) -> str:
+    """A segwit v1+ address (BIP350), to give the node one it did not make."""
+
+    def polymod(values: list[int]) -> int:
+        generator = [0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3]
+        check = 1
+        for value in values:
+            top = check >> 25
+            check = (check & 0x1FFFFFF) << 5 ^ value
+            for i in range(5):
+                check ^= generator[i] if (top >> i) & 1 else 0
+        return check
+
+    bits = "".join(f"{byte:08b}" for byte in program)
+    bits += "0" * (-len(bits) % 5)
+    data = [version] + [int(bits[i : i + 5], 2) for i in range(0, len(bits), 5)]
+    expanded = [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
+    checksum = polymod([*expanded, *data, 0, 0, 0, 0, 0, 0]) ^ BECH32M_CONSTANT
+    data += [(checksum >> 5 * (5 - i)) & 31 for i in range(6)]
+    return hrp + "1" + "".join(BECH32_CHARSET[d] for d in data)
 
 
 async def plan_for(
@@ -114,9 +149,11 @@ class MiningThroughTheErasTests(TestCase):
             self.assertIn(mine[0]["category"], ("immature", "generate"))
 
 
-class RejectedBlockTests(TestCase):
-    """A block the node refuses comes back with the node's own reason, logged
-    with the block hash: nothing is hidden."""
+class SubmitAnswerTests(TestCase):
+    """Every answer of submitblock is read: a block the node refuses comes
+    back with the node's own reason, logged with the block hash; duplicate
+    and inconclusive are told apart from acceptance; any address the node
+    validates can be paid."""
 
     timeout = 300
 
@@ -146,6 +183,45 @@ class RejectedBlockTests(TestCase):
     async def test_wrong_merkle_branch(self) -> None:
         """A header solved on a wrong merkle branch: bad-txnmrklroot."""
         self.assertEqual(await self.rejected(wrong_branch=True), "bad-txnmrklroot")
+
+    async def test_duplicate(self) -> None:
+        """The same block submitted twice: the second answer is duplicate, and kept."""
+        daemons, http_pool = connect(self.pair)
+        self.addCleanup(http_pool.closeCachedConnections)
+        _, plan = await plan_for(self.pair, daemons, "bech32", self.pair.new_address())
+        job, first = await mine_block(daemons, plan)
+        self.assertTrue(first.accepted)
+        extranonce = bytes.fromhex("f000000ff111111f")
+        header = bytes.fromhex(self.pair.miner.rpc("getblockheader", first.block_hash, False))
+        again = await BlockSubmitter(daemons).submit(job, extranonce, header)
+        self.assertEqual((again.accepted, again.reason), (False, "duplicate"))
+
+    async def test_inconclusive(self) -> None:
+        """A valid block on a previous block just replaced: inconclusive (a side branch)."""
+        daemons, http_pool = connect(self.pair)
+        self.addCleanup(http_pool.closeCachedConnections)
+        _, plan = await plan_for(self.pair, daemons, "bech32", self.pair.new_address())
+        template = BlockTemplate.from_rpc(await daemons.get_block_template(LITECOIN_RULES))
+        job = JobRegistry(ALGORITHMS["scrypt"], plan, CoinbaseLayout()).add(template, 0.0)
+        assert job is not None
+        self.pair.generate(1)  # someone else's block at the same height
+        extranonce = bytes(8)
+        outcome = await BlockSubmitter(daemons).submit(
+            job, extranonce, solve(job, extranonce).header
+        )
+        self.assertEqual((outcome.accepted, outcome.reason), (False, "inconclusive"))
+
+    async def test_taproot_payout(self) -> None:
+        """A taproot address works as the payout: its scriptPubKey comes from validateaddress."""
+        output_key = bytes(range(1, 33))
+        address = bech32m_address("rltc", 1, output_key)
+        daemons, http_pool = connect(self.pair)
+        self.addCleanup(http_pool.closeCachedConnections)
+        info = await daemons.validate_address(address)
+        self.assertEqual(info.script, b"\x51\x20" + output_key)
+        _, outcome = await mine_block(daemons, PayoutPlan(info.script))
+        self.assertTrue(outcome.accepted, outcome.reason)
+        self.assertEqual(output_address(self.pair, outcome.block_hash, 0), address)
 
     async def test_wrong_height(self) -> None:
         """A coinbase with the wrong BIP34 height above 500: bad-cb-height."""

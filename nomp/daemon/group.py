@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from nomp.daemon.errors import DaemonError, DaemonResponseError, RPCError
@@ -64,34 +65,49 @@ class DaemonGroup:
 
     A daemon that cannot be reached (or answers with something that is not
     JSON-RPC) is marked unhealthy and the next one is tried; an RPC error is
-    an answer and is raised as it is.
+    an answer and is raised as it is. An unhealthy daemon goes to the back
+    of the line for ``retry_after`` seconds, then takes its configured place
+    again, so the pool returns to its first daemon once that one is back.
     """
 
     log = Logger()
 
-    def __init__(self, daemons: Sequence[DaemonRPC]) -> None:
+    def __init__(
+        self, daemons: Sequence[DaemonRPC], clock: IReactorTime, retry_after: float = 30.0
+    ) -> None:
         if not daemons:
             raise ValueError("a daemon group needs at least one daemon")
         self.daemons = tuple(daemons)
-        self._healthy = dict.fromkeys(self.daemons, True)
+        self._clock = clock
+        self._retry_after = retry_after
+        self._down_since: dict[DaemonRPC, float] = {}
 
     def healthy(self, daemon: DaemonRPC) -> bool:
         """Whether the last call to ``daemon`` got an answer."""
-        return self._healthy[daemon]
+        return daemon not in self._down_since
 
     def _mark(self, daemon: DaemonRPC, healthy: bool, error: DaemonError | None = None) -> None:
-        if self._healthy[daemon] != healthy:
-            if healthy:
+        if healthy:
+            if self._down_since.pop(daemon, None) is not None:
                 self.log.info("daemon {url} is back", url=daemon.url)
-            else:
-                self.log.warn("daemon {url} unhealthy: {error}", url=daemon.url, error=error)
-        self._healthy[daemon] = healthy
+        elif daemon not in self._down_since:
+            self.log.warn("daemon {url} unhealthy: {error}", url=daemon.url, error=error)
+            self._down_since[daemon] = self._clock.seconds()
+
+    def _in_order(self) -> list[DaemonRPC]:
+        """Daemons to try: the healthy and those due a retry, then the rest."""
+        now = self._clock.seconds()
+        return sorted(
+            self.daemons,
+            key=lambda d: (
+                now - self._down_since.get(d, now - self._retry_after) < self._retry_after
+            ),
+        )
 
     async def call(self, method: str, *params: Any) -> Any:
         """``method(*params)`` on the first healthy daemon."""
-        order = sorted(self.daemons, key=lambda d: not self._healthy[d])
         failure: DaemonError | None = None
-        for daemon in order:
+        for daemon in self._in_order():
             try:
                 result = await daemon.call(method, *params)
             except RPCError:

@@ -84,7 +84,8 @@ class PoolService(MultiService):
             [
                 DaemonRPC(http, d.url, d.user, d.password, self._reactor, timeout=d.timeout)
                 for d in self.config.daemons
-            ]
+            ],
+            self._reactor,
         )
         self.submitter = BlockSubmitter(self.daemons)
         self._starting = background(f"start pool {self.config.name}", self._start())
