@@ -28,9 +28,7 @@ ROUNDS = 7
 rng = random.Random(7)
 
 
-def best_per_item(
-    function: Callable[[], object], items_per_call: int, seconds: float = 0.3
-) -> float:
+def best_per_item(function: Callable[[], object], items_per_call: int, seconds: float = 0.3) -> float:
     """Best time per item in microseconds over ROUNDS rounds of about ``seconds`` each."""
     calls = 1
     while True:
@@ -63,10 +61,7 @@ def make_job(algorithm: str, branch_length: int) -> JobHasher:
 
 
 def works(count: int) -> list[ShareWork]:
-    return [
-        ShareWork(rng.randbytes(8), 0x20000000, 1700000000, rng.getrandbits(32))
-        for _ in range(count)
-    ]
+    return [ShareWork(rng.randbytes(8), 0x20000000, 1700000000, rng.getrandbits(32)) for _ in range(count)]
 
 
 def python_sha256d_share(
@@ -100,9 +95,7 @@ def sha256d_row(branch_length: int) -> str:
 
 def bench_sha256d() -> None:
     print("sha256d share check (us per share)")
-    print(
-        f"  {'branch':>6}  {'1 share/call':>16}  {'32 shares/call':>14}  {'hashlib (Python)':>16}"
-    )
+    print(f"  {'branch':>6}  {'1 share/call':>16}  {'32 shares/call':>14}  {'hashlib (Python)':>16}")
     for branch_length in (0, 6, 12):
         print(sha256d_row(branch_length))
 
@@ -111,9 +104,7 @@ def bench_scrypt() -> None:
     print("scrypt share check (us per share)")
     job = make_job("scrypt", 12)
     header = rng.randbytes(80)
-    reference = best_per_item(
-        lambda: hashlib.scrypt(header, salt=header, n=1024, r=1, p=1, dklen=32), 1, 0.5
-    )
+    reference = best_per_item(lambda: hashlib.scrypt(header, salt=header, n=1024, r=1, p=1, dklen=32), 1, 0.5)
     for size in (1, 2, 3, 8, 16, 32, 64):
         batch = works(size)
         packed = b"".join(w.pack() for w in batch)
@@ -138,10 +129,7 @@ def bench_pool() -> None:
         for algorithm in ("sha256d", "scrypt"):
             job = make_job(algorithm, 12)
             figures = [await burst(job, works(256)) for _ in range(5)]
-            print(
-                f"  {algorithm:<8} best {min(figures):8.2f}"
-                f"  median {statistics.median(figures):8.2f}"
-            )
+            print(f"  {algorithm:<8} best {min(figures):8.2f}  median {statistics.median(figures):8.2f}")
         service.stopService()
 
     task.react(lambda _: defer.Deferred.fromCoroutine(run()))
@@ -150,10 +138,7 @@ def bench_pool() -> None:
 def main() -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-    print(
-        f"CPU: {platform.processor() or platform.machine()}, one core;"
-        f" code paths: {implementation()}"
-    )
+    print(f"CPU: {platform.processor() or platform.machine()}, one core; code paths: {implementation()}")
     sha256d_row(0)  # warm-up: caches, buffers, CPU clock
     bench_sha256d()
     print()

@@ -9,10 +9,17 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from nomp.config import Config, ConfigErrors, load_config
+from nomp.control.service import control_service
 from nomp.hashing.pool import HashPoolService
 from nomp.logs import make_observer
 from nomp.pool.service import PoolService
 from nomp.service import NompService
+from nomp.store.keys import PoolKeys
+from nomp.store.recorder import ShareRecorder
+from nomp.store.redis import RedisService
+from nomp.store.service import RecorderService
+from nomp.stratum.server import StratumServer
+from nomp.stratum.service import StratumService
 
 
 class Options(usage.Options):
@@ -48,10 +55,31 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
 
 
 def build_service(config: Config, reactor: Any) -> NompService:
-    """The service tree for a loaded configuration."""
+    """The service tree for a loaded configuration.
+
+    Services stop in the reverse order of this one: each pool closes its
+    miners' connections, waits for the shares being checked and writes them
+    to Redis before the hashing threads and the Redis connection go.
+    """
     root = NompService(config, reactor, make_observer(config.settings.logging))
-    threads = config.settings.threads or os.cpu_count() or 1
-    HashPoolService(reactor, threads).setServiceParent(root)
-    for pool in config.pools:
-        PoolService(pool, reactor, root.fatal).setServiceParent(root)
+    redis = RedisService(config.settings.redis)
+    redis.setServiceParent(root)
+    hashing = HashPoolService(reactor, config.settings.threads or os.cpu_count() or 1)
+    hashing.setServiceParent(root)
+    pools: dict[str, PoolService] = {}
+    control_service(config.settings.control.listen, pools, reactor).setServiceParent(root)
+    for pool_config in config.pools:
+        pool = PoolService(pool_config, reactor, root.fatal)
+        recorder = ShareRecorder(
+            PoolKeys.for_coin(pool_config.coin.name),
+            redis.client,
+            reactor,
+            hashrate_window=pool_config.hashrate_window,
+        )
+        RecorderService(recorder, reactor).setServiceParent(pool)
+        stratum = StratumServer(pool_config, pool, hashing, recorder, reactor)
+        pool.add_job_listener(stratum.new_job)
+        StratumService(stratum, pool_config.ports, reactor).setServiceParent(pool)
+        pool.setServiceParent(root)
+        pools[pool_config.name] = pool
     return root

@@ -27,9 +27,7 @@ def connect(pair: RegtestPair) -> tuple[DaemonGroup, HTTPConnectionPool]:
 
     pool = HTTPConnectionPool(reactor, persistent=True)
     http = HTTPClient(Agent(reactor, pool=pool))
-    return DaemonGroup(
-        [DaemonRPC(http, pair.miner.url, RPC_USER, RPC_PASSWORD, reactor)], reactor
-    ), pool
+    return DaemonGroup([DaemonRPC(http, pair.miner.url, RPC_USER, RPC_PASSWORD, reactor)], reactor), pool
 
 
 def solve(job: Job, extranonce: bytes, batch: int = 16) -> ShareHash:
@@ -38,8 +36,7 @@ def solve(job: Job, extranonce: bytes, batch: int = 16) -> ShareHash:
     nonce = 0
     while True:
         works = [
-            ShareWork(extranonce, template.version, template.curtime, n)
-            for n in range(nonce, nonce + batch)
+            ShareWork(extranonce, template.version, template.curtime, n) for n in range(nonce, nonce + batch)
         ]
         for result in job.hasher.check(works):
             if result.pow_value <= template.target:

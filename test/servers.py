@@ -51,9 +51,7 @@ def require(program: str) -> str:
     """The path of ``program``; the test command installs it, so its absence is an error."""
     path = shutil.which(program)
     if path is None:
-        raise RuntimeError(
-            f"{program} is not installed: run the tests through the README's test command"
-        )
+        raise RuntimeError(f"{program} is not installed: run the tests through the README's test command")
     return path
 
 
@@ -129,11 +127,7 @@ class Node:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if self.process.poll() is not None:
-                err = (
-                    self.process.stderr.read().decode(errors="replace")
-                    if self.process.stderr
-                    else ""
-                )
+                err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
                 raise RuntimeError(f"litecoind exited: {err.strip()}")
             try:
                 self.rpc("getblockcount")

@@ -125,9 +125,7 @@ class MerkleTests(SynchronousTestCase):
     def test_branch_length(self) -> None:
         """The branch has one step per tree level."""
         for count, length in ((0, 0), (1, 1), (2, 2), (3, 2), (4, 3), (4095, 12)):
-            self.assertEqual(
-                len(coinbase_branch([bytes([i % 256]) * 32 for i in range(count)])), length
-            )
+            self.assertEqual(len(coinbase_branch([bytes([i % 256]) * 32 for i in range(count)])), length)
 
 
 class RewardSplitTests(SynchronousTestCase):
@@ -166,9 +164,7 @@ class CoinbaseTests(SynchronousTestCase):
     def test_layout(self) -> None:
         """coinb1 ends with height and extranonce push; the witness form adds the reserved value."""
         template = BlockTemplate.from_rpc(template_reply(height=433))
-        coinbase = build_coinbase(
-            template, PayoutPlan(POOL_SCRIPT), CoinbaseLayout(signature=b"/nomp/")
-        )
+        coinbase = build_coinbase(template, PayoutPlan(POOL_SCRIPT), CoinbaseLayout(signature=b"/nomp/"))
         self.assertTrue(coinbase.coinb1.endswith(bytes.fromhex("02b101") + b"\x08"))
         self.assertTrue(coinbase.coinb2.startswith(b"\x06/nomp/\xff\xff\xff\xff"))
         extranonce = bytes(range(8))
@@ -202,9 +198,7 @@ class CoinbaseTests(SynchronousTestCase):
         template = BlockTemplate.from_rpc(template_reply())
         coinbase = build_coinbase(template, PayoutPlan(POOL_SCRIPT), CoinbaseLayout())
         plain = coinbase.serialize(bytes(8))
-        self.assertEqual(
-            txid(plain), hashlib.sha256(hashlib.sha256(plain).digest()).digest()[::-1].hex()
-        )
+        self.assertEqual(txid(plain), hashlib.sha256(hashlib.sha256(plain).digest()).digest()[::-1].hex())
 
 
 class TemplateTests(SynchronousTestCase):
@@ -289,9 +283,7 @@ class JobRegistryTests(SynchronousTestCase):
         first = self.registry.add(self.template("aa"), 1.0)
         assert first is not None
         self.assertIsNone(self.registry.add(self.template("aa"), 2.0))
-        refreshed = self.registry.add(
-            self.template("aa", coinbasevalue=5000010000), 3.0, force=True
-        )
+        refreshed = self.registry.add(self.template("aa", coinbasevalue=5000010000), 3.0, force=True)
         assert refreshed is not None
         self.assertFalse(refreshed.clean)
         self.assertIs(self.registry.get(first.job_id), first)
@@ -323,18 +315,14 @@ class JobRegistryTests(SynchronousTestCase):
         job = self.registry.add(BlockTemplate.from_rpc(reply), 1.0)
         assert job is not None
         extranonce = bytes(range(8))
-        header = job.hasher.check(
-            [ShareWork(extranonce, job.template.version, job.template.curtime, 5)]
-        )[0].header
-        self.assertEqual(
-            header, job.header(extranonce, job.template.version, job.template.curtime, 5)
-        )
+        header = job.hasher.check([ShareWork(extranonce, job.template.version, job.template.curtime, 5)])[
+            0
+        ].header
+        self.assertEqual(header, job.header(extranonce, job.template.version, job.template.curtime, 5))
         block = job.block(extranonce, header)
         coinbase = job.coinbase.serialize_for_block(extranonce)
         txs = b"".join(bytes.fromhex(tx["data"]) for tx in reply["transactions"])
-        self.assertEqual(
-            block, header + b"\x03" + coinbase + txs + b"\x01" + bytes.fromhex(reply["mweb"])
-        )
+        self.assertEqual(block, header + b"\x03" + coinbase + txs + b"\x01" + bytes.fromhex(reply["mweb"]))
 
     def test_template_is_not_mutated(self) -> None:
         """Building a job leaves the parsed reply as it was."""

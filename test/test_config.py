@@ -24,12 +24,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KNOWN_ALGORITHMS = ", ".join(sorted(ALGORITHMS))
 POOL_KEYS = (
     "address, banning, block_refresh_interval, connection_timeout, daemons, enabled, "
-    "job_rebroadcast_timeout, pool_signature, ports, reward_recipients"
+    "hashrate_window, job_rebroadcast_timeout, pool_signature, ports, reward_recipients, usernames"
 )
 GLOBAL_KEYS = "coins, control, logging, pool_defaults, redis, threads"
-DEFAULT_KEYS = (
-    "banning, block_refresh_interval, connection_timeout, job_rebroadcast_timeout, pool_signature"
-)
+DEFAULT_KEYS = "banning, block_refresh_interval, connection_timeout, job_rebroadcast_timeout, pool_signature"
 
 
 def litecoin() -> dict[str, Any]:
@@ -147,9 +145,7 @@ class ConfTestCase(TestCase):
         """coins/litecoin.yaml's data."""
         return self.files["coins/litecoin.yaml"]
 
-    def other_pool(
-        self, listen: str = "tcp:4444:interface=127.0.0.1", coin: str = "bitcoin"
-    ) -> Any:
+    def other_pool(self, listen: str = "tcp:4444:interface=127.0.0.1", coin: str = "bitcoin") -> Any:
         """Add pools/other.yaml, a valid second pool with coins/bitcoin.yaml; its data."""
         self.files.setdefault("coins/bitcoin.yaml", bitcoin())
         self.files["pools/other.yaml"] = {
@@ -401,9 +397,7 @@ class TypeTests(ConfTestCase):
     def test_float_given_bool(self) -> None:
         """A number field rejects a boolean."""
         self.pool["daemons"][0]["timeout"] = False
-        self.assertErrors(
-            "pools/ltc.yaml: daemons[0].timeout: expected a number, got a boolean (false)"
-        )
+        self.assertErrors("pools/ltc.yaml: daemons[0].timeout: expected a number, got a boolean (false)")
 
     def test_float_accepts_int(self) -> None:
         """A number field takes an integer and holds it as a float."""
@@ -425,8 +419,7 @@ class TypeTests(ConfTestCase):
         """A boolean field rejects a string."""
         self.settings["pool_defaults"]["banning"]["enabled"] = "yes"
         self.assertErrors(
-            "config.yaml: pool_defaults.banning.enabled: expected true or false,"
-            " got a string ('yes')"
+            "config.yaml: pool_defaults.banning.enabled: expected true or false, got a string ('yes')"
         )
 
     def test_bool_given_number(self) -> None:
@@ -440,24 +433,21 @@ class TypeTests(ConfTestCase):
         """A decimal field rejects a string that is not a number."""
         self.pool["reward_recipients"][0]["percent"] = "lots"
         self.assertErrors(
-            "pools/ltc.yaml: reward_recipients[0].percent: expected a decimal number,"
-            " got a string ('lots')"
+            "pools/ltc.yaml: reward_recipients[0].percent: expected a decimal number, got a string ('lots')"
         )
 
     def test_decimal_given_bool(self) -> None:
         """A decimal field rejects a boolean."""
         self.pool["reward_recipients"][0]["percent"] = True
         self.assertErrors(
-            "pools/ltc.yaml: reward_recipients[0].percent: expected a decimal number,"
-            " got a boolean (true)"
+            "pools/ltc.yaml: reward_recipients[0].percent: expected a decimal number, got a boolean (true)"
         )
 
     def test_decimal_given_nan(self) -> None:
         """A decimal field rejects a value that is not finite."""
         self.pool["reward_recipients"][0]["percent"] = float("nan")
         self.assertErrors(
-            "pools/ltc.yaml: reward_recipients[0].percent: expected a decimal number,"
-            " got a number (nan)"
+            "pools/ltc.yaml: reward_recipients[0].percent: expected a decimal number, got a number (nan)"
         )
 
     def test_literal(self) -> None:
@@ -481,9 +471,7 @@ class TypeTests(ConfTestCase):
     def test_list_given_string(self) -> None:
         """A list field rejects a single string."""
         self.coin["gbt_rules"] = "segwit"
-        self.assertErrors(
-            "coins/litecoin.yaml: gbt_rules: expected a list, got a string ('segwit')"
-        )
+        self.assertErrors("coins/litecoin.yaml: gbt_rules: expected a list, got a string ('segwit')")
 
     def test_list_item(self) -> None:
         """A list item of the wrong type is reported with its index."""
@@ -680,9 +668,7 @@ class ValueCheckTests(ConfTestCase):
     def test_variance_percent_between(self) -> None:
         """vardiff's variance_percent must be strictly between 0 and 100."""
         self.pool["ports"][1]["vardiff"]["variance_percent"] = 100
-        self.assertErrors(
-            "pools/ltc.yaml: ports[1].vardiff.variance_percent: must be between 0 and 100"
-        )
+        self.assertErrors("pools/ltc.yaml: ports[1].vardiff.variance_percent: must be between 0 and 100")
 
     def test_invalid_percent_between(self) -> None:
         """Banning's invalid_percent must be strictly between 0 and 100, in pools and defaults."""
@@ -718,8 +704,7 @@ class ValueCheckTests(ConfTestCase):
         self.assertErrors(
             "pools/ltc.yaml: ports[0].listen: invalid endpoint 'tcp:notaport':"
             " invalid literal for int() with base 10: 'notaport'",
-            "pools/ltc.yaml: ports[1].listen: invalid endpoint 'bogus:3334':"
-            " Unknown endpoint type: 'bogus'",
+            "pools/ltc.yaml: ports[1].listen: invalid endpoint 'bogus:3334': Unknown endpoint type: 'bogus'",
         )
 
     def test_invalid_control_endpoint(self) -> None:
@@ -759,9 +744,7 @@ class ValueCheckTests(ConfTestCase):
             {"address": "A", "percent": 60},
             {"address": "B", "percent": 40},
         ]
-        self.assertErrors(
-            "pools/ltc.yaml: reward_recipients: percentages add up to 100, must be below 100"
-        )
+        self.assertErrors("pools/ltc.yaml: reward_recipients: percentages add up to 100, must be below 100")
 
     def test_reward_sum_is_exact(self) -> None:
         """The sum is taken in decimal: 99.7 + 3 x 0.1 is exactly 100.0 (in floats it is less)."""
@@ -771,9 +754,7 @@ class ValueCheckTests(ConfTestCase):
             {"address": "C", "percent": 0.1},
             {"address": "D", "percent": 0.1},
         ]
-        self.assertErrors(
-            "pools/ltc.yaml: reward_recipients: percentages add up to 100.0, must be below 100"
-        )
+        self.assertErrors("pools/ltc.yaml: reward_recipients: percentages add up to 100.0, must be below 100")
 
     def test_reward_sum_below_100(self) -> None:
         """Reward percentages adding up to just under 100 are accepted."""
@@ -793,8 +774,7 @@ class ValueCheckTests(ConfTestCase):
         self.assertErrors(
             "coins/litecoin.yaml: name: must not be empty",
             "coins/litecoin.yaml: network.pubkey_address_prefix: must be 0-255",
-            "coins/litecoin.yaml: network.script_address_prefixes:"
-            " must be a non-empty list of 0-255",
+            "coins/litecoin.yaml: network.script_address_prefixes: must be a non-empty list of 0-255",
             "coins/litecoin.yaml: transactions.version: must be 1-2147483647",
         )
 
@@ -845,10 +825,7 @@ class CoinFileTests(ConfTestCase):
         errors = self.errors()
         self.assertEqual(
             errors,
-            [
-                "coins/litecoin.yaml: algorithm: unknown algorithm 'x11'"
-                f" (known: {KNOWN_ALGORITHMS})"
-            ],
+            [f"coins/litecoin.yaml: algorithm: unknown algorithm 'x11' (known: {KNOWN_ALGORITHMS})"],
         )
         self.assertIn("scrypt, sha256d", errors[0])
 
@@ -887,8 +864,7 @@ class YamlTests(ConfTestCase):
         """An unclosed flow list is reported where the parser noticed it."""
         self.files["config.yaml"] = "threads: [1, 2\n"
         self.assertErrors(
-            "config.yaml: invalid YAML: line 2 column 1:"
-            " expected ',' or ']', but got '<stream end>'"
+            "config.yaml: invalid YAML: line 2 column 1: expected ',' or ']', but got '<stream end>'"
         )
 
     def test_duplicate_key(self) -> None:
@@ -997,16 +973,14 @@ class ConflictTests(ConfTestCase):
         """Two pools on one interface and port: the later file is reported."""
         self.other_pool(listen="tcp:3333:interface=127.0.0.1")
         self.assertErrors(
-            "pools/other.yaml: ports[0].listen: port 3333 is also used by pools/ltc.yaml:"
-            " ports[0].listen"
+            "pools/other.yaml: ports[0].listen: port 3333 is also used by pools/ltc.yaml: ports[0].listen"
         )
 
     def test_wildcard_and_specific_interface(self) -> None:
         """A pool on all interfaces conflicts with another on one interface of the same port."""
         self.other_pool(listen="tcp:3334")
         self.assertErrors(
-            "pools/other.yaml: ports[0].listen: port 3334 is also used by pools/ltc.yaml:"
-            " ports[1].listen"
+            "pools/other.yaml: ports[0].listen: port 3334 is also used by pools/ltc.yaml: ports[1].listen"
         )
 
     def test_specific_and_wildcard_interface(self) -> None:
@@ -1014,14 +988,10 @@ class ConflictTests(ConfTestCase):
         self.pool["ports"][0]["listen"] = "tcp:5555:interface=0.0.0.0"
         self.pool["ports"][1]["listen"] = "tcp6:6666:interface=\\:\\:"
         self.other_pool(listen="tcp:port=5555:interface=10.0.0.1")
-        self.files["pools/other.yaml"]["ports"].append(
-            {"listen": "tcp:6666:interface=127.0.0.1", "diff": 1}
-        )
+        self.files["pools/other.yaml"]["ports"].append({"listen": "tcp:6666:interface=127.0.0.1", "diff": 1})
         self.assertErrors(
-            "pools/other.yaml: ports[0].listen: port 5555 is also used by pools/ltc.yaml:"
-            " ports[0].listen",
-            "pools/other.yaml: ports[1].listen: port 6666 is also used by pools/ltc.yaml:"
-            " ports[1].listen",
+            "pools/other.yaml: ports[0].listen: port 5555 is also used by pools/ltc.yaml: ports[0].listen",
+            "pools/other.yaml: ports[1].listen: port 6666 is also used by pools/ltc.yaml: ports[1].listen",
         )
 
     def test_different_interfaces(self) -> None:
@@ -1033,16 +1003,14 @@ class ConflictTests(ConfTestCase):
         """Two ports of one pool on the same port conflict."""
         self.pool["ports"][1]["listen"] = "tcp:3333"
         self.assertErrors(
-            "pools/ltc.yaml: ports[1].listen: port 3333 is also used by pools/ltc.yaml:"
-            " ports[0].listen"
+            "pools/ltc.yaml: ports[1].listen: port 3333 is also used by pools/ltc.yaml: ports[0].listen"
         )
 
     def test_control_port(self) -> None:
         """A pool port on the control port conflicts with config.yaml's control.listen."""
         self.pool["ports"][0]["listen"] = "tcp:17117"
         self.assertErrors(
-            "pools/ltc.yaml: ports[0].listen: port 17117 is also used by config.yaml:"
-            " control.listen"
+            "pools/ltc.yaml: ports[0].listen: port 17117 is also used by config.yaml: control.listen"
         )
 
     def test_same_coin(self) -> None:
@@ -1062,8 +1030,7 @@ class ConflictTests(ConfTestCase):
         del other["address"]
         self.assertErrors(
             "pools/other.yaml: address: missing",
-            "pools/other.yaml: ports[0].listen: port 3333 is also used by pools/ltc.yaml:"
-            " ports[0].listen",
+            "pools/other.yaml: ports[0].listen: port 3333 is also used by pools/ltc.yaml: ports[0].listen",
         )
 
     def test_disabled_pool_claims_nothing(self) -> None:
@@ -1146,8 +1113,7 @@ class PoolDefaultsTests(ConfTestCase):
         self.settings["pool_defaults"]["banning"]["time"] = 0
         self.settings["pool_defaults"]["connection_timeout"] = "long"
         self.assertErrors(
-            "config.yaml: pool_defaults.connection_timeout: expected a number,"
-            " got a string ('long')",
+            "config.yaml: pool_defaults.connection_timeout: expected a number, got a string ('long')",
             "config.yaml: pool_defaults.banning.time: must be > 0",
         )
 
@@ -1171,8 +1137,7 @@ class SettingsWithErrorsTests(ConfTestCase):
         self.settings["control"]["listen"] = "tcp:3333:interface=127.0.0.1"
         self.assertErrors(
             "config.yaml: threads: must be > 0",
-            "pools/ltc.yaml: ports[0].listen: port 3333 is also used by config.yaml:"
-            " control.listen",
+            "pools/ltc.yaml: ports[0].listen: port 3333 is also used by config.yaml: control.listen",
         )
 
 
@@ -1196,8 +1161,7 @@ class ManyErrorsTests(ConfTestCase):
             "pools/ltc.yaml: ports[1].diff: must be > 0",
             f"coins/bitcoin.yaml: algorithm: unknown algorithm 'x11' (known: {KNOWN_ALGORITHMS})",
             f"pools/other.yaml: colour: unknown key (expected one of: {POOL_KEYS})",
-            "pools/other.yaml: ports[0].listen: port 3333 is also used by pools/ltc.yaml:"
-            " ports[0].listen",
+            "pools/other.yaml: ports[0].listen: port 3333 is also used by pools/ltc.yaml: ports[0].listen",
         ]
 
     def test_all_reported_together(self) -> None:
@@ -1209,10 +1173,7 @@ class ManyErrorsTests(ConfTestCase):
         # when a pool first names it, and the conflicts between pools last
         self.assertEqual(
             [e.split(":")[0] for e in failure.errors],
-            ["config.yaml"] * 2
-            + ["pools/ltc.yaml"] * 2
-            + ["coins/bitcoin.yaml"]
-            + ["pools/other.yaml"] * 2,
+            ["config.yaml"] * 2 + ["pools/ltc.yaml"] * 2 + ["coins/bitcoin.yaml"] + ["pools/other.yaml"] * 2,
         )
         self.assertIn("is also used by", failure.errors[-1])
         lines = str(failure).splitlines()

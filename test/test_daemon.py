@@ -136,9 +136,7 @@ def advance(clock: Clock, seconds: float, links: Sequence[Link]) -> None:
         link.flush()
 
 
-def messages(
-    events: Sequence[LogEvent], level: LogLevel, namespace: str | None = None
-) -> list[str]:
+def messages(events: Sequence[LogEvent], level: LogLevel, namespace: str | None = None) -> list[str]:
     """The text of the captured log events of one level (and logger namespace)."""
     return [
         formatEvent(e)
@@ -380,9 +378,7 @@ class DaemonGroupTests(TestCase):
         group, links, rpcs = self.group(FakeDaemon(), FakeDaemon())
         for link in links:
             link.unplug()
-        error = self.failureResultOf(
-            settle(group.call("getblockcount"), *links), DaemonUnreachable
-        ).value
+        error = self.failureResultOf(settle(group.call("getblockcount"), *links), DaemonUnreachable).value
         self.assertEqual(error.url, rpcs[1].url)
         self.assertEqual([link.posts for link in links], [1, 1])
         self.assertFalse(group.healthy(rpcs[0]) or group.healthy(rpcs[1]))
@@ -403,9 +399,7 @@ class DaemonGroupTests(TestCase):
         results = self.successResultOf(settle(group.submit_block("00ff"), *links))
         self.assertEqual([r.url for r in results], [rpc.url for rpc in rpcs])
         self.assertEqual([r.accepted for r in results], [True] + [False] * 6)
-        self.assertEqual(
-            [r.result for r in results[:4]], [None, "duplicate", "inconclusive", "high-hash"]
-        )
+        self.assertEqual([r.result for r in results[:4]], [None, "duplicate", "inconclusive", "high-hash"])
         self.assertEqual([r.error for r in results[:4]], [None] * 4)
         self.assertEqual(results[1].describe(), "duplicate")
         rpc_error = results[4].error
@@ -444,9 +438,7 @@ class DaemonGroupTests(TestCase):
         """A validateaddress reply that is not an address description is a DaemonResponseError."""
         for garbage in ["yes", None, {"isvalid": "true"}, {"isvalid": True, "scriptPubKey": "zz"}]:
             group, links, _ = self.group(FakeDaemon({"validateaddress": answering(garbage)}))
-            self.failureResultOf(
-                settle(group.validate_address(POOL_ADDRESS), *links), DaemonResponseError
-            )
+            self.failureResultOf(settle(group.validate_address(POOL_ADDRESS), *links), DaemonResponseError)
 
     def test_chain_info(self) -> None:
         """getblockchaininfo gives the chain, height, tip and initial block download flag."""
@@ -570,9 +562,7 @@ class WaitForDaemonTests(TestCase):
 
     def wait(self, pool: PoolConfig | None = None) -> defer.Deferred[None]:
         """wait_for_daemon started, with the first answers delivered."""
-        return settle(
-            wait_for_daemon(pool or self.pool, self.group, as_reactor(self.clock)), self.link
-        )
+        return settle(wait_for_daemon(pool or self.pool, self.group, as_reactor(self.clock)), self.link)
 
     def test_shipped_pool(self) -> None:
         """The shipped demo pool is for regtest with rules mweb and segwit."""

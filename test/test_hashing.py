@@ -95,9 +95,7 @@ class AgreementTests(SynchronousTestCase):
         rng = random.Random(1)
         for length in [*range(0, 200), 1000, 4096, 65537]:
             data = rng.randbytes(length)
-            with_each_sha256(
-                self, lambda d=data: self.assertEqual(sha256d(d), reference_sha256d(d))
-            )
+            with_each_sha256(self, lambda d=data: self.assertEqual(sha256d(d), reference_sha256d(d)))
 
     def test_scrypt_batches(self) -> None:
         """Batches of every size from 1 to 40 agree with hashlib, on every kernel."""
@@ -136,9 +134,7 @@ class ShareCheckTests(SynchronousTestCase):
         rng = random.Random(3)
         for algorithm in ("sha256d", "scrypt"):
             for branch_length in (0, 1, 5, 12):
-                job, coinb1, coinb2, branch, prevhash, nbits = self.random_job(
-                    rng, algorithm, branch_length
-                )
+                job, coinb1, coinb2, branch, prevhash, nbits = self.random_job(rng, algorithm, branch_length)
                 works = [
                     ShareWork(
                         rng.randbytes(rng.choice((4, 8, 12, 16))),
@@ -149,9 +145,7 @@ class ShareCheckTests(SynchronousTestCase):
                     for _ in range(rng.choice((1, 5, 17)))
                 ]
                 for work, result in zip(works, job.check(works), strict=True):
-                    root = root_from_branch(
-                        reference_sha256d(coinb1 + work.extranonce + coinb2), branch
-                    )
+                    root = root_from_branch(reference_sha256d(coinb1 + work.extranonce + coinb2), branch)
                     header = (
                         work.version.to_bytes(4, "little")
                         + prevhash
@@ -162,9 +156,7 @@ class ShareCheckTests(SynchronousTestCase):
                     )
                     self.assertEqual(result.header, header)
                     reference = (
-                        reference_sha256d(header)
-                        if algorithm == "sha256d"
-                        else reference_scrypt(header)
+                        reference_sha256d(header) if algorithm == "sha256d" else reference_scrypt(header)
                     )
                     self.assertEqual(result.pow_hash, reference)
 
@@ -234,9 +226,7 @@ class HashPoolServiceTests(TestCase):
         """Many shares of two jobs submitted at once each get their own result."""
         rng = random.Random(5)
         jobs = [
-            JobHasher(
-                ALGORITHMS["scrypt"], rng.randbytes(60), rng.randbytes(60), [], rng.randbytes(32), 7
-            )
+            JobHasher(ALGORITHMS["scrypt"], rng.randbytes(60), rng.randbytes(60), [], rng.randbytes(32), 7)
             for _ in range(2)
         ]
         works = [ShareWork(os.urandom(8), 1, 2, n) for n in range(70)]

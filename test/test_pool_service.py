@@ -88,9 +88,7 @@ class PoolServiceTests(TestCase):
         outcome = await service.submit_block(job, extranonce, found.header)
         self.assertTrue(outcome.accepted, outcome.reason)
         self.assertEqual(self.pair.miner.rpc("getbestblockhash"), outcome.block_hash)
-        self.assertEqual(
-            outcome.coinbase_txid, self.pair.miner.rpc("getblock", outcome.block_hash)["tx"][0]
-        )
+        self.assertEqual(outcome.coinbase_txid, self.pair.miner.rpc("getblock", outcome.block_hash)["tx"][0])
         await until(lambda: self.jobs[-1].template.height == job.template.height + 1)
         self.assertTrue(self.jobs[-1].clean)
 
@@ -126,9 +124,7 @@ class PoolServiceTests(TestCase):
     async def test_wrong_chain_is_fatal(self) -> None:
         """A pool whose coin is on another chain than the daemon stops with a clear message."""
         pool = pool_for(self.pair)
-        coin = dataclasses.replace(
-            pool.coin, network=dataclasses.replace(pool.coin.network, chain="main")
-        )
+        coin = dataclasses.replace(pool.coin, network=dataclasses.replace(pool.coin.network, chain="main"))
         await self.start(dataclasses.replace(pool, coin=coin))
         self.assertEqual(len(self.fatal), 1)
         self.assertIn("expects chain 'main', the daemon is on 'regtest'", self.fatal[0])
@@ -137,9 +133,7 @@ class PoolServiceTests(TestCase):
         """A pool waiting for an unreachable daemon stops cleanly."""
         pool = pool_for(self.pair)
         dead = DaemonConfig(url="http://127.0.0.1:1", user="x", password="y", timeout=1)
-        service = PoolService(
-            dataclasses.replace(pool, daemons=(dead,)), reactor, self.fatal.append
-        )
+        service = PoolService(dataclasses.replace(pool, daemons=(dead,)), reactor, self.fatal.append)
         service.startService()
         await task.deferLater(reactor, 0.2)
         await defer.maybeDeferred(service.stopService)

@@ -111,9 +111,7 @@ class MiningThroughTheErasTests(TestCase):
             self.assertTrue(outcome.accepted, f"height {height}: {outcome.reason}")
             self.assertEqual(pair.miner.rpc("getbestblockhash"), outcome.block_hash)
             outputs = coinbase_outputs(pair, outcome.block_hash)
-            self.assertEqual(
-                outputs, [(script.hex(), amount) for script, amount in job.coinbase.outputs]
-            )
+            self.assertEqual(outputs, [(script.hex(), amount) for script, amount in job.coinbase.outputs])
             self.assertEqual(sum(amount for _, amount in outputs), template.coinbase_value)
             self.assertEqual(outputs[1][1], template.coinbase_value * 3 // 200)
             first_block_of.setdefault(kind, (outcome.block_hash, outputs[0][1]))
@@ -206,9 +204,7 @@ class SubmitAnswerTests(TestCase):
         assert job is not None
         self.pair.generate(1)  # someone else's block at the same height
         extranonce = bytes(8)
-        outcome = await BlockSubmitter(daemons).submit(
-            job, extranonce, solve(job, extranonce).header
-        )
+        outcome = await BlockSubmitter(daemons).submit(job, extranonce, solve(job, extranonce).header)
         self.assertEqual((outcome.accepted, outcome.reason), (False, "inconclusive"))
 
     async def test_taproot_payout(self) -> None:
@@ -230,7 +226,5 @@ class SubmitAnswerTests(TestCase):
 
     async def test_one_satoshi_too_much(self) -> None:
         """A coinbase paying one satoshi more than the template allows: bad-cb-amount."""
-        reason = await self.rejected(
-            lambda t: dataclasses.replace(t, coinbase_value=t.coinbase_value + 1)
-        )
+        reason = await self.rejected(lambda t: dataclasses.replace(t, coinbase_value=t.coinbase_value + 1))
         self.assertEqual(reason, "bad-cb-amount")

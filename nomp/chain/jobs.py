@@ -40,6 +40,24 @@ class Job:
             + nonce.to_bytes(4, "little")
         )
 
+    def notify_params(self, clean: bool) -> list[object]:
+        """The params of ``mining.notify``, in the order miners (and NOMP) use."""
+        template = self.template
+        internal = template.prevhash_internal
+        # Stratum sends the previous hash as eight 32-bit words, each byte-swapped.
+        prevhash = b"".join(internal[i : i + 4][::-1] for i in range(0, 32, 4))
+        return [
+            self.job_id,
+            prevhash.hex(),
+            self.coinbase.coinb1.hex(),
+            self.coinbase.coinb2.hex(),
+            [step.hex() for step in self.merkle_branch],
+            f"{template.version:08x}",
+            f"{template.bits:08x}",
+            f"{template.curtime:08x}",
+            clean,
+        ]
+
     def block(self, extranonce: bytes, header: bytes) -> bytes:
         """The serialised block for a header found with ``extranonce``.
 
@@ -82,6 +100,10 @@ class JobRegistry:
 
     def __len__(self) -> int:
         return len(self._jobs)
+
+    def live_ids(self) -> list[str]:
+        """The ids of the jobs shares may be submitted for."""
+        return list(self._jobs)
 
     def is_new_block(self, template: BlockTemplate) -> bool:
         """Whether the template builds on a different previous block than

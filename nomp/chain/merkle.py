@@ -19,9 +19,7 @@ def coinbase_branch(txids: Sequence[bytes]) -> tuple[bytes, ...]:
         branch.append(_known(level[1]))
         if len(level) % 2:
             level.append(level[-1])
-        level = [None] + [
-            sha256d(_known(level[i]) + _known(level[i + 1])) for i in range(2, len(level), 2)
-        ]
+        level = [None] + [sha256d(_known(level[i]) + _known(level[i + 1])) for i in range(2, len(level), 2)]
     return tuple(branch)
 
 

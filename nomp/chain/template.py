@@ -62,11 +62,7 @@ class BlockTemplate:
             raise TemplateError("getblocktemplate: not an object")
         bits = int(_hex(reply, "bits", _HEX8), 16)
         target_hex = reply.get("target")
-        target = (
-            int(_hex(reply, "target", _HEX64), 16)
-            if target_hex is not None
-            else bits_to_target(bits)
-        )
+        target = int(_hex(reply, "target", _HEX64), 16) if target_hex is not None else bits_to_target(bits)
         if target <= 0:
             raise TemplateError("getblocktemplate: target is zero")
         transactions = reply.get("transactions", [])
@@ -88,9 +84,7 @@ class BlockTemplate:
             mintime=_int(reply, "mintime", 0, 2**32 - 1) if "mintime" in reply else curtime,
             coinbase_value=_int(reply, "coinbasevalue", 0, MAX_COINBASE_VALUE),
             transactions=tuple(_transaction(tx, i) for i, tx in enumerate(transactions)),
-            witness_commitment=_bytes(commitment, "default_witness_commitment")
-            if commitment
-            else None,
+            witness_commitment=_bytes(commitment, "default_witness_commitment") if commitment else None,
             mweb=_bytes(mweb, "mweb") if mweb is not None else None,
             rules=tuple(rules),
         )
@@ -99,9 +93,7 @@ class BlockTemplate:
 def _int(reply: Mapping[str, Any], key: str, low: int, high: int) -> int:
     value = reply.get(key)
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise TemplateError(
-            f"getblocktemplate: {key}: expected an integer in [{low}, {high}], got {value!r}"
-        )
+        raise TemplateError(f"getblocktemplate: {key}: expected an integer in [{low}, {high}], got {value!r}")
     return value
 
 

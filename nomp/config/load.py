@@ -48,9 +48,7 @@ def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -
     return loader.construct_mapping(node)
 
 
-_StrictLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates
-)
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
 
 
 def _read_yaml(path: Path, shown: str, errors: ErrorLog) -> Any:
@@ -253,9 +251,7 @@ def _check_conflicts(claims: list[_Claims], errors: ErrorLog) -> None:
                     or interface in _WILDCARD_INTERFACES
                     or address[0] in _WILDCARD_INTERFACES
                 ):
-                    errors.add(
-                        claim.file, path, f"port {number} is also used by {file}: {other_path}"
-                    )
+                    errors.add(claim.file, path, f"port {number} is also used by {file}: {other_path}")
             bound.append((claim.file, path, *address))
         if claim.coin is not None:
             key = claim.coin.lower()

@@ -140,9 +140,7 @@ class NetworkConfig:
     chain: str = checked(non_empty)  # as getblockchaininfo says: main, test, regtest
     pubkey_address_prefix: int = checked(lambda v: None if 0 <= v <= 255 else "must be 0-255")
     script_address_prefixes: tuple[int, ...] = checked(
-        lambda v: (
-            None if v and all(0 <= p <= 255 for p in v) else "must be a non-empty list of 0-255"
-        )
+        lambda v: None if v and all(0 <= p <= 255 for p in v) else "must be a non-empty list of 0-255"
     )
     bech32_hrp: str | None = None
     mweb_hrp: str | None = None
@@ -186,6 +184,8 @@ class PoolConfig:
     connection_timeout: float = checked(positive, 600.0)
     pool_signature: str = checked(at_most_bytes(MAX_SIGNATURE_BYTES), "/nomp/")
     banning: BanningConfig = field(default_factory=BanningConfig)
+    usernames: Literal["address", "any"] = "address"  # what mining.authorize accepts
+    hashrate_window: float = checked(positive, 300.0)  # seconds of shares in the hashrate
 
     def problems(self) -> list[tuple[str, str]]:
         total = sum(r.percent for r in self.reward_recipients)

@@ -59,9 +59,7 @@ def endpoint(value: Any) -> str | None:
 
 
 def http_url(value: Any) -> str | None:
-    return (
-        None if value.startswith(("http://", "https://")) else "must start with http:// or https://"
-    )
+    return None if value.startswith(("http://", "https://")) else "must start with http:// or https://"
 
 
 def at_most_bytes(limit: int) -> Check:
@@ -160,9 +158,7 @@ class Reader:
         if origin is typing.Literal:
             if data in args:
                 return data
-            return self._bad(
-                path, f"must be one of {', '.join(repr(a) for a in args)}, got {data!r}"
-            )
+            return self._bad(path, f"must be one of {', '.join(repr(a) for a in args)}, got {data!r}")
         if origin is tuple:
             if not isinstance(data, list):
                 return self._bad(path, f"expected a list, got {_kind(data)}")

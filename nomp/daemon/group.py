@@ -72,9 +72,7 @@ class DaemonGroup:
 
     log = Logger()
 
-    def __init__(
-        self, daemons: Sequence[DaemonRPC], clock: IReactorTime, retry_after: float = 30.0
-    ) -> None:
+    def __init__(self, daemons: Sequence[DaemonRPC], clock: IReactorTime, retry_after: float = 30.0) -> None:
         if not daemons:
             raise ValueError("a daemon group needs at least one daemon")
         self.daemons = tuple(daemons)
@@ -99,9 +97,7 @@ class DaemonGroup:
         now = self._clock.seconds()
         return sorted(
             self.daemons,
-            key=lambda d: (
-                now - self._down_since.get(d, now - self._retry_after) < self._retry_after
-            ),
+            key=lambda d: now - self._down_since.get(d, now - self._retry_after) < self._retry_after,
         )
 
     async def call(self, method: str, *params: Any) -> Any:
@@ -137,9 +133,7 @@ class DaemonGroup:
             self._mark(daemon, True)
             return result
 
-        return list(
-            await defer.gatherResults([defer.Deferred.fromCoroutine(one(d)) for d in self.daemons])
-        )
+        return list(await defer.gatherResults([defer.Deferred.fromCoroutine(one(d)) for d in self.daemons]))
 
     async def submit_block(self, block_hex: str) -> list[SubmitResult]:
         """Send a block to every daemon; one SubmitResult each."""
@@ -171,9 +165,7 @@ class DaemonGroup:
         try:
             script = bytes.fromhex(script_hex)
         except (TypeError, ValueError):
-            raise DaemonResponseError(
-                "", "validateaddress", f"bad scriptPubKey {script_hex!r}"
-            ) from None
+            raise DaemonResponseError("", "validateaddress", f"bad scriptPubKey {script_hex!r}") from None
         return AddressInfo(address, info["isvalid"], script, bool(info.get("ismweb", False)))
 
     async def chain_info(self) -> ChainInfo:

@@ -144,9 +144,7 @@ class DaemonRPC:
                 raise DaemonHTTPError(self.url, method, status, detail)
             raise DaemonResponseError(self.url, method, f"not a JSON-RPC reply: {raw[:200]!r}")
         if reply.get("id") != request_id:
-            raise DaemonResponseError(
-                self.url, method, f"reply id {reply.get('id')!r} != {request_id}"
-            )
+            raise DaemonResponseError(self.url, method, f"reply id {reply.get('id')!r} != {request_id}")
         error = reply["error"]
         if error is not None:
             if isinstance(error, dict):

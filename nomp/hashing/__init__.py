@@ -103,9 +103,7 @@ class ShareWork:
         """The 32-byte record the C share check reads."""
         if not 0 < len(self.extranonce) <= MAX_EXTRANONCE:
             raise ValueError("extranonce must be 1 to 16 bytes")
-        return _SHARE.pack(
-            self.extranonce, len(self.extranonce), self.version, self.ntime, self.nonce
-        )
+        return _SHARE.pack(self.extranonce, len(self.extranonce), self.version, self.ntime, self.nonce)
 
 
 class ShareHash(NamedTuple):

@@ -83,9 +83,7 @@ class HashPoolService(Service):
                 self._waiting[job] = rest  # behind the other jobs: fair turns
             self._busy += 1
             records = b"".join(record for record, _ in batch)
-            running = deferToThreadPool(
-                self._reactor, self._pool, job.check_packed, records, len(batch)
-            )
+            running = deferToThreadPool(self._reactor, self._pool, job.check_packed, records, len(batch))
             running.addBoth(self._finished, batch)
 
     def _finished(self, result: list[ShareHash] | Failure, batch: _Waiting) -> None:

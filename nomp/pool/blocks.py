@@ -80,9 +80,7 @@ class BlockSubmitter:
         try:
             block = await self._daemons.call("getblock", hash_hex)
         except DaemonError as e:
-            self.log.warn(
-                "cannot confirm block {block_hash}: {error}", block_hash=hash_hex, error=e
-            )
+            self.log.warn("cannot confirm block {block_hash}: {error}", block_hash=hash_hex, error=e)
             return False, None
         if not isinstance(block, dict):
             return False, None

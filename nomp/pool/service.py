@@ -106,9 +106,7 @@ class PoolService(MultiService):
         self.registry = JobRegistry(
             ALGORITHMS[coin.algorithm],
             plan,
-            CoinbaseLayout(
-                tx_version=coin.transactions.version, signature=pool.pool_signature.encode()
-            ),
+            CoinbaseLayout(tx_version=coin.transactions.version, signature=pool.pool_signature.encode()),
         )
         self.log.info(
             "pool {pool}: {coin} on chain {chain}, paying to {address} (script {script})",
@@ -199,8 +197,7 @@ class PoolService(MultiService):
         template = job.template
         if job.clean:
             self.log.info(
-                "pool {pool}: new block {height} on {prevhash}: "
-                "{txs} transactions, reward {reward}",
+                "pool {pool}: new block {height} on {prevhash}: {txs} transactions, reward {reward}",
                 pool=self.config.name,
                 height=template.height,
                 prevhash=template.previous_block_hash,

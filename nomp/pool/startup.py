@@ -91,21 +91,15 @@ async def resolve_payouts(pool: PoolConfig, daemons: DaemonGroup) -> PayoutPlan:
     pool_script = await _address_script(pool, daemons, pool.address, "address")
     recipients: list[Recipient] = []
     for i, recipient in enumerate(pool.reward_recipients):
-        script = await _address_script(
-            pool, daemons, recipient.address, f"reward_recipients[{i}].address"
-        )
+        script = await _address_script(pool, daemons, recipient.address, f"reward_recipients[{i}].address")
         recipients.append(Recipient(script, Fraction(recipient.percent) / 100, recipient.address))
     return PayoutPlan(pool_script, tuple(recipients))
 
 
-async def _address_script(
-    pool: PoolConfig, daemons: DaemonGroup, address: str, where: str
-) -> bytes:
+async def _address_script(pool: PoolConfig, daemons: DaemonGroup, address: str, where: str) -> bytes:
     info = await daemons.validate_address(address)
     if not info.valid:
-        raise StartupError(
-            f"{pool.file}: {where}: {address} is not a valid {pool.coin.name} address"
-        )
+        raise StartupError(f"{pool.file}: {where}: {address} is not a valid {pool.coin.name} address")
     if info.mweb:
         raise StartupError(
             f"{pool.file}: {where}: {address} is an MWEB address; a coinbase cannot pay to MWEB"

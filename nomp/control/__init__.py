@@ -1,0 +1,1 @@
+"""The admin control port: a line-based command protocol on loopback."""

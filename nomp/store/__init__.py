@@ -1,0 +1,1 @@
+"""Redis: every key name, and the writers that use them."""

@@ -1,0 +1,59 @@
+"""Every Redis key nomp uses, in one place.
+
+NOMP's schema is kept so NOMP's tools can read it: ``<coin>`` is the coin's
+name in lower case.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class PoolKeys:
+    """The keys of one pool."""
+
+    coin: str
+
+    @classmethod
+    def for_coin(cls, name: str) -> PoolKeys:
+        return cls(name.lower())
+
+    @property
+    def round_current(self) -> str:
+        """hash: worker -> summed difficulty of the valid shares of the current round."""
+        return f"{self.coin}:shares:roundCurrent"
+
+    def round(self, height: int) -> str:
+        """hash: the shares of the round a block at ``height`` ended."""
+        return f"{self.coin}:shares:round{height}"
+
+    @property
+    def stats(self) -> str:
+        """hash: validShares, invalidShares, validBlocks, invalidBlocks counters."""
+        return f"{self.coin}:stats"
+
+    @property
+    def hashrate(self) -> str:
+        """zset: score unix seconds, member "<difficulty>:<worker>:<ms>:<id>";
+        the difficulty is negative for an invalid share."""
+        return f"{self.coin}:hashrate"
+
+    @property
+    def blocks_pending(self) -> str:
+        """set: "<blockhash>:<coinbase txid>:<height>:<worker>:<ms>" of blocks not yet mature."""
+        return f"{self.coin}:blocksPending"
+
+    @property
+    def blocks_found(self) -> str:
+        """set: hashes of every block recorded, so none is recorded twice."""
+        return f"{self.coin}:blocksFound"
+
+    def block(self, block_hash: str) -> str:
+        """hash: one found block: height, txid, worker, time, reward, round key."""
+        return f"{self.coin}:block:{block_hash}"
+
+    @property
+    def recorders(self) -> str:
+        """hash: recorder id -> number of the last batch of records it wrote."""
+        return f"{self.coin}:recorders"

@@ -1,0 +1,49 @@
+"""RecorderService: the timer that writes a pool's share records."""
+
+from __future__ import annotations
+
+from twisted.application.service import Service
+from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from nomp.store.recorder import ShareRecorder
+
+FLUSH_INTERVAL = 0.2  # seconds: how long an accepted share may wait in memory
+DRAIN_TIMEOUT = 15.0  # seconds the pool waits at shutdown for Redis to take the rest
+
+
+class RecorderService(Service):
+    """Flushes a ShareRecorder on a timer, and drains it at stop."""
+
+    log = Logger()
+
+    def __init__(self, recorder: ShareRecorder, clock: IReactorTime) -> None:
+        self.recorder = recorder
+        self._clock = clock
+        self._loop: task.LoopingCall | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop = task.LoopingCall(self.recorder.flush)
+        self._loop.clock = self._clock
+        self._loop.start(FLUSH_INTERVAL, now=False)
+
+    def stopService(self) -> defer.Deferred[None]:
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        return defer.Deferred.fromCoroutine(self._drain())
+
+    async def _drain(self) -> None:
+        deadline = self._clock.seconds() + DRAIN_TIMEOUT
+        while self.recorder.waiting and self._clock.seconds() < deadline:
+            await self.recorder.flush()
+            if self.recorder.waiting:
+                await task.deferLater(self._clock, 0.2)
+        if self.recorder.waiting:
+            self.log.error(
+                "pool {coin}: {waiting} share records could not be written to Redis before exit",
+                coin=self.recorder.keys.coin,
+                waiting=self.recorder.waiting,
+            )

@@ -1,0 +1,1 @@
+"""Stratum v1: the miners' side of the pool."""

@@ -1,0 +1,158 @@
+"""StratumProtocol: frames lines, decodes JSON-RPC, encodes replies.
+
+It holds no pool logic: requests go to the StratumServer with the
+connection's MinerSession, and replies come back through ``reply``,
+``reply_error`` and the ``send_*`` methods.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer
+from twisted.logger import Logger
+from twisted.protocols.basic import LineOnlyReceiver
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from nomp.stratum.errors import OTHER, StratumError
+from nomp.stratum.session import MinerSession
+
+if TYPE_CHECKING:
+    from nomp.stratum.server import StratumFactory
+
+MAX_LINE = 8192  # a submit is about 150 bytes; configure requests a few hundred
+_TRUE_RESULT = b'"result":true,"error":null}\n'
+
+
+@implementer(IPushProducer)
+class StratumProtocol(LineOnlyReceiver, TimeoutMixin):
+    """One miner's connection."""
+
+    log = Logger()
+    delimiter = b"\n"
+    MAX_LENGTH = MAX_LINE
+
+    def __init__(self, factory: StratumFactory, session: MinerSession) -> None:
+        self.factory = factory
+        self.session = session
+        self.peer: str = ""
+
+    def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
+        """TimeoutMixin's timer, on the injected clock."""
+        call: IDelayedCall = self.factory.clock.callLater(period, func)
+        return call
+
+    @property
+    def _tcp(self) -> Any:
+        """The transport with its TCP-only methods (producer, abort)."""
+        return self.transport
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        address: IAddress = self.transport.getPeer()
+        self.peer = f"{getattr(address, 'host', address)}"
+        # Told to pause when our writes back up: a miner that stops reading
+        # is dropped instead of growing the pool's memory.
+        self._tcp.registerProducer(self, True)
+        self.setTimeout(self.factory.server.connection_timeout)
+        self.factory.server.connected(self)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+        self.setTimeout(None)
+        self.factory.server.disconnected(self)
+
+    # IPushProducer: the transport calls these about our writes.
+    def pauseProducing(self) -> None:
+        self.log.warn("miner {peer} is not reading its data: dropped", peer=self.peer)
+        self._tcp.abortConnection()
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+    def timeoutConnection(self) -> None:
+        self.log.info("miner {peer} idle: dropped", peer=self.peer)
+        self._tcp.abortConnection()
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self.log.warn("miner {peer} sent a line over {limit} bytes: dropped", peer=self.peer, limit=MAX_LINE)
+        self.reply_error(None, StratumError(OTHER, f"line longer than {MAX_LINE} bytes"))
+        assert self.transport is not None
+        self.transport.loseConnection()
+
+    def lineReceived(self, line: bytes) -> None:
+        self.resetTimeout()
+        line = line.strip()
+        if not line:
+            return
+        try:
+            message = json.loads(line)
+        except (ValueError, UnicodeDecodeError):
+            self.reply_error(None, StratumError(OTHER, "invalid JSON"))
+            self.factory.server.malformed(self)
+            return
+        if not isinstance(message, dict):
+            self.reply_error(None, StratumError(OTHER, "a request must be a JSON object"))
+            self.factory.server.malformed(self)
+            return
+        request_id = message.get("id")
+        method = message.get("method")
+        params = message.get("params", [])
+        if not isinstance(request_id, int | str | None) or isinstance(request_id, bool):
+            request_id = None
+        if not isinstance(method, str):
+            self.reply_error(request_id, StratumError(OTHER, "missing method"))
+            self.factory.server.malformed(self)
+            return
+        if not isinstance(params, list):
+            self.reply_error(request_id, StratumError(OTHER, "params must be a list"))
+            self.factory.server.malformed(self)
+            return
+        try:
+            self.factory.server.request(self, request_id, method, params)
+        except StratumError as e:
+            self.reply_error(request_id, e)
+        except Exception:
+            self.log.failure("request {method} from {peer} failed", method=method, peer=self.peer)
+            self.reply_error(request_id, StratumError(OTHER, "internal error"))
+
+    # Replies and notifications.
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and self.connected:
+            self.transport.write(data)
+
+    def reply(self, request_id: Any, result: Any) -> None:
+        self._write(_encode({"id": request_id, "result": result, "error": None}))
+
+    def reply_true(self, request_id: Any) -> None:
+        """The reply to an accepted share, without a trip through json.dumps."""
+        self._write(b'{"id":' + json.dumps(request_id).encode() + b"," + _TRUE_RESULT)
+
+    def reply_refusal(self, request_id: Any, error: StratumError) -> None:
+        """``result: false`` with the reason (mining.authorize refused)."""
+        self._write(_encode({"id": request_id, "result": False, "error": error.wire()}))
+
+    def reply_error(self, request_id: Any, error: StratumError) -> None:
+        self._write(_encode({"id": request_id, "result": None, "error": error.wire()}))
+
+    def send_difficulty(self, difficulty: float) -> None:
+        self._write(_encode({"id": None, "method": "mining.set_difficulty", "params": [difficulty]}))
+
+    def send_line(self, line: bytes) -> None:
+        """A prepared notification (the same bytes go to every miner)."""
+        self._write(line)
+
+
+def _encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+
+
+def encode_notification(method: str, params: list[Any]) -> bytes:
+    """A server-to-miner notification line."""
+    return _encode({"id": None, "method": method, "params": params})

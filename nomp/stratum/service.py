@@ -1,0 +1,41 @@
+"""StratumService: a pool's listening ports and the timers of its miners."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService, TimerService
+from twisted.application.service import MultiService
+from twisted.internet import defer
+from twisted.internet.endpoints import serverFromString
+
+from nomp.config import PortConfig
+from nomp.stratum.server import StratumFactory, StratumServer
+
+QUIET_CHECK_INTERVAL = 5.0  # seconds between looks for miners gone quiet
+
+
+class StratumService(MultiService):
+    """Listens on a pool's ports; at stop, closes connections and waits for
+    the shares still being checked, so the recorder gets all of them."""
+
+    def __init__(self, server: StratumServer, ports: tuple[PortConfig, ...], reactor: Any) -> None:
+        super().__init__()
+        self.setName("stratum")
+        self.server = server
+        for port in ports:
+            listening = StreamServerEndpointService(
+                serverFromString(reactor, port.listen), StratumFactory(server, port)
+            )
+            # A port that cannot be bound stops start-up instead of being logged and skipped.
+            listening._raiseSynchronously = True
+            listening.setServiceParent(self)
+        sweep = TimerService(QUIET_CHECK_INTERVAL, server.retarget_quiet)
+        sweep.clock = reactor
+        sweep.setServiceParent(self)
+
+    def stopService(self) -> defer.Deferred[None]:
+        stopping: defer.Deferred[None] = super().stopService()  # no new connections
+        stopping.addCallback(lambda _: self.server.close_all())
+        stopping.addCallback(lambda _: self.server.idle())
+        return stopping

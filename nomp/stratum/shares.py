@@ -1,0 +1,137 @@
+"""Checking a ``mining.submit``: everything before and after the hash. Pure."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from nomp.chain.jobs import Job, JobRegistry
+from nomp.hashing import Algorithm, ShareHash, ShareWork
+from nomp.stratum.errors import (
+    DUPLICATE_SHARE,
+    JOB_NOT_FOUND,
+    LOW_DIFFICULTY,
+    NOT_SUBSCRIBED,
+    OTHER,
+    UNAUTHORIZED,
+    StratumError,
+)
+from nomp.stratum.session import MinerSession
+
+EXTRANONCE2_SIZE = 4
+MAX_FUTURE_NTIME = 7200  # consensus: a block at most two hours ahead
+DIFFICULTY_TOLERANCE = 0.99  # miners compute targets in floating point
+_HEX8 = re.compile(r"[0-9a-fA-F]{8}")
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A submit that passed every check a hash is not needed for."""
+
+    worker: str
+    job: Job
+    extranonce: bytes  # extranonce1 + extranonce2
+    work: ShareWork
+    difficulties: tuple[float, float]  # (lowest, highest) it may be judged by
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A hashed share, judged."""
+
+    accepted: bool
+    difficulty: float  # what the share is credited with (or was judged by)
+    share_difficulty: float  # what its hash actually reaches
+    block: bool  # it meets the network target
+    error: StratumError | None = None
+
+
+class ShareLedger:
+    """Shares already submitted, per job: a share counts once.
+
+    A share is identified by extranonce1, extranonce2, ntime and nonce as
+    numbers, so ``ABCD`` and ``abcd`` are the same share (NOMP compared the
+    hex strings and counted both).
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[str, set[int]] = {}
+
+    def add(self, job_id: str, key: int) -> bool:
+        """Record a share; False if it was seen before."""
+        seen = self._seen.setdefault(job_id, set())
+        if key in seen:
+            return False
+        seen.add(key)
+        return True
+
+    def keep_only(self, job_ids: Iterable[str]) -> None:
+        """Forget the shares of jobs no longer live."""
+        live = set(job_ids)
+        for job_id in [j for j in self._seen if j not in live]:
+            del self._seen[job_id]
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self._seen.values())
+
+
+def check_submit(
+    params: Sequence[object],
+    session: MinerSession,
+    registry: JobRegistry,
+    ledger: ShareLedger,
+    now: float,
+) -> Submission:
+    """Check a submit's params ([worker, job_id, extranonce2, ntime, nonce])
+    in NOMP's order; StratumError for the first problem found."""
+    if len(params) < 5 or not all(isinstance(p, str) for p in params[:5]):
+        raise StratumError(OTHER, "invalid params: expected worker, job id, extranonce2, ntime, nonce")
+    worker, job_id, extranonce2_hex, ntime_hex, nonce_hex = (str(p) for p in params[:5])
+    if worker not in session.workers:
+        raise StratumError(UNAUTHORIZED, "unauthorized worker")
+    if session.extranonce1 is None:
+        raise StratumError(NOT_SUBSCRIBED, "not subscribed")
+    if len(extranonce2_hex) != 2 * EXTRANONCE2_SIZE or not _HEX8.fullmatch(extranonce2_hex):
+        raise StratumError(OTHER, "incorrect size of extranonce2")
+    job = registry.get(job_id)
+    if job is None:
+        raise StratumError(JOB_NOT_FOUND, "job not found")
+    if not _HEX8.fullmatch(ntime_hex):
+        raise StratumError(OTHER, "incorrect size of ntime")
+    ntime = int(ntime_hex, 16)
+    if not job.template.mintime <= ntime <= now + MAX_FUTURE_NTIME:
+        raise StratumError(OTHER, "ntime out of range")
+    if not _HEX8.fullmatch(nonce_hex):
+        raise StratumError(OTHER, "incorrect size of nonce")
+    nonce = int(nonce_hex, 16)
+    extranonce = session.extranonce1 + bytes.fromhex(extranonce2_hex)
+    key = (int.from_bytes(extranonce, "big") << 64) | (ntime << 32) | nonce
+    if not ledger.add(job_id, key):
+        raise StratumError(DUPLICATE_SHARE, "duplicate share")
+    return Submission(
+        worker=worker,
+        job=job,
+        extranonce=extranonce,
+        work=ShareWork(extranonce, job.template.version, ntime, nonce),
+        difficulties=session.difficulties_for(job_id),
+    )
+
+
+def judge(submission: Submission, hashed: ShareHash, algorithm: Algorithm) -> Verdict:
+    """Accept or refuse a hashed share.
+
+    A share is credited with the highest difficulty it was allowed to be
+    judged by and meets. A hash that meets the network target is a block
+    and is accepted whatever the miner's difficulty.
+    """
+    value = hashed.pow_value
+    reached = algorithm.difficulty_of(value)
+    low, high = submission.difficulties
+    block = value <= submission.job.template.target
+    if reached >= high * DIFFICULTY_TOLERANCE:
+        return Verdict(True, high, reached, block)
+    if reached >= low * DIFFICULTY_TOLERANCE or block:
+        return Verdict(True, low, reached, block)
+    error = StratumError(LOW_DIFFICULTY, f"low difficulty share of {reached:.8g}")
+    return Verdict(False, low, reached, False, error)
