@@ -8,14 +8,15 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from twisted.application.service import IServiceCollection, MultiService
+from twisted.application.service import IServiceCollection
 from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
 
 from nomp.config import Config
+from nomp.services import OrderedMultiService
 
 
-class NompService(MultiService):
+class NompService(OrderedMultiService):
     """The whole pool process: hashing, and one PoolService per pool.
 
     It also hands twistd the log observer the configuration asks for, and
@@ -31,6 +32,7 @@ class NompService(MultiService):
         reactor: Any,
         log_observer: ILogObserver | None = None,
         exit_with: Callable[[int], None] | None = None,
+        shutdown: Callable[[], object] | None = None,
     ) -> None:
         super().__init__()
         self.setName("nomp")
@@ -38,7 +40,9 @@ class NompService(MultiService):
         self._reactor = reactor
         self._log_observer = log_observer
         self._exit_with = exit_with or _exit_after_twistd
+        self._shutdown = shutdown or self._stop_reactor
         self.exit_status = 0
+        self.fatal_errors: list[str] = []
 
     def setServiceParent(self, parent: IServiceCollection) -> None:
         # twistd starts logging after the application is built, with the
@@ -51,9 +55,13 @@ class NompService(MultiService):
     def fatal(self, message: str) -> None:
         """Stop the process because it cannot do its job; exit status 1."""
         self.log.critical("cannot go on: {message}", message=message)
+        self.fatal_errors.append(message)
         if self.exit_status == 0:
             self.exit_status = 1
             self._exit_with(self.exit_status)
+        self._shutdown()
+
+    def _stop_reactor(self) -> None:
         if self._reactor.running:
             self._reactor.stop()
 

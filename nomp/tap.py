@@ -54,14 +54,15 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
     return build_service(config, reactor)
 
 
-def build_service(config: Config, reactor: Any) -> NompService:
+def build_service(config: Config, reactor: Any, **root_options: Any) -> NompService:
     """The service tree for a loaded configuration.
 
     Services stop in the reverse order of this one: each pool closes its
     miners' connections, waits for the shares being checked and writes them
     to Redis before the hashing threads and the Redis connection go.
+    ``root_options`` go to NompService (tests replace its exit and shutdown).
     """
-    root = NompService(config, reactor, make_observer(config.settings.logging))
+    root = NompService(config, reactor, make_observer(config.settings.logging), **root_options)
     redis = RedisService(config.settings.redis)
     redis.setServiceParent(root)
     hashing = HashPoolService(reactor, config.settings.threads or os.cpu_count() or 1)

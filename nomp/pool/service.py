@@ -6,7 +6,6 @@ from collections.abc import Callable
 from typing import Any
 
 from treq.client import HTTPClient
-from twisted.application.service import MultiService
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
@@ -22,6 +21,7 @@ from nomp.daemon.rpc import HTTPPoster
 from nomp.hashing import ALGORITHMS
 from nomp.pool.blocks import BlockOutcome, BlockSubmitter
 from nomp.pool.startup import StartupError, resolve_payouts, wait_for_daemon
+from nomp.services import OrderedMultiService
 
 JobListener = Callable[[Job], None]
 
@@ -32,7 +32,7 @@ class _QuietHTTP11ClientFactory(_HTTP11ClientFactory):
     noisy = False
 
 
-class PoolService(MultiService):
+class PoolService(OrderedMultiService):
     """A pool: waits for its daemon, keeps jobs current, submits blocks.
 
     Templates are polled every ``block_refresh_interval`` seconds, fetched at

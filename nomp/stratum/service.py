@@ -5,17 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService, TimerService
-from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
 
 from nomp.config import PortConfig
+from nomp.services import OrderedMultiService
 from nomp.stratum.server import StratumFactory, StratumServer
 
 QUIET_CHECK_INTERVAL = 5.0  # seconds between looks for miners gone quiet
 
 
-class StratumService(MultiService):
+class StratumService(OrderedMultiService):
     """Listens on a pool's ports; at stop, closes connections and waits for
     the shares still being checked, so the recorder gets all of them."""
 
