@@ -11,7 +11,10 @@ def redis(port: int, db: int, *command: str) -> list[str]:
     """The reply lines of one command."""
     result = subprocess.run(
         [require("redis-cli"), "-p", str(port), "-n", str(db), "--raw", *command],
-        capture_output=True, text=True, check=True, timeout=30,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
     )
     return [line for line in result.stdout.splitlines() if line != ""]
 

@@ -22,7 +22,7 @@ import urllib.request
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 RPC_USER = "nomp"
 RPC_PASSWORD = "regtest-only-password"
@@ -228,12 +228,20 @@ class RegtestPair:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
-class RedisServer:
-    """A private redis-server on a free loopback port, without persistence."""
+class RedisReplyError(Exception):
+    """An error reply from redis-server, seen by the test helpers."""
 
-    def __init__(self) -> None:
+
+class RedisServer:
+    """A private redis-server on a free loopback port, without persistence
+    unless ``persistent``: then every write is in an append-only file, fsynced
+    before Redis replies, so a ``restart()`` (same port, same folder) loses
+    nothing."""
+
+    def __init__(self, persistent: bool = False) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="nomp-redis-"))
         self.port = free_port()
+        self.persistent = persistent
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> RedisServer:
@@ -246,8 +254,11 @@ class RedisServer:
                 "127.0.0.1",
                 "--save",
                 "",
-                "--appendonly",
-                "no",
+                *(
+                    ("--appendonly", "yes", "--appendfsync", "always")
+                    if self.persistent
+                    else ("--appendonly", "no")
+                ),
                 "--dir",
                 str(self.root),
             ],
@@ -272,6 +283,61 @@ class RedisServer:
             self.process.terminate()
             self.process.wait(timeout=10)
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def halt(self) -> None:
+        """Stop the server but keep its folder, for ``start()`` or ``restart()``."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+    def restart(self) -> RedisServer:
+        """Stop the server and start it again on the same port and folder."""
+        self.halt()
+        return self.start()
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections stay up, nothing is answered."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused server go on (SIGCONT)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+
+    def command(self, *args: str | int | float, db: int = 0) -> Any:
+        """One command on a connection of its own: str, int, None or a list
+        of them (RESP2 as redis-server sends it); an error reply raises
+        RedisReplyError."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s, s.makefile("rb") as stream:
+            request = b""
+            for command in (("SELECT", db), args):
+                parts = [str(part).encode() for part in command]
+                request += b"*%d\r\n" % len(parts)
+                request += b"".join(b"$%d\r\n%s\r\n" % (len(part), part) for part in parts)
+            s.sendall(request)
+            _read_reply(stream)
+            return _read_reply(stream)
+
+
+def _read_reply(stream: BinaryIO) -> Any:
+    line = stream.readline()
+    if not line.endswith(b"\r\n"):
+        raise ConnectionError("redis-server closed the connection")
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"+":
+        return rest.decode()
+    if kind == b"-":
+        raise RedisReplyError(rest.decode())
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        length = int(rest)
+        return None if length < 0 else stream.read(length + 2)[:-2].decode()
+    if kind == b"*":
+        length = int(rest)
+        return None if length < 0 else [_read_reply(stream) for _ in range(length)]
+    raise RedisReplyError(f"unexpected reply {line!r}")
 
 
 _shared: dict[str, Any] = {}

@@ -15,7 +15,7 @@ from twisted.internet import defer, reactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from nomp.chain.merkle import root_from_branch
-from nomp.hashing import ALGORITHMS, DIFF1_TARGET, JobHasher, ShareWork, scrypt, sha256d
+from nomp.hashing import ALGORITHMS, DIFF1_TARGET, JobHasher, ShareHash, ShareWork, scrypt, sha256d
 from nomp.hashing._native import lib
 from nomp.hashing.pool import HashPoolService
 
@@ -247,10 +247,20 @@ class HashPoolServiceTests(TestCase):
 
     async def test_failure_reaches_every_share(self) -> None:
         """A failing batch fails each of its shares, and the pool keeps working."""
-        job = JobHasher(ALGORITHMS["sha256d"], b"a", b"b", [], bytes(32), 0)
-        bad = ShareWork(b"x", 1, 2, 3)
-        object.__setattr__(bad, "extranonce", b"")  # past ShareWork.pack's own check
-        with self.assertRaises(ValueError):
-            await self.service.check(job, bad)
+
+        class FailingOnce(JobHasher):
+            __slots__ = ("failed",)
+
+            def check_packed(self, records: bytes, count: int) -> list[ShareHash]:
+                if not getattr(self, "failed", False):
+                    self.failed = True
+                    raise ValueError("share check failed (-22)")
+                return super().check_packed(records, count)
+
+        job = FailingOnce(ALGORITHMS["sha256d"], b"a", b"b", [], bytes(32), 0)
+        first = [self.service.check(job, ShareWork(b"x", 1, 2, n)) for n in range(3)]
+        for pending in first:
+            with self.assertRaises(ValueError):
+                await pending
         good = await self.service.check(job, ShareWork(b"x", 1, 2, 3))
         self.assertEqual(len(good.header), 80)

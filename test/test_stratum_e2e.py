@@ -125,22 +125,34 @@ class SharesThatAreNotBlocksTests(TestCase):
             script = decode_address(params[0], network).script.hex()  # type: ignore[arg-type]
             return {"isvalid": True, "address": params[0], "scriptPubKey": script, "ismweb": False}
 
-        fake = FakeDaemon({
-            "getblockchaininfo": lambda _: {"chain": "regtest", "blocks": 100,
-                                            "bestblockhash": template["previousblockhash"],
-                                            "initialblockdownload": False},
-            "getblocktemplate": lambda _: template,
-            "validateaddress": validate,
-            "submitblock": lambda _: None,
-        })
-        listening = reactor.listenTCP(0, Site(fake), interface="127.0.0.1")
+        fake = FakeDaemon(
+            {
+                "getblockchaininfo": lambda _: {
+                    "chain": "regtest",
+                    "blocks": 100,
+                    "bestblockhash": template["previousblockhash"],
+                    "initialblockdownload": False,
+                },
+                "getblocktemplate": lambda _: template,
+                "validateaddress": validate,
+                "submitblock": lambda _: None,
+            }
+        )
+        site: Any = Site(fake)
+        listening = reactor.listenTCP(0, site, interface="127.0.0.1")
+        daemon_port: int = listening.getHost().port  # type: ignore[attr-defined]
         self.addCleanup(listening.stopListening)
         redis_port = shared_redis().port
         db = 4
         redis(redis_port, db, "FLUSHDB")
         conf, stratum_port = write_conf(
-            Path(self.mktemp()), f"http://127.0.0.1:{listening.getHost().port}", "u", "p",
-            address, redis_port, db,
+            Path(self.mktemp()),
+            f"http://127.0.0.1:{daemon_port}",
+            "u",
+            "p",
+            address,
+            redis_port,
+            db,
         )
         network = load_config(conf).pools[0].coin.network
         conf_pool = conf / "pools" / "litecoin.yaml"
@@ -168,7 +180,9 @@ class SharesThatAreNotBlocksTests(TestCase):
 
         async def submit(worker: str, job_id: str, extranonce2: str, ntime: int, nonce: int | str) -> Any:
             nonce_hex = nonce if isinstance(nonce, str) else f"{nonce:08x}"
-            reply = await client.call("mining.submit", [worker, job_id, extranonce2, f"{ntime:08x}", nonce_hex])
+            reply = await client.call(
+                "mining.submit", [worker, job_id, extranonce2, f"{ntime:08x}", nonce_hex]
+            )
             return reply["error"][0] if reply["error"] else reply["result"]
 
         en2, good_nonce = find(True)
@@ -181,7 +195,9 @@ class SharesThatAreNotBlocksTests(TestCase):
         self.assertEqual(await submit(worker, "ffffff", en2, job.ntime, second_good), 21)
         self.assertEqual(await submit(f"{address}.b", job.job_id, en2, job.ntime, second_good), 24)
         self.assertEqual(await submit(worker, job.job_id, "00", job.ntime, second_good), 20)
-        self.assertEqual(await submit(worker, job.job_id, en2, int(reactor.seconds()) + 7300, second_good), 20)
+        self.assertEqual(
+            await submit(worker, job.job_id, en2, int(reactor.seconds()) + 7300, second_good), 20
+        )
         self.assertEqual(await submit(worker, job.job_id, en2, job.ntime, second_good), True)
 
         await miner.stop()
@@ -189,7 +205,9 @@ class SharesThatAreNotBlocksTests(TestCase):
         counters = redis_hash(redis_port, db, f"{COIN}:stats")
         self.assertEqual(int(counters["validShares"]), 2)
         self.assertEqual(int(counters["invalidShares"]), 5)  # 22, 23, 21, 20, 20; not the unauthorized one
-        self.assertAlmostEqual(float(redis_hash(redis_port, db, f"{COIN}:shares:roundCurrent")[worker]), 0.0002)
+        self.assertAlmostEqual(
+            float(redis_hash(redis_port, db, f"{COIN}:shares:roundCurrent")[worker]), 0.0002
+        )
         self.assertEqual(len(redis(redis_port, db, "ZRANGE", f"{COIN}:hashrate", "0", "-1")), 7)
         self.assertEqual([c.method for c in fake.calls if c.method == "submitblock"], [])
         self.assertNotIn("validBlocks", counters)

@@ -89,10 +89,10 @@ def implementation() -> dict[str, str]:
     }
 
 
-@dataclass(frozen=True, slots=True)
-class ShareWork:
+class ShareWork(NamedTuple):
     """What a miner varies: its extranonce (extranonce1 + extranonce2),
-    the block version (rolled or not), ntime and nonce."""
+    the block version (rolled or not), ntime and nonce. (A tuple: one is
+    made per share.)"""
 
     extranonce: bytes
     version: int

@@ -53,7 +53,6 @@ class PoolKeys:
         """hash: one found block: height, txid, worker, time, reward, round key."""
         return f"{self.coin}:block:{block_hash}"
 
-    @property
-    def recorders(self) -> str:
-        """hash: recorder id -> number of the last batch of records it wrote."""
-        return f"{self.coin}:recorders"
+    def recorder(self, recorder_id: str) -> str:
+        """string, expiring: the number of the last batch of records a recorder wrote."""
+        return f"{self.coin}:recorder:{recorder_id}"

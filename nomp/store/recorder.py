@@ -19,7 +19,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from twisted.internet import defer
@@ -29,34 +29,62 @@ from twisted.logger import Logger
 from nomp.store.keys import PoolKeys
 
 WRITE_TIMEOUT = 10.0
+RECORDER_TTL = 7 * 24 * 3600  # a stopped recorder's batch number is forgotten after a week
+ZADD_CHUNK = 500  # score/member pairs per ZADD (Lua's unpack has a stack limit)
 
-# KEYS: recorders, roundCurrent, stats, hashrate, blocksPending, blocksFound
-# ARGV: recorder id, batch number, key prefix, hashrate window start, then records:
-#   "s" worker difficulty score member   a valid share
-#   "i" score member                     an invalid share
-#   "b" hash txid height worker ms reward   a block the daemon accepted
-#   "x"                                  a block the daemon refused
+# KEYS: this recorder's batch number, roundCurrent, stats, hashrate, blocksPending, blocksFound
+# ARGV: batch number, key prefix, hashrate window start, recorder ttl, records.
+# The records are one string, a line each, fields split by tabs (worker
+# names cannot hold either), so the client encodes one argument, not five
+# per share:
+#   s <worker> <difficulty> <score> <member>      a valid share
+#   i <score> <member>                            an invalid share
+#   b <hash> <txid> <height> <worker> <ms> <reward>   a block the daemon accepted
+#   x                                             a block the daemon refused
+# Everything is checked before anything is written: Redis does not undo the
+# commands of a script that fails half way.
 _SCRIPT = """
-local applied = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
-if tonumber(ARGV[2]) <= applied then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-local prefix = ARGV[3]
+local applied = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) <= applied then return 0 end
+local fields_of = {s = 5, i = 3, b = 7, x = 1}
+local records = {}
+for line in string.gmatch(ARGV[5], '[^\\n]+') do
+  local fields = {}
+  for field in string.gmatch(line, '[^\\t]+') do fields[#fields + 1] = field end
+  if fields_of[fields[1]] ~= #fields then
+    return redis.error_reply('malformed record: ' .. line)
+  end
+  records[#records + 1] = fields
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[4])
+local prefix = ARGV[2]
 local valid, invalid = 0, 0
-local i = 5
-while i <= #ARGV do
-  local kind = ARGV[i]
+local credit, workers, scores = {}, {}, {}
+local function write_shares()
+  for _, worker in ipairs(workers) do
+    redis.call('HINCRBYFLOAT', KEYS[2], worker, string.format('%.17g', credit[worker]))
+  end
+  credit, workers = {}, {}
+  for first = 1, #scores, 2 * ZADD_CHUNK do
+    redis.call('ZADD', KEYS[4], unpack(scores, first, math.min(first + 2 * ZADD_CHUNK - 1, #scores)))
+  end
+  scores = {}
+end
+for _, r in ipairs(records) do
+  local kind = r[1]
   if kind == 's' then
-    redis.call('HINCRBYFLOAT', KEYS[2], ARGV[i + 1], ARGV[i + 2])
-    redis.call('ZADD', KEYS[4], ARGV[i + 3], ARGV[i + 4])
+    if credit[r[2]] == nil then credit[r[2]] = 0; workers[#workers + 1] = r[2] end
+    credit[r[2]] = credit[r[2]] + tonumber(r[3])
+    scores[#scores + 1] = r[4]
+    scores[#scores + 1] = r[5]
     valid = valid + 1
-    i = i + 5
   elseif kind == 'i' then
-    redis.call('ZADD', KEYS[4], ARGV[i + 1], ARGV[i + 2])
+    scores[#scores + 1] = r[2]
+    scores[#scores + 1] = r[3]
     invalid = invalid + 1
-    i = i + 3
   elseif kind == 'b' then
-    local hash, txid, height = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-    local worker, ms, reward = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+    write_shares()  -- the shares before the block belong to its round
+    local hash, txid, height, worker, ms, reward = r[2], r[3], r[4], r[5], r[6], r[7]
     if redis.call('SADD', KEYS[6], hash) == 1 then
       local round = prefix .. ':shares:round' .. height
       if redis.call('EXISTS', round) == 1 then round = round .. ':' .. hash end
@@ -66,19 +94,16 @@ while i <= #ARGV do
                  'worker', worker, 'time', ms, 'reward', reward, 'round', round)
       redis.call('HINCRBY', KEYS[3], 'validBlocks', 1)
     end
-    i = i + 7
   elseif kind == 'x' then
     redis.call('HINCRBY', KEYS[3], 'invalidBlocks', 1)
-    i = i + 1
-  else
-    return redis.error_reply('unknown record ' .. tostring(kind))
   end
 end
+write_shares()
 if valid > 0 then redis.call('HINCRBY', KEYS[3], 'validShares', valid) end
 if invalid > 0 then redis.call('HINCRBY', KEYS[3], 'invalidShares', invalid) end
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[3])
 return 1
-"""
+""".replace("ZADD_CHUNK", str(ZADD_CHUNK))
 
 
 class ScriptRunner(Protocol):
@@ -96,7 +121,7 @@ class BlockRecord:
     height: int
     reward: int
     settled: bool = False
-    args: list[Any] = field(default_factory=list)
+    line: str = ""
 
 
 class RecorderFull(Exception):
@@ -139,8 +164,8 @@ class ShareRecorder:
         self._max_batch = max_batch
         self._max_buffered = max_buffered
         self._wall_clock = wall_clock
-        self._queue: deque[list[Any] | BlockRecord] = deque()
-        self._batch: tuple[int, list[Any], int] | None = None  # number, args, records
+        self._queue: deque[str | BlockRecord] = deque()
+        self._batch: tuple[int, str, int] | None = None  # number, records, count
         self._instance = os.urandom(6).hex()  # this recorder's id in Redis
         self._batch_ids = itertools.count(1)
         self._member_ids = itertools.count(1)
@@ -168,7 +193,7 @@ class ShareRecorder:
         self._check_room()
         now = self._wall_clock()
         member = self._member(difficulty, worker, int(now * 1000))
-        self._queue.append(["s", worker, repr(difficulty), now, member])
+        self._queue.append(f"s\t{worker}\t{difficulty!r}\t{now!r}\t{member}")
 
     def invalid_share(self, worker: str, difficulty: float) -> None:
         """Record a refused share (dropped, not raised, when the buffer is full)."""
@@ -176,7 +201,7 @@ class ShareRecorder:
             return
         now = self._wall_clock()
         member = self._member(-difficulty, worker, int(now * 1000))
-        self._queue.append(["i", now, member])
+        self._queue.append(f"i\t{now!r}\t{member}")
 
     def block_found(self, worker: str, height: int, reward: int) -> BlockRecord:
         """Queue a block whose daemon answer is pending; settle it with block_settled."""
@@ -187,35 +212,28 @@ class ShareRecorder:
     def block_settled(self, record: BlockRecord, accepted: bool, block_hash: str, txid: str | None) -> None:
         """The daemon answered: write the block (accepted) or count it refused."""
         if accepted:
-            record.args = [
-                "b",
-                block_hash,
-                txid or "",
-                record.height,
-                record.worker,
-                int(record.at * 1000),
-                record.reward,
-            ]
+            ms = int(record.at * 1000)
+            record.line = (
+                f"b\t{block_hash}\t{txid or '-'}\t{record.height}\t{record.worker}\t{ms}\t{record.reward}"
+            )
         else:
-            record.args = ["x"]
+            record.line = "x"
         record.settled = True
 
-    def _next_batch(self) -> tuple[int, list[Any], int] | None:
-        args: list[Any] = []
-        count = 0
-        while self._queue and count < self._max_batch:
+    def _next_batch(self) -> tuple[int, str, int] | None:
+        lines: list[str] = []
+        while self._queue and len(lines) < self._max_batch:
             head = self._queue[0]
             if isinstance(head, BlockRecord):
                 if not head.settled:
                     break
-                args += head.args
+                lines.append(head.line)
             else:
-                args += head
+                lines.append(head)
             self._queue.popleft()
-            count += 1
-        if not count:
+        if not lines:
             return None
-        return next(self._batch_ids), args, count
+        return next(self._batch_ids), "\n".join(lines), len(lines)
 
     def flush(self) -> defer.Deferred[None]:
         """Write what is ready (one batch at a time) until nothing is, or Redis fails."""
@@ -238,7 +256,7 @@ class ShareRecorder:
         finally:
             self._writing = False
 
-    async def _write(self, number: int, args: list[Any], count: int) -> bool:
+    async def _write(self, number: int, records: str, count: int) -> bool:
         redis = self._redis()
         if redis is None:
             self._failed("Redis is not connected")
@@ -248,14 +266,14 @@ class ShareRecorder:
         attempt = redis.eval(
             _SCRIPT,
             [
-                keys.recorders,
+                keys.recorder(self._instance),
                 keys.round_current,
                 keys.stats,
                 keys.hashrate,
                 keys.blocks_pending,
                 keys.blocks_found,
             ],
-            [self._instance, number, keys.coin, window_start, *args],
+            [number, keys.coin, repr(window_start), RECORDER_TTL, records],
         )
         attempt.addTimeout(WRITE_TIMEOUT, self._clock)
         try:

@@ -20,7 +20,7 @@ from nomp.hashing import ShareHash
 from nomp.hashing.pool import HashPoolService
 from nomp.pool.blocks import BlockOutcome
 from nomp.store.recorder import BlockRecord, RecorderFull, RecordsShares
-from nomp.stratum.errors import OTHER, UNAUTHORIZED, StratumError
+from nomp.stratum.errors import NOT_SUBSCRIBED, OTHER, UNAUTHORIZED, StratumError
 from nomp.stratum.protocol import StratumProtocol, encode_notification
 from nomp.stratum.session import MAX_WORKER_NAME, MinerSession
 from nomp.stratum.shares import EXTRANONCE2_SIZE, ShareLedger, Submission, check_submit, judge
@@ -28,6 +28,7 @@ from nomp.stratum.vardiff import VarDiff
 
 _WORKER_NAME = re.compile(r"[A-Za-z0-9._\-@+]+")  # no ':' (it separates fields in Redis)
 SUBSCRIPTION_ID = "deadbeefcafebabe"
+MAX_WORKERS = 64  # names one connection may authorize (proxies carry several)
 
 
 class JobSource(Protocol):
@@ -133,19 +134,34 @@ class StratumServer:
 
     # Jobs.
     def new_job(self, job: Job) -> None:
-        """Send a new job to every subscribed miner."""
-        self._lines[job.job_id] = (
+        """Send a new job to every subscribed miner, then forget dead jobs."""
+        started = self.clock.seconds()
+        lines = (
             encode_notification("mining.notify", job.notify_params(True)),
             encode_notification("mining.notify", job.notify_params(False)),
         )
+        self._lines[job.job_id] = lines
+        # The same bytes for everyone: the loop does as little as it can.
+        line, job_id = lines[0 if job.clean else 1], job.job_id
+        sent = 0
+        for protocol in list(self.connections):
+            if protocol.session.extranonce1 is not None:
+                protocol.session.job_sent(job_id)
+                protocol.send_line(line)
+                sent += 1
         registry = self.pool.registry
-        if job.clean and registry is not None:
+        if registry is not None:
             live = registry.live_ids()
             self.ledger.keep_only(live)
-            self._lines = {job_id: self._lines[job_id] for job_id in live if job_id in self._lines}
-        for protocol in list(self.connections):
-            if protocol.session.subscribed:
-                self._send_job(protocol, job, job.clean)
+            self._lines = {i: self._lines[i] for i in live if i in self._lines}
+        if job.clean:
+            self.log.info(
+                "pool {pool}: job {job_id} sent to {miners} miners in {ms:.1f} ms",
+                pool=self.config.name,
+                job_id=job_id,
+                miners=sent,
+                ms=(self.clock.seconds() - started) * 1000,
+            )
 
     def _send_job(self, protocol: StratumProtocol, job: Job, clean: bool) -> None:
         lines = self._lines.get(job.job_id)
@@ -194,6 +210,12 @@ class StratumServer:
         name = params[0]
         password = params[1] if len(params) > 1 and isinstance(params[1], str) else ""
         problem = self._check_worker_name(name)
+        if (
+            problem is None
+            and name not in protocol.session.workers
+            and len(protocol.session.workers) >= MAX_WORKERS
+        ):
+            problem = f"at most {MAX_WORKERS} workers per connection"
         if problem is not None:
             protocol.reply_refusal(request_id, StratumError(UNAUTHORIZED, problem))
             return
@@ -223,26 +245,40 @@ class StratumServer:
         registry = self.pool.registry
         if registry is None:
             raise StratumError(OTHER, "the pool has no job yet")
-        self._vardiff_on_share(protocol, now)
         try:
             submission = check_submit(params, session, registry, self.ledger, now)
-        except StratumError:
+        except StratumError as e:
             session.invalid_shares += 1
             worker = params[0] if params and isinstance(params[0], str) else ""
-            if worker in session.workers:  # NOMP counts only authorized workers' invalid shares
+            # Only an authorized, subscribed miner's submits count: for its
+            # invalid shares (as NOMP) and for its vardiff.
+            if worker in session.workers and e.code not in (UNAUTHORIZED, NOT_SUBSCRIBED):
                 self.recorder.invalid_share(worker, session.difficulty)
+                self._vardiff_on_share(protocol, now)
             raise
+        self._vardiff_on_share(protocol, now)
         self.in_flight += 1
-        hashing = self.hashing.check(submission.job.hasher, submission.work)
-        hashing.addCallbacks(
-            self._hashed,
-            self._hash_failed,
-            callbackArgs=(protocol, request_id, submission),
-            errbackArgs=(protocol, request_id),
+        self.hashing.check(submission.job.hasher, submission.work).addBoth(
+            self._landed, protocol, request_id, submission
         )
-        hashing.addBoth(self._landed)
 
-    def _landed(self, _: object) -> None:
+    def _landed(
+        self, hashed: ShareHash | Failure, protocol: StratumProtocol, request_id: Any, submission: Submission
+    ) -> None:
+        # One callback for both outcomes: this runs for every share.
+        try:
+            if isinstance(hashed, Failure):
+                self.log.failure("share check failed", hashed)
+                protocol.reply_error(request_id, StratumError(OTHER, "internal error"))
+            else:
+                self._hashed(hashed, protocol, request_id, submission)
+        except Exception:
+            self.log.failure("share of {worker} not handled", worker=submission.worker)
+            protocol.reply_error(request_id, StratumError(OTHER, "internal error"))
+        finally:
+            self._share_done()
+
+    def _share_done(self) -> None:
         self.in_flight -= 1
         if self.in_flight == 0:
             waiters, self._idle_waiters = self._idle_waiters, []
@@ -281,15 +317,13 @@ class StratumServer:
         except RecorderFull as e:
             self.log.error("share of {worker} not recorded: {reason}", worker=submission.worker, reason=e)
             protocol.reply_error(request_id, StratumError(OTHER, "the pool cannot record shares now"))
+            if verdict.block:  # the block is still worth submitting
+                self._block_found(submission, hashed)
             return
         session.valid_shares += 1
         protocol.reply_true(request_id)
         if verdict.block:
             self._block_found(submission, hashed)
-
-    def _hash_failed(self, failure: Failure, protocol: StratumProtocol, request_id: Any) -> None:
-        self.log.failure("share check failed", failure)
-        protocol.reply_error(request_id, StratumError(OTHER, "internal error"))
 
     def _block_found(self, submission: Submission, hashed: ShareHash) -> None:
         job = submission.job

@@ -36,10 +36,11 @@ class MinerSession:
 
     def job_sent(self, job_id: str) -> None:
         """Remember the difficulty a job goes out under."""
-        self.sent.pop(job_id, None)
-        self.sent[job_id] = self.difficulty
-        while len(self.sent) > MAX_JOBS_REMEMBERED:
-            del self.sent[next(iter(self.sent))]
+        sent = self.sent
+        sent.pop(job_id, None)
+        sent[job_id] = self.difficulty
+        if len(sent) > MAX_JOBS_REMEMBERED:
+            del sent[next(iter(sent))]
 
     def difficulties_for(self, job_id: str) -> tuple[float, float]:
         """(lowest, highest) difficulty a share of this job may be judged by."""

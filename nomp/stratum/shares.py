@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from nomp.chain.jobs import Job, JobRegistry
 from nomp.hashing import Algorithm, ShareHash, ShareWork
@@ -22,11 +21,26 @@ from nomp.stratum.session import MinerSession
 EXTRANONCE2_SIZE = 4
 MAX_FUTURE_NTIME = 7200  # consensus: a block at most two hours ahead
 DIFFICULTY_TOLERANCE = 0.99  # miners compute targets in floating point
-_HEX8 = re.compile(r"[0-9a-fA-F]{8}")
+_BAD_PARAMS = "invalid params: expected worker, job id, extranonce2, ntime, nonce"
 
 
-@dataclass(frozen=True, slots=True)
-class Submission:
+def _hex4(text: str) -> bytes | None:
+    """Exactly eight hex digits as 4 bytes, else None.
+
+    bytes.fromhex skips whitespace between byte pairs: eight characters
+    that decode to four bytes hold no whitespace.
+    """
+    if len(text) != 8:
+        return None
+    try:
+        value = bytes.fromhex(text)
+    except ValueError:
+        return None
+    return value if len(value) == 4 else None
+
+
+# Tuples, not frozen dataclasses: one of each is made per share.
+class Submission(NamedTuple):
     """A submit that passed every check a hash is not needed for."""
 
     worker: str
@@ -36,8 +50,7 @@ class Submission:
     difficulties: tuple[float, float]  # (lowest, highest) it may be judged by
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     """A hashed share, judged."""
 
     accepted: bool
@@ -85,27 +98,38 @@ def check_submit(
 ) -> Submission:
     """Check a submit's params ([worker, job_id, extranonce2, ntime, nonce])
     in NOMP's order; StratumError for the first problem found."""
-    if len(params) < 5 or not all(isinstance(p, str) for p in params[:5]):
-        raise StratumError(OTHER, "invalid params: expected worker, job id, extranonce2, ntime, nonce")
-    worker, job_id, extranonce2_hex, ntime_hex, nonce_hex = (str(p) for p in params[:5])
+    if len(params) < 5:
+        raise StratumError(OTHER, _BAD_PARAMS)
+    worker, job_id, extranonce2_hex, ntime_hex, nonce_hex = params[:5]
+    if not (
+        type(worker) is str
+        and type(job_id) is str
+        and type(extranonce2_hex) is str
+        and type(ntime_hex) is str
+        and type(nonce_hex) is str
+    ):
+        raise StratumError(OTHER, _BAD_PARAMS)
     if worker not in session.workers:
         raise StratumError(UNAUTHORIZED, "unauthorized worker")
     if session.extranonce1 is None:
         raise StratumError(NOT_SUBSCRIBED, "not subscribed")
-    if len(extranonce2_hex) != 2 * EXTRANONCE2_SIZE or not _HEX8.fullmatch(extranonce2_hex):
+    extranonce2 = _hex4(extranonce2_hex)
+    if extranonce2 is None:
         raise StratumError(OTHER, "incorrect size of extranonce2")
     job = registry.get(job_id)
     if job is None:
         raise StratumError(JOB_NOT_FOUND, "job not found")
-    if not _HEX8.fullmatch(ntime_hex):
+    ntime_bytes = _hex4(ntime_hex)
+    if ntime_bytes is None:
         raise StratumError(OTHER, "incorrect size of ntime")
-    ntime = int(ntime_hex, 16)
+    ntime = int.from_bytes(ntime_bytes, "big")
     if not job.template.mintime <= ntime <= now + MAX_FUTURE_NTIME:
         raise StratumError(OTHER, "ntime out of range")
-    if not _HEX8.fullmatch(nonce_hex):
+    nonce_bytes = _hex4(nonce_hex)
+    if nonce_bytes is None:
         raise StratumError(OTHER, "incorrect size of nonce")
-    nonce = int(nonce_hex, 16)
-    extranonce = session.extranonce1 + bytes.fromhex(extranonce2_hex)
+    nonce = int.from_bytes(nonce_bytes, "big")
+    extranonce = session.extranonce1 + extranonce2
     key = (int.from_bytes(extranonce, "big") << 64) | (ntime << 32) | nonce
     if not ledger.add(job_id, key):
         raise StratumError(DUPLICATE_SHARE, "duplicate share")

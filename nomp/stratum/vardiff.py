@@ -22,8 +22,8 @@ class VarDiffState:
     """What vardiff remembers of one miner."""
 
     since: float  # connection time: the start of the first interval
+    last_retarget: float  # the last change (or the connection time)
     last_share: float | None = None
-    last_retarget: float | None = None
     intervals: deque[float] = field(default_factory=deque)
 
 
@@ -58,7 +58,7 @@ class VarDiff:
             while len(state.intervals) > self._samples:
                 state.intervals.popleft()
         state.last_share = now
-        if not state.intervals or now - (state.last_retarget or state.since) < self.config.retarget_time:
+        if not state.intervals or now - state.last_retarget < self.config.retarget_time:
             return None
         return self._retarget(state, now, sum(state.intervals) / len(state.intervals), difficulty)
 
@@ -67,7 +67,7 @@ class VarDiff:
         silent = now - (state.last_share if state.last_share is not None else state.since)
         if silent <= max(self._high, self.config.retarget_time):
             return None
-        if now - (state.last_retarget or state.since) < self.config.retarget_time:
+        if now - state.last_retarget < self.config.retarget_time:
             return None
         # The next share is at least `silent` away: count it as one interval.
         mean = max(silent, sum(state.intervals, silent) / (len(state.intervals) + 1))
