@@ -34,16 +34,22 @@ trap cleanup EXIT INT TERM
 
 say "data in $DATA"
 mkdir -p "$DATA/redis" "$DATA/miner" "$DATA/peer"
-redis-server --port 6380 --bind 127.0.0.1 --dir "$DATA/redis" --daemonize no --loglevel warning &
+# Redis and the nodes run in sessions of their own, so that Ctrl-C reaches
+# only this script and the pool: they are stopped in order below, the pool
+# first, so its last shares are written to a Redis that is still there.
+setsid redis-server --port 6380 --bind 127.0.0.1 --dir "$DATA/redis" --daemonize no --loglevel warning &
 pids+=($!)
 # Each node binds its P2P port and an explicit onion target: by default
 # litecoind 0.21 binds its onion target at 127.0.0.1:19444 (even with
 # -listenonion=0), and two nodes started together race for that port.
 node_args=(-regtest -server -rpcbind=127.0.0.1 -rpcallowip=127.0.0.1 -listen=1
            -dnsseed=0 -discover=0 -upnp=0 -listenonion=0 -fallbackfee=0.0002 -txindex -printtoconsole=0)
-litecoind -datadir="$DATA/miner" "${node_args[@]}" "${RPC[@]}" -port=19444 -bind=127.0.0.1:19444 -bind=127.0.0.1:19445=onion &
+# The node tells the pool of each new block through its control port (the
+# pool also polls every second, so a missed notification costs little).
+setsid litecoind -datadir="$DATA/miner" "${node_args[@]}" "${RPC[@]}" -port=19444 -bind=127.0.0.1:19444 -bind=127.0.0.1:19445=onion \
+    "-blocknotify=$VENV/bin/nomp-cli --control 127.0.0.1:17117 blocknotify litecoin %s" &
 pids+=($!)
-litecoind -datadir="$DATA/peer" "${node_args[@]}" -rpcport=19543 -rpcuser=nomp -rpcpassword=demo-regtest-password \
+setsid litecoind -datadir="$DATA/peer" "${node_args[@]}" -rpcport=19543 -rpcuser=nomp -rpcpassword=demo-regtest-password \
     -port=19544 -bind=127.0.0.1:19544 -bind=127.0.0.1:19545=onion -disablewallet -connect=127.0.0.1:19444 &
 pids+=($!)
 
@@ -64,8 +70,10 @@ cat >&2 <<MSG
 
   Litecoin regtest pool at height $(cli getblockcount).
   Point a scrypt miner at:  stratum+tcp://127.0.0.1:3333
-  user: any regtest address, e.g. rltc1qey3dpjf7avevcavv6uk33juxyyyyndgfuc2s2l   password: x
-  e.g. minerd -a scrypt -o stratum+tcp://127.0.0.1:3333 -u rltc1qey3dpjf7avevcavv6uk33juxyyyyndgfuc2s2l -p x
+  user: a regtest address, optionally .worker, e.g. rltc1qey3dpjf7avevcavv6uk33juxyyyyndgfuc2s2l.rig1
+  From another terminal, the built-in test miner (every share is also a block on regtest):
+    $VENV/bin/nomp-miner stratum+tcp://127.0.0.1:3333 -u rltc1qey3dpjf7avevcavv6uk33juxyyyyndgfuc2s2l.rig1 -d 30
+  Shares and blocks land in Redis:  redis-cli -p 6380 hgetall litecoin-regtest:stats
   Ctrl-C stops the pool, the nodes and Redis.
 
 MSG
