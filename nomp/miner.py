@@ -81,6 +81,8 @@ class StratumClient(LineOnlyReceiver):
 
     def call(self, method: str, params: list[Any]) -> defer.Deferred[Any]:
         """Send a request; the Deferred fires with the whole reply."""
+        if self.closed.called:
+            return defer.fail(ConnectionError("connection closed"))
         request_id = next(self._ids)
         reply: defer.Deferred[Any] = defer.Deferred()
         self._pending[request_id] = reply
@@ -171,7 +173,7 @@ class Miner:
             await self.client.closed
 
     async def _grind(self) -> None:
-        while self._running:
+        while self._running and not (self.client is not None and self.client.closed.called):
             job = self.job
             if job is None or not self.extranonce1:
                 await task.deferLater(self.reactor, 0.05)

@@ -20,7 +20,7 @@ from nomp.tap import build_service
 from test.fakedaemon import FakeDaemon
 from test.poolconf import write_conf
 from test.rediscli import redis, redis_hash
-from test.servers import RPC_PASSWORD, RPC_USER, shared_redis, shared_regtest
+from test.servers import RPC_PASSWORD, RPC_USER, RedisServer, shared_redis, shared_regtest
 from test.test_chain import template_reply
 
 SCRYPT = ALGORITHMS["scrypt"]
@@ -106,6 +106,65 @@ class MiningThroughThePoolTests(TestCase):
             detail = redis_hash(redis_port, db, f"{COIN}:block:{block_hash}")
             self.assertEqual(int(detail["height"]), height)
             self.assertEqual(detail["worker"], f"{address}.rig1")
+
+
+class RedisAndShutdownWhileMiningTests(TestCase):
+    """Redis restarts while a miner mines through the pool, then the pool is
+    stopped with shares still coming: no accepted share is lost or doubled."""
+
+    timeout = 300
+
+    async def test_redis_restart_then_shutdown(self) -> None:
+        """Every share the miner was told was accepted is in Redis exactly once."""
+        pair = shared_regtest("stratum-restart")
+        redis_server = RedisServer(persistent=True).start()
+        self.addCleanup(redis_server.stop)
+        address = pair.new_address()
+        conf, stratum_port = write_conf(
+            Path(self.mktemp()), pair.miner.url, RPC_USER, RPC_PASSWORD, address, redis_server.port
+        )
+        root = start_pool(self, conf)
+        await until(lambda: pool_ready(root))
+        miner = Miner(reactor, SCRYPT, f"{address}.rig1", threads=2)
+        await connect(miner, "127.0.0.1", stratum_port)
+        self.assertTrue(await miner.authorized)
+        miner.start()
+        await until(lambda: miner.stats.accepted >= 20)
+
+        redis_server.halt()  # shares keep coming while Redis is away
+        accepted_before = miner.stats.accepted
+        await until(lambda: miner.stats.accepted >= accepted_before + 20)
+        redis_server.start()
+        accepted_during = miner.stats.accepted - accepted_before
+        await until(lambda: miner.stats.accepted >= accepted_before + accepted_during + 20)
+
+        # Stop the pool while the miner is still submitting: it closes the
+        # connections, waits for the shares being checked, writes them all.
+        await root.stopService()
+        await miner.stop()
+        stats = miner.stats
+        assert stats.rejected is not None
+        self.assertEqual(set(stats.rejected) - {"21 job not found"}, set())
+        counters = redis_hash(redis_server.port, 0, f"{COIN}:stats")
+        # A share accepted just before the close may have lost its reply on the way.
+        recorded = int(counters["validShares"])
+        self.assertGreaterEqual(recorded, stats.accepted)
+        self.assertLessEqual(recorded, stats.submitted - stats.rejected_total)
+        self.assertGreater(accepted_during, 0)
+        rounds = [
+            f"{COIN}:shares:roundCurrent",
+            *redis(redis_server.port, 0, "KEYS", f"{COIN}:shares:round[0-9]*"),
+        ]
+        credited = sum(
+            float(redis_hash(redis_server.port, 0, key).get(f"{address}.rig1", 0)) for key in rounds
+        )
+        self.assertAlmostEqual(credited, 0.0625 * recorded, places=6)
+        pending = redis(redis_server.port, 0, "SMEMBERS", f"{COIN}:blocksPending")
+        hashes = [member.split(":")[0] for member in pending]
+        self.assertEqual(len(hashes), len(set(hashes)))
+        self.assertEqual(int(counters["validBlocks"]), len(hashes))
+        for block_hash in hashes:
+            self.assertGreaterEqual(pair.miner.rpc("getblock", block_hash)["confirmations"], 1)
 
 
 class SharesThatAreNotBlocksTests(TestCase):
