@@ -15,6 +15,7 @@ from nomp.pool.service import PoolService
 from test.chainhelpers import solve
 from test.servers import RPC_PASSWORD, RPC_USER, RegtestPair, shared_regtest
 from test.test_config_paths import SHIPPED_CONF
+from test.waiting import until
 
 
 def pool_for(pair: RegtestPair, **changes: Any) -> PoolConfig:
@@ -28,16 +29,6 @@ def pool_for(pair: RegtestPair, **changes: Any) -> PoolConfig:
     }
     fields.update(changes)
     return dataclasses.replace(pool, **fields)
-
-
-async def until(condition: Any, timeout: float = 20.0) -> None:
-    """Wait on the real reactor until ``condition()`` is true."""
-    waited = 0.0
-    while not condition():
-        if waited > timeout:
-            raise AssertionError("timed out waiting")
-        await task.deferLater(reactor, 0.05)
-        waited += 0.05
 
 
 class PoolServiceTests(TestCase):

@@ -25,6 +25,7 @@ from nomp.store.recorder import RecorderFull, ScriptRunner, ShareRecorder
 from nomp.store.redis import RedisService
 from nomp.store.service import RecorderService
 from test.servers import RedisServer, shared_redis
+from test.waiting import until
 
 DB = 7  # of the shared redis-server; each test also has a coin of its own
 NOW = 1_700_000_000.25  # exact as a double and as Redis's decimal score
@@ -35,16 +36,6 @@ HASH_B = "bb" * 32
 TXID_A = "a1" * 32
 TXID_B = "b1" * 32
 REWARD = 1_250_000_000
-
-
-async def until(condition: Callable[[], object], timeout: float = 30.0) -> None:
-    """Wait on the real reactor until ``condition()`` holds."""
-    waited = 0.0
-    while not condition():
-        if waited > timeout:
-            raise AssertionError("timed out waiting")
-        await task.deferLater(reactor, 0.05)
-        waited += 0.05
 
 
 def logged(events: Sequence[LogEvent], level: LogLevel) -> list[str]:

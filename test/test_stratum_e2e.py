@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import reactor, task
+from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 from twisted.web.server import Site
 
@@ -22,19 +22,10 @@ from test.poolconf import write_conf
 from test.rediscli import redis, redis_hash
 from test.servers import RPC_PASSWORD, RPC_USER, RedisServer, shared_redis, shared_regtest
 from test.test_chain import template_reply
+from test.waiting import until
 
 SCRYPT = ALGORITHMS["scrypt"]
 COIN = "litecoin-regtest"
-
-
-async def until(condition: Any, timeout: float = 60.0, step: float = 0.05) -> None:
-    """Wait on the real reactor until ``condition()`` holds."""
-    waited = 0.0
-    while not condition():
-        if waited > timeout:
-            raise AssertionError("timed out waiting")
-        await task.deferLater(reactor, step)
-        waited += step
 
 
 def start_pool(test: TestCase, conf: Path) -> NompService:

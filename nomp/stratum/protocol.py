@@ -98,12 +98,10 @@ class StratumProtocol(LineOnlyReceiver, TimeoutMixin):
         try:
             message = json.loads(line)
         except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
-            self.reply_error(None, StratumError(OTHER, "invalid JSON"))
-            self.factory.server.malformed(self)
+            self._malformed(None, "invalid JSON")
             return
         if not isinstance(message, dict):
-            self.reply_error(None, StratumError(OTHER, "a request must be a JSON object"))
-            self.factory.server.malformed(self)
+            self._malformed(None, "a request must be a JSON object")
             return
         request_id = message.get("id")
         method = message.get("method")
@@ -113,12 +111,10 @@ class StratumProtocol(LineOnlyReceiver, TimeoutMixin):
         if not isinstance(request_id, int | str | None) or isinstance(request_id, bool):
             request_id = None
         if not isinstance(method, str):
-            self.reply_error(request_id, StratumError(OTHER, "missing method"))
-            self.factory.server.malformed(self)
+            self._malformed(request_id, "missing method")
             return
         if not isinstance(params, list):
-            self.reply_error(request_id, StratumError(OTHER, "params must be a list"))
-            self.factory.server.malformed(self)
+            self._malformed(request_id, "params must be a list")
             return
         try:
             self.factory.server.request(self, request_id, method, params)
@@ -127,6 +123,10 @@ class StratumProtocol(LineOnlyReceiver, TimeoutMixin):
         except Exception:
             self.log.failure("request {method} from {peer} failed", method=method, peer=self.peer)
             self.reply_error(request_id, StratumError(OTHER, "internal error"))
+
+    def _malformed(self, request_id: Any, problem: str) -> None:
+        self.reply_error(request_id, StratumError(OTHER, problem))
+        self.factory.server.malformed(self)
 
     # Replies and notifications.
     def _write(self, data: bytes) -> None:
