@@ -1,6 +1,6 @@
 """Load on the Stratum side of a running pool, measured from outside it.
 
-Run: python bench/stratum_load.py [--seconds 20] [--rate 2000] [--idle 10000]
+Run: python bench/stratum_load.py [--seconds 20] [--rate 2000] [--idle 10000] [--threads 1]
 
 Starts a redis-server, a fake coin daemon serving a mainnet-difficulty
 template (so shares are not blocks), and ``twistd -n nomp`` with a scrypt
@@ -91,12 +91,18 @@ def wait_port(port: int, timeout: float = 60) -> None:
 
 
 def write_conf(
-    folder: Path, daemon_port: int, redis_port: int, scrypt_port: int, sha_port: int, control: int
+    folder: Path,
+    daemon_port: int,
+    redis_port: int,
+    scrypt_port: int,
+    sha_port: int,
+    control: int,
+    threads: int = 1,
 ) -> None:
     (folder / "pools").mkdir(parents=True)
     settings = {
         "coins": str(ROOT / "coins"),
-        "threads": 1,
+        "threads": threads,
         "redis": {"port": redis_port},
         "logging": {"level": "info", "file": str(folder / "pool.log")},
         "control": {"listen": f"tcp:{control}:interface=127.0.0.1"},
@@ -356,6 +362,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2000)
     parser.add_argument("--connections", type=int, default=200)
     parser.add_argument("--idle", type=int, default=10000)
+    parser.add_argument("--threads", type=int, default=1, help="the pool's hashing threads")
     parser.add_argument("--daemon", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--swarm", nargs=2, type=int, help=argparse.SUPPRESS)
     options = parser.parse_args()
@@ -376,7 +383,7 @@ def main() -> None:
         processes.append(subprocess.Popen([python, __file__, "--daemon", str(daemon_port)], env=env))
         wait_port(daemon_port)
         conf = Path(tempfile.mkdtemp(prefix="nomp-bench-"))
-        write_conf(conf, daemon_port, redis.port, scrypt_port, sha_port, control_port)
+        write_conf(conf, daemon_port, redis.port, scrypt_port, sha_port, control_port, options.threads)
         profile = (
             ["--profile=/tmp/pool.prof", "--profiler=cprofile", "--savestats"]
             if os.environ.get("BENCH_PROFILE")
