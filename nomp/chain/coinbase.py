@@ -3,7 +3,6 @@ the extranonce slot, and the two halves Stratum sends around it."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -118,8 +117,3 @@ def build_coinbase(template: BlockTemplate, plan: PayoutPlan, layout: CoinbaseLa
     )
     coinb2 = signature + SEQUENCE_FINAL + serialized_outputs + bytes(4)  # locktime 0
     return Coinbase(coinb1, coinb2, tuple(outputs), template.witness_commitment is not None)
-
-
-def recipients_total(recipients: Sequence[Recipient]) -> Fraction:
-    """The fraction of every reward the recipients take together."""
-    return sum((r.fraction for r in recipients), Fraction(0))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 from nomp.hashing import sha256d
 
 OP_0 = 0x00
@@ -79,7 +77,7 @@ def block_hash(header: bytes) -> str:
 
 def txid(serialized: bytes) -> str:
     """The txid of a transaction serialised without witness data."""
-    return internal_to_display(hashlib.sha256(hashlib.sha256(serialized).digest()).digest())
+    return internal_to_display(sha256d(serialized))
 
 
 def bits_to_target(bits: int) -> int:

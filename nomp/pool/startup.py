@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from fractions import Fraction
 
 from twisted.internet import task
@@ -107,8 +106,3 @@ async def _address_script(pool: PoolConfig, daemons: DaemonGroup, address: str, 
     if not info.script:
         raise StartupError(f"{pool.file}: {where}: the daemon gives no script for {address}")
     return info.script
-
-
-def describe_scripts(plan: PayoutPlan) -> Sequence[str]:
-    """The payout scripts, for the start-up log."""
-    return [plan.pool_script.hex(), *(r.script.hex() for r in plan.recipients)]
