@@ -76,6 +76,8 @@ def build_service(config: Config, reactor: Any, **root_options: Any) -> NompServ
             redis.client,
             reactor,
             hashrate_window=pool_config.hashrate_window,
+            scheme=pool_config.payments.scheme,
+            pplns_window=pool_config.payments.pplns_window,
         )
         RecorderService(recorder, reactor).setServiceParent(pool)
         stratum = StratumServer(pool_config, pool, hashing, recorder, reactor)

@@ -109,7 +109,7 @@ class FakeRecorder:
         self.found: list[BlockRecord] = []
         self.settled: list[SettledBlock] = []
 
-    def valid_share(self, worker: str, difficulty: float) -> None:
+    def valid_share(self, worker: str, difficulty: float, solo: bool = False) -> None:
         if self.full:
             raise RecorderFull("the fake recorder is full")
         self.valid.append((worker, difficulty))
@@ -118,9 +118,9 @@ class FakeRecorder:
         if not self.full:
             self.invalid.append((worker, difficulty))
 
-    def block_found(self, worker: str, height: int, reward: int) -> BlockRecord:
+    def block_found(self, worker: str, height: int, reward: int, solo: bool = False) -> BlockRecord:
         at = self._clock.seconds() if self._clock is not None else 0.0
-        record = BlockRecord(worker, at, height, reward)
+        record = BlockRecord(worker, at, height, reward, solo)
         self.found.append(record)
         return record
 

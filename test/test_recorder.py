@@ -58,8 +58,8 @@ class CountingRunner:
         return self.client.eval(script, keys, args)
 
     def record_kinds(self) -> list[str]:
-        """The kind of each record sent, call after call (records are the last argument)."""
-        return [line.split("\t")[0] for call in self.calls for line in str(call[-1]).split("\n")]
+        """The kind of each record sent, call after call (records are the fifth argument)."""
+        return [line.split("\t")[0] for call in self.calls for line in str(call[4]).split("\n")]
 
 
 class LostReplyRunner(CountingRunner):
@@ -281,6 +281,7 @@ class BlockTests(RecorderTestCase):
                 "time": MS,
                 "reward": str(REWARD),
                 "round": round_key,
+                "solo": "0",
             },
         )
         self.assertEqual(self.stats(), {"validShares": "3", "invalidShares": "1", "validBlocks": "1"})
@@ -358,6 +359,63 @@ class BlockTests(RecorderTestCase):
         self.assertEqual(self.hash(self.keys.round_current), {"alice": "1", "bob": "2"})
         for key in (self.keys.round(700), self.keys.blocks_pending, self.keys.blocks_found):
             self.assertFalse(self.exists(key), key)
+
+
+class SchemeRoundTests(RecorderTestCase):
+    """What a block's round holds under SOLO and PPLNS."""
+
+    async def test_solo_block(self) -> None:
+        """A solo miner's shares stay out of the shared round; his block's round is him alone."""
+        service = await self.connect()
+        recorder = self.recorder(service.client)
+        recorder.valid_share("alice", 8.0)
+        recorder.valid_share("sam", 4.0, solo=True)
+        block = recorder.block_found("sam", 1234, REWARD, solo=True)
+        recorder.block_settled(block, True, HASH_A, TXID_A)
+        await recorder.flush()
+
+        self.assertEqual(self.hash(self.keys.round(1234)), {"sam": "1"})
+        self.assertEqual(self.hash(self.keys.round_current), {"alice": "8"})
+        self.assertEqual(self.hash(self.keys.block(HASH_A))["solo"], "1")
+        self.assertEqual(self.stats(), {"validShares": "2", "validBlocks": "1"})
+
+    async def test_pplns_window_crosses_rounds(self) -> None:
+        """A PPLNS round is exactly the last <window> difficulty of shares before the block,
+        reaching back past the previous block, the oldest share counted in part."""
+        service = await self.connect()
+        recorder = self.recorder(service.client, scheme="pplns", pplns_window=10.0)
+        for worker, difficulty in [("old", 4.0), ("alice", 4.0), ("bob", 2.0)]:
+            recorder.valid_share(worker, difficulty)
+        first = recorder.block_found("bob", 100, REWARD)
+        recorder.block_settled(first, True, HASH_A, TXID_A)
+        await recorder.flush()  # one flush per segment, so the window spans several
+        recorder.valid_share("carol", 1.0)
+        await recorder.flush()
+        recorder.valid_share("alice", 2.0)
+        second = recorder.block_found("alice", 101, REWARD)
+        recorder.block_settled(second, True, HASH_B, TXID_B)
+        await recorder.flush()
+
+        # The first block: everything so far (10 of 10).
+        self.assertEqual(self.hash(self.keys.round(100)), {"bob": "2", "alice": "4", "old": "4"})
+        # The second: alice 2, carol 1, bob 2, alice 4, and 1 of old's 4.
+        expected = {"alice": "6", "carol": "1", "bob": "2", "old": "1"}
+        self.assertEqual(self.hash(self.keys.round(101)), expected)
+        self.assertFalse(self.exists(self.keys.round_current))
+        # The log keeps only what a later window can reach: 10 back from the newest share.
+        segments = self.redis("LRANGE", self.keys.share_log, 0, -1)
+        self.assertEqual([s.split("\n")[0] for s in segments], ["2", "1", "10"])
+        self.assertEqual(self.redis("GET", self.keys.share_log_total), "13")
+
+    async def test_pplns_log_trimmed_without_blocks(self) -> None:
+        """With no block for long, the share log still stays near one window."""
+        service = await self.connect()
+        recorder = self.recorder(service.client, scheme="pplns", pplns_window=5.0)
+        for _ in range(20):
+            recorder.valid_share("alice", 1.0)
+            await recorder.flush()
+        self.assertEqual(self.redis("LLEN", self.keys.share_log), 5)
+        self.assertEqual(self.redis("GET", self.keys.share_log_total), "5")
 
 
 class HashrateWindowTests(RecorderTestCase):

@@ -85,6 +85,7 @@ class PortConfig:
     listen: str = checked(endpoint)  # a Twisted endpoint, e.g. tcp:3333:interface=0.0.0.0
     diff: float = checked(positive)
     vardiff: VardiffConfig | None = None
+    solo: bool = False  # blocks found here go whole to their finder, whatever the pool's scheme
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +104,34 @@ class RecipientConfig:
 
     address: str = checked(non_empty)
     percent: Decimal = checked(between(0, 100))
+
+
+def _coin_amount(value: Decimal) -> str | None:
+    """Coins with at most 8 decimals (whole satoshis), more than zero."""
+    if value <= 0:
+        return "must be > 0"
+    if value != value.quantize(Decimal("0.00000001")):
+        return "must have at most 8 decimals"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentsConfig:
+    """Block maturity, reward scheme and payouts of one pool."""
+
+    enabled: bool = False
+    interval: float = checked(positive, 120.0)  # seconds between payment runs
+    scheme: Literal["prop", "pplns", "solo"] = "prop"
+    # PPLNS: the window is the last ``pplns_window`` difficulty-1 shares before
+    # the block (a share of difficulty 8 counts 8), across round boundaries.
+    pplns_window: float = checked(positive, 100_000.0)
+    fee_percent: Decimal = checked(lambda v: None if 0 <= v < 100 else "must be >= 0 and < 100", Decimal(0))
+    minimum_payment: Decimal = checked(_coin_amount, Decimal("0.01"))  # coins
+    transaction_fee: Literal["pool", "miners"] = "pool"  # who pays sendmany's fee
+    orphan_depth: int = checked(positive, 6)  # blocks above an off-chain block before it is orphaned
+    daemon: DaemonConfig | None = None  # the wallet; None: the pool's first daemon
+    lock_timeout: float = checked(positive, 600.0)  # a crashed run's lock frees itself after this
+    unknown_send_grace: float = checked(positive, 600.0)  # see README: an unanswered sendmany
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +215,7 @@ class PoolConfig:
     banning: BanningConfig = field(default_factory=BanningConfig)
     usernames: Literal["address", "any"] = "address"  # what mining.authorize accepts
     hashrate_window: float = checked(positive, 300.0)  # seconds of shares in the hashrate
+    payments: PaymentsConfig = field(default_factory=PaymentsConfig)
 
     def problems(self) -> list[tuple[str, str]]:
         total = sum(r.percent for r in self.reward_recipients)

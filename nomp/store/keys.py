@@ -53,6 +53,16 @@ class PoolKeys:
         """hash: one found block: height, txid, worker, time, reward, round key."""
         return f"{self.coin}:block:{block_hash}"
 
+    @property
+    def share_log(self) -> str:
+        """list, newest first: segments "<sum>\\n<worker>\\t<difficulty>..." of PPLNS shares in order."""
+        return f"{self.coin}:shares:log"
+
+    @property
+    def share_log_total(self) -> str:
+        """string: the summed difficulty of the share log."""
+        return f"{self.coin}:shares:logTotal"
+
     def recorder(self, recorder_id: str) -> str:
         """string, expiring: the number of the last batch of records a recorder wrote."""
         return f"{self.coin}:recorder:{recorder_id}"

@@ -32,21 +32,32 @@ WRITE_TIMEOUT = 10.0
 RECORDER_TTL = 7 * 24 * 3600  # a stopped recorder's batch number is forgotten after a week
 ZADD_CHUNK = 500  # score/member pairs per ZADD (Lua's unpack has a stack limit)
 
-# KEYS: this recorder's batch number, roundCurrent, stats, hashrate, blocksPending, blocksFound
-# ARGV: batch number, key prefix, hashrate window start, recorder ttl, records.
+# KEYS: this recorder's batch number, roundCurrent, stats, hashrate, blocksPending, blocksFound,
+#       the PPLNS share log, its total
+# ARGV: batch number, key prefix, hashrate window start, recorder ttl, records,
+#       scheme (prop, pplns or solo), PPLNS window.
 # The records are one string, a line each, fields split by tabs (worker
 # names cannot hold either), so the client encodes one argument, not five
 # per share:
 #   s <worker> <difficulty> <score> <member>      a valid share
+#   o <worker> <difficulty> <score> <member>      a valid share mined solo
 #   i <score> <member>                            an invalid share
-#   b <hash> <txid> <height> <worker> <ms> <reward>   a block the daemon accepted
+#   b <hash> <txid> <height> <worker> <ms> <reward> <solo>  a block the daemon accepted
 #   x                                             a block the daemon refused
 # Everything is checked before anything is written: Redis does not undo the
 # commands of a script that fails half way.
+#
+# The round a block closes is the hash its payment is split by:
+#   prop   the shares since the last block (roundCurrent, renamed);
+#   pplns  the last <window> difficulty of shares before the block, read
+#          back from the share log (newest segment first), the oldest share
+#          counted in part so the window is exact; the log keeps only what a
+#          later window can still reach;
+#   solo   the finder alone.
 _SCRIPT = """
 local applied = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tonumber(ARGV[1]) <= applied then return 0 end
-local fields_of = {s = 5, i = 3, b = 7, x = 1}
+local fields_of = {s = 5, o = 5, i = 3, b = 8, x = 1}
 local records = {}
 for line in string.gmatch(ARGV[5], '[^\\n]+') do
   local fields = {}
@@ -58,13 +69,60 @@ for line in string.gmatch(ARGV[5], '[^\\n]+') do
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[4])
 local prefix = ARGV[2]
+local pplns = ARGV[6] == 'pplns'
+local window = tonumber(ARGV[7])
 local valid, invalid = 0, 0
 local credit, workers, scores = {}, {}, {}
+local log_lines, log_sum = {}, 0
+local function number(x) return string.format('%.17g', x) end
+local function segment_sum(segment) return tonumber(string.match(segment, '^[^\\n]+')) end
+local function append_log()
+  redis.call('LPUSH', KEYS[7], number(log_sum) .. '\\n' .. table.concat(log_lines, '\\n'))
+  local total = tonumber(redis.call('INCRBYFLOAT', KEYS[8], number(log_sum)))
+  while true do
+    local oldest = redis.call('LINDEX', KEYS[7], -1)
+    if not oldest or total - segment_sum(oldest) < window then break end
+    redis.call('RPOP', KEYS[7])
+    total = total - segment_sum(oldest)
+  end
+  redis.call('SET', KEYS[8], number(total))
+  log_lines, log_sum = {}, 0
+end
+local function pplns_round(round)
+  local need, index, kept, done = window, 0, 0, false
+  local weights, names = {}, {}
+  while not done do
+    local chunk = redis.call('LRANGE', KEYS[7], index, index + 99)
+    if #chunk == 0 then break end
+    for _, segment in ipairs(chunk) do
+      index = index + 1
+      kept = kept + segment_sum(segment)
+      local lines = {}
+      for line in string.gmatch(segment, '[^\\n]+') do lines[#lines + 1] = line end
+      for i = #lines, 2, -1 do
+        local tab = string.find(lines[i], '\\t', 1, true)
+        local worker = string.sub(lines[i], 1, tab - 1)
+        local take = math.min(tonumber(string.sub(lines[i], tab + 1)), need)
+        if weights[worker] == nil then weights[worker] = 0; names[#names + 1] = worker end
+        weights[worker] = weights[worker] + take
+        need = need - take
+        if need <= 0 then done = true; break end
+      end
+      if done then break end
+    end
+  end
+  if index > 0 then redis.call('LTRIM', KEYS[7], 0, index - 1) end
+  redis.call('SET', KEYS[8], number(kept))
+  for _, worker in ipairs(names) do
+    redis.call('HINCRBYFLOAT', round, worker, number(weights[worker]))
+  end
+end
 local function write_shares()
   for _, worker in ipairs(workers) do
-    redis.call('HINCRBYFLOAT', KEYS[2], worker, string.format('%.17g', credit[worker]))
+    redis.call('HINCRBYFLOAT', KEYS[2], worker, number(credit[worker]))
   end
   credit, workers = {}, {}
+  if #log_lines > 0 then append_log() end
   for first = 1, #scores, 2 * ZADD_CHUNK do
     redis.call('ZADD', KEYS[4], unpack(scores, first, math.min(first + 2 * ZADD_CHUNK - 1, #scores)))
   end
@@ -75,6 +133,14 @@ for _, r in ipairs(records) do
   if kind == 's' then
     if credit[r[2]] == nil then credit[r[2]] = 0; workers[#workers + 1] = r[2] end
     credit[r[2]] = credit[r[2]] + tonumber(r[3])
+    if pplns then
+      log_lines[#log_lines + 1] = r[2] .. '\\t' .. r[3]
+      log_sum = log_sum + tonumber(r[3])
+    end
+    scores[#scores + 1] = r[4]
+    scores[#scores + 1] = r[5]
+    valid = valid + 1
+  elseif kind == 'o' then
     scores[#scores + 1] = r[4]
     scores[#scores + 1] = r[5]
     valid = valid + 1
@@ -88,10 +154,18 @@ for _, r in ipairs(records) do
     if redis.call('SADD', KEYS[6], hash) == 1 then
       local round = prefix .. ':shares:round' .. height
       if redis.call('EXISTS', round) == 1 then round = round .. ':' .. hash end
-      if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('RENAME', KEYS[2], round) end
+      if r[8] == '1' then
+        redis.call('HSET', round, worker, '1')
+      elseif pplns then
+        pplns_round(round)
+        redis.call('DEL', KEYS[2])
+      elseif redis.call('EXISTS', KEYS[2]) == 1 then
+        redis.call('RENAME', KEYS[2], round)
+      end
       redis.call('SADD', KEYS[5], hash .. ':' .. txid .. ':' .. height .. ':' .. worker .. ':' .. ms)
       redis.call('HSET', prefix .. ':block:' .. hash, 'height', height, 'txid', txid,
-                 'worker', worker, 'time', ms, 'reward', reward, 'round', round)
+                 'worker', worker, 'time', ms, 'reward', reward, 'round', round,
+                 'solo', r[8])
       redis.call('HINCRBY', KEYS[3], 'validBlocks', 1)
     end
   elseif kind == 'x' then
@@ -120,6 +194,7 @@ class BlockRecord:
     at: float
     height: int
     reward: int
+    solo: bool = False
     settled: bool = False
     line: str = ""
 
@@ -131,11 +206,11 @@ class RecorderFull(Exception):
 class RecordsShares(Protocol):
     """What the Stratum side needs of a recorder (ShareRecorder, or a test's fake)."""
 
-    def valid_share(self, worker: str, difficulty: float) -> None: ...
+    def valid_share(self, worker: str, difficulty: float, solo: bool = False) -> None: ...
 
     def invalid_share(self, worker: str, difficulty: float) -> None: ...
 
-    def block_found(self, worker: str, height: int, reward: int) -> BlockRecord: ...
+    def block_found(self, worker: str, height: int, reward: int, solo: bool = False) -> BlockRecord: ...
 
     def block_settled(
         self, record: BlockRecord, accepted: bool, block_hash: str, txid: str | None
@@ -153,6 +228,8 @@ class ShareRecorder:
         redis: Callable[[], ScriptRunner | None],
         clock: IReactorTime,
         hashrate_window: float = 300.0,
+        scheme: str = "prop",
+        pplns_window: float = 0.0,
         max_batch: int = 5000,
         max_buffered: int = 500_000,
         wall_clock: Callable[[], float] = time.time,
@@ -161,6 +238,8 @@ class ShareRecorder:
         self._redis = redis
         self._clock = clock
         self._window = hashrate_window
+        self._scheme = scheme
+        self._pplns_window = pplns_window
         self._max_batch = max_batch
         self._max_buffered = max_buffered
         self._wall_clock = wall_clock
@@ -188,12 +267,17 @@ class ShareRecorder:
         # millisecond stay two entries; NOMP's readers use the first two fields.
         return f"{difficulty:.10g}:{worker}:{ms}:{self._instance}{next(self._member_ids)}"
 
-    def valid_share(self, worker: str, difficulty: float) -> None:
-        """Record an accepted share; RecorderFull when the buffer is full."""
+    def valid_share(self, worker: str, difficulty: float, solo: bool = False) -> None:
+        """Record an accepted share; RecorderFull when the buffer is full.
+
+        A solo share counts for the hashrate and the counters but in no
+        shared round: its miner mines for himself.
+        """
         self._check_room()
         now = self._wall_clock()
         member = self._member(difficulty, worker, int(now * 1000))
-        self._queue.append(f"s\t{worker}\t{difficulty!r}\t{now!r}\t{member}")
+        kind = "o" if solo else "s"
+        self._queue.append(f"{kind}\t{worker}\t{difficulty!r}\t{now!r}\t{member}")
 
     def invalid_share(self, worker: str, difficulty: float) -> None:
         """Record a refused share (dropped, not raised, when the buffer is full)."""
@@ -203,9 +287,9 @@ class ShareRecorder:
         member = self._member(-difficulty, worker, int(now * 1000))
         self._queue.append(f"i\t{now!r}\t{member}")
 
-    def block_found(self, worker: str, height: int, reward: int) -> BlockRecord:
+    def block_found(self, worker: str, height: int, reward: int, solo: bool = False) -> BlockRecord:
         """Queue a block whose daemon answer is pending; settle it with block_settled."""
-        record = BlockRecord(worker, self._wall_clock(), height, reward)
+        record = BlockRecord(worker, self._wall_clock(), height, reward, solo)
         self._queue.append(record)
         return record
 
@@ -215,6 +299,7 @@ class ShareRecorder:
             ms = int(record.at * 1000)
             record.line = (
                 f"b\t{block_hash}\t{txid or '-'}\t{record.height}\t{record.worker}\t{ms}\t{record.reward}"
+                f"\t{int(record.solo)}"
             )
         else:
             record.line = "x"
@@ -272,8 +357,18 @@ class ShareRecorder:
                 keys.hashrate,
                 keys.blocks_pending,
                 keys.blocks_found,
+                keys.share_log,
+                keys.share_log_total,
             ],
-            [number, keys.coin, repr(window_start), RECORDER_TTL, records],
+            [
+                number,
+                keys.coin,
+                repr(window_start),
+                RECORDER_TTL,
+                records,
+                self._scheme,
+                repr(self._pplns_window),
+            ],
         )
         attempt.addTimeout(WRITE_TIMEOUT, self._clock)
         try:

@@ -70,6 +70,8 @@ class StratumFactory(Factory):
         self.port = port
         self.clock = server.clock
         self.vardiff = VarDiff(port.vardiff) if port.vardiff is not None else None
+        # Solo: shares count for the miner alone and his blocks are his.
+        self.solo = port.solo or server.config.payments.scheme == "solo"
 
     def buildProtocol(self, addr: IAddress | None) -> StratumProtocol:
         now = self.clock.seconds()
@@ -313,22 +315,22 @@ class StratumServer:
             protocol.reply_error(request_id, verdict.error)
             return
         try:
-            self.recorder.valid_share(submission.worker, verdict.difficulty)
+            self.recorder.valid_share(submission.worker, verdict.difficulty, protocol.factory.solo)
         except RecorderFull as e:
             self.log.error("share of {worker} not recorded: {reason}", worker=submission.worker, reason=e)
             protocol.reply_error(request_id, StratumError(OTHER, "the pool cannot record shares now"))
             if verdict.block:  # the block is still worth submitting
-                self._block_found(submission, hashed)
+                self._block_found(submission, hashed, protocol.factory.solo)
             return
         session.valid_shares += 1
         protocol.reply_true(request_id)
         if verdict.block:
-            self._block_found(submission, hashed)
+            self._block_found(submission, hashed, protocol.factory.solo)
 
-    def _block_found(self, submission: Submission, hashed: ShareHash) -> None:
+    def _block_found(self, submission: Submission, hashed: ShareHash, solo: bool) -> None:
         job = submission.job
         record = self.recorder.block_found(
-            submission.worker, job.template.height, job.template.coinbase_value
+            submission.worker, job.template.height, job.template.coinbase_value, solo
         )
         self.log.info(
             "pool {pool}: {worker} found a block candidate at height {height}",
