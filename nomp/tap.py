@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import IService
@@ -10,8 +11,10 @@ from twisted.python import usage
 
 from nomp.config import Config, ConfigErrors, load_config
 from nomp.control.service import control_service
+from nomp.daemon import DaemonGroup
 from nomp.hashing.pool import HashPoolService
 from nomp.logs import make_observer
+from nomp.payments.service import PaymentService
 from nomp.pool.service import PoolService
 from nomp.service import NompService
 from nomp.store.keys import PoolKeys
@@ -54,6 +57,10 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
     return build_service(config, reactor)
 
 
+def _ready_daemons(pool: PoolService) -> Callable[[], DaemonGroup | None]:
+    return lambda: pool.daemons if pool.ready else None
+
+
 def build_service(config: Config, reactor: Any, **root_options: Any) -> NompService:
     """The service tree for a loaded configuration.
 
@@ -83,6 +90,8 @@ def build_service(config: Config, reactor: Any, **root_options: Any) -> NompServ
         stratum = StratumServer(pool_config, pool, hashing, recorder, reactor)
         pool.add_job_listener(stratum.new_job)
         StratumService(stratum, pool_config.ports, reactor).setServiceParent(pool)
+        if pool_config.payments.enabled:
+            PaymentService(pool_config, redis.client, _ready_daemons(pool), reactor).setServiceParent(pool)
         pool.setServiceParent(root)
         pools[pool_config.name] = pool
     return root

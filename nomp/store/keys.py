@@ -66,3 +66,66 @@ class PoolKeys:
     def recorder(self, recorder_id: str) -> str:
         """string, expiring: the number of the last batch of records a recorder wrote."""
         return f"{self.coin}:recorder:{recorder_id}"
+
+    # Payments. Amounts are integer satoshis (NOMP's balances were float
+    # coins, so these keys have names of their own).
+
+    @property
+    def blocks_confirmed(self) -> str:
+        """set: members of blocksPending whose reward was credited as mature."""
+        return f"{self.coin}:blocksConfirmed"
+
+    @property
+    def blocks_orphaned(self) -> str:
+        """set: members of blocksPending that left the main chain (or copied a paid coinbase)."""
+        return f"{self.coin}:blocksOrphaned"
+
+    @property
+    def payment_lock(self) -> str:
+        """string, expiring: the fencing token of the payment run that holds the pool."""
+        return f"{self.coin}:pay:lock"
+
+    @property
+    def payment_fence(self) -> str:
+        """string: the last fencing token handed out."""
+        return f"{self.coin}:pay:fence"
+
+    @property
+    def immature(self) -> str:
+        """hash: address -> satoshis credited from blocks not yet mature."""
+        return f"{self.coin}:pay:immature"
+
+    @property
+    def balances(self) -> str:
+        """hash: address -> satoshis mature and not yet paid."""
+        return f"{self.coin}:pay:balance"
+
+    @property
+    def paid(self) -> str:
+        """hash: address -> satoshis paid, all time."""
+        return f"{self.coin}:pay:paid"
+
+    @property
+    def payment_totals(self) -> str:
+        """hash of satoshis: immature, credited (to miners), kept (by the pool), paid, txfees."""
+        return f"{self.coin}:pay:totals"
+
+    @property
+    def credited_coinbases(self) -> str:
+        """set: coinbase txids whose reward was credited; none is credited twice."""
+        return f"{self.coin}:pay:creditedCoinbases"
+
+    @property
+    def journal(self) -> str:
+        """string: the JSON of the payout batch being sent, if any."""
+        return f"{self.coin}:pay:journal"
+
+    @property
+    def payments(self) -> str:
+        """zset: score unix seconds, member the JSON of a payout sent (id, txid, amounts, fee)."""
+        return f"{self.coin}:payments"
+
+    @property
+    def set_aside(self) -> str:
+        """hash: address -> why the wallet will not pay it; its balance waits."""
+        return f"{self.coin}:pay:setAside"

@@ -1,0 +1,1 @@
+"""Payments: block maturity, reward schemes, balances and payouts."""

@@ -1,0 +1,105 @@
+"""PaymentService: a pool's payment runs on a timer."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from treq.client import HTTPClient
+from twisted.application.service import Service
+from twisted.internet import defer, task
+from twisted.logger import Logger
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from nomp.config import PoolConfig
+from nomp.daemon import DaemonRPC
+from nomp.daemon.rpc import HTTPPoster
+from nomp.payments.ledger import PaymentLedger
+from nomp.payments.processor import FAILPOINT_ENV, RPC, PaymentProcessor, RunReport, kill_at
+from nomp.store.keys import PoolKeys
+from nomp.store.recorder import ScriptRunner
+
+
+def wallet_rpc(pool: PoolConfig, http: HTTPPoster, clock: Any) -> DaemonRPC:
+    """The one wallet a pool pays from: its payments daemon, else its first daemon.
+
+    Never a group that fails over: a sendmany must not go to two wallets.
+    """
+    daemon = pool.payments.daemon or pool.daemons[0]
+    return DaemonRPC(http, daemon.url, daemon.user, daemon.password, clock, timeout=daemon.timeout)
+
+
+class PaymentService(Service):
+    """Runs PaymentProcessor every ``payments.interval`` seconds while Redis is up."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        pool: PoolConfig,
+        redis: Callable[[], ScriptRunner | None],
+        chain: Callable[[], RPC | None],
+        reactor: Any,
+        http: HTTPPoster | None = None,
+    ) -> None:
+        self.pool = pool
+        self._redis = redis
+        self._chain = chain
+        self._reactor = reactor
+        self._http = http
+        self._http_pool: HTTPConnectionPool | None = None
+        self._wallet: DaemonRPC | None = None
+        self._loop: task.LoopingCall | None = None
+        self._running: defer.Deferred[RunReport | None] | None = None
+        self._processor: PaymentProcessor | None = None  # kept: it remembers addresses checked
+        self._failpoint = kill_at(os.environ.get(FAILPOINT_ENV))
+
+    def startService(self) -> None:
+        super().startService()
+        http = self._http
+        if http is None:
+            self._http_pool = HTTPConnectionPool(self._reactor, persistent=True)
+            http = HTTPClient(Agent(self._reactor, pool=self._http_pool))
+        self._wallet = wallet_rpc(self.pool, http, self._reactor)
+        self._loop = task.LoopingCall(self._tick)
+        self._loop.clock = self._reactor
+        self._loop.start(self.pool.payments.interval, now=False)
+
+    def _tick(self) -> None:
+        if self._running is None or self._running.called:
+            self._running = defer.Deferred.fromCoroutine(self.run_once())
+
+    async def run_once(self) -> RunReport | None:
+        """One payment run now; None when Redis or the pool's daemons are not there yet."""
+        redis, chain, wallet = self._redis(), self._chain(), self._wallet
+        if redis is None or chain is None or wallet is None:
+            self.log.info(
+                "pool {pool}: payment run skipped: Redis or the daemon is not ready", pool=self.pool.name
+            )
+            return None
+        if self._processor is None:
+            ledger = PaymentLedger(redis, PoolKeys.for_coin(self.pool.coin.name))
+            self._processor = PaymentProcessor(self.pool, ledger, chain, wallet, failpoint=self._failpoint)
+        try:
+            return await self._processor.run()
+        except Exception:
+            self.log.failure(
+                "pool {pool}: payment run failed; tried again next interval", pool=self.pool.name
+            )
+            return None
+
+    def stopService(self) -> defer.Deferred[None]:
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        return defer.Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        # A run in progress finishes: stopping between sendmany and its
+        # record would only leave the journal for the next start to settle.
+        if self._running is not None and not self._running.called:
+            await self._running
+        pool, self._http_pool = self._http_pool, None
+        if pool is not None:
+            await pool.closeCachedConnections()

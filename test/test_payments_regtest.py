@@ -1,0 +1,198 @@
+"""Payments end to end: miners mine through the pool on litecoind regtest,
+the blocks mature (the test mines the confirmations), and each miner's own
+address receives, on the node, what the pool's scheme gives, to the satoshi.
+
+The expected amounts are computed here from the chain (each block's
+coinbase value to the pool) and the rounds Redis holds, with arithmetic of
+the test's own."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet import reactor
+from twisted.trial.unittest import TestCase
+
+from nomp.chain.address import decode_address
+from nomp.config import load_config
+from nomp.hashing import ALGORITHMS
+from nomp.miner import Miner, connect
+from nomp.payments.service import PaymentService
+from nomp.service import NompService
+from nomp.store.service import RecorderService
+from test.chainhelpers import coinbase_outputs
+from test.poolconf import write_conf
+from test.rediscli import redis, redis_hash
+from test.servers import RPC_PASSWORD, RPC_USER, NodeRPCError, RegtestPair, shared_redis, shared_regtest
+from test.test_stratum_e2e import pool_ready, start_pool
+from test.waiting import until
+
+SCRYPT = ALGORITHMS["scrypt"]
+COIN = "litecoin-regtest"
+MINERS_WALLET = "miners"
+FEE_PERCENT = Decimal("1.5")
+MATURITY = 101  # blocks on top of a coinbase before the wallet calls it "generate"
+
+
+def payments_pair() -> RegtestPair:
+    """The regtest pair of the payment tests, past MWEB's activation, with a
+    second wallet for the miners (so what they receive is seen apart)."""
+    pair = shared_regtest("payments")
+    if pair.height() < 440:
+        pair.generate_to(440)
+    try:
+        pair.miner.rpc("createwallet", MINERS_WALLET)
+    except NodeRPCError as e:
+        if "already exists" not in e.args[0] and "already loaded" not in str(e):
+            raise
+    return pair
+
+
+def received(pair: RegtestPair, address: str) -> int:
+    amount = pair.miner.rpc("getreceivedbyaddress", address, 0, wallet=MINERS_WALLET)
+    return int(Decimal(amount) * 100_000_000)
+
+
+def descendants(root: NompService) -> list[Any]:
+    found: list[Any] = []
+    for child in root:
+        found.append(child)
+        if isinstance(child, MultiService):
+            found += list(child)
+    return found
+
+
+def payment_service(root: NompService) -> PaymentService:
+    services = [s for s in descendants(root) if isinstance(s, PaymentService)]
+    assert len(services) == 1
+    return services[0]
+
+
+def recorders_idle(root: NompService) -> bool:
+    return all(s.recorder.waiting == 0 for s in descendants(root) if isinstance(s, RecorderService))
+
+
+def expected_split(reward: int, shares: dict[str, str]) -> dict[str, int]:
+    """The scheme's split of one block, computed independently: fee first,
+    the rest by weight rounded down; the pool keeps what is left."""
+    fee = reward * FEE_PERCENT.as_integer_ratio()[0] // (100 * FEE_PERCENT.as_integer_ratio()[1])
+    weights: dict[str, Fraction] = {}
+    for worker, value in shares.items():
+        address = worker.split(".")[0]
+        weights[address] = weights.get(address, Fraction(0)) + Fraction(value)
+    total = sum(weights.values())
+    return {
+        a: (reward - fee) * w.numerator * total.denominator // (w.denominator * total.numerator)
+        for a, w in weights.items()
+    }
+
+
+class PaymentsOnRegtestTests(TestCase):
+    """PROP, PPLNS and SOLO paid through a real wallet."""
+
+    timeout = 600
+
+    async def mine_and_pay(self, scheme: str, db: int, **payments: Any) -> tuple[RegtestPair, dict[str, int]]:
+        pair = payments_pair()
+        redis_port = shared_redis().port
+        redis(redis_port, db, "FLUSHDB")
+        pool_address = pair.new_address()
+        miners = [str(pair.miner.rpc("getnewaddress", "", "bech32", wallet=MINERS_WALLET)) for _ in range(2)]
+        settings = {
+            "enabled": True,
+            "interval": 3600,  # the test runs the payments itself
+            "scheme": scheme,
+            "fee_percent": str(FEE_PERCENT),
+            "minimum_payment": "0.001",
+            "orphan_depth": 2,
+            "daemon": {
+                "url": f"{pair.miner.url}/wallet/{pair.wallet}",
+                "user": RPC_USER,
+                "password": RPC_PASSWORD,
+            },
+            **payments,
+        }
+        conf, stratum_port = write_conf(
+            Path(self.mktemp()),
+            pair.miner.url,
+            RPC_USER,
+            RPC_PASSWORD,
+            pool_address,
+            redis_port,
+            db,
+            payments=settings,
+        )
+        root = start_pool(self, conf)
+        await until(lambda: pool_ready(root))
+        self.assertEqual(root.fatal_errors, [])
+
+        # Two miners, one after the other, three blocks or more each.
+        for address in miners:
+            start = pair.height()
+            miner = Miner(reactor, SCRYPT, f"{address}.rig", threads=1)
+            await connect(miner, "127.0.0.1", stratum_port)
+            self.assertTrue(await miner.authorized)
+            miner.start()
+            await until(lambda: pair.height() >= start + 3, timeout=120)  # noqa: B023
+            await miner.stop()
+        service = payment_service(root)
+        await until(lambda: recorders_idle(root))
+
+        first = await service.run_once()
+        assert first is not None
+        pending = redis(redis_port, db, "SMEMBERS", f"{COIN}:blocksPending")
+        self.assertEqual(sorted(first.immature), sorted(m.split(":")[0] for m in pending))
+        self.assertEqual(first.paid, {})
+        immature = {a: int(v) for a, v in redis_hash(redis_port, db, f"{COIN}:pay:immature").items()}
+        self.assertEqual(set(immature), set(miners))
+
+        pair.generate(MATURITY)
+        second = await service.run_once()
+        assert second is not None
+        self.assertEqual(sorted(second.confirmed), sorted(first.immature))
+        self.assertIsNone(second.error)
+
+        # What the scheme gives, from the chain and the rounds.
+        pool_script = decode_address(pool_address, load_config(conf).pools[0].coin.network).script.hex()
+        expected = {a: 0 for a in miners}
+        for block_hash in second.confirmed:
+            reward = sum(v for script, v in coinbase_outputs(pair, block_hash) if script == pool_script)
+            detail = redis_hash(redis_port, db, f"{COIN}:block:{block_hash}")
+            shares = redis_hash(redis_port, db, detail["round"])
+            for address, amount in expected_split(reward, shares).items():
+                expected[address] += amount
+        self.assertEqual(second.paid, expected)
+        self.assertEqual({a: received(pair, a) for a in miners}, expected)
+        self.assertEqual(redis_hash(redis_port, db, f"{COIN}:pay:immature"), {})
+        self.assertEqual(redis_hash(redis_port, db, f"{COIN}:pay:balance"), {})
+        paid = {a: int(v) for a, v in redis_hash(redis_port, db, f"{COIN}:pay:paid").items()}
+        self.assertEqual(paid, expected)
+
+        # A third run finds nothing more to pay.
+        third = await service.run_once()
+        assert third is not None
+        self.assertEqual((third.confirmed, third.paid), ([], {}))
+        self.assertEqual({a: received(pair, a) for a in miners}, expected)
+        return pair, expected
+
+    async def test_prop(self) -> None:
+        """PROP: each block's reward by the shares of its round."""
+        await self.mine_and_pay("prop", 5)
+
+    async def test_pplns(self) -> None:
+        """PPLNS: each block's window is the last shares before it, across rounds;
+        the window here holds about four shares, so blocks pay both miners."""
+        await self.mine_and_pay("pplns", 6, pplns_window=0.25)
+        rounds = [k for k in redis(shared_redis().port, 6, "KEYS", f"{COIN}:shares:round*")]
+        full = [sum(Fraction(v) for v in redis_hash(shared_redis().port, 6, k).values()) for k in rounds]
+        self.assertIn(Fraction(1, 4), full)
+        self.assertTrue(all(total <= Fraction(1, 4) for total in full))
+
+    async def test_solo(self) -> None:
+        """SOLO: the finder takes his block (less the pool fee)."""
+        _, expected = await self.mine_and_pay("solo", 7)
+        self.assertTrue(all(amount > 0 for amount in expected.values()))
