@@ -87,6 +87,14 @@ _CREDIT_MATURE = (
 local state = redis.call('HGET', KEYS[2], 'state')
 if state == 'confirmed' or state == 'orphaned' then return 0 end
 if redis.call('SADD', KEYS[6], ARGV[3]) == 0 then
+  if state == 'immature' then
+    local miners = 0
+    for i = 6, #ARGV, 2 do
+      debit(KEYS[3], ARGV[i], ARGV[i + 1])
+      miners = miners + tonumber(ARGV[i + 1])
+    end
+    redis.call('HINCRBY', KEYS[5], 'immature', -miners)
+  end
   redis.call('SMOVE', KEYS[7], KEYS[9], ARGV[4])
   redis.call('HSET', KEYS[2], 'state', 'orphaned', 'why', 'its coinbase was already credited')
   return 2
@@ -311,6 +319,15 @@ class PaymentLedger:
 
     async def hash(self, key: str) -> dict[str, str]:
         return _hash(await self._eval(_HGETALL, [key], []))
+
+    async def set_members(self, key: str) -> list[str]:
+        return list(await self._eval("return redis.call('SMEMBERS', KEYS[1])", [key], []) or [])
+
+    async def history(self) -> list[str]:
+        """The payment records (JSON), oldest first."""
+        return list(
+            await self._eval("return redis.call('ZRANGE', KEYS[1], 0, -1)", [self.keys.payments], []) or []
+        )
 
     async def credit_immature(self, token: int, block: PendingBlock, split: RewardSplit) -> bool:
         keys = self.keys

@@ -1,0 +1,106 @@
+"""``nomp-payments``: run a pool's payments now, or audit its books.
+
+    nomp-payments -c conf audit litecoin   prints every check; exit 0 when clean
+    nomp-payments -c conf run litecoin     one payment run (it takes the same
+                                           lock as the pool's own timer)
+
+Without a pool name, every pool with payments enabled. Exit status 1 when
+an audit is not clean or a run failed, 2 on a configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+import txredisapi
+from treq.client import HTTPClient
+from twisted.internet import defer, task
+from twisted.logger import globalLogBeginner, textFileLogObserver
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from nomp.config import ConfigErrors, PoolConfig, load_config
+from nomp.daemon import DaemonGroup, DaemonRPC
+from nomp.payments.audit import audit
+from nomp.payments.ledger import PaymentLedger
+from nomp.payments.processor import FAILPOINT_ENV, PaymentProcessor, kill_at
+from nomp.payments.service import wallet_rpc
+from nomp.store.keys import PoolKeys
+
+
+async def _main(reactor: Any, args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigErrors as e:
+        sys.stderr.write(f"{e}\n")
+        return 2
+    pools = [p for p in config.pools if p.payments.enabled and args.pool in (None, p.name)]
+    if not pools:
+        sys.stderr.write(f"no pool with payments enabled{' named ' + args.pool if args.pool else ''}" + "\n")
+        return 2
+    settings = config.settings.redis
+    redis = await txredisapi.Connection(
+        settings.host, settings.port, dbid=settings.db, password=settings.password, reconnect=False
+    )
+    http_pool = HTTPConnectionPool(reactor, persistent=False)
+    http = HTTPClient(Agent(reactor, pool=http_pool))
+    status = 0
+    try:
+        for pool in pools:
+            status = max(status, await _one(reactor, args.command, pool, redis, http))
+    finally:
+        await redis.disconnect()
+    return status
+
+
+async def _one(reactor: Any, command: str, pool: PoolConfig, redis: Any, http: HTTPClient) -> int:
+    ledger = PaymentLedger(redis, PoolKeys.for_coin(pool.coin.name))
+    wallet = wallet_rpc(pool, http, reactor)
+    if command == "audit":
+        result = await audit(ledger, wallet, pool.address)
+        sys.stdout.write(f"pool {pool.name}:\n" + "".join(f"  {line}\n" for line in result.lines()))
+        return 0 if result.clean else 1
+    chain = DaemonGroup(
+        [DaemonRPC(http, d.url, d.user, d.password, reactor, timeout=d.timeout) for d in pool.daemons],
+        reactor,
+    )
+    processor = PaymentProcessor(
+        pool, ledger, chain, wallet, failpoint=kill_at(os.environ.get(FAILPOINT_ENV))
+    )
+    report = await processor.run()
+    sys.stdout.write(
+        f"pool {pool.name}: immature {len(report.immature)}, confirmed {len(report.confirmed)}, "
+        f"orphaned {len(report.orphaned)}, waiting {len(report.waiting)}, "
+        f"paid {sum(report.paid.values())} satoshis to {len(report.paid)} addresses"
+        + (f" in {report.txid}" if report.txid else "")
+        + (f"; {report.error}" if report.error else "")
+        + ("; another run holds the lock" if report.locked_out else "")
+        + "\n"
+    )
+    return 1 if report.error or report.locked_out else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nomp-payments", description=__doc__.split("\n")[0])
+    parser.add_argument("-c", "--config", default="conf", help="the conf folder")
+    parser.add_argument("command", choices=["run", "audit"])
+    parser.add_argument("pool", nargs="?", help="the pool's name (its file's stem); default: all")
+    args = parser.parse_args(argv)
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    status: list[int] = []
+
+    async def run(reactor: Any) -> None:
+        status.append(await _main(reactor, args))
+
+    try:
+        task.react(lambda reactor: defer.Deferred.fromCoroutine(run(reactor)))
+    except SystemExit as e:
+        if e.code not in (0, None):
+            return int(e.code)
+    return status[0] if status else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
