@@ -96,10 +96,10 @@ class PaymentsOnRegtestTests(TestCase):
 
     timeout = 600
 
-    async def mine_and_pay(self, scheme: str, db: int, **payments: Any) -> tuple[RegtestPair, dict[str, int]]:
-        pair = payments_pair()
-        redis_port = shared_redis().port
-        redis(redis_port, db, "FLUSHDB")
+    async def start(
+        self, pair: RegtestPair, redis_port: int, db: int, scheme: str, **payments: Any
+    ) -> tuple[NompService, Path, int, list[str]]:
+        """A running pool paying from the pair's wallet; (root, conf, stratum port, two miner addresses)."""
         pool_address = pair.new_address()
         miners = [str(pair.miner.rpc("getnewaddress", "", "bech32", wallet=MINERS_WALLET)) for _ in range(2)]
         settings = {
@@ -129,16 +129,27 @@ class PaymentsOnRegtestTests(TestCase):
         root = start_pool(self, conf)
         await until(lambda: pool_ready(root))
         self.assertEqual(root.fatal_errors, [])
+        return root, conf, stratum_port, miners
 
+    async def mine(self, address: str, stratum_port: int, pair: RegtestPair, blocks: int) -> None:
+        """nomp-miner mines for ``address`` until the chain is ``blocks`` higher."""
+        start = pair.height()
+        miner = Miner(reactor, SCRYPT, f"{address}.rig", threads=1)
+        await connect(miner, "127.0.0.1", stratum_port)
+        self.assertTrue(await miner.authorized)
+        miner.start()
+        await until(lambda: pair.height() >= start + blocks, timeout=120)
+        await miner.stop()
+
+    async def mine_and_pay(self, scheme: str, db: int, **payments: Any) -> tuple[RegtestPair, dict[str, int]]:
+        pair = payments_pair()
+        redis_port = shared_redis().port
+        redis(redis_port, db, "FLUSHDB")
+        root, conf, stratum_port, miners = await self.start(pair, redis_port, db, scheme, **payments)
+        pool_address = load_config(conf).pools[0].address
         # Two miners, one after the other, three blocks or more each.
         for address in miners:
-            start = pair.height()
-            miner = Miner(reactor, SCRYPT, f"{address}.rig", threads=1)
-            await connect(miner, "127.0.0.1", stratum_port)
-            self.assertTrue(await miner.authorized)
-            miner.start()
-            await until(lambda: pair.height() >= start + 3, timeout=120)  # noqa: B023
-            await miner.stop()
+            await self.mine(address, stratum_port, pair, blocks=3)
         service = payment_service(root)
         await until(lambda: recorders_idle(root))
 
@@ -191,6 +202,35 @@ class PaymentsOnRegtestTests(TestCase):
         full = [sum(Fraction(v) for v in redis_hash(shared_redis().port, 6, k).values()) for k in rounds]
         self.assertIn(Fraction(1, 4), full)
         self.assertTrue(all(total <= Fraction(1, 4) for total in full))
+
+    async def test_orphaned_blocks_never_paid(self) -> None:
+        """Blocks reorganised away (invalidateblock) lose their immature credit, their
+        shares go back to the current round, and nobody is paid for them."""
+        pair = payments_pair()
+        port, db = shared_redis().port, 8
+        redis(port, db, "FLUSHDB")
+        root, _, stratum_port, miners = await self.start(pair, port, db, "prop")
+        start = pair.height()
+        await self.mine(miners[0], stratum_port, pair, blocks=3)
+        await until(lambda: recorders_idle(root))
+        service = payment_service(root)
+        first = await service.run_once()
+        assert first is not None
+        self.assertGreaterEqual(len(first.immature), 3)
+        pair.miner.rpc("invalidateblock", pair.miner.rpc("getblockhash", start + 1))
+        pair.generate(pair.height() - start + 10)  # a longer chain, so the peer follows
+        second = await service.run_once()
+        assert second is not None
+        self.assertEqual(sorted(second.orphaned), sorted(first.immature))
+        self.assertEqual(redis_hash(port, db, f"{COIN}:pay:immature"), {})
+        self.assertEqual(redis(port, db, "SMEMBERS", f"{COIN}:blocksPending"), [])
+        folded = redis_hash(port, db, f"{COIN}:shares:roundCurrent")
+        self.assertGreaterEqual(Fraction(folded[f"{miners[0]}.rig"]), Fraction(3, 16))
+        pair.generate(MATURITY)
+        third = await service.run_once()
+        assert third is not None
+        self.assertEqual((third.confirmed, third.paid), ([], {}))
+        self.assertEqual(received(pair, miners[0]), 0)
 
     async def test_solo(self) -> None:
         """SOLO: the finder takes his block (less the pool fee)."""
