@@ -97,7 +97,9 @@ async def bench(reactor: Any, miners: int) -> None:
         print(f"  pool's own work {(elapsed - wallet.spent) * 1000:8.1f} ms")
         print(f"  Redis round trips {counting.round_trips}")
     finally:
-        await service.stopService()
+        stopping = service.stopService()
+        if stopping is not None:
+            await stopping
         server.stop()
 
 
