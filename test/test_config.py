@@ -24,7 +24,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KNOWN_ALGORITHMS = ", ".join(sorted(ALGORITHMS))
 POOL_KEYS = (
     "address, banning, block_refresh_interval, connection_timeout, daemons, enabled, "
-    "hashrate_window, job_rebroadcast_timeout, pool_signature, ports, reward_recipients, usernames"
+    "hashrate_window, job_rebroadcast_timeout, payments, pool_signature, ports, reward_recipients, usernames"
 )
 GLOBAL_KEYS = "coins, control, logging, pool_defaults, redis, threads"
 DEFAULT_KEYS = "banning, block_refresh_interval, connection_timeout, job_rebroadcast_timeout, pool_signature"
@@ -329,7 +329,7 @@ class UnknownKeyTests(ConfTestCase):
         """An unknown key in a list item is reported with the item's index."""
         self.pool["ports"][1]["vardif"] = {}
         self.assertErrors(
-            "pools/ltc.yaml: ports[1].vardif: unknown key (expected one of: diff, listen, vardiff)"
+            "pools/ltc.yaml: ports[1].vardif: unknown key (expected one of: diff, listen, solo, vardiff)"
         )
 
     def test_deeper_in_list(self) -> None:
@@ -635,6 +635,43 @@ class ValueCheckTests(ConfTestCase):
             "pools/ltc.yaml: banning.check_threshold: must be > 0",
             "pools/ltc.yaml: banning.purge_interval: must be > 0",
         )
+
+    def test_payments(self) -> None:
+        """Payment settings: amounts in whole satoshis, a fee below 100 %, known schemes."""
+        self.pool["payments"] = {
+            "enabled": True,
+            "scheme": "pps",
+            "minimum_payment": "0.000000001",
+            "fee_percent": 100,
+            "pplns_window": 0,
+            "transaction_fee": "nobody",
+            "daemon": {"url": "localhost:9332"},
+            "interval": "often",
+        }
+        self.assertErrors(
+            "pools/ltc.yaml: payments.interval: expected a number, got a string ('often')",
+            "pools/ltc.yaml: payments.scheme: must be one of 'prop', 'pplns', 'solo', got 'pps'",
+            "pools/ltc.yaml: payments.pplns_window: must be > 0",
+            "pools/ltc.yaml: payments.fee_percent: must be >= 0 and < 100",
+            "pools/ltc.yaml: payments.minimum_payment: must have at most 8 decimals",
+            "pools/ltc.yaml: payments.transaction_fee: must be one of 'pool', 'miners', got 'nobody'",
+            "pools/ltc.yaml: payments.daemon.url: must start with http:// or https://",
+        )
+
+    def test_payments_read(self) -> None:
+        """Valid payment settings are read as typed values."""
+        self.pool["payments"] = {
+            "enabled": True,
+            "scheme": "pplns",
+            "minimum_payment": 0.05,
+            "fee_percent": 1.5,
+        }
+        self.pool["ports"][0]["solo"] = True
+        pool = self.load().pools[0]
+        self.assertEqual(pool.payments.scheme, "pplns")
+        self.assertEqual(pool.payments.minimum_payment, Decimal("0.05"))
+        self.assertEqual(pool.payments.fee_percent, Decimal("1.5"))
+        self.assertTrue(pool.ports[0].solo)
 
     def test_port_number(self) -> None:
         """The Redis port must be a TCP port number."""

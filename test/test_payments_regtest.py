@@ -8,6 +8,8 @@ the test's own."""
 
 from __future__ import annotations
 
+import json
+import os
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -97,10 +99,16 @@ class PaymentsOnRegtestTests(TestCase):
     timeout = 600
 
     async def start(
-        self, pair: RegtestPair, redis_port: int, db: int, scheme: str, **payments: Any
+        self,
+        pair: RegtestPair,
+        redis_port: int,
+        db: int,
+        scheme: str,
+        pool_address: str | None = None,
+        **payments: Any,
     ) -> tuple[NompService, Path, int, list[str]]:
         """A running pool paying from the pair's wallet; (root, conf, stratum port, two miner addresses)."""
-        pool_address = pair.new_address()
+        pool_address = pool_address or pair.new_address()
         miners = [str(pair.miner.rpc("getnewaddress", "", "bech32", wallet=MINERS_WALLET)) for _ in range(2)]
         settings = {
             "enabled": True,
@@ -177,7 +185,16 @@ class PaymentsOnRegtestTests(TestCase):
             for address, amount in expected_split(reward, shares).items():
                 expected[address] += amount
         self.assertEqual(second.paid, expected)
-        self.assertEqual({a: received(pair, a) for a in miners}, expected)
+        got = {a: received(pair, a) for a in miners}
+        if payments.get("transaction_fee") == "miners":
+            # The wallet takes the fee out of the payouts (split between them).
+            (record,) = redis(redis_port, db, "ZRANGE", f"{COIN}:payments", "0", "-1")
+            fee = int(json.loads(record)["fee"])
+            self.assertGreater(fee, 0)
+            self.assertEqual(sum(got.values()), sum(expected.values()) - fee)
+            self.assertTrue(all(expected[a] - fee <= got[a] < expected[a] for a in miners))
+        else:
+            self.assertEqual(got, expected)
         self.assertEqual(redis_hash(redis_port, db, f"{COIN}:pay:immature"), {})
         self.assertEqual(redis_hash(redis_port, db, f"{COIN}:pay:balance"), {})
         paid = {a: int(v) for a, v in redis_hash(redis_port, db, f"{COIN}:pay:paid").items()}
@@ -187,7 +204,7 @@ class PaymentsOnRegtestTests(TestCase):
         third = await service.run_once()
         assert third is not None
         self.assertEqual((third.confirmed, third.paid), ([], {}))
-        self.assertEqual({a: received(pair, a) for a in miners}, expected)
+        self.assertEqual({a: received(pair, a) for a in miners}, got)
         return pair, expected
 
     async def test_prop(self) -> None:
@@ -232,7 +249,52 @@ class PaymentsOnRegtestTests(TestCase):
         self.assertEqual((third.confirmed, third.paid), ([], {}))
         self.assertEqual(received(pair, miners[0]), 0)
 
+    async def test_wallet_refusals(self) -> None:
+        """A real wallet with no funds, then locked: no payout, nothing withheld,
+        balances untouched; once funded and unlocked, paid in full."""
+        pair = payments_pair()
+        port, db = shared_redis().port, 10
+        redis(port, db, "FLUSHDB")
+        wallet = f"dry{os.urandom(3).hex()}"
+        pair.miner.rpc("createwallet", wallet)
+        pool_address = str(pair.miner.rpc("getnewaddress", "", "bech32", wallet=wallet))
+        daemon = {"url": f"{pair.miner.url}/wallet/{wallet}", "user": RPC_USER, "password": RPC_PASSWORD}
+        root, _, stratum_port, miners = await self.start(
+            pair, port, db, "prop", pool_address=pool_address, daemon=daemon
+        )
+        await self.mine(miners[0], stratum_port, pair, blocks=2)
+        await until(lambda: recorders_idle(root))
+        pair.generate(MATURITY)
+        service = payment_service(root)
+
+        # Everything the wallet holds leaves it: sendmany must fail for real.
+        funds = pair.miner.rpc("getbalance", wallet=wallet)
+        pair.miner.rpc("sendtoaddress", pair.new_address(), funds, "", "", True, wallet=wallet)
+        pair.generate(1)
+        dry = await service.run_once()
+        assert dry is not None and dry.error is not None
+        self.assertIn("not enough funds", dry.error)
+        owed = {a: int(v) for a, v in redis_hash(port, db, f"{COIN}:pay:balance").items()}
+        self.assertEqual(set(owed), {miners[0]})
+        self.assertEqual(redis(port, db, "GET", f"{COIN}:pay:journal"), [])
+
+        pair.wallet_rpc("sendtoaddress", pool_address, "100")
+        pair.generate(1)
+        pair.miner.rpc("encryptwallet", "passphrase", wallet=wallet)
+        locked = await service.run_once()
+        assert locked is not None and locked.error is not None
+        self.assertIn("locked", locked.error)
+        self.assertEqual({a: int(v) for a, v in redis_hash(port, db, f"{COIN}:pay:balance").items()}, owed)
+
+        pair.miner.rpc("walletpassphrase", "passphrase", 60, wallet=wallet)
+        paid = await service.run_once()
+        assert paid is not None
+        self.assertIsNone(paid.error)
+        self.assertEqual(paid.paid, owed)
+        self.assertEqual(received(pair, miners[0]), owed[miners[0]])
+
     async def test_solo(self) -> None:
-        """SOLO: the finder takes his block (less the pool fee)."""
-        _, expected = await self.mine_and_pay("solo", 7)
+        """SOLO: the finder takes his block (less the pool fee); here the miners pay
+        the transaction fee."""
+        _, expected = await self.mine_and_pay("solo", 7, transaction_fee="miners")
         self.assertTrue(all(amount > 0 for amount in expected.values()))
