@@ -87,8 +87,24 @@ class StratumProtocol(LineOnlyReceiver, TimeoutMixin):
     def lineLengthExceeded(self, line: bytes) -> None:
         self.log.warn("miner {peer} sent a line over {limit} bytes: dropped", peer=self.peer, limit=MAX_LINE)
         self.reply_error(None, StratumError(OTHER, f"line longer than {MAX_LINE} bytes"))
-        assert self.transport is not None
+        self._buffer = b""
+        self.close()
+
+    def close(self) -> None:
+        """Close after what is queued is sent.
+
+        A TLS transport does not close while a producer is registered, and
+        it goes on delivering data meanwhile: unregister first.
+        """
+        if self.transport is None:
+            return
+        self._tcp.unregisterProducer()
         self.transport.loseConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.transport is not None and self.transport.disconnecting:  # type: ignore[attr-defined]
+            return  # closing: nothing more is read or answered
+        super().dataReceived(data)
 
     def lineReceived(self, line: bytes) -> None:
         self.resetTimeout()

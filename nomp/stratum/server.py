@@ -351,5 +351,4 @@ class StratumServer:
     def close_all(self) -> None:
         """Close every miner connection (at shutdown)."""
         for protocol in list(self.connections):
-            if protocol.transport is not None:
-                protocol.transport.loseConnection()
+            protocol.close()
