@@ -136,6 +136,18 @@ class PaymentRunTests(TestCase):
         self.assertEqual(totals["kept"], str(REWARD // 100))
         self.assertEqual(totals["paid"], str(REWARD - REWARD // 100))
 
+    async def test_own_minimum(self) -> None:
+        """A miner's own threshold holds his payout back until his balance reaches it;
+        one below the pool's minimum counts as the pool's."""
+        await self.found(900, [(ALICE, 1.0), (BOB, 1.0)])
+        self.redis("HSET", self.keys.payout_minimums, ALICE, str(100 * 100_000_000), BOB, "1")
+        report = await self.processor().run()
+        self.assertEqual(set(report.paid), {BOB})
+        self.assertEqual(self.redis("HKEYS", self.keys.balances), [ALICE])
+        self.redis("HSET", self.keys.payout_minimums, ALICE, str(REWARD // 4))
+        again = await self.processor().run()
+        self.assertEqual(set(again.paid), {ALICE})
+
     async def test_same_coinbase_twice(self) -> None:
         """A second pending block carrying an already credited coinbase is not paid again."""
         block = await self.found(900, [(ALICE, 1.0)])

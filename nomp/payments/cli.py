@@ -3,6 +3,10 @@
     nomp-payments -c conf audit litecoin   prints every check; exit 0 when clean
     nomp-payments -c conf run litecoin     one payment run (it takes the same
                                            lock as the pool's own timer)
+    nomp-payments -c conf minimum litecoin ADDRESS 0.5
+                                           ADDRESS is paid once its balance
+                                           reaches 0.5 coins (at least the
+                                           pool's minimum_payment); "-" removes it
 
 Without a pool name, every pool with payments enabled. Exit status 1 when
 an audit is not clean or a run failed, 2 on a configuration error.
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from decimal import Decimal
 from typing import Any
 
 import txredisapi
@@ -27,6 +32,7 @@ from nomp.payments.audit import audit
 from nomp.payments.ledger import PaymentLedger
 from nomp.payments.processor import FAILPOINT_ENV, PaymentProcessor, kill_at
 from nomp.payments.service import wallet_rpc
+from nomp.payments.split import coins, satoshis
 from nomp.store.keys import PoolKeys
 
 
@@ -49,15 +55,39 @@ async def _main(reactor: Any, args: argparse.Namespace) -> int:
     status = 0
     try:
         for pool in pools:
-            status = max(status, await _one(reactor, args.command, pool, redis, http))
+            status = max(status, await _one(reactor, args, pool, redis, http))
     finally:
         await redis.disconnect()
     return status
 
 
-async def _one(reactor: Any, command: str, pool: PoolConfig, redis: Any, http: HTTPClient) -> int:
+async def _set_minimum(
+    pool: PoolConfig, ledger: PaymentLedger, address: str | None, amount: str | None
+) -> int:
+    if not address or not amount:
+        sys.stderr.write("minimum needs a pool, an address and an amount in coins (or -)\n")
+        return 2
+    key = ledger.keys.payout_minimums
+    if amount == "-":
+        await ledger.redis_call("HDEL", key, address)
+        sys.stdout.write(f"pool {pool.name}: {address} is paid from minimum_payment again\n")
+        return 0
+    try:
+        value = satoshis(Decimal(amount))
+    except (ArithmeticError, ValueError):
+        sys.stderr.write(f"{amount!r} is not an amount of coins with at most 8 decimals\n")
+        return 2
+    await ledger.redis_call("HSET", key, address, str(value))
+    sys.stdout.write(f"pool {pool.name}: {address} is paid from {coins(value)} coins\n")
+    return 0
+
+
+async def _one(reactor: Any, args: argparse.Namespace, pool: PoolConfig, redis: Any, http: HTTPClient) -> int:
+    command, address, amount = args.command, args.address, args.amount
     ledger = PaymentLedger(redis, PoolKeys.for_coin(pool.coin.name))
     wallet = wallet_rpc(pool, http, reactor)
+    if command == "minimum":
+        return await _set_minimum(pool, ledger, address, amount)
     if command == "audit":
         result = await audit(ledger, wallet, pool.address)
         sys.stdout.write(f"pool {pool.name}:\n" + "".join(f"  {line}\n" for line in result.lines()))
@@ -85,8 +115,10 @@ async def _one(reactor: Any, command: str, pool: PoolConfig, redis: Any, http: H
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nomp-payments", description=__doc__.split("\n")[0])
     parser.add_argument("-c", "--config", default="conf", help="the conf folder")
-    parser.add_argument("command", choices=["run", "audit"])
+    parser.add_argument("command", choices=["run", "audit", "minimum"])
     parser.add_argument("pool", nargs="?", help="the pool's name (its file's stem); default: all")
+    parser.add_argument("address", nargs="?", help="minimum: the miner's address")
+    parser.add_argument("amount", nargs="?", help="minimum: coins, or - to remove")
     args = parser.parse_args(argv)
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
     status: list[int] = []

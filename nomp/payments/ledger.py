@@ -317,6 +317,10 @@ class PaymentLedger:
         blocks = [PendingBlock.parse(member, _hash(fields)) for member, fields in rows or []]
         return sorted(blocks, key=lambda b: (b.height, b.member))
 
+    async def redis_call(self, command: str, key: str, *args: str) -> Any:
+        """One plain command on one key (for operator tools)."""
+        return await self._eval(f"return redis.call('{command}', KEYS[1], unpack(ARGV))", [key], list(args))
+
     async def hash(self, key: str) -> dict[str, str]:
         return _hash(await self._eval(_HGETALL, [key], []))
 

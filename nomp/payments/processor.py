@@ -45,6 +45,14 @@ LIST_PAGE = 200
 _ADDRESS_IN_ERROR = re.compile(r"address: ?(\S+)", re.IGNORECASE)
 
 
+def _threshold(own: str | None, minimum: int) -> int:
+    """A miner's own payout threshold (satoshis, as stored) or the pool's; never below the pool's."""
+    try:
+        return max(int(own), minimum) if own is not None else minimum
+    except ValueError:
+        return minimum
+
+
 class RPC(Protocol):
     """A daemon to call: a DaemonRPC (the wallet) or a DaemonGroup (the chain)."""
 
@@ -282,8 +290,13 @@ class PaymentProcessor:
 
     async def _pay(self, token: int, report: RunReport) -> None:
         minimum = satoshis(self.config.minimum_payment)
+        own = await self.ledger.hash(self.ledger.keys.payout_minimums)
         aside = await self.ledger.set_aside()
-        due = {a: v for a, v in (await self.ledger.balances()).items() if v >= minimum and a not in aside}
+        due = {
+            a: v
+            for a, v in (await self.ledger.balances()).items()
+            if v >= _threshold(own.get(a), minimum) and a not in aside
+        }
         for address in sorted(due):
             why = await self._invalid(address)
             if why is not None:

@@ -126,6 +126,11 @@ class PoolKeys:
         return f"{self.coin}:payments"
 
     @property
+    def payout_minimums(self) -> str:
+        """hash: address -> satoshis, a miner's own payout threshold (instead of minimum_payment)."""
+        return f"{self.coin}:pay:minimum"
+
+    @property
     def set_aside(self) -> str:
         """hash: address -> why the wallet will not pay it; its balance waits."""
         return f"{self.coin}:pay:setAside"
