@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from decimal import Decimal
 from typing import Any
 
 from twisted.internet import reactor
@@ -15,6 +14,7 @@ from nomp.chain.jobs import Job, JobRegistry
 from nomp.chain.template import BlockTemplate
 from nomp.daemon import DaemonGroup, DaemonRPC
 from nomp.hashing import ALGORITHMS, JobHasher, ShareHash, ShareWork
+from nomp.payments.split import satoshis
 from nomp.pool.blocks import BlockOutcome, BlockSubmitter
 from test.servers import RPC_PASSWORD, RPC_USER, RegtestPair
 
@@ -77,10 +77,6 @@ async def mine_block(
         found = solve(job, extranonce)
     outcome = await BlockSubmitter(daemons).submit(job, extranonce, found.header)
     return job, outcome
-
-
-def satoshis(amount: Decimal) -> int:
-    return int(amount * 100_000_000)
 
 
 def coinbase_outputs(pair: RegtestPair, block_hash: str) -> Sequence[tuple[str, int]]:

@@ -24,6 +24,7 @@ from nomp.config import load_config
 from nomp.hashing import ALGORITHMS
 from nomp.miner import Miner, connect
 from nomp.payments.service import PaymentService
+from nomp.payments.split import satoshis
 from nomp.service import NompService
 from nomp.store.service import RecorderService
 from test.chainhelpers import coinbase_outputs
@@ -55,8 +56,7 @@ def payments_pair() -> RegtestPair:
 
 
 def received(pair: RegtestPair, address: str) -> int:
-    amount = pair.miner.rpc("getreceivedbyaddress", address, 0, wallet=MINERS_WALLET)
-    return int(Decimal(amount) * 100_000_000)
+    return satoshis(Decimal(pair.miner.rpc("getreceivedbyaddress", address, 0, wallet=MINERS_WALLET)))
 
 
 def descendants(root: NompService) -> list[Any]:

@@ -18,13 +18,13 @@ from nomp.chain.jobs import JobRegistry
 from nomp.chain.template import BlockTemplate
 from nomp.daemon import DaemonGroup
 from nomp.hashing import ALGORITHMS
+from nomp.payments.split import satoshis
 from nomp.pool.blocks import BlockSubmitter
 from test.chainhelpers import (
     LITECOIN_RULES,
     coinbase_outputs,
     connect,
     mine_block,
-    satoshis,
     solve,
 )
 from test.servers import BIP34_HEIGHT, MWEB_ACTIVATION, RegtestPair, shared_regtest

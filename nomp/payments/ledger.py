@@ -25,10 +25,20 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then
 end
 """
 
-# Take ``amount`` from a hash field, dropping the field when it reaches zero.
+# Take ``amount`` from a hash field, dropping the field when it reaches zero;
+# and take back a block's immature credit (address/amount pairs, flat) from
+# the immature hash and its total.
 _DEBIT = """
 local function debit(key, name, amount)
   if redis.call('HINCRBY', key, name, -tonumber(amount)) == 0 then redis.call('HDEL', key, name) end
+end
+local function undo_immature(immature, totals, credit)
+  local miners = 0
+  for i = 1, #credit, 2 do
+    debit(immature, credit[i], credit[i + 1])
+    miners = miners + tonumber(credit[i + 1])
+  end
+  redis.call('HINCRBY', totals, 'immature', -miners)
 end
 """
 
@@ -86,29 +96,19 @@ _CREDIT_MATURE = (
     + """
 local state = redis.call('HGET', KEYS[2], 'state')
 if state == 'confirmed' or state == 'orphaned' then return 0 end
+local credit = {}  -- not unpack(): Lua's stack takes a few thousand values at most
+for i = 6, #ARGV do credit[#credit + 1] = ARGV[i] end
+if state == 'immature' then undo_immature(KEYS[3], KEYS[5], credit) end
 if redis.call('SADD', KEYS[6], ARGV[3]) == 0 then
-  if state == 'immature' then
-    local miners = 0
-    for i = 6, #ARGV, 2 do
-      debit(KEYS[3], ARGV[i], ARGV[i + 1])
-      miners = miners + tonumber(ARGV[i + 1])
-    end
-    redis.call('HINCRBY', KEYS[5], 'immature', -miners)
-  end
   redis.call('SMOVE', KEYS[7], KEYS[9], ARGV[4])
   redis.call('HSET', KEYS[2], 'state', 'orphaned', 'why', 'its coinbase was already credited')
   return 2
 end
 local miners = 0
-for i = 6, #ARGV, 2 do
-  local amount = ARGV[i + 1]
-  if state == 'immature' then
-    debit(KEYS[3], ARGV[i], amount)
-  end
-  redis.call('HINCRBY', KEYS[4], ARGV[i], amount)
-  miners = miners + tonumber(amount)
+for i = 1, #credit, 2 do
+  redis.call('HINCRBY', KEYS[4], credit[i], credit[i + 1])
+  miners = miners + tonumber(credit[i + 1])
 end
-if state == 'immature' then redis.call('HINCRBY', KEYS[5], 'immature', -miners) end
 redis.call('HINCRBY', KEYS[5], 'credited', miners)
 redis.call('HINCRBY', KEYS[5], 'kept', ARGV[5])
 redis.call('SMOVE', KEYS[7], KEYS[8], ARGV[4])
@@ -126,13 +126,12 @@ _ORPHAN = (
 local state = redis.call('HGET', KEYS[2], 'state')
 if state == 'confirmed' or state == 'orphaned' then return 0 end
 if state == 'immature' then
-  local split = cjson.decode(redis.call('HGET', KEYS[2], 'split'))
-  local miners = 0
-  for address, amount in pairs(split.miners) do
-    debit(KEYS[3], address, amount)
-    miners = miners + tonumber(amount)
+  local credit = {}
+  for address, amount in pairs(cjson.decode(redis.call('HGET', KEYS[2], 'split')).miners) do
+    credit[#credit + 1] = address
+    credit[#credit + 1] = amount
   end
-  redis.call('HINCRBY', KEYS[4], 'immature', -miners)
+  undo_immature(KEYS[3], KEYS[4], credit)
 end
 if ARGV[3] == '1' and redis.call('EXISTS', KEYS[7]) == 1 then
   local shares = redis.call('HGETALL', KEYS[7])
