@@ -24,9 +24,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KNOWN_ALGORITHMS = ", ".join(sorted(ALGORITHMS))
 POOL_KEYS = (
     "address, banning, block_refresh_interval, connection_timeout, daemons, enabled, "
-    "hashrate_window, job_rebroadcast_timeout, payments, pool_signature, ports, reward_recipients, usernames"
+    "hashrate_window, job_rebroadcast_timeout, payments, pool_signature, ports, reward_recipients, usernames, "
+    "version_mask"
 )
-GLOBAL_KEYS = "coins, control, logging, pool_defaults, redis, threads"
+GLOBAL_KEYS = "coins, control, instance, logging, pool_defaults, redis, threads"
 DEFAULT_KEYS = "banning, block_refresh_interval, connection_timeout, job_rebroadcast_timeout, pool_signature"
 
 
@@ -329,7 +330,8 @@ class UnknownKeyTests(ConfTestCase):
         """An unknown key in a list item is reported with the item's index."""
         self.pool["ports"][1]["vardif"] = {}
         self.assertErrors(
-            "pools/ltc.yaml: ports[1].vardif: unknown key (expected one of: diff, listen, solo, vardiff)"
+            "pools/ltc.yaml: ports[1].vardif: unknown key (expected one of: diff, listen, proxy_protocol, "
+            "solo, vardiff)"
         )
 
     def test_deeper_in_list(self) -> None:

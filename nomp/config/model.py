@@ -16,7 +16,9 @@ from nomp.config.schema import (
     between,
     checked,
     endpoint,
+    hex_word,
     http_url,
+    ip_networks,
     non_empty,
     non_negative,
     port_number,
@@ -53,14 +55,34 @@ class ControlConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimitConfig:
+    """At most ``count`` events from one IP within ``window`` seconds; one more breaks the limit."""
+
+    count: int = checked(non_negative)
+    window: float = checked(positive)
+
+
+@dataclass(frozen=True, slots=True)
 class BanningConfig:
-    """Banning of IPs that send too many invalid shares."""
+    """Bans of misbehaving IPs and limits on connections, per pool.
+
+    ``enabled: false`` turns off the bans (invalid shares, malformed
+    messages, failed authorizations) but not the connection limits.
+    """
 
     enabled: bool = True
-    time: float = checked(positive, 600.0)
+    time: float = checked(positive, 600.0)  # how long a ban lasts
     invalid_percent: float = checked(between(0, 100), 50.0)
-    check_threshold: int = checked(positive, 500)
-    purge_interval: float = checked(positive, 300.0)
+    check_threshold: int = checked(positive, 500)  # shares within invalid_window before the ratio counts
+    invalid_window: float = checked(positive, 600.0)  # seconds of shares the ratio is taken over
+    malformed: RateLimitConfig | None = RateLimitConfig(count=20, window=60.0)
+    failed_auth: RateLimitConfig | None = RateLimitConfig(count=20, window=60.0)
+    connections_per_ip: int | None = checked(non_negative, None)  # None: no limit
+    connections_total: int | None = checked(non_negative, None)  # per pool; None: no limit
+    connect_rate: RateLimitConfig | None = None  # connection attempts per IP
+    whitelist: tuple[str, ...] = checked(ip_networks, ())  # never banned or limited
+    purge_interval: float = checked(positive, 300.0)  # seconds between sweeps of ended bans
+    sync_interval: float = checked(positive, 10.0)  # seconds between reads of the shared ban list
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +108,9 @@ class PortConfig:
     diff: float = checked(positive)
     vardiff: VardiffConfig | None = None
     solo: bool = False  # blocks found here go whole to their finder, whatever the pool's scheme
+    # Proxies (IPs or networks) allowed to connect; non-empty: every
+    # connection must start with a PROXY protocol header (v1 or v2).
+    proxy_protocol: tuple[str, ...] = checked(ip_networks, ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +181,10 @@ class GlobalConfig:
         lambda v: "must not contain a NUL character" if "\0" in v else None, "../coins"
     )
     threads: int | None = checked(positive, None)  # hashing threads; None: one per CPU
+    # The first byte of every extranonce1 this process hands out, so pool
+    # processes sharing one Redis never hand out the same one. None: a free
+    # one is leased from Redis at start.
+    instance: int | None = checked(lambda v: None if 0 <= v <= 255 else "must be 0-255", None)
     redis: RedisConfig = field(default_factory=RedisConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
@@ -216,6 +245,7 @@ class PoolConfig:
     usernames: Literal["address", "any"] = "address"  # what mining.authorize accepts
     hashrate_window: float = checked(positive, 300.0)  # seconds of shares in the hashrate
     payments: PaymentsConfig = field(default_factory=PaymentsConfig)
+    version_mask: str = checked(hex_word, "1fffe000")  # BIP310: header version bits miners may roll
 
     def problems(self) -> list[tuple[str, str]]:
         total = sum(r.percent for r in self.reward_recipients)

@@ -10,6 +10,7 @@ Unknown keys, missing keys and wrong types are errors with their path.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -56,6 +57,23 @@ def endpoint(value: Any) -> str | None:
     except Exception as e:  # Twisted raises ValueError, KeyError, OSError...
         return f"invalid endpoint {value!r}: {e}"
     return None
+
+
+def ip_networks(value: Any) -> str | None:
+    """IP addresses or networks (``10.0.0.0/8``, ``::1``), each valid."""
+    for item in value:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            return f"{item!r} is not an IP address or network"
+    return None
+
+
+def hex_word(value: Any) -> str | None:
+    """Exactly eight hex digits (a 32-bit value)."""
+    if len(value) == 8 and all(c in "0123456789abcdefABCDEF" for c in value):
+        return None
+    return "must be eight hex digits, e.g. 1fffe000"
 
 
 def http_url(value: Any) -> str | None:
