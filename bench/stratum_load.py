@@ -13,11 +13,19 @@ pool and a sha256d pool whose ports accept every hash as a share. Then:
    blocknotify.
 
 Pool figures are read from /proc for the pool process only.
+
+With --limits it measures the defences instead: the scrypt pool runs with
+connection limits and bans on, legitimate miners on 127.0.0.2 submit
+shares while a flood of --idle connections comes from --sources other
+addresses on 127.0.0.0/8 (one of which also sends junk until banned), and
+it prints what each address was let in, what the ban did, and the
+legitimate miners' shares and reply latency meanwhile.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -98,6 +106,7 @@ def write_conf(
     sha_port: int,
     control: int,
     threads: int = 1,
+    banning: dict[str, Any] | None = None,
 ) -> None:
     (folder / "pools").mkdir(parents=True)
     settings = {
@@ -121,6 +130,8 @@ def write_conf(
             "ports": [{"listen": f"tcp:{port}:interface=127.0.0.1:backlog=4096", "diff": 1e-15}],
             "connection_timeout": 3600,
         }
+        if banning is not None and name == "scrypt":
+            pool["banning"] = banning
         (folder / "pools" / f"{name}.yaml").write_text(yaml.safe_dump(pool))
 
 
@@ -248,12 +259,18 @@ class Load:
 
 
 async def load_phase(
-    port: int, user: str, connections: int, rate: float, seconds: float, pool_pid: int
+    port: int,
+    user: str,
+    connections: int,
+    rate: float,
+    seconds: float,
+    pool_pid: int,
+    source: str = "127.0.0.1",
 ) -> dict[str, float]:
     load = Load(user)
     clients: list[LoadClient] = []
     for i in range(connections):
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, bindAddress=(source, 0))
         client = await endpoint.connect(Factory.forProtocol(partial(LoadClient, load, i)))
         assert isinstance(client, LoadClient)
         clients.append(client)
@@ -347,6 +364,225 @@ def run_swarm(port: int, count: int) -> None:
     print(json.dumps({"received": len(delays), "delays": delays}), flush=True)
 
 
+# The flood (python bench/stratum_load.py --flood PORT COUNT SOURCES): COUNT
+# connections, COUNT/SOURCES from each of 127.0.1.1, 127.0.1.2, ... Each
+# subscribes; a connection is "in" once answered, "refused" if closed first.
+# Before it, JUNK_SOURCE sends junk until banned and tries again. The
+# connections that got in are held until stdin closes.
+FLOOD_NET = "127.0.1."
+JUNK_SOURCE = "127.0.2.1"
+JUNK_CONNECTIONS = 10
+JUNK_LINES = 50
+
+
+def run_flood(port: int, count: int, sources: int) -> None:
+    raise_fd_limit()
+    poller = select.epoll()
+    sockets: dict[int, socket.socket] = {}
+    source_of: dict[int, str] = {}
+    state: dict[int, str] = {}  # fd -> "waiting" | "in" | "refused"
+    hello = b'{"id":1,"method":"mining.subscribe","params":["flood"]}\n'
+
+    def open_from(source: str) -> None:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind((source, 0))
+        s.setblocking(False)
+        with contextlib.suppress(BlockingIOError):  # the connect completes in the poll loop
+            s.connect(("127.0.0.1", port))
+        fd = s.fileno()
+        sockets[fd], source_of[fd], state[fd] = s, source, "waiting"
+        poller.register(fd, select.EPOLLOUT)
+
+    def pump(seconds: float) -> None:
+        deadline = time.time() + seconds
+        while time.time() < deadline and any(v == "waiting" for v in state.values()):
+            for fd, events in poller.poll(0.05):
+                s = sockets[fd]
+                if events & select.EPOLLOUT and state[fd] == "waiting":
+                    try:
+                        s.send(hello)
+                    except OSError:
+                        state[fd] = "refused"
+                        poller.unregister(fd)
+                        continue
+                    poller.modify(fd, select.EPOLLIN)
+                    continue
+                try:
+                    data = s.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    state[fd] = "refused" if state[fd] == "waiting" else "closed"
+                    poller.unregister(fd)
+                elif state[fd] == "waiting" and b'"id":1' in data:
+                    state[fd] = "in"
+
+    # First an address that sends junk on a few connections until the pool
+    # bans it, then tries again: with its rate and connection counts low,
+    # only the ban can refuse it.
+    junk_source = JUNK_SOURCE
+    for _ in range(JUNK_CONNECTIONS):
+        open_from(junk_source)
+    pump(10)
+    junk_fds = [fd for fd, v in state.items() if v == "in"]
+    for fd in junk_fds:
+        for _ in range(JUNK_LINES):
+            try:
+                sockets[fd].send(b"this is not json\n")
+            except OSError:
+                break
+    deadline = time.time() + 10
+    still_open = set(junk_fds)
+    while still_open and time.time() < deadline:
+        for fd in list(still_open):
+            try:
+                sockets[fd].setblocking(True)
+                sockets[fd].settimeout(0.05)
+                while sockets[fd].recv(65536):
+                    pass
+                still_open.discard(fd)  # EOF: the pool closed it
+            except TimeoutError:
+                pass
+            except OSError:
+                still_open.discard(fd)
+    before = set(state)
+    for _ in range(JUNK_CONNECTIONS):
+        open_from(junk_source)
+    pump(10)
+    retries = [state[fd] for fd in state if fd not in before]
+    # Then the flood, address by address, as a botnet's hosts would.
+    flooded = set(state)
+    addresses = [f"{FLOOD_NET}{i + 1}" for i in range(sources)]
+    started = time.time()
+    per_source = count // sources
+    for i in range(per_source * sources):
+        open_from(addresses[i // per_source])
+        if i % 500 == 499:
+            pump(0.01)  # keep the accept queue moving
+    pump(30)
+    by_source: dict[str, dict[str, int]] = {a: {"in": 0, "refused": 0, "waiting": 0} for a in addresses}
+    for fd, verdict in state.items():
+        if fd not in flooded:
+            by_source[source_of[fd]][verdict] += 1
+    flood_seconds = time.time() - started
+    print(
+        json.dumps(
+            {
+                "seconds": flood_seconds,
+                "by_source": by_source,
+                "junk_source": junk_source,
+                "junk_connections": len(junk_fds),
+                "junk_closed": len(junk_fds) - len(still_open),
+                "retries_in": retries.count("in"),
+                "retries_refused": retries.count("refused"),
+            }
+        ),
+        flush=True,
+    )
+    sys.stdin.read()  # hold the connections that got in
+
+
+LIMITS = {
+    "connections_per_ip": 100,
+    "connections_total": 3000,
+    "connect_rate": {"count": 150, "window": 10},
+    "malformed": {"count": 5, "window": 60},
+}
+
+
+def run_limits(options: argparse.Namespace) -> None:
+    """The --limits run: a flood from many addresses beside legitimate miners."""
+    python = sys.executable
+    twistd = str(Path(python).parent / "twistd")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    redis = RedisServer().start()
+    processes: list[subprocess.Popen[Any]] = []
+    try:
+        daemon_port, scrypt_port, sha_port, control_port = (free_port() for _ in range(4))
+        processes.append(subprocess.Popen([python, __file__, "--daemon", str(daemon_port)], env=env))
+        wait_port(daemon_port)
+        conf = Path(tempfile.mkdtemp(prefix="nomp-bench-"))
+        write_conf(
+            conf, daemon_port, redis.port, scrypt_port, sha_port, control_port, options.threads, LIMITS
+        )
+        pool = subprocess.Popen([twistd, "-n", "--pidfile=", "nomp", "-c", str(conf)], env=env)
+        processes.append(pool)
+        wait_port(scrypt_port)
+        time.sleep(2)
+        print(
+            f"pool pid {pool.pid}; limits {json.dumps(LIMITS)}; flood of {options.idle} connections "
+            f"from {options.sources} addresses {FLOOD_NET}1-{options.sources}; "
+            f"{options.connections} miners on 127.0.0.2 offering {options.rate:g} shares/s "
+            f"for {options.seconds:g} s"
+        )
+        flood = subprocess.Popen(
+            [python, __file__, "--flood", str(scrypt_port), str(options.idle), str(options.sources)],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        processes.append(flood)
+        results: dict[str, float] = {}
+
+        async def legitimate(_: Any) -> None:
+            results.update(
+                await load_phase(
+                    scrypt_port,
+                    SCRYPT_ADDRESS,
+                    options.connections,
+                    options.rate,
+                    options.seconds,
+                    pool.pid,
+                    source="127.0.0.2",
+                )
+            )
+
+        run_until_done(legitimate(None))
+        assert flood.stdout is not None and flood.stdin is not None
+        report = json.loads(flood.stdout.readline())
+        rss = rss_bytes(pool.pid)
+        counts = report["by_source"]
+        held = sum(c["in"] for c in counts.values())
+        refused = sum(c["refused"] for c in counts.values())
+        most = max(c["in"] for c in counts.values())
+        print(
+            f"flood    {held} held, {refused} refused, "
+            f"{sum(c['waiting'] for c in counts.values())} unanswered, in {report['seconds']:.1f} s; "
+            f"at most {most} from one address (limit {LIMITS['connections_per_ip']}), "
+            f"{held + options.connections} in all (limit {LIMITS['connections_total']}); "
+            f"pool RSS {rss / 2**20:.0f} MiB"
+        )
+        groups: dict[tuple[int, int], list[str]] = {}
+        for source, c in counts.items():
+            groups.setdefault((c["in"], c["refused"]), []).append(source)
+        for (admitted, turned_away), sources in groups.items():
+            print(
+                f"         {len(sources)} addresses ({sources[0]}...): "
+                f"{admitted} in, {turned_away} refused each"
+            )
+        print(
+            f"ban      {report['junk_source']} sent junk on {report['junk_connections']} connections: "
+            f"{report['junk_closed']} closed by the pool; then {report['retries_refused']} of "
+            f"{report['retries_in'] + report['retries_refused']} reconnects refused"
+        )
+        coin = next(p for p in load_config(conf).pools if p.name == "scrypt").coin.name.lower()
+        bans = redis.command("ZRANGE", f"{coin}:bans", 0, -1, "WITHSCORES")
+        print(f"         bans in Redis: {bans}")
+        print(
+            f"miners   accepted {results['accepted']:.0f}/{results['sent']:.0f} "
+            f"({results['rejected']:.0f} rejected), {results['shares_per_s']:.0f} shares/s, "
+            f"reply p50 {results['p50_ms']:.2f} ms, p99 {results['p99_ms']:.2f} ms, "
+            f"max {results['max_ms']:.1f} ms"
+        )
+        flood.stdin.close()
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+            process.wait(timeout=30)
+        redis.stop()
+
+
 def run_until_done(work: Any) -> None:
     """Run the reactor until a coroutine is done (the reactor can run only once)."""
     done = defer.Deferred.fromCoroutine(work)
@@ -365,7 +601,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="the pool's hashing threads")
     parser.add_argument("--daemon", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--swarm", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--limits", action="store_true", help="measure the connection limits and bans")
+    parser.add_argument("--sources", type=int, default=40, help="--limits: flood source addresses")
+    parser.add_argument("--flood", nargs=3, type=int, help=argparse.SUPPRESS)
     options = parser.parse_args()
+    if options.flood:
+        run_flood(*options.flood)
+        return
     if options.daemon:
         run_daemon(options.daemon)
         return
@@ -373,6 +615,9 @@ def main() -> None:
         run_swarm(*options.swarm)
         return
     raise_fd_limit()
+    if options.limits:
+        run_limits(options)
+        return
     python = sys.executable
     twistd = str(Path(python).parent / "twistd")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
