@@ -1,10 +1,16 @@
 """``nomp-miner``: a small Stratum miner, to smoke-test a pool port.
 
     nomp-miner stratum+tcp://127.0.0.1:3333 -u ADDRESS[.WORKER] [-p x] [-t THREADS] [-d SECONDS]
+    nomp-miner stratum+ssl://pool.example:3334 -u ADDRESS [--ca FILE | --insecure]
 
 It grinds nonces with nomp's own C share check (scrypt or sha256d), submits
 every share that meets the difficulty the pool set, and prints how many
 were accepted and rejected. It is a test tool, not a fast miner.
+
+``stratum+ssl://`` and ``stratum+tls://`` (the same thing) connect with TLS.
+The pool's certificate must then chain to a trusted CA and name the host of
+the URL: the system's CAs, or those of ``--ca FILE``; ``--insecure`` takes
+any certificate.
 """
 
 from __future__ import annotations
@@ -12,22 +18,108 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import re
 import sys
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from OpenSSL import SSL
+from service_identity import VerificationError
 from twisted.internet import defer, task
-from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
+from twisted.internet.error import ConnectError
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
+from twisted.internet.ssl import (
+    Certificate,
+    CertificateOptions,
+    optionsForClientTLS,
+    platformTrust,
+    trustRootFromCertificates,
+)
 from twisted.internet.threads import deferToThreadPool
 from twisted.protocols.basic import LineOnlyReceiver
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
 
 from nomp.hashing import ALGORITHMS, Algorithm, JobHasher, ShareWork
 
 NONCES_PER_CALL = 32
+DEFAULT_PORT = 3333
+SCHEMES = {"stratum+tcp": False, "stratum+ssl": True, "stratum+tls": True}  # scheme -> TLS
+_PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolURL:
+    """Where the pool listens, and whether with TLS."""
+
+    host: str
+    port: int
+    tls: bool
+
+
+def parse_pool_url(url: str) -> PoolURL:
+    """``stratum+tcp://``, ``stratum+ssl://`` or ``stratum+tls://`` HOST:PORT;
+    a bare HOST:PORT is plain TCP. ValueError names what is wrong."""
+    parts = urlsplit(url if "://" in url else f"stratum+tcp://{url}")
+    scheme = parts.scheme.lower()
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown scheme {parts.scheme!r}: use one of {', '.join(SCHEMES)}")
+    if not parts.hostname:
+        raise ValueError(f"no host in {url!r}")
+    port = parts.port  # raises ValueError when out of range or not a number
+    return PoolURL(parts.hostname, port if port is not None else DEFAULT_PORT, SCHEMES[scheme])
+
+
+def read_certificates(path: str) -> list[Certificate]:
+    """Every certificate of a PEM file (a bundle may hold several)."""
+    with open(path, "rb") as pem:
+        blocks = _PEM_CERTIFICATE.findall(pem.read())
+    if not blocks:
+        raise ValueError(f"no PEM certificate in {path}")
+    return [Certificate.loadPEM(block) for block in blocks]
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class AnyCertificate:
+    """TLS that takes whatever certificate the pool shows (``--insecure``):
+    encrypted, but open to anyone in the middle."""
+
+    def __init__(self, host: str) -> None:
+        # CertificateOptions for its defaults (protocol versions, ciphers).
+        self._context = CertificateOptions(verify=False).getContext()
+        literal_address = isIPAddress(host) or isIPv6Address(host)
+        # SNI: a proxy in front of several pools may route on the name.
+        self._server_name = None if literal_address else host.encode("idna")
+
+    def clientConnectionForTLS(self, tls_protocol: object) -> SSL.Connection:
+        connection = SSL.Connection(self._context, None)
+        connection.set_app_data(tls_protocol)
+        if self._server_name is not None:
+            connection.set_tlsext_host_name(self._server_name)
+        return connection
+
+
+def tls_options(
+    host: str, ca_file: str | None = None, insecure: bool = False
+) -> IOpenSSLClientConnectionCreator:
+    """How the TLS client checks the pool's certificate.
+
+    It must name ``host`` (a DNS name or an IP address in its subjectAltName)
+    and chain to the system's trusted CAs, or with ``ca_file`` to one of the
+    certificates there instead: a private CA, or a self-signed pool
+    certificate itself. ``insecure`` checks nothing.
+    """
+    if insecure:
+        return AnyCertificate(host)
+    trust = platformTrust() if ca_file is None else trustRootFromCertificates(read_certificates(ca_file))
+    creator: IOpenSSLClientConnectionCreator = optionsForClientTLS(host, trustRoot=trust)
+    return creator
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +165,9 @@ class StratumClient(LineOnlyReceiver):
     def connectionMade(self) -> None:
         self.miner.connection_made(self)
 
-    def connectionLost(self, reason: Any = None) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        # The miner hears the real reason first: its calls fail only with "closed".
+        self.miner.connection_lost(reason if reason is not None else Failure(ConnectionError()))
         pending, self._pending = self._pending, {}
         for waiting in pending.values():
             waiting.errback(ConnectionError("connection closed"))
@@ -126,16 +220,25 @@ class Miner:
 
     def connection_made(self, client: StratumClient) -> None:
         self.client = client
-        client.call("mining.subscribe", ["nomp-miner/1.0"]).addCallback(self._subscribed)
+        subscribed = client.call("mining.subscribe", ["nomp-miner/1.0"])
+        subscribed.addCallback(self._subscribed)
+        subscribed.addErrback(self._not_authorized)
 
-    def _subscribed(self, reply: dict[str, Any]) -> None:
+    def _subscribed(self, reply: dict[str, Any]) -> defer.Deferred[None]:
         assert self.client is not None
         _, extranonce1, size = reply["result"]
         self.extranonce1 = bytes.fromhex(extranonce1)
         self.extranonce2_size = int(size)
-        self.client.call("mining.authorize", [self.user, self.password]).addCallback(
-            lambda r: self.authorized.callback(bool(r.get("result")))
-        )
+        authorizing = self.client.call("mining.authorize", [self.user, self.password])
+        return authorizing.addCallback(lambda r: self.authorized.callback(bool(r.get("result"))))
+
+    def _not_authorized(self, failure: Failure) -> None:
+        if not self.authorized.called:
+            self.authorized.errback(failure)
+
+    def connection_lost(self, reason: Failure) -> None:
+        """Before authorization, ``authorized`` fails with why (a refused TLS certificate...)."""
+        self._not_authorized(reason)
 
     def notification(self, method: str, params: list[Any]) -> None:
         if method == "mining.set_difficulty":
@@ -167,7 +270,8 @@ class Miner:
         self._running = False
         await defer.DeferredList(self._grinders)
         await defer.DeferredList(self._replies)
-        self._pool.stop()
+        if not self._pool.joined:  # stop() may be called again
+            self._pool.stop()
         if self.client is not None and self.client.transport is not None:
             self.client.transport.loseConnection()
             await self.client.closed
@@ -211,19 +315,51 @@ class Miner:
             self.stats.rejected[f"{error[0]} {error[1]}"] += 1
 
 
-async def connect(miner: Miner, host: str, port: int) -> StratumClient:
-    """Open the miner's connection."""
-    endpoint = TCP4ClientEndpoint(miner.reactor, host, port, timeout=10)
+async def connect(
+    miner: Miner, host: str, port: int, tls: IOpenSSLClientConnectionCreator | None = None
+) -> StratumClient:
+    """Open the miner's connection; with ``tls`` (see tls_options), a TLS one.
+
+    A TLS handshake is still going on when this returns: a refused
+    certificate shows as ``miner.authorized`` failing.
+    """
+    endpoint: IStreamClientEndpoint = TCP4ClientEndpoint(miner.reactor, host, port, timeout=10)
+    if tls is not None:
+        endpoint = wrapClientTLS(tls, endpoint)
     client = await endpoint.connect(Factory.forProtocol(lambda: StratumClient(miner)))
     assert isinstance(client, StratumClient)
     return client
 
 
+def _reason(failure: Failure, host: str) -> str:
+    """One line on why a connection failed (OpenSSL's errors are nested lists)."""
+    error = failure.value
+    if isinstance(error, VerificationError):
+        return f"TLS: the pool's certificate is not for {host}"
+    if isinstance(error, SSL.Error) and error.args and isinstance(error.args[0], list):
+        return "TLS: " + "; ".join(str(part[-1]) for part in error.args[0] if part)
+    return f"{type(error).__name__}: {error}"
+
+
 async def run(reactor: Any, options: argparse.Namespace) -> int:
-    url = urlsplit(options.url if "://" in options.url else f"stratum+tcp://{options.url}")
+    url: PoolURL = options.url
+    try:
+        tls = tls_options(url.host, options.ca, options.insecure) if url.tls else None
+    except (OSError, ValueError, SSL.Error) as e:
+        print(f"nomp-miner: --ca {options.ca}: {e}", file=sys.stderr)
+        return 2
     miner = Miner(reactor, ALGORITHMS[options.algorithm], options.user, options.password, options.threads)
-    await connect(miner, url.hostname or "127.0.0.1", url.port or 3333)
-    if not await miner.authorized:
+    try:
+        await connect(miner, url.host, url.port, tls)
+        authorized = await miner.authorized
+    except ConnectError as e:
+        print(f"nomp-miner: cannot connect to {url.host}:{url.port}: {e}", file=sys.stderr)
+        return 1
+    except Exception:
+        reason = _reason(Failure(), url.host)
+        print(f"nomp-miner: connection to {url.host}:{url.port} closed: {reason}", file=sys.stderr)
+        return 1
+    if not authorized:
         print(f"nomp-miner: {options.user} was not authorized", file=sys.stderr)
         return 1
     miner.start()
@@ -239,15 +375,45 @@ async def run(reactor: Any, options: argparse.Namespace) -> int:
     return 0 if stats.accepted > 0 and failed == 0 else 1
 
 
+def _url_argument(url: str) -> PoolURL:
+    try:
+        return parse_pool_url(url)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="nomp-miner", description="Mine a few shares on a pool port.")
-    parser.add_argument("url", help="stratum+tcp://HOST:PORT")
+    parser.add_argument(
+        "url",
+        type=_url_argument,
+        help="stratum+tcp://HOST:PORT, or stratum+ssl://HOST:PORT (also stratum+tls://) for TLS",
+    )
     parser.add_argument("-u", "--user", required=True, help="the payout address, optionally .worker")
     parser.add_argument("-p", "--password", default="x")
     parser.add_argument("-a", "--algorithm", default="scrypt", choices=sorted(ALGORITHMS))
     parser.add_argument("-t", "--threads", type=int, default=1)
     parser.add_argument("-d", "--duration", type=float, default=10.0, help="seconds to mine")
+    checking = parser.add_argument_group(
+        "TLS",
+        "With stratum+ssl:// the pool's certificate is verified by default: it must chain to a "
+        "CA the system trusts and name the URL's host (DNS name or IP address).",
+    ).add_mutually_exclusive_group()
+    checking.add_argument(
+        "--ca",
+        metavar="FILE",
+        help="trust the CA certificates in this PEM file instead of the system's "
+        "(a pool's self-signed certificate can be its own CA)",
+    )
+    checking.add_argument(
+        "--insecure",
+        action="store_true",
+        help="do not verify the pool's certificate at all: encrypted, but anyone in between can "
+        "pose as the pool",
+    )
     options = parser.parse_args(argv)
+    if not options.url.tls and (options.ca or options.insecure):
+        parser.error("--ca and --insecure are for stratum+ssl:// and stratum+tls:// URLs")
 
     async def main_task(reactor: Any) -> None:
         status = await run(reactor, options)

@@ -9,6 +9,7 @@ import yaml
 
 from test.servers import free_port
 from test.test_config_paths import SHIPPED_COINS, SHIPPED_CONF
+from test.tlscerts import PoolCertificate
 
 
 def write_conf(
@@ -19,10 +20,12 @@ def write_conf(
     address: str,
     redis_port: int,
     redis_db: int = 0,
+    tls: PoolCertificate | None = None,
     **pool: Any,
 ) -> tuple[Path, int]:
     """A conf folder with one pool on a free Stratum port; (folder, stratum port).
 
+    With ``tls`` the port is an ``ssl:`` endpoint serving that certificate.
     ``pool`` overrides keys of the pool file (``ports`` replaces the list).
     """
     (folder / "pools").mkdir(parents=True)
@@ -36,7 +39,8 @@ def write_conf(
     data = yaml.safe_load((SHIPPED_CONF / "pools" / "litecoin.yaml").read_text())
     data["address"] = address
     data["daemons"] = [{"url": daemon_url, "user": rpc_user, "password": rpc_password, "timeout": 10}]
-    data["ports"] = [{"listen": f"tcp:{stratum_port}:interface=127.0.0.1", "diff": 0.0625}]
+    listen = f"tcp:{stratum_port}:interface=127.0.0.1" if tls is None else tls.listen(stratum_port)
+    data["ports"] = [{"listen": listen, "diff": 0.0625}]
     data.update(pool)
     (folder / "pools" / "litecoin.yaml").write_text(yaml.safe_dump(data))
     return folder, stratum_port
