@@ -3,6 +3,15 @@
     nomp-cli blocknotify litecoin <blockhash>     (for the daemon's -blocknotify)
     nomp-cli pools
     nomp-cli --control 127.0.0.1:17117 help
+    nomp-cli miners litecoin ip 203.0.113.7
+    nomp-cli message litecoin all "Maintenance at 12:00 UTC"
+    nomp-cli reconnect litecoin worker <address> backup.example.com 3333 10
+    nomp-cli ban litecoin 203.0.113.7 3600 flooding
+    nomp-cli bans litecoin
+    nomp-cli unban litecoin 203.0.113.7
+
+The words are sent as one line (a line break inside one becomes a space:
+the control port reads one command per line); ``help`` lists the commands.
 
 The control port is read from ``<conf>/config.yaml`` (``-c``, default
 ``conf``) unless ``--control`` gives it. Exit status 0 when the pool
@@ -59,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nomp-cli", description="Send a command to a running nomp.")
     parser.add_argument("-c", "--config", default="conf", help="the conf folder (for the control port)")
     parser.add_argument("--control", help="HOST:PORT of the control port")
-    parser.add_argument("command", nargs="+", help="e.g. blocknotify <pool> <blockhash>")
+    parser.add_argument(
+        "command", nargs="+", help="e.g. blocknotify <pool> <blockhash>; 'help' lists the commands"
+    )
     options = parser.parse_args(argv)
     if options.control:
         host, _, port = options.control.rpartition(":")
@@ -67,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         address = control_address(options.config)
     try:
-        reply = send(address, " ".join(options.command))
+        reply = send(address, " ".join(" ".join(options.command).split()))
     except OSError as e:
         print(
             f"nomp-cli: cannot reach the control port {address[0]}:{address[1]}: {e}",

@@ -17,6 +17,8 @@ from nomp.logs import make_observer
 from nomp.payments.service import PaymentService
 from nomp.pool.service import PoolService
 from nomp.service import NompService
+from nomp.store.bans import BanStore
+from nomp.store.instance import InstanceLeaseService
 from nomp.store.keys import PoolKeys
 from nomp.store.recorder import ShareRecorder
 from nomp.store.redis import RedisService
@@ -72,10 +74,14 @@ def build_service(config: Config, reactor: Any, **root_options: Any) -> NompServ
     root = NompService(config, reactor, make_observer(config.settings.logging), **root_options)
     redis = RedisService(config.settings.redis)
     redis.setServiceParent(root)
+    # After Redis and before the pools: the byte is given back once their miners are gone.
+    instance_lease = InstanceLeaseService(redis.client, reactor, configured=config.settings.instance)
+    instance_lease.setServiceParent(root)
     hashing = HashPoolService(reactor, config.settings.threads or os.cpu_count() or 1)
     hashing.setServiceParent(root)
     pools: dict[str, PoolService] = {}
-    control_service(config.settings.control.listen, pools, reactor).setServiceParent(root)
+    servers: dict[str, StratumServer] = {}
+    control_service(config.settings.control.listen, pools, reactor, servers).setServiceParent(root)
     for pool_config in config.pools:
         pool = PoolService(pool_config, reactor, root.fatal)
         recorder = ShareRecorder(
@@ -87,7 +93,17 @@ def build_service(config: Config, reactor: Any, **root_options: Any) -> NompServ
             pplns_window=pool_config.payments.pplns_window,
         )
         RecorderService(recorder, reactor).setServiceParent(pool)
-        stratum = StratumServer(pool_config, pool, hashing, recorder, reactor)
+        stratum = StratumServer(
+            pool_config,
+            pool,
+            hashing,
+            recorder,
+            reactor,
+            BanStore(recorder.keys, redis.client),
+            instance=config.settings.instance,  # None: subscribes wait for the lease
+        )
+        instance_lease.add_listener(stratum.set_instance)
+        servers[pool_config.name] = stratum
         pool.add_job_listener(stratum.new_job)
         StratumService(stratum, pool_config.ports, reactor).setServiceParent(pool)
         if pool_config.payments.enabled:

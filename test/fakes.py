@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from twisted.internet import defer, task
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
@@ -31,6 +32,7 @@ from nomp.config import PoolConfig, PortConfig, load_config
 from nomp.hashing import ALGORITHMS, JobHasher, ShareHash, ShareWork
 from nomp.hashing.pool import HashPoolService
 from nomp.pool.blocks import BlockOutcome
+from nomp.store.bans import BanStore
 from nomp.store.recorder import BlockRecord, RecorderFull
 from nomp.stratum.protocol import StratumProtocol
 from nomp.stratum.server import StratumFactory, StratumServer
@@ -266,6 +268,7 @@ def build_server(
     pool: FakePool | None = None,
     recorder: FakeRecorder | None = None,
     hashing: InlineHashing | None = None,
+    ban_store: BanStore | None = None,
 ) -> tuple[StratumServer, Connect]:
     """A StratumServer on fakes, and ``connect(port=None)`` that opens a new
     miner connection on one of the pool's ports (the first by default).
@@ -276,16 +279,21 @@ def build_server(
         cast(HashPoolService, hashing if hashing is not None else InlineHashing()),
         recorder if recorder is not None else FakeRecorder(clock),
         clock,
+        ban_store,
     )
     factories: dict[PortConfig, StratumFactory] = {}
 
-    def connect(port: PortConfig | None = None) -> Connection:
+    def connect(port: PortConfig | None = None, ip: str | None = None) -> Connection:
         port = port if port is not None else config.ports[0]
         factory = factories.get(port)
         if factory is None:
             factory = factories[port] = StratumFactory(server, port)
-        protocol = factory.buildProtocol(None)
-        transport = RecordingTransport()
+        # Without an ip the connection has no address: bans and limits pass it by.
+        peer = None if ip is None else (IPv6Address if ":" in ip else IPv4Address)("TCP", ip, 40000)
+        protocol = factory.buildProtocol(peer)
+        if protocol is None:
+            raise ConnectionRefusedError(f"the port refused {ip}")
+        transport = RecordingTransport(peerAddress=peer)
         protocol.makeConnection(transport)
         return Connection(protocol, transport)
 
@@ -295,21 +303,32 @@ def build_server(
 class StratumHarness:
     """A StratumServer with all its fakes at hand."""
 
-    def __init__(self, config: PoolConfig, clock: task.Clock, with_registry: bool = True) -> None:
+    def __init__(
+        self,
+        config: PoolConfig,
+        clock: task.Clock,
+        with_registry: bool = True,
+        ban_store: BanStore | None = None,
+    ) -> None:
         self.config = config
         self.clock = clock
         self.registry = registry_for(config)
         self.pool = FakePool(self.registry if with_registry else None)
         self.recorder = FakeRecorder(clock)
         self.hashing = InlineHashing()
-        self.server, self._connect = build_server(config, clock, self.pool, self.recorder, self.hashing)
+        self.server, self._connect = build_server(
+            config, clock, self.pool, self.recorder, self.hashing, ban_store
+        )
 
-    def connect(self, port: PortConfig | None = None) -> Connection:
-        return self._connect(port)
+    def connect(self, port: PortConfig | None = None, ip: str | None = None) -> Connection:
+        """A new connection; ConnectionRefusedError if the port refuses ``ip``."""
+        return self._connect(port, ip)
 
-    def miner(self, worker: str = REGTEST_ADDRESS, port: PortConfig | None = None) -> Connection:
+    def miner(
+        self, worker: str = REGTEST_ADDRESS, port: PortConfig | None = None, ip: str | None = None
+    ) -> Connection:
         """A connection that subscribed and authorized ``worker``, messages read."""
-        connection = self.connect(port)
+        connection = self.connect(port, ip)
         connection.subscribe()
         reply = connection.authorize(worker)
         if reply["result"] is not True:

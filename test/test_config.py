@@ -24,8 +24,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KNOWN_ALGORITHMS = ", ".join(sorted(ALGORITHMS))
 POOL_KEYS = (
     "address, banning, block_refresh_interval, connection_timeout, daemons, enabled, "
-    "hashrate_window, job_rebroadcast_timeout, payments, pool_signature, ports, reward_recipients, usernames, "
-    "version_mask"
+    "hashrate_window, job_rebroadcast_timeout, payments, pool_signature, ports, reward_recipients, "
+    "usernames, version_mask"
 )
 GLOBAL_KEYS = "coins, control, instance, logging, pool_defaults, redis, threads"
 DEFAULT_KEYS = "banning, block_refresh_interval, connection_timeout, job_rebroadcast_timeout, pool_signature"

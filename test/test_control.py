@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 from pathlib import Path
 from typing import Any
 
 import yaml
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.testing import StringTransport
+from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from nomp import cli
 from nomp.config import load_config
 from nomp.control.service import ControlProtocol, control_service
 from nomp.pool.service import PoolService
+from nomp.stratum.server import StratumFactory
+from nomp.stratum.targets import MinerTarget, TargetError, parse_target
+from test.fakes import Connection, RecordingTransport, StratumHarness, mainnet_template, pool_config
 from test.servers import free_port
 from test.test_config_paths import SHIPPED_CONF
+from test.test_stratum_protocol import NOW, PORTS
 
 
 class RecordingPool(PoolService):
@@ -30,6 +38,18 @@ class RecordingPool(PoolService):
     def block_notify(self, block_hash: str | None = None) -> defer.Deferred[None]:
         self.notified.append(block_hash)
         return defer.succeed(None)
+
+
+async def run_nomp_cli(*argv: str) -> tuple[int, str]:
+    """nomp-cli in a thread (it blocks on its socket), with its output captured."""
+    output = io.StringIO()
+
+    def call() -> int:
+        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+            return cli.main(list(argv))
+
+    status: Any = await deferToThread(call)
+    return int(status), output.getvalue()
 
 
 class ControlProtocolTests(SynchronousTestCase):
@@ -48,10 +68,20 @@ class ControlProtocolTests(SynchronousTestCase):
         return written.decode()
 
     def test_help(self) -> None:
-        """help lists the commands."""
-        self.assertEqual(
-            self.send(b"help"), "ok commands: help | pools | blocknotify <pool> [<blockhash>] | quit\n"
-        )
+        """help lists every command with its arguments, on one line."""
+        answer = self.send(b"help")
+        self.assertTrue(answer.startswith("ok commands: help | pools | blocknotify <pool> [<blockhash>] | "))
+        for usage in (
+            "miners <pool> <target>",
+            "reconnect <pool> <target> [<host> <port> [<wait seconds>]]",
+            "message <pool> <target> <text...>",
+            "bans <pool>",
+            "ban <pool> <ip> [<seconds>] [<reason...>]",
+            "unban <pool> <ip>",
+            "<target> is all|worker <name>|ip <ip>[:<port>]",
+        ):
+            self.assertIn(usage, answer)
+        self.assertEqual(answer.count("\n"), 1)
 
     def test_pools(self) -> None:
         """pools names each pool, its coin and whether it is ready."""
@@ -109,20 +139,7 @@ class NompCliTests(TestCase):
         self.addCleanup(self.service.stopService)
 
     async def run_cli(self, *argv: str) -> tuple[int, str]:
-        """nomp-cli in a thread (it blocks on its socket), with its output captured."""
-        import contextlib
-        import io
-
-        from twisted.internet.threads import deferToThread
-
-        output = io.StringIO()
-
-        def call() -> int:
-            with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
-                return cli.main(list(argv))
-
-        status: Any = await deferToThread(call)
-        return int(status), output.getvalue()
+        return await run_nomp_cli(*argv)
 
     async def test_blocknotify(self) -> None:
         """The daemon's blocknotify line reaches the pool; the exit status says ok."""
@@ -158,3 +175,293 @@ class NompCliTests(TestCase):
         """Endpoint strings map to the address to connect to."""
         self.assertEqual(cli.control_address("/nonexistent"), cli.DEFAULT_CONTROL)
         self.assertEqual(cli.control_address(str(SHIPPED_CONF)), ("127.0.0.1", 17117))
+
+
+class MinerPool:
+    """A StratumServer (pool "litecoin", any usernames) with miners from known
+    addresses: alice's two rigs on 10.0.0.1, bob on 10.0.0.2, carol on IPv6."""
+
+    def __init__(self, **changes: Any) -> None:
+        self.clock = task.Clock()
+        self.clock.advance(NOW)
+        self.harness = StratumHarness(pool_config(ports=PORTS, usernames="any", **changes), self.clock)
+        self.server = self.harness.server
+        self.harness.new_job(mainnet_template())
+        self.alice1 = self.connect("10.0.0.1", 4001, "alice.rig1")
+        self.alice2 = self.connect("10.0.0.1", 4002, "alice.rig2")
+        self.bob = self.connect("10.0.0.2", 4001, "bob")
+        self.carol = self.connect("2001:db8::1", 4003, "carol")
+        self.miners = (self.alice1, self.alice2, self.bob, self.carol)
+
+    def connect(self, ip: str, port: int, worker: str) -> Connection:
+        """A miner from ``ip``:``port`` that subscribed and authorized ``worker`` (messages read)."""
+        address = (IPv6Address if ":" in ip else IPv4Address)("TCP", ip, port)
+        protocol = StratumFactory(self.server, PORTS[0]).buildProtocol(address)
+        assert protocol is not None
+        transport = RecordingTransport(peerAddress=address)
+        protocol.makeConnection(transport)
+        connection = Connection(protocol, transport)
+        connection.subscribe()
+        connection.authorize(worker)
+        return connection
+
+    def received(self) -> dict[str, list[dict[str, Any]]]:
+        """What each miner was sent since the last look, by worker."""
+        return {",".join(m.session.workers): m.read() for m in self.miners}
+
+
+class ControlCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.pool = MinerPool()
+        self.server = self.pool.server
+        self.protocol = ControlProtocol({}, {"litecoin": self.server})
+        self.transport = StringTransport()
+        self.protocol.makeConnection(self.transport)
+
+    def send(self, line: str) -> str:
+        self.transport.clear()
+        self.protocol.dataReceived(line.encode() + b"\n")
+        written: bytes = self.transport.value()
+        answer = written.decode()
+        self.assertEqual(answer.count("\n"), 1, answer)
+        return answer.rstrip("\n")
+
+
+class TargetTests(SynchronousTestCase):
+    """Target words, as the control commands read them."""
+
+    def test_targets(self) -> None:
+        """all, worker NAME, ip IP, ip IP:PORT and ip [IPv6]:PORT; the words after are given back."""
+        cases = {
+            ("all", "x"): (MinerTarget(), ["x"]),
+            ("ALL",): (MinerTarget(), []),
+            ("worker", "alice.rig1", "a", "b"): (MinerTarget(worker="alice.rig1"), ["a", "b"]),
+            ("ip", "10.0.0.1"): (MinerTarget(ip="10.0.0.1"), []),
+            ("ip", "10.0.0.1:4001"): (MinerTarget(ip="10.0.0.1", port=4001), []),
+            ("ip", "2001:DB8::1"): (MinerTarget(ip="2001:db8::1"), []),
+            ("ip", "[2001:db8::1]:4003"): (MinerTarget(ip="2001:db8::1", port=4003), []),
+            ("ip", "::ffff:10.0.0.1"): (MinerTarget(ip="10.0.0.1"), []),
+        }
+        for words, expected in cases.items():
+            self.assertEqual(parse_target(words), expected, words)
+
+    def test_bad_targets(self) -> None:
+        """Words that name no target say why."""
+        cases = {
+            (): "missing target",
+            ("everyone",): "unknown target 'everyone'",
+            ("worker",): "missing worker",
+            ("ip", "10.0.0.300"): "'10.0.0.300' is not an IP address or IP:port",
+            ("ip", "10.0.0.1:0"): "'0' is not a port number",
+            ("ip", "10.0.0.1:99999"): "'99999' is not a port number",
+            ("ip", "10.0.0.1:port"): "'port' is not a port number",
+            ("ip", "host.example:3333"): "is not an IP address or IP:port",
+        }
+        for words, problem in cases.items():
+            with self.assertRaises(TargetError) as caught:
+                parse_target(words)
+            self.assertIn(problem, str(caught.exception), words)
+
+    def test_worker_matches_its_rigs(self) -> None:
+        """A worker name reaches that worker and NAME.<rig>, not names that only start alike."""
+        target = MinerTarget(worker="alice")
+        self.assertTrue(target.matches(["alice"], None, None))
+        self.assertTrue(target.matches(["bob", "alice.rig1"], None, None))
+        self.assertFalse(target.matches(["alicea", "alice_2"], None, None))
+        self.assertFalse(MinerTarget(worker="alice.rig1").matches(["alice"], None, None))
+
+
+class MinerCommandTests(ControlCase):
+    """miners, reconnect and message: the miners a target picks, and what they are sent."""
+
+    def test_miners(self) -> None:
+        """miners lists the connections a target picks: address, workers, agent, extranonce1."""
+        alice1 = self.pool.alice1.session.extranonce1
+        assert alice1 is not None
+        self.assertEqual(
+            self.send("miners litecoin ip 10.0.0.1:4001"),
+            f"ok litecoin: 1 miner (connection 10.0.0.1:4001): 10.0.0.1:4001 (alice.rig1; "
+            f"test-miner/1.0; extranonce1 {alice1.hex()})",
+        )
+        answer = self.send("miners LITECOIN-REGTEST all")
+        self.assertTrue(answer.startswith("ok litecoin: 4 miners (all miners): "), answer)
+        self.assertIn("[2001:db8::1]:4003 (carol;", answer)
+        self.assertTrue(self.send("miners litecoin worker alice").startswith("ok litecoin: 2 miners"))
+        self.assertTrue(self.send("miners litecoin ip 10.0.0.1").startswith("ok litecoin: 2 miners"))
+        self.assertEqual(self.send("miners litecoin worker dave"), "ok litecoin: no miners (worker dave)")
+
+    def test_reconnect_a_worker(self) -> None:
+        """reconnect with host, port and wait reaches the worker's connections only (the port as a
+        string, as cgminer reads it); they stay open."""
+        self.assertEqual(
+            self.send("reconnect litecoin worker alice stratum.example.com 3333 5"),
+            "ok litecoin: client.reconnect sent to 2 miners (worker alice)",
+        )
+        message = {"id": None, "method": "client.reconnect", "params": ["stratum.example.com", "3333", 5]}
+        self.assertEqual(
+            self.pool.received(),
+            {"alice.rig1": [message], "alice.rig2": [message], "bob": [], "carol": []},
+        )
+        self.assertFalse(any(m.closing for m in self.pool.miners))
+
+    def test_reconnect_one_connection_in_place(self) -> None:
+        """Without host and port the params are empty: the miner reconnects to where it is."""
+        self.assertEqual(
+            self.send("reconnect litecoin ip [2001:db8::1]:4003"),
+            "ok litecoin: client.reconnect sent to 1 miner (connection [2001:db8::1]:4003)",
+        )
+        received = self.pool.received()
+        self.assertEqual(received.pop("carol"), [{"id": None, "method": "client.reconnect", "params": []}])
+        self.assertEqual(list(received.values()), [[], [], []])
+        self.send("reconnect litecoin ip 10.0.0.2 pool.example.com 3334")
+        self.assertEqual(self.pool.bob.read()[0]["params"], ["pool.example.com", "3334"])
+
+    def test_message_to_all(self) -> None:
+        """message sends its words as one text to every miner of the pool."""
+        self.assertEqual(
+            self.send("message litecoin all Maintenance at 12:00 UTC,  back at 12:10"),
+            "ok litecoin: client.show_message sent to 4 miners (all miners)",
+        )
+        expected = {
+            "id": None,
+            "method": "client.show_message",
+            "params": ["Maintenance at 12:00 UTC, back at 12:10"],
+        }
+        self.assertEqual(list(self.pool.received().values()), [[expected]] * 4)
+
+    def test_closing_connections_are_skipped(self) -> None:
+        """A connection being closed is not a target."""
+        self.pool.bob.protocol.close()
+        self.assertEqual(
+            self.send("message litecoin ip 10.0.0.2 hello"), "error litecoin: no miner matches ip 10.0.0.2"
+        )
+
+    def test_refusals(self) -> None:
+        """Bad commands get a clear error line and send nothing."""
+        cases = {
+            "miners": "error usage: miners <pool> <target>",
+            "miners nosuch all": "error no pool 'nosuch'",
+            "miners litecoin all extra": "error usage: miners <pool> <target>",
+            "reconnect litecoin everyone": "error unknown target 'everyone'",
+            "reconnect litecoin all host.example": "error usage: reconnect <pool> <target> [<host> <port>",
+            "reconnect litecoin all host.example 0": "error port must be a whole number 1-65535, not '0'",
+            "reconnect litecoin all host.example 3333 -1": "error wait must be a whole number 0-86400",
+            "reconnect litecoin all host.example 3333 1 2": "error usage: reconnect",
+            "reconnect litecoin ip 10.0.0.9": "error litecoin: no miner matches ip 10.0.0.9",
+            "message litecoin all": "error usage: message <pool> <target> <text...>",
+            "message litecoin worker": "error missing worker",
+            f"message litecoin all {'x' * 600}": "error a message is at most 512 characters",
+            "message litecoin worker dave hi": "error litecoin: no miner matches worker dave",
+        }
+        for line, answer in cases.items():
+            self.assertTrue(self.send(line).startswith(answer), (line, self.send(line)))
+        self.assertEqual(list(self.pool.received().values()), [[], [], [], []])
+
+    def test_no_stratum_servers(self) -> None:
+        """A control port given no Stratum servers knows no pool for these commands."""
+        protocol = ControlProtocol({})
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"bans litecoin\n")
+        self.assertEqual(transport.value(), b"error no pool 'litecoin'\n")
+
+    def test_user_agent_cannot_break_the_line(self) -> None:
+        """A user agent with a newline in it is listed on the reply's one line."""
+        self.pool.alice1.request("mining.subscribe", ["evil\nok fake"])
+        answer = self.send("miners litecoin ip 10.0.0.1:4001")
+        self.assertIn("evil ok fake", answer)
+
+
+class BanCommandTests(ControlCase):
+    """bans, ban and unban."""
+
+    def test_ban_list_unban(self) -> None:
+        """ban with a time and reason closes the IP's connections; bans lists time left and reason;
+        unban lifts it."""
+        self.assertEqual(
+            self.send("ban litecoin 10.0.0.1 120 sent junk all night"),
+            "ok litecoin: 10.0.0.1 banned for 120 s: sent junk all night",
+        )
+        self.assertTrue(self.pool.alice1.closing and self.pool.alice2.closing)
+        self.assertFalse(self.pool.bob.closing)
+        self.pool.clock.advance(30)
+        self.assertEqual(
+            self.send("bans litecoin"), "ok litecoin: 1 ban: 10.0.0.1 (90 s left: sent junk all night)"
+        )
+        self.assertEqual(
+            self.send("ban litecoin 2001:DB8::0:5"),
+            "ok litecoin: 2001:db8::5 banned for 600 s: banned by the operator",
+        )
+        self.assertEqual(
+            self.send("bans litecoin"),
+            "ok litecoin: 2 bans: 10.0.0.1 (90 s left: sent junk all night); "
+            "2001:db8::5 (600 s left: banned by the operator)",
+        )
+        self.assertEqual(self.send("unban litecoin 10.0.0.1"), "ok litecoin: 10.0.0.1 unbanned")
+        self.assertEqual(self.send("unban litecoin 10.0.0.1"), "ok litecoin: 10.0.0.1 was not banned")
+        self.assertEqual([b.ip for b in self.server.list_bans()], ["2001:db8::5"])
+        self.assertEqual(
+            self.send("ban litecoin 10.0.0.2 scraping"), "ok litecoin: 10.0.0.2 banned for 600 s: scraping"
+        )
+
+    def test_no_bans(self) -> None:
+        self.assertEqual(self.send("bans litecoin"), "ok litecoin: no bans")
+
+    def test_refusals(self) -> None:
+        """A string that is not an IP, a time that is not > 0, a whitelisted IP: clear errors, no ban."""
+        cases = {
+            "ban litecoin": "error usage: ban <pool> <ip> [<seconds>] [<reason...>]",
+            "ban litecoin 10.0.0.300": "error '10.0.0.300' is not an IP address",
+            "ban litecoin miner.example.com 60": "error 'miner.example.com' is not an IP address",
+            "ban litecoin 10.0.0.1 0": "error a ban time is a number of seconds > 0",
+            "ban litecoin 10.0.0.1 -5 reason": "error a ban time is a number of seconds > 0",
+            "ban litecoin 10.0.0.1 inf": "error a ban time is a number of seconds > 0",
+            "ban nosuch 10.0.0.1": "error no pool 'nosuch'",
+            "bans": "error usage: bans <pool>",
+            "unban litecoin": "error usage: unban <pool> <ip>",
+            "unban litecoin 10.0.0.1 extra": "error usage: unban <pool> <ip>",
+            "unban litecoin nobody": "error 'nobody' is not an IP address",
+        }
+        for line, answer in cases.items():
+            self.assertEqual(self.send(line), answer, line)
+        self.assertEqual(self.server.list_bans(), ())
+        self.assertFalse(any(m.closing for m in self.pool.miners))
+
+    def test_whitelisted(self) -> None:
+        """A whitelisted IP is not banned, and the answer says so."""
+        banning = dataclasses.replace(pool_config().banning, whitelist=("10.0.0.0/24",))
+        self.protocol = ControlProtocol({}, {"litecoin": MinerPool(banning=banning).server})
+        self.protocol.makeConnection(self.transport)
+        self.assertEqual(
+            self.send("ban litecoin 10.0.0.1"), "error litecoin: 10.0.0.1 is whitelisted: not banned"
+        )
+
+
+class NompCliMinerTests(TestCase):
+    """nomp-cli sends the miner and ban commands through a real control port."""
+
+    def setUp(self) -> None:
+        self.pool = MinerPool()
+        self.port = free_port()
+        self.service = control_service(
+            f"tcp:{self.port}:interface=127.0.0.1", {}, reactor, {"litecoin": self.pool.server}
+        )
+        self.service.privilegedStartService()
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+
+    async def test_message_and_ban(self) -> None:
+        """A message with spaces and a line break in it arrives as one line of text; ban answers ok."""
+        control = f"127.0.0.1:{self.port}"
+        status, output = await run_nomp_cli(
+            "--control", control, "message", "litecoin", "worker", "bob", "Back in\nfive"
+        )
+        self.assertEqual(
+            (status, output), (0, "ok litecoin: client.show_message sent to 1 miner (worker bob)\n")
+        )
+        self.assertEqual(self.pool.bob.read()[0]["params"], ["Back in five"])
+        status, output = await run_nomp_cli(
+            "--control", control, "ban", "litecoin", "10.0.0.2", "60", "flooding"
+        )
+        self.assertEqual((status, output), (0, "ok litecoin: 10.0.0.2 banned for 60 s: flooding\n"))
+        self.assertTrue(self.pool.bob.closing)

@@ -52,8 +52,8 @@ from zope.interface import implementer
 from nomp.chain.jobs import Job
 from nomp.chain.template import BlockTemplate
 from nomp.config import PoolConfig, PortConfig, VardiffConfig
+from nomp.stratum.extranonce import Extranonce1Allocator
 from nomp.stratum.protocol import MAX_LINE
-from nomp.stratum.server import Extranonce1Allocator
 from test.fakes import (
     REGTEST_ADDRESS,
     SCRYPT,

@@ -14,8 +14,9 @@ from nomp.chain.encoding import block_hash
 from nomp.chain.jobs import Job
 from nomp.config import NetworkConfig, PortConfig, VardiffConfig
 from nomp.pool.blocks import BlockOutcome
+from nomp.stratum.extranonce import Extranonce1Allocator
 from nomp.stratum.protocol import MAX_LINE, StratumProtocol
-from nomp.stratum.server import SUBSCRIPTION_ID, Extranonce1Allocator
+from nomp.stratum.server import SUBSCRIPTION_ID
 from nomp.stratum.vardiff import tidy
 from test.fakes import (
     REGTEST_ADDRESS,
@@ -425,7 +426,7 @@ class SubmitTests(_StratumCase):
         )
 
     def test_extra_params_ignored(self) -> None:
-        """A sixth param (version bits some miners send) is ignored."""
+        """A sixth param of zero version bits (some firmware always sends it) is the job's version."""
         params = self.share(self.miner, meets(PLAIN_DIFF))
         self.assertAccepted(self.miner.submit([*params, "00000000"]))
 
@@ -746,9 +747,9 @@ class OtherMethodsTests(_StratumCase):
         """An unknown method is error 20 naming it (cut to 64 characters); the connection stays."""
         miner = self.harness.connect()
         self.assertError(
-            miner.request("mining.configure", [[], {}], request_id=8),
+            miner.request("mining.suggest_target", ["00ff"], request_id=8),
             20,
-            "unknown method 'mining.configure'",
+            "unknown method 'mining.suggest_target'",
             8,
         )
         self.assertError(miner.request("x" * 100), 20, f"unknown method {'x' * 64!r}")

@@ -1,11 +1,22 @@
-"""ControlService: ``help``, ``pools``, ``blocknotify <pool> [<blockhash>]``.
+"""ControlService: the operator's commands, one per line.
 
-One command per line, one reply line per command ("ok ..." or "error ..."),
-so it works from telnet as well as from ``nomp-cli``.
+One reply line per command ("ok ..." or "error ..."), so it works from
+telnet as well as from ``nomp-cli``. ``<pool>`` is a pool's name or its
+coin's; ``<target>`` picks miners (see nomp.stratum.targets):
+
+    help | pools | quit
+    blocknotify <pool> [<blockhash>]
+    miners <pool> <target>                        list the connections picked
+    reconnect <pool> <target> [<host> <port> [<wait>]]   client.reconnect
+    message <pool> <target> <text...>             client.show_message
+    bans <pool>                                   the bans in force
+    ban <pool> <ip> [<seconds>] [<reason...>]
+    unban <pool> <ip>
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -18,9 +29,34 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 
 from nomp.pool.service import PoolService
+from nomp.stratum.banning import normalise_ip
+from nomp.stratum.server import StratumServer
+from nomp.stratum.targets import TARGET_SYNTAX, MinerTarget, TargetError, describe_connection, parse_target
 
 _BLOCK_HASH = re.compile(r"[0-9a-fA-F]{64}")
-HELP = "commands: help | pools | blocknotify <pool> [<blockhash>] | quit"
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+MAX_MESSAGE = 512  # characters of a client.show_message text
+MAX_LISTED = 100  # connections a ``miners`` reply names
+DEFAULT_BAN_REASON = "banned by the operator"
+
+USAGE = {
+    "blocknotify": "blocknotify <pool> [<blockhash>]",
+    "miners": "miners <pool> <target>",
+    "reconnect": "reconnect <pool> <target> [<host> <port> [<wait seconds>]]",
+    "message": "message <pool> <target> <text...>",
+    "bans": "bans <pool>",
+    "ban": "ban <pool> <ip> [<seconds>] [<reason...>]",
+    "unban": "unban <pool> <ip>",
+}
+HELP = (
+    "commands: help | pools | "
+    + " | ".join(USAGE.values())
+    + f" | quit; <target> is {TARGET_SYNTAX}; <pool> is a pool's name or its coin's"
+)
+
+
+class CommandError(Exception):
+    """A command that cannot be carried out; the text is the reply (after "error ")."""
 
 
 class ControlProtocol(LineOnlyReceiver):
@@ -30,12 +66,21 @@ class ControlProtocol(LineOnlyReceiver):
     delimiter = b"\n"
     MAX_LENGTH = 4096
 
-    def __init__(self, pools: Mapping[str, PoolService]) -> None:
+    def __init__(
+        self, pools: Mapping[str, PoolService], servers: Mapping[str, StratumServer] | None = None
+    ) -> None:
         self._pools = pools
+        self._servers: Mapping[str, StratumServer] = servers if servers is not None else {}
         self._commands: dict[str, Callable[[list[str]], str]] = {
             "help": lambda _: f"ok {HELP}",
             "pools": self._list_pools,
             "blocknotify": self._blocknotify,
+            "miners": self._miners,
+            "reconnect": self._reconnect,
+            "message": self._message,
+            "bans": self._bans,
+            "ban": self._ban,
+            "unban": self._unban,
         }
 
     def lineReceived(self, line: bytes) -> None:
@@ -58,6 +103,8 @@ class ControlProtocol(LineOnlyReceiver):
             return
         try:
             self._answer(handler(args))
+        except CommandError as e:
+            self._answer(f"error {e}")
         except Exception:
             self.log.failure("control command {command} failed", command=command)
             self._answer("error internal error")
@@ -68,8 +115,10 @@ class ControlProtocol(LineOnlyReceiver):
         self.transport.loseConnection()
 
     def _answer(self, text: str) -> None:
-        self.sendLine(text.encode("utf-8"))
+        # One line per reply, whatever a miner put in its user agent.
+        self.sendLine(_CONTROL_CHARACTERS.sub(" ", text).encode("utf-8"))
 
+    # Finding things.
     def _find_pool(self, name: str) -> PoolService | None:
         wanted = name.lower()
         for pool in self._pools.values():
@@ -77,6 +126,24 @@ class ControlProtocol(LineOnlyReceiver):
                 return pool
         return None
 
+    def _find_server(self, name: str) -> StratumServer:
+        wanted = name.lower()
+        for server in self._servers.values():
+            if wanted in (server.config.name.lower(), server.config.coin.name.lower()):
+                return server
+        raise CommandError(f"no pool {name[:64]!r}")
+
+    def _pool_and_target(self, command: str, args: list[str]) -> tuple[StratumServer, MinerTarget, list[str]]:
+        if len(args) < 2:
+            raise CommandError(f"usage: {USAGE[command]}")
+        server = self._find_server(args[0])
+        try:
+            target, rest = parse_target(args[1:])
+        except TargetError as e:
+            raise CommandError(f"{e}; usage: {USAGE[command]}") from None
+        return server, target, rest
+
+    # Commands.
     def _list_pools(self, args: list[str]) -> str:
         listed = [
             f"{p.config.name} ({p.config.coin.name}, {'ready' if p.ready else 'starting'})"
@@ -86,7 +153,7 @@ class ControlProtocol(LineOnlyReceiver):
 
     def _blocknotify(self, args: list[str]) -> str:
         if not 1 <= len(args) <= 2:
-            return "error usage: blocknotify <pool> [<blockhash>]"
+            return f"error usage: {USAGE['blocknotify']}"
         pool = self._find_pool(args[0])
         if pool is None:
             return f"error no pool {args[0][:64]!r}"
@@ -96,22 +163,138 @@ class ControlProtocol(LineOnlyReceiver):
         pool.block_notify(block_hash)
         return f"ok {pool.config.name} notified"
 
+    def _miners(self, args: list[str]) -> str:
+        server, target, rest = self._pool_and_target("miners", args)
+        if rest:
+            raise CommandError(f"usage: {USAGE['miners']}")
+        chosen = server.miners(target)
+        if not chosen:
+            return f"ok {server.config.name}: no miners ({target.describe()})"
+        listed = [describe_connection(protocol) for protocol in chosen[:MAX_LISTED]]
+        if len(chosen) > MAX_LISTED:
+            listed.append(f"and {len(chosen) - MAX_LISTED} more")
+        count = _count(len(chosen), "miner")
+        return f"ok {server.config.name}: {count} ({target.describe()}): " + "; ".join(listed)
+
+    def _reconnect(self, args: list[str]) -> str:
+        server, target, rest = self._pool_and_target("reconnect", args)
+        if len(rest) not in (0, 2, 3):
+            raise CommandError(f"usage: {USAGE['reconnect']}")
+        host = port = wait = None
+        if rest:
+            host = rest[0]
+            port = _whole_number(rest[1], "port", 1, 65535)
+            if len(rest) == 3:
+                wait = _whole_number(rest[2], "wait", 0, 86400)
+        sent = server.send_reconnect(target, host, port, wait)
+        return _sent(server, "client.reconnect", sent, target)
+
+    def _message(self, args: list[str]) -> str:
+        server, target, rest = self._pool_and_target("message", args)
+        text = " ".join(rest)
+        if not text:
+            raise CommandError(f"usage: {USAGE['message']}")
+        if len(text) > MAX_MESSAGE:
+            raise CommandError(f"a message is at most {MAX_MESSAGE} characters")
+        sent = server.show_message(target, text)
+        return _sent(server, "client.show_message", sent, target)
+
+    def _bans(self, args: list[str]) -> str:
+        if len(args) != 1:
+            raise CommandError(f"usage: {USAGE['bans']}")
+        server = self._find_server(args[0])
+        now = server.clock.seconds()
+        bans = server.list_bans()
+        if not bans:
+            return f"ok {server.config.name}: no bans"
+        listed = [f"{ban.ip} ({math.ceil(ban.remaining(now))} s left: {ban.reason})" for ban in bans]
+        return f"ok {server.config.name}: {_count(len(bans), 'ban')}: " + "; ".join(listed)
+
+    def _ban(self, args: list[str]) -> str:
+        if len(args) < 2:
+            raise CommandError(f"usage: {USAGE['ban']}")
+        server = self._find_server(args[0])
+        ip = _ip(args[1])
+        rest = args[2:]
+        duration = _seconds(rest[0]) if rest else None
+        if duration is not None:
+            rest = rest[1:]
+        reason = " ".join(rest) or DEFAULT_BAN_REASON
+        try:
+            ban = server.ban_ip(ip, duration, reason)
+        except ValueError as e:
+            raise CommandError(str(e)) from None
+        if ban is None:
+            raise CommandError(f"{server.config.name}: {ip} is whitelisted: not banned")
+        seconds = math.ceil(ban.remaining(server.clock.seconds()))
+        return f"ok {server.config.name}: {ban.ip} banned for {seconds} s: {ban.reason}"
+
+    def _unban(self, args: list[str]) -> str:
+        if len(args) != 2:
+            raise CommandError(f"usage: {USAGE['unban']}")
+        server = self._find_server(args[0])
+        ip = _ip(args[1])
+        if server.lift_ban(ip):
+            return f"ok {server.config.name}: {ip} unbanned"
+        return f"ok {server.config.name}: {ip} was not banned"
+
+
+def _sent(server: StratumServer, method: str, sent: int, target: MinerTarget) -> str:
+    if sent == 0:
+        raise CommandError(f"{server.config.name}: no miner matches {target.describe()}")
+    return f"ok {server.config.name}: {method} sent to {_count(sent, 'miner')} ({target.describe()})"
+
+
+def _count(number: int, thing: str) -> str:
+    return f"{number} {thing}" if number == 1 else f"{number} {thing}s"
+
+
+def _ip(text: str) -> str:
+    try:
+        return normalise_ip(text)
+    except ValueError:
+        raise CommandError(f"{text[:64]!r} is not an IP address") from None
+
+
+def _seconds(text: str) -> float | None:
+    """A ban time in seconds; None when the word is not a number (it starts the reason)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        return None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise CommandError("a ban time is a number of seconds > 0")
+    return seconds
+
+
+def _whole_number(text: str, name: str, lowest: int, highest: int) -> int:
+    if not text.isascii() or not text.isdigit() or not lowest <= int(text) <= highest:
+        raise CommandError(f"{name} must be a whole number {lowest}-{highest}, not {text[:16]!r}")
+    return int(text)
+
 
 class ControlFactory(Factory):
     noisy = False
 
-    def __init__(self, pools: Mapping[str, PoolService]) -> None:
+    def __init__(
+        self, pools: Mapping[str, PoolService], servers: Mapping[str, StratumServer] | None = None
+    ) -> None:
         self.pools = pools
+        self.servers = servers
 
     def buildProtocol(self, addr: IAddress | None) -> ControlProtocol:
-        return ControlProtocol(self.pools)
+        return ControlProtocol(self.pools, self.servers)
 
 
 def control_service(
-    listen: str, pools: Mapping[str, PoolService], reactor: Any
+    listen: str,
+    pools: Mapping[str, PoolService],
+    reactor: Any,
+    servers: Mapping[str, StratumServer] | None = None,
 ) -> StreamServerEndpointService:
-    """The control port as a service of the tree."""
-    service = StreamServerEndpointService(serverFromString(reactor, listen), ControlFactory(pools))
+    """The control port as a service of the tree. ``servers``: each pool's
+    StratumServer by pool name, for the commands about miners and bans."""
+    service = StreamServerEndpointService(serverFromString(reactor, listen), ControlFactory(pools, servers))
     service._raiseSynchronously = True
     service.setName("control")
     return service

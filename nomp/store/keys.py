@@ -134,3 +134,25 @@ class PoolKeys:
     def set_aside(self) -> str:
         """hash: address -> why the wallet will not pay it; its balance waits."""
         return f"{self.coin}:pay:setAside"
+
+    @property
+    def bans(self) -> str:
+        """zset: score unix seconds the ban ends, member the banned IP (shared by the pool's processes)."""
+        return f"{self.coin}:bans"
+
+    @property
+    def ban_reasons(self) -> str:
+        """hash: banned IP -> why it was banned."""
+        return f"{self.coin}:bans:reasons"
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceKeys:
+    """The keys pool processes sharing one Redis database tell their
+    extranonce1 instance bytes apart by (not NOMP's: NOMP had no such byte)."""
+
+    namespace: str = "nomp"
+
+    def lease(self, instance: int) -> str:
+        """string, expiring: the holder of instance byte ``instance`` ("<host>:<pid>:<random>")."""
+        return f"{self.namespace}:instance:{instance}"

@@ -367,6 +367,23 @@ class BanBook:
             restored += 1
         return restored
 
+    def restore(self, ban: Ban, now: float) -> bool:
+        """Hold a ban read from shared storage, in place of the one held: whether the IP is newly banned.
+
+        Storage is the shared truth, so its expiry and reason replace ours.
+        An ended ban and an unparseable or whitelisted IP are skipped.
+        """
+        try:
+            key, address = _identify(ban.ip)
+        except ValueError:
+            return False
+        if not ban.expires_at > now or self.policy.trusts(address):
+            return False
+        held = self.get(key, now)
+        if held is None or held.expires_at != ban.expires_at or held.reason != ban.reason:
+            self._add(Ban(key, ban.expires_at, ban.reason))
+        return held is None
+
     def purge(self, now: float) -> int:
         """Drop the bans that have ended: how many."""
         ended = [key for key, ban in self._bans.items() if not ban.in_force(now)]

@@ -41,6 +41,7 @@ class StratumProtocol(LineOnlyReceiver, TimeoutMixin):
         self.factory = factory
         self.session = session
         self.peer: str = ""
+        self.ip: str | None = None  # the normalised IP its bans and limits go by (None: not an IP peer)
         self._send: Callable[[bytes], int] | None = None  # the socket's send, for plain TCP
 
     def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import random
 import re
+from collections import Counter
 from typing import Any, Protocol
 
 from twisted.internet import defer
@@ -19,11 +19,23 @@ from nomp.config import PoolConfig, PortConfig
 from nomp.hashing import ShareHash
 from nomp.hashing.pool import HashPoolService
 from nomp.pool.blocks import BlockOutcome
+from nomp.store.bans import BanStore
 from nomp.store.recorder import BlockRecord, RecorderFull, RecordsShares
+from nomp.stratum.banning import Ban, Gatekeeper, normalise_ip
+from nomp.stratum.configure import (
+    ConfigureError,
+    clamp_difficulty,
+    negotiate,
+    password_options,
+    suggested_difficulty,
+)
+from nomp.stratum.defence import SharedBans, ban_policy, ip_of
 from nomp.stratum.errors import NOT_SUBSCRIBED, OTHER, UNAUTHORIZED, StratumError
+from nomp.stratum.extranonce import Extranonce1Allocator, change_extranonce1, with_earlier_extranonce1
 from nomp.stratum.protocol import StratumProtocol, encode_notification
 from nomp.stratum.session import MAX_WORKER_NAME, MinerSession
 from nomp.stratum.shares import EXTRANONCE2_SIZE, ShareLedger, Submission, check_submit, judge
+from nomp.stratum.targets import MinerTarget, select
 from nomp.stratum.vardiff import VarDiff
 
 _WORKER_NAME = re.compile(r"[A-Za-z0-9._\-@+]+")  # no ':' (it separates fields in Redis)
@@ -39,27 +51,6 @@ class JobSource(Protocol):
     async def submit_block(self, job: Job, extranonce: bytes, header: bytes) -> BlockOutcome: ...
 
 
-class Extranonce1Allocator:
-    """Hands out 4-byte extranonce1 values no two live connections share."""
-
-    def __init__(self, rng: random.Random | None = None) -> None:
-        self._next = (rng or random.SystemRandom()).getrandbits(32)
-        self._used: set[int] = set()
-
-    def take(self) -> bytes:
-        if len(self._used) >= 2**32:
-            raise RuntimeError("extranonce1 space exhausted")
-        while self._next in self._used:
-            self._next = (self._next + 1) % 2**32
-        value = self._next
-        self._used.add(value)
-        self._next = (value + 1) % 2**32
-        return value.to_bytes(4, "big")
-
-    def release(self, extranonce1: bytes) -> None:
-        self._used.discard(int.from_bytes(extranonce1, "big"))
-
-
 class StratumFactory(Factory):
     """Builds connections for one port: its starting difficulty and vardiff."""
 
@@ -73,12 +64,18 @@ class StratumFactory(Factory):
         # Solo: shares count for the miner alone and his blocks are his.
         self.solo = port.solo or server.config.payments.scheme == "solo"
 
-    def buildProtocol(self, addr: IAddress | None) -> StratumProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> StratumProtocol | None:
         now = self.clock.seconds()
+        ip = ip_of(addr)
+        # None makes the port close the socket before reading a byte.
+        if ip is not None and not self.server.admit(ip, now):
+            return None
         session = MinerSession(difficulty=self.port.diff, connected_at=now)
         if self.vardiff is not None:
             session.vardiff = self.vardiff.start(now)
-        return StratumProtocol(self, session)
+        protocol = StratumProtocol(self, session)
+        protocol.ip = ip
+        return protocol
 
 
 class StratumServer:
@@ -94,7 +91,12 @@ class StratumServer:
         hashing: HashPoolService,
         recorder: RecordsShares,
         clock: IReactorTime,
+        ban_store: BanStore | None = None,
+        instance: int | None = 0,
     ) -> None:
+        """``instance``: the byte every extranonce1 starts with (0 for a lone
+        process); None until ``set_instance`` gives one, and subscribes wait
+        for it."""
         self.config = config
         self.pool = pool
         self.hashing = hashing
@@ -102,15 +104,26 @@ class StratumServer:
         self.clock = clock
         self.connection_timeout = config.connection_timeout
         self.connections: set[StratumProtocol] = set()
+        self.gatekeeper = Gatekeeper(ban_policy(config.banning))
+        # Without a store (tests of the protocol alone) bans stay in this process.
+        self.shared_bans = (
+            SharedBans(self.gatekeeper, ban_store, clock, self._enforce) if ban_store is not None else None
+        )
+        self.refused: Counter[str] = Counter()  # connections refused, by reason
         self.ledger = ShareLedger()
-        self.extranonces = Extranonce1Allocator()
+        self.extranonces = Extranonce1Allocator(instance=instance)
+        # Subscribes answered once the instance byte is known: connection -> (id, params).
+        self._awaiting_instance: dict[StratumProtocol, tuple[Any, list[Any]]] = {}
         self._lines: dict[str, tuple[bytes, bytes]] = {}  # job id -> (clean, continuing) notify
         self.in_flight = 0  # shares being hashed
         self._idle_waiters: list[defer.Deferred[None]] = []
+        self._version_mask = int(config.version_mask, 16)
         self._methods = {
             "mining.subscribe": self._subscribe,
             "mining.authorize": self._authorize,
             "mining.submit": self._submit,
+            "mining.configure": self._configure,
+            "mining.suggest_difficulty": self._suggest_difficulty,
             "mining.extranonce.subscribe": self._extranonce_subscribe,
             "mining.get_transactions": self._get_transactions,
         }
@@ -121,12 +134,69 @@ class StratumServer:
 
     def disconnected(self, protocol: StratumProtocol) -> None:
         self.connections.discard(protocol)
+        if protocol.ip is not None:
+            self.gatekeeper.connection_closed(protocol.ip)
         if protocol.session.extranonce1 is not None:
             self.extranonces.release(protocol.session.extranonce1)
+        self._awaiting_instance.pop(protocol, None)
 
     def malformed(self, protocol: StratumProtocol) -> None:
         """A request that could not be read."""
         protocol.session.malformed += 1
+        if protocol.ip is not None:
+            self._judged(self.gatekeeper.malformed(protocol.ip, self.clock.seconds()))
+
+    # Bans and limits.
+    def admit(self, ip: str, now: float) -> bool:
+        """Whether a new connection from ``ip`` may open (it then holds a slot until closed)."""
+        admission = self.gatekeeper.admit(ip, now)
+        if admission.refusal is None:
+            return True
+        # Debug only: a flood of refusals must not flood the log too.
+        self.refused[admission.refusal.value] += 1
+        self.log.debug("connection from {ip} refused: {reason}", ip=ip, reason=admission.refusal.value)
+        return False
+
+    def _judged(self, ban: Ban | None) -> None:
+        """Act on what the gatekeeper made of a miner's behaviour."""
+        if ban is None:
+            return
+        self.log.warn(
+            "pool {pool}: {ip} banned for {seconds:.0f} s: {reason}",
+            pool=self.config.name,
+            ip=ban.ip,
+            seconds=ban.remaining(self.clock.seconds()),
+            reason=ban.reason,
+        )
+        if self.shared_bans is not None:
+            self.shared_bans.banned(ban)
+        self._enforce(ban)
+
+    def _enforce(self, ban: Ban) -> None:
+        """Close every connection from a banned IP."""
+        for protocol in [p for p in self.connections if p.ip == ban.ip]:
+            protocol.close()
+
+    def list_bans(self) -> tuple[Ban, ...]:
+        """The bans in force, soonest to end first."""
+        return self.gatekeeper.bans.list(self.clock.seconds())
+
+    def ban_ip(self, ip: str, duration: float | None, reason: str) -> Ban | None:
+        """Ban ``ip`` (for the pool's ban time if ``duration`` is None): None if it is whitelisted.
+
+        ValueError for a string that is not an IP or a duration that is not > 0.
+        """
+        ban = self.gatekeeper.bans.ban(ip, self.clock.seconds(), duration=duration, reason=reason)
+        self._judged(ban)
+        return ban
+
+    def lift_ban(self, ip: str) -> bool:
+        """End the ban on ``ip`` now, here and for the pool's other processes: whether it had one."""
+        key = normalise_ip(ip)  # ValueError for a string that is not an IP
+        lifted = self.gatekeeper.bans.lift(key)
+        if self.shared_bans is not None:
+            self.shared_bans.lifted(key)
+        return lifted
 
     def request(self, protocol: StratumProtocol, request_id: Any, method: str, params: list[Any]) -> None:
         handler = self._methods.get(method)
@@ -181,7 +251,7 @@ class StratumServer:
             if vardiff is not None and session.vardiff is not None and session.subscribed:
                 new = vardiff.on_quiet(session.vardiff, now, session.difficulty)
                 if new is not None:
-                    self._set_difficulty(protocol, new)
+                    self._vardiff_changed(protocol, new)
 
     def _set_difficulty(self, protocol: StratumProtocol, difficulty: float) -> None:
         # Sent at once; it applies to the next job the miner gets. Shares of
@@ -189,12 +259,36 @@ class StratumServer:
         protocol.session.difficulty = difficulty
         protocol.send_difficulty(difficulty)
 
+    def _vardiff_changed(self, protocol: StratumProtocol, difficulty: float) -> None:
+        # Vardiff knows the port's limits, not the floor the miner asked for.
+        difficulty = max(difficulty, protocol.session.minimum_difficulty)
+        if difficulty != protocol.session.difficulty:
+            self._set_difficulty(protocol, difficulty)
+
+    def _miner_difficulty(self, protocol: StratumProtocol, requested: float) -> None:
+        """Give the miner the difficulty it asked for, as far as its port
+        allows. Before subscribing it becomes the starting difficulty,
+        sent with the subscription."""
+        session = protocol.session
+        difficulty = clamp_difficulty(requested, protocol.factory.port, session.minimum_difficulty)
+        if session.vardiff is not None:
+            session.vardiff.restart(self.clock.seconds())
+        if difficulty == session.difficulty:
+            return
+        if session.subscribed:
+            self._set_difficulty(protocol, difficulty)
+        else:
+            session.difficulty = difficulty
+
     # Requests.
     def _subscribe(self, protocol: StratumProtocol, request_id: Any, params: list[Any]) -> None:
         session = protocol.session
         if params and isinstance(params[0], str):
             session.user_agent = params[0][:128]
         if session.extranonce1 is None:
+            if self.extranonces.instance is None:
+                self._await_instance(protocol, request_id, params)
+                return
             session.extranonce1 = self.extranonces.take()
         subscriptions = [
             ["mining.set_difficulty", SUBSCRIPTION_ID],
@@ -220,9 +314,31 @@ class StratumServer:
             problem = f"at most {MAX_WORKERS} workers per connection"
         if problem is not None:
             protocol.reply_refusal(request_id, StratumError(UNAUTHORIZED, problem))
+            if protocol.ip is not None:
+                self._judged(self.gatekeeper.auth_failed(protocol.ip, self.clock.seconds()))
             return
         protocol.session.workers[name] = password[:256]
         protocol.reply(request_id, True)
+        self._password_difficulty(protocol, name, password)
+
+    def _password_difficulty(self, protocol: StratumProtocol, worker: str, password: str) -> None:
+        """``d=N`` in the password pins the connection's difficulty: vardiff
+        stops for it. A ``d=`` that holds no difficulty changes nothing (the
+        worker is still authorized) but is logged, so the miner's owner can
+        find why his difficulty is not what he asked for."""
+        options = password_options(password)
+        if options.unreadable:
+            self.log.info(
+                "miner {peer}: {options} in the password of {worker} is not a difficulty: ignored",
+                peer=protocol.peer,
+                # ascii(): the miner's text may hold anything, unpaired surrogates too,
+                # and the log must take it as it is shown.
+                options=", ".join(ascii(option) for option in options.unreadable),
+                worker=worker,
+            )
+        if options.difficulty is not None:
+            self._miner_difficulty(protocol, options.difficulty)
+            protocol.session.vardiff = None
 
     def _check_worker_name(self, name: str) -> str | None:
         if not 0 < len(name) <= MAX_WORKER_NAME or not _WORKER_NAME.fullmatch(name):
@@ -236,7 +352,39 @@ class StratumServer:
         return None
 
     def _extranonce_subscribe(self, protocol: StratumProtocol, request_id: Any, params: list[Any]) -> None:
+        protocol.session.extranonce_subscribed = True
         protocol.reply(request_id, True)
+
+    def _configure(self, protocol: StratumProtocol, request_id: Any, params: list[Any]) -> None:
+        """BIP310 ``mining.configure``: see nomp.stratum.configure.negotiate."""
+        try:
+            negotiated = negotiate(params, self._version_mask)
+        except ConfigureError as e:
+            raise StratumError(OTHER, str(e)) from None
+        session = protocol.session
+        if negotiated.version_mask is not None:
+            session.version_mask = negotiated.version_mask
+        if negotiated.subscribe_extranonce:
+            session.extranonce_subscribed = True
+        protocol.reply(request_id, negotiated.result)
+        if negotiated.minimum_difficulty is not None:
+            # A floor within the port's limits (0 asks for none: the port's
+            # lowest); it lifts the difficulty now if it is below, and
+            # vardiff never goes under it.
+            port = protocol.factory.port
+            session.minimum_difficulty = clamp_difficulty(negotiated.minimum_difficulty, port)
+            if session.difficulty < session.minimum_difficulty:
+                self._miner_difficulty(protocol, session.minimum_difficulty)
+
+    def _suggest_difficulty(self, protocol: StratumProtocol, request_id: Any, params: list[Any]) -> None:
+        """``mining.suggest_difficulty [difficulty]``, up or down within the
+        port's limits. On a vardiff port vardiff goes on from there."""
+        try:
+            requested = suggested_difficulty(params)
+        except ValueError as e:
+            raise StratumError(OTHER, str(e)) from None
+        protocol.reply(request_id, True)
+        self._miner_difficulty(protocol, requested)
 
     def _get_transactions(self, protocol: StratumProtocol, request_id: Any, params: list[Any]) -> None:
         raise StratumError(OTHER, "mining.get_transactions is not supported")
@@ -257,6 +405,8 @@ class StratumServer:
             if worker in session.workers and e.code not in (UNAUTHORIZED, NOT_SUBSCRIBED):
                 self.recorder.invalid_share(worker, session.difficulty)
                 self._vardiff_on_share(protocol, now)
+                if protocol.ip is not None:
+                    self._judged(self.gatekeeper.share(protocol.ip, False, now))
             raise
         self._vardiff_on_share(protocol, now)
         self.in_flight += 1
@@ -301,13 +451,17 @@ class StratumServer:
         if vardiff is not None and session.vardiff is not None:
             new = vardiff.on_share(session.vardiff, now, session.difficulty)
             if new is not None:
-                self._set_difficulty(protocol, new)
+                self._vardiff_changed(protocol, new)
 
     def _hashed(
         self, hashed: ShareHash, protocol: StratumProtocol, request_id: Any, submission: Submission
     ) -> None:
         verdict = judge(submission, hashed, submission.job.hasher.algorithm)
+        if not verdict.accepted and self._check_again(protocol, request_id, submission):
+            return  # judged once more, and only then counted
         session = protocol.session
+        if protocol.ip is not None:
+            self._judged(self.gatekeeper.share(protocol.ip, verdict.accepted, self.clock.seconds()))
         if not verdict.accepted:
             session.invalid_shares += 1
             self.recorder.invalid_share(submission.worker, verdict.difficulty)
@@ -347,6 +501,136 @@ class StratumServer:
             self.recorder.block_settled(record, False, "", None)
             raise
         self.recorder.block_settled(record, outcome.accepted, outcome.block_hash, outcome.coinbase_txid)
+
+    # The operator's messages.
+    def miners(self, target: MinerTarget) -> list[StratumProtocol]:
+        """The open connections ``target`` picks."""
+        return select(target, self.connections)
+
+    def send_reconnect(
+        self, target: MinerTarget, host: str | None = None, port: int | None = None, wait: int | None = None
+    ) -> int:
+        """``client.reconnect`` to the miners ``target`` picks; how many.
+
+        Without host and port a miner reconnects to where it is. The
+        connections stay open: a miner that ignores the request mines on.
+        """
+        params: list[Any] = []
+        if host is not None and port is not None:
+            # The port as a string: cgminer and its descendants read only a string there.
+            params = [host, str(port)] if wait is None else [host, str(port), wait]
+        return self._notify(target, "client.reconnect", params)
+
+    def show_message(self, target: MinerTarget, text: str) -> int:
+        """``client.show_message`` to the miners ``target`` picks; how many."""
+        return self._notify(target, "client.show_message", [text])
+
+    def _notify(self, target: MinerTarget, method: str, params: list[Any]) -> int:
+        line = encode_notification(method, params)
+        chosen = self.miners(target)
+        for protocol in chosen:
+            protocol.send_line(line)
+        self.log.info(
+            "pool {pool}: {method} {params} sent to {miners} miners ({target})",
+            pool=self.config.name,
+            method=method,
+            params=params,
+            miners=len(chosen),
+            target=target.describe(),
+        )
+        return len(chosen)
+
+    # Changing extranonce1s.
+    def set_extranonce(self, protocol: StratumProtocol) -> bool:
+        """Give a connection a new extranonce1: ``mining.set_extranonce``, then
+        the current job, clean, so its next work uses the new value.
+
+        False, and nothing sent, for a connection not subscribed, or not
+        extranonce-subscribed, or while no instance byte is held. Shares of
+        jobs sent before are checked against the old value (``_check_again``).
+        """
+        session = protocol.session
+        if session.extranonce1 is None or not session.extranonce_subscribed:
+            return False
+        if self.extranonces.instance is None:
+            return False
+        new = self.extranonces.take()
+        old = change_extranonce1(session, new)
+        if old is not None:
+            self.extranonces.release(old)  # after the take: the new value is never the old one
+        protocol.send_line(encode_notification("mining.set_extranonce", [new.hex(), EXTRANONCE2_SIZE]))
+        registry = self.pool.registry
+        if registry is not None and registry.current is not None:
+            self._send_job(protocol, registry.current, True)
+        return True
+
+    def set_instance(self, instance: int | None) -> None:
+        """The process's instance byte is now ``instance`` (see InstanceLeaseService).
+
+        None: no byte is held just now; new subscribes wait, and live
+        connections keep their extranonce1. A byte other than the one live
+        extranonce1s start with re-partitions them: each extranonce-subscribed
+        connection gets a new one, the others are asked to reconnect and
+        closed. Waiting subscribes are then answered.
+        """
+        if instance is None:
+            self.extranonces.suspend()
+            return
+        if self.extranonces.use(instance):
+            self._repartition(instance)
+        waiting, self._awaiting_instance = self._awaiting_instance, {}
+        for protocol, (request_id, params) in waiting.items():
+            try:
+                self._subscribe(protocol, request_id, params)
+            except Exception:
+                self.log.failure("pool {pool}: a waiting subscribe failed", pool=self.config.name)
+                protocol.reply_error(request_id, StratumError(OTHER, "internal error"))
+
+    def _repartition(self, instance: int) -> None:
+        moved = closed = 0
+        reconnect = encode_notification("client.reconnect", [])
+        for protocol in list(self.connections):
+            session = protocol.session
+            if session.extranonce1 is None:
+                continue
+            if self.set_extranonce(protocol):
+                moved += 1
+            else:
+                # Its extranonce1 may now be another process's: it must not mine on with it.
+                session.extranonce1 = None
+                protocol.send_line(reconnect)
+                protocol.close()
+                closed += 1
+        self.log.warn(
+            "pool {pool}: extranonce1 instance byte now {instance}: {moved} miners given a new "
+            "extranonce1, {closed} asked to reconnect",
+            pool=self.config.name,
+            instance=instance,
+            moved=moved,
+            closed=closed,
+        )
+
+    def _await_instance(self, protocol: StratumProtocol, request_id: Any, params: list[Any]) -> None:
+        # No instance byte yet (it is being leased from Redis): the subscribe
+        # is answered by set_instance, the connection timeout still applies.
+        if protocol in self._awaiting_instance:
+            raise StratumError(OTHER, "a subscribe is already waiting for the pool to start")
+        if not self._awaiting_instance:
+            self.log.info(
+                "pool {pool}: subscribes wait for the extranonce1 instance byte", pool=self.config.name
+            )
+        self._awaiting_instance[protocol] = (request_id, params)
+
+    def _check_again(self, protocol: StratumProtocol, request_id: Any, submission: Submission) -> bool:
+        """Hash a refused share once more with the extranonce1 its job was
+        sent with before a set_extranonce: the miner may have made it before
+        it read the change. Whether it went to be hashed."""
+        again = with_earlier_extranonce1(submission, protocol.session)
+        if again is None:
+            return False
+        self.in_flight += 1
+        self.hashing.check(again.job.hasher, again.work).addBoth(self._landed, protocol, request_id, again)
+        return True
 
     def close_all(self) -> None:
         """Close every miner connection (at shutdown)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService, TimerService
@@ -10,6 +11,7 @@ from twisted.internet.endpoints import serverFromString
 
 from nomp.config import PortConfig
 from nomp.services import OrderedMultiService
+from nomp.stratum.proxyproto import ProxyProtocolFactory
 from nomp.stratum.server import StratumFactory, StratumServer
 
 QUIET_CHECK_INTERVAL = 5.0  # seconds between looks for miners gone quiet
@@ -23,10 +25,25 @@ class StratumService(OrderedMultiService):
         super().__init__()
         self.setName("stratum")
         self.server = server
-        for port in ports:
-            listening = StreamServerEndpointService(
-                serverFromString(reactor, port.listen), StratumFactory(server, port)
+        banning = server.config.banning
+        shared_bans = server.shared_bans
+        if shared_bans is not None:
+            # Added before the ports: bans are read at start (and a banned
+            # miner that got in before the read is closed by it).
+            sync = TimerService(
+                banning.sync_interval, lambda: defer.Deferred.fromCoroutine(shared_bans.sync())
             )
+            sync.clock = reactor
+            sync.setServiceParent(self)
+        purge = TimerService(banning.purge_interval, lambda: server.gatekeeper.purge(reactor.seconds()))
+        purge.clock = reactor
+        purge.setServiceParent(self)
+        for port in ports:
+            factory: Any = StratumFactory(server, port)
+            if port.proxy_protocol:
+                networks = [ipaddress.ip_network(n, strict=False) for n in port.proxy_protocol]
+                factory = ProxyProtocolFactory(factory, networks, reactor)
+            listening = StreamServerEndpointService(serverFromString(reactor, port.listen), factory)
             # A port that cannot be bound stops start-up instead of being logged and skipped.
             listening._raiseSynchronously = True
             listening.setServiceParent(self)
@@ -38,4 +55,7 @@ class StratumService(OrderedMultiService):
         stopping: defer.Deferred[None] = super().stopService()  # no new connections
         stopping.addCallback(lambda _: self.server.close_all())
         stopping.addCallback(lambda _: self.server.idle())
+        shared_bans = self.server.shared_bans
+        if shared_bans is not None:
+            stopping.addCallback(lambda _: defer.Deferred.fromCoroutine(shared_bans.flush()))
         return stopping

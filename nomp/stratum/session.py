@@ -29,6 +29,12 @@ class MinerSession:
     valid_shares: int = 0
     invalid_shares: int = 0
     malformed: int = 0  # requests that could not be read
+    version_mask: int = 0  # header version bits it may roll (BIP310); 0: none
+    minimum_difficulty: float = 0.0  # the floor it asked for with mining.configure
+    extranonce_subscribed: bool = False  # it takes mining.set_extranonce
+    # job id -> the extranonce1 it was sent with, for jobs sent before the
+    # last mining.set_extranonce (empty until one is sent)
+    earlier_extranonce1: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def subscribed(self) -> bool:

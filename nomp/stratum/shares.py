@@ -63,9 +63,10 @@ class Verdict(NamedTuple):
 class ShareLedger:
     """Shares already submitted, per job: a share counts once.
 
-    A share is identified by extranonce1, extranonce2, ntime and nonce as
-    numbers, so ``ABCD`` and ``abcd`` are the same share (NOMP compared the
-    hex strings and counted both).
+    A share is identified by extranonce1, extranonce2, header version, ntime
+    and nonce as numbers, so ``ABCD`` and ``abcd`` are the same share (NOMP
+    compared the hex strings and counted both), and two shares that differ
+    only in rolled version bits are two shares.
     """
 
     def __init__(self) -> None:
@@ -96,8 +97,15 @@ def check_submit(
     ledger: ShareLedger,
     now: float,
 ) -> Submission:
-    """Check a submit's params ([worker, job_id, extranonce2, ntime, nonce])
-    in NOMP's order; StratumError for the first problem found."""
+    """Check a submit's params ([worker, job_id, extranonce2, ntime, nonce,
+    version_bits?]) in NOMP's order; StratumError for the first problem found.
+
+    ``version_bits`` (BIP310) are the values of the bits the miner rolled:
+    every bit outside the mask it agreed to must be 0, and the header
+    version is the job's with the masked bits replaced. ``00000000`` (or
+    null) from a miner that negotiated nothing is the job's version as is:
+    some firmware always sends the sixth param.
+    """
     if len(params) < 5:
         raise StratumError(OTHER, _BAD_PARAMS)
     worker, job_id, extranonce2_hex, ntime_hex, nonce_hex = params[:5]
@@ -129,17 +137,33 @@ def check_submit(
     if nonce_bytes is None:
         raise StratumError(OTHER, "incorrect size of nonce")
     nonce = int.from_bytes(nonce_bytes, "big")
+    version = job.template.version
+    if len(params) > 5 and params[5] is not None:
+        version = _rolled_version(params[5], version, session.version_mask)
     extranonce = session.extranonce1 + extranonce2
-    key = (int.from_bytes(extranonce, "big") << 64) | (ntime << 32) | nonce
+    key = (int.from_bytes(extranonce, "big") << 96) | (version << 64) | (ntime << 32) | nonce
     if not ledger.add(job_id, key):
         raise StratumError(DUPLICATE_SHARE, "duplicate share")
     return Submission(
         worker=worker,
         job=job,
         extranonce=extranonce,
-        work=ShareWork(extranonce, job.template.version, ntime, nonce),
+        work=ShareWork(extranonce, version, ntime, nonce),
         difficulties=session.difficulties_for(job_id),
     )
+
+
+def _rolled_version(version_bits: object, version: int, mask: int) -> int:
+    """The header version of a share with ``version_bits`` rolled under ``mask``."""
+    raw = _hex4(version_bits) if type(version_bits) is str else None
+    if raw is None:
+        raise StratumError(OTHER, "incorrect size of version bits")
+    bits = int.from_bytes(raw, "big")
+    if bits & ~mask:
+        if not mask:
+            raise StratumError(OTHER, "version rolling was not negotiated (mining.configure)")
+        raise StratumError(OTHER, f"version bits outside the mask {mask:08x}")
+    return (version & ~mask) | bits
 
 
 def judge(submission: Submission, hashed: ShareHash, algorithm: Algorithm) -> Verdict:

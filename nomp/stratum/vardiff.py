@@ -26,6 +26,13 @@ class VarDiffState:
     last_share: float | None = None
     intervals: deque[float] = field(default_factory=deque)
 
+    def restart(self, now: float) -> None:
+        """The difficulty was set from outside (the miner asked): intervals
+        timed at the old one say nothing of the new, and the next retarget
+        is a whole retarget time away."""
+        self.last_retarget = now
+        self.intervals.clear()
+
 
 class VarDiff:
     """NOMP's vardiff, plus lowering a miner that goes quiet.
