@@ -115,6 +115,7 @@ def write_conf(
         "redis": {"port": redis_port},
         "logging": {"level": "info", "file": str(folder / "pool.log")},
         "control": {"listen": f"tcp:{control}:interface=127.0.0.1"},
+        "web": {"enabled": False},
         "pool_defaults": {"job_rebroadcast_timeout": 0, "block_refresh_interval": 3600},
     }
     (folder / "config.yaml").write_text(yaml.safe_dump(settings))

@@ -25,6 +25,7 @@ from nomp.store.redis import RedisService
 from nomp.store.service import RecorderService
 from nomp.stratum.server import StratumServer
 from nomp.stratum.service import StratumService
+from nomp.web.service import WebService
 
 
 class Options(usage.Options):
@@ -110,4 +111,7 @@ def build_service(config: Config, reactor: Any, **root_options: Any) -> NompServ
             PaymentService(pool_config, redis.client, _ready_daemons(pool), reactor).setServiceParent(pool)
         pool.setServiceParent(root)
         pools[pool_config.name] = pool
+    web = config.settings.web
+    if web.enabled:
+        WebService(web, config.pools, redis.client, reactor).setServiceParent(root)
     return root

@@ -32,6 +32,7 @@ def write_conf(
     settings = yaml.safe_load((SHIPPED_CONF / "config.yaml").read_text())
     settings["coins"] = str(SHIPPED_COINS)
     settings["control"]["listen"] = f"tcp:{free_port()}:interface=127.0.0.1"
+    settings["web"] = {"listen": f"tcp:{free_port()}:interface=127.0.0.1"}
     settings["redis"].update(port=redis_port, db=redis_db)
     settings["logging"]["level"] = "warn"
     (folder / "config.yaml").write_text(yaml.safe_dump(settings))

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from twisted.trial.unittest import TestCase
 
-from nomp.config import Config, ConfigErrors, load_config
+from nomp.config import Config, ConfigErrors, WebConfig, load_config
 from nomp.hashing import ALGORITHMS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,7 +27,7 @@ POOL_KEYS = (
     "hashrate_window, job_rebroadcast_timeout, payments, pool_signature, ports, reward_recipients, "
     "usernames, version_mask"
 )
-GLOBAL_KEYS = "coins, control, instance, logging, pool_defaults, redis, threads"
+GLOBAL_KEYS = "coins, control, instance, logging, pool_defaults, redis, threads, web"
 DEFAULT_KEYS = "banning, block_refresh_interval, connection_timeout, job_rebroadcast_timeout, pool_signature"
 
 
@@ -207,6 +207,7 @@ class ValidConfigTests(ConfTestCase):
         self.assertEqual(config.settings.redis.port, 6379)
         self.assertIsNone(config.settings.redis.password)
         self.assertEqual(config.settings.control.listen, "tcp:17117:interface=127.0.0.1")
+        self.assertEqual(config.settings.web, WebConfig(True, "tcp:8080:interface=127.0.0.1", 15.0, 86400.0))
         (pool,) = config.pools
         self.assertEqual((pool.name, pool.file), ("ltc", "pools/ltc.yaml"))
         self.assertEqual(pool.coin.name, "litecoin")
@@ -754,6 +755,24 @@ class ValueCheckTests(ConfTestCase):
             " _parseTCP() got an unexpected keyword argument 'colour'"
         )
 
+    def test_invalid_web_endpoint(self) -> None:
+        """web.listen must be a Twisted endpoint that parses."""
+        self.settings["web"] = {"listen": "tcp:8080:colour=red"}
+        self.assertErrors(
+            "config.yaml: web.listen: invalid endpoint 'tcp:8080:colour=red':"
+            " _parseTCP() got an unexpected keyword argument 'colour'"
+        )
+
+    def test_web_durations(self) -> None:
+        """web.stats_interval and web.history_retention are positive seconds; no other key is known."""
+        self.settings["web"] = {"stats_interval": 0, "history_retention": -1, "port": 80}
+        self.assertErrors(
+            "config.yaml: web.history_retention: must be > 0",
+            "config.yaml: web.port: unknown key"
+            " (expected one of: enabled, history_retention, listen, stats_interval)",
+            "config.yaml: web.stats_interval: must be > 0",
+        )
+
     def test_daemon_url_scheme(self) -> None:
         """A daemon URL must be http:// or https://."""
         self.pool["daemons"][0]["url"] = "ftp://127.0.0.1:9332"
@@ -1051,6 +1070,20 @@ class ConflictTests(ConfTestCase):
         self.assertErrors(
             "pools/ltc.yaml: ports[0].listen: port 17117 is also used by config.yaml: control.listen"
         )
+
+    def test_web_port(self) -> None:
+        """A pool port on the web API's port conflicts with web.listen, unless the API is off."""
+        self.pool["ports"][0]["listen"] = "tcp:8080"
+        self.assertErrors(
+            "pools/ltc.yaml: ports[0].listen: port 8080 is also used by config.yaml: web.listen"
+        )
+        self.settings["web"] = {"enabled": False}
+        self.assertEqual(self.load().pools[0].ports[0].listen, "tcp:8080")
+
+    def test_web_and_control_port(self) -> None:
+        """web.listen may not take the control port."""
+        self.settings["web"] = {"listen": "tcp:17117"}
+        self.assertErrors("config.yaml: web.listen: port 17117 is also used by config.yaml: control.listen")
 
     def test_same_coin(self) -> None:
         """Two pools for one coin: the later file is reported."""

@@ -167,6 +167,7 @@ class NompCliTests(TestCase):
         conf.mkdir()
         settings = yaml.safe_load((SHIPPED_CONF / "config.yaml").read_text())
         settings["control"]["listen"] = f"tcp:{self.port}:interface=127.0.0.1"
+        settings["web"] = {"enabled": False}
         (conf / "config.yaml").write_text(yaml.safe_dump(settings))
         status, output = await self.run_cli("-c", str(conf), "pools")
         self.assertEqual((status, output), (0, "ok litecoin (litecoin-regtest, starting)\n"))

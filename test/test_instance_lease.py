@@ -258,7 +258,8 @@ class WiringTests(SynchronousTestCase):
         config = dataclasses.replace(config, settings=dataclasses.replace(config.settings, instance=instance))
         root = build_service(config, reactor, exit_with=lambda status: None, shutdown=lambda: None)
         self.assertEqual(
-            [service.name for service in root], ["redis", "instance", "hashing", "control", "pool:litecoin"]
+            [service.name for service in root],
+            ["redis", "instance", "hashing", "control", "pool:litecoin", "web"],
         )
         lease = root.getServiceNamed("instance")
         control = root.getServiceNamed("control")

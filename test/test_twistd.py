@@ -31,6 +31,7 @@ class TwistdTests(TestCase):
         settings = yaml.safe_load((SHIPPED_CONF / "config.yaml").read_text())
         settings["coins"] = str(SHIPPED_COINS)
         settings["control"]["listen"] = f"tcp:{free_port()}:interface=127.0.0.1"
+        settings["web"] = {"listen": f"tcp:{free_port()}:interface=127.0.0.1"}
         (conf / "config.yaml").write_text(yaml.safe_dump(settings))
         pool = yaml.safe_load((SHIPPED_CONF / "pools" / "litecoin.yaml").read_text())
         pool["address"] = address

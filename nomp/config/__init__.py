@@ -21,6 +21,7 @@ from nomp.config.model import (
     RedisConfig,
     TransactionOptions,
     VardiffConfig,
+    WebConfig,
 )
 
 __all__ = [
@@ -42,5 +43,6 @@ __all__ = [
     "RedisConfig",
     "TransactionOptions",
     "VardiffConfig",
+    "WebConfig",
     "load_config",
 ]

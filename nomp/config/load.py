@@ -102,7 +102,10 @@ def load_config(directory: str | os.PathLike[str]) -> Config:
     coins_dir = (conf / settings.coins).resolve()
     coins: dict[str, CoinConfig | None] = {}
     pools: list[PoolConfig] = []
-    claims = [_Claims("config.yaml", None, [("control.listen", settings.control.listen)])]
+    listens = [("control.listen", settings.control.listen)]
+    if settings.web.enabled:
+        listens.append(("web.listen", settings.web.listen))
+    claims = [_Claims("config.yaml", None, listens)]
     pool_files = sorted((conf / "pools").glob("*.yaml")) if (conf / "pools").is_dir() else []
     if not pool_files:
         errors.add("pools/", "", "no pool files (pools/*.yaml)")

@@ -55,6 +55,16 @@ class ControlConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WebConfig:
+    """The HTTP API."""
+
+    enabled: bool = True
+    listen: str = checked(endpoint, "tcp:8080:interface=127.0.0.1")
+    stats_interval: float = checked(positive, 15.0)  # seconds between reads of the pools' stats
+    history_retention: float = checked(positive, 86400.0)  # seconds of stats history kept
+
+
+@dataclass(frozen=True, slots=True)
 class RateLimitConfig:
     """At most ``count`` events from one IP within ``window`` seconds; one more breaks the limit."""
 
@@ -188,6 +198,7 @@ class GlobalConfig:
     redis: RedisConfig = field(default_factory=RedisConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     pool_defaults: PoolDefaults = field(default_factory=PoolDefaults)
 
 

@@ -156,3 +156,13 @@ class InstanceKeys:
     def lease(self, instance: int) -> str:
         """string, expiring: the holder of instance byte ``instance`` ("<host>:<pid>:<random>")."""
         return f"{self.namespace}:instance:{instance}"
+
+
+@dataclass(frozen=True, slots=True)
+class WebKeys:
+    """The keys of the web API, shared by every pool (NOMP's portal keys)."""
+
+    @property
+    def stat_history(self) -> str:
+        """zset: score unix seconds, member the JSON of a reduced stats entry (see /api/pool_stats)."""
+        return "statHistory"

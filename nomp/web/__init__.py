@@ -1,0 +1,1 @@
+"""The pool's HTTP API: stats read from Redis at intervals, served from memory."""

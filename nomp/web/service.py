@@ -1,0 +1,39 @@
+"""WebService: the stats collector and the HTTP endpoint serving the API."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet.endpoints import serverFromString
+from twisted.web.server import Site
+
+from nomp.config import PoolConfig, WebConfig
+from nomp.services import OrderedMultiService
+from nomp.store.recorder import ScriptRunner
+from nomp.web.app import WebApp
+from nomp.web.collector import StatsCollector
+
+
+class WebService(OrderedMultiService):
+    """Owns the collector and the listening port: the port closes first on stop."""
+
+    def __init__(
+        self,
+        config: WebConfig,
+        pools: Sequence[PoolConfig],
+        redis: Callable[[], ScriptRunner | None],
+        reactor: Any,
+    ) -> None:
+        super().__init__()
+        self.setName("web")
+        self.collector = StatsCollector(
+            pools, redis, reactor, interval=config.stats_interval, retention=config.history_retention
+        )
+        self.collector.setServiceParent(self)
+        site = Site(WebApp(lambda: self.collector.snapshot).app.resource())
+        site.noisy = False
+        self.endpoint = StreamServerEndpointService(serverFromString(reactor, config.listen), site)
+        self.endpoint._raiseSynchronously = True  # a port already taken stops the start
+        self.endpoint.setServiceParent(self)
