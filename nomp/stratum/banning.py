@@ -29,6 +29,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -509,33 +510,30 @@ class Gatekeeper:
 
     def malformed(self, ip: str, now: float) -> Ban | None:
         """``ip`` sent a message that isn't valid Stratum: the ban it earns, if any."""
-        limit = self.policy.malformed
-        if limit is None:
-            return None
-        key = self._accountable(ip, now)
-        if key is None:
-            return None
-        evidence = self._evidence_of(key)
-        if evidence.malformed is None:
-            evidence.malformed = RecentEvents(limit)
-        if not evidence.malformed.note(now):
-            return None
-        return self._ban(key, now, f"more than {limit.count} malformed messages in {limit.window:g} s")
+        return self._over_limit(ip, now, self.policy.malformed, "malformed", "malformed messages")
 
     def auth_failed(self, ip: str, now: float) -> Ban | None:
         """``ip`` failed a mining.authorize: the ban it earns, if any."""
-        limit = self.policy.failed_auth
+        return self._over_limit(ip, now, self.policy.failed_auth, "failed_auth", "failed authorizations")
+
+    def _over_limit(
+        self, ip: str, now: float, limit: Limit | None, window: Literal["malformed", "failed_auth"], what: str
+    ) -> Ban | None:
+        """Count an event in the evidence ``window`` (a RecentEvents field of
+        _Evidence): the ban it earns once ``limit`` is passed, if any."""
         if limit is None:
             return None
         key = self._accountable(ip, now)
         if key is None:
             return None
         evidence = self._evidence_of(key)
-        if evidence.failed_auth is None:
-            evidence.failed_auth = RecentEvents(limit)
-        if not evidence.failed_auth.note(now):
+        events: RecentEvents | None = getattr(evidence, window)
+        if events is None:
+            events = RecentEvents(limit)
+            setattr(evidence, window, events)
+        if not events.note(now):
             return None
-        return self._ban(key, now, f"more than {limit.count} failed authorizations in {limit.window:g} s")
+        return self._ban(key, now, f"more than {limit.count} {what} in {limit.window:g} s")
 
     # Memory.
 
