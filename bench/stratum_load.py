@@ -36,6 +36,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -491,8 +493,24 @@ LIMITS = {
 }
 
 
-def run_limits(options: argparse.Namespace) -> None:
-    """The --limits run: a flood from many addresses beside legitimate miners."""
+@dataclass
+class RunningPool:
+    """A pool process with its Redis and fake daemon; ``processes`` are stopped last-first."""
+
+    env: dict[str, str]
+    redis: RedisServer
+    processes: list[subprocess.Popen[Any]]
+    daemon_port: int
+    scrypt_port: int
+    sha_port: int
+    control_port: int
+    conf: Path
+    pool: subprocess.Popen[Any]
+
+
+@contextlib.contextmanager
+def running_pool(threads: int, banning: dict[str, Any] | None = None) -> Iterator[RunningPool]:
+    """Start redis-server, the fake daemon and ``twistd -n nomp``; stop them all at the end."""
     python = sys.executable
     twistd = str(Path(python).parent / "twistd")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -503,38 +521,54 @@ def run_limits(options: argparse.Namespace) -> None:
         processes.append(subprocess.Popen([python, __file__, "--daemon", str(daemon_port)], env=env))
         wait_port(daemon_port)
         conf = Path(tempfile.mkdtemp(prefix="nomp-bench-"))
-        write_conf(
-            conf, daemon_port, redis.port, scrypt_port, sha_port, control_port, options.threads, LIMITS
+        write_conf(conf, daemon_port, redis.port, scrypt_port, sha_port, control_port, threads, banning)
+        profile = (
+            ["--profile=/tmp/pool.prof", "--profiler=cprofile", "--savestats"]
+            if os.environ.get("BENCH_PROFILE")
+            else []
         )
-        pool = subprocess.Popen([twistd, "-n", "--pidfile=", "nomp", "-c", str(conf)], env=env)
+        pool = subprocess.Popen([twistd, "-n", "--pidfile=", *profile, "nomp", "-c", str(conf)], env=env)
         processes.append(pool)
         wait_port(scrypt_port)
-        time.sleep(2)
+        wait_port(sha_port)
+        time.sleep(2)  # first templates
+        yield RunningPool(env, redis, processes, daemon_port, scrypt_port, sha_port, control_port, conf, pool)
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+            process.wait(timeout=30)
+        redis.stop()
+
+
+def run_limits(options: argparse.Namespace) -> None:
+    """The --limits run: a flood from many addresses beside legitimate miners."""
+    python = sys.executable
+    with running_pool(options.threads, LIMITS) as run:
         print(
-            f"pool pid {pool.pid}; limits {json.dumps(LIMITS)}; flood of {options.idle} connections "
+            f"pool pid {run.pool.pid}; limits {json.dumps(LIMITS)}; flood of {options.idle} connections "
             f"from {options.sources} addresses {FLOOD_NET}1-{options.sources}; "
             f"{options.connections} miners on 127.0.0.2 offering {options.rate:g} shares/s "
             f"for {options.seconds:g} s"
         )
         flood = subprocess.Popen(
-            [python, __file__, "--flood", str(scrypt_port), str(options.idle), str(options.sources)],
-            env=env,
+            [python, __file__, "--flood", str(run.scrypt_port), str(options.idle), str(options.sources)],
+            env=run.env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
-        processes.append(flood)
+        run.processes.append(flood)
         results: dict[str, float] = {}
 
         async def legitimate(_: Any) -> None:
             results.update(
                 await load_phase(
-                    scrypt_port,
+                    run.scrypt_port,
                     SCRYPT_ADDRESS,
                     options.connections,
                     options.rate,
                     options.seconds,
-                    pool.pid,
+                    run.pool.pid,
                     source="127.0.0.2",
                 )
             )
@@ -542,7 +576,7 @@ def run_limits(options: argparse.Namespace) -> None:
         run_until_done(legitimate(None))
         assert flood.stdout is not None and flood.stdin is not None
         report = json.loads(flood.stdout.readline())
-        rss = rss_bytes(pool.pid)
+        rss = rss_bytes(run.pool.pid)
         counts = report["by_source"]
         held = sum(c["in"] for c in counts.values())
         refused = sum(c["refused"] for c in counts.values())
@@ -567,8 +601,8 @@ def run_limits(options: argparse.Namespace) -> None:
             f"{report['junk_closed']} closed by the pool; then {report['retries_refused']} of "
             f"{report['retries_in'] + report['retries_refused']} reconnects refused"
         )
-        coin = next(p for p in load_config(conf).pools if p.name == "scrypt").coin.name.lower()
-        bans = redis.command("ZRANGE", f"{coin}:bans", 0, -1, "WITHSCORES")
+        coin = next(p for p in load_config(run.conf).pools if p.name == "scrypt").coin.name.lower()
+        bans = run.redis.command("ZRANGE", f"{coin}:bans", 0, -1, "WITHSCORES")
         print(f"         bans in Redis: {bans}")
         print(
             f"miners   accepted {results['accepted']:.0f}/{results['sent']:.0f} "
@@ -577,11 +611,6 @@ def run_limits(options: argparse.Namespace) -> None:
             f"max {results['max_ms']:.1f} ms"
         )
         flood.stdin.close()
-    finally:
-        for process in reversed(processes):
-            process.terminate()
-            process.wait(timeout=30)
-        redis.stop()
 
 
 def run_until_done(work: Any) -> None:
@@ -620,28 +649,9 @@ def main() -> None:
         run_limits(options)
         return
     python = sys.executable
-    twistd = str(Path(python).parent / "twistd")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    redis = RedisServer().start()
-    processes: list[subprocess.Popen[Any]] = []
-    try:
-        daemon_port, scrypt_port, sha_port, control_port = (free_port() for _ in range(4))
-        processes.append(subprocess.Popen([python, __file__, "--daemon", str(daemon_port)], env=env))
-        wait_port(daemon_port)
-        conf = Path(tempfile.mkdtemp(prefix="nomp-bench-"))
-        write_conf(conf, daemon_port, redis.port, scrypt_port, sha_port, control_port, options.threads)
-        profile = (
-            ["--profile=/tmp/pool.prof", "--profiler=cprofile", "--savestats"]
-            if os.environ.get("BENCH_PROFILE")
-            else []
-        )
-        pool = subprocess.Popen([twistd, "-n", "--pidfile=", *profile, "nomp", "-c", str(conf)], env=env)
-        processes.append(pool)
-        wait_port(scrypt_port)
-        wait_port(sha_port)
-        time.sleep(2)  # first templates
+    with running_pool(options.threads) as run:
         print(
-            f"pool pid {pool.pid}; {os.cpu_count()} CPUs; {options.connections} connections, "
+            f"pool pid {run.pool.pid}; {os.cpu_count()} CPUs; {options.connections} connections, "
             f"{options.rate:g} shares/s offered for {options.seconds:g} s per algorithm"
         )
 
@@ -649,11 +659,11 @@ def main() -> None:
 
         async def phases(_: Any) -> None:
             for name, port, user in (
-                ("scrypt", scrypt_port, SCRYPT_ADDRESS),
-                ("sha256d", sha_port, SHA_ADDRESS),
+                ("scrypt", run.scrypt_port, SCRYPT_ADDRESS),
+                ("sha256d", run.sha_port, SHA_ADDRESS),
             ):
                 results[name] = await load_phase(
-                    port, user, options.connections, options.rate, options.seconds, pool.pid
+                    port, user, options.connections, options.rate, options.seconds, run.pool.pid
                 )
 
         run_until_done(phases(None))
@@ -665,35 +675,35 @@ def main() -> None:
                 f"reply p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, max {r['max_ms']:.1f} ms"
             )
 
-        rss_before = rss_bytes(pool.pid)
+        rss_before = rss_bytes(run.pool.pid)
         swarm = subprocess.Popen(
-            [python, __file__, "--swarm", str(scrypt_port), str(options.idle)],
-            env=env,
+            [python, __file__, "--swarm", str(run.scrypt_port), str(options.idle)],
+            env=run.env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
-        processes.append(swarm)
+        run.processes.append(swarm)
         assert swarm.stdout is not None and swarm.stdin is not None
         ready = json.loads(swarm.stdout.readline())["ready"]
         time.sleep(2)
-        rss_after = rss_bytes(pool.pid)
+        rss_after = rss_bytes(run.pool.pid)
         print(
             f"idle     {ready} miners subscribed: pool RSS {rss_before / 2**20:.1f} -> "
             f"{rss_after / 2**20:.1f} MiB, "
             f"{(rss_after - rss_before) / max(ready, 1) / 1024:.2f} KiB per connection"
         )
 
-        rpc(daemon_port, "bench_newblock")
+        rpc(run.daemon_port, "bench_newblock")
         trigger = time.time()
-        answer = control(control_port, "blocknotify scrypt")
+        answer = control(run.control_port, "blocknotify scrypt")
         swarm.stdin.write(f"{trigger}\n")
         swarm.stdin.flush()
         report = json.loads(swarm.stdout.readline())
         delays = report["delays"]
         within = sum(1 for d in delays if d <= 0.1)
         time.sleep(0.5)
-        for line in (conf / "pool.log").read_text().splitlines()[-200:]:
+        for line in (run.conf / "pool.log").read_text().splitlines()[-200:]:
             if "miners in" in line and f"{ready} miners" in line:
                 print(f"         pool side: {line.split('] ', 1)[-1]}")
         if delays:
@@ -703,11 +713,6 @@ def main() -> None:
                 f"p99 {delays[int(len(delays) * 0.99)] * 1e3:.1f} ms, "
                 f"max {delays[-1] * 1e3:.1f} ms; {within} within 100 ms"
             )
-    finally:
-        for process in reversed(processes):
-            process.terminate()
-            process.wait(timeout=30)
-        redis.stop()
 
 
 if __name__ == "__main__":
