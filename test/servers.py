@@ -11,6 +11,7 @@ import atexit
 import base64
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -40,11 +41,39 @@ class NodeRPCError(Exception):
         self.message = message
 
 
+# The demo's fixed ports (control, litecoind RPC and P2P), never handed out.
+_RESERVED_PORTS = frozenset({17117, 19443, 19444})
+
+
+def _ephemeral_start() -> int:
+    """The lowest port the kernel gives outgoing connections."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port nothing listens on right now, below the ephemeral range.
+
+    A port the kernel picked for ``bind(0)`` lies in the range it also
+    gives outgoing connections, so between this call and the server's own
+    bind a client socket (to Redis, a daemon...) could take it and the
+    server fail to start. Ports below that range are only ever bound on
+    purpose.
+    """
+    high = _ephemeral_start()
+    low = max(1024, high - 20000)
+    while True:
+        port = random.randrange(low, high)
+        if port in _RESERVED_PORTS:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def require(program: str) -> str:
