@@ -8,6 +8,7 @@ from typing import Any
 
 from klein import Klein
 from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
 
 from nomp.config import PortConfig
 from nomp.config.load import listen_address
@@ -66,8 +67,15 @@ class WebApp:
 
     app = Klein()
 
-    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+    def __init__(
+        self,
+        snapshot: Callable[[], Snapshot],
+        metrics: Callable[[], tuple[bytes, str]] | None = None,
+        pages: IResource | None = None,
+    ) -> None:
         self._snapshot = snapshot
+        self._metrics = metrics  # () -> (Prometheus text, its content type)
+        self._pages = pages  # the site's pages, for every path outside /api and /metrics
 
     @staticmethod
     def _json(request: IRequest, body: bytes, code: int = 200) -> bytes:
@@ -133,6 +141,22 @@ class WebApp:
             ],
         }
         return self._json(request, json.dumps(body).encode())
+
+    @app.route("/metrics", methods=["GET"])
+    def metrics(self, request: IRequest) -> bytes:
+        if self._metrics is None:
+            return self._error(request, 404, "metrics are not served")
+        body, content_type = self._metrics()
+        request.setHeader(b"Content-Type", content_type.encode())
+        return body
+
+    @app.route("/", branch=True)
+    def page(self, request: IRequest) -> IResource | bytes:
+        if self._pages is None:
+            request.setResponseCode(404)
+            request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+            return b"Not found\n"
+        return self._pages
 
     @app.route("/api/", branch=True)
     def unknown(self, request: IRequest) -> bytes:

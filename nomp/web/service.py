@@ -14,6 +14,7 @@ from nomp.services import OrderedMultiService
 from nomp.store.recorder import ScriptRunner
 from nomp.web.app import WebApp
 from nomp.web.collector import StatsCollector
+from nomp.web.pages import Pages
 
 
 class WebService(OrderedMultiService):
@@ -25,6 +26,7 @@ class WebService(OrderedMultiService):
         pools: Sequence[PoolConfig],
         redis: Callable[[], ScriptRunner | None],
         reactor: Any,
+        metrics: Callable[[], tuple[bytes, str]] | None = None,
     ) -> None:
         super().__init__()
         self.setName("web")
@@ -32,7 +34,8 @@ class WebService(OrderedMultiService):
             pools, redis, reactor, interval=config.stats_interval, retention=config.history_retention
         )
         self.collector.setServiceParent(self)
-        site = Site(WebApp(lambda: self.collector.snapshot).app.resource())
+        pages = Pages().resource()
+        site = Site(WebApp(lambda: self.collector.snapshot, metrics, pages).app.resource())
         site.noisy = False
         self.endpoint = StreamServerEndpointService(serverFromString(reactor, config.listen), site)
         self.endpoint._raiseSynchronously = True  # a port already taken stops the start
