@@ -120,9 +120,11 @@ class FakeRecorder:
         if not self.full:
             self.invalid.append((worker, difficulty))
 
-    def block_found(self, worker: str, height: int, reward: int, solo: bool = False) -> BlockRecord:
+    def block_found(
+        self, worker: str, height: int, reward: int, solo: bool = False, network_difficulty: float = 0.0
+    ) -> BlockRecord:
         at = self._clock.seconds() if self._clock is not None else 0.0
-        record = BlockRecord(worker, at, height, reward, solo)
+        record = BlockRecord(worker, at, height, reward, solo, network_difficulty)
         self.found.append(record)
         return record
 

@@ -249,7 +249,7 @@ class BlockTests(RecorderTestCase):
         recorder = self.recorder(service.client)
         recorder.valid_share("alice", 8.0)
         recorder.valid_share("bob", 4.0)
-        block = recorder.block_found("bob", 1234, REWARD)
+        block = recorder.block_found("bob", 1234, REWARD, network_difficulty=48.0)
         self.now += 1.5  # the daemon answers later; the block keeps the time it was found
         recorder.valid_share("alice", 2.0)
         recorder.invalid_share("carol", 1.0)
@@ -282,6 +282,8 @@ class BlockTests(RecorderTestCase):
                 "reward": str(REWARD),
                 "round": round_key,
                 "solo": "0",
+                "shares": "12",  # the round's work: its effort is 12 / 48
+                "difficulty": "48.0",
             },
         )
         self.assertEqual(self.stats(), {"validShares": "3", "invalidShares": "1", "validBlocks": "1"})

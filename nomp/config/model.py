@@ -62,6 +62,7 @@ class WebConfig:
     listen: str = checked(endpoint, "tcp:8080:interface=127.0.0.1")
     stats_interval: float = checked(positive, 15.0)  # seconds between reads of the pools' stats
     history_retention: float = checked(positive, 86400.0)  # seconds of stats history kept
+    max_live_clients: int = checked(positive, 1000)  # open /api/live_stats streams at most
 
 
 @dataclass(frozen=True, slots=True)

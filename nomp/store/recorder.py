@@ -42,7 +42,8 @@ ZADD_CHUNK = 500  # score/member pairs per ZADD (Lua's unpack has a stack limit)
 #   s <worker> <difficulty> <score> <member>      a valid share
 #   o <worker> <difficulty> <score> <member>      a valid share mined solo
 #   i <score> <member>                            an invalid share
-#   b <hash> <txid> <height> <worker> <ms> <reward> <solo>  a block the daemon accepted
+#   b <hash> <txid> <height> <worker> <ms> <reward> <solo> <network difficulty>
+#                                                 a block the daemon accepted
 #   x                                             a block the daemon refused
 # Everything is checked before anything is written: Redis does not undo the
 # commands of a script that fails half way.
@@ -57,7 +58,7 @@ ZADD_CHUNK = 500  # score/member pairs per ZADD (Lua's unpack has a stack limit)
 _SCRIPT = """
 local applied = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tonumber(ARGV[1]) <= applied then return 0 end
-local fields_of = {s = 5, o = 5, i = 3, b = 8, x = 1}
+local fields_of = {s = 5, o = 5, i = 3, b = 9, x = 1}
 local records = {}
 for line in string.gmatch(ARGV[5], '[^\\n]+') do
   local fields = {}
@@ -153,6 +154,9 @@ for _, r in ipairs(records) do
     local hash, txid, height, worker, ms, reward = r[2], r[3], r[4], r[5], r[6], r[7]
     if redis.call('SADD', KEYS[6], hash) == 1 then
       local round = prefix .. ':shares:round' .. height
+      -- the round's work, for the block's effort: every share since the last block
+      local work = 0
+      for _, v in ipairs(redis.call('HVALS', KEYS[2])) do work = work + tonumber(v) end
       if redis.call('EXISTS', round) == 1 then round = round .. ':' .. hash end
       if r[8] == '1' then
         redis.call('HSET', round, worker, '1')
@@ -165,7 +169,7 @@ for _, r in ipairs(records) do
       redis.call('SADD', KEYS[5], hash .. ':' .. txid .. ':' .. height .. ':' .. worker .. ':' .. ms)
       redis.call('HSET', prefix .. ':block:' .. hash, 'height', height, 'txid', txid,
                  'worker', worker, 'time', ms, 'reward', reward, 'round', round,
-                 'solo', r[8])
+                 'solo', r[8], 'shares', number(work), 'difficulty', r[9])
       redis.call('HINCRBY', KEYS[3], 'validBlocks', 1)
     end
   elseif kind == 'x' then
@@ -195,6 +199,7 @@ class BlockRecord:
     height: int
     reward: int
     solo: bool = False
+    network_difficulty: float = 0.0  # in share difficulty units; 0 when unknown
     settled: bool = False
     line: str = ""
 
@@ -210,7 +215,9 @@ class RecordsShares(Protocol):
 
     def invalid_share(self, worker: str, difficulty: float) -> None: ...
 
-    def block_found(self, worker: str, height: int, reward: int, solo: bool = False) -> BlockRecord: ...
+    def block_found(
+        self, worker: str, height: int, reward: int, solo: bool = False, network_difficulty: float = 0.0
+    ) -> BlockRecord: ...
 
     def block_settled(
         self, record: BlockRecord, accepted: bool, block_hash: str, txid: str | None
@@ -287,9 +294,15 @@ class ShareRecorder:
         member = self._member(-difficulty, worker, int(now * 1000))
         self._queue.append(f"i\t{now!r}\t{member}")
 
-    def block_found(self, worker: str, height: int, reward: int, solo: bool = False) -> BlockRecord:
-        """Queue a block whose daemon answer is pending; settle it with block_settled."""
-        record = BlockRecord(worker, self._wall_clock(), height, reward, solo)
+    def block_found(
+        self, worker: str, height: int, reward: int, solo: bool = False, network_difficulty: float = 0.0
+    ) -> BlockRecord:
+        """Queue a block whose daemon answer is pending; settle it with block_settled.
+
+        ``network_difficulty`` (in share difficulty units) is kept with the
+        block so its effort (the round's shares over it) can be shown.
+        """
+        record = BlockRecord(worker, self._wall_clock(), height, reward, solo, network_difficulty)
         self._queue.append(record)
         return record
 
@@ -299,7 +312,7 @@ class ShareRecorder:
             ms = int(record.at * 1000)
             record.line = (
                 f"b\t{block_hash}\t{txid or '-'}\t{record.height}\t{record.worker}\t{ms}\t{record.reward}"
-                f"\t{int(record.solo)}"
+                f"\t{int(record.solo)}\t{record.network_difficulty!r}"
             )
         else:
             record.line = "x"

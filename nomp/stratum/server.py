@@ -30,7 +30,15 @@ from nomp.stratum.configure import (
     suggested_difficulty,
 )
 from nomp.stratum.defence import SharedBans, ban_policy, ip_of
-from nomp.stratum.errors import NOT_SUBSCRIBED, OTHER, UNAUTHORIZED, StratumError
+from nomp.stratum.errors import (
+    DUPLICATE_SHARE,
+    JOB_NOT_FOUND,
+    LOW_DIFFICULTY,
+    NOT_SUBSCRIBED,
+    OTHER,
+    UNAUTHORIZED,
+    StratumError,
+)
 from nomp.stratum.extranonce import Extranonce1Allocator, change_extranonce1, with_earlier_extranonce1
 from nomp.stratum.protocol import StratumProtocol, encode_notification
 from nomp.stratum.session import MAX_WORKER_NAME, MinerSession
@@ -41,6 +49,20 @@ from nomp.stratum.vardiff import VarDiff
 _WORKER_NAME = re.compile(r"[A-Za-z0-9._\-@+]+")  # no ':' (it separates fields in Redis)
 SUBSCRIPTION_ID = "deadbeefcafebabe"
 MAX_WORKERS = 64  # names one connection may authorize (proxies carry several)
+
+# What became of each submitted share, as counted in StratumServer.shares:
+# accepted, refused by Stratum error code, refused because it could not be
+# recorded, or lost to a failed check.
+SHARE_REFUSALS = {
+    JOB_NOT_FOUND: "stale",
+    DUPLICATE_SHARE: "duplicate",
+    LOW_DIFFICULTY: "low_difficulty",
+    UNAUTHORIZED: "unauthorized",
+    NOT_SUBSCRIBED: "not_subscribed",
+    OTHER: "invalid",
+}
+SHARE_RESULTS = ("accepted", *SHARE_REFUSALS.values(), "unrecorded", "error")
+BLOCK_RESULTS = ("accepted", "rejected", "error")  # daemons' answers, as counted in StratumServer.blocks
 
 
 class JobSource(Protocol):
@@ -110,6 +132,8 @@ class StratumServer:
             SharedBans(self.gatekeeper, ban_store, clock, self._enforce) if ban_store is not None else None
         )
         self.refused: Counter[str] = Counter()  # connections refused, by reason
+        self.shares: Counter[str] = Counter()  # submitted shares, by one of SHARE_RESULTS
+        self.blocks: Counter[str] = Counter()  # block candidates, by one of BLOCK_RESULTS
         self.ledger = ShareLedger()
         self.extranonces = Extranonce1Allocator(instance=instance)
         # Subscribes answered once the instance byte is known: connection -> (id, params).
@@ -394,11 +418,13 @@ class StratumServer:
         now = self.clock.seconds()
         registry = self.pool.registry
         if registry is None:
+            self.shares[SHARE_REFUSALS[OTHER]] += 1
             raise StratumError(OTHER, "the pool has no job yet")
         try:
             submission = check_submit(params, session, registry, self.ledger, now)
         except StratumError as e:
             session.invalid_shares += 1
+            self.shares[SHARE_REFUSALS.get(e.code, "invalid")] += 1
             worker = params[0] if params and isinstance(params[0], str) else ""
             # Only an authorized, subscribed miner's submits count: for its
             # invalid shares (as NOMP) and for its vardiff.
@@ -420,6 +446,7 @@ class StratumServer:
         # One callback for both outcomes: this runs for every share.
         try:
             if isinstance(hashed, Failure):
+                self.shares["error"] += 1
                 self.log.failure("share check failed", hashed)
                 protocol.reply_error(request_id, StratumError(OTHER, "internal error"))
             else:
@@ -466,17 +493,20 @@ class StratumServer:
             session.invalid_shares += 1
             self.recorder.invalid_share(submission.worker, verdict.difficulty)
             assert verdict.error is not None
+            self.shares[SHARE_REFUSALS.get(verdict.error.code, "invalid")] += 1
             protocol.reply_error(request_id, verdict.error)
             return
         try:
             self.recorder.valid_share(submission.worker, verdict.difficulty, protocol.factory.solo)
         except RecorderFull as e:
+            self.shares["unrecorded"] += 1
             self.log.error("share of {worker} not recorded: {reason}", worker=submission.worker, reason=e)
             protocol.reply_error(request_id, StratumError(OTHER, "the pool cannot record shares now"))
             if verdict.block:  # the block is still worth submitting
                 self._block_found(submission, hashed, protocol.factory.solo)
             return
         session.valid_shares += 1
+        self.shares["accepted"] += 1
         protocol.reply_true(request_id)
         if verdict.block:
             self._block_found(submission, hashed, protocol.factory.solo)
@@ -484,7 +514,11 @@ class StratumServer:
     def _block_found(self, submission: Submission, hashed: ShareHash, solo: bool) -> None:
         job = submission.job
         record = self.recorder.block_found(
-            submission.worker, job.template.height, job.template.coinbase_value, solo
+            submission.worker,
+            job.template.height,
+            job.template.coinbase_value,
+            solo,
+            network_difficulty=job.hasher.algorithm.difficulty_of(job.template.target),
         )
         self.log.info(
             "pool {pool}: {worker} found a block candidate at height {height}",
@@ -498,8 +532,10 @@ class StratumServer:
         try:
             outcome = await self.pool.submit_block(submission.job, submission.extranonce, hashed.header)
         except BaseException:
+            self.blocks["error"] += 1
             self.recorder.block_settled(record, False, "", None)
             raise
+        self.blocks["accepted" if outcome.accepted else "rejected"] += 1
         self.recorder.block_settled(record, outcome.accepted, outcome.block_hash, outcome.coinbase_txid)
 
     # The operator's messages.

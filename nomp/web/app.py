@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, cast
 
 from klein import Klein
+from twisted.internet import defer
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
+from twisted.web.server import Request
 
 from nomp.config import PortConfig
 from nomp.config.load import listen_address
-from nomp.web.collector import Snapshot
+from nomp.payments.split import payout_address
+from nomp.web.collector import BLOCK_STATUSES, Snapshot
+from nomp.web.live import LiveStream
 from nomp.web.openapi import DOCUMENT
-from nomp.web.stats import PoolStats, block_counts
+from nomp.web.stats import BlockInfo, PaymentInfo, PoolStats, WorkerStats, block_counts
 
 MAX_PER_PAGE = 500
 DEFAULT_PER_PAGE = 50
+MINER_PAYMENTS = 50  # the newest payments shown with a miner
 _OPENAPI_JSON = json.dumps(DOCUMENT, separators=(",", ":")).encode()
+Item = TypeVar("Item")
 
 
 def _port(port: PortConfig) -> dict[str, Any]:
@@ -35,6 +41,8 @@ def _port(port: PortConfig) -> dict[str, Any]:
 def pool_document(stats: PoolStats) -> dict[str, Any]:
     """One pool as /api/pools lists it."""
     pool = stats.pool
+    network = stats.network_info
+    last = stats.last_block
     return {
         "name": pool.name,
         "coin": pool.coin.name,
@@ -45,6 +53,90 @@ def pool_document(stats: PoolStats) -> dict[str, Any]:
         "workers": len(stats.workers),
         "blocks": block_counts(stats.blocks),
         "ports": [_port(p) for p in pool.ports],
+        "network": None
+        if network is None
+        else {"height": network.height, "difficulty": network.difficulty, "hashrate": network.hashrate},
+        "lastBlock": None
+        if last is None
+        else {"hash": last.hash, "height": last.height, "time": last.time, "status": last.status},
+    }
+
+
+def block_document(block: BlockInfo) -> dict[str, Any]:
+    return {
+        "hash": block.hash,
+        "height": block.height,
+        "txid": block.txid,
+        "worker": block.worker,
+        "miner": block.miner,
+        "time": block.time,
+        "reward": block.reward,
+        "status": block.status,
+        "effort": block.effort,
+        "solo": block.solo,
+    }
+
+
+def payment_document(payment: PaymentInfo) -> dict[str, Any]:
+    return {
+        "id": payment.id,
+        "txid": payment.txid,
+        "time": payment.time,
+        "total": payment.total,
+        "fee": payment.fee,
+        "recipients": len(payment.amounts),
+    }
+
+
+def worker_document(worker: WorkerStats) -> dict[str, Any]:
+    return {
+        "name": worker.name,
+        "hashrate": worker.hashrate,
+        "shares": worker.shares,
+        "invalidShares": worker.invalid_shares,
+        "lastShare": worker.last_share,
+        "difficulty": worker.difficulty,
+    }
+
+
+def miner_document(stats: PoolStats, address: str) -> dict[str, Any] | None:
+    """Everything known of ``address`` in one pool, or None if nothing is."""
+    workers = [w for w in stats.workers if payout_address(w.name) == address]
+    balances = stats.balances
+    payments = [(p, p.amounts[address]) for p in stats.payments if address in p.amounts]
+    history = stats.miner_history.get(address, ())
+    known = (balances.immature, balances.balance, balances.paid)
+    if not workers and not payments and not history and not any(address in held for held in known):
+        return None
+    return {
+        "address": address,
+        "hashrate": sum(w.hashrate for w in workers),
+        "shares": sum(w.shares for w in workers),
+        "invalidShares": sum(w.invalid_shares for w in workers),
+        "workers": [worker_document(w) for w in workers],
+        "immature": balances.immature.get(address, 0),
+        "balance": balances.balance.get(address, 0),
+        "paid": balances.paid.get(address, 0),
+        "payments": [{"txid": p.txid, "time": p.time, "amount": amount} for p, amount in payments][
+            :MINER_PAYMENTS
+        ],
+        "history": [[at, rate] for at, rate in history],
+    }
+
+
+def network_document(stats: PoolStats) -> dict[str, Any]:
+    return {
+        "daemons": [
+            {
+                "name": d.name,
+                "ok": d.ok,
+                "height": d.height,
+                "difficulty": d.difficulty,
+                "hashrate": d.hashrate,
+                "error": d.error,
+            }
+            for d in stats.network
+        ]
     }
 
 
@@ -52,14 +144,31 @@ class BadRequest(Exception):
     """A query parameter the API cannot use; its message goes back to the client."""
 
 
-def _integer_parameter(request: IRequest, name: str, default: int) -> int:
+def _parameter(request: IRequest, name: str) -> str | None:
     values = request.args.get(name.encode()) if request.args else None
-    if not values:
+    return values[0].decode(errors="replace") if values else None
+
+
+def _integer_parameter(request: IRequest, name: str, default: int) -> int:
+    value = _parameter(request, name)
+    if value is None:
         return default
     try:
-        return int(values[0])
+        return int(value)
     except ValueError:
         raise BadRequest(f"{name} must be an integer") from None
+
+
+def _page_of(request: IRequest, items: Sequence[Item], render: Callable[[Item], Any]) -> dict[str, Any]:
+    """One page of ``items`` as the ``page`` and ``per_page`` parameters ask."""
+    page = _integer_parameter(request, "page", 0)
+    per_page = _integer_parameter(request, "per_page", DEFAULT_PER_PAGE)
+    if page < 0:
+        raise BadRequest("page must be >= 0")
+    if not 1 <= per_page <= MAX_PER_PAGE:
+        raise BadRequest(f"per_page must be 1-{MAX_PER_PAGE}")
+    chosen = items[page * per_page : (page + 1) * per_page]
+    return {"total": len(items), "page": page, "per_page": per_page, "items": [render(i) for i in chosen]}
 
 
 class WebApp:
@@ -72,10 +181,12 @@ class WebApp:
         snapshot: Callable[[], Snapshot],
         metrics: Callable[[], tuple[bytes, str]] | None = None,
         pages: IResource | None = None,
+        live: LiveStream | None = None,
     ) -> None:
         self._snapshot = snapshot
         self._metrics = metrics  # () -> (Prometheus text, its content type)
         self._pages = pages  # the site's pages, for every path outside /api and /metrics
+        self.live = live if live is not None else LiveStream()
 
     @staticmethod
     def _json(request: IRequest, body: bytes, code: int = 200) -> bytes:
@@ -83,8 +194,19 @@ class WebApp:
         request.setHeader(b"Content-Type", b"application/json")
         return body
 
+    def _document(self, request: IRequest, document: object) -> bytes:
+        return self._json(request, json.dumps(document, separators=(",", ":")).encode())
+
     def _error(self, request: IRequest, code: int, message: str) -> bytes:
         return self._json(request, json.dumps({"error": message}).encode(), code)
+
+    def _pool_or_404(self, request: IRequest, name: str) -> PoolStats | bytes:
+        stats = self._snapshot().pool(name)
+        return self._error(request, 404, f"no pool named {name!r}") if stats is None else stats
+
+    @app.handle_errors(BadRequest)
+    def bad_request(self, request: IRequest, failure: Any) -> bytes:
+        return self._error(request, 400, str(failure.value))
 
     @app.route("/api/stats", methods=["GET"])
     def stats(self, request: IRequest) -> bytes:
@@ -94,53 +216,75 @@ class WebApp:
     def pool_stats(self, request: IRequest) -> bytes:
         return self._json(request, self._snapshot().history_json)
 
+    @app.route("/api/live_stats", methods=["GET"])
+    def live_stats(self, request: IRequest) -> defer.Deferred[None] | bytes:
+        return self.live.open(cast(Request, request), self._snapshot())
+
     @app.route("/api/openapi.json", methods=["GET"])
     def openapi(self, request: IRequest) -> bytes:
         return self._json(request, _OPENAPI_JSON)
 
     @app.route("/api/pools", methods=["GET"])
     def pools(self, request: IRequest) -> bytes:
-        body = [pool_document(p) for p in self._snapshot().pools]
-        return self._json(request, json.dumps(body).encode())
+        return self._document(request, [pool_document(p) for p in self._snapshot().pools])
 
     @app.route("/api/pools/<string:name>", methods=["GET"])
     def pool(self, request: IRequest, name: str) -> bytes:
-        stats = self._snapshot().pool(name)
-        if stats is None:
-            return self._error(request, 404, f"no pool named {name!r}")
-        return self._json(request, json.dumps(pool_document(stats)).encode())
+        stats = self._pool_or_404(request, name)
+        return stats if isinstance(stats, bytes) else self._document(request, pool_document(stats))
 
     @app.route("/api/pools/<string:name>/miners", methods=["GET"])
     def miners(self, request: IRequest, name: str) -> bytes:
-        try:
-            page = _integer_parameter(request, "page", 0)
-            per_page = _integer_parameter(request, "per_page", DEFAULT_PER_PAGE)
-        except BadRequest as e:
-            return self._error(request, 400, str(e))
-        if page < 0:
-            return self._error(request, 400, "page must be >= 0")
-        if not 1 <= per_page <= MAX_PER_PAGE:
-            return self._error(request, 400, f"per_page must be 1-{MAX_PER_PAGE}")
-        stats = self._snapshot().pool(name)
-        if stats is None:
-            return self._error(request, 404, f"no pool named {name!r}")
-        chosen = stats.miners[page * per_page : (page + 1) * per_page]
-        body = {
-            "total": len(stats.miners),
-            "page": page,
-            "per_page": per_page,
-            "items": [
-                {
+        stats = self._pool_or_404(request, name)
+        if isinstance(stats, bytes):
+            return stats
+        return self._document(
+            request,
+            _page_of(
+                request,
+                stats.miners,
+                lambda m: {
                     "address": m.address,
                     "hashrate": m.hashrate,
                     "workers": m.workers,
                     "shares": m.shares,
                     "invalidShares": m.invalid_shares,
-                }
-                for m in chosen
-            ],
-        }
-        return self._json(request, json.dumps(body).encode())
+                },
+            ),
+        )
+
+    @app.route("/api/pools/<string:name>/miners/<string:address>", methods=["GET"])
+    def miner(self, request: IRequest, name: str, address: str) -> bytes:
+        stats = self._pool_or_404(request, name)
+        if isinstance(stats, bytes):
+            return stats
+        document = miner_document(stats, address)
+        if document is None:
+            return self._error(request, 404, f"no miner {address!r} in pool {name!r}")
+        return self._document(request, document)
+
+    @app.route("/api/pools/<string:name>/blocks", methods=["GET"])
+    def blocks(self, request: IRequest, name: str) -> bytes:
+        stats = self._pool_or_404(request, name)
+        if isinstance(stats, bytes):
+            return stats
+        status = _parameter(request, "status")
+        if status is not None and status not in BLOCK_STATUSES:
+            raise BadRequest(f"status must be one of {', '.join(BLOCK_STATUSES)}")
+        found = stats.found if status is None else tuple(b for b in stats.found if b.status == status)
+        return self._document(request, _page_of(request, found, block_document))
+
+    @app.route("/api/pools/<string:name>/payments", methods=["GET"])
+    def payments(self, request: IRequest, name: str) -> bytes:
+        stats = self._pool_or_404(request, name)
+        if isinstance(stats, bytes):
+            return stats
+        return self._document(request, _page_of(request, stats.payments, payment_document))
+
+    @app.route("/api/pools/<string:name>/network", methods=["GET"])
+    def network(self, request: IRequest, name: str) -> bytes:
+        stats = self._pool_or_404(request, name)
+        return stats if isinstance(stats, bytes) else self._document(request, network_document(stats))
 
     @app.route("/metrics", methods=["GET"])
     def metrics(self, request: IRequest) -> bytes:

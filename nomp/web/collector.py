@@ -7,6 +7,7 @@ which a restarted process reads back, as NOMP's website did.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -19,21 +20,53 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from nomp.config import PoolConfig
+from nomp.daemon import DaemonGroup
 from nomp.store.keys import PoolKeys, WebKeys
 from nomp.store.recorder import ScriptRunner
-from nomp.web.stats import PoolStats, RawPoolData, history_entry, pool_stats, stats_document
+from nomp.web.stats import (
+    Balances,
+    BlockInfo,
+    DaemonInfo,
+    PaymentInfo,
+    PoolStats,
+    RawPoolData,
+    history_entry,
+    parse_block,
+    parse_payment,
+    pool_stats,
+    stats_document,
+)
 
-# KEYS: hashrate, stats, blocksPending, blocksConfirmed, blocksOrphaned
-# ARGV: the hashrate window's start (unix seconds)
+# The miner charts keep this many points over the retention at most.
+MINER_HISTORY_POINTS = 288
+BLOCK_STATUSES = ("pending", "confirmed", "orphaned")
+
+# KEYS: hashrate, stats, blocksPending, blocksConfirmed, blocksOrphaned,
+#       immature, balances, paid, payment totals, payments
+# ARGV: the hashrate window's start (unix seconds), the score of the newest
+#       payment already read ('-inf' for none)
 # The recorder trims the hashrate zset; this only reads, in one round trip.
 _READ_POOL = """
 return {
   redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf', 'WITHSCORES'),
   redis.call('HGETALL', KEYS[2]),
-  redis.call('SCARD', KEYS[3]),
-  redis.call('SCARD', KEYS[4]),
-  redis.call('SCARD', KEYS[5])
+  redis.call('SMEMBERS', KEYS[3]),
+  redis.call('SMEMBERS', KEYS[4]),
+  redis.call('SMEMBERS', KEYS[5]),
+  redis.call('HGETALL', KEYS[6]),
+  redis.call('HGETALL', KEYS[7]),
+  redis.call('HGETALL', KEYS[8]),
+  redis.call('HGETALL', KEYS[9]),
+  redis.call('ZRANGEBYSCORE', KEYS[10], ARGV[2], '+inf', 'WITHSCORES')
 }
+"""
+
+# KEYS: <coin>:block:<hash> of blocks not read before. Their fields change
+# only when the block changes set, so each is read once per set.
+_READ_BLOCKS = """
+local out = {}
+for i, key in ipairs(KEYS) do out[i] = redis.call('HGETALL', key) end
+return out
 """
 
 # KEYS: statHistory. ARGV: time, entry JSON, oldest time kept.
@@ -56,6 +89,47 @@ def _text(value: Any) -> str:
 
 def _encode(document: object) -> bytes:
     return json.dumps(document, separators=(",", ":")).encode()
+
+
+def _pairs(flat: Sequence[Any]) -> dict[str, str]:
+    """A flat Redis reply [k1, v1, k2, v2, ...] as a dict of text."""
+    return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
+
+
+def _satoshis(flat: Sequence[Any]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for key, value in _pairs(flat).items():
+        try:
+            out[key] = int(value)
+        except ValueError:
+            continue  # not written by the ledger
+    return out
+
+
+class _PoolMemory:
+    """What the collector keeps of one pool between reads: blocks and payments
+    (read once each, since they only grow) and its miners' hashrate samples."""
+
+    def __init__(self) -> None:
+        self.blocks: dict[tuple[str, str], BlockInfo] = {}  # (member, status) -> block
+        self.payments: dict[str, PaymentInfo] = {}  # member -> payment
+        self.newest_payment = "-inf"  # score of the newest payment read
+        self.miner_history: dict[str, deque[tuple[float, float]]] = {}
+        self.last_sample = float("-inf")
+
+    def sample(self, stats: PoolStats, now: float, step: float, retention: float) -> None:
+        """Add each miner's hashrate at ``now`` if ``step`` seconds passed since the last sample."""
+        if now - self.last_sample < step:
+            return
+        self.last_sample = now
+        for miner in stats.miners:
+            self.miner_history.setdefault(miner.address, deque()).append((now, miner.hashrate))
+        for address in list(self.miner_history):
+            points = self.miner_history[address]
+            while points and points[0][0] < now - retention:
+                points.popleft()
+            if not points:
+                del self.miner_history[address]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +173,13 @@ class StatsCollector(Service):
         clock: IReactorTime,
         interval: float,
         retention: float,
+        daemons: Callable[[str], DaemonGroup | None] = lambda name: None,
     ) -> None:
         self._pools = tuple(pools)
+        self._daemons = daemons  # pool name -> its daemons, once the pool is up
+        self._memory = {pool.name: _PoolMemory() for pool in self._pools}
+        self._listeners: list[Callable[[Snapshot], None]] = []
+        self._miner_step = max(interval, retention / MINER_HISTORY_POINTS)
         self._redis = redis
         self._clock = clock
         self._interval = interval
@@ -128,6 +207,13 @@ class StatsCollector(Service):
                 return stopped.addCallback(lambda _: None)
         return None
 
+    def add_listener(self, listener: Callable[[Snapshot], None]) -> None:
+        """Call ``listener`` with each new snapshot."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[Snapshot], None]) -> None:
+        self._listeners.remove(listener)
+
     def collect(self) -> defer.Deferred[None]:
         """Read Redis once and replace the snapshot; if Redis is away, keep the last one."""
         return defer.ensureDeferred(self._collect())
@@ -138,6 +224,9 @@ class StatsCollector(Service):
             self._away("not connected")
             return
         now = self._clock.seconds()
+        network = defer.gatherResults(
+            [defer.Deferred.fromCoroutine(self._read_network(pool)) for pool in self._pools]
+        )
         try:
             if not self._history_loaded:
                 await self._load_history(client, now)
@@ -147,7 +236,13 @@ class StatsCollector(Service):
             await client.eval(_APPEND_HISTORY, [self._keys.stat_history], [repr(now), entry.decode(), oldest])
         except Exception as e:  # any Redis failure leaves the last snapshot served
             self._away(str(e) or type(e).__name__)
+            await network  # its errors are caught per daemon
             return
+        daemons = await network
+        pools = [
+            dataclasses.replace(stats, network=info, miner_history=self._sampled(stats, now))
+            for stats, info in zip(pools, daemons, strict=True)
+        ]
         if self._redis_away:
             self._redis_away = False
             self.log.info("Stats: Redis is back, collecting again")
@@ -155,6 +250,27 @@ class StatsCollector(Service):
         while self._history and self._history[0][0] < now - self._retention:
             self._history.popleft()
         self.snapshot = build_snapshot(pools, [e for _, e in self._history], now)
+        for listener in list(self._listeners):
+            try:
+                listener(self.snapshot)
+            except Exception:
+                self.log.failure("Stats: a snapshot listener failed")
+
+    def _sampled(self, stats: PoolStats, now: float) -> dict[str, tuple[tuple[float, float], ...]]:
+        memory = self._memory[stats.pool.name]
+        memory.sample(stats, now, self._miner_step, self._retention)
+        return {address: tuple(points) for address, points in memory.miner_history.items()}
+
+    async def _read_network(self, pool: PoolConfig) -> tuple[DaemonInfo, ...]:
+        """Each daemon's view of the network (getmininginfo); an error is shown, not raised."""
+        group = self._daemons(pool.name)
+        if group is None:
+            return ()
+        try:
+            answers = await group.call_each("getmininginfo")
+        except Exception as e:
+            return (DaemonInfo("daemon 1", False, error=str(e) or type(e).__name__),)
+        return tuple(_daemon_info(f"daemon {n}", answer) for n, answer in enumerate(answers, 1))
 
     def _away(self, reason: str) -> None:
         if not self._redis_away:
@@ -179,16 +295,81 @@ class StatsCollector(Service):
 
     async def _read_pool(self, client: ScriptRunner, pool: PoolConfig, now: float) -> PoolStats:
         keys = PoolKeys.for_coin(pool.coin.name)
+        memory = self._memory[pool.name]
         reply = await client.eval(
             _READ_POOL,
-            [keys.hashrate, keys.stats, keys.blocks_pending, keys.blocks_confirmed, keys.blocks_orphaned],
-            [repr(now - pool.hashrate_window)],
+            [
+                keys.hashrate,
+                keys.stats,
+                keys.blocks_pending,
+                keys.blocks_confirmed,
+                keys.blocks_orphaned,
+                keys.immature,
+                keys.balances,
+                keys.paid,
+                keys.payment_totals,
+                keys.payments,
+            ],
+            [repr(now - pool.hashrate_window), memory.newest_payment],
         )
-        flat_shares, flat_counters, pending, confirmed, orphaned = reply
+        flat_shares, flat_counters, *members, immature, balances, paid, totals, new_payments = reply
         shares = tuple(
             (_text(flat_shares[i]), float(_text(flat_shares[i + 1]))) for i in range(0, len(flat_shares), 2)
         )
-        pairs = range(0, len(flat_counters), 2)
-        counters = {_text(flat_counters[i]): _text(flat_counters[i + 1]) for i in pairs}
-        raw = RawPoolData(shares, counters, int(pending), int(confirmed), int(orphaned))
+        by_status = {
+            status: [_text(m) for m in found] for status, found in zip(BLOCK_STATUSES, members, strict=True)
+        }
+        await self._read_blocks(client, keys, memory, by_status)
+        for i in range(0, len(new_payments) - 1, 2):
+            member, score = _text(new_payments[i]), _text(new_payments[i + 1])
+            memory.newest_payment = score
+            payment = parse_payment(member, float(score))
+            if payment is not None:
+                memory.payments[member] = payment
+        raw = RawPoolData(
+            shares,
+            _pairs(flat_counters),
+            pending=len(by_status["pending"]),
+            confirmed=len(by_status["confirmed"]),
+            orphaned=len(by_status["orphaned"]),
+            found=tuple(sorted(memory.blocks.values(), key=lambda b: (-b.height, -b.time, b.hash))),
+            payments=tuple(sorted(memory.payments.values(), key=lambda p: (-p.time, p.id))),
+            balances=Balances(_satoshis(immature), _satoshis(balances), _satoshis(paid)),
+            payment_totals=_satoshis(totals),
+        )
         return pool_stats(pool, raw, now)
+
+    async def _read_blocks(
+        self, client: ScriptRunner, keys: PoolKeys, memory: _PoolMemory, by_status: dict[str, list[str]]
+    ) -> None:
+        """Bring ``memory.blocks`` in line with the block sets, reading the blocks not seen in their set."""
+        present = {(member, status) for status, found in by_status.items() for member in found}
+        for gone in memory.blocks.keys() - present:
+            del memory.blocks[gone]
+        new = sorted(present - memory.blocks.keys())
+        for first in range(0, len(new), 500):
+            chunk = new[first : first + 500]
+            replies = await client.eval(
+                _READ_BLOCKS, [keys.block(member.split(":", 1)[0]) for member, _ in chunk], []
+            )
+            for (member, status), flat in zip(chunk, replies, strict=True):
+                block = parse_block(member, status, _pairs(flat))
+                if block is not None:
+                    memory.blocks[(member, status)] = block
+
+
+def _daemon_info(name: str, answer: Any) -> DaemonInfo:
+    if isinstance(answer, Exception):
+        return DaemonInfo(name, False, error=str(answer) or type(answer).__name__)
+    try:
+        return DaemonInfo(
+            name,
+            True,
+            height=int(answer["blocks"]),
+            difficulty=float(answer["difficulty"]),
+            hashrate=float(answer["networkhashps"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        return DaemonInfo(
+            name, False, error="getmininginfo: an answer without blocks, difficulty, networkhashps"
+        )

@@ -22,7 +22,38 @@ def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 
 _ERRORS = {"404": _json("Unknown pool or path", _ref("Error"))}
+_BAD_REQUEST = {"400": _json("A bad query parameter", _ref("Error"))}
 _POOL_PARAMETER = {"name": "pool", "in": "path", "required": True, "schema": _STRING}
+_PAGE_PARAMETERS = [
+    {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
+    {
+        "name": "per_page",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+    },
+]
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {**schema, "nullable": True}
+
+
+def _page(item: str) -> dict[str, Any]:
+    return _object(
+        {
+            "total": _INTEGER,
+            "page": _INTEGER,
+            "per_page": _INTEGER,
+            "items": {"type": "array", "items": _ref(item)},
+        }
+    )
+
+
+def _pool_get(summary: str, response: dict[str, Any], *parameters: dict[str, Any]) -> dict[str, Any]:
+    """GET of a path under one pool: its 200 and the 404 of an unknown pool (400 with query parameters)."""
+    responses = {"200": response, **_ERRORS, **(_BAD_REQUEST if parameters else {})}
+    return {"get": {"summary": summary, "parameters": [_POOL_PARAMETER, *parameters], "responses": responses}}
+
 
 SCHEMAS: dict[str, Any] = {
     "Error": _object({"error": _STRING}),
@@ -95,6 +126,81 @@ SCHEMAS: dict[str, Any] = {
             "workers": _INTEGER,
             "blocks": _ref("Blocks"),
             "ports": {"type": "array", "items": _ref("Port")},
+            "network": _nullable(_object({"height": _INTEGER, "difficulty": _NUMBER, "hashrate": _NUMBER})),
+            "lastBlock": _nullable(
+                _object({"hash": _STRING, "height": _INTEGER, "time": _NUMBER, "status": _STRING})
+            ),
+        }
+    ),
+    "Block": _object(
+        {
+            "hash": _STRING,
+            "height": _INTEGER,
+            "txid": _STRING,
+            "worker": _STRING,
+            "miner": _STRING,
+            "time": _NUMBER,
+            "reward": _nullable(_INTEGER),
+            "status": {"type": "string", "enum": ["pending", "confirmed", "orphaned"]},
+            "effort": _nullable(_NUMBER),
+            "solo": {"type": "boolean"},
+        }
+    ),
+    "Payment": _object(
+        {
+            "id": _STRING,
+            "txid": _STRING,
+            "time": _NUMBER,
+            "total": _INTEGER,
+            "fee": _INTEGER,
+            "recipients": _INTEGER,
+        }
+    ),
+    "Worker": _object(
+        {
+            "name": _STRING,
+            "hashrate": _NUMBER,
+            "shares": _NUMBER,
+            "invalidShares": _NUMBER,
+            "lastShare": _nullable(_NUMBER),
+            "difficulty": _nullable(_NUMBER),
+        }
+    ),
+    "MinerDetail": _object(
+        {
+            "address": _STRING,
+            "hashrate": _NUMBER,
+            "shares": _NUMBER,
+            "invalidShares": _NUMBER,
+            "workers": {"type": "array", "items": _ref("Worker")},
+            "immature": _INTEGER,
+            "balance": _INTEGER,
+            "paid": _INTEGER,
+            "payments": {
+                "type": "array",
+                "items": _object({"txid": _STRING, "time": _NUMBER, "amount": _INTEGER}),
+            },
+            "history": {
+                "type": "array",
+                "items": {"type": "array", "items": _NUMBER, "minItems": 2, "maxItems": 2},
+            },
+        }
+    ),
+    "Network": _object(
+        {
+            "daemons": {
+                "type": "array",
+                "items": _object(
+                    {
+                        "name": _STRING,
+                        "ok": {"type": "boolean"},
+                        "height": _nullable(_INTEGER),
+                        "difficulty": _nullable(_NUMBER),
+                        "hashrate": _nullable(_NUMBER),
+                        "error": _nullable(_STRING),
+                    }
+                ),
+            }
         }
     ),
     "Miner": _object(
@@ -106,14 +212,9 @@ SCHEMAS: dict[str, Any] = {
             "invalidShares": _NUMBER,
         }
     ),
-    "MinerPage": _object(
-        {
-            "total": _INTEGER,
-            "page": _INTEGER,
-            "per_page": _INTEGER,
-            "items": {"type": "array", "items": _ref("Miner")},
-        }
-    ),
+    "MinerPage": _page("Miner"),
+    "BlockPage": _page("Block"),
+    "PaymentPage": _page("Payment"),
 }
 
 DOCUMENT: dict[str, Any] = {
@@ -145,26 +246,52 @@ DOCUMENT: dict[str, Any] = {
                 "responses": {"200": _json("The pool", _ref("Pool")), **_ERRORS},
             }
         },
-        "/api/pools/{pool}/miners": {
+        "/api/pools/{pool}/miners": _pool_get(
+            "A pool's miners (addresses), highest hashrate first",
+            _json("One page of miners", _ref("MinerPage")),
+            *_PAGE_PARAMETERS,
+        ),
+        "/api/pools/{pool}/miners/{address}": {
             "get": {
-                "summary": "A pool's miners (addresses), highest hashrate first",
+                "summary": "One miner: workers, balances (satoshis), payments, hashrate history",
                 "parameters": [
                     _POOL_PARAMETER,
-                    {
-                        "name": "page",
-                        "in": "query",
-                        "schema": {"type": "integer", "minimum": 0, "default": 0},
-                    },
-                    {
-                        "name": "per_page",
-                        "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
-                    },
+                    {"name": "address", "in": "path", "required": True, "schema": _STRING},
                 ],
                 "responses": {
-                    "200": _json("One page of miners", _ref("MinerPage")),
-                    "400": _json("Bad page or per_page", _ref("Error")),
-                    **_ERRORS,
+                    "200": _json("The miner", _ref("MinerDetail")),
+                    "404": _json("Unknown pool or miner", _ref("Error")),
+                },
+            }
+        },
+        "/api/pools/{pool}/blocks": _pool_get(
+            "A pool's blocks, newest first",
+            _json("One page of blocks", _ref("BlockPage")),
+            {
+                "name": "status",
+                "in": "query",
+                "schema": {"type": "string", "enum": ["pending", "confirmed", "orphaned"]},
+            },
+            *_PAGE_PARAMETERS,
+        ),
+        "/api/pools/{pool}/payments": _pool_get(
+            "A pool's payouts, newest first (amounts in satoshis)",
+            _json("One page of payments", _ref("PaymentPage")),
+            *_PAGE_PARAMETERS,
+        ),
+        "/api/pools/{pool}/network": _pool_get(
+            "What each of the pool's daemons says of the network",
+            _json("The daemons", _ref("Network")),
+        ),
+        "/api/live_stats": {
+            "get": {
+                "summary": "Server-sent events: the body of /api/stats after each collection",
+                "responses": {
+                    "200": {
+                        "description": "An event stream",
+                        "content": {"text/event-stream": {"schema": _STRING}},
+                    },
+                    "503": _json("Too many streams open", _ref("Error")),
                 },
             }
         },

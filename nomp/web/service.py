@@ -6,14 +6,17 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
+from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
 from twisted.web.server import Site
 
 from nomp.config import PoolConfig, WebConfig
+from nomp.daemon import DaemonGroup
 from nomp.services import OrderedMultiService
 from nomp.store.recorder import ScriptRunner
 from nomp.web.app import WebApp
 from nomp.web.collector import StatsCollector
+from nomp.web.live import LiveStream
 from nomp.web.pages import Pages
 
 
@@ -27,16 +30,28 @@ class WebService(OrderedMultiService):
         redis: Callable[[], ScriptRunner | None],
         reactor: Any,
         metrics: Callable[[], tuple[bytes, str]] | None = None,
+        daemons: Callable[[str], DaemonGroup | None] = lambda name: None,
     ) -> None:
         super().__init__()
         self.setName("web")
         self.collector = StatsCollector(
-            pools, redis, reactor, interval=config.stats_interval, retention=config.history_retention
+            pools,
+            redis,
+            reactor,
+            interval=config.stats_interval,
+            retention=config.history_retention,
+            daemons=daemons,
         )
         self.collector.setServiceParent(self)
         pages = Pages().resource()
-        site = Site(WebApp(lambda: self.collector.snapshot, metrics, pages).app.resource())
+        self.live = LiveStream(config.max_live_clients)
+        self.collector.add_listener(self.live.publish)
+        site = Site(WebApp(lambda: self.collector.snapshot, metrics, pages, self.live).app.resource())
         site.noisy = False
         self.endpoint = StreamServerEndpointService(serverFromString(reactor, config.listen), site)
         self.endpoint._raiseSynchronously = True  # a port already taken stops the start
         self.endpoint.setServiceParent(self)
+
+    def stopService(self) -> defer.Deferred[None]:
+        self.live.close()  # open event streams would hold their connections past the stop
+        return super().stopService()

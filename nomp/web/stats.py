@@ -5,17 +5,71 @@ Pure: the caller reads Redis and passes the time; nothing here does I/O.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nomp.config import PoolConfig
 from nomp.hashing import ALGORITHMS
+from nomp.payments.split import payout_address
 
 # A share of difficulty 1 takes 2**32 hashes on average, divided by the
 # algorithm's multiplier (see nomp.hashing.Algorithm): hashrate is
 # sum(difficulty) * HASHES_PER_DIFFICULTY / multiplier / window.
 HASHES_PER_DIFFICULTY = 2**32
 _HASHRATE_UNITS = ("KH", "MH", "GH", "TH", "PH")
+
+
+@dataclass(frozen=True, slots=True)
+class BlockInfo:
+    """One block the pool found, as the API shows it."""
+
+    hash: str
+    height: int
+    txid: str
+    worker: str
+    time: float  # unix seconds it was found
+    status: str  # pending, confirmed or orphaned
+    reward: int | None  # satoshis (None for a block recorded without it)
+    effort: float | None  # the round's shares over the network difficulty; 1.0 is 100 %
+    solo: bool
+
+    @property
+    def miner(self) -> str:
+        return payout_address(self.worker)
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentInfo:
+    """One payout transaction."""
+
+    id: str
+    txid: str
+    time: float
+    amounts: Mapping[str, int]  # address -> satoshis
+    total: int
+    fee: int
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonInfo:
+    """What one of the pool's daemons said of the network at the last collection."""
+
+    name: str  # "daemon <n>", in configured order: URLs are not shown to the public
+    ok: bool
+    height: int | None = None
+    difficulty: float | None = None  # as the daemon states it
+    hashrate: float | None = None  # H/s, the daemon's estimate
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Balances:
+    """Satoshis per address, from the payment keys."""
+
+    immature: Mapping[str, int] = field(default_factory=dict)
+    balance: Mapping[str, int] = field(default_factory=dict)
+    paid: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +81,11 @@ class RawPoolData:
     pending: int  # cardinality of blocksPending
     confirmed: int
     orphaned: int
+    found: tuple[BlockInfo, ...] = ()  # newest first
+    payments: tuple[PaymentInfo, ...] = ()  # newest first
+    balances: Balances = Balances()
+    payment_totals: Mapping[str, int] = field(default_factory=dict)
+    network: tuple[DaemonInfo, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +96,8 @@ class WorkerStats:
     shares: float  # summed difficulty of valid shares
     invalid_shares: float  # summed difficulty of invalid shares
     hashrate: float  # H/s
+    last_share: float | None = None  # unix seconds of its newest share in the window
+    difficulty: float | None = None  # the difficulty of that share: the one it mines at
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +128,26 @@ class PoolStats:
     miners: tuple[MinerStats, ...]  # highest hashrate first, then by address
     counters: Mapping[str, str]  # as Redis holds them: NOMP's API served them as strings
     blocks: BlockCounts
+    found: tuple[BlockInfo, ...] = ()  # newest first
+    payments: tuple[PaymentInfo, ...] = ()  # newest first
+    balances: Balances = Balances()
+    payment_totals: Mapping[str, int] = field(default_factory=dict)
+    network: tuple[DaemonInfo, ...] = ()
+    # address -> ((unix seconds, H/s), ...), oldest first: the miner's hashrate over the retention
+    miner_history: Mapping[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
+
+    @property
+    def payment_count(self) -> int:
+        return len(self.payments)
+
+    @property
+    def last_block(self) -> BlockInfo | None:
+        return self.found[0] if self.found else None
+
+    @property
+    def network_info(self) -> DaemonInfo | None:
+        """The first daemon that answered."""
+        return next((d for d in self.network if d.ok), None)
 
     @property
     def coin(self) -> str:
@@ -105,6 +186,7 @@ def pool_stats(pool: PoolConfig, raw: RawPoolData, now: float) -> PoolStats:
     start = now - window
     valid: dict[str, float] = {}
     invalid: dict[str, float] = {}
+    last: dict[str, tuple[float, float]] = {}  # worker -> (time, difficulty) of its newest share
     for member, score in raw.hashrate:
         parsed = parse_member(member)
         if parsed is None or score < start or score > now:
@@ -116,11 +198,15 @@ def pool_stats(pool: PoolConfig, raw: RawPoolData, now: float) -> PoolStats:
             valid[worker] += difficulty
         else:
             invalid[worker] -= difficulty
+        if score >= last.get(worker, (-1.0, 0.0))[0]:
+            last[worker] = (score, abs(difficulty))
 
     def rate(difficulty: float) -> float:
         return difficulty * HASHES_PER_DIFFICULTY / multiplier / window
 
-    workers = tuple(WorkerStats(w, valid[w], invalid[w], rate(valid[w])) for w in sorted(valid))
+    workers = tuple(
+        WorkerStats(w, valid[w], invalid[w], rate(valid[w]), last[w][0], last[w][1]) for w in sorted(valid)
+    )
     return PoolStats(
         pool=pool,
         hashrate=rate(sum(valid.values())),
@@ -128,13 +214,18 @@ def pool_stats(pool: PoolConfig, raw: RawPoolData, now: float) -> PoolStats:
         miners=_miners(workers),
         counters=dict(raw.counters),
         blocks=BlockCounts(raw.pending, raw.confirmed, raw.orphaned),
+        found=raw.found,
+        payments=raw.payments,
+        balances=raw.balances,
+        payment_totals=dict(raw.payment_totals),
+        network=raw.network,
     )
 
 
 def _miners(workers: Iterable[WorkerStats]) -> tuple[MinerStats, ...]:
     by_address: dict[str, list[WorkerStats]] = {}
     for worker in workers:
-        by_address.setdefault(worker.name.split(".", 1)[0], []).append(worker)
+        by_address.setdefault(payout_address(worker.name), []).append(worker)
     miners = [
         MinerStats(
             address,
@@ -208,3 +299,54 @@ def history_entry(pools: Iterable[PoolStats], now: float) -> dict[str, object]:
 
 def block_counts(blocks: BlockCounts) -> dict[str, int]:
     return {"pending": blocks.pending, "confirmed": blocks.confirmed, "orphaned": blocks.orphaned}
+
+
+def parse_block(member: str, status: str, fields: Mapping[str, str]) -> BlockInfo | None:
+    """A block from its blocksPending-style member "<hash>:<txid>:<height>:<worker>:<ms>" and
+    its ``<coin>:block:<hash>`` hash (empty for a block recorded by NOMP), or None if the
+    member is not one."""
+    parts = member.split(":")
+    if len(parts) < 5:
+        return None
+    block_hash, txid, height_text, ms_text = parts[0], parts[1], parts[2], parts[-1]
+    worker = ":".join(parts[3:-1])
+    try:
+        height, ms = int(height_text), int(ms_text)
+    except ValueError:
+        return None
+    reward = _integer(fields.get("reward"))
+    shares, difficulty = _number(fields.get("shares")), _number(fields.get("difficulty"))
+    solo = fields.get("solo") == "1"
+    effort = shares / difficulty if shares is not None and difficulty and not solo else None
+    return BlockInfo(block_hash, height, txid, worker, ms / 1000, status, reward, effort, solo)
+
+
+def parse_payment(member: str, score: float) -> PaymentInfo | None:
+    """A payout from its ``<coin>:payments`` member (the ledger's JSON record), or None."""
+    try:
+        record = json.loads(member)
+        amounts = {str(a): int(v) for a, v in record["amounts"].items()}
+        return PaymentInfo(
+            id=str(record["id"]),
+            txid=str(record["txid"]),
+            time=float(record.get("time", score)),
+            amounts=amounts,
+            total=int(record.get("total", sum(amounts.values()))),
+            fee=int(record.get("fee", 0)),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _integer(text: str | None) -> int | None:
+    try:
+        return None if text is None else int(text)
+    except ValueError:
+        return None
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return None if text is None else float(text)
+    except ValueError:
+        return None
