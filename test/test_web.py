@@ -7,23 +7,20 @@ import dataclasses
 import json
 from typing import Any, cast
 
-import jsonschema
-import treq
 from twisted.internet import reactor
 from twisted.internet.interfaces import IReactorTime
 from twisted.trial.unittest import TestCase
-from twisted.web.client import HTTPConnectionPool
 
 from nomp.config import RedisConfig, WebConfig
 from nomp.store.keys import PoolKeys, WebKeys
 from nomp.store.recorder import ShareRecorder
 from nomp.store.redis import RedisService
-from nomp.web.openapi import DOCUMENT
 from nomp.web.service import WebService
 from nomp.web.stats import RawPoolData, hashrate_string, pool_stats
 from test.fakes import pool_config
 from test.servers import shared_redis
 from test.waiting import until
+from test.webclient import ApiClient
 
 VARDIFF = {"min": 0.001, "max": 1000.0}
 DB = 11  # of the shared redis-server
@@ -88,23 +85,6 @@ class PoolStatsTests(TestCase):
         self.assertEqual(stats.hashrate, 3 * 2**32 / 100)
 
 
-def openapi_schema(path: str, code: str) -> dict[str, Any]:
-    """The JSON Schema of one response in the OpenAPI document (nullable made JSON Schema)."""
-
-    def convert(node: Any) -> Any:
-        if isinstance(node, dict):
-            out = {k: convert(v) for k, v in node.items() if k != "nullable"}
-            if node.get("nullable"):
-                out["type"] = [node["type"], "null"]
-            return out
-        if isinstance(node, list):
-            return [convert(v) for v in node]
-        return node
-
-    schema = DOCUMENT["paths"][path]["get"]["responses"][code]["content"]["application/json"]["schema"]
-    return cast(dict[str, Any], convert({**schema, "components": DOCUMENT["components"]}))
-
-
 class ApiTests(TestCase):
     """A real web service on a loopback port over a real Redis."""
 
@@ -139,9 +119,8 @@ class ApiTests(TestCase):
         listening = self.web.endpoint._waitingForPort
         assert listening is not None
         port = await listening
-        self.http = HTTPConnectionPool(reactor)
-        self.addCleanup(self.http.closeCachedConnections)
         self.base = f"http://127.0.0.1:{port.getHost().port}"
+        self.api = ApiClient(self, self.base)
         await until(lambda: self.web.collector.snapshot.pools[0].workers != ())
 
     def setUp(self) -> Any:
@@ -150,13 +129,7 @@ class ApiTests(TestCase):
         return defer.ensureDeferred(self.asyncSetUp())
 
     async def get(self, path: str, code: int = 200, schema_path: str | None = None) -> Any:
-        response = await treq.get(self.base + path, pool=self.http)
-        self.assertEqual(response.code, code)
-        self.assertEqual(response.headers.getRawHeaders("content-type"), ["application/json"])
-        body = json.loads(await response.content())
-        if schema_path is not None:
-            jsonschema.validate(body, openapi_schema(schema_path, str(code)))
-        return body
+        return await self.api.get(path, code, schema_path)
 
     async def test_stats(self) -> None:
         """/api/stats in NOMP's shape with the recorded shares' numbers."""
