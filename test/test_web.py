@@ -7,14 +7,23 @@ import dataclasses
 import json
 from typing import Any, cast
 
-from twisted.internet import reactor
+import treq
+from twisted.internet import defer, reactor, task
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import TestCase
+from twisted.web.server import Request
+from twisted.web.test.requesthelper import DummyRequest
 
 from nomp.config import RedisConfig, WebConfig
+from nomp.daemon import DaemonGroup
+from nomp.daemon.errors import DaemonError
 from nomp.store.keys import PoolKeys, WebKeys
 from nomp.store.recorder import ShareRecorder
 from nomp.store.redis import RedisService
+from nomp.web.collector import Snapshot, StatsCollector, build_snapshot, empty_stats
+from nomp.web.live import LiveStream
 from nomp.web.service import WebService
 from nomp.web.stats import RawPoolData, hashrate_string, pool_stats
 from test.fakes import pool_config
@@ -197,3 +206,347 @@ class ApiTests(TestCase):
         self.assertIn("/api/nothing/here", error["error"])
         document = await self.get("/api/openapi.json")
         self.assertEqual(document["openapi"], "3.0.3")
+
+    async def redis_call(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        client = self.redis.client()
+        assert client is not None
+        return await client.eval(script, keys, args)
+
+    async def test_blocks(self) -> None:
+        """Blocks newest first with their status; one NOMP recorded (no details) has no reward
+        or effort; unreadable members are left out; a bad status is a 400."""
+        keys = PoolKeys.for_coin(self.pool.coin.name)
+        self.addCleanup(
+            self.redis_call,
+            "for _, k in ipairs(KEYS) do redis.call('DEL', k) end return 1",
+            [keys.blocks_confirmed, keys.block("aa"), keys.blocks_orphaned],
+            [],
+        )
+        await self.redis_call(
+            "redis.call('SADD', KEYS[1], ARGV[1], 'not-a-block')"
+            " redis.call('HSET', KEYS[2], 'reward', '625000000', 'shares', '3', 'difficulty', '2',"
+            " 'solo', '0')"
+            " redis.call('SADD', KEYS[3], ARGV[2]) return 1",
+            [keys.blocks_confirmed, keys.block("aa"), keys.blocks_orphaned],
+            ["aa:tx1:90:Maddr.rig1:1700000000000", "bb:tx2:95:Qaddr:1700000100000"],
+        )
+        await self.web.collector.collect()
+        path = "/api/pools/{pool}/blocks"
+        body = await self.get("/api/pools/ltc/blocks", schema_path=path)
+        self.assertEqual(body["total"], 3)
+        self.assertEqual(
+            [
+                (b["hash"], b["height"], b["status"], b["reward"], b["effort"], b["miner"])
+                for b in body["items"]
+            ],
+            [
+                ("bb", 95, "orphaned", None, None, "Qaddr"),
+                ("aa", 90, "confirmed", 625000000, 1.5, "Maddr"),
+                ("h", 1, "pending", None, None, "w"),
+            ],
+        )
+        self.assertEqual(body["items"][1]["time"], 1_700_000_000.0)
+        confirmed = await self.get("/api/pools/ltc/blocks?status=confirmed&per_page=1", schema_path=path)
+        self.assertEqual([b["hash"] for b in confirmed["items"]], ["aa"])
+        error = await self.get("/api/pools/ltc/blocks?status=lost", 400, schema_path=path)
+        self.assertIn("status must be one of", error["error"])
+        await self.get("/api/pools/ltc/blocks?page=-1", 400, schema_path=path)
+        await self.get("/api/pools/nope/blocks", 404, schema_path=path)
+        pool = await self.get("/api/pools/ltc", schema_path="/api/pools/{pool}")
+        self.assertEqual(
+            pool["lastBlock"], {"hash": "bb", "height": 95, "time": 1_700_000_100.0, "status": "orphaned"}
+        )
+
+    async def test_payments_and_one_miner(self) -> None:
+        """Payments newest first; a miner's balances in satoshis and its share of each payout;
+        an address the pool knows nothing of is a 404."""
+        keys = PoolKeys.for_coin(self.pool.coin.name)
+        touched = [keys.payments, keys.immature, keys.balances, keys.paid]
+        self.addCleanup(
+            self.redis_call, "for _, k in ipairs(KEYS) do redis.call('DEL', k) end return 1", touched, []
+        )
+        old = {
+            "id": "b1",
+            "txid": "t1",
+            "time": 100.0,
+            "amounts": {"Maddr": "5000", "Paddr": "7"},
+            "total": "5007",
+        }
+        new = {
+            "id": "b2",
+            "txid": "t2",
+            "time": 200.0,
+            "amounts": {"Maddr": "12345678901"},
+            "total": "12345678901",
+        }
+        await self.redis_call(
+            "redis.call('ZADD', KEYS[1], 100, ARGV[1], 200, ARGV[2], 150, 'garbage')"
+            " redis.call('HSET', KEYS[2], 'Maddr', '11') redis.call('HSET', KEYS[3], 'Maddr', '22')"
+            " redis.call('HSET', KEYS[4], 'Maddr', '12345683901', 'Paddr', '7') return 1",
+            touched,
+            [json.dumps({**old, "fee": "300"}), json.dumps({**new, "fee": "0"})],
+        )
+        await self.web.collector.collect()
+        payments = await self.get("/api/pools/ltc/payments", schema_path="/api/pools/{pool}/payments")
+        self.assertEqual(
+            payments["items"],
+            [
+                {"id": "b2", "txid": "t2", "time": 200.0, "total": 12345678901, "fee": 0, "recipients": 1},
+                {"id": "b1", "txid": "t1", "time": 100.0, "total": 5007, "fee": 300, "recipients": 2},
+            ],
+        )
+        path = "/api/pools/{pool}/miners/{address}"
+        miner = await self.get("/api/pools/ltc/miners/Maddr", schema_path=path)
+        self.assertEqual((miner["immature"], miner["balance"], miner["paid"]), (11, 22, 12345683901))
+        self.assertEqual(
+            miner["payments"],
+            [
+                {"txid": "t2", "time": 200.0, "amount": 12345678901},
+                {"txid": "t1", "time": 100.0, "amount": 5000},
+            ],
+        )
+        self.assertEqual([w["name"] for w in miner["workers"]], ["Maddr.rig1", "Maddr.rig2"])
+        self.assertEqual(miner["workers"][1]["difficulty"], 2.0)
+        self.assertEqual(miner["hashrate"], 5 * SCRYPT_RATE_PER_DIFFICULTY)
+        # Paid once and gone: still known by its payments.
+        gone = await self.get("/api/pools/ltc/miners/Paddr", schema_path=path)
+        self.assertEqual((gone["workers"], gone["paid"], gone["hashrate"]), ([], 7, 0))
+        error = await self.get("/api/pools/ltc/miners/Zaddr", 404, schema_path=path)
+        self.assertIn("Zaddr", error["error"])
+        await self.get("/api/pools/nope/miners/Maddr", 404, schema_path=path)
+
+    async def test_live_stats(self) -> None:
+        """The event stream sends the stats at once and again after each collection,
+        and ends when the service stops."""
+        events = EventReader()
+        response = await treq.get(self.base + "/api/live_stats", unbuffered=True, pool=self.api.http)
+        self.assertEqual(response.headers.getRawHeaders("content-type"), ["text/event-stream"])
+        response.deliverBody(events)
+        await until(lambda: len(events.events) == 1)
+        self.assertEqual(events.events[0]["pools"][self.pool.coin.name]["workerCount"], 3)
+        self.assertEqual(len(self.web.live), 1)
+        keys = PoolKeys.for_coin(self.pool.coin.name)
+        recorder = ShareRecorder(keys, self.redis.client, cast(IReactorTime, reactor), hashrate_window=300.0)
+        recorder.valid_share("Naddr.new", 1.0)
+        await recorder.flush()
+        await self.web.collector.collect()
+        await until(lambda: len(events.events) == 2)
+        self.assertEqual(events.events[1]["pools"][self.pool.coin.name]["workerCount"], 4)
+        await self.web.stopService()
+        await until(lambda: events.ended)
+        self.assertEqual(len(self.web.live), 0)
+
+    async def test_network(self) -> None:
+        """Each daemon's getmininginfo, or its error; daemon URLs are not shown."""
+        await self.web.stopService()
+        answers: list[Any] = [
+            {"blocks": 812, "difficulty": 0.5, "networkhashps": 1234.5},
+            DaemonError("http://10.0.0.5:9332", "getmininginfo", "connection refused"),
+            {"blocks": "?"},
+        ]
+        config = WebConfig(listen="tcp:0:interface=127.0.0.1", stats_interval=3600.0)
+        web = WebService(
+            config,
+            [self.pool],
+            self.redis.client,
+            reactor,
+            daemons=lambda name: cast(DaemonGroup, FixedDaemons(answers)),
+        )
+        web.startService()
+        self.addCleanup(web.stopService)
+        listening = web.endpoint._waitingForPort
+        assert listening is not None
+        api = ApiClient(self, f"http://127.0.0.1:{(await listening).getHost().port}")
+        await until(lambda: web.collector.snapshot.pools[0].network != ())
+        body = await api.get("/api/pools/ltc/network", schema_path="/api/pools/{pool}/network")
+        self.assertEqual(
+            body["daemons"],
+            [
+                {
+                    "name": "daemon 1",
+                    "ok": True,
+                    "height": 812,
+                    "difficulty": 0.5,
+                    "hashrate": 1234.5,
+                    "error": None,
+                },
+                {
+                    "name": "daemon 2",
+                    "ok": False,
+                    "height": None,
+                    "difficulty": None,
+                    "hashrate": None,
+                    "error": "connection refused",
+                },
+                {
+                    "name": "daemon 3",
+                    "ok": False,
+                    "height": None,
+                    "difficulty": None,
+                    "hashrate": None,
+                    "error": "getmininginfo: no blocks, difficulty or networkhashps",
+                },
+            ],
+        )
+        pool = await api.get("/api/pools/ltc", schema_path="/api/pools/{pool}")
+        self.assertEqual(pool["network"], {"height": 812, "difficulty": 0.5, "hashrate": 1234.5})
+
+
+class FixedDaemons:
+    """A DaemonGroup's call_each with fixed answers (a result or a DaemonError each)."""
+
+    def __init__(self, answers: list[Any]) -> None:
+        self.answers = answers
+
+    async def call_each(self, method: str, *params: Any) -> list[Any]:
+        assert method == "getmininginfo"
+        return list(self.answers)
+
+
+class EventReader(Protocol):
+    """Collects the data of server-sent events as JSON."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.events: list[Any] = []
+        self.ended = False
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\n\n" in self.buffer:
+            block, self.buffer = self.buffer.split(b"\n\n", 1)
+            for line in block.split(b"\n"):
+                if line.startswith(b"data: "):
+                    self.events.append(json.loads(line[6:]))
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.ended = True
+
+
+class StreamRequest(DummyRequest):
+    """A DummyRequest that keeps the push producer it is given, as a real request does."""
+
+    producer: Any = None
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self.producer = producer
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+
+class LiveStreamTests(TestCase):
+    def snapshot(self, now: float) -> Snapshot:
+        return build_snapshot([empty_stats(pool_config())], [], now)
+
+    def test_slow_reader_dropped(self) -> None:
+        """A client whose socket buffer is full when the next event is due has its stream ended."""
+        live = LiveStream()
+        slow, quick = StreamRequest([b""]), StreamRequest([b""])
+        slow_ended = live.open(cast(Request, slow), self.snapshot(1.0))
+        quick_ended = live.open(cast(Request, quick), self.snapshot(1.0))
+        assert not isinstance(slow_ended, bytes) and not isinstance(quick_ended, bytes)
+        slow.producer.pauseProducing()  # the transport says its buffer is full
+        live.publish(self.snapshot(2.0))
+        self.assertTrue(slow_ended.called)
+        self.assertFalse(quick_ended.called)
+        self.assertEqual(len(live), 1)
+        self.assertEqual(len(quick.written), 2)  # the first event and this one
+        self.assertEqual(len(slow.written), 1)
+        self.assertIn(b'"time":2', quick.written[1])
+
+    def test_limit(self) -> None:
+        """Streams beyond the limit get a 503 with a message; a closed one frees its place."""
+        live = LiveStream(max_clients=1)
+        first = StreamRequest([b""])
+        live.open(cast(Request, first), self.snapshot(1.0))
+        second = StreamRequest([b""])
+        refused = live.open(cast(Request, second), self.snapshot(1.0))
+        self.assertEqual(second.responseCode, 503)
+        self.assertIsInstance(refused, bytes)
+        first.finish()  # the client went away
+        self.assertEqual(len(live), 0)
+        third = StreamRequest([b""])
+        self.assertNotIsInstance(live.open(cast(Request, third), self.snapshot(1.0)), bytes)
+
+
+class CollectorTests(TestCase):
+    """The collector on a task.Clock over a real Redis."""
+
+    async def asyncSetUp(self) -> None:
+        server = shared_redis()
+        self.server = server
+        self.redis = RedisService(RedisConfig(port=server.port, db=DB))
+        self.redis.startService()
+        self.addCleanup(self.redis.stopService)
+        await until(lambda: self.redis.client() is not None)
+        server.command("DEL", WebKeys().stat_history, db=DB)
+        self.clock = task.Clock()
+        self.clock.advance(NOW)
+        self.pool = pool_config(
+            name="ltc", coin=dataclasses.replace(pool_config().coin, name=f"coll{id(self)}")
+        )
+
+    def setUp(self) -> Any:
+        return defer.ensureDeferred(self.asyncSetUp())
+
+    def collector(self, retention: float = 3600.0, redis: Any = None) -> StatsCollector:
+        return StatsCollector(
+            [self.pool], redis or self.redis.client, self.clock, interval=60.0, retention=retention
+        )
+
+    def history(self, collector: StatsCollector) -> list[int]:
+        return [entry["time"] for entry in json.loads(collector.snapshot.history_json)]
+
+    async def test_history_survives_a_restart_and_is_trimmed(self) -> None:
+        """A new collector reads the history back from Redis; entries older than the retention go
+        from memory and from Redis."""
+        first = self.collector(retention=150.0)
+        for _ in range(2):
+            await first.collect()
+            self.clock.advance(60)
+        self.assertEqual(self.history(first), [int(NOW), int(NOW) + 60])
+        second = self.collector(retention=150.0)
+        await second.collect()
+        self.assertEqual(self.history(second), [int(NOW), int(NOW) + 60, int(NOW) + 120])
+        self.clock.advance(60)
+        await second.collect()  # NOW is now 180 s old
+        self.assertEqual(self.history(second), [int(NOW) + 60, int(NOW) + 120, int(NOW) + 180])
+        self.assertEqual(self.server.command("ZCARD", WebKeys().stat_history, db=DB), 3)
+
+    async def test_redis_away_keeps_the_last_snapshot(self) -> None:
+        """While Redis is away the last snapshot is served and one warning is logged;
+        then collection resumes."""
+        connected: list[bool] = [True]
+        collector = self.collector(redis=lambda: self.redis.client() if connected[0] else None)
+        await collector.collect()
+        served = collector.snapshot
+        connected[0] = False
+        self.clock.advance(60)
+        with capturedLogs() as logged:
+            await collector.collect()
+            await collector.collect()
+        self.assertIs(collector.snapshot, served)
+        self.assertEqual(len([e for e in logged if e["log_level"].name == "warn"]), 1)
+        connected[0] = True
+        await collector.collect()
+        self.assertEqual(collector.snapshot.time, NOW + 60)
+
+    async def test_miner_history_sampled(self) -> None:
+        """Each miner's hashrate is kept at most every retention/288 seconds."""
+        keys = PoolKeys.for_coin(self.pool.coin.name)
+        self.addCleanup(self.server.command, "DEL", keys.hashrate, db=DB)
+        recorder = ShareRecorder(
+            keys, self.redis.client, self.clock, hashrate_window=300.0, wall_clock=self.clock.seconds
+        )
+        collector = self.collector(retention=288 * 120.0)  # a sample every 120 s
+        for _ in range(4):
+            recorder.valid_share("Maddr.a", 1.0)
+            await recorder.flush()
+            await collector.collect()
+            self.clock.advance(60)
+        history = collector.snapshot.pools[0].miner_history["Maddr"]
+        self.assertEqual([at for at, _ in history], [NOW, NOW + 120])
+        self.assertEqual(
+            [rate for _, rate in history], [SCRYPT_RATE_PER_DIFFICULTY, 3 * SCRYPT_RATE_PER_DIFFICULTY]
+        )

@@ -21,6 +21,7 @@ from twisted.logger import Logger
 
 from nomp.config import PoolConfig
 from nomp.daemon import DaemonGroup
+from nomp.daemon.errors import DaemonError
 from nomp.store.keys import PoolKeys, WebKeys
 from nomp.store.recorder import ScriptRunner
 from nomp.web.stats import (
@@ -268,8 +269,9 @@ class StatsCollector(Service):
             return ()
         try:
             answers = await group.call_each("getmininginfo")
-        except Exception as e:
-            return (DaemonInfo("daemon 1", False, error=str(e) or type(e).__name__),)
+        except Exception as e:  # call_each answers per daemon; this is a bug, not a daemon's error
+            self.log.failure("Stats: reading the network of pool {pool}", pool=pool.name)
+            return (DaemonInfo("daemon 1", False, error=type(e).__name__),)
         return tuple(_daemon_info(f"daemon {n}", answer) for n, answer in enumerate(answers, 1))
 
     def _away(self, reason: str) -> None:
@@ -359,8 +361,11 @@ class StatsCollector(Service):
 
 
 def _daemon_info(name: str, answer: Any) -> DaemonInfo:
+    if isinstance(answer, DaemonError):
+        # Its detail only: the message names the daemon's URL, which is not for the public.
+        return DaemonInfo(name, False, error=answer.detail)
     if isinstance(answer, Exception):
-        return DaemonInfo(name, False, error=str(answer) or type(answer).__name__)
+        return DaemonInfo(name, False, error=type(answer).__name__)
     try:
         return DaemonInfo(
             name,
@@ -370,6 +375,4 @@ def _daemon_info(name: str, answer: Any) -> DaemonInfo:
             hashrate=float(answer["networkhashps"]),
         )
     except (KeyError, TypeError, ValueError):
-        return DaemonInfo(
-            name, False, error="getmininginfo: an answer without blocks, difficulty, networkhashps"
-        )
+        return DaemonInfo(name, False, error="getmininginfo: no blocks, difficulty or networkhashps")
