@@ -25,7 +25,7 @@ from nomp.store.redis import RedisService
 from nomp.web.collector import Snapshot, StatsCollector, build_snapshot, empty_stats
 from nomp.web.live import LiveStream
 from nomp.web.service import WebService
-from nomp.web.stats import RawPoolData, hashrate_string, pool_stats
+from nomp.web.stats import RawPoolData, hashrate_string, pool_stats, sum_shares
 from test.fakes import pool_config
 from test.servers import shared_redis
 from test.waiting import until
@@ -53,13 +53,17 @@ class PoolStatsTests(TestCase):
     def test_known_shares(self) -> None:
         """Valid difficulty within the window counts; invalid shares count workers, not hashrate."""
         raw = RawPoolData(
-            hashrate=(
-                ("1:Maddr.a:1:x1", NOW - 10),
-                ("1:Maddr.a:2:x2", NOW - 20),
-                ("2:Maddr.b:3:x3", NOW - 299),
-                ("-4:Naddr:4:x4", NOW - 1),
-                ("64:Maddr.a:5:x5", NOW - 301),  # outside the window
-                ("garbage", NOW),
+            shares=sum_shares(
+                [
+                    ("1:Maddr.a:1:x1", NOW - 10),
+                    ("1:Maddr.a:2:x2", NOW - 20),
+                    ("2:Maddr.b:3:x3", NOW - 299),
+                    ("-4:Naddr:4:x4", NOW - 1),
+                    ("64:Maddr.a:5:x5", NOW - 301),  # outside the window
+                    ("garbage", NOW),
+                ],
+                NOW - 300,
+                NOW,
             ),
             counters={"validShares": "4", "invalidShares": "1"},
             pending=2,
@@ -90,7 +94,9 @@ class PoolStatsTests(TestCase):
         """sha256d's multiplier is 1: a difficulty-1 share is 2**32 hashes."""
         coin = dataclasses.replace(pool_config().coin, algorithm="sha256d")
         pool = pool_config(coin=coin, hashrate_window=100.0)
-        stats = pool_stats(pool, RawPoolData((("3:w:1:x", NOW),), {}, 0, 0, 0), NOW)
+        stats = pool_stats(
+            pool, RawPoolData(sum_shares([("3:w:1:x", NOW)], NOW - 100, NOW), {}, 0, 0, 0), NOW
+        )
         self.assertEqual(stats.hashrate, 3 * 2**32 / 100)
 
 
@@ -550,3 +556,33 @@ class CollectorTests(TestCase):
         self.assertEqual(
             [rate for _, rate in history], [SCRYPT_RATE_PER_DIFFICULTY, 3 * SCRYPT_RATE_PER_DIFFICULTY]
         )
+
+    async def test_sums_in_redis_match_the_reference(self) -> None:
+        """The collector's Lua sums equal sum_shares over the same members: odd worker names,
+        members outside the window or unreadable, and more members than one chunk."""
+        keys = PoolKeys.for_coin(self.pool.coin.name)
+        self.addCleanup(self.server.command, "DEL", keys.hashrate, db=DB)
+        members: list[tuple[str, float]] = [
+            ("0.5:a:b:c:1:x", NOW - 1),  # a worker name holding colons
+            ("-2:Maddr.rig:2:y", NOW - 2),
+            ("junk", NOW - 3),
+            ("x:Maddr.rig:3:z", NOW - 4),
+            ("1:Maddr.rig:4:old", NOW - 301),
+            ("1:Maddr.rig:5:future", NOW + 1),
+        ]
+        members += [(f"{1 + n % 7}:W{n % 13}.r:{n}:{n}", NOW - 300 + n * 0.02) for n in range(12_000)]
+        for first in range(0, len(members), 1000):
+            args: list[Any] = []
+            for member, score in members[first : first + 1000]:
+                args += [repr(score), member]
+            self.server.command("ZADD", keys.hashrate, *args, db=DB)
+        collector = self.collector()
+        await collector.collect()
+        expected = sum_shares(members, NOW - self.pool.hashrate_window, NOW)
+        got = {w.name: w for w in collector.snapshot.pools[0].workers}
+        self.assertEqual(sorted(got), sorted(expected))
+        for name, sums in expected.items():
+            worker = got[name]
+            self.assertAlmostEqual(worker.shares, sums.valid, places=6)
+            self.assertAlmostEqual(worker.invalid_shares, sums.invalid, places=6)
+            self.assertEqual((worker.last_share, worker.difficulty), (sums.last_share, sums.last_difficulty))

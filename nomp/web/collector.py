@@ -31,6 +31,7 @@ from nomp.web.stats import (
     PaymentInfo,
     PoolStats,
     RawPoolData,
+    WorkerShares,
     history_entry,
     parse_block,
     parse_payment,
@@ -44,12 +45,41 @@ BLOCK_STATUSES = ("pending", "confirmed", "orphaned")
 
 # KEYS: hashrate, stats, blocksPending, blocksConfirmed, blocksOrphaned,
 #       immature, balances, paid, payment totals, payments
-# ARGV: the hashrate window's start (unix seconds), the score of the newest
-#       payment already read ('-inf' for none)
+# ARGV: the hashrate window's start and end (unix seconds), the score of the
+#       newest payment already read ('-inf' for none)
 # The recorder trims the hashrate zset; this only reads, in one round trip.
+# The shares are summed per worker here, as nomp.web.stats.sum_shares does,
+# so a window of a million shares sends a line per worker, not the shares,
+# and the pool's reactor does not parse them. They are read in chunks so
+# Lua never holds the whole window at once.
 _READ_POOL = """
+local sums, names = {}, {}
+local offset = 0
+while true do
+  local rows = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[2], 'WITHSCORES', 'LIMIT', offset, 5000)
+  for i = 1, #rows, 2 do
+    local d, worker = string.match(rows[i], '^([^:]*):(.+):[^:]*:[^:]*$')
+    local difficulty = tonumber(d)
+    if difficulty and worker then
+      local s = sums[worker]
+      if not s then s = {0, 0, -1, 0}; sums[worker] = s; names[#names + 1] = worker end
+      if difficulty >= 0 then s[1] = s[1] + difficulty else s[2] = s[2] - difficulty end
+      local score = tonumber(rows[i + 1])
+      if score >= s[3] then s[3] = score; s[4] = math.abs(difficulty) end
+    end
+  end
+  if #rows < 10000 then break end
+  offset = offset + 5000
+end
+local shares = {}
+for _, worker in ipairs(names) do
+  local s = sums[worker]
+  -- as strings: Redis would truncate Lua numbers to integers
+  shares[#shares + 1] = worker
+  shares[#shares + 1] = string.format('%.17g %.17g %.17g %.17g', s[1], s[2], s[3], s[4])
+end
 return {
-  redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf', 'WITHSCORES'),
+  shares,
   redis.call('HGETALL', KEYS[2]),
   redis.call('SMEMBERS', KEYS[3]),
   redis.call('SMEMBERS', KEYS[4]),
@@ -58,7 +88,7 @@ return {
   redis.call('HGETALL', KEYS[7]),
   redis.call('HGETALL', KEYS[8]),
   redis.call('HGETALL', KEYS[9]),
-  redis.call('ZRANGEBYSCORE', KEYS[10], ARGV[2], '+inf', 'WITHSCORES')
+  redis.call('ZRANGEBYSCORE', KEYS[10], ARGV[3], '+inf', 'WITHSCORES')
 }
 """
 
@@ -159,7 +189,7 @@ def build_snapshot(pools: Sequence[PoolStats], history: Sequence[bytes], now: fl
 
 def empty_stats(pool: PoolConfig) -> PoolStats:
     """A pool's stats before anything was read: nothing mined."""
-    return pool_stats(pool, RawPoolData((), {}, 0, 0, 0), 0.0)
+    return pool_stats(pool, RawPoolData({}, {}, 0, 0, 0), 0.0)
 
 
 class StatsCollector(Service):
@@ -312,12 +342,13 @@ class StatsCollector(Service):
                 keys.payment_totals,
                 keys.payments,
             ],
-            [repr(now - pool.hashrate_window), memory.newest_payment],
+            [repr(now - pool.hashrate_window), repr(now), memory.newest_payment],
         )
         flat_shares, flat_counters, *members, immature, balances, paid, totals, new_payments = reply
-        shares = tuple(
-            (_text(flat_shares[i]), float(_text(flat_shares[i + 1]))) for i in range(0, len(flat_shares), 2)
-        )
+        shares = {
+            worker: WorkerShares(*(float(x) for x in sums.split()))
+            for worker, sums in _pairs(flat_shares).items()
+        }
         by_status = {
             status: [_text(m) for m in found] for status, found in zip(BLOCK_STATUSES, members, strict=True)
         }

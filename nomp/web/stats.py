@@ -73,10 +73,20 @@ class Balances:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerShares:
+    """One worker's shares in the hashrate window, summed (in Redis, by the collector's script)."""
+
+    valid: float  # summed difficulty of valid shares
+    invalid: float  # summed difficulty of invalid shares
+    last_share: float  # unix seconds of its newest share
+    last_difficulty: float  # that share's difficulty
+
+
+@dataclass(frozen=True, slots=True)
 class RawPoolData:
     """One pool's keys as read from Redis at one moment."""
 
-    hashrate: tuple[tuple[str, float], ...]  # (member, score) of the <coin>:hashrate zset
+    shares: Mapping[str, WorkerShares]  # worker -> its shares within the window
     counters: Mapping[str, str]  # the <coin>:stats hash
     pending: int  # cardinality of blocksPending
     confirmed: int
@@ -179,37 +189,41 @@ def parse_member(member: str) -> tuple[float, str] | None:
         return None
 
 
-def pool_stats(pool: PoolConfig, raw: RawPoolData, now: float) -> PoolStats:
-    """The stats of ``pool`` from its shares of the last ``hashrate_window`` seconds before ``now``."""
-    window = pool.hashrate_window
-    multiplier = ALGORITHMS[pool.coin.algorithm].multiplier
-    start = now - window
-    valid: dict[str, float] = {}
-    invalid: dict[str, float] = {}
-    last: dict[str, tuple[float, float]] = {}  # worker -> (time, difficulty) of its newest share
-    for member, score in raw.hashrate:
+def sum_shares(members: Iterable[tuple[str, float]], start: float, now: float) -> dict[str, WorkerShares]:
+    """Each worker's shares among hashrate members (member, score) scored within
+    [start, now]. The collector's Lua script does the same in Redis, so only the
+    sums cross the wire; this is its reference, and what the tests build data with."""
+    sums: dict[str, list[float]] = {}  # worker -> [valid, invalid, last time, last difficulty]
+    for member, score in members:
         parsed = parse_member(member)
         if parsed is None or score < start or score > now:
             continue
         difficulty, worker = parsed
-        valid.setdefault(worker, 0.0)
-        invalid.setdefault(worker, 0.0)
+        entry = sums.setdefault(worker, [0.0, 0.0, -1.0, 0.0])
         if difficulty >= 0:
-            valid[worker] += difficulty
+            entry[0] += difficulty
         else:
-            invalid[worker] -= difficulty
-        if score >= last.get(worker, (-1.0, 0.0))[0]:
-            last[worker] = (score, abs(difficulty))
+            entry[1] -= difficulty
+        if score >= entry[2]:
+            entry[2], entry[3] = score, abs(difficulty)
+    return {worker: WorkerShares(*entry) for worker, entry in sums.items()}
+
+
+def pool_stats(pool: PoolConfig, raw: RawPoolData, now: float) -> PoolStats:
+    """The stats of ``pool`` from its shares of the last ``hashrate_window`` seconds before ``now``."""
+    window = pool.hashrate_window
+    multiplier = ALGORITHMS[pool.coin.algorithm].multiplier
 
     def rate(difficulty: float) -> float:
         return difficulty * HASHES_PER_DIFFICULTY / multiplier / window
 
     workers = tuple(
-        WorkerStats(w, valid[w], invalid[w], rate(valid[w]), last[w][0], last[w][1]) for w in sorted(valid)
+        WorkerStats(name, s.valid, s.invalid, rate(s.valid), s.last_share, s.last_difficulty)
+        for name, s in sorted(raw.shares.items())
     )
     return PoolStats(
         pool=pool,
-        hashrate=rate(sum(valid.values())),
+        hashrate=rate(sum(w.shares for w in workers)),
         workers=workers,
         miners=_miners(workers),
         counters=dict(raw.counters),
