@@ -25,6 +25,7 @@ from nomp.store.redis import RedisService
 from nomp.store.service import RecorderService
 from nomp.stratum.server import StratumServer
 from nomp.stratum.service import StratumService
+from nomp.web.metrics import Metrics, MetricsService
 from nomp.web.service import WebService
 
 
@@ -83,8 +84,12 @@ def build_service(config: Config, reactor: Any, **root_options: Any) -> NompServ
     pools: dict[str, PoolService] = {}
     servers: dict[str, StratumServer] = {}
     control_service(config.settings.control.listen, pools, reactor, servers).setServiceParent(root)
+    metrics = Metrics()
+    metrics.watch_hashing(hashing)
     for pool_config in config.pools:
-        pool = PoolService(pool_config, reactor, root.fatal)
+        pool = PoolService(
+            pool_config, reactor, root.fatal, rpc_observer=metrics.daemon_observer(pool_config.name)
+        )
         recorder = ShareRecorder(
             PoolKeys.for_coin(pool_config.coin.name),
             redis.client,
@@ -105,6 +110,7 @@ def build_service(config: Config, reactor: Any, **root_options: Any) -> NompServ
         )
         instance_lease.add_listener(stratum.set_instance)
         servers[pool_config.name] = stratum
+        metrics.watch_pool(pool_config.name, stratum, recorder)
         pool.add_job_listener(stratum.new_job)
         StratumService(stratum, pool_config.ports, reactor).setServiceParent(pool)
         if pool_config.payments.enabled:
@@ -113,5 +119,16 @@ def build_service(config: Config, reactor: Any, **root_options: Any) -> NompServ
         pools[pool_config.name] = pool
     web = config.settings.web
     if web.enabled:
-        WebService(web, config.pools, redis.client, reactor).setServiceParent(root)
+        web_service = WebService(
+            web,
+            config.pools,
+            redis.client,
+            reactor,
+            metrics=metrics.render,
+            daemons=lambda name: _ready_daemons(pools[name])(),
+        )
+        metrics.watch_snapshot(lambda: web_service.collector.snapshot)
+        # Under the web service: its timers feed only /metrics, which the web port serves.
+        MetricsService(metrics, redis.client, reactor).setServiceParent(web_service)
+        web_service.setServiceParent(root)
     return root

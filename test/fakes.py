@@ -33,7 +33,7 @@ from nomp.hashing import ALGORITHMS, JobHasher, ShareHash, ShareWork
 from nomp.hashing.pool import HashPoolService
 from nomp.pool.blocks import BlockOutcome
 from nomp.store.bans import BanStore
-from nomp.store.recorder import BlockRecord, RecorderFull
+from nomp.store.recorder import BlockRecord, RecorderFull, RecordsShares
 from nomp.stratum.protocol import StratumProtocol
 from nomp.stratum.server import StratumFactory, StratumServer
 from nomp.stratum.session import MinerSession
@@ -268,13 +268,14 @@ def build_server(
     config: PoolConfig,
     clock: task.Clock,
     pool: FakePool | None = None,
-    recorder: FakeRecorder | None = None,
+    recorder: RecordsShares | None = None,
     hashing: InlineHashing | None = None,
     ban_store: BanStore | None = None,
 ) -> tuple[StratumServer, Connect]:
     """A StratumServer on fakes, and ``connect(port=None)`` that opens a new
     miner connection on one of the pool's ports (the first by default).
-    Connections on the same port share its factory, as on a real listener."""
+    Connections on the same port share its factory, as on a real listener.
+    ``recorder`` may be a real ShareRecorder, for shares that reach Redis."""
     server = StratumServer(
         config,
         pool if pool is not None else FakePool(registry_for(config)),

@@ -20,6 +20,7 @@ from twisted.web.iweb import IResponse
 
 from nomp.background import cancellable
 from nomp.daemon.errors import (
+    DaemonError,
     DaemonHTTPError,
     DaemonResponseError,
     DaemonUnreachable,
@@ -28,6 +29,13 @@ from nomp.daemon.errors import (
 
 # A full block template is hex inside JSON: a 4 MB block is about 8 MB.
 DEFAULT_MAX_RESPONSE = 64 * 1024 * 1024
+
+
+class CallObserver(Protocol):
+    """Told of every finished call: its daemon, method, seconds taken and
+    failure (None for a result). Calls cancelled by their caller are not told."""
+
+    def __call__(self, url: str, method: str, seconds: float, error: DaemonError | None) -> None: ...
 
 
 class HTTPPoster(Protocol):
@@ -83,8 +91,10 @@ class DaemonRPC:
         clock: IReactorTime,
         timeout: float = 30.0,
         max_response: int = DEFAULT_MAX_RESPONSE,
+        observer: CallObserver | None = None,
     ) -> None:
         self.url = url
+        self._observer = observer
         self._http = http
         token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
         self._headers = Headers(
@@ -103,12 +113,24 @@ class DaemonRPC:
 
     async def call(self, method: str, *params: Any) -> Any:
         """The ``result`` of ``method(*params)``; raises a DaemonError subclass."""
+        started = self._clock.seconds()
         attempt = defer.Deferred.fromCoroutine(self._exchange(method, list(params)))
         attempt.addTimeout(self._timeout, self._clock)
         try:
-            return await cancellable(attempt)
+            result = await cancellable(attempt)
         except defer.TimeoutError:
-            raise DaemonUnreachable(self.url, method, f"no answer in {self._timeout:g}s") from None
+            timeout = DaemonUnreachable(self.url, method, f"no answer in {self._timeout:g}s")
+            self._observe(method, started, timeout)
+            raise timeout from None
+        except DaemonError as e:
+            self._observe(method, started, e)
+            raise
+        self._observe(method, started, None)
+        return result
+
+    def _observe(self, method: str, started: float, error: DaemonError | None) -> None:
+        if self._observer is not None:
+            self._observer(self.url, method, self._clock.seconds() - started, error)
 
     async def _exchange(self, method: str, params: list[Any]) -> Any:
         request_id = next(self._ids)

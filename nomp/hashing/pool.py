@@ -52,6 +52,11 @@ class HashPoolService(Service):
         """Shares waiting for a thread."""
         return sum(len(items) for items in self._waiting.values())
 
+    @property
+    def busy(self) -> int:
+        """Batches handed to the threads and not finished yet (at most ``threads`` while running)."""
+        return self._busy
+
     def startService(self) -> None:
         self._pool = ThreadPool(minthreads=0, maxthreads=self.threads, name="nomp-hashing")
         self._pool.start()

@@ -17,7 +17,7 @@ from nomp.chain.jobs import Job, JobRegistry
 from nomp.chain.template import BlockTemplate, TemplateError
 from nomp.config import PoolConfig
 from nomp.daemon import DaemonError, DaemonGroup, DaemonRPC
-from nomp.daemon.rpc import HTTPPoster
+from nomp.daemon.rpc import CallObserver, HTTPPoster
 from nomp.hashing import ALGORITHMS
 from nomp.pool.blocks import BlockOutcome, BlockSubmitter
 from nomp.pool.startup import StartupError, resolve_payouts, wait_for_daemon
@@ -48,6 +48,7 @@ class PoolService(OrderedMultiService):
         reactor: Any,
         on_fatal: Callable[[str], None],
         http: HTTPPoster | None = None,
+        rpc_observer: CallObserver | None = None,
     ) -> None:
         super().__init__()
         self.setName(f"pool:{config.name}")
@@ -55,6 +56,7 @@ class PoolService(OrderedMultiService):
         self._reactor = reactor
         self._on_fatal = on_fatal
         self._http = http
+        self._rpc_observer = rpc_observer  # told of every daemon call (metrics)
         self._http_pool: HTTPConnectionPool | None = None
         self.daemons: DaemonGroup | None = None
         self.registry: JobRegistry | None = None
@@ -82,7 +84,15 @@ class PoolService(OrderedMultiService):
             http = HTTPClient(Agent(self._reactor, pool=self._http_pool))
         self.daemons = DaemonGroup(
             [
-                DaemonRPC(http, d.url, d.user, d.password, self._reactor, timeout=d.timeout)
+                DaemonRPC(
+                    http,
+                    d.url,
+                    d.user,
+                    d.password,
+                    self._reactor,
+                    timeout=d.timeout,
+                    observer=self._rpc_observer,
+                )
                 for d in self.config.daemons
             ],
             self._reactor,

@@ -1,0 +1,407 @@
+"""Prometheus metrics of the process, served by the web app at GET /metrics.
+
+Two kinds. What the pool keeps anyway (open connections, shares and refused
+connections by reason, records waiting for Redis, the hashing queue, the
+stats snapshot) is read by a collector when Prometheus scrapes, so the
+Stratum hot path pays nothing beyond the dict increments it already makes.
+Events that leave no state behind (daemon calls, Redis round trips, the
+reactor's lateness) are observed as they happen.
+
+Every metric lives in the registry of one ``Metrics`` object, never in
+prometheus_client's global one: tests build many pools in one process.
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+from twisted.application.service import Service
+from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
+
+from nomp.config import PortConfig
+from nomp.config.load import listen_address
+from nomp.daemon.errors import DaemonError, DaemonHTTPError, DaemonResponseError, DaemonUnreachable, RPCError
+from nomp.daemon.rpc import CallObserver
+from nomp.store.recorder import ScriptRunner
+from nomp.stratum.banning import Refusal
+from nomp.stratum.server import BLOCK_RESULTS, SHARE_RESULTS, StratumServer
+from nomp.web.collector import Snapshot
+
+# Daemon calls run from milliseconds (getblocktemplate on a small mempool)
+# up to the 30 s default deadline.
+DAEMON_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# A Redis round trip on loopback is well under a millisecond.
+REDIS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+REACTOR_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+# The text format every Prometheus reads. Newer prometheus_client versions
+# announce 1.0.0, which differs only for names outside [a-zA-Z_:][a-zA-Z0-9_:]*,
+# and none of ours are.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# The cheapest command a ScriptRunner can send: one round trip, no key touched.
+_PING = "return redis.call('PING')"
+
+# Refusal reasons as label values: the enum's values are sentences for the log.
+_REFUSAL_LABELS = {refusal.value: refusal.name.lower() for refusal in Refusal}
+
+# The ``<coin>:pay:totals`` fields, exported even before the first payment run.
+PAYMENT_TOTALS = ("immature", "credited", "kept", "paid", "txfees")
+
+
+class BufferedRecords(Protocol):
+    """A pool's ShareRecorder as the metrics see it."""
+
+    @property
+    def waiting(self) -> int:
+        """Records not yet written to Redis."""
+        ...
+
+
+class HashingLoad(Protocol):
+    """The HashPoolService as the metrics see it."""
+
+    threads: int
+
+    @property
+    def queued(self) -> int: ...
+
+    @property
+    def busy(self) -> int: ...
+
+
+def error_kind(error: DaemonError) -> str:
+    """A daemon call's failure as a label value."""
+    if isinstance(error, DaemonUnreachable):
+        return "unreachable"  # timeouts included
+    if isinstance(error, DaemonHTTPError):
+        return "http"
+    if isinstance(error, RPCError):
+        return "rpc"
+    if isinstance(error, DaemonResponseError):
+        return "response"
+    return "other"
+
+
+def port_label(port: PortConfig) -> str:
+    """A Stratum port as a label value: its port number, or its endpoint for one without."""
+    address = listen_address(port.listen)
+    return str(address[1]) if address is not None else port.listen
+
+
+@dataclass(frozen=True, slots=True)
+class _WatchedPool:
+    name: str
+    server: StratumServer
+    recorder: BufferedRecords
+    port_labels: Mapping[PortConfig, str]
+
+
+class Metrics:
+    """The process's metrics in a registry of their own; ``render`` is what GET /metrics serves.
+
+    Pools, the hashing pool and the stats snapshot are registered as the
+    service tree is built, and read at every scrape.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._pools: list[_WatchedPool] = []
+        self._hashing: HashingLoad | None = None
+        self._snapshot: Callable[[], Snapshot] | None = None
+        self.daemon_call_seconds = Histogram(
+            "nomp_daemon_rpc_duration_seconds",
+            "Time taken by JSON-RPC calls to coin daemons, failed ones included.",
+            ["pool", "daemon", "method"],
+            buckets=DAEMON_BUCKETS,
+            registry=self.registry,
+        )
+        self.daemon_call_errors = Counter(
+            "nomp_daemon_rpc_errors",
+            "Failed JSON-RPC calls to coin daemons, by kind: unreachable (timeouts included), "
+            "http, response (not JSON-RPC) or rpc (the daemon's own error).",
+            ["pool", "daemon", "method", "kind"],
+            registry=self.registry,
+        )
+        self.redis_ping_seconds = Histogram(
+            "nomp_redis_ping_duration_seconds",
+            "Round trip of a PING to Redis, sent at intervals.",
+            buckets=REDIS_BUCKETS,
+            registry=self.registry,
+        )
+        self.redis_up = Gauge(
+            "nomp_redis_up", "1 if the last PING to Redis was answered, else 0.", registry=self.registry
+        )
+        self.redis_ping_errors = Counter(
+            "nomp_redis_ping_errors",
+            "PINGs to Redis that failed: disconnected (no connection up) or error.",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in ("disconnected", "error"):
+            self.redis_ping_errors.labels(reason)  # present at 0 from the start
+        self.reactor_lag = Histogram(
+            "nomp_reactor_lag_seconds",
+            "How late a timer of the reactor fired: time the reactor thread was busy or blocked.",
+            buckets=REACTOR_LAG_BUCKETS,
+            registry=self.registry,
+        )
+        ProcessCollector(registry=self.registry)
+        self.registry.register(_StateCollector(self))
+
+    def watch_pool(self, name: str, server: StratumServer, recorder: BufferedRecords) -> None:
+        """Export the connections, shares and buffered records of the pool called ``name``."""
+        labels = {port: port_label(port) for port in server.config.ports}
+        self._pools.append(_WatchedPool(name, server, recorder, labels))
+
+    def watch_hashing(self, hashing: HashingLoad) -> None:
+        self._hashing = hashing
+
+    def watch_snapshot(self, snapshot: Callable[[], Snapshot]) -> None:
+        """Export the stats of the collector's current snapshot."""
+        self._snapshot = snapshot
+
+    def daemon_observer(self, pool: str) -> CallObserver:
+        """The observer for the DaemonRPCs of the pool called ``pool``."""
+
+        def observe(url: str, method: str, seconds: float, error: DaemonError | None) -> None:
+            self.daemon_call_seconds.labels(pool, url, method).observe(seconds)
+            if error is not None:
+                self.daemon_call_errors.labels(pool, url, method, error_kind(error)).inc()
+
+        return observe
+
+    def render(self) -> tuple[bytes, str]:
+        """Every metric in Prometheus's text format, and that format's content type."""
+        return generate_latest(self.registry), CONTENT_TYPE
+
+    # Read by _StateCollector.
+    @property
+    def pools(self) -> tuple[_WatchedPool, ...]:
+        return tuple(self._pools)
+
+    @property
+    def hashing(self) -> HashingLoad | None:
+        return self._hashing
+
+    def current_snapshot(self) -> Snapshot | None:
+        return self._snapshot() if self._snapshot is not None else None
+
+
+class _StateCollector(Collector):
+    """State the pool keeps anyway, read at every scrape."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> Iterable[Metric]:
+        return ()  # no fixed names to check against the registry's others
+
+    def collect(self) -> Iterable[Metric]:
+        yield from self._stratum()
+        yield from self._hashing()
+        yield from self._stats()
+
+    def _stratum(self) -> Iterable[Metric]:
+        connections = GaugeMetricFamily(
+            "nomp_stratum_connections", "Open Stratum connections.", labels=["pool", "port"]
+        )
+        refused = CounterMetricFamily(
+            "nomp_stratum_connections_refused",
+            "Stratum connections refused before a byte was read, by reason.",
+            labels=["pool", "reason"],
+        )
+        shares = CounterMetricFamily(
+            "nomp_stratum_shares",
+            "Submitted shares by result: accepted, stale (job not found), duplicate, low_difficulty, "
+            "unauthorized, not_subscribed, invalid (malformed, ntime...), unrecorded (Redis buffer full) "
+            "or error (the check failed).",
+            labels=["pool", "result"],
+        )
+        in_flight = GaugeMetricFamily(
+            "nomp_stratum_shares_in_flight", "Shares being checked.", labels=["pool"]
+        )
+        blocks = CounterMetricFamily(
+            "nomp_blocks_found",
+            "Block candidates found, by the daemons' answer: accepted (in the main chain), "
+            "rejected, or error (no answer).",
+            labels=["pool", "result"],
+        )
+        buffered = GaugeMetricFamily(
+            "nomp_share_records_buffered",
+            "Share and block records waiting to be written to Redis.",
+            labels=["pool"],
+        )
+        for pool in self._metrics.pools:
+            server = pool.server
+            open_by_port = Tally({label: 0 for label in pool.port_labels.values()})
+            for port, count in Tally(p.factory.port for p in server.connections).items():
+                open_by_port[pool.port_labels.get(port) or port_label(port)] += count
+            for label, count in open_by_port.items():
+                connections.add_metric([pool.name, label], count)
+            by_reason = Tally({label: 0 for label in _REFUSAL_LABELS.values()})
+            for reason, count in server.refused.items():
+                by_reason[_REFUSAL_LABELS.get(reason, reason)] += count
+            for reason, count in by_reason.items():
+                refused.add_metric([pool.name, reason], count)
+            for result in _with_known(SHARE_RESULTS, server.shares):
+                shares.add_metric([pool.name, result], server.shares[result])
+            for result in _with_known(BLOCK_RESULTS, server.blocks):
+                blocks.add_metric([pool.name, result], server.blocks[result])
+            in_flight.add_metric([pool.name], server.in_flight)
+            buffered.add_metric([pool.name], pool.recorder.waiting)
+        yield from (connections, refused, shares, in_flight, blocks, buffered)
+
+    def _hashing(self) -> Iterable[Metric]:
+        hashing = self._metrics.hashing
+        if hashing is None:
+            return
+        yield GaugeMetricFamily("nomp_hashing_threads", "Share checking threads.", value=hashing.threads)
+        yield GaugeMetricFamily(
+            "nomp_hashing_queued_shares", "Shares waiting for a share checking thread.", value=hashing.queued
+        )
+        yield GaugeMetricFamily(
+            "nomp_hashing_busy_batches",
+            "Batches of shares handed to the share checking threads and not finished.",
+            value=hashing.busy,
+        )
+
+    def _stats(self) -> Iterable[Metric]:
+        snapshot = self._metrics.current_snapshot()
+        if snapshot is None:
+            return
+        yield GaugeMetricFamily(
+            "nomp_stats_collected_timestamp_seconds",
+            "When the pool stats below were read from Redis (unix seconds).",
+            value=snapshot.time,
+        )
+        hashrate = GaugeMetricFamily(
+            "nomp_pool_hashrate_hashes_per_second",
+            "Pool hashrate from the shares of its hashrate window.",
+            labels=["pool"],
+        )
+        workers = GaugeMetricFamily(
+            "nomp_pool_workers", "Workers with shares in the hashrate window.", labels=["pool"]
+        )
+        miners = GaugeMetricFamily(
+            "nomp_pool_miners", "Addresses with shares in the hashrate window.", labels=["pool"]
+        )
+        blocks = GaugeMetricFamily(
+            "nomp_pool_blocks", "The pool's blocks by status.", labels=["pool", "status"]
+        )
+        totals = GaugeMetricFamily(
+            "nomp_pool_payment_totals_satoshis",
+            "The pool's payment totals: immature, credited, kept, paid, txfees.",
+            labels=["pool", "kind"],
+        )
+        payments = GaugeMetricFamily("nomp_pool_payments", "Payout transactions sent.", labels=["pool"])
+        for stats in snapshot.pools:
+            name = stats.pool.name
+            hashrate.add_metric([name], stats.hashrate)
+            workers.add_metric([name], len(stats.workers))
+            miners.add_metric([name], len(stats.miners))
+            counts = stats.blocks
+            for status, count in (
+                ("pending", counts.pending),
+                ("confirmed", counts.confirmed),
+                ("orphaned", counts.orphaned),
+            ):
+                blocks.add_metric([name, status], count)
+            for kind in _with_known(PAYMENT_TOTALS, stats.payment_totals):
+                totals.add_metric([name, kind], stats.payment_totals.get(kind, 0))
+            payments.add_metric([name], stats.payment_count)
+        yield from (hashrate, workers, miners, blocks, totals, payments)
+
+
+def _with_known(known: tuple[str, ...], present: Iterable[str]) -> list[str]:
+    """The known keys in their order (present or not), then any other present ones."""
+    return [*known, *sorted(set(present) - set(known))]
+
+
+class MetricsService(Service):
+    """The timers behind the Redis round trip and reactor lag metrics.
+
+    Every ``redis_interval`` seconds a PING goes to Redis (never two at once:
+    the next waits for the answer); every ``lag_interval`` seconds a timer
+    measures how late it fired, which is how long the reactor thread was
+    kept from its timers by other work.
+    """
+
+    name = "metrics"
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        redis: Callable[[], ScriptRunner | None],
+        clock: IReactorTime,
+        redis_interval: float = 5.0,
+        lag_interval: float = 1.0,
+    ) -> None:
+        self.metrics = metrics
+        self._redis = redis
+        self._clock = clock
+        self._redis_interval = redis_interval
+        self._lag_interval = lag_interval
+        self._lag_loop: task.LoopingCall | None = None
+        self._ping_loop: task.LoopingCall | None = None
+        self._lag_due = 0.0  # when the lag timer should fire next
+
+    def startService(self) -> None:
+        super().startService()
+        self._lag_loop = task.LoopingCall(self._lag_tick)
+        self._lag_loop.clock = self._clock
+        self._lag_loop.start(self._lag_interval, now=False)
+        self._lag_due = self._clock.seconds() + self._lag_interval
+        # Not at once: at start Redis is still connecting.
+        self._ping_loop = task.LoopingCall(self.ping_redis)
+        self._ping_loop.clock = self._clock
+        self._ping_loop.start(self._redis_interval, now=False)
+
+    def stopService(self) -> defer.Deferred[None] | None:
+        super().stopService()
+        # A PING under way is not waited for: it only updates a metric.
+        for loop in (self._lag_loop, self._ping_loop):
+            if loop is not None and loop.running:
+                loop.stop()
+        self._lag_loop = self._ping_loop = None
+        return None
+
+    def _lag_tick(self) -> None:
+        now = self._clock.seconds()
+        self.metrics.reactor_lag.observe(max(0.0, now - self._lag_due))
+        # LoopingCall schedules its next call on the next multiple of the
+        # interval since its start, skipping those already past (as here).
+        interval = self._lag_interval
+        assert self._lag_loop is not None and self._lag_loop.starttime is not None
+        until_next = interval - (now - self._lag_loop.starttime) % interval
+        self._lag_due = now + (until_next if now != now + until_next else interval)
+
+    def ping_redis(self) -> defer.Deferred[None]:
+        """One timed PING; fires when it is answered or failed (never with a failure)."""
+        return defer.ensureDeferred(self._ping())
+
+    async def _ping(self) -> None:
+        metrics = self.metrics
+        client = self._redis()
+        if client is None:
+            metrics.redis_up.set(0)
+            metrics.redis_ping_errors.labels("disconnected").inc()
+            return
+        started = self._clock.seconds()
+        try:
+            await client.eval(_PING, [], [])
+        except Exception:  # any failure: Redis did not answer the PING
+            metrics.redis_up.set(0)
+            metrics.redis_ping_errors.labels("error").inc()
+            return
+        metrics.redis_ping_seconds.observe(self._clock.seconds() - started)
+        metrics.redis_up.set(1)
