@@ -109,6 +109,7 @@ def write_conf(
     control: int,
     threads: int = 1,
     banning: dict[str, Any] | None = None,
+    web: int | None = None,
 ) -> None:
     (folder / "pools").mkdir(parents=True)
     settings = {
@@ -117,7 +118,9 @@ def write_conf(
         "redis": {"port": redis_port},
         "logging": {"level": "info", "file": str(folder / "pool.log")},
         "control": {"listen": f"tcp:{control}:interface=127.0.0.1"},
-        "web": {"enabled": False},
+        "web": {"enabled": False}
+        if web is None
+        else {"listen": f"tcp:{web}:interface=127.0.0.1:backlog=1024", "stats_interval": 5},
         "pool_defaults": {"job_rebroadcast_timeout": 0, "block_refresh_interval": 3600},
     }
     (folder / "config.yaml").write_text(yaml.safe_dump(settings))
@@ -509,7 +512,9 @@ class RunningPool:
 
 
 @contextlib.contextmanager
-def running_pool(threads: int, banning: dict[str, Any] | None = None) -> Iterator[RunningPool]:
+def running_pool(
+    threads: int, banning: dict[str, Any] | None = None, web: int | None = None
+) -> Iterator[RunningPool]:
     """Start redis-server, the fake daemon and ``twistd -n nomp``; stop them all at the end."""
     python = sys.executable
     twistd = str(Path(python).parent / "twistd")
@@ -521,7 +526,7 @@ def running_pool(threads: int, banning: dict[str, Any] | None = None) -> Iterato
         processes.append(subprocess.Popen([python, __file__, "--daemon", str(daemon_port)], env=env))
         wait_port(daemon_port)
         conf = Path(tempfile.mkdtemp(prefix="nomp-bench-"))
-        write_conf(conf, daemon_port, redis.port, scrypt_port, sha_port, control_port, threads, banning)
+        write_conf(conf, daemon_port, redis.port, scrypt_port, sha_port, control_port, threads, banning, web)
         profile = (
             ["--profile=/tmp/pool.prof", "--profiler=cprofile", "--savestats"]
             if os.environ.get("BENCH_PROFILE")

@@ -9,8 +9,8 @@ from typing import Any, TypeVar, cast
 from klein import Klein
 from twisted.internet import defer
 from twisted.web.iweb import IRequest
-from twisted.web.resource import IResource
-from twisted.web.server import Request
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import Request, Site
 
 from nomp.config import PortConfig
 from nomp.config.load import listen_address
@@ -171,6 +171,37 @@ def _page_of(request: IRequest, items: Sequence[Item], render: Callable[[Item], 
     return {"total": len(items), "page": page, "per_page": per_page, "items": [render(i) for i in chosen]}
 
 
+class _SnapshotBody(Resource):
+    """GET of one pre-encoded body of the snapshot, with no routing: the hottest paths."""
+
+    isLeaf = True
+
+    def __init__(self, body: Callable[[], bytes]) -> None:
+        super().__init__()
+        self._body = body
+
+    def render_GET(self, request: IRequest) -> bytes:
+        request.setHeader(b"Content-Type", b"application/json")
+        return self._body()  # twisted.web sets its Content-Length
+
+
+class WebSite(Site):
+    """The Site of a WebApp: the paths in ``direct`` are answered before any routing."""
+
+    def __init__(self, app: WebApp) -> None:
+        super().__init__(app.app.resource())
+        self._direct = app.direct_paths()
+        self.noisy = False
+
+    def getResourceFor(self, request: Request) -> IResource:
+        direct = self._direct.get(request.path) if request.method == b"GET" else None
+        if direct is not None:
+            request.site = self  # as Site.getResourceFor does
+            request.sitepath = request.prepath[:]
+            return direct
+        return cast(IResource, super().getResourceFor(request))
+
+
 class WebApp:
     """The Klein application; ``snapshot`` returns the collector's current one."""
 
@@ -188,10 +219,19 @@ class WebApp:
         self._pages = pages  # the site's pages, for every path outside /api and /metrics
         self.live = live if live is not None else LiveStream()
 
+    def direct_paths(self) -> dict[bytes, IResource]:
+        """The paths served without routing (a request's path holds no query)."""
+        return {
+            b"/api/stats": _SnapshotBody(lambda: self._snapshot().stats_json),
+            b"/api/pool_stats": _SnapshotBody(lambda: self._snapshot().history_json),
+        }
+
     @staticmethod
     def _json(request: IRequest, body: bytes, code: int = 200) -> bytes:
         request.setResponseCode(code)
         request.setHeader(b"Content-Type", b"application/json")
+        # A known length spares the chunked encoding Twisted would use otherwise.
+        request.setHeader(b"Content-Length", b"%d" % len(body))
         return body
 
     def _document(self, request: IRequest, document: object) -> bytes:

@@ -8,13 +8,12 @@ from typing import Any
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
-from twisted.web.server import Site
 
 from nomp.config import PoolConfig, WebConfig
 from nomp.daemon import DaemonGroup
 from nomp.services import OrderedMultiService
 from nomp.store.recorder import ScriptRunner
-from nomp.web.app import WebApp
+from nomp.web.app import WebApp, WebSite
 from nomp.web.collector import StatsCollector
 from nomp.web.live import LiveStream
 from nomp.web.pages import Pages
@@ -46,8 +45,7 @@ class WebService(OrderedMultiService):
         pages = Pages().resource()
         self.live = LiveStream(config.max_live_clients)
         self.collector.add_listener(self.live.publish)
-        site = Site(WebApp(lambda: self.collector.snapshot, metrics, pages, self.live).app.resource())
-        site.noisy = False
+        site = WebSite(WebApp(lambda: self.collector.snapshot, metrics, pages, self.live))
         self.endpoint = StreamServerEndpointService(serverFromString(reactor, config.listen), site)
         self.endpoint._raiseSynchronously = True  # a port already taken stops the start
         self.endpoint.setServiceParent(self)
