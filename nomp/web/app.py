@@ -197,7 +197,6 @@ class WebSite(Site):
         direct = self._direct.get(request.path) if request.method == b"GET" else None
         if direct is not None:
             request.site = self  # as Site.getResourceFor does
-            request.sitepath = request.prepath[:]
             return direct
         return cast(IResource, super().getResourceFor(request))
 
