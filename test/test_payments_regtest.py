@@ -22,7 +22,7 @@ from twisted.trial.unittest import TestCase
 from nomp.chain.address import decode_address
 from nomp.config import load_config
 from nomp.hashing import ALGORITHMS
-from nomp.miner import Miner, connect
+from nomp.miner import Miner, MinerStats, connect
 from nomp.payments.service import PaymentService
 from nomp.payments.split import satoshis
 from nomp.service import NompService
@@ -93,6 +93,66 @@ def expected_split(reward: int, shares: dict[str, str]) -> dict[str, int]:
     }
 
 
+async def start_paying_pool(
+    test: TestCase,
+    pair: RegtestPair,
+    redis_port: int,
+    db: int,
+    scheme: str,
+    pool_address: str | None = None,
+    pool_options: dict[str, Any] | None = None,
+    **payments: Any,
+) -> tuple[NompService, Path, int, list[str]]:
+    """A running pool paying from the pair's wallet; (root, conf, stratum port, two miner
+    addresses). ``pool_options`` override keys of the pool file, ``payments`` of its payments."""
+    pool_address = pool_address or pair.new_address()
+    miners = [str(pair.miner.rpc("getnewaddress", "", "bech32", wallet=MINERS_WALLET)) for _ in range(2)]
+    settings = {
+        "enabled": True,
+        "interval": 3600,  # the test runs the payments itself
+        "scheme": scheme,
+        "fee_percent": str(FEE_PERCENT),
+        "minimum_payment": "0.001",
+        "orphan_depth": 2,
+        "daemon": {
+            "url": f"{pair.miner.url}/wallet/{pair.wallet}",
+            "user": RPC_USER,
+            "password": RPC_PASSWORD,
+        },
+        **payments,
+    }
+    conf, stratum_port = write_conf(
+        Path(test.mktemp()),
+        pair.miner.url,
+        RPC_USER,
+        RPC_PASSWORD,
+        pool_address,
+        redis_port,
+        db,
+        payments=settings,
+        **(pool_options or {}),
+    )
+    root = start_pool(test, conf)
+    await until(lambda: pool_ready(root))
+    test.assertEqual(root.fatal_errors, [])
+    return root, conf, stratum_port, miners
+
+
+async def mine_blocks(
+    test: TestCase, address: str, stratum_port: int, pair: RegtestPair, blocks: int
+) -> MinerStats:
+    """nomp-miner mines for ``address`` until the chain is ``blocks`` higher;
+    what the pool said of its shares."""
+    start = pair.height()
+    miner = Miner(reactor, SCRYPT, f"{address}.rig", threads=1)
+    await connect(miner, "127.0.0.1", stratum_port)
+    test.assertTrue(await miner.authorized)
+    miner.start()
+    await until(lambda: pair.height() >= start + blocks, timeout=120)
+    await miner.stop()
+    return miner.stats
+
+
 class PaymentsOnRegtestTests(TestCase):
     """PROP, PPLNS and SOLO paid through a real wallet."""
 
@@ -107,47 +167,10 @@ class PaymentsOnRegtestTests(TestCase):
         pool_address: str | None = None,
         **payments: Any,
     ) -> tuple[NompService, Path, int, list[str]]:
-        """A running pool paying from the pair's wallet; (root, conf, stratum port, two miner addresses)."""
-        pool_address = pool_address or pair.new_address()
-        miners = [str(pair.miner.rpc("getnewaddress", "", "bech32", wallet=MINERS_WALLET)) for _ in range(2)]
-        settings = {
-            "enabled": True,
-            "interval": 3600,  # the test runs the payments itself
-            "scheme": scheme,
-            "fee_percent": str(FEE_PERCENT),
-            "minimum_payment": "0.001",
-            "orphan_depth": 2,
-            "daemon": {
-                "url": f"{pair.miner.url}/wallet/{pair.wallet}",
-                "user": RPC_USER,
-                "password": RPC_PASSWORD,
-            },
-            **payments,
-        }
-        conf, stratum_port = write_conf(
-            Path(self.mktemp()),
-            pair.miner.url,
-            RPC_USER,
-            RPC_PASSWORD,
-            pool_address,
-            redis_port,
-            db,
-            payments=settings,
-        )
-        root = start_pool(self, conf)
-        await until(lambda: pool_ready(root))
-        self.assertEqual(root.fatal_errors, [])
-        return root, conf, stratum_port, miners
+        return await start_paying_pool(self, pair, redis_port, db, scheme, pool_address, **payments)
 
     async def mine(self, address: str, stratum_port: int, pair: RegtestPair, blocks: int) -> None:
-        """nomp-miner mines for ``address`` until the chain is ``blocks`` higher."""
-        start = pair.height()
-        miner = Miner(reactor, SCRYPT, f"{address}.rig", threads=1)
-        await connect(miner, "127.0.0.1", stratum_port)
-        self.assertTrue(await miner.authorized)
-        miner.start()
-        await until(lambda: pair.height() >= start + blocks, timeout=120)
-        await miner.stop()
+        await mine_blocks(self, address, stratum_port, pair, blocks)
 
     async def mine_and_pay(self, scheme: str, db: int, **payments: Any) -> tuple[RegtestPair, dict[str, int]]:
         pair = payments_pair()

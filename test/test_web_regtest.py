@@ -7,33 +7,29 @@ OpenAPI document)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
-from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
 from nomp.chain.encoding import bits_to_target
 from nomp.config import load_config
 from nomp.config.load import listen_address
 from nomp.hashing import ALGORITHMS
-from nomp.miner import Miner, MinerStats, connect
+from nomp.miner import MinerStats
 from nomp.service import NompService
 from nomp.web.service import WebService
-from test.poolconf import write_conf
 from test.rediscli import redis, redis_hash
-from test.servers import RPC_PASSWORD, RPC_USER, RegtestPair, shared_redis
+from test.servers import RegtestPair, shared_redis
 from test.test_payments_regtest import (
     COIN,
-    FEE_PERCENT,
     MATURITY,
-    MINERS_WALLET,
+    mine_blocks,
     payment_service,
     payments_pair,
     received,
     recorders_idle,
+    start_paying_pool,
 )
-from test.test_stratum_e2e import pool_ready, start_pool
 from test.waiting import until
 from test.webclient import ApiClient
 
@@ -48,51 +44,19 @@ REGTEST_DIFFICULTY = SCRYPT.difficulty_of(bits_to_target(0x207FFFFF))  # in shar
 class ApiAfterMiningTests(TestCase):
     timeout = 600
 
-    async def mine(self, address: str, stratum_port: int, pair: RegtestPair, blocks: int) -> MinerStats:
-        start = pair.height()
-        miner = Miner(reactor, SCRYPT, f"{address}.rig", threads=1)
-        await connect(miner, "127.0.0.1", stratum_port)
-        self.assertTrue(await miner.authorized)
-        miner.start()
-        await until(lambda: pair.height() >= start + blocks, timeout=120)
-        await miner.stop()
-        return miner.stats
-
     async def start(self, pair: RegtestPair) -> tuple[NompService, int, list[str]]:
         port = shared_redis().port
         redis(port, DB, "FLUSHDB")
-        miners = [str(pair.miner.rpc("getnewaddress", "", "bech32", wallet=MINERS_WALLET)) for _ in range(2)]
-        payments = {
-            "enabled": True,
-            "interval": 3600,  # the test runs the payments itself
-            "scheme": "prop",
-            "fee_percent": str(FEE_PERCENT),
-            "minimum_payment": "0.001",
-            "orphan_depth": 2,
-            "daemon": {
-                "url": f"{pair.miner.url}/wallet/{pair.wallet}",
-                "user": RPC_USER,
-                "password": RPC_PASSWORD,
-            },
-        }
-        conf, stratum_port = write_conf(
-            Path(self.mktemp()),
-            pair.miner.url,
-            RPC_USER,
-            RPC_PASSWORD,
-            pair.new_address(),
-            port,
-            DB,
-            payments=payments,
-            hashrate_window=WINDOW,
+        root, conf, stratum_port, miners = await start_paying_pool(
+            self, pair, port, DB, "prop", pool_options={"hashrate_window": WINDOW}
         )
-        root = start_pool(self, conf)
-        await until(lambda: pool_ready(root))
-        self.assertEqual(root.fatal_errors, [])
         web_port = listen_address(load_config(conf).settings.web.listen)
         assert web_port is not None
         self.api = ApiClient(self, f"http://127.0.0.1:{web_port[1]}")
         return root, stratum_port, miners
+
+    async def mine(self, address: str, stratum_port: int, pair: RegtestPair, blocks: int) -> MinerStats:
+        return await mine_blocks(self, address, stratum_port, pair, blocks)
 
     async def collected(self, root: NompService) -> None:
         """The stats collected now (the collector's timer would do it within its interval)."""
@@ -221,7 +185,8 @@ class ApiAfterMiningTests(TestCase):
         (daemon,) = network["daemons"]
         info = pair.miner.rpc("getmininginfo")
         self.assertEqual(
-            (daemon["ok"], daemon["height"], daemon["difficulty"]), (True, info["blocks"], float(info["difficulty"]))
+            (daemon["ok"], daemon["height"], daemon["difficulty"]),
+            (True, info["blocks"], float(info["difficulty"])),
         )
         self.assertEqual(pool["network"]["height"], info["blocks"])
         stats = await self.api.get("/api/stats", schema_path="/api/stats")

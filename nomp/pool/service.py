@@ -140,6 +140,11 @@ class PoolService(OrderedMultiService):
             self._poll.stop()
         if self._rebroadcast is not None and self._rebroadcast.active():
             self._rebroadcast.cancel()
+        # A refresh under way (a block just submitted asks for one) would outlive
+        # the service with its daemon call and timer.
+        self._refresh_again = None
+        if self._refreshing is not None:
+            self._refreshing.cancel()
         stopping: defer.Deferred[None] = super().stopService()
         pool, self._http_pool = self._http_pool, None
         if pool is not None:
@@ -154,6 +159,8 @@ class PoolService(OrderedMultiService):
         a refresh that started after the call has finished.
         """
         waiter: defer.Deferred[None] = defer.Deferred()
+        if not self.running:
+            return defer.succeed(None)  # stopped: a late caller gets no new work
         if self._refreshing is None:
             self._run_refresh(force, [waiter])
         else:
@@ -187,6 +194,8 @@ class PoolService(OrderedMultiService):
         except TemplateError as e:
             self._report_template_problem(f"unusable template: {e}")
             return
+        except defer.CancelledError:
+            return  # the service stopped
         except Exception:
             self.log.failure("pool {pool}: template refresh failed", pool=self.config.name)
             return
