@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install what nomp needs on a Debian machine: system packages (redis-server,
-# litecoind, a C compiler and Python headers), then a virtualenv in .venv
-# with nomp and its C extension built. Safe to run again: it only adds what
-# is missing. Sourced by demo.sh and test.sh.
+# litecoind, a C compiler and Python headers; chromium too when test.sh
+# sets NOMP_TEST_TOOLS=1, for the site's browser tests),
+# then a virtualenv in .venv with nomp and its C extension built. Safe to run
+# again: it only adds what is missing. Sourced by demo.sh and test.sh.
 set -euo pipefail
 
 NOMP_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,6 +22,9 @@ as_root() {
 install_system_packages() {
     local missing=()
     command -v redis-server >/dev/null || missing+=(redis-server)
+    if [ "${NOMP_TEST_TOOLS:-0}" = 1 ]; then
+        command -v chromium >/dev/null || missing+=(chromium)  # the site's browser tests
+    fi
     command -v litecoind >/dev/null || missing+=(litecoind)
     command -v gcc >/dev/null || missing+=(gcc)
     command -v "$PYTHON" >/dev/null || missing+=(python3)

@@ -5,7 +5,7 @@
 #   scripts/test.sh                 everything
 #   scripts/test.sh test.test_chain only these test modules (trial names)
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+NOMP_TEST_TOOLS=1 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 cd "$NOMP_ROOT"
 
 say "ruff"

@@ -433,6 +433,7 @@ class StreamRequest(DummyRequest):
     """A DummyRequest that keeps the push producer it is given, as a real request does."""
 
     producer: Any = None
+    channel: Any = "connected"  # a real request's channel is None once its connection is lost
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
         self.producer = producer

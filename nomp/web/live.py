@@ -74,7 +74,8 @@ class LiveStream:
 
     def _forget(self, request: Request) -> None:
         client = self._clients.pop(request, None)
-        if client is not None:
+        if client is not None and request.channel is not None:
+            # (a connection already lost has no channel left to unregister from)
             request.unregisterProducer()
 
     def publish(self, snapshot: Snapshot) -> None:

@@ -42,7 +42,7 @@ class WebService(OrderedMultiService):
             daemons=daemons,
         )
         self.collector.setServiceParent(self)
-        pages = Pages().resource()
+        pages = Pages(lambda: self.collector.snapshot).resource()
         self.live = LiveStream(config.max_live_clients)
         self.collector.add_listener(self.live.publish)
         site = WebSite(WebApp(lambda: self.collector.snapshot, metrics, pages, self.live))
