@@ -769,7 +769,7 @@ class ValueCheckTests(ConfTestCase):
         self.assertErrors(
             "config.yaml: web.history_retention: must be > 0",
             "config.yaml: web.port: unknown key"
-            " (expected one of: enabled, history_retention, listen, stats_interval)",
+            " (expected one of: enabled, history_retention, listen, max_live_clients, stats_interval)",
             "config.yaml: web.stats_interval: must be > 0",
         )
 
