@@ -97,6 +97,16 @@ def connect_host(request: IRequest) -> str:
     return str(getattr(host, "host", "") or "localhost")
 
 
+# The payments table, filled by the page scripts: on the pool page and the payments page.
+_PAYMENTS_TABLE = """<div class="table-wrap">
+<table id="payments" class="data">
+<thead><tr><th>Sent</th><th class="num">Total</th><th class="num">Fee</th>
+<th class="num">Recipients</th><th>Transaction</th></tr></thead>
+<tbody><tr><td colspan="5" class="empty">Loading…</td></tr></tbody>
+</table>
+</div>"""
+
+
 class Pages:
     """The site. ``snapshot`` (the collector's current one) lets unknown pools
     be told apart from known ones at once, with a 404; without it every pool
@@ -292,13 +302,7 @@ class Pages:
 </section>
 <section>
 <h2>Recent payments</h2>
-<div class="table-wrap">
-<table id="payments" class="data">
-<thead><tr><th>Sent</th><th class="num">Total</th><th class="num">Fee</th>
-<th class="num">Recipients</th><th>Transaction</th></tr></thead>
-<tbody><tr><td colspan="5" class="empty">Loading…</td></tr></tbody>
-</table>
-</div>
+{_PAYMENTS_TABLE}
 <p><a href="/pools/{_e(_segment(pool))}/payments">All payments</a></p>
 </section>"""
         data = {"pool": pool, "host": connect_host(request)}
@@ -391,13 +395,7 @@ class Pages:
         main = f"""<h1>{_e(pool)} payments</h1>
 {self._pool_nav(pool, "Payments")}
 <p class="notice" id="list-error" hidden></p>
-<div class="table-wrap">
-<table id="payments" class="data">
-<thead><tr><th>Sent</th><th class="num">Total</th><th class="num">Fee</th>
-<th class="num">Recipients</th><th>Transaction</th></tr></thead>
-<tbody><tr><td colspan="5" class="empty">Loading…</td></tr></tbody>
-</table>
-</div>
+{_PAYMENTS_TABLE}
 <nav class="pager" id="pager" aria-label="Pages"></nav>"""
         title = f"{self._pool_title(pool)} payments"
         return self._render(request, title, main, "payments", {"pool": pool})
