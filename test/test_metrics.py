@@ -49,6 +49,7 @@ from test.test_config_paths import SHIPPED_CONF
 from test.test_daemon import as_reactor, stub_treq
 from test.test_stratum_protocol import NOW
 from test.waiting import until
+from test.webclient import serve
 
 DB = 14  # of the shared redis-server; each test also has a coin of its own
 DIFF = 0.0001  # about one hash in seven is a share: quick to grind
@@ -489,17 +490,13 @@ class ServedMetricsTests(TestCase):
         config = WebConfig(listen="tcp:0:interface=127.0.0.1", stats_interval=3600.0)
         web = WebService(config, [self.pool], self.redis.client, reactor, metrics=self.metrics.render)
         self.metrics.watch_snapshot(lambda: web.collector.snapshot)
-        web.startService()
-        self.addCleanup(web.stopService)
-        listening = web.endpoint._waitingForPort
-        assert listening is not None
-        port = await listening
+        base = await serve(self, web)
         http = HTTPConnectionPool(reactor)
         self.addCleanup(http.closeCachedConnections)
         self.http = http
         await until(lambda: web.collector.snapshot.pools[0].workers != ())
         await until(lambda: value(scrape(self.metrics), "nomp_redis_ping_duration_seconds_count") > 0)
-        return f"http://127.0.0.1:{port.getHost().port}"
+        return base
 
     async def test_metrics_over_http(self) -> None:
         """N accepted and M duplicate shares read N and M; the stats come from Redis."""

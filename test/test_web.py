@@ -29,7 +29,7 @@ from nomp.web.stats import RawPoolData, hashrate_string, pool_stats, sum_shares
 from test.fakes import pool_config
 from test.servers import shared_redis
 from test.waiting import until
-from test.webclient import ApiClient
+from test.webclient import ApiClient, serve
 
 VARDIFF = {"min": 0.001, "max": 1000.0}
 DB = 11  # of the shared redis-server
@@ -129,12 +129,7 @@ class ApiTests(TestCase):
         await recorder.flush()
         config = WebConfig(listen="tcp:0:interface=127.0.0.1", stats_interval=3600.0)
         self.web = WebService(config, [self.pool], self.redis.client, reactor)
-        self.web.startService()
-        self.addCleanup(self.web.stopService)
-        listening = self.web.endpoint._waitingForPort
-        assert listening is not None
-        port = await listening
-        self.base = f"http://127.0.0.1:{port.getHost().port}"
+        self.base = await serve(self, self.web)
         self.api = ApiClient(self, self.base)
         await until(lambda: self.web.collector.snapshot.pools[0].workers != ())
 
@@ -358,11 +353,7 @@ class ApiTests(TestCase):
             reactor,
             daemons=lambda name: cast(DaemonGroup, FixedDaemons(answers)),
         )
-        web.startService()
-        self.addCleanup(web.stopService)
-        listening = web.endpoint._waitingForPort
-        assert listening is not None
-        api = ApiClient(self, f"http://127.0.0.1:{(await listening).getHost().port}")
+        api = ApiClient(self, await serve(self, web))
         await until(lambda: web.collector.snapshot.pools[0].network != ())
         body = await api.get("/api/pools/ltc/network", schema_path="/api/pools/{pool}/network")
         self.assertEqual(

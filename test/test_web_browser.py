@@ -45,6 +45,7 @@ from test.fakedaemon import FakeDaemon, Handler
 from test.fakes import pool_config
 from test.servers import free_port, shared_redis
 from test.waiting import until
+from test.webclient import serve
 
 DB = 15  # of the shared redis-server: this module's own, emptied before each test
 HISTORY_STEP = 900.0  # seconds between the simulated collections
@@ -128,12 +129,7 @@ class SiteTests(TestCase):
         self.web = WebService(
             config, [self.litecoin, self.bitcoin], self.redis.client, reactor, daemons=daemons
         )
-        self.web.startService()
-        self.addCleanup(self.web.stopService)
-        listening = self.web.endpoint._waitingForPort
-        assert listening is not None
-        port = await listening
-        self.base = f"http://127.0.0.1:{port.getHost().port}"
+        self.base = await serve(self, self.web)
         await until(lambda: self.web.collector.snapshot.pools[0].workers != ())
 
     def setUp(self) -> Any:

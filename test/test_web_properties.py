@@ -23,6 +23,7 @@ from nomp.web.service import WebService
 from test.fakes import pool_config
 from test.servers import shared_redis
 from test.waiting import until
+from test.webclient import serve
 
 DB = 10  # of the shared redis-server
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
@@ -55,19 +56,15 @@ class PropertyRunTests(TestCase):
         recorder.block_settled(block, True, "aa" * 32, "bb" * 32)
         await recorder.flush()
         web = WebService(WebConfig(listen="tcp:0:interface=127.0.0.1"), [pool], redis.client, reactor)
-        web.startService()
-        self.addCleanup(web.stopService)
-        listening = web.endpoint._waitingForPort
-        assert listening is not None
-        port = (await listening).getHost().port
+        base = await serve(self, web)
         await until(lambda: web.collector.snapshot.pools[0].workers != ())
 
         # Twice: with any pool name (mostly unknown pools), then with the real pool and miner,
         # so the generated queries reach the code behind the 404s.
         for config in ("", '[parameters]\n"path.pool" = "ltc"\n"path.address" = "Maddr"\n'):
-            await self.run_schemathesis(port, config)
+            await self.run_schemathesis(base, config)
 
-    async def run_schemathesis(self, port: int, config: str) -> None:
+    async def run_schemathesis(self, base: str, config: str) -> None:
         workdir = Path(self.workdir())
         (workdir / "schemathesis.toml").write_text(config)
         output, errors, status = await utils.getProcessOutputAndValue(
@@ -76,7 +73,7 @@ class PropertyRunTests(TestCase):
                 "--config-file",
                 str(workdir / "schemathesis.toml"),
                 "run",
-                f"http://127.0.0.1:{port}/api/openapi.json",
+                f"{base}/api/openapi.json",
                 "--checks",
                 ",".join(CHECKS),
                 "--max-examples",

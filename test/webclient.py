@@ -13,6 +13,17 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
 from nomp.web.openapi import DOCUMENT
+from nomp.web.service import WebService
+
+
+async def serve(test: TestCase, web: WebService) -> str:
+    """Start ``web`` (stopped at the test's end) and return its base URL once it listens."""
+    web.startService()
+    test.addCleanup(web.stopService)
+    listening = web.endpoint._waitingForPort
+    assert listening is not None  # set by startService
+    port = await listening
+    return f"http://127.0.0.1:{port.getHost().port}"
 
 
 def openapi_schema(path: str, code: str) -> dict[str, Any]:

@@ -144,6 +144,10 @@ class BadRequest(Exception):
     """A query parameter the API cannot use; its message goes back to the client."""
 
 
+class NotFound(Exception):
+    """No such pool or miner; its message goes back to the client with a 404."""
+
+
 def _parameter(request: IRequest, name: str) -> str | None:
     values = request.args.get(name.encode()) if request.args else None
     return values[0].decode(errors="replace") if values else None
@@ -239,13 +243,19 @@ class WebApp:
     def _error(self, request: IRequest, code: int, message: str) -> bytes:
         return self._json(request, json.dumps({"error": message}).encode(), code)
 
-    def _pool_or_404(self, request: IRequest, name: str) -> PoolStats | bytes:
+    def _pool(self, name: str) -> PoolStats:
         stats = self._snapshot().pool(name)
-        return self._error(request, 404, f"no pool named {name!r}") if stats is None else stats
+        if stats is None:
+            raise NotFound(f"no pool named {name!r}")
+        return stats
 
     @app.handle_errors(BadRequest)
     def bad_request(self, request: IRequest, failure: Any) -> bytes:
         return self._error(request, 400, str(failure.value))
+
+    @app.handle_errors(NotFound)
+    def not_found(self, request: IRequest, failure: Any) -> bytes:
+        return self._error(request, 404, str(failure.value))
 
     @app.route("/api/stats", methods=["GET"])
     def stats(self, request: IRequest) -> bytes:
@@ -269,14 +279,11 @@ class WebApp:
 
     @app.route("/api/pools/<string:name>", methods=["GET"])
     def pool(self, request: IRequest, name: str) -> bytes:
-        stats = self._pool_or_404(request, name)
-        return stats if isinstance(stats, bytes) else self._document(request, pool_document(stats))
+        return self._document(request, pool_document(self._pool(name)))
 
     @app.route("/api/pools/<string:name>/miners", methods=["GET"])
     def miners(self, request: IRequest, name: str) -> bytes:
-        stats = self._pool_or_404(request, name)
-        if isinstance(stats, bytes):
-            return stats
+        stats = self._pool(name)
         return self._document(
             request,
             _page_of(
@@ -294,19 +301,15 @@ class WebApp:
 
     @app.route("/api/pools/<string:name>/miners/<string:address>", methods=["GET"])
     def miner(self, request: IRequest, name: str, address: str) -> bytes:
-        stats = self._pool_or_404(request, name)
-        if isinstance(stats, bytes):
-            return stats
+        stats = self._pool(name)
         document = miner_document(stats, address)
         if document is None:
-            return self._error(request, 404, f"no miner {address!r} in pool {name!r}")
+            raise NotFound(f"no miner {address!r} in pool {name!r}")
         return self._document(request, document)
 
     @app.route("/api/pools/<string:name>/blocks", methods=["GET"])
     def blocks(self, request: IRequest, name: str) -> bytes:
-        stats = self._pool_or_404(request, name)
-        if isinstance(stats, bytes):
-            return stats
+        stats = self._pool(name)
         status = _parameter(request, "status")
         if status is not None and status not in BLOCK_STATUSES:
             raise BadRequest(f"status must be one of {', '.join(BLOCK_STATUSES)}")
@@ -315,15 +318,12 @@ class WebApp:
 
     @app.route("/api/pools/<string:name>/payments", methods=["GET"])
     def payments(self, request: IRequest, name: str) -> bytes:
-        stats = self._pool_or_404(request, name)
-        if isinstance(stats, bytes):
-            return stats
+        stats = self._pool(name)
         return self._document(request, _page_of(request, stats.payments, payment_document))
 
     @app.route("/api/pools/<string:name>/network", methods=["GET"])
     def network(self, request: IRequest, name: str) -> bytes:
-        stats = self._pool_or_404(request, name)
-        return stats if isinstance(stats, bytes) else self._document(request, network_document(stats))
+        return self._document(request, network_document(self._pool(name)))
 
     @app.route("/metrics", methods=["GET"])
     def metrics(self, request: IRequest) -> bytes:
