@@ -158,9 +158,9 @@ class PoolService(OrderedMultiService):
         it (a forced one if any caller forced), and the Deferred fires when
         a refresh that started after the call has finished.
         """
-        waiter: defer.Deferred[None] = defer.Deferred()
         if not self.running:
             return defer.succeed(None)  # stopped: a late caller gets no new work
+        waiter: defer.Deferred[None] = defer.Deferred()
         if self._refreshing is None:
             self._run_refresh(force, [waiter])
         else:
