@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import sys
 from collections.abc import Callable
@@ -33,6 +34,7 @@ class NompService(OrderedMultiService):
         log_observer: ILogObserver | None = None,
         exit_with: Callable[[int], None] | None = None,
         shutdown: Callable[[], object] | None = None,
+        freeze_heap: bool = False,
     ) -> None:
         super().__init__()
         self.setName("nomp")
@@ -43,6 +45,17 @@ class NompService(OrderedMultiService):
         self._shutdown = shutdown or self._stop_reactor
         self.exit_status = 0
         self.fatal_errors: list[str] = []
+        self._freeze_heap = freeze_heap
+
+    def startService(self) -> None:
+        super().startService()
+        if self._freeze_heap:
+            # What exists once the pool has started (code, configuration,
+            # services) lives as long as the process. Out of the cyclic
+            # collector's sight, it no longer makes each full collection a
+            # stall of the reactor of tens of milliseconds, which every share
+            # reply and web request waiting meanwhile would feel.
+            gc.freeze()
 
     def setServiceParent(self, parent: IServiceCollection) -> None:
         # twistd starts logging after the application is built, with the

@@ -1,0 +1,177 @@
+"""What a share costs before any pool logic runs: the floor under bench/stratum_load.py.
+
+Run: python bench/floor.py [--seconds 20] [--rate 2000] [--connections 200]
+
+The same load client as bench/stratum_load.py (200 connections, shares paced
+every 5 ms, one JSON reply per submit) drives, one after the other, two
+servers that do nothing but answer:
+
+- ``twisted``: a Twisted LineOnlyReceiver on the epoll reactor that decodes
+  each line with json.loads and answers ``result: true``, sending straight
+  to the socket as the pool does;
+- ``epoll``: the same answers from a bare select.epoll loop in plain
+  Python (no framework: recv, split lines, json.loads, send).
+
+Each server runs in its own process and its CPU is read from /proc, as for
+the pool. The difference between the two is Twisted's own cost per message;
+the epoll figure is close to what the kernel's loopback TCP alone costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import select
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.protocol import Factory
+from twisted.protocols.basic import LineOnlyReceiver
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.stratum_load import load_phase, raise_fd_limit, run_until_done, wait_port  # noqa: E402
+from test.servers import free_port  # noqa: E402
+
+USER = "bench.floor"
+NOTIFY = (
+    json.dumps(
+        {
+            "id": None,
+            "method": "mining.notify",
+            "params": ["1", "00" * 32, "", "", [], "20000000", "1d00ffff", "5f5e1000", True],
+        }
+    ).encode()
+    + b"\n"
+)
+
+
+def answer(line: bytes | bytearray) -> bytes:
+    """The reply to one request line: what every server here sends."""
+    message = json.loads(line)
+    request_id = message.get("id")
+    reply = b'{"id":%d,"result":true,"error":null}\n' % request_id
+    if message.get("method") == "mining.subscribe":
+        return b'{"id":%d,"result":[[],"00000000",4],"error":null}\n' % request_id + NOTIFY
+    return reply
+
+
+class AnsweringProtocol(LineOnlyReceiver):
+    delimiter = b"\n"
+
+    def connectionMade(self) -> None:
+        transport: Any = self.transport
+        self._send = transport.socket.send
+
+    def lineReceived(self, line: bytes) -> None:
+        data = answer(line)
+        transport: Any = self.transport
+        if not transport.dataBuffer and not transport._tempDataBuffer:
+            try:
+                sent = self._send(data)
+            except BlockingIOError:
+                sent = 0
+            data = data[sent:]
+            if not data:
+                return
+        transport.write(data)
+
+
+def run_twisted(port: int) -> None:
+    endpoint = TCP4ServerEndpoint(reactor, port, backlog=1024, interface="127.0.0.1")
+    endpoint.listen(Factory.forProtocol(AnsweringProtocol))
+    reactor.run()
+
+
+def run_epoll(port: int) -> None:
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(1024)
+    listener.setblocking(False)
+    poller = select.epoll()
+    poller.register(listener.fileno(), select.EPOLLIN)
+    connections: dict[int, tuple[socket.socket, bytearray]] = {}
+    while True:
+        for fd, _ in poller.poll():
+            if fd == listener.fileno():
+                while True:
+                    try:
+                        sock, _ = listener.accept()
+                    except BlockingIOError:
+                        break
+                    sock.setblocking(False)
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    connections[sock.fileno()] = (sock, bytearray())
+                    poller.register(sock.fileno(), select.EPOLLIN)
+                continue
+            sock, buffer = connections[fd]
+            data = sock.recv(65536)
+            if not data:
+                poller.unregister(fd)
+                del connections[fd]
+                sock.close()
+                continue
+            buffer += data
+            *lines, rest = buffer.split(b"\n")
+            buffer[:] = rest
+            for line in lines:
+                if line:
+                    sock.send(answer(line))  # a few dozen bytes: the socket buffer takes them
+
+
+SERVERS = {"twisted": run_twisted, "epoll": run_epoll}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--rate", type=float, default=2000)
+    parser.add_argument("--connections", type=int, default=200)
+    parser.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.serve is not None:
+        SERVERS[options.serve[0]](int(options.serve[1]))
+        return
+    raise_fd_limit()
+    print(
+        f"{options.connections} connections, {options.rate:g} requests/s offered for "
+        f"{options.seconds:g} s to each server"
+    )
+    servers = {}
+    for name in SERVERS:
+        port = free_port()
+        servers[name] = (port, subprocess.Popen([sys.executable, __file__, "--serve", name, str(port)]))
+    try:
+        results: dict[str, dict[str, float]] = {}
+
+        async def phases() -> None:
+            for name, (port, server) in servers.items():
+                wait_port(port)
+                results[name] = await load_phase(
+                    port, USER, options.connections, options.rate, options.seconds, server.pid
+                )
+
+        run_until_done(phases())
+        for name, r in results.items():
+            print(
+                f"{name:8} answered {r['accepted']:.0f}/{r['sent']:.0f}, {r['shares_per_s']:.0f} /s, "
+                f"server CPU {r['cpu_us_per_share']:.1f} us per request, "
+                f"reply p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms"
+            )
+    finally:
+        for _, server in servers.values():
+            server.terminate()
+            server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
