@@ -8,6 +8,7 @@ from typing import Any, TypeVar, cast
 
 from klein import Klein
 from twisted.internet import defer
+from twisted.web import http
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
@@ -203,6 +204,11 @@ class WebSite(Site):
             request.site = self  # as Site.getResourceFor does
             return direct
         return cast(IResource, super().getResourceFor(request))
+
+    def log(self, request: http.Request) -> None:
+        """No access log: a line per request in the pool's log would bury it
+        at a few thousand requests a second, and format and write more than
+        answering costs. A proxy in front can keep one."""
 
 
 class WebApp:
