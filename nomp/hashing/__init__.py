@@ -1,6 +1,8 @@
 """Proof-of-work hashing: the typed face of the C extension ``_native``.
 
-Nothing else in nomp imports ``_native``. Everything here is synchronous and
+The extension also carries the one other loop that is worth C: the same
+notification sent on many sockets (``send_each``). Nothing else in nomp
+imports ``_native``. Everything here is synchronous and
 pure; :mod:`nomp.hashing.pool` decides which thread runs it.
 """
 
@@ -22,6 +24,7 @@ __all__ = [
     "ShareWork",
     "implementation",
     "scrypt",
+    "send_each",
     "sha256d",
 ]
 
@@ -79,6 +82,18 @@ def scrypt(headers: Sequence[bytes]) -> list[bytes]:
         raise MemoryError("scrypt scratch space")
     raw = ffi.buffer(out)
     return [raw[i : i + 32] for i in range(0, 32 * len(headers), 32)]
+
+
+def send_each(fds: Sequence[int], data: bytes) -> list[int]:
+    """Send ``data`` on each non-blocking socket of ``fds``, without the GIL.
+
+    Per socket: the number of bytes the kernel took (fewer than
+    ``len(data)`` when its buffer was full) or -errno.
+    """
+    count = len(fds)
+    sent = ffi.new("long[]", count)
+    lib.nomp_send_each(ffi.new("int[]", fds), count, data, len(data), sent)
+    return list(sent)
 
 
 def implementation() -> dict[str, str]:

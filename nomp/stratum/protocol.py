@@ -43,6 +43,7 @@ class StratumProtocol(LineOnlyReceiver, TimeoutMixin):
         self.peer: str = ""
         self.ip: str | None = None  # the normalised IP its bans and limits go by (None: not an IP peer)
         self._send: Callable[[bytes], int] | None = None  # the socket's send, for plain TCP
+        self._fd: int | None = None  # its file descriptor, for broadcasts
 
     def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
         """TimeoutMixin's timer, on the injected clock."""
@@ -63,6 +64,7 @@ class StratumProtocol(LineOnlyReceiver, TimeoutMixin):
         self._tcp.registerProducer(self, True)
         if isinstance(self.transport, tcp.Connection) and not self.transport.TLS:
             self._send = self.transport.socket.send
+            self._fd = self.transport.socket.fileno()
         self.setTimeout(self.factory.server.connection_timeout)
         self.factory.server.connected(self)
 
@@ -166,6 +168,22 @@ class StratumProtocol(LineOnlyReceiver, TimeoutMixin):
                 return
             data = data[sent:]
         transport.write(data)
+
+    def direct_fd(self) -> int | None:
+        """The socket a broadcast may send on itself: plain TCP, open, with
+        nothing queued in Twisted (bytes sent around the queue would overtake
+        it). None otherwise: send_line then."""
+        transport: Any = self.transport
+        if self._fd is None or transport is None or not self.connected:
+            return None
+        if transport.dataBuffer or transport._tempDataBuffer:
+            return None
+        return self._fd
+
+    def send_rest(self, data: bytes) -> None:
+        """What a broadcast's send left over, queued in Twisted."""
+        if self.transport is not None and self.connected:
+            self.transport.write(data)
 
     def reply(self, request_id: Any, result: Any) -> None:
         self._write(_encode({"id": request_id, "result": result, "error": None}))

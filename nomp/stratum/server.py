@@ -22,6 +22,7 @@ from nomp.pool.blocks import BlockOutcome
 from nomp.store.bans import BanStore
 from nomp.store.recorder import BlockRecord, RecorderFull, RecordsShares
 from nomp.stratum.banning import Ban, Gatekeeper, normalise_ip
+from nomp.stratum.broadcast import broadcast, default_parts
 from nomp.stratum.configure import (
     ConfigureError,
     clamp_difficulty,
@@ -140,6 +141,7 @@ class StratumServer:
         self._awaiting_instance: dict[StratumProtocol, tuple[Any, list[Any]]] = {}
         self._lines: dict[str, tuple[bytes, bytes]] = {}  # job id -> (clean, continuing) notify
         self.in_flight = 0  # shares being hashed
+        self.broadcast_parts = default_parts()  # job broadcasts send on this many threads at once
         self._idle_waiters: list[defer.Deferred[None]] = []
         self._version_mask = int(config.version_mask, 16)
         self._methods = {
@@ -239,12 +241,13 @@ class StratumServer:
         self._lines[job.job_id] = lines
         # The same bytes for everyone: the loop does as little as it can.
         line, job_id = lines[0 if job.clean else 1], job.job_id
-        sent = 0
-        for protocol in list(self.connections):
+        miners = []
+        for protocol in self.connections:
             if protocol.session.extranonce1 is not None:
                 protocol.session.job_sent(job_id)
-                protocol.send_line(line)
-                sent += 1
+                miners.append(protocol)
+        broadcast(miners, line, self.broadcast_parts)
+        sent = len(miners)
         registry = self.pool.registry
         if registry is not None:
             live = registry.live_ids()

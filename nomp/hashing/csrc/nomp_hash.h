@@ -45,3 +45,8 @@ void nomp_sha256_force_portable(int on);
 int nomp_scrypt_set_lanes(int lanes);
 /* "1:<name> 8:<name> 16:<name>": the kernel behind each lane count. */
 const char *nomp_scrypt_kernels(void);
+
+/* Send the same `length` bytes on each of `count` non-blocking sockets
+ * (no SIGPIPE). sent[i] is the number of bytes the kernel took (possibly
+ * fewer than `length`: the socket's buffer is full) or -errno. */
+void nomp_send_each(const int *fds, size_t count, const unsigned char *data, size_t length, long *sent);
