@@ -58,7 +58,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         config = load_config(options["config"])
     except ConfigErrors as e:
         raise SystemExit(f"nomp: {e}") from None
-    return build_service(config, reactor, freeze_heap=True)
+    return build_service(config, reactor, tune_runtime=True)
 
 
 def _ready_daemons(pool: PoolService) -> Callable[[], DaemonGroup | None]:

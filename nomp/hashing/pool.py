@@ -19,11 +19,11 @@ MAX_BATCH = 32
 # A batch this large goes at once; a smaller one waits up to BATCH_WAIT for
 # more shares of its job. One scrypt share alone costs ~200 us of CPU, sixteen
 # together ~28 us each. While a batch is hashed the next one gathers anyway,
-# so the wait only has to gather the first: under 2,000 shares/s, waits of
-# 0.5, 1 and 2 ms cost the same CPU per share, and 1 ms kept the reply p99
-# under 4 ms where 2 ms gave 5 to 6.
+# so the wait only has to gather the first: under 2,000 scrypt shares/s in
+# bench/stratum_load.py, 0.5 ms cost no more CPU per share than 2 ms (113-134
+# us against 128-145) and took the reply p99 from 5-6 ms to 3.3-3.8 ms.
 FULL_BATCH = 16
-BATCH_WAIT = 0.001
+BATCH_WAIT = 0.0005
 
 _Waiting = list[tuple[bytes, defer.Deferred[ShareHash]]]
 
