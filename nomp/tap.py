@@ -87,9 +87,8 @@ def build_service(config: Config, reactor: Any, **root_options: Any) -> NompServ
     metrics = Metrics()
     metrics.watch_hashing(hashing)
     for pool_config in config.pools:
-        pool = PoolService(
-            pool_config, reactor, root.fatal, rpc_observer=metrics.daemon_observer(pool_config.name)
-        )
+        observer = metrics.daemon_observer(pool_config.name)
+        pool = PoolService(pool_config, reactor, root.fatal, rpc_observer=observer)
         recorder = ShareRecorder(
             PoolKeys.for_coin(pool_config.coin.name),
             redis.client,
@@ -114,7 +113,9 @@ def build_service(config: Config, reactor: Any, **root_options: Any) -> NompServ
         pool.add_job_listener(stratum.new_job)
         StratumService(stratum, pool_config.ports, reactor).setServiceParent(pool)
         if pool_config.payments.enabled:
-            PaymentService(pool_config, redis.client, _ready_daemons(pool), reactor).setServiceParent(pool)
+            PaymentService(
+                pool_config, redis.client, _ready_daemons(pool), reactor, rpc_observer=observer
+            ).setServiceParent(pool)
         pool.setServiceParent(root)
         pools[pool_config.name] = pool
     web = config.settings.web

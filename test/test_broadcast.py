@@ -107,20 +107,21 @@ class BroadcastTests(TestCase):
             made.append((FakeMiner(ours), theirs))
         return made
 
-    def run_broadcast(self, miners: list[FakeMiner], parts: int) -> None:
-        broadcast(cast(list[StratumProtocol], miners), LINE, parts)
+    def run_broadcast(self, miners: list[FakeMiner], threads: int) -> None:
+        broadcast(cast(list[StratumProtocol], miners), LINE, threads)
 
     def test_split_across_threads(self) -> None:
-        """Split in parts sent at once, every miner gets the line exactly once."""
-        self.patch(broadcast_module, "MIN_PER_PART", 4)
+        """In chunks sent by several threads at once, every miner gets the line exactly once."""
+        self.patch(broadcast_module, "MIN_PER_THREAD", 4)
+        self.patch(broadcast_module, "CHUNK", 3)
         made = self.miners(50)
-        self.run_broadcast([miner for miner, _ in made], parts=4)
+        self.run_broadcast([miner for miner, _ in made], threads=4)
         for miner, theirs in made:
             self.assertEqual(drain(theirs), LINE)
             self.assertEqual((miner.through_twisted, miner.rest), ([], []))
 
     def test_few_miners_one_part(self) -> None:
-        """Fewer sockets than MIN_PER_PART per part: sent on the calling thread alone."""
+        """Fewer sockets than MIN_PER_THREAD per thread: sent on the calling thread alone."""
         started: list[object] = []
 
         def start(thread: object) -> None:  # a method: Thread.start is looked up on the class
@@ -128,7 +129,7 @@ class BroadcastTests(TestCase):
 
         self.patch(threading.Thread, "start", start)
         made = self.miners(3)
-        self.run_broadcast([miner for miner, _ in made], parts=4)
+        self.run_broadcast([miner for miner, _ in made], threads=4)
         self.assertEqual(started, [])
         for _, theirs in made:
             self.assertEqual(drain(theirs), LINE)
@@ -137,7 +138,7 @@ class BroadcastTests(TestCase):
         """A miner Twisted holds bytes for (or on TLS) gets the line through send_line."""
         queued = FakeMiner(None)
         ((direct, theirs),) = self.miners(1)
-        self.run_broadcast([queued, direct], parts=2)
+        self.run_broadcast([queued, direct], threads=2)
         self.assertEqual(queued.through_twisted, [LINE])
         self.assertEqual(drain(theirs), LINE)
 
@@ -146,7 +147,7 @@ class BroadcastTests(TestCase):
         (slow, _), (quick, theirs) = self.miners(2)
         assert slow.sock is not None
         fill(slow.sock)
-        self.run_broadcast([slow, quick], parts=1)
+        self.run_broadcast([slow, quick], threads=1)
         self.assertEqual(slow.rest, [LINE])
         self.assertEqual(drain(theirs), LINE)
 
@@ -154,5 +155,5 @@ class BroadcastTests(TestCase):
         """What a send did not take is queued, from the first byte not sent."""
         ((miner, _),) = self.miners(1)
         self.patch(broadcast_module, "send_each", lambda fds, line: [10])
-        self.run_broadcast([miner], parts=1)
+        self.run_broadcast([miner], threads=1)
         self.assertEqual(miner.rest, [LINE[10:]])

@@ -21,6 +21,7 @@ from nomp.daemon import DaemonRPC
 from nomp.daemon.errors import DaemonError
 from nomp.hashing import ALGORITHMS, ShareWork
 from nomp.hashing.pool import HashPoolService
+from nomp.payments.service import wallet_rpc
 from nomp.pool.blocks import BlockOutcome
 from nomp.pool.service import PoolService
 from nomp.store.keys import PoolKeys, WebKeys
@@ -339,6 +340,21 @@ class DaemonMetricsTests(SynchronousTestCase):
         url, _, error = calls[0]
         self.assertEqual(url, pool_config().daemons[0].url)
         self.assertIsNotNone(error)  # the fake daemon knows no method here
+
+    def test_wallet_calls_observed(self) -> None:
+        """The payment wallet's calls are timed like the pool's daemons'."""
+        self.daemon.handlers["getbalance"] = lambda params: 12.5
+        wallet = wallet_rpc(
+            pool_config(), self.link, as_reactor(self.clock), self.metrics.daemon_observer("ltc")
+        )
+        self.link.delay = 0.5
+        running = defer.Deferred.fromCoroutine(wallet.call("getbalance"))
+        self.clock.advance(0.5)
+        self.stub.flush()
+        self.assertEqual(self.successResultOf(running), 12.5)
+        labels = {"pool": "ltc", "daemon": pool_config().daemons[0].url, "method": "getbalance"}
+        samples = scrape(self.metrics)
+        self.assertEqual(value(samples, "nomp_daemon_rpc_duration_seconds_sum", **labels), 0.5)
 
 
 class ServiceTimerTests(SynchronousTestCase):

@@ -14,20 +14,25 @@ from twisted.web.client import Agent, HTTPConnectionPool
 
 from nomp.config import PoolConfig
 from nomp.daemon import DaemonRPC
-from nomp.daemon.rpc import HTTPPoster
+from nomp.daemon.rpc import CallObserver, HTTPPoster
 from nomp.payments.ledger import PaymentLedger
 from nomp.payments.processor import FAILPOINT_ENV, RPC, PaymentProcessor, RunReport, kill_at
 from nomp.store.keys import PoolKeys
 from nomp.store.recorder import ScriptRunner
 
 
-def wallet_rpc(pool: PoolConfig, http: HTTPPoster, clock: Any) -> DaemonRPC:
+def wallet_rpc(
+    pool: PoolConfig, http: HTTPPoster, clock: Any, observer: CallObserver | None = None
+) -> DaemonRPC:
     """The one wallet a pool pays from: its payments daemon, else its first daemon.
 
     Never a group that fails over: a sendmany must not go to two wallets.
+    ``observer`` is told of every call (metrics).
     """
     daemon = pool.payments.daemon or pool.daemons[0]
-    return DaemonRPC(http, daemon.url, daemon.user, daemon.password, clock, timeout=daemon.timeout)
+    return DaemonRPC(
+        http, daemon.url, daemon.user, daemon.password, clock, timeout=daemon.timeout, observer=observer
+    )
 
 
 class PaymentService(Service):
@@ -42,8 +47,10 @@ class PaymentService(Service):
         chain: Callable[[], RPC | None],
         reactor: Any,
         http: HTTPPoster | None = None,
+        rpc_observer: CallObserver | None = None,
     ) -> None:
         self.pool = pool
+        self._rpc_observer = rpc_observer  # told of every wallet call (metrics)
         self._redis = redis
         self._chain = chain
         self._reactor = reactor
@@ -61,7 +68,7 @@ class PaymentService(Service):
         if http is None:
             self._http_pool = HTTPConnectionPool(self._reactor, persistent=True)
             http = HTTPClient(Agent(self._reactor, pool=self._http_pool))
-        self._wallet = wallet_rpc(self.pool, http, self._reactor)
+        self._wallet = wallet_rpc(self.pool, http, self._reactor, self._rpc_observer)
         self._loop = task.LoopingCall(self._tick)
         self._loop.clock = self._reactor
         self._loop.start(self.pool.payments.interval, now=False)

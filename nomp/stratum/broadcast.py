@@ -3,63 +3,82 @@
 A new block sends the same line to every miner at once. The Python around
 each send is about a microsecond; the send itself is several microseconds
 of kernel work (on loopback, the receiver's TCP work too). So the sockets
-that can take the line directly are split into parts sent by a C loop
-(``send_each``) that holds no GIL: one part on the calling thread, the
-others on helper threads at the same time, so the kernel work runs on
-every core. The caller waits for all of them, which keeps each socket's
-bytes in order: nothing else writes while a broadcast runs, and what a
-full socket buffer did not take is then queued in Twisted behind it.
+that can take the line directly are handed, a chunk at a time, to a C loop
+(``send_each``) that holds no GIL, run by helper threads and by the calling
+thread itself: the kernel work runs on every core, and starts while the
+calling thread is still picking the sockets of later chunks. The caller
+returns once every chunk is sent, which keeps each socket's bytes in order:
+nothing else writes while a broadcast runs, and what a full socket buffer
+did not take is then queued in Twisted behind it.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import threading
 from collections.abc import Sequence
 
 from nomp.hashing import send_each
 from nomp.stratum.protocol import StratumProtocol
 
-# Below this many sockets a thread costs more than it saves.
-MIN_PER_PART = 512
-MAX_PARTS = 4
+CHUNK = 256  # sockets per C call: a few milliseconds of sends
+# Below this many sockets per thread, a thread costs more than it saves.
+MIN_PER_THREAD = 512
+MAX_THREADS = 4
+
+_Chunk = tuple[list[StratumProtocol], list[int]]
 
 
-def default_parts() -> int:
-    """One part per core, up to MAX_PARTS."""
-    return max(1, min(os.cpu_count() or 1, MAX_PARTS))
+def default_threads() -> int:
+    """One thread per core, up to MAX_THREADS."""
+    return max(1, min(os.cpu_count() or 1, MAX_THREADS))
 
 
-def broadcast(protocols: Sequence[StratumProtocol], line: bytes, parts: int) -> None:
-    """Send ``line`` to each of ``protocols`` (on the reactor thread)."""
+def broadcast(protocols: Sequence[StratumProtocol], line: bytes, threads: int) -> None:
+    """Send ``line`` to each of ``protocols`` (on the reactor thread), with
+    up to ``threads`` threads sending at once, the calling one included."""
+    chunks: queue.SimpleQueue[_Chunk | None] = queue.SimpleQueue()
+    sent: list[tuple[list[StratumProtocol], list[int]]] = []  # appended by every sender
+
+    def send_chunks(wait: bool) -> None:
+        while True:
+            try:
+                chunk = chunks.get(block=wait)
+            except queue.Empty:
+                return
+            if chunk is None:
+                return
+            sent.append((chunk[0], send_each(chunk[1], line)))
+
+    helpers = [
+        threading.Thread(target=send_chunks, args=(True,), name="nomp-broadcast")
+        for _ in range(min(threads, len(protocols) // MIN_PER_THREAD) - 1)
+    ]
+    for helper in helpers:
+        helper.start()
     direct: list[StratumProtocol] = []
     fds: list[int] = []
     for protocol in protocols:
         fd = protocol.direct_fd()
         if fd is None:
             protocol.send_line(line)  # through Twisted, behind what it holds
-        else:
-            direct.append(protocol)
-            fds.append(fd)
-    if not fds:
-        return
-    parts = max(1, min(parts, len(fds) // MIN_PER_PART))
-    size = -(-len(fds) // parts)
-    chunks = [fds[i : i + size] for i in range(0, len(fds), size)]
-    results: list[list[int]] = [[] for _ in chunks]
-
-    def send(index: int) -> None:
-        results[index] = send_each(chunks[index], line)
-
-    helpers = [threading.Thread(target=send, args=(i,), name="nomp-broadcast") for i in range(1, len(chunks))]
-    for helper in helpers:
-        helper.start()
-    send(0)
+            continue
+        direct.append(protocol)
+        fds.append(fd)
+        if len(fds) == CHUNK and helpers:
+            chunks.put((direct, fds))
+            direct, fds = [], []
+    if fds:
+        chunks.put((direct, fds))
+    send_chunks(wait=False)  # what the helpers have not taken yet
+    for _ in helpers:
+        chunks.put(None)  # after: the calling thread must not take a helper's stop
     for helper in helpers:
         helper.join()
     length = len(line)
-    sent = [n for part in results for n in part]
-    for protocol, taken in zip(direct, sent, strict=True):
-        if taken != length:
-            # A full buffer (or an error Twisted will report when it writes).
-            protocol.send_rest(line[max(taken, 0) :])
+    for chunk_protocols, taken in sent:
+        for protocol, count in zip(chunk_protocols, taken, strict=True):
+            if count != length:
+                # A full buffer (or an error Twisted will report when it writes).
+                protocol.send_rest(line[max(count, 0) :])

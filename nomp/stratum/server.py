@@ -22,7 +22,7 @@ from nomp.pool.blocks import BlockOutcome
 from nomp.store.bans import BanStore
 from nomp.store.recorder import BlockRecord, RecorderFull, RecordsShares
 from nomp.stratum.banning import Ban, Gatekeeper, normalise_ip
-from nomp.stratum.broadcast import broadcast, default_parts
+from nomp.stratum.broadcast import broadcast, default_threads
 from nomp.stratum.configure import (
     ConfigureError,
     clamp_difficulty,
@@ -141,7 +141,7 @@ class StratumServer:
         self._awaiting_instance: dict[StratumProtocol, tuple[Any, list[Any]]] = {}
         self._lines: dict[str, tuple[bytes, bytes]] = {}  # job id -> (clean, continuing) notify
         self.in_flight = 0  # shares being hashed
-        self.broadcast_parts = default_parts()  # job broadcasts send on this many threads at once
+        self.broadcast_threads = default_threads()  # job broadcasts send on this many threads at once
         self._idle_waiters: list[defer.Deferred[None]] = []
         self._version_mask = int(config.version_mask, 16)
         self._methods = {
@@ -241,12 +241,12 @@ class StratumServer:
         self._lines[job.job_id] = lines
         # The same bytes for everyone: the loop does as little as it can.
         line, job_id = lines[0 if job.clean else 1], job.job_id
-        miners = []
-        for protocol in self.connections:
-            if protocol.session.extranonce1 is not None:
-                protocol.session.job_sent(job_id)
-                miners.append(protocol)
-        broadcast(miners, line, self.broadcast_parts)
+        miners = [protocol for protocol in self.connections if protocol.session.extranonce1 is not None]
+        broadcast(miners, line, self.broadcast_threads)
+        # After the sends, so the last miner gets the job sooner: no share of
+        # it can be read before this loop is done.
+        for protocol in miners:
+            protocol.session.job_sent(job_id)
         sent = len(miners)
         registry = self.pool.registry
         if registry is not None:
