@@ -549,6 +549,43 @@ class CollectorTests(TestCase):
             [rate for _, rate in history], [SCRYPT_RATE_PER_DIFFICULTY, 3 * SCRYPT_RATE_PER_DIFFICULTY]
         )
 
+    async def test_miner_history_survives_a_restart(self) -> None:
+        """The samples are kept in Redis: a new collector starts with them, trimmed to the retention."""
+        keys = PoolKeys.for_coin(self.pool.coin.name)
+        self.addCleanup(self.server.command, "DEL", keys.hashrate, keys.miner_history, db=DB)
+        recorder = ShareRecorder(
+            keys, self.redis.client, self.clock, hashrate_window=300.0, wall_clock=self.clock.seconds
+        )
+        retention = 288 * 120.0  # a sample every 120 s
+        first = self.collector(retention=retention)
+        for _ in range(3):
+            recorder.valid_share("Maddr.a", 1.0)
+            await recorder.flush()
+            await first.collect()
+            self.clock.advance(120)
+        before = first.snapshot.pools[0].miner_history["Maddr"]
+        self.assertEqual([at for at, _ in before], [NOW, NOW + 120, NOW + 240])
+
+        self.clock.advance(retention - 360 + 1)  # NOW is now just past the retention
+        second = self.collector(retention=retention)
+        await second.collect()
+        # NOW's sample is too old now, in memory and in Redis; the one taken now
+        # is empty (no shares in the hashrate window).
+        self.assertEqual(second.snapshot.pools[0].miner_history["Maddr"], before[1:])
+        self.assertEqual(self.server.command("ZCARD", keys.miner_history, db=DB), 3)
+
+    async def test_foreign_miner_history_members_skipped(self) -> None:
+        """Members of the miner history that are not samples are passed over, not fatal."""
+        keys = PoolKeys.for_coin(self.pool.coin.name)
+        self.addCleanup(self.server.command, "DEL", keys.miner_history, db=DB)
+        for member in ("not json", '{"time": "x", "miners": {}}', '{"time": 1}', '{"time": 5, "miners": []}'):
+            self.server.command("ZADD", keys.miner_history, str(NOW - 10), member, db=DB)
+        good = json.dumps({"time": NOW - 5, "miners": {"Maddr": 12.5}})
+        self.server.command("ZADD", keys.miner_history, str(NOW - 5), good, db=DB)
+        collector = self.collector()
+        await collector.collect()
+        self.assertEqual(collector.snapshot.pools[0].miner_history, {"Maddr": ((NOW - 5, 12.5),)})
+
     async def test_sums_in_redis_match_the_reference(self) -> None:
         """The collector's Lua sums equal sum_shares over the same members: odd worker names,
         members outside the window or unreadable, and more members than one chunk."""

@@ -136,6 +136,12 @@ class PoolKeys:
         return f"{self.coin}:pay:setAside"
 
     @property
+    def miner_history(self) -> str:
+        """zset: score unix seconds, member the JSON of one sample of every miner's hashrate
+        ({"time": t, "miners": {address: hashes/s}}), kept for the web's retention."""
+        return f"{self.coin}:minerHistory"
+
+    @property
     def bans(self) -> str:
         """zset: score unix seconds the ban ends, member the banned IP (shared by the pool's processes)."""
         return f"{self.coin}:bans"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,14 +100,14 @@ for i, key in ipairs(KEYS) do out[i] = redis.call('HGETALL', key) end
 return out
 """
 
-# KEYS: statHistory. ARGV: time, entry JSON, oldest time kept.
+# KEYS: a history zset (statHistory, <coin>:minerHistory). ARGV: time, entry JSON, oldest time kept.
 _APPEND_HISTORY = """
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
 return 1
 """
 
-# KEYS: statHistory. ARGV: oldest time kept.
+# KEYS: a history zset. ARGV: oldest time kept.
 _READ_HISTORY = """
 return redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')
 """
@@ -116,6 +116,17 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')
 def _text(value: Any) -> str:
     """A Redis reply value as text (the client may hand back bytes or numbers it converted)."""
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _miner_sample(text: str) -> tuple[float, dict[str, float]] | None:
+    """(time, address -> hashrate) of a minerHistory member, or None if it is not one of ours."""
+    try:
+        document = json.loads(text)
+        at = float(document["time"])
+        miners = {str(address): float(rate) for address, rate in document["miners"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return at, miners
 
 
 def _encode(document: object) -> bytes:
@@ -148,16 +159,26 @@ class _PoolMemory:
         self.miner_history: dict[str, deque[tuple[float, float]]] = {}
         self.last_sample = float("-inf")
 
-    def sample(self, stats: PoolStats, now: float, step: float, retention: float) -> None:
-        """Add each miner's hashrate at ``now`` if ``step`` seconds passed since the last sample."""
+    def sample(self, stats: PoolStats, now: float, step: float, retention: float) -> dict[str, float] | None:
+        """Add each miner's hashrate at ``now`` if ``step`` seconds passed since
+        the last sample; the sample taken (address -> hashrate), else None."""
         if now - self.last_sample < step:
-            return
-        self.last_sample = now
-        for miner in stats.miners:
-            self.miner_history.setdefault(miner.address, deque()).append((now, miner.hashrate))
+            return None
+        taken = {miner.address: miner.hashrate for miner in stats.miners}
+        self.add(now, taken, retention)
+        return taken
+
+    def add(self, at: float, sample: Mapping[str, float], retention: float) -> None:
+        """Add one sample taken at ``at``, and forget what is older than ``retention``."""
+        self.last_sample = at
+        for address, hashrate in sample.items():
+            self.miner_history.setdefault(address, deque()).append((at, hashrate))
+        self.trim(at - retention)
+
+    def trim(self, oldest: float) -> None:
         for address in list(self.miner_history):
             points = self.miner_history[address]
-            while points and points[0][0] < now - retention:
+            while points and points[0][0] < oldest:
                 points.popleft()
             if not points:
                 del self.miner_history[address]
@@ -265,13 +286,19 @@ class StatsCollector(Service):
             entry = _encode(history_entry(pools, now))
             oldest = repr(now - self._retention)
             await client.eval(_APPEND_HISTORY, [self._keys.stat_history], [repr(now), entry.decode(), oldest])
+            for stats in pools:
+                sample = self._memory[stats.pool.name].sample(stats, now, self._miner_step, self._retention)
+                if sample is not None:  # written even when empty: the append trims the key too
+                    member = _encode({"time": now, "miners": sample}).decode()
+                    key = PoolKeys.for_coin(stats.pool.coin.name).miner_history
+                    await client.eval(_APPEND_HISTORY, [key], [repr(now), member, oldest])
         except Exception as e:  # any Redis failure leaves the last snapshot served
             self._away(str(e) or type(e).__name__)
             await network  # its errors are caught per daemon
             return
         daemons = await network
         pools = [
-            dataclasses.replace(stats, network=info, miner_history=self._sampled(stats, now))
+            dataclasses.replace(stats, network=info, miner_history=self._miner_history(stats))
             for stats, info in zip(pools, daemons, strict=True)
         ]
         if self._redis_away:
@@ -287,9 +314,8 @@ class StatsCollector(Service):
             except Exception:
                 self.log.failure("Stats: a snapshot listener failed")
 
-    def _sampled(self, stats: PoolStats, now: float) -> dict[str, tuple[tuple[float, float], ...]]:
+    def _miner_history(self, stats: PoolStats) -> dict[str, tuple[tuple[float, float], ...]]:
         memory = self._memory[stats.pool.name]
-        memory.sample(stats, now, self._miner_step, self._retention)
         return {address: tuple(points) for address, points in memory.miner_history.items()}
 
     async def _read_network(self, pool: PoolConfig) -> tuple[DaemonInfo, ...]:
@@ -322,6 +348,14 @@ class StatsCollector(Service):
             except (ValueError, KeyError, TypeError):
                 continue  # not an entry of ours
             self._history.append((at, text.encode()))
+        for pool in self._pools:
+            key = PoolKeys.for_coin(pool.coin.name).miner_history
+            samples = await client.eval(_READ_HISTORY, [key], [repr(now - self._retention)])
+            memory = self._memory[pool.name]
+            for member in samples or []:
+                sample = _miner_sample(_text(member))
+                if sample is not None:
+                    memory.add(sample[0], sample[1], self._retention)
         self._history_loaded = True
         self.log.info("Stats: loaded {entries} history entries from Redis", entries=len(self._history))
 
