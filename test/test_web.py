@@ -493,6 +493,19 @@ class CollectorTests(TestCase):
             [self.pool], redis or self.redis.client, self.clock, interval=60.0, retention=retention
         )
 
+    async def mine_and_collect(self, collector: StatsCollector, rounds: int, step: float) -> None:
+        """``rounds`` times: one share of Maddr.a written to Redis, a collection, ``step`` seconds."""
+        keys = PoolKeys.for_coin(self.pool.coin.name)
+        self.addCleanup(self.server.command, "DEL", keys.hashrate, keys.miner_history, db=DB)
+        recorder = ShareRecorder(
+            keys, self.redis.client, self.clock, hashrate_window=300.0, wall_clock=self.clock.seconds
+        )
+        for _ in range(rounds):
+            recorder.valid_share("Maddr.a", 1.0)
+            await recorder.flush()
+            await collector.collect()
+            self.clock.advance(step)
+
     def history(self, collector: StatsCollector) -> list[int]:
         return [entry["time"] for entry in json.loads(collector.snapshot.history_json)]
 
@@ -532,17 +545,8 @@ class CollectorTests(TestCase):
 
     async def test_miner_history_sampled(self) -> None:
         """Each miner's hashrate is kept at most every retention/288 seconds."""
-        keys = PoolKeys.for_coin(self.pool.coin.name)
-        self.addCleanup(self.server.command, "DEL", keys.hashrate, db=DB)
-        recorder = ShareRecorder(
-            keys, self.redis.client, self.clock, hashrate_window=300.0, wall_clock=self.clock.seconds
-        )
         collector = self.collector(retention=288 * 120.0)  # a sample every 120 s
-        for _ in range(4):
-            recorder.valid_share("Maddr.a", 1.0)
-            await recorder.flush()
-            await collector.collect()
-            self.clock.advance(60)
+        await self.mine_and_collect(collector, rounds=4, step=60)
         history = collector.snapshot.pools[0].miner_history["Maddr"]
         self.assertEqual([at for at, _ in history], [NOW, NOW + 120])
         self.assertEqual(
@@ -551,18 +555,10 @@ class CollectorTests(TestCase):
 
     async def test_miner_history_survives_a_restart(self) -> None:
         """The samples are kept in Redis: a new collector starts with them, trimmed to the retention."""
-        keys = PoolKeys.for_coin(self.pool.coin.name)
-        self.addCleanup(self.server.command, "DEL", keys.hashrate, keys.miner_history, db=DB)
-        recorder = ShareRecorder(
-            keys, self.redis.client, self.clock, hashrate_window=300.0, wall_clock=self.clock.seconds
-        )
         retention = 288 * 120.0  # a sample every 120 s
         first = self.collector(retention=retention)
-        for _ in range(3):
-            recorder.valid_share("Maddr.a", 1.0)
-            await recorder.flush()
-            await first.collect()
-            self.clock.advance(120)
+        await self.mine_and_collect(first, rounds=3, step=120)
+        keys = PoolKeys.for_coin(self.pool.coin.name)
         before = first.snapshot.pools[0].miner_history["Maddr"]
         self.assertEqual([at for at, _ in before], [NOW, NOW + 120, NOW + 240])
 
