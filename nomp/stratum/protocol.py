@@ -152,14 +152,13 @@ class StratumProtocol(LineOnlyReceiver, TimeoutMixin):
         transport: Any = self.transport
         if transport is None or not self.connected:
             return
-        send = self._send
-        if send is not None and not transport.dataBuffer and not transport._tempDataBuffer:
+        if self._send is not None and self.direct_fd() is not None:
             # Nothing queued: hand the bytes to the kernel now. Twisted's
             # write would register the socket for writability, send on the
             # next reactor turn and unregister it: two more system calls
-            # and a turn of delay per reply, ten thousand per job broadcast.
+            # and a turn of delay per reply.
             try:
-                sent = send(data)
+                sent = self._send(data)
             except BlockingIOError:
                 sent = 0
             except OSError:
@@ -170,9 +169,9 @@ class StratumProtocol(LineOnlyReceiver, TimeoutMixin):
         transport.write(data)
 
     def direct_fd(self) -> int | None:
-        """The socket a broadcast may send on itself: plain TCP, open, with
+        """The socket that may be sent on directly now: plain TCP, open, with
         nothing queued in Twisted (bytes sent around the queue would overtake
-        it). None otherwise: send_line then."""
+        it). None otherwise: Twisted's write then."""
         transport: Any = self.transport
         if self._fd is None or transport is None or not self.connected:
             return None
