@@ -367,7 +367,9 @@ class SiteTests(TestCase):
             page.click("#lookup button[type=submit]")
             page.wait_for_url(f"**/pools/litecoin/miners/{MINER}")
             expect(page.locator("#workers tbody tr")).to_have_count(3)
-            expect(page.locator("#miner-chart")).to_have_attribute("data-points", "1")
+            # The samples the simulated collections kept in Redis, one each; the web
+            # service samples once per stats_interval (an hour), and the last is 15 min old.
+            expect(page.locator("#miner-chart")).to_have_attribute("data-points", str(HISTORY_STEPS))
             found = {
                 "title": page.inner_text("#miner-address"),
                 "balances": [page.inner_text(f"#miner-{b}") for b in ("immature", "balance", "paid")],
