@@ -157,3 +157,18 @@ class BroadcastTests(TestCase):
         self.patch(broadcast_module, "send_each", lambda fds, line: [10])
         self.run_broadcast([miner], threads=1)
         self.assertEqual(miner.rest, [LINE[10:]])
+
+    def test_failed_call_falls_back_to_twisted(self) -> None:
+        """A send loop that fails leaves its miners' lines to Twisted, whole; none is lost."""
+
+        def fail(fds: list[int], line: bytes) -> list[int]:
+            raise MemoryError("no room")
+
+        self.patch(broadcast_module, "send_each", fail)
+        self.patch(broadcast_module, "MIN_PER_THREAD", 2)
+        self.patch(broadcast_module, "CHUNK", 2)
+        made = self.miners(6)
+        self.run_broadcast([miner for miner, _ in made], threads=3)
+        for miner, theirs in made:
+            self.assertEqual(miner.rest, [LINE])
+            self.assertEqual(drain(theirs), b"")

@@ -49,7 +49,11 @@ def broadcast(protocols: Sequence[StratumProtocol], line: bytes, threads: int) -
                 return
             if chunk is None:
                 return
-            sent.append((chunk[0], send_each(chunk[1], line)))
+            try:
+                taken = send_each(chunk[1], line)
+            except Exception:  # (out of memory) the chunk's lines then go through Twisted
+                taken = [0] * len(chunk[1])
+            sent.append((chunk[0], taken))
 
     helpers = [
         threading.Thread(target=send_chunks, args=(True,), name="nomp-broadcast")
