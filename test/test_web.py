@@ -570,6 +570,36 @@ class CollectorTests(TestCase):
         self.assertEqual(second.snapshot.pools[0].miner_history["Maddr"], before[1:])
         self.assertEqual(self.server.command("ZCARD", keys.miner_history, db=DB), 3)
 
+    async def test_history_read_failing_half_way_is_read_again_whole(self) -> None:
+        """Redis failing between the history's reads at start: the next collection reads it
+        all again, and no entry is kept twice."""
+        first = self.collector(retention=86400.0)
+        await self.mine_and_collect(first, rounds=2, step=3600)
+        keys = PoolKeys.for_coin(self.pool.coin.name)
+        failed: list[str] = []
+
+        class FailingOnce:
+            """The real client, but the first read of the miner history fails."""
+
+            def __init__(self, client: Any) -> None:
+                self.client = client
+
+            def eval(self, script: str, keys_: list[str], args: list[Any]) -> defer.Deferred[Any]:
+                if keys_ == [keys.miner_history] and not failed:
+                    failed.append(keys_[0])
+                    return defer.fail(ConnectionError("Redis went away"))
+                result: defer.Deferred[Any] = self.client.eval(script, keys_, args)
+                return result
+
+        second = self.collector(retention=86400.0, redis=lambda: FailingOnce(self.redis.client()))
+        await second.collect()
+        self.assertEqual(failed, [keys.miner_history])
+        await second.collect()
+        self.assertEqual(self.history(second), [int(NOW), int(NOW) + 3600, int(NOW) + 7200])
+        times = [at for at, _ in second.snapshot.pools[0].miner_history["Maddr"]]
+        self.assertEqual(times[:2], [NOW, NOW + 3600])
+        self.assertEqual(len(times), len(set(times)))
+
     async def test_foreign_miner_history_members_skipped(self) -> None:
         """Members of the miner history that are not samples are passed over, not fatal."""
         keys = PoolKeys.for_coin(self.pool.coin.name)

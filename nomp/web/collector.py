@@ -340,7 +340,14 @@ class StatsCollector(Service):
             )
 
     async def _load_history(self, client: ScriptRunner, now: float) -> None:
-        members = await client.eval(_READ_HISTORY, [self._keys.stat_history], [repr(now - self._retention)])
+        # Everything is read before anything is kept: a read that fails half
+        # way is tried again whole at the next collection, with nothing doubled.
+        oldest = repr(now - self._retention)
+        members = await client.eval(_READ_HISTORY, [self._keys.stat_history], [oldest])
+        samples = {}
+        for pool in self._pools:
+            key = PoolKeys.for_coin(pool.coin.name).miner_history
+            samples[pool.name] = await client.eval(_READ_HISTORY, [key], [oldest])
         for member in members or []:
             text = _text(member)
             try:
@@ -348,14 +355,11 @@ class StatsCollector(Service):
             except (ValueError, KeyError, TypeError):
                 continue  # not an entry of ours
             self._history.append((at, text.encode()))
-        for pool in self._pools:
-            key = PoolKeys.for_coin(pool.coin.name).miner_history
-            samples = await client.eval(_READ_HISTORY, [key], [repr(now - self._retention)])
-            memory = self._memory[pool.name]
-            for member in samples or []:
+        for name, found in samples.items():
+            for member in found or []:
                 sample = _miner_sample(_text(member))
                 if sample is not None:
-                    memory.add(sample[0], sample[1], self._retention)
+                    self._memory[name].add(sample[0], sample[1], self._retention)
         self._history_loaded = True
         self.log.info("Stats: loaded {entries} history entries from Redis", entries=len(self._history))
 
