@@ -188,8 +188,12 @@ class StratumProtocol(LineOnlyReceiver, TimeoutMixin):
         self._write(_encode({"id": request_id, "result": result, "error": None}))
 
     def reply_true(self, request_id: Any) -> None:
-        """The reply to an accepted share, without a trip through json.dumps."""
-        self._write(b'{"id":' + json.dumps(request_id).encode() + b"," + _TRUE_RESULT)
+        """The reply to an accepted share, without a trip through json.dumps
+        for the usual integer id."""
+        if type(request_id) is int:
+            self._write(b'{"id":%d,' % request_id + _TRUE_RESULT)
+        else:
+            self._write(b'{"id":' + json.dumps(request_id).encode() + b"," + _TRUE_RESULT)
 
     def reply_refusal(self, request_id: Any, error: StratumError) -> None:
         """``result: false`` with the reason (mining.authorize refused)."""
