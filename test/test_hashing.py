@@ -264,3 +264,15 @@ class HashPoolServiceTests(TestCase):
                 await pending
         good = await self.service.check(job, ShareWork(b"x", 1, 2, 3))
         self.assertEqual(len(good.header), 80)
+
+    async def test_a_caller_failing_leaves_its_batch_answered(self) -> None:
+        """A result callback that raises is logged; the other shares of its batch still get theirs."""
+        job = JobHasher(ALGORITHMS["sha256d"], b"a", b"b", [], bytes(32), 0)
+
+        def broken(result: object) -> None:
+            raise RuntimeError("a caller's bug")
+
+        self.service.submit(job, ShareWork(b"x", 1, 2, 0), broken)
+        answered = self.service.check(job, ShareWork(b"x", 1, 2, 1))
+        self.assertEqual(await answered, job.check([ShareWork(b"x", 1, 2, 1)])[0])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

@@ -10,6 +10,7 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import defer
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from nomp.hashing import JobHasher, ShareHash, ShareWork
@@ -26,7 +27,9 @@ MAX_BATCH = 32
 FULL_BATCH = 16
 BATCH_WAIT = 0.0005
 
-_Waiting = list[tuple[bytes, defer.Deferred[ShareHash]]]
+# Told the result of one share check: its ShareHash, or the Failure of its batch.
+ShareDone = Callable[[ShareHash | Failure], None]
+_Waiting = list[tuple[bytes, ShareDone]]
 # What a worker thread is given: a call, its arguments, and what to call on
 # the reactor thread with its result (or its Failure). None: stop.
 _Task = tuple[Callable[..., Any], tuple[Any, ...], Callable[[Any], None]] | None
@@ -42,6 +45,7 @@ class HashPoolService(Service):
     """
 
     name = "hashing"
+    log = Logger()
 
     def __init__(self, reactor: Any, threads: int) -> None:
         if threads < 1:
@@ -107,13 +111,18 @@ class HashPoolService(Service):
     def check(self, job: JobHasher, work: ShareWork) -> defer.Deferred[ShareHash]:
         """The header and PoW hash of one share, computed off the reactor thread."""
         done: defer.Deferred[ShareHash] = defer.Deferred()
+        self.submit(job, work, partial(_fire, done))
+        return done
+
+    def submit(self, job: JobHasher, work: ShareWork, done: ShareDone) -> None:
+        """``check`` for the Stratum server's hot path: ``done`` is called on
+        the reactor thread with the result, with no Deferred made per share."""
         waiting = self._waiting.setdefault(job, [])
         waiting.append((work.pack(), done))
         if len(waiting) >= FULL_BATCH:
             self._dispatch()
         elif self._timer is None:
             self._timer = self._reactor.callLater(BATCH_WAIT, self._waited)
-        return done
 
     def _waited(self) -> None:
         # What a busy pool cannot take now, the next thread to finish takes.
@@ -147,17 +156,24 @@ class HashPoolService(Service):
         self._busy -= 1
         if isinstance(result, Failure):
             for _, done in batch:
-                done.errback(result)
+                self._tell(done, result)
         else:
             for (_, done), hashed in zip(batch, result, strict=True):
-                done.callback(hashed)
+                self._tell(done, hashed)
         self._dispatch()
 
     def _fail_waiting(self, error: Exception) -> None:
         waiting, self._waiting = self._waiting, {}
         for items in waiting.values():
             for _, done in items:
-                done.errback(error)
+                self._tell(done, Failure(error))
+
+    def _tell(self, done: ShareDone, result: ShareHash | Failure) -> None:
+        # One share's caller failing must not cost the rest of its batch their answers.
+        try:
+            done(result)
+        except Exception:
+            self.log.failure("a share check's result was not taken")
 
 
 def _fire(done: defer.Deferred[Any], result: Any) -> None:

@@ -438,9 +438,14 @@ class StratumServer:
                     self._judged(self.gatekeeper.share(protocol.ip, False, now))
             raise
         self._vardiff_on_share(protocol, now)
+        self._hash(protocol, request_id, submission)
+
+    def _hash(self, protocol: StratumProtocol, request_id: Any, submission: Submission) -> None:
         self.in_flight += 1
-        self.hashing.check(submission.job.hasher, submission.work).addBoth(
-            self._landed, protocol, request_id, submission
+        self.hashing.submit(
+            submission.job.hasher,
+            submission.work,
+            lambda hashed: self._landed(hashed, protocol, request_id, submission),
         )
 
     def _landed(
@@ -667,8 +672,7 @@ class StratumServer:
         again = with_earlier_extranonce1(submission, protocol.session)
         if again is None:
             return False
-        self.in_flight += 1
-        self.hashing.check(again.job.hasher, again.work).addBoth(self._landed, protocol, request_id, again)
+        self._hash(protocol, request_id, again)
         return True
 
     def close_all(self) -> None:
