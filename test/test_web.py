@@ -549,6 +549,14 @@ class CollectorTests(TestCase):
         await self.mine_and_collect(collector, rounds=4, step=60)
         history = collector.snapshot.pools[0].miner_history["Maddr"]
         self.assertEqual([at for at, _ in history], [NOW, NOW + 120])
+        # Between samples, snapshots share one frozen copy instead of copying it each time.
+        before = collector.snapshot.pools[0].miner_history
+        await collector.collect()  # NOW + 240: 120 s after the last sample, a new one
+        self.clock.advance(60)
+        sampled = collector.snapshot.pools[0].miner_history
+        self.assertIsNot(sampled, before)
+        await collector.collect()  # NOW + 300: no sample
+        self.assertIs(collector.snapshot.pools[0].miner_history, sampled)
         self.assertEqual(
             [rate for _, rate in history], [SCRYPT_RATE_PER_DIFFICULTY, 3 * SCRYPT_RATE_PER_DIFFICULTY]
         )

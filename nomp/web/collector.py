@@ -158,6 +158,10 @@ class _PoolMemory:
         self.newest_payment = "-inf"  # score of the newest payment read
         self.miner_history: dict[str, deque[tuple[float, float]]] = {}
         self.last_sample = float("-inf")
+        # The history as snapshots hold it, made again only after a sample: a
+        # collection (every few seconds) between samples (every few minutes)
+        # would otherwise copy every miner's points each time.
+        self._frozen: dict[str, tuple[tuple[float, float], ...]] | None = None
 
     def sample(self, stats: PoolStats, now: float, step: float, retention: float) -> dict[str, float] | None:
         """Add each miner's hashrate at ``now`` if ``step`` seconds passed since
@@ -171,9 +175,16 @@ class _PoolMemory:
     def add(self, at: float, sample: Mapping[str, float], retention: float) -> None:
         """Add one sample taken at ``at``, and forget what is older than ``retention``."""
         self.last_sample = at
+        self._frozen = None
         for address, hashrate in sample.items():
             self.miner_history.setdefault(address, deque()).append((at, hashrate))
         self.trim(at - retention)
+
+    def frozen(self) -> dict[str, tuple[tuple[float, float], ...]]:
+        """Every miner's points, as tuples; the same object until the next sample."""
+        if self._frozen is None:
+            self._frozen = {address: tuple(points) for address, points in self.miner_history.items()}
+        return self._frozen
 
     def trim(self, oldest: float) -> None:
         for address in list(self.miner_history):
@@ -315,8 +326,7 @@ class StatsCollector(Service):
                 self.log.failure("Stats: a snapshot listener failed")
 
     def _miner_history(self, stats: PoolStats) -> dict[str, tuple[tuple[float, float], ...]]:
-        memory = self._memory[stats.pool.name]
-        return {address: tuple(points) for address, points in memory.miner_history.items()}
+        return self._memory[stats.pool.name].frozen()
 
     async def _read_network(self, pool: PoolConfig) -> tuple[DaemonInfo, ...]:
         """Each daemon's view of the network (getmininginfo); an error is shown, not raised."""
