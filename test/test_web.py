@@ -538,9 +538,27 @@ class CollectorTests(TestCase):
             await collector.collect()
             await collector.collect()
         self.assertIs(collector.snapshot, served)
-        self.assertEqual(len([e for e in logged if e["log_level"].name == "warn"]), 1)
+        (warning,) = [e for e in logged if e["log_level"].name == "warn"]
+        self.assertEqual(warning["age"], 60)
         connected[0] = True
         await collector.collect()
+        self.assertEqual(collector.snapshot.time, NOW + 60)
+
+    async def test_redis_not_there_yet_at_start(self) -> None:
+        """A collection before Redis is connected (the pool starting) is an info line, not a
+        warning; the first collection once it is there makes the snapshot, with no "back" line."""
+        connected: list[bool] = [False]
+        collector = self.collector(redis=lambda: self.redis.client() if connected[0] else None)
+        with capturedLogs() as logged:
+            await collector.collect()
+            await collector.collect()
+            connected[0] = True
+            self.clock.advance(60)
+            await collector.collect()
+        levels = [(e["log_level"].name, e["log_format"]) for e in logged]
+        self.assertEqual([level for level, _ in levels if level != "info"], [])
+        self.assertEqual(len([f for _, f in levels if "waiting for Redis" in f]), 1)
+        self.assertEqual([f for _, f in levels if "back" in f], [])
         self.assertEqual(collector.snapshot.time, NOW + 60)
 
     async def test_miner_history_sampled(self) -> None:

@@ -294,6 +294,7 @@ class StatsCollector(Service):
         self._history_loaded = False
         self._loop: task.LoopingCall | None = None
         self._redis_away = False
+        self._collected = False  # a snapshot was read from Redis at least once
         self.snapshot = build_snapshot([empty_stats(p) for p in self._pools], [], clock.seconds())
 
     def startService(self) -> None:
@@ -354,9 +355,10 @@ class StatsCollector(Service):
             dataclasses.replace(stats, network=info, miner_history=self._miner_history(stats))
             for stats, info in zip(pools, daemons, strict=True)
         ]
-        if self._redis_away:
-            self._redis_away = False
+        if self._redis_away and self._collected:
             self.log.info("Stats: Redis is back, collecting again")
+        self._redis_away = False
+        self._collected = True
         self._history.append((now, entry))
         while self._history and self._history[0][0] < now - self._retention:
             self._history.popleft()
@@ -383,13 +385,18 @@ class StatsCollector(Service):
         return tuple(_daemon_info(f"daemon {n}", answer) for n, answer in enumerate(answers, 1))
 
     def _away(self, reason: str) -> None:
-        if not self._redis_away:
-            self._redis_away = True
-            self.log.warn(
-                "Stats: cannot read Redis ({reason}); serving the stats of {snapshot_time}",
-                reason=reason,
-                snapshot_time=self.snapshot.time,
-            )
+        if self._redis_away:
+            return
+        self._redis_away = True
+        if not self._collected:
+            # Starting: the connection is still being made. Not worth a warning.
+            self.log.info("Stats: waiting for Redis ({reason})", reason=reason)
+            return
+        self.log.warn(
+            "Stats: cannot read Redis ({reason}); serving the stats collected {age:.0f} s ago",
+            reason=reason,
+            age=self._clock.seconds() - self.snapshot.time,
+        )
 
     async def _load_history(self, client: ScriptRunner, now: float) -> None:
         # Everything is read before anything is kept: a read that fails half
