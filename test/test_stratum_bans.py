@@ -13,6 +13,7 @@ from typing import Any
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.protocol import connectionDone
+from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
@@ -279,6 +280,34 @@ class SharedBansTests(TestCase):
         await shared.sync()
         self.assertEqual((shared.unsaved, refused(pool, MINER)), (0, True))
         self.assertEqual(self.redis_server.command("ZCARD", self.keys.bans, db=DB), 1)
+
+    async def test_outage_logged_once(self) -> None:
+        """Reads failing at start are one info line; an outage after a good read is one
+        warning however many syncs fail, and one line when reads come back."""
+        redis = await self.redis()
+        connected = [False]
+        pool = self.process(lambda: redis.client() if connected[0] else None, task.Clock())
+        shared = pool.server.shared_bans
+        assert shared is not None
+        with capturedLogs() as logged:
+            for _ in range(3):
+                await shared.sync()
+            connected[0] = True
+            await shared.sync()
+            connected[0] = False
+            for _ in range(3):
+                await shared.sync()
+            connected[0] = True
+            await shared.sync()
+        lines = [(e["log_level"].name, e["log_format"].split(" (")[0]) for e in logged]
+        self.assertEqual(
+            lines,
+            [
+                ("info", "bans: waiting for Redis"),
+                ("warn", "bans not read from Redis"),
+                ("info", "bans read from Redis again"),
+            ],
+        )
 
 
 # PROXY protocol sessions over real sockets.

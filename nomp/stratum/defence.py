@@ -84,6 +84,8 @@ class SharedBans:
         self._flush_waiters: list[defer.Deferred[None]] = []
         self._syncing = False
         self._away_logged = False
+        self._reads_failing = False  # the last read of the shared list failed
+        self._read_once = False  # a read has succeeded since the start
 
     @property
     def unsaved(self) -> int:
@@ -140,6 +142,17 @@ class SharedBans:
             for waiter in waiters:
                 waiter.callback(None)
 
+    def _read_failed(self, reason: Exception) -> None:
+        # One line an outage, not one a sync; at start, while Redis is still
+        # connecting, not worth a warning.
+        if self._reads_failing:
+            return
+        self._reads_failing = True
+        if self._read_once:
+            self.log.warn("bans not read from Redis ({reason}); tried again every sync", reason=reason)
+        else:
+            self.log.info("bans: waiting for Redis ({reason})", reason=reason)
+
     async def sync(self) -> None:
         """Write our changes, then take the shared list."""
         if self._syncing:
@@ -153,8 +166,12 @@ class SharedBans:
             try:
                 shared = await self.store.load(self.clock.seconds())
             except Exception as e:
-                self.log.warn("bans not read from Redis: {reason}", reason=e)
+                self._read_failed(e)
                 return
+            if self._reads_failing and self._read_once:
+                self.log.info("bans read from Redis again")
+            self._reads_failing = False
+            self._read_once = True
             self._apply(shared, started)
         finally:
             self._syncing = False
