@@ -14,6 +14,7 @@ from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import reactor, task
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from nomp.config import RedisConfig, load_config
@@ -247,6 +248,33 @@ class RedisRestartTests(LeaseTestCase):
             await task.deferLater(reactor, 0.1)
         self.assertEqual(server.command("GET", key, db=DB), "ours")
         self.assertEqual((service.held, told), (held, [held]))
+
+
+class StartTests(LeaseTestCase):
+    async def test_waiting_for_redis_at_start_is_not_a_warning(self) -> None:
+        """Before Redis first answers (the pool starting) the failing steps are one info line;
+        after it has answered, a failure is a warning."""
+        redis = await self.connect()
+        connected = [False]
+        service, told = self.lease_service(lambda: redis.client() if connected[0] else None)
+        with capturedLogs() as logged:
+            await service.step()
+            await service.step()
+            connected[0] = True
+            await service.step()
+            connected[0] = False
+            await service.step()
+            await service.step()
+        levels = [(e["log_level"].name, e["log_format"].split(" (")[0].split(":")[0]) for e in logged]
+        self.assertEqual(
+            levels,
+            [
+                ("info", "instance byte"),  # waiting for Redis
+                ("info", "instance byte {instance} leased"),
+                ("warn", "instance byte"),  # no answer from Redis
+            ],
+        )
+        self.assertEqual(told, [service.held])
 
 
 class WiringTests(SynchronousTestCase):

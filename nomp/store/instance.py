@@ -175,6 +175,7 @@ class InstanceLeaseService(Service):
         self._deadline: IDelayedCall | None = None  # when an unrenewed lease may have expired
         self._step: defer.Deferred[None] | None = None
         self._problem: str | None = None  # the last problem logged, so each is logged once
+        self._answered = False  # Redis has answered a step since the start
 
     def add_listener(self, listener: InstanceListener) -> None:
         self._listeners.append(listener)
@@ -239,7 +240,14 @@ class InstanceLeaseService(Service):
                     self._lost()
                 await self._lease(sent_at)
         except Exception as e:
-            self._log_once("failing", "instance byte: no answer from Redis: {reason}", reason=e)
+            if self._answered:
+                self._log_once("failing", "instance byte: no answer from Redis: {reason}", reason=e)
+            elif self._problem is None:
+                # Starting, Redis still connecting: not worth a warning.
+                self._problem = "starting"
+                self.log.info("instance byte: waiting for Redis ({reason})", reason=e)
+            return
+        self._answered = True
 
     async def _lease(self, sent_at: float) -> None:
         instance = await self.leases.acquire(self._rng.randrange(INSTANCES))
