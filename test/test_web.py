@@ -22,7 +22,7 @@ from nomp.daemon.errors import DaemonError
 from nomp.store.keys import PoolKeys, WebKeys
 from nomp.store.recorder import ShareRecorder
 from nomp.store.redis import RedisService
-from nomp.web.collector import Snapshot, StatsCollector, build_snapshot, empty_stats
+from nomp.web.collector import STARTUP_RETRY, Snapshot, StatsCollector, build_snapshot, empty_stats
 from nomp.web.live import LiveStream
 from nomp.web.service import WebService
 from nomp.web.stats import RawPoolData, hashrate_string, pool_stats, sum_shares
@@ -560,6 +560,33 @@ class CollectorTests(TestCase):
         self.assertEqual(len([f for _, f in levels if "waiting for Redis" in f]), 1)
         self.assertEqual([f for _, f in levels if "back" in f], [])
         self.assertEqual(collector.snapshot.time, NOW + 60)
+
+    async def test_first_snapshot_soon_after_redis_connects(self) -> None:
+        """Started before Redis is connected, the collector tries again every STARTUP_RETRY
+        seconds until its first snapshot, not a whole interval later; the retries stop with
+        the service."""
+        connected: list[bool] = [False]
+        collector = self.collector(redis=lambda: self.redis.client() if connected[0] else None)
+        collector.startService()  # a first collection, at once: Redis is not there
+        for _ in range(3):
+            self.clock.advance(STARTUP_RETRY)  # each attempt fails at once, no Redis to wait for
+        self.assertEqual(collector.snapshot.time, NOW)  # still the empty one made at start
+        connected[0] = True
+        self.clock.advance(STARTUP_RETRY)
+        await until(lambda: collector.snapshot.time == NOW + 4 * STARTUP_RETRY)
+        self.assertFalse([c for c in self.clock.getDelayedCalls() if c.getTime() < NOW + 60])
+        stopped = collector.stopService()
+        if stopped is not None:
+            await stopped
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    async def test_collections_do_not_overlap(self) -> None:
+        """A collection asked for while one is under way waits for it instead of running beside it."""
+        collector = self.collector()
+        first, second = collector.collect(), collector.collect()
+        await first
+        await second
+        self.assertEqual(self.history(collector), [int(NOW)])
 
     async def test_miner_history_sampled(self) -> None:
         """Each miner's hashrate is kept at most every retention/288 seconds."""

@@ -18,7 +18,7 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import defer, task
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from nomp.config import PoolConfig
@@ -43,6 +43,10 @@ from nomp.web.stats import (
 
 # The miner charts keep this many points over the retention at most.
 MINER_HISTORY_POINTS = 288
+# Seconds between attempts until the first snapshot: Redis is usually still
+# connecting when the first collection runs, and the site should not stay
+# empty for a whole interval.
+STARTUP_RETRY = 1.0
 BLOCK_STATUSES = ("pending", "confirmed", "orphaned")
 
 # KEYS: hashrate, stats, blocksPending, blocksConfirmed, blocksOrphaned,
@@ -295,6 +299,8 @@ class StatsCollector(Service):
         self._loop: task.LoopingCall | None = None
         self._redis_away = False
         self._collected = False  # a snapshot was read from Redis at least once
+        self._collecting: defer.Deferred[None] | None = None  # the collection under way
+        self._retry: IDelayedCall | None = None  # the next attempt before the first snapshot
         self.snapshot = build_snapshot([empty_stats(p) for p in self._pools], [], clock.seconds())
 
     def startService(self) -> None:
@@ -305,6 +311,9 @@ class StatsCollector(Service):
 
     def stopService(self) -> defer.Deferred[None] | None:
         super().stopService()
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
         loop, self._loop = self._loop, None
         if loop is not None and loop.running:
             stopped = loop.deferred  # fires once a collection under way ends
@@ -321,8 +330,35 @@ class StatsCollector(Service):
         self._listeners.remove(listener)
 
     def collect(self) -> defer.Deferred[None]:
-        """Read Redis once and replace the snapshot; if Redis is away, keep the last one."""
-        return defer.ensureDeferred(self._collect())
+        """Read Redis once and replace the snapshot; if Redis is away, keep the last one.
+
+        A call while a collection is under way waits for that one instead
+        of starting a second beside it.
+        """
+        if self._collecting is not None:
+            waiter: defer.Deferred[None] = defer.Deferred()
+
+            def relay(result: object) -> object:
+                waiter.callback(None)
+                return result  # the first caller still gets what it would have
+
+            self._collecting.addBoth(relay)
+            return waiter
+        self._collecting = defer.ensureDeferred(self._collect())
+
+        def done(result: object) -> object:
+            self._collecting = None
+            return result
+
+        return self._collecting.addBoth(done)
+
+    def _retry_soon(self) -> None:
+        if self.running and (self._retry is None or not self._retry.active()):
+            self._retry = self._clock.callLater(STARTUP_RETRY, self._retry_now)
+
+    def _retry_now(self) -> None:
+        self._retry = None
+        self.collect().addErrback(lambda failure: self.log.failure("Stats: collection failed", failure))
 
     async def _collect(self) -> None:
         client = self._redis()
@@ -385,6 +421,8 @@ class StatsCollector(Service):
         return tuple(_daemon_info(f"daemon {n}", answer) for n, answer in enumerate(answers, 1))
 
     def _away(self, reason: str) -> None:
+        if not self._collected:
+            self._retry_soon()
         if self._redis_away:
             return
         self._redis_away = True
