@@ -618,10 +618,12 @@ class CollectorTests(TestCase):
         self.clock.advance(retention - 360 + 1)  # NOW is now just past the retention
         second = self.collector(retention=retention)
         await second.collect()
-        # NOW's sample is too old now, in memory and in Redis; the one taken now
-        # is empty (no shares in the hashrate window).
+        # NOW's sample is too old now and is not read back. None is taken now (no
+        # share in the hashrate window), so Redis is trimmed at the next one.
         self.assertEqual(second.snapshot.pools[0].miner_history["Maddr"], before[1:])
         self.assertEqual(self.server.command("ZCARD", keys.miner_history, db=DB), 3)
+        await self.mine_and_collect(second, rounds=1, step=0)
+        self.assertEqual(self.server.command("ZCARD", keys.miner_history, db=DB), 3)  # -NOW, +now
 
     async def test_history_read_failing_half_way_is_read_again_whole(self) -> None:
         """Redis failing between the history's reads at start: the next collection reads it

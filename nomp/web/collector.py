@@ -173,8 +173,10 @@ class _PoolMemory:
 
     def sample(self, stats: PoolStats, now: float, step: float, retention: float) -> dict[str, float] | None:
         """Add each miner's hashrate at ``now`` if ``step`` seconds passed since
-        the last sample; the sample taken (address -> hashrate), else None."""
-        if now - self.last_sample < step:
+        the last sample and someone mines; the sample taken (address ->
+        hashrate), else None. (A pool just started has no miners yet: a sample
+        then would leave the first miners' charts empty for a whole step.)"""
+        if now - self.last_sample < step or not stats.miners:
             return None
         taken = {miner.address: miner.hashrate for miner in stats.miners}
         self.add(now, taken, retention)
@@ -378,7 +380,7 @@ class StatsCollector(Service):
             await client.eval(_APPEND_HISTORY, [self._keys.stat_history], [repr(now), entry.decode(), oldest])
             for stats in pools:
                 sample = self._memory[stats.pool.name].sample(stats, now, self._miner_step, self._retention)
-                if sample is not None:  # written even when empty: the append trims the key too
+                if sample is not None:
                     member = _encode({"time": now, "miners": sample}).decode()
                     key = PoolKeys.for_coin(stats.pool.coin.name).miner_history
                     await client.eval(_APPEND_HISTORY, [key], [repr(now), member, oldest])
