@@ -27,6 +27,18 @@ if TYPE_CHECKING:
 
 MAX_LINE = 8192  # a submit is about 150 bytes; configure requests a few hundred
 _TRUE_RESULT = b'"result":true,"error":null}\n'
+_decode = json.JSONDecoder().decode
+
+
+def _parse(line: bytes) -> Any:
+    """json.loads(line), sparing its guess of the encoding for the usual line.
+
+    A line opening an object with no NUL byte after it is one json.loads
+    reads as UTF-8 (surrogates allowed); anything else goes to json.loads.
+    """
+    if line[:1] == b"{" and line[1:2] != b"\x00":
+        return _decode(line.decode("utf-8", "surrogatepass"))
+    return json.loads(line)
 
 
 @implementer(IPushProducer)
@@ -115,7 +127,7 @@ class StratumProtocol(LineOnlyReceiver, TimeoutMixin):
         if not line:
             return
         try:
-            message = json.loads(line)
+            message = _parse(line)
         except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
             self._malformed(None, "invalid JSON")
             return
