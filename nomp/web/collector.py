@@ -162,8 +162,8 @@ class _PoolMemory:
         self.blocks: dict[tuple[str, str], BlockInfo] = {}  # (member, status) -> block
         self.payments: dict[str, PaymentInfo] = {}  # member -> payment
         self.newest_payment = "-inf"  # score of the newest payment read
-        # address -> its points: times and hashrates in arrays of C doubles (288
-        # points take 4.6 KB a miner, not the 32 KB of tuples), appended in
+        # address -> its points: times and hashrates in arrays of C doubles (a
+        # day of samples takes about 5 KiB a miner, not the 32 KiB of tuples), appended in
         # place, the live ones from ``first`` on. A view records where each
         # miner's points end, so what it shows never changes; points before
         # ``first`` are cut off only by replacing the arrays, never in place.
@@ -390,7 +390,7 @@ class StatsCollector(Service):
             return
         daemons = await network
         pools = [
-            dataclasses.replace(stats, network=info, miner_history=self._miner_history(stats))
+            dataclasses.replace(stats, network=info, miner_history=self._memory[stats.pool.name].view())
             for stats, info in zip(pools, daemons, strict=True)
         ]
         if self._redis_away and self._collected:
@@ -406,9 +406,6 @@ class StatsCollector(Service):
                 listener(self.snapshot)
             except Exception:
                 self.log.failure("Stats: a snapshot listener failed")
-
-    def _miner_history(self, stats: PoolStats) -> MinerHistory:
-        return self._memory[stats.pool.name].view()
 
     async def _read_network(self, pool: PoolConfig) -> tuple[DaemonInfo, ...]:
         """Each daemon's view of the network (getmininginfo); an error is shown, not raised."""
