@@ -17,7 +17,7 @@ the pool. The difference between the two is Twisted's own cost per message;
 the epoll figure is close to what the kernel's loopback TCP alone costs.
 
 Then the other half: the pool's own Python per share with no I/O at all.
-Submit lines go straight into a real StratumProtocol and StratumServer in
+Submit lines go straight into a real StratumProtocol and StratumPool in
 this process (on the test fakes: no sockets, no threads, no Redis, every
 hash a fixed share that is not a block), best of a few rounds.
 """

@@ -23,8 +23,8 @@ from nomp.store.keys import PoolKeys
 from nomp.store.recorder import ShareRecorder
 from nomp.store.redis import RedisService
 from nomp.store.service import RecorderService
-from nomp.stratum.server import StratumServer
 from nomp.stratum.service import StratumService
+from nomp.stratum.stratumpool import StratumPool
 from nomp.web.metrics import Metrics, MetricsService
 from nomp.web.service import WebService
 
@@ -82,13 +82,12 @@ def build_service(config: Config, reactor: Any, **root_options: Any) -> NompServ
     hashing = HashPoolService(reactor, config.settings.threads or os.cpu_count() or 1)
     hashing.setServiceParent(root)
     pools: dict[str, PoolService] = {}
-    servers: dict[str, StratumServer] = {}
+    servers: dict[str, StratumPool] = {}
     control_service(config.settings.control.listen, pools, reactor, servers).setServiceParent(root)
     metrics = Metrics()
     metrics.watch_hashing(hashing)
     for pool_config in config.pools:
         observer = metrics.daemon_observer(pool_config.name)
-        pool = PoolService(pool_config, reactor, root.fatal, rpc_observer=observer)
         recorder = ShareRecorder(
             PoolKeys.for_coin(pool_config.coin.name),
             redis.client,
@@ -97,9 +96,11 @@ def build_service(config: Config, reactor: Any, **root_options: Any) -> NompServ
             scheme=pool_config.payments.scheme,
             pplns_window=pool_config.payments.pplns_window,
         )
+        pool = PoolService(pool_config, reactor, root.fatal, recorder, rpc_observer=observer)
         RecorderService(recorder, reactor).setServiceParent(pool)
-        stratum = StratumServer(
+        stratum = StratumPool(
             pool_config,
+            pool,
             pool,
             hashing,
             recorder,
@@ -109,7 +110,7 @@ def build_service(config: Config, reactor: Any, **root_options: Any) -> NompServ
         )
         instance_lease.add_listener(stratum.set_instance)
         servers[pool_config.name] = stratum
-        metrics.watch_pool(pool_config.name, stratum, recorder)
+        metrics.watch_pool(pool_config.name, stratum, recorder, pool)
         pool.add_job_listener(stratum.new_job)
         StratumService(stratum, pool_config.ports, reactor).setServiceParent(pool)
         if pool_config.payments.enabled:

@@ -9,6 +9,7 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.web.client import Agent, HTTPConnectionPool
 
+from nomp.candidate import BlockCandidate
 from nomp.chain.coinbase import CoinbaseLayout, PayoutPlan
 from nomp.chain.jobs import Job, JobRegistry
 from nomp.chain.template import BlockTemplate
@@ -16,6 +17,7 @@ from nomp.daemon import DaemonGroup, DaemonRPC
 from nomp.hashing import ALGORITHMS, JobHasher, ShareHash, ShareWork
 from nomp.payments.split import satoshis
 from nomp.pool.blocks import BlockOutcome, BlockSubmitter
+from nomp.stratum.sharerules import block_candidate
 from test.servers import RPC_PASSWORD, RPC_USER, RegtestPair
 
 LITECOIN_RULES = ("mweb", "segwit")
@@ -42,6 +44,11 @@ def solve(job: Job, extranonce: bytes, batch: int = 16) -> ShareHash:
             if result.pow_value <= template.target:
                 return result
         nonce += batch
+
+
+def candidate_of(job: Job, extranonce: bytes, header: bytes, worker: str = "test-worker") -> BlockCandidate:
+    """The block candidate the share pipeline would make of a solved header."""
+    return block_candidate(job, extranonce, header, worker, solo=False, now=0.0)
 
 
 async def mine_block(
@@ -75,7 +82,7 @@ async def mine_block(
         found = solve(dataclasses.replace(job, hasher=hasher), extranonce)
     else:
         found = solve(job, extranonce)
-    outcome = await BlockSubmitter(daemons).submit(job, extranonce, found.header)
+    outcome = await BlockSubmitter(daemons).submit(candidate_of(job, extranonce, found.header))
     return job, outcome
 
 

@@ -1,11 +1,12 @@
-"""In-memory fakes of the Stratum server's collaborators, and a harness that
-drives a real StratumServer over StringTransports on a task.Clock: no
+"""In-memory fakes of the Stratum side's collaborators, and a harness that
+drives a real StratumPool over StringTransports on a task.Clock: no
 sockets, no threads, no Redis, no daemon.
 
 The fakes are honest: InlineHashing runs the real C share check (only not
 in a thread), FakeRecorder behaves as ShareRecorder does towards its caller
 (RecorderFull from ``valid_share`` when full, invalid shares dropped
-silently), and FakePool hands out jobs from a real JobRegistry.
+silently), and FakePool hands out jobs from a real JobRegistry and takes
+the block candidates the share pipeline makes.
 """
 
 from __future__ import annotations
@@ -23,20 +24,20 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
+from nomp.candidate import BlockCandidate
 from nomp.chain.address import decode_address
 from nomp.chain.coinbase import CoinbaseLayout, PayoutPlan
-from nomp.chain.encoding import block_hash
 from nomp.chain.jobs import Job, JobRegistry
 from nomp.chain.template import BlockTemplate
 from nomp.config import PoolConfig, PortConfig, load_config
 from nomp.hashing import ALGORITHMS, JobHasher, ShareHash, ShareWork
 from nomp.hashing.pool import HashPoolService
-from nomp.pool.blocks import BlockOutcome
 from nomp.store.bans import BanStore
-from nomp.store.recorder import BlockRecord, RecorderFull, RecordsShares
-from nomp.stratum.protocol import StratumProtocol
-from nomp.stratum.server import StratumFactory, StratumServer
+from nomp.store.recorder import RecorderFull
+from nomp.stratum.pipeline import ShareRecords
+from nomp.stratum.protocol import StratumFactory, StratumProtocol
 from nomp.stratum.session import MinerSession
+from nomp.stratum.stratumpool import StratumPool
 from test.test_chain import template_reply
 from test.test_config_paths import SHIPPED_CONF
 
@@ -92,16 +93,6 @@ class InlineHashing:
         return defer.maybeDeferred(function, *args)
 
 
-@dataclass(frozen=True, slots=True)
-class SettledBlock:
-    """One ``block_settled`` call."""
-
-    record: BlockRecord
-    accepted: bool
-    block_hash: str
-    txid: str | None
-
-
 class FakeRecorder:
     """RecordsShares in lists. ``full = True`` makes ``valid_share`` raise
     RecorderFull and drops invalid shares, as ShareRecorder does when its
@@ -112,8 +103,6 @@ class FakeRecorder:
         self.full = False
         self.valid: list[tuple[str, float]] = []  # (worker, difficulty)
         self.invalid: list[tuple[str, float]] = []
-        self.found: list[BlockRecord] = []
-        self.settled: list[SettledBlock] = []
 
     def valid_share(self, worker: str, difficulty: float, solo: bool = False) -> None:
         if self.full:
@@ -124,50 +113,46 @@ class FakeRecorder:
         if not self.full:
             self.invalid.append((worker, difficulty))
 
-    def block_found(
-        self, worker: str, height: int, reward: int, solo: bool = False, network_difficulty: float = 0.0
-    ) -> BlockRecord:
-        at = self._clock.seconds() if self._clock is not None else 0.0
-        record = BlockRecord(worker, at, height, reward, solo, network_difficulty)
-        self.found.append(record)
-        return record
-
-    def block_settled(self, record: BlockRecord, accepted: bool, block_hash: str, txid: str | None) -> None:
-        record.settled = True
-        self.settled.append(SettledBlock(record, accepted, block_hash, txid))
-
-
-@dataclass(frozen=True, slots=True)
-class SubmittedBlock:
-    """One ``submit_block`` call."""
-
-    job: Job
-    extranonce: bytes
-    header: bytes
-
 
 class FakePool:
-    """The JobSource the Stratum server reads jobs from and submits blocks to.
-
-    ``submit_block`` answers ``outcome`` if set, else an accepted block with
-    the header's real hash; ``error`` makes it raise instead.
-    """
-
-    COINBASE_TXID = "cb" * 32
+    """The pool as the Stratum side sees it: jobs from a real JobRegistry,
+    and the block candidates the share pipeline hands on (in ``found``)."""
 
     def __init__(self, registry: JobRegistry | None) -> None:
         self.registry = registry
-        self.submitted: list[SubmittedBlock] = []
-        self.outcome: BlockOutcome | None = None
-        self.error: Exception | None = None
+        self.found: list[BlockCandidate] = []
 
-    async def submit_block(self, job: Job, extranonce: bytes, header: bytes) -> BlockOutcome:
-        self.submitted.append(SubmittedBlock(job, extranonce, header))
-        if self.error is not None:
-            raise self.error
-        if self.outcome is not None:
-            return self.outcome
-        return BlockOutcome(block_hash(header), job.template.height, (), True, self.COINBASE_TXID)
+    def found_block(self, candidate: BlockCandidate) -> None:
+        self.found.append(candidate)
+
+
+class FakeBlockRecords:
+    """The pool's block records in lists (PoolService's BlockRecords).
+
+    A candidate is durable at once unless ``durable`` is False (Redis away);
+    ``unsettled`` is what ``unsettled_candidates`` answers.
+    """
+
+    def __init__(self) -> None:
+        self.durable = True
+        self.found: list[BlockCandidate] = []
+        self.settled: list[tuple[str, bool]] = []
+        self.unsettled: list[BlockCandidate] = []
+        self.flushes = 0
+
+    def block_found(self, candidate: BlockCandidate, timeout: float = 1.0) -> defer.Deferred[bool]:
+        self.found.append(candidate)
+        return defer.succeed(self.durable)
+
+    def block_settled(self, block_hash: str, accepted: bool) -> None:
+        self.settled.append((block_hash, accepted))
+
+    async def unsettled_candidates(self) -> list[BlockCandidate]:
+        return list(self.unsettled)
+
+    def flush(self) -> defer.Deferred[None]:
+        self.flushes += 1
+        return defer.succeed(None)
 
 
 def registry_for(config: PoolConfig) -> JobRegistry:
@@ -176,7 +161,7 @@ def registry_for(config: PoolConfig) -> JobRegistry:
     layout = CoinbaseLayout(
         tx_version=config.coin.transactions.version, signature=config.pool_signature.encode()
     )
-    return JobRegistry(ALGORITHMS[config.coin.algorithm], PayoutPlan(script), layout)
+    return JobRegistry(config.coin.algorithm, PayoutPlan(script), layout)
 
 
 class RecordingTransport(StringTransport):
@@ -272,21 +257,24 @@ def build_server(
     config: PoolConfig,
     clock: task.Clock,
     pool: FakePool | None = None,
-    recorder: RecordsShares | None = None,
+    recorder: ShareRecords | None = None,
     hashing: InlineHashing | None = None,
     ban_store: BanStore | None = None,
-) -> tuple[StratumServer, Connect]:
-    """A StratumServer on fakes, and ``connect(port=None)`` that opens a new
+) -> tuple[StratumPool, Connect]:
+    """A StratumPool on fakes, and ``connect(port=None)`` that opens a new
     miner connection on one of the pool's ports (the first by default).
     Connections on the same port share its factory, as on a real listener.
     ``recorder`` may be a real ShareRecorder, for shares that reach Redis."""
-    server = StratumServer(
+    pool = pool if pool is not None else FakePool(registry_for(config))
+    server = StratumPool(
         config,
-        pool if pool is not None else FakePool(registry_for(config)),
+        pool,
+        pool,
         cast(HashPoolService, hashing if hashing is not None else InlineHashing()),
         recorder if recorder is not None else FakeRecorder(clock),
         clock,
         ban_store,
+        wall_clock=clock.seconds,
     )
     factories: dict[PortConfig, StratumFactory] = {}
 
@@ -294,7 +282,7 @@ def build_server(
         port = port if port is not None else config.ports[0]
         factory = factories.get(port)
         if factory is None:
-            factory = factories[port] = StratumFactory(server, port)
+            factory = factories[port] = server.factory(port)
         # Without an ip the connection has no address: bans and limits pass it by.
         peer = None if ip is None else (IPv6Address if ":" in ip else IPv4Address)("TCP", ip, 40000)
         protocol = factory.buildProtocol(peer)
@@ -308,7 +296,7 @@ def build_server(
 
 
 class StratumHarness:
-    """A StratumServer with all its fakes at hand."""
+    """A StratumPool with all its fakes at hand."""
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""A real StratumServer listening on a loopback port of the real reactor,
+"""A real StratumPool listening on a loopback port of the real reactor,
 on the in-memory fakes of test.fakes (no daemon, no Redis): for tests of
 what real sockets do to the pool (TLS, miners that stop reading, peers
 that trickle bytes). The reactor is the server's clock, so idle timeouts
@@ -16,7 +16,8 @@ from nomp.chain.jobs import Job
 from nomp.chain.template import BlockTemplate
 from nomp.config import PoolConfig, PortConfig
 from nomp.hashing.pool import HashPoolService
-from nomp.stratum.server import StratumFactory, StratumServer
+from nomp.stratum.protocol import StratumProtocol
+from nomp.stratum.stratumpool import StratumPool
 from test.fakes import FakePool, FakeRecorder, InlineHashing, registry_for
 from test.test_chain import template_reply
 
@@ -51,7 +52,7 @@ def now_template(sequence: int, transactions: int = 2) -> BlockTemplate:
 
 
 class LiveStratum:
-    """A StratumServer with its fakes at hand, listening once ``listen`` returned."""
+    """A StratumPool with its fakes at hand, listening once ``listen`` returned."""
 
     def __init__(self, config: PoolConfig) -> None:
         self.config = config
@@ -59,8 +60,8 @@ class LiveStratum:
         self.pool = FakePool(self.registry)
         self.recorder = FakeRecorder()
         self.hashing = InlineHashing()
-        self.server = StratumServer(
-            config, self.pool, cast(HashPoolService, self.hashing), self.recorder, reactor
+        self.server = StratumPool(
+            config, self.pool, self.pool, cast(HashPoolService, self.hashing), self.recorder, reactor
         )
         self._listening: list[IListeningPort] = []
 
@@ -69,7 +70,7 @@ class LiveStratum:
     ) -> int:
         """Listen on ``endpoint`` (a Twisted server endpoint string) for the
         pool's port ``port`` (its first by default); the port number."""
-        factory = StratumFactory(self.server, port if port is not None else self.config.ports[0])
+        factory = self.server.factory(port if port is not None else self.config.ports[0])
         listening: Any = await serverFromString(reactor, endpoint).listen(factory)
         self._listening.append(listening)
         return int(listening.getHost().port)
@@ -82,11 +83,15 @@ class LiveStratum:
         self.server.new_job(job)
         return job
 
+    def protocols(self) -> list[StratumProtocol]:
+        """The open connections, as the protocol objects they are."""
+        return [cast(StratumProtocol, c) for c in self.server.connections]
+
     async def stop(self) -> None:
         """Stop listening and drop every connection still open."""
         for listening in self._listening:
             stopped = listening.stopListening()
             if stopped is not None:
                 await stopped
-        for protocol in list(self.server.connections):
+        for protocol in self.protocols():
             protocol._tcp.abortConnection()

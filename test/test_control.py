@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,15 @@ from nomp import cli
 from nomp.config import load_config
 from nomp.control.service import ControlProtocol, control_service
 from nomp.pool.service import PoolService
-from nomp.stratum.server import StratumFactory
 from nomp.stratum.targets import MinerTarget, TargetError, parse_target
-from test.fakes import Connection, RecordingTransport, StratumHarness, mainnet_template, pool_config
+from test.fakes import (
+    Connection,
+    FakeBlockRecords,
+    RecordingTransport,
+    StratumHarness,
+    mainnet_template,
+    pool_config,
+)
 from test.servers import free_port
 from test.test_config_paths import SHIPPED_CONF
 from test.test_stratum_protocol import NOW, PORTS
@@ -32,7 +39,7 @@ class RecordingPool(PoolService):
 
     def __init__(self, name: str = "litecoin") -> None:
         config = dataclasses.replace(load_config(SHIPPED_CONF).pools[0], name=name)
-        super().__init__(config, reactor, lambda message: None)
+        super().__init__(config, reactor, lambda message: None, FakeBlockRecords())
         self.notified: list[str | None] = []
 
     def block_notify(self, block_hash: str | None = None) -> defer.Deferred[None]:
@@ -179,7 +186,7 @@ class NompCliTests(TestCase):
 
 
 class MinerPool:
-    """A StratumServer (pool "litecoin", any usernames) with miners from known
+    """A StratumPool (pool "litecoin", any usernames) with miners from known
     addresses: alice's two rigs on 10.0.0.1, bob on 10.0.0.2, carol on IPv6."""
 
     def __init__(self, **changes: Any) -> None:
@@ -197,7 +204,7 @@ class MinerPool:
     def connect(self, ip: str, port: int, worker: str) -> Connection:
         """A miner from ``ip``:``port`` that subscribed and authorized ``worker`` (messages read)."""
         address = (IPv6Address if ":" in ip else IPv4Address)("TCP", ip, port)
-        protocol = StratumFactory(self.server, PORTS[0]).buildProtocol(address)
+        protocol = self.server.factory(PORTS[0]).buildProtocol(address)
         assert protocol is not None
         transport = RecordingTransport(peerAddress=address)
         protocol.makeConnection(transport)
@@ -400,7 +407,7 @@ class BanCommandTests(ControlCase):
         )
         self.assertEqual(self.send("unban litecoin 10.0.0.1"), "ok litecoin: 10.0.0.1 unbanned")
         self.assertEqual(self.send("unban litecoin 10.0.0.1"), "ok litecoin: 10.0.0.1 was not banned")
-        self.assertEqual([b.ip for b in self.server.list_bans()], ["2001:db8::5"])
+        self.assertEqual([b.ip for b in self.server.bans.list()], ["2001:db8::5"])
         self.assertEqual(
             self.send("ban litecoin 10.0.0.2 scraping"), "ok litecoin: 10.0.0.2 banned for 600 s: scraping"
         )
@@ -425,12 +432,12 @@ class BanCommandTests(ControlCase):
         }
         for line, answer in cases.items():
             self.assertEqual(self.send(line), answer, line)
-        self.assertEqual(self.server.list_bans(), ())
+        self.assertEqual(self.server.bans.list(), ())
         self.assertFalse(any(m.closing for m in self.pool.miners))
 
     def test_whitelisted(self) -> None:
         """A whitelisted IP is not banned, and the answer says so."""
-        banning = dataclasses.replace(pool_config().banning, whitelist=("10.0.0.0/24",))
+        banning = dataclasses.replace(pool_config().banning, whitelist=(ip_network("10.0.0.0/24"),))
         self.protocol = ControlProtocol({}, {"litecoin": MinerPool(banning=banning).server})
         self.protocol.makeConnection(self.transport)
         self.assertEqual(

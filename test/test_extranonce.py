@@ -1,6 +1,6 @@
 """extranonce1 values: the instance byte, mining.set_extranonce, shares of
 jobs sent before a change, re-partitioning and subscribes that wait for
-the instance byte. Real StratumServer over StringTransports on a task.Clock."""
+the instance byte. Real StratumPool over StringTransports on a task.Clock."""
 
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ class _ExtranonceCase(SynchronousTestCase):
 
 
 class SetExtranonceTests(_ExtranonceCase):
-    """StratumServer.set_extranonce."""
+    """Subscriptions.set_extranonce."""
 
     def test_new_value_then_clean_job(self) -> None:
         """An extranonce-subscribed miner gets mining.set_extranonce with a new value and size 4,
@@ -99,7 +99,7 @@ class SetExtranonceTests(_ExtranonceCase):
         miner = self.miner()
         old = miner.session.extranonce1
         assert old is not None
-        self.assertTrue(self.server.set_extranonce(miner.protocol))
+        self.assertTrue(self.server.subscriptions.set_extranonce(miner.protocol))
         set_extranonce, notify = miner.read()
         new = miner.session.extranonce1
         assert new is not None
@@ -111,7 +111,7 @@ class SetExtranonceTests(_ExtranonceCase):
         self.assertEqual(
             (notify["method"], notify["params"]), ("mining.notify", self.job.notify_params(True))
         )
-        used = self.server.extranonces._used
+        used = self.server.subscriptions.extranonces._used
         self.assertIn(int.from_bytes(new, "big"), used)
         self.assertNotIn(int.from_bytes(old, "big"), used)
 
@@ -122,7 +122,7 @@ class SetExtranonceTests(_ExtranonceCase):
         fresh = self.harness.connect()
         fresh.request("mining.extranonce.subscribe")
         for connection in (plain, fresh):
-            self.assertFalse(self.server.set_extranonce(connection.protocol))
+            self.assertFalse(self.server.subscriptions.set_extranonce(connection.protocol))
             self.assertEqual(connection.read(), [])
         self.assertEqual(plain.session.extranonce1, before)
         self.assertIsNone(fresh.session.extranonce1)
@@ -131,12 +131,12 @@ class SetExtranonceTests(_ExtranonceCase):
         """subscribe-extranonce in mining.configure counts as mining.extranonce.subscribe."""
         miner = self.harness.miner(WORKER)
         miner.request("mining.configure", [["subscribe-extranonce"], {}])
-        self.assertTrue(self.server.set_extranonce(miner.protocol))
+        self.assertTrue(self.server.subscriptions.set_extranonce(miner.protocol))
 
     def test_share_made_with_the_new_value(self) -> None:
         """A share of the job sent after the change, made with the new value, is accepted."""
         miner = self.miner()
-        self.server.set_extranonce(miner.protocol)
+        self.server.subscriptions.set_extranonce(miner.protocol)
         miner.read()
         new = miner.session.extranonce1
         assert new is not None
@@ -149,7 +149,7 @@ class SetExtranonceTests(_ExtranonceCase):
         miner = self.miner()
         old = miner.session.extranonce1
         assert old is not None
-        self.server.set_extranonce(miner.protocol)
+        self.server.subscriptions.set_extranonce(miner.protocol)
         miner.read()
         new = miner.session.extranonce1
         assert new is not None
@@ -161,7 +161,7 @@ class SetExtranonceTests(_ExtranonceCase):
         self.assertEqual(self.harness.hashing.checked[-1].extranonce, old + EXTRANONCE2)
         self.assertEqual((len(self.recorder.valid), self.recorder.invalid), (1, []))
         self.assertEqual((miner.session.valid_shares, miner.session.invalid_shares), (1, 0))
-        self.assertEqual(self.server.in_flight, 0)
+        self.assertEqual(self.server.pipeline.in_flight, 0)
         # The same share again is a duplicate, whichever value it was made with.
         self.assertEqual(miner.submit(params)[0]["error"][0], 22)
 
@@ -170,7 +170,7 @@ class SetExtranonceTests(_ExtranonceCase):
         miner = self.miner()
         old = miner.session.extranonce1
         assert old is not None
-        self.server.set_extranonce(miner.protocol)
+        self.server.subscriptions.set_extranonce(miner.protocol)
         miner.read()
         new = miner.session.extranonce1
         assert new is not None
@@ -184,14 +184,14 @@ class SetExtranonceTests(_ExtranonceCase):
         self.assertEqual(reply["error"][0], 23)
         self.assertEqual(len(self.recorder.invalid), 1)
         self.assertEqual(miner.session.invalid_shares, 1)
-        self.assertEqual(self.server.in_flight, 0)
+        self.assertEqual(self.server.pipeline.in_flight, 0)
 
     def test_job_sent_after_the_change_only_takes_the_new_value(self) -> None:
         """A job first sent after the change is checked with the new value alone: one hash."""
         miner = self.miner()
         old = miner.session.extranonce1
         assert old is not None
-        self.server.set_extranonce(miner.protocol)
+        self.server.subscriptions.set_extranonce(miner.protocol)
         new = miner.session.extranonce1
         assert new is not None
         later = self.harness.new_job(mainnet_template(), force=True)
@@ -203,7 +203,7 @@ class SetExtranonceTests(_ExtranonceCase):
 
 
 class InstanceTests(_ExtranonceCase):
-    """StratumServer.set_instance: re-partitioning, and subscribes that wait for a byte."""
+    """StratumPool.set_instance: re-partitioning, and subscribes that wait for a byte."""
 
     def test_new_byte_repartitions(self) -> None:
         """Another byte: extranonce-subscribed miners get a value with it and a clean job; the others
@@ -222,7 +222,7 @@ class InstanceTests(_ExtranonceCase):
         self.assertTrue(plain.closing)
         self.assertIsNone(plain.session.extranonce1)
         self.assertEqual((idle.read(), idle.closing), ([], False))
-        self.assertEqual(self.server.extranonces._used, {int.from_bytes(new, "big")})
+        self.assertEqual(self.server.subscriptions.extranonces._used, {int.from_bytes(new, "big")})
         # New miners get the new byte too.
         self.assertEqual(self.harness.connect().subscribe()[0], 7)
 
@@ -230,7 +230,7 @@ class InstanceTests(_ExtranonceCase):
         """The byte lost for a while and held again: live miners keep their values, nothing is sent."""
         miner = self.miner()
         before = miner.session.extranonce1
-        byte = self.server.extranonces.instance
+        byte = self.server.subscriptions.extranonces.instance
         self.server.set_instance(None)
         self.server.set_instance(byte)
         self.assertEqual((miner.read(), miner.session.extranonce1), ([], before))
@@ -265,5 +265,5 @@ class InstanceTests(_ExtranonceCase):
         """While no byte is held, set_extranonce gives nothing (no value can be handed out)."""
         miner = self.miner()
         self.server.set_instance(None)
-        self.assertFalse(self.server.set_extranonce(miner.protocol))
+        self.assertFalse(self.server.subscriptions.set_extranonce(miner.protocol))
         self.assertEqual(miner.read(), [])

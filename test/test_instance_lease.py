@@ -22,7 +22,7 @@ from nomp.store.instance import INSTANCES, InstanceLeaseService
 from nomp.store.keys import InstanceKeys
 from nomp.store.recorder import ScriptRunner
 from nomp.store.redis import RedisService
-from nomp.stratum.server import StratumServer
+from nomp.stratum.stratumpool import StratumPool
 from nomp.tap import build_service
 from test.fakes import StratumHarness, mainnet_template, pool_config
 from test.servers import RedisServer, shared_redis
@@ -279,9 +279,9 @@ class StartTests(LeaseTestCase):
 
 class WiringTests(SynchronousTestCase):
     """build_service: the lease service sits between Redis and the pools, and
-    every pool's StratumServer hears from it and is known to the control port."""
+    every pool's StratumPool hears from it and is known to the control port."""
 
-    def tree(self, instance: int | None) -> tuple[InstanceLeaseService, StratumServer]:
+    def tree(self, instance: int | None) -> tuple[InstanceLeaseService, StratumPool]:
         config = load_config(SHIPPED_CONF)
         config = dataclasses.replace(config, settings=dataclasses.replace(config.settings, instance=instance))
         root = build_service(config, reactor, exit_with=lambda status: None, shutdown=lambda: None)
@@ -300,9 +300,9 @@ class WiringTests(SynchronousTestCase):
         """Without instance in config.yaml, subscribes wait for the lease."""
         lease, stratum = self.tree(None)
         self.assertIsNone(lease.instance)
-        self.assertIsNone(stratum.extranonces.instance)
+        self.assertIsNone(stratum.subscriptions.extranonces.instance)
 
     def test_configured(self) -> None:
         """With instance in config.yaml, the pools use it from the start."""
         lease, stratum = self.tree(9)
-        self.assertEqual((lease.instance, stratum.extranonces.instance), (9, 9))
+        self.assertEqual((lease.instance, stratum.subscriptions.extranonces.instance), (9, 9))

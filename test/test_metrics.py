@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +23,6 @@ from nomp.daemon.errors import DaemonError
 from nomp.hashing import ALGORITHMS, ShareWork
 from nomp.hashing.pool import HashPoolService
 from nomp.payments.service import wallet_rpc
-from nomp.pool.blocks import BlockOutcome
 from nomp.pool.service import PoolService
 from nomp.store.keys import PoolKeys, WebKeys
 from nomp.store.recorder import ScriptRunner, ShareRecorder
@@ -34,6 +34,7 @@ from test.fakedaemon import FakeDaemon, FakeRPCError
 from test.fakes import (
     REGTEST_ADDRESS,
     Connection,
+    FakeBlockRecords,
     FakePool,
     InlineHashing,
     StratumHarness,
@@ -42,7 +43,6 @@ from test.fakes import (
     mainnet_template,
     pool_config,
     registry_for,
-    regtest_template,
     submit_params,
 )
 from test.servers import shared_redis
@@ -126,6 +126,14 @@ def shares_by_result(samples: Samples, pool: str) -> dict[str, float]:
     }
 
 
+class PoolCounts:
+    """A PoolService's counters, as the metrics read them."""
+
+    def __init__(self) -> None:
+        self.blocks: Counter[str] = Counter()
+        self.job_failures: Counter[str] = Counter()
+
+
 class NothingBuffered:
     """The recorder of a pool whose records are all written."""
 
@@ -133,7 +141,7 @@ class NothingBuffered:
 
 
 class StratumMetricsTests(SynchronousTestCase):
-    """Shares, connections and blocks, counted by a real StratumServer on fakes."""
+    """Shares, connections and blocks, counted by a real StratumPool on fakes."""
 
     def setUp(self) -> None:
         self.clock = task.Clock()
@@ -141,7 +149,8 @@ class StratumMetricsTests(SynchronousTestCase):
         self.harness = StratumHarness(pool_config(name="ltc", ports=(PLAIN_PORT, HIGH_PORT)), self.clock)
         self.harness.new_job(mainnet_template())
         self.metrics = Metrics()
-        self.metrics.watch_pool("ltc", self.harness.server, NothingBuffered())
+        self.counters = PoolCounts()
+        self.metrics.watch_pool("ltc", self.harness.server, NothingBuffered(), self.counters)
 
     def miner(self, port: PortConfig = PLAIN_PORT, ip: str | None = None) -> Miner:
         return Miner(self.harness.miner(WORKER, port, ip), self.harness.pool)
@@ -198,7 +207,7 @@ class StratumMetricsTests(SynchronousTestCase):
         plain = [self.harness.connect(PLAIN_PORT) for _ in range(3)]
         self.harness.connect(HIGH_PORT)
         plain[0].lose()
-        self.harness.server.ban_ip("192.0.2.7", 600, "test")
+        self.harness.server.bans.ban("192.0.2.7", 600, "test")
         with self.assertRaises(ConnectionRefusedError):
             self.harness.connect(PLAIN_PORT, ip="192.0.2.7")
         samples = scrape(self.metrics)
@@ -208,43 +217,22 @@ class StratumMetricsTests(SynchronousTestCase):
         self.assertEqual(value(samples, refused, pool="ltc", reason="banned"), 1)
         self.assertEqual(value(samples, refused, pool="ltc", reason="too_many_from_ip"), 0)
 
-    def test_blocks_by_answer(self) -> None:
-        """Block candidates count by what the daemons made of them."""
-        self.harness.new_job(regtest_template(), force=True)
-        miner = self.miner()
-        pool = self.harness.pool
-        registry = pool.registry
-        assert registry is not None and registry.current is not None
-        block_target = registry.current.template.target
-
-        def block() -> None:
-            extranonce1 = miner.connection.session.extranonce1
-            assert extranonce1 is not None and registry.current is not None
-            nonce = find_nonce(
-                registry.current,
-                extranonce1 + EXTRANONCE2,
-                lambda v: v <= block_target,
-                start=miner._next_nonce,
-            )
-            miner._next_nonce = nonce + 1
-            self.assertIs(
-                miner.submit(submit_params(WORKER, registry.current, EXTRANONCE2, nonce))["result"], True
-            )
-
-        block()  # accepted: FakePool's default answer
-        pool.outcome = BlockOutcome("00" * 32, 1, (), False, None)
-        block()
-        pool.outcome = None
-        pool.error = DaemonError(URL, "submitblock", "no answer")
-        block()
-        self.flushLoggedErrors(DaemonError)
+    def test_blocks_and_job_failures(self) -> None:
+        """Block candidates by what the daemons made of them, and refreshes that made no job,
+        as the pool counts them."""
+        self.counters.blocks.update({"accepted": 2, "error": 1})
+        self.counters.job_failures["job"] += 3
         samples = scrape(self.metrics)
         found = "nomp_blocks_found_total"
         self.assertEqual(
             [value(samples, found, pool="ltc", result=r) for r in ("accepted", "rejected", "error")],
-            [1, 1, 1],
+            [2, 0, 1],
         )
-        self.assertEqual(len(pool.submitted), 3)
+        failures = "nomp_pool_job_failures_total"
+        self.assertEqual(
+            [value(samples, failures, pool="ltc", kind=k) for k in ("daemon", "template", "job")],
+            [0, 0, 3],
+        )
 
 
 class SlowLink:
@@ -332,7 +320,9 @@ class DaemonMetricsTests(SynchronousTestCase):
             calls.append((url, method, error))
 
         fatal: list[str] = []
-        service = PoolService(pool_config(), self.clock, fatal.append, http=self.stub, rpc_observer=observe)
+        service = PoolService(
+            pool_config(), self.clock, fatal.append, FakeBlockRecords(), http=self.stub, rpc_observer=observe
+        )
         service.startService()
         self.stub.flush()
         service.stopService()
@@ -490,7 +480,7 @@ class ServedMetricsTests(TestCase):
         assert job is not None
         self.stratum.new_job(job)
         self.metrics = Metrics()
-        self.metrics.watch_pool("ltc", self.stratum, self.recorder)
+        self.metrics.watch_pool("ltc", self.stratum, self.recorder, PoolCounts())
         self.metrics.watch_hashing(HashPoolService(reactor, 2))
 
     def setUp(self) -> Any:

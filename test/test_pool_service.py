@@ -12,7 +12,8 @@ from twisted.trial.unittest import TestCase
 from nomp.chain.jobs import Job
 from nomp.config import DaemonConfig, PoolConfig, RecipientConfig, load_config
 from nomp.pool.service import PoolService
-from test.chainhelpers import solve
+from test.chainhelpers import candidate_of, solve
+from test.fakes import FakeBlockRecords
 from test.servers import RPC_PASSWORD, RPC_USER, RegtestPair, shared_regtest
 from test.test_config_paths import SHIPPED_CONF
 from test.waiting import until
@@ -40,9 +41,10 @@ class PoolServiceTests(TestCase):
         self.pair = shared_regtest("service")
         self.jobs: list[Job] = []
         self.fatal: list[str] = []
+        self.blocks = FakeBlockRecords()
 
     async def start(self, pool: PoolConfig) -> PoolService:
-        service = PoolService(pool, reactor, self.fatal.append)
+        service = PoolService(pool, reactor, self.fatal.append, self.blocks)
         service.add_job_listener(self.jobs.append)
         service.startService()
         self.addCleanup(service.stopService)
@@ -75,11 +77,16 @@ class PoolServiceTests(TestCase):
         service = await self.start(pool_for(self.pair))
         job = self.jobs[-1]
         extranonce = bytes.fromhex("0102030405060708")
-        found = solve(job, extranonce)
-        outcome = await service.submit_block(job, extranonce, found.header)
-        self.assertTrue(outcome.accepted, outcome.reason)
-        self.assertEqual(self.pair.miner.rpc("getbestblockhash"), outcome.block_hash)
-        self.assertEqual(outcome.coinbase_txid, self.pair.miner.rpc("getblock", outcome.block_hash)["tx"][0])
+        candidate = candidate_of(job, extranonce, solve(job, extranonce).header)
+        service.found_block(candidate)
+        await until(lambda: self.blocks.settled)
+        self.assertEqual(self.blocks.found, [candidate])
+        self.assertEqual(self.blocks.settled, [(candidate.block_hash, True)])
+        self.assertEqual(service.blocks["accepted"], 1)
+        self.assertEqual(self.pair.miner.rpc("getbestblockhash"), candidate.block_hash)
+        self.assertEqual(
+            candidate.coinbase_txid, self.pair.miner.rpc("getblock", candidate.block_hash)["tx"][0]
+        )
         await until(lambda: self.jobs[-1].template.height == job.template.height + 1)
         self.assertTrue(self.jobs[-1].clean)
 
@@ -124,7 +131,9 @@ class PoolServiceTests(TestCase):
         """A pool waiting for an unreachable daemon stops cleanly."""
         pool = pool_for(self.pair)
         dead = DaemonConfig(url="http://127.0.0.1:1", user="x", password="y", timeout=1)
-        service = PoolService(dataclasses.replace(pool, daemons=(dead,)), reactor, self.fatal.append)
+        service = PoolService(
+            dataclasses.replace(pool, daemons=(dead,)), reactor, self.fatal.append, self.blocks
+        )
         service.startService()
         await task.deferLater(reactor, 0.2)
         await defer.maybeDeferred(service.stopService)

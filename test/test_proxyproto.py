@@ -48,7 +48,7 @@ from nomp.stratum.proxyproto import (
     ProxyProtocolFactory,
     parse_proxy_header,
 )
-from nomp.stratum.server import StratumFactory, StratumServer
+from nomp.stratum.stratumpool import StratumPool
 from test.fakes import FakePool, FakeRecorder, InlineHashing, pool_config, registry_for
 
 IP4 = ipaddress.IPv4Address
@@ -789,19 +789,21 @@ class StratumThroughProxyTests(unittest.SynchronousTestCase):
         """The Stratum connection records the miner's address and answers through the wrapper."""
         clock = task.Clock()
         config = pool_config()
-        server = StratumServer(
+        pool = FakePool(registry_for(config))
+        server = StratumPool(
             config,
-            FakePool(registry_for(config)),
+            pool,
+            pool,
             cast(HashPoolService, InlineHashing()),
             FakeRecorder(clock),
             clock,
         )
-        factory = ProxyProtocolFactory(StratumFactory(server, config.ports[0]), TRUSTED, clock)
+        factory = ProxyProtocolFactory(server.factory(config.ports[0]), TRUSTED, clock)
         receiver = factory.buildProtocol(PROXY_PEER)
         assert receiver is not None
         transport = StringTransport(hostAddress=POOL_HOST, peerAddress=PROXY_PEER)
         receiver.makeConnection(transport)
-        self.assertEqual(server.connections, set())
+        self.assertEqual(set(server.connections), set())
         receiver.dataReceived(TCP4_LINE + LINE)
         (stratum,) = server.connections
         self.assertEqual(stratum.peer, "203.0.113.7")
@@ -810,7 +812,7 @@ class StratumThroughProxyTests(unittest.SynchronousTestCase):
         self.assertEqual(reply["id"], 1)
         self.assertIsNone(reply["error"])
         receiver.connectionLost(Failure(ConnectionDone()))
-        self.assertEqual(server.connections, set())
+        self.assertEqual(set(server.connections), set())
 
 
 @implementer(IPushProducer)

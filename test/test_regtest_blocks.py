@@ -22,6 +22,7 @@ from nomp.payments.split import satoshis
 from nomp.pool.blocks import BlockSubmitter
 from test.chainhelpers import (
     LITECOIN_RULES,
+    candidate_of,
     coinbase_outputs,
     connect,
     mine_block,
@@ -191,7 +192,7 @@ class SubmitAnswerTests(TestCase):
         self.assertTrue(first.accepted)
         extranonce = bytes.fromhex("f000000ff111111f")
         header = bytes.fromhex(self.pair.miner.rpc("getblockheader", first.block_hash, False))
-        again = await BlockSubmitter(daemons).submit(job, extranonce, header)
+        again = await BlockSubmitter(daemons).submit(candidate_of(job, extranonce, header))
         self.assertEqual((again.accepted, again.reason), (False, "duplicate"))
 
     async def test_inconclusive(self) -> None:
@@ -204,7 +205,9 @@ class SubmitAnswerTests(TestCase):
         assert job is not None
         self.pair.generate(1)  # someone else's block at the same height
         extranonce = bytes(8)
-        outcome = await BlockSubmitter(daemons).submit(job, extranonce, solve(job, extranonce).header)
+        outcome = await BlockSubmitter(daemons).submit(
+            candidate_of(job, extranonce, solve(job, extranonce).header)
+        )
         self.assertEqual((outcome.accepted, outcome.reason), (False, "inconclusive"))
 
     async def test_taproot_payout(self) -> None:

@@ -8,6 +8,7 @@ import dataclasses
 import os
 import struct
 from collections.abc import Callable
+from ipaddress import ip_network
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -62,7 +63,7 @@ class ConnectionLimitTests(TestCase):
         self.assertFalse(refused(pool, OTHER_MINER))
         first.lose()
         self.assertFalse(refused(pool, MINER))
-        self.assertEqual(pool.server.refused["too many connections from this address"], 1)
+        self.assertEqual(pool.server.bans.refused["too many connections from this address"], 1)
 
     def test_total_limit(self) -> None:
         """connections_total caps the pool's connections from all IPs."""
@@ -89,17 +90,17 @@ class ConnectionLimitTests(TestCase):
         self.assertTrue(refused(pool, MINER))
         for _ in range(100):
             connection.send(b"not json\n")
-        self.assertEqual((pool.server.list_bans(), connection.closing), ((), False))
+        self.assertEqual((pool.server.bans.list(), connection.closing), ((), False))
 
     def test_whitelist(self) -> None:
         """A whitelisted network is neither limited nor banned."""
-        pool = harness(connections_per_ip=1, whitelist=("198.51.100.0/24",))
+        pool = harness(connections_per_ip=1, whitelist=(ip_network("198.51.100.0/24"),))
         connection = pool.connect(ip=MINER)
         pool.connect(ip=MINER)
         for _ in range(100):
             connection.send(b"not json\n")
-        self.assertEqual(pool.server.list_bans(), ())
-        self.assertEqual(pool.server.ban_ip(MINER, None, "by hand"), None)
+        self.assertEqual(pool.server.bans.list(), ())
+        self.assertEqual(pool.server.bans.ban(MINER, None, "by hand"), None)
 
 
 class BanTests(TestCase):
@@ -115,7 +116,7 @@ class BanTests(TestCase):
         self.assertTrue(bad.closing and also_bad.closing)
         self.assertFalse(good.closing)
         self.assertTrue(refused(pool, MINER))
-        (ban,) = pool.server.list_bans()
+        (ban,) = pool.server.bans.list()
         self.assertEqual((ban.ip, ban.reason), (MINER, "more than 3 malformed messages in 60 s"))
 
     def test_failed_authorizations(self) -> None:
@@ -169,29 +170,29 @@ class BanTests(TestCase):
             miner.submit(
                 [REGTEST_ADDRESS, "nosuchjob", "00000000", f"{job.template.curtime:08x}", f"{nonce:08x}"]
             )
-        self.assertEqual((miner.closing, pool.server.list_bans()), (False, ()))
+        self.assertEqual((miner.closing, pool.server.bans.list()), (False, ()))
 
     def test_ban_lift_by_hand(self) -> None:
         """ban_ip closes the IP's connections; lift_ban lets it back; bad input is a ValueError."""
         pool = harness()
         connection = pool.connect(ip=MINER)
-        ban = pool.server.ban_ip("::ffff:" + MINER, 30.0, "by hand")
+        ban = pool.server.bans.ban("::ffff:" + MINER, 30.0, "by hand")
         assert ban is not None
         self.assertEqual((ban.ip, ban.reason, connection.closing), (MINER, "by hand", True))
         self.assertTrue(refused(pool, MINER))
-        self.assertTrue(pool.server.lift_ban(MINER))
-        self.assertFalse(pool.server.lift_ban(MINER))
+        self.assertTrue(pool.server.bans.lift(MINER))
+        self.assertFalse(pool.server.bans.lift(MINER))
         self.assertFalse(refused(pool, MINER))
-        self.assertRaises(ValueError, pool.server.ban_ip, "not-an-ip", None, "x")
-        self.assertRaises(ValueError, pool.server.lift_ban, "300.1.2.3")
-        self.assertRaises(ValueError, pool.server.ban_ip, MINER, 0.0, "x")
+        self.assertRaises(ValueError, pool.server.bans.ban, "not-an-ip", None, "x")
+        self.assertRaises(ValueError, pool.server.bans.lift, "300.1.2.3")
+        self.assertRaises(ValueError, pool.server.bans.ban, MINER, 0.0, "x")
 
     def test_unaddressed_connections_pass(self) -> None:
         """A connection without an IP (a UNIX socket) is neither limited nor judged."""
         pool = harness(connections_per_ip=0, malformed=RateLimitConfig(count=0, window=60.0))
         connection = pool.connect()
         connection.send(b"junk\n")
-        self.assertEqual((connection.closing, pool.server.list_bans()), (False, ()))
+        self.assertEqual((connection.closing, pool.server.bans.list()), (False, ()))
 
 
 class SharedBansTests(TestCase):
@@ -221,22 +222,22 @@ class SharedBansTests(TestCase):
         clock = task.Clock()
         clock.advance(1_700_000_000)
         first = self.process(redis.client, clock)
-        first.server.ban_ip(MINER, 300.0, "by hand")
-        assert first.server.shared_bans is not None
-        await first.server.shared_bans.flush()
+        first.server.bans.ban(MINER, 300.0, "by hand")
+        assert first.server.bans.shared is not None
+        await first.server.bans.shared.flush()
         self.assertEqual(self.redis_server.command("ZSCORE", self.keys.bans, MINER, db=DB), "1700000300")
 
         restarted = self.process(redis.client, clock)
         self.assertFalse(refused(restarted, MINER))  # before the first read
         early = restarted.connect(ip=MINER)
-        assert restarted.server.shared_bans is not None
-        await restarted.server.shared_bans.sync()
+        assert restarted.server.bans.shared is not None
+        await restarted.server.bans.shared.sync()
         self.assertTrue(early.closing)  # a banned miner that got in first is closed
         self.assertTrue(refused(restarted, MINER))
-        self.assertEqual(restarted.server.list_bans(), (Ban(MINER, 1_700_000_300.0, "by hand"),))
+        self.assertEqual(restarted.server.bans.list(), (Ban(MINER, 1_700_000_300.0, "by hand"),))
         clock.advance(300)
         self.assertFalse(refused(restarted, MINER))
-        await restarted.server.shared_bans.sync()  # ended bans leave Redis too
+        await restarted.server.bans.shared.sync()  # ended bans leave Redis too
         self.assertEqual(self.redis_server.command("ZCARD", self.keys.bans, db=DB), 0)
         self.assertEqual(self.redis_server.command("HLEN", self.keys.ban_reasons, db=DB), 0)
 
@@ -250,19 +251,19 @@ class SharedBansTests(TestCase):
         for _ in range(self.config.banning.malformed.count + 1):  # type: ignore[union-attr]
             bad.send(b"junk\n")
         self.assertTrue(bad.closing)
-        assert one.server.shared_bans is not None and two.server.shared_bans is not None
-        await one.server.shared_bans.flush()
+        assert one.server.bans.shared is not None and two.server.bans.shared is not None
+        await one.server.bans.shared.flush()
         self.assertFalse(elsewhere.closing)
-        await two.server.shared_bans.sync()
+        await two.server.bans.shared.sync()
         self.assertTrue(elsewhere.closing)
         self.assertTrue(refused(two, MINER))
-        (ban,) = two.server.list_bans()
+        (ban,) = two.server.bans.list()
         self.assertEqual(ban.reason, "more than 20 malformed messages in 60 s")
 
-        self.assertTrue(two.server.lift_ban(MINER))
-        await two.server.shared_bans.flush()
-        await one.server.shared_bans.sync()
-        self.assertEqual((one.server.list_bans(), refused(one, MINER)), ((), False))
+        self.assertTrue(two.server.bans.lift(MINER))
+        await two.server.bans.shared.flush()
+        await one.server.bans.shared.sync()
+        self.assertEqual((one.server.bans.list(), refused(one, MINER)), ((), False))
 
     async def test_redis_away(self) -> None:
         """A ban made with Redis away holds, survives a sync, and is written when Redis returns."""
@@ -270,10 +271,10 @@ class SharedBansTests(TestCase):
         clock = task.Clock()
         connected = [True]
         pool = self.process(lambda: redis.client() if connected[0] else None, clock)
-        shared = pool.server.shared_bans
+        shared = pool.server.bans.shared
         assert shared is not None
         connected[0] = False
-        pool.server.ban_ip(MINER, 60.0, "by hand")
+        pool.server.bans.ban(MINER, 60.0, "by hand")
         await shared.sync()
         self.assertEqual((shared.unsaved, refused(pool, MINER)), (1, True))
         connected[0] = True
@@ -287,7 +288,7 @@ class SharedBansTests(TestCase):
         redis = await self.redis()
         connected = [False]
         pool = self.process(lambda: redis.client() if connected[0] else None, task.Clock())
-        shared = pool.server.shared_bans
+        shared = pool.server.bans.shared
         assert shared is not None
         with capturedLogs() as logged:
             for _ in range(3):
@@ -349,7 +350,9 @@ class ProxyProtocolSessionTests(TestCase):
 
     async def listen(self) -> tuple[StratumHarness, int]:
         """A StratumService whose one port is configured for the PROXY protocol from 127.0.0.1."""
-        port_config = PortConfig(listen="tcp:0:interface=127.0.0.1", diff=1.0, proxy_protocol=("127.0.0.1",))
+        port_config = PortConfig(
+            listen="tcp:0:interface=127.0.0.1", diff=1.0, proxy_protocol=(ip_network("127.0.0.1"),)
+        )
         pool = StratumHarness(
             pool_config(
                 ports=(port_config,), banning=banning(malformed=RateLimitConfig(count=2, window=60.0))
@@ -383,7 +386,7 @@ class ProxyProtocolSessionTests(TestCase):
         for _ in range(3):
             junk.send(b"\x00garbage\n")
         await junk.lost
-        self.assertEqual([ban.ip for ban in pool.server.list_bans()], [MINER])  # not the proxy's 127.0.0.1
+        self.assertEqual([ban.ip for ban in pool.server.bans.list()], [MINER])  # not the proxy's 127.0.0.1
         self.assertIn(f'"error":[{OTHER},"invalid JSON"'.encode(), junk.received)
         again = await self.open(port, make_header(MINER, 50002))
         await again.lost  # refused once the header names it

@@ -959,7 +959,7 @@ class Arena:
         self.harness = StratumHarness(_config(usernames), self.clock)
         self.server = self.harness.server
         # A known first extranonce1, so the bystander's share is ground once.
-        self.server.extranonces = Extranonce1Allocator(random.Random(7))
+        self.server.subscriptions.extranonces = Extranonce1Allocator(random.Random(7))
         self.job = self.harness.new_job(_template())
         self.miner = self.harness.miner(WORKER)
         self.vardiff_miner = self.harness.miner(VARDIFF_WORKER, port=VARDIFF_PORT)
@@ -1027,8 +1027,8 @@ class Arena:
             )
         if self.attacker.transport.aborted:
             raise FuzzFailure(f"connection aborted (not closed) on {_shown(data)}")
-        if self.server.in_flight:
-            raise FuzzFailure(f"{self.server.in_flight} shares still in flight after {_shown(data)}")
+        if self.server.pipeline.in_flight:
+            raise FuzzFailure(f"{self.server.pipeline.in_flight} shares still in flight after {_shown(data)}")
         tally.replies = len(replies)
         tally.errors = sum(1 for r in replies if r["error"] is not None)
         tally.closes = int(closes)
@@ -1098,7 +1098,7 @@ class Arena:
                 raise FuzzFailure(f"bystander dropped from the server by {_shown(data)}")
         attacker_extranonce = self.attacker.session.extranonce1
         self.attacker.lose()
-        used = self.server.extranonces._used
+        used = self.server.subscriptions.extranonces._used
         for connection in self.bystanders:
             extranonce1 = connection.session.extranonce1
             if extranonce1 is not None and int.from_bytes(extranonce1, "big") not in used:

@@ -10,22 +10,19 @@ from typing import Any
 from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
 
-from nomp.chain.encoding import block_hash
+from nomp.candidate import BlockCandidate
+from nomp.chain.encoding import block_hash, txid
 from nomp.chain.jobs import Job
 from nomp.config import NetworkConfig, PortConfig, VardiffConfig
-from nomp.pool.blocks import BlockOutcome
 from nomp.stratum.extranonce import Extranonce1Allocator
+from nomp.stratum.methods import SUBSCRIPTION_ID
 from nomp.stratum.protocol import MAX_LINE, StratumProtocol
-from nomp.stratum.server import SUBSCRIPTION_ID
 from nomp.stratum.vardiff import tidy
 from test.fakes import (
     REGTEST_ADDRESS,
     SCRYPT,
     Connection,
-    FakePool,
-    SettledBlock,
     StratumHarness,
-    SubmittedBlock,
     find_nonce,
     mainnet_template,
     pool_config,
@@ -198,15 +195,15 @@ class SubscribeTests(_StratumCase):
                 released.append(extranonce1)
                 super().release(extranonce1)
 
-        self.server.extranonces = Allocator(random.Random(5))
+        self.server.subscriptions.extranonces = Allocator(random.Random(5))
         miner, idle = self.harness.connect(), self.harness.connect()
         extranonce1 = miner.subscribe()
         self.assertEqual(len(self.server.connections), 2)
         miner.lose()
         idle.lose()
         self.assertEqual(released, [extranonce1])
-        self.assertEqual(self.server.extranonces._used, set())
-        self.assertEqual(self.server.connections, set())
+        self.assertEqual(self.server.subscriptions.extranonces._used, set())
+        self.assertEqual(set(self.server.connections), set())
 
     def test_extranonce1_reused_only_after_release(self) -> None:
         """The allocator skips values in use and hands a released one out again."""
@@ -414,8 +411,8 @@ class SubmitTests(_StratumCase):
         (work,) = self.harness.hashing.checked
         self.assertEqual(work.extranonce, self.extranonce1 + EXTRANONCE2)
         self.assertEqual((work.ntime, work.nonce), (int(params[3], 16), int(params[4], 16)))
-        self.assertEqual(self.pool.submitted, [])
-        self.assertEqual(self.server.in_flight, 0)
+        self.assertEqual(self.pool.found, [])
+        self.assertEqual(self.server.pipeline.in_flight, 0)
 
     def test_string_id_echoed(self) -> None:
         """The accepted reply echoes a string id."""
@@ -573,7 +570,8 @@ class SubmitTests(_StratumCase):
         self.assertEqual(self.miner.session.invalid_shares, 5)
 
     def test_block(self) -> None:
-        """A share meeting the block target goes to the pool; the block is recorded found, then settled."""
+        """A share meeting the block target is accepted and handed to the pool as a block
+        candidate: its hash, coinbase txid, height, reward, finder and the serialised block."""
         job = self.harness.new_job(regtest_template(previousblockhash="cc" * 32, height=123))
         self.miner.read()
         params = self.share(
@@ -582,17 +580,22 @@ class SubmitTests(_StratumCase):
         self.assertAccepted(self.miner.submit(params))
         extranonce = self.extranonce1 + EXTRANONCE2
         header = job.header(extranonce, job.template.version, CURTIME, int(params[4], 16))
-        self.assertEqual(self.pool.submitted, [SubmittedBlock(job, extranonce, header)])
         self.assertEqual(self.recorder.valid, [(WORKER, PLAIN_DIFF)])
-        (record,) = self.recorder.found
+        (candidate,) = self.pool.found
         self.assertEqual(
-            (record.worker, record.height, record.reward, record.at),
-            (WORKER, 123, job.template.coinbase_value, NOW),
+            candidate,
+            BlockCandidate(
+                block_hash=block_hash(header),
+                coinbase_txid=txid(job.coinbase.serialize(extranonce)),
+                height=123,
+                worker=WORKER,
+                reward=job.template.coinbase_value,
+                solo=False,
+                network_difficulty=SCRYPT.difficulty_of(job.template.target),
+                found_at=NOW,
+                payload=job.block(extranonce, header),
+            ),
         )
-        self.assertEqual(
-            self.recorder.settled, [SettledBlock(record, True, block_hash(header), FakePool.COINBASE_TXID)]
-        )
-        self.assertTrue(record.settled)
 
     def test_block_below_share_difficulty(self) -> None:
         """A block is accepted even when it is under the miner's difficulty, credited at that difficulty."""
@@ -603,36 +606,14 @@ class SubmitTests(_StratumCase):
         self.assertGreater(block, share)
         params = self.share(self.miner, lambda v: share < v <= block, job=job)
         self.assertAccepted(self.miner.submit(params))
-        self.assertEqual(len(self.pool.submitted), 1)
+        self.assertEqual(len(self.pool.found), 1)
         self.assertEqual(self.recorder.valid, [(WORKER, PLAIN_DIFF)])
-
-    def test_block_refused_by_daemon(self) -> None:
-        """A block the daemon refuses is settled as not accepted."""
-        job = self.harness.new_job(regtest_template(previousblockhash="cc" * 32, height=123))
-        self.miner.read()
-        self.pool.outcome = BlockOutcome("ab" * 32, 123, (), False, None)
-        params = self.share(self.miner, lambda v: v <= job.template.target, job=job)
-        self.assertAccepted(self.miner.submit(params))
-        (record,) = self.recorder.found
-        self.assertEqual(self.recorder.settled, [SettledBlock(record, False, "ab" * 32, None)])
-
-    def test_block_submission_fails(self) -> None:
-        """A block whose submission raises is settled as refused and the failure is logged."""
-        job = self.harness.new_job(regtest_template(previousblockhash="cc" * 32, height=123))
-        self.miner.read()
-        self.pool.error = RuntimeError("daemon gone")
-        params = self.share(self.miner, lambda v: v <= job.template.target, job=job)
-        self.assertAccepted(self.miner.submit(params))
-        (record,) = self.recorder.found
-        self.assertEqual(self.recorder.settled, [SettledBlock(record, False, "", None)])
-        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
     def test_non_block_not_submitted(self) -> None:
         """Shares of a mainnet-difficulty job are not blocks."""
         for start in (0, 1000, 2000):
             self.assertAccepted(self.miner.submit(self.share(self.miner, meets(PLAIN_DIFF), start=start)))
-        self.assertEqual(self.pool.submitted, [])
-        self.assertEqual(self.recorder.found, [])
+        self.assertEqual(self.pool.found, [])
 
     def test_recorder_full(self) -> None:
         """When the recorder is full the share gets 20 with a clear message; later shares count again."""
@@ -652,16 +633,14 @@ class SubmitTests(_StratumCase):
         self.recorder.full = True
         params = self.share(self.miner, lambda v: v <= job.template.target, job=job)
         self.assertError(self.miner.submit(params), 20, "the pool cannot record shares now")
-        self.assertEqual(len(self.pool.submitted), 1)
-        self.assertEqual(len(self.recorder.found), 1)
-        self.assertEqual(len(self.recorder.settled), 1)
+        self.assertEqual(len(self.pool.found), 1)
 
     def test_hashing_fails(self) -> None:
         """A share check that fails is answered 20 'internal error' and logged."""
         self.harness.hashing.error = ValueError("share check failed (-1)")
         self.assertError(self.miner.submit(self.share(self.miner, meets(PLAIN_DIFF))), 20, "internal error")
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
-        self.assertEqual(self.server.in_flight, 0)
+        self.assertEqual(self.server.pipeline.in_flight, 0)
         self.assertEqual(self.recorder.valid, [])
 
     def test_bad_params(self) -> None:
@@ -845,13 +824,24 @@ class MalformedInputTests(_StratumCase):
         )
         self.assertStaysOpen(miner)
 
-    def test_odd_ids_become_null(self) -> None:
-        """An id that is an object, list, boolean or float is answered as id null."""
-        for request_id in (b'{"a": 1}', b"[1]", b"true", b"1.5"):
-            self.assertMalformed(b'{"id": ' + request_id + b', "params": []}', "missing method", None)
-            miner = self.harness.connect()
-            miner.send(b'{"id": ' + request_id + b', "method": "mining.extranonce.subscribe"}\n')
-            self.assertEqual(miner.read(), [{"id": None, "result": True, "error": None}])
+    def test_object_array_and_boolean_ids_refused(self) -> None:
+        """An id that is an object, an array or a boolean is not a JSON-RPC id: the request
+        gets an error with id null, whatever it asked, and counts as malformed."""
+        for request_id in (b'{"a": 1}', b"[1]", b"true"):
+            for method in (b"mining.extranonce.subscribe", b"mining.subscribe", b"mining.authorize"):
+                miner = self.harness.connect()
+                miner.send(b'{"id": ' + request_id + b', "method": "' + method + b'", "params": []}\n')
+                self.assertError(miner.read(), 20, "id must be a number, a string or null", None)
+                self.assertEqual(miner.session.malformed, 1)
+                self.assertFalse(miner.session.subscribed or miner.session.extranonce_subscribed)
+                self.assertStaysOpen(miner)
+
+    def test_float_id_becomes_null(self) -> None:
+        """A float id is answered, as id null (no miner sends one; JSON-RPC allows numbers)."""
+        self.assertMalformed(b'{"id": 1.5, "params": []}', "missing method", None)
+        miner = self.harness.connect()
+        miner.send(b'{"id": 1.5, "method": "mining.extranonce.subscribe"}\n')
+        self.assertEqual(miner.read(), [{"id": None, "result": True, "error": None}])
 
     def test_usable_ids_echoed(self) -> None:
         """String, zero, negative, huge and null ids are echoed as given."""
@@ -953,7 +943,7 @@ class ConnectionTests(_StratumCase):
 
     def test_idle_timeout(self) -> None:
         """A connection without a line for connection_timeout seconds is aborted."""
-        timeout = self.server.connection_timeout
+        timeout = self.server.config.connection_timeout
         self.assertEqual(timeout, 600)
         miner = self.harness.connect()
         self.clock.advance(timeout - 1)

@@ -10,7 +10,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import twisted.test
 from OpenSSL import SSL
@@ -26,8 +26,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from nomp.config import PortConfig
 from nomp.hashing import ALGORITHMS
 from nomp.miner import Miner, PoolURL, connect, main, parse_pool_url, tls_options
-from nomp.stratum.protocol import MAX_LINE
-from nomp.stratum.server import StratumFactory
+from nomp.stratum.protocol import MAX_LINE, StratumProtocol
 from test.fakes import REGTEST_ADDRESS, StratumHarness, pool_config
 from test.livestratum import LiveStratum, now_template
 from test.poolconf import write_conf
@@ -68,7 +67,7 @@ class TLSLineTooLongTests(TestCase):
     async def test_line_too_long_closes_tls_connection(self) -> None:
         """On a TLS port a line over the limit closes the connection, as on plain TCP."""
         harness = StratumHarness(pool_config(), task.Clock())
-        factory = StratumFactory(harness.server, harness.config.ports[0])
+        factory = harness.server.factory(harness.config.ports[0])
         port = await serverFromString(reactor, f"ssl:0:interface=127.0.0.1:privateKey={PEM}").listen(factory)
         self.addCleanup(port.stopListening)
         client = Client()
@@ -86,8 +85,9 @@ class TLSLineTooLongTests(TestCase):
                 break
             client.tcp.write(b"y" * 100_000)
         await task.deferLater(reactor, 0.3, lambda: None)
-        still_open = [(p.peer, len(p._buffer)) for p in harness.server.connections]
-        for p in list(harness.server.connections):
+        protocols = [cast(StratumProtocol, c) for c in harness.server.connections]
+        still_open = [(p.peer, len(p._buffer)) for p in protocols]
+        for p in protocols:
             p._tcp.abortConnection()
         if not client.lost.called:
             client.tcp.abortConnection()
@@ -167,7 +167,7 @@ class PoolURLTests(SynchronousTestCase):
 
 
 class MinerOverTLSTests(TestCase):
-    """nomp-miner against a StratumServer (on fakes) listening on an ssl: port:
+    """nomp-miner against a StratumPool (on fakes) listening on an ssl: port:
     it mines when it can verify the pool's certificate and refuses to talk
     when it cannot."""
 

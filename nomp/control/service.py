@@ -30,7 +30,7 @@ from twisted.protocols.basic import LineOnlyReceiver
 
 from nomp.pool.service import PoolService
 from nomp.stratum.banning import normalise_ip
-from nomp.stratum.server import StratumServer
+from nomp.stratum.stratumpool import StratumPool
 from nomp.stratum.targets import TARGET_SYNTAX, MinerTarget, TargetError, describe_connection, parse_target
 
 _BLOCK_HASH = re.compile(r"[0-9a-fA-F]{64}")
@@ -67,10 +67,10 @@ class ControlProtocol(LineOnlyReceiver):
     MAX_LENGTH = 4096
 
     def __init__(
-        self, pools: Mapping[str, PoolService], servers: Mapping[str, StratumServer] | None = None
+        self, pools: Mapping[str, PoolService], servers: Mapping[str, StratumPool] | None = None
     ) -> None:
         self._pools = pools
-        self._servers: Mapping[str, StratumServer] = servers if servers is not None else {}
+        self._servers: Mapping[str, StratumPool] = servers if servers is not None else {}
         self._commands: dict[str, Callable[[list[str]], str]] = {
             "help": lambda _: f"ok {HELP}",
             "pools": self._list_pools,
@@ -126,14 +126,14 @@ class ControlProtocol(LineOnlyReceiver):
                 return pool
         return None
 
-    def _find_server(self, name: str) -> StratumServer:
+    def _find_server(self, name: str) -> StratumPool:
         wanted = name.lower()
         for server in self._servers.values():
             if wanted in (server.config.name.lower(), server.config.coin.name.lower()):
                 return server
         raise CommandError(f"no pool {name[:64]!r}")
 
-    def _pool_and_target(self, command: str, args: list[str]) -> tuple[StratumServer, MinerTarget, list[str]]:
+    def _pool_and_target(self, command: str, args: list[str]) -> tuple[StratumPool, MinerTarget, list[str]]:
         if len(args) < 2:
             raise CommandError(f"usage: {USAGE[command]}")
         server = self._find_server(args[0])
@@ -167,7 +167,7 @@ class ControlProtocol(LineOnlyReceiver):
         server, target, rest = self._pool_and_target("miners", args)
         if rest:
             raise CommandError(f"usage: {USAGE['miners']}")
-        chosen = server.miners(target)
+        chosen = server.messages.miners(target)
         if not chosen:
             return f"ok {server.config.name}: no miners ({target.describe()})"
         listed = [describe_connection(protocol) for protocol in chosen[:MAX_LISTED]]
@@ -186,7 +186,7 @@ class ControlProtocol(LineOnlyReceiver):
             port = _whole_number(rest[1], "port", 1, 65535)
             if len(rest) == 3:
                 wait = _whole_number(rest[2], "wait", 0, 86400)
-        sent = server.send_reconnect(target, host, port, wait)
+        sent = server.messages.send_reconnect(target, host, port, wait)
         return _sent(server, "client.reconnect", sent, target)
 
     def _message(self, args: list[str]) -> str:
@@ -196,7 +196,7 @@ class ControlProtocol(LineOnlyReceiver):
             raise CommandError(f"usage: {USAGE['message']}")
         if len(text) > MAX_MESSAGE:
             raise CommandError(f"a message is at most {MAX_MESSAGE} characters")
-        sent = server.show_message(target, text)
+        sent = server.messages.show_message(target, text)
         return _sent(server, "client.show_message", sent, target)
 
     def _bans(self, args: list[str]) -> str:
@@ -204,7 +204,7 @@ class ControlProtocol(LineOnlyReceiver):
             raise CommandError(f"usage: {USAGE['bans']}")
         server = self._find_server(args[0])
         now = server.clock.seconds()
-        bans = server.list_bans()
+        bans = server.bans.list()
         if not bans:
             return f"ok {server.config.name}: no bans"
         listed = [f"{ban.ip} ({math.ceil(ban.remaining(now))} s left: {ban.reason})" for ban in bans]
@@ -221,7 +221,7 @@ class ControlProtocol(LineOnlyReceiver):
             rest = rest[1:]
         reason = " ".join(rest) or DEFAULT_BAN_REASON
         try:
-            ban = server.ban_ip(ip, duration, reason)
+            ban = server.bans.ban(ip, duration, reason)
         except ValueError as e:
             raise CommandError(str(e)) from None
         if ban is None:
@@ -234,12 +234,12 @@ class ControlProtocol(LineOnlyReceiver):
             raise CommandError(f"usage: {USAGE['unban']}")
         server = self._find_server(args[0])
         ip = _ip(args[1])
-        if server.lift_ban(ip):
+        if server.bans.lift(ip):
             return f"ok {server.config.name}: {ip} unbanned"
         return f"ok {server.config.name}: {ip} was not banned"
 
 
-def _sent(server: StratumServer, method: str, sent: int, target: MinerTarget) -> str:
+def _sent(server: StratumPool, method: str, sent: int, target: MinerTarget) -> str:
     if sent == 0:
         raise CommandError(f"{server.config.name}: no miner matches {target.describe()}")
     return f"ok {server.config.name}: {method} sent to {_count(sent, 'miner')} ({target.describe()})"
@@ -277,7 +277,7 @@ class ControlFactory(Factory):
     noisy = False
 
     def __init__(
-        self, pools: Mapping[str, PoolService], servers: Mapping[str, StratumServer] | None = None
+        self, pools: Mapping[str, PoolService], servers: Mapping[str, StratumPool] | None = None
     ) -> None:
         self.pools = pools
         self.servers = servers
@@ -290,10 +290,10 @@ def control_service(
     listen: str,
     pools: Mapping[str, PoolService],
     reactor: Any,
-    servers: Mapping[str, StratumServer] | None = None,
+    servers: Mapping[str, StratumPool] | None = None,
 ) -> StreamServerEndpointService:
     """The control port as a service of the tree. ``servers``: each pool's
-    StratumServer by pool name, for the commands about miners and bans."""
+    StratumPool by pool name, for the commands about miners and bans."""
     service = StreamServerEndpointService(serverFromString(reactor, listen), ControlFactory(pools, servers))
     service._raiseSynchronously = True
     service.setName("control")

@@ -6,9 +6,15 @@ from dataclasses import dataclass
 
 from twisted.logger import Logger
 
-from nomp.chain.encoding import block_hash
-from nomp.chain.jobs import Job
-from nomp.daemon import DaemonError, DaemonGroup, SubmitResult
+from nomp.candidate import BlockCandidate
+from nomp.daemon import DaemonError, DaemonGroup, RPCError, SubmitResult
+
+BLOCK_NOT_FOUND = -5  # bitcoind's RPC_INVALID_ADDRESS_OR_KEY, as getblock answers an unknown hash
+BLOCK_RESULTS = (
+    "accepted",
+    "rejected",
+    "error",
+)  # what became of candidates, as PoolService.blocks counts them
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,18 +46,17 @@ class BlockSubmitter:
     def __init__(self, daemons: DaemonGroup) -> None:
         self._daemons = daemons
 
-    async def submit(self, job: Job, extranonce: bytes, header: bytes) -> BlockOutcome:
-        """Submit the block of ``job`` for a header that meets its target.
+    async def submit(self, candidate: BlockCandidate) -> BlockOutcome:
+        """Submit a block candidate (its payload is the serialised block).
 
         Every daemon gets it. ``null`` from any daemon is followed by a
         check that the block is in that daemon's main chain; ``duplicate``,
         ``inconclusive`` and each rejection reason are kept and logged with
         the block hash.
         """
-        hash_hex = block_hash(header)
-        height = job.template.height
-        raw = job.block(extranonce, header)
-        results = tuple(await self._daemons.submit_block(raw.hex()))
+        hash_hex = candidate.block_hash
+        height = candidate.height
+        results = tuple(await self._daemons.submit_block(candidate.payload.hex()))
         accepted = False
         coinbase_txid = None
         if any(r.accepted for r in results):
@@ -74,6 +79,19 @@ class BlockSubmitter:
                 answers=answers,
             )
         return outcome
+
+    async def known(self, block_hash: str) -> bool:
+        """Whether the node has the block (in its main chain or on a side
+        branch: it was accepted; the payments orphan a block off the main
+        chain). False only when the node answers that it has no such block;
+        DaemonError when it cannot say."""
+        try:
+            block = await self._daemons.call("getblock", block_hash, 1)
+        except RPCError as e:
+            if e.code == BLOCK_NOT_FOUND:
+                return False
+            raise
+        return isinstance(block, dict) and isinstance(block.get("confirmations"), int)
 
     async def _confirm(self, hash_hex: str) -> tuple[bool, str | None]:
         """Whether the block is in the main chain, and its coinbase txid."""

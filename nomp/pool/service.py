@@ -2,34 +2,51 @@
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from treq.client import HTTPClient
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
-from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
+from twisted.python.failure import Failure
+from twisted.web.client import HTTPConnectionPool
 
 from nomp.background import background
+from nomp.candidate import BlockCandidate
 from nomp.chain.coinbase import CoinbaseLayout
 from nomp.chain.jobs import Job, JobRegistry
 from nomp.chain.template import BlockTemplate, TemplateError
 from nomp.config import PoolConfig
-from nomp.daemon import DaemonError, DaemonGroup, DaemonRPC
+from nomp.daemon import DaemonError, DaemonGroup
+from nomp.daemon.clients import DaemonClients
 from nomp.daemon.rpc import CallObserver, HTTPPoster
-from nomp.hashing import ALGORITHMS
-from nomp.pool.blocks import BlockOutcome, BlockSubmitter
+from nomp.pool.blocks import BlockSubmitter
 from nomp.pool.startup import StartupError, resolve_payouts, wait_for_daemon
 from nomp.services import OrderedMultiService
 
 JobListener = Callable[[Job], None]
 
+# Seconds a block candidate may wait for its record to be in Redis before
+# it is submitted anyway: a block delayed longer risks more than its record.
+CANDIDATE_RECORD_WAIT = 1.0
+SETTLE_INTERVAL = 60.0  # seconds between looks for candidates no answer settled
+# A candidate younger than this may still be in another process's hands
+# (several processes of one pool share Redis): its daemons' answer is awaited.
+SETTLE_AFTER = 300.0
 
-class _QuietHTTP11ClientFactory(_HTTP11ClientFactory):
-    """Daemon connections come and go; "Starting factory" for each is noise."""
 
-    noisy = False
+class BlockRecords(Protocol):
+    """What the pool needs of its recorder for blocks (ShareRecorder)."""
+
+    def block_found(self, candidate: BlockCandidate, timeout: float = ...) -> defer.Deferred[bool]: ...
+
+    def block_settled(self, block_hash: str, accepted: bool) -> None: ...
+
+    async def unsettled_candidates(self) -> list[Any]: ...
+
+    def flush(self) -> defer.Deferred[None]: ...
 
 
 class PoolService(OrderedMultiService):
@@ -47,8 +64,10 @@ class PoolService(OrderedMultiService):
         config: PoolConfig,
         reactor: Any,
         on_fatal: Callable[[str], None],
+        recorder: BlockRecords,
         http: HTTPPoster | None = None,
         rpc_observer: CallObserver | None = None,
+        wall_clock: Callable[[], float] | None = None,
     ) -> None:
         super().__init__()
         self.setName(f"pool:{config.name}")
@@ -70,6 +89,12 @@ class PoolService(OrderedMultiService):
         self._waiters: list[defer.Deferred[None]] = []
         self._template_error: str | None = None
         self.ready = False
+        self._recorder = recorder
+        self._wall_clock = wall_clock if wall_clock is not None else time.time
+        self.blocks: Counter[str] = Counter()  # candidates, by one of BLOCK_RESULTS
+        self.job_failures: Counter[str] = Counter()  # refreshes that made no job: daemon, template, job
+        self._blocks_in_flight: dict[str, defer.Deferred[None]] = {}  # block hash -> its submission
+        self._settle: task.LoopingCall | None = None
 
     def add_job_listener(self, listener: JobListener) -> None:
         """Call ``listener(job)`` for every new job (Stratum sends them on)."""
@@ -77,26 +102,9 @@ class PoolService(OrderedMultiService):
 
     def startService(self) -> None:
         super().startService()
-        http = self._http
-        if http is None:
-            self._http_pool = HTTPConnectionPool(self._reactor, persistent=True)
-            self._http_pool._factory = _QuietHTTP11ClientFactory
-            http = HTTPClient(Agent(self._reactor, pool=self._http_pool))
-        self.daemons = DaemonGroup(
-            [
-                DaemonRPC(
-                    http,
-                    d.url,
-                    d.user,
-                    d.password,
-                    self._reactor,
-                    timeout=d.timeout,
-                    observer=self._rpc_observer,
-                )
-                for d in self.config.daemons
-            ],
-            self._reactor,
-        )
+        clients = DaemonClients(self._reactor, observer=self._rpc_observer, http=self._http)
+        self._http_pool = clients.pool  # closed by stopService
+        self.daemons = clients.group(self.config.daemons)
         self.submitter = BlockSubmitter(self.daemons)
         self._starting = background(f"start pool {self.config.name}", self._start())
 
@@ -114,7 +122,7 @@ class PoolService(OrderedMultiService):
             return
         coin = pool.coin
         self.registry = JobRegistry(
-            ALGORITHMS[coin.algorithm],
+            coin.algorithm,
             plan,
             CoinbaseLayout(tx_version=coin.transactions.version, signature=pool.pool_signature.encode()),
         )
@@ -131,6 +139,10 @@ class PoolService(OrderedMultiService):
         self._poll = task.LoopingCall(self.refresh)
         self._poll.clock = self._reactor
         self._poll.start(pool.block_refresh_interval, now=False)
+        # Candidates a stopped process recorded but never heard the daemons on.
+        self._settle = task.LoopingCall(self.settle_candidates)
+        self._settle.clock = self._reactor
+        self._settle.start(SETTLE_INTERVAL, now=True)
 
     def stopService(self) -> defer.Deferred[None]:
         self.ready = False
@@ -138,6 +150,8 @@ class PoolService(OrderedMultiService):
             self._starting.cancel()
         if self._poll is not None and self._poll.running:
             self._poll.stop()
+        if self._settle is not None and self._settle.running:
+            self._settle.stop()
         if self._rebroadcast is not None and self._rebroadcast.active():
             self._rebroadcast.cancel()
         # A refresh under way (a block just submitted asks for one) would outlive
@@ -146,6 +160,12 @@ class PoolService(OrderedMultiService):
         if self._refreshing is not None:
             self._refreshing.cancel()
         stopping: defer.Deferred[None] = super().stopService()
+        # After the miners are gone (the Stratum service stops among the
+        # children): a block found last is submitted before the daemon
+        # connections close, and its settlement written (the recorder's
+        # drain came before; this writes what the answers added).
+        stopping.addCallback(lambda _: self.blocks_in_flight())
+        stopping.addCallback(lambda _: self._recorder.flush())
         pool, self._http_pool = self._http_pool, None
         if pool is not None:
             stopping.addCallback(lambda _: pool.closeCachedConnections())
@@ -171,7 +191,11 @@ class PoolService(OrderedMultiService):
     def _run_refresh(self, force: bool, waiters: list[defer.Deferred[None]]) -> None:
         self._refreshing = defer.Deferred.fromCoroutine(self._refresh_once(force))
 
-        def finished(_: object) -> None:
+        def finished(result: object) -> None:
+            # _refresh_once handles its own errors; anything reaching here is
+            # a bug, logged, and the next poll runs as usual.
+            if isinstance(result, Failure) and not result.check(defer.CancelledError):
+                self.log.failure("pool {pool}: template refresh failed", result, pool=self.config.name)
             self._refreshing = None
             for waiter in waiters:
                 waiter.callback(None)
@@ -189,24 +213,33 @@ class PoolService(OrderedMultiService):
             reply = await self.daemons.get_block_template(self.config.coin.gbt_rules)
             template = BlockTemplate.from_rpc(reply)
         except DaemonError as e:
-            self._report_template_problem(f"getblocktemplate failed: {e}")
+            self._report_template_problem("daemon", f"getblocktemplate failed: {e}")
             return
         except TemplateError as e:
-            self._report_template_problem(f"unusable template: {e}")
+            self._report_template_problem("template", f"unusable template: {e}")
             return
         except defer.CancelledError:
             return  # the service stopped
-        except Exception:
-            self.log.failure("pool {pool}: template refresh failed", pool=self.config.name)
+        try:
+            job = self.registry.add(template, self._reactor.seconds(), force=force)
+        except Exception as e:
+            # Miners keep the last good job; the next poll tries again.
+            self._report_template_problem(
+                "job", f"template at height {template.height} could not become a job: {type(e).__name__}: {e}"
+            )
+            if not isinstance(
+                e, ValueError
+            ):  # the coinbase builder's refusals are ValueErrors; the rest are bugs
+                self.log.failure("pool {pool}: job not made", pool=self.config.name)
             return
         if self._template_error is not None:
             self.log.info("pool {pool}: templates are back", pool=self.config.name)
             self._template_error = None
-        job = self.registry.add(template, self._reactor.seconds(), force=force)
         if job is not None:
             self._announce(job)
 
-    def _report_template_problem(self, problem: str) -> None:
+    def _report_template_problem(self, kind: str, problem: str) -> None:
+        self.job_failures[kind] += 1
         # Once per kind of problem: a daemon down for an hour is one line, not 3600.
         if problem != self._template_error:
             self.log.error("pool {pool}: {problem}", pool=self.config.name, problem=problem)
@@ -258,9 +291,87 @@ class PoolService(OrderedMultiService):
             return defer.succeed(None)
         return self.refresh()
 
-    async def submit_block(self, job: Job, extranonce: bytes, header: bytes) -> BlockOutcome:
-        """Submit a block candidate, then fetch the next template at once."""
+    # Blocks (the Stratum side's BlockSink).
+    def found_block(self, candidate: BlockCandidate) -> None:
+        """A share met the network target: record the candidate, submit it, settle it."""
+        if candidate.block_hash in self._blocks_in_flight:
+            return  # the same block twice (a resubmitted share): one submission
+        handling = background(f"block {candidate.block_hash}", self._handle_block(candidate))
+        self._blocks_in_flight[candidate.block_hash] = handling
+        handling.addBoth(lambda _: self._blocks_in_flight.pop(candidate.block_hash, None))
+
+    async def _handle_block(self, candidate: BlockCandidate) -> None:
+        # Recorded before any node sees it: a process killed after the
+        # submission cannot lose the block's credit (settle_candidates
+        # finds it at the next start).
+        if not await self._recorder.block_found(candidate, CANDIDATE_RECORD_WAIT):
+            self.log.error(
+                "pool {pool}: block candidate {block_hash} not yet in Redis: submitted anyway, "
+                "its record waits with the shares",
+                pool=self.config.name,
+                block_hash=candidate.block_hash,
+            )
         assert self.submitter is not None
-        outcome = await self.submitter.submit(job, extranonce, header)
-        self.refresh()
-        return outcome
+        try:
+            outcome = await self.submitter.submit(candidate)
+        except BaseException:
+            self.blocks["error"] += 1
+            raise  # logged by background(); the candidate waits for settle_candidates
+        finally:
+            self.refresh()  # our block or not, the next template at once
+        if outcome.accepted:
+            self.blocks["accepted"] += 1
+            self._recorder.block_settled(candidate.block_hash, True)
+        elif all(result.error is not None for result in outcome.results):
+            # No daemon answered: whether the block is in the chain is for
+            # settle_candidates to find out, never a guess.
+            self.blocks["error"] += 1
+        else:
+            self.blocks["rejected"] += 1
+            self._recorder.block_settled(candidate.block_hash, False)
+
+    def settle_candidates(self) -> defer.Deferred[None]:
+        """Settle from the chain the candidates recorded but never settled
+        (the process stopped before the daemons answered, or none could
+        answer). A candidate the node cannot answer for waits."""
+        return defer.Deferred.fromCoroutine(self._settle_candidates())
+
+    async def _settle_candidates(self) -> None:
+        if self.submitter is None:
+            return
+        try:
+            candidates = await self._recorder.unsettled_candidates()
+        except Exception as e:
+            self.log.warn(
+                "pool {pool}: unsettled block candidates not read: {reason}", pool=self.config.name, reason=e
+            )
+            return
+        now = self._wall_clock()
+        for candidate in candidates:
+            block_hash = candidate.block_hash
+            if block_hash in self._blocks_in_flight or now - candidate.found_at < SETTLE_AFTER:
+                continue
+            try:
+                known = await self.submitter.known(block_hash)
+            except DaemonError as e:
+                self.log.warn(
+                    "pool {pool}: block candidate {block_hash} not settled yet: {reason}",
+                    pool=self.config.name,
+                    block_hash=block_hash,
+                    reason=e,
+                )
+                continue
+            self.log.info(
+                "pool {pool}: block candidate {block_hash} at height {height} settled from the chain: {state}",
+                pool=self.config.name,
+                block_hash=block_hash,
+                height=candidate.height,
+                state="the node has it" if known else "unknown to the node",
+            )
+            self._recorder.block_settled(block_hash, known)
+
+    def blocks_in_flight(self) -> defer.Deferred[None]:
+        """Fires once every block being submitted has its answer."""
+        pending = list(self._blocks_in_flight.values())
+        waited: defer.Deferred[Any] = defer.DeferredList(pending, consumeErrors=True)
+        return waited.addCallback(lambda _: None)

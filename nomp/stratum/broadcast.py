@@ -17,17 +17,23 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
 from nomp.hashing import send_each
-from nomp.stratum.protocol import StratumProtocol
+from nomp.stratum.connection import Connection
+from nomp.stratum.protocol import encode_notification
+from nomp.stratum.registry import ConnectionRegistry
 
 CHUNK = 256  # sockets per C call: a few milliseconds of sends
 # Below this many sockets per thread, a thread costs more than it saves.
 MIN_PER_THREAD = 512
 MAX_THREADS = 4
 
-_Chunk = tuple[list[StratumProtocol], list[int]]
+_Chunk = tuple[list[Connection], list[int]]
 
 
 def default_threads() -> int:
@@ -35,11 +41,11 @@ def default_threads() -> int:
     return max(1, min(os.cpu_count() or 1, MAX_THREADS))
 
 
-def broadcast(protocols: Sequence[StratumProtocol], line: bytes, threads: int) -> None:
+def broadcast(protocols: Sequence[Connection], line: bytes, threads: int) -> None:
     """Send ``line`` to each of ``protocols`` (on the reactor thread), with
     up to ``threads`` threads sending at once, the calling one included."""
     chunks: queue.SimpleQueue[_Chunk | None] = queue.SimpleQueue()
-    sent: list[tuple[list[StratumProtocol], list[int]]] = []  # appended by every sender
+    sent: list[tuple[list[Connection], list[int]]] = []  # appended by every sender
 
     def send_chunks(wait: bool) -> None:
         while True:
@@ -61,7 +67,7 @@ def broadcast(protocols: Sequence[StratumProtocol], line: bytes, threads: int) -
     ]
     for helper in helpers:
         helper.start()
-    direct: list[StratumProtocol] = []
+    direct: list[Connection] = []
     fds: list[int] = []
     for protocol in protocols:
         fd = protocol.direct_fd()
@@ -86,3 +92,71 @@ def broadcast(protocols: Sequence[StratumProtocol], line: bytes, threads: int) -
             if count != length:
                 # A full buffer (or an error Twisted will report when it writes).
                 protocol.send_rest(line[max(count, 0) :])
+
+
+class NotifiableJob(Protocol):
+    """A job as the broadcaster sends it."""
+
+    @property
+    def job_id(self) -> str: ...
+
+    @property
+    def clean(self) -> bool: ...
+
+    def notify_params(self, clean: bool) -> list[object]: ...
+
+
+class Broadcaster:
+    """Sends jobs to a pool's miners: every new job to every subscribed
+    connection at once, and the current one to a miner that needs it.
+
+    Each job's two ``mining.notify`` lines (clean and not) are encoded once
+    and kept while the job is live.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self, pool_name: str, connections: ConnectionRegistry, clock: IReactorTime, threads: int | None = None
+    ) -> None:
+        self._pool_name = pool_name
+        self._connections = connections
+        self._clock = clock
+        self.threads = default_threads() if threads is None else threads
+        self._lines: dict[str, tuple[bytes, bytes]] = {}  # job id -> (clean, continuing) notify
+
+    def new_job(self, job: NotifiableJob, live_ids: Iterable[str]) -> int:
+        """Send ``job`` to every subscribed miner; forget the lines of jobs
+        not in ``live_ids``. How many miners it went to."""
+        started = self._clock.seconds()
+        lines = (
+            encode_notification("mining.notify", job.notify_params(True)),
+            encode_notification("mining.notify", job.notify_params(False)),
+        )
+        self._lines[job.job_id] = lines
+        # The same bytes for everyone: the loop does as little as it can.
+        line, job_id = lines[0 if job.clean else 1], job.job_id
+        miners = self._connections.subscribed()
+        broadcast(miners, line, self.threads)
+        # After the sends, so the last miner gets the job sooner: no share of
+        # it can be read before this loop is done.
+        for connection in miners:
+            connection.session.job_sent(job_id)
+        self._lines = {i: self._lines[i] for i in live_ids if i in self._lines}
+        if job.clean:
+            self.log.info(
+                "pool {pool}: job {job_id} sent to {miners} miners in {ms:.1f} ms",
+                pool=self._pool_name,
+                job_id=job_id,
+                miners=len(miners),
+                ms=(self._clock.seconds() - started) * 1000,
+            )
+        return len(miners)
+
+    def send_job(self, connection: Connection, job: NotifiableJob, clean: bool) -> None:
+        """One job to one miner (after its subscribe, a new extranonce1)."""
+        lines = self._lines.get(job.job_id)
+        if lines is None:
+            return
+        connection.session.job_sent(job.job_id)
+        connection.send_line(lines[0] if clean else lines[1])

@@ -7,7 +7,6 @@ the StratumServer enforces them on connections.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable
 
 from twisted.internet import defer
@@ -53,7 +52,7 @@ def ban_policy(config: BanningConfig) -> BanPolicy:
         connections_per_ip=config.connections_per_ip,
         connections_total=config.connections_total,
         connect_rate=_limit(config.connect_rate),
-        whitelist=tuple(ipaddress.ip_network(network, strict=False) for network in config.whitelist),
+        whitelist=config.whitelist,
     )
 
 

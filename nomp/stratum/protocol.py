@@ -1,29 +1,30 @@
 """StratumProtocol: frames lines, decodes JSON-RPC, encodes replies.
 
-It holds no pool logic: requests go to the StratumServer with the
-connection's MinerSession, and replies come back through ``reply``,
-``reply_error`` and the ``send_*`` methods.
+It holds no pool logic: requests go to its ``ConnectionHandler`` (the
+pool's Stratum methods), and replies come back through ``reply``,
+``reply_error`` and the ``send_*`` methods. ``StratumFactory`` builds one
+per accepted connection, with its port's settings resolved once.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.internet import tcp
-from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer
+from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from nomp.stratum.connection import ConnectionHandler, PortSettings
+from nomp.stratum.defence import ip_of
 from nomp.stratum.errors import OTHER, StratumError
 from nomp.stratum.session import MinerSession
-
-if TYPE_CHECKING:
-    from nomp.stratum.server import StratumFactory
 
 MAX_LINE = 8192  # a submit is about 150 bytes; configure requests a few hundred
 _TRUE_RESULT = b'"result":true,"error":null}\n'
@@ -49,18 +50,39 @@ class StratumProtocol(LineOnlyReceiver, TimeoutMixin):
     delimiter = b"\n"
     MAX_LENGTH = MAX_LINE
 
-    def __init__(self, factory: StratumFactory, session: MinerSession) -> None:
-        self.factory = factory
+    def __init__(
+        self,
+        handler: ConnectionHandler,
+        settings: PortSettings,
+        session: MinerSession,
+        clock: IReactorTime,
+        idle_timeout: float,
+        ip: str | None = None,
+    ) -> None:
+        self.handler = handler
+        self.settings = settings
         self.session = session
+        self.clock = clock
+        self._idle_timeout = idle_timeout
         self.peer: str = ""
-        self.ip: str | None = None  # the normalised IP its bans and limits go by (None: not an IP peer)
+        self.ip = ip  # the normalised IP its bans and limits go by (None: not an IP peer)
         self._send: Callable[[bytes], int] | None = None  # the socket's send, for plain TCP
         self._fd: int | None = None  # its file descriptor, for broadcasts
 
     def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
         """TimeoutMixin's timer, on the injected clock."""
-        call: IDelayedCall = self.factory.clock.callLater(period, func)
+        call: IDelayedCall = self.clock.callLater(period, func)
         return call
+
+    @property
+    def closing(self) -> bool:
+        transport = self.transport
+        return transport is None or not self.connected or bool(getattr(transport, "disconnecting", False))
+
+    def peer_port(self) -> int | None:
+        transport = self.transport
+        port = getattr(transport.getPeer(), "port", None) if transport is not None else None
+        return port if isinstance(port, int) else None
 
     @property
     def _tcp(self) -> Any:
@@ -77,12 +99,12 @@ class StratumProtocol(LineOnlyReceiver, TimeoutMixin):
         if isinstance(self.transport, tcp.Connection) and not self.transport.TLS:
             self._send = self.transport.socket.send
             self._fd = self.transport.socket.fileno()
-        self.setTimeout(self.factory.server.connection_timeout)
-        self.factory.server.connected(self)
+        self.setTimeout(self._idle_timeout)
+        self.handler.connected(self)
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
         self.setTimeout(None)
-        self.factory.server.disconnected(self)
+        self.handler.disconnected(self)
 
     # IPushProducer: the transport calls these about our writes.
     def pauseProducing(self) -> None:
@@ -139,8 +161,13 @@ class StratumProtocol(LineOnlyReceiver, TimeoutMixin):
         params = message.get("params")
         if params is None:
             params = []  # some miners send null for no params
-        if not isinstance(request_id, int | str | None) or isinstance(request_id, bool):
-            request_id = None
+        if isinstance(request_id, float):
+            request_id = None  # not an id a miner sends; answered, but not echoed
+        elif not isinstance(request_id, int | str | None) or isinstance(request_id, bool):
+            # An object, an array or a boolean: not a JSON-RPC id. Answering
+            # it would grant what was asked under an id the miner cannot match.
+            self._malformed(None, "id must be a number, a string or null")
+            return
         if not isinstance(method, str):
             self._malformed(request_id, "missing method")
             return
@@ -148,7 +175,7 @@ class StratumProtocol(LineOnlyReceiver, TimeoutMixin):
             self._malformed(request_id, "params must be a list")
             return
         try:
-            self.factory.server.request(self, request_id, method, params)
+            self.handler.request(self, request_id, method, params)
         except StratumError as e:
             self.reply_error(request_id, e)
         except Exception:
@@ -157,7 +184,7 @@ class StratumProtocol(LineOnlyReceiver, TimeoutMixin):
 
     def _malformed(self, request_id: Any, problem: str) -> None:
         self.reply_error(request_id, StratumError(OTHER, problem))
-        self.factory.server.malformed(self)
+        self.handler.malformed(self)
 
     # Replies and notifications.
     def _write(self, data: bytes) -> None:
@@ -220,6 +247,42 @@ class StratumProtocol(LineOnlyReceiver, TimeoutMixin):
     def send_line(self, line: bytes) -> None:
         """A prepared notification (the same bytes go to every miner)."""
         self._write(line)
+
+
+class StratumFactory(Factory):
+    """Builds the connections of one port.
+
+    ``admit(ip, now)`` says whether a new connection from ``ip`` may open
+    (bans and limits); a refused one is closed before a byte is read.
+    """
+
+    noisy = False
+
+    def __init__(
+        self,
+        handler: ConnectionHandler,
+        settings: PortSettings,
+        admit: Callable[[str, float], bool],
+        clock: IReactorTime,
+        idle_timeout: float,
+    ) -> None:
+        self.handler = handler
+        self.settings = settings
+        self.admit = admit
+        self.clock = clock
+        self.idle_timeout = idle_timeout
+
+    def buildProtocol(self, addr: IAddress | None) -> StratumProtocol | None:
+        now = self.clock.seconds()
+        ip = ip_of(addr)
+        # None makes the port close the socket before reading a byte.
+        if ip is not None and not self.admit(ip, now):
+            return None
+        session = MinerSession(difficulty=self.settings.port.diff, connected_at=now)
+        vardiff = self.settings.vardiff
+        if vardiff is not None:
+            session.vardiff = vardiff.start(now)
+        return StratumProtocol(self.handler, self.settings, session, self.clock, self.idle_timeout, ip)
 
 
 def _encode(message: dict[str, Any]) -> bytes:

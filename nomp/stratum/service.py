@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService, TimerService
@@ -12,7 +11,7 @@ from twisted.internet.endpoints import serverFromString
 from nomp.config import PortConfig
 from nomp.services import OrderedMultiService
 from nomp.stratum.proxyproto import ProxyProtocolFactory
-from nomp.stratum.server import StratumFactory, StratumServer
+from nomp.stratum.stratumpool import StratumPool
 
 QUIET_CHECK_INTERVAL = 5.0  # seconds between looks for miners gone quiet
 
@@ -21,12 +20,12 @@ class StratumService(OrderedMultiService):
     """Listens on a pool's ports; at stop, closes connections and waits for
     the shares still being checked, so the recorder gets all of them."""
 
-    def __init__(self, server: StratumServer, ports: tuple[PortConfig, ...], reactor: Any) -> None:
+    def __init__(self, server: StratumPool, ports: tuple[PortConfig, ...], reactor: Any) -> None:
         super().__init__()
         self.setName("stratum")
         self.server = server
         banning = server.config.banning
-        shared_bans = server.shared_bans
+        shared_bans = server.bans.shared
         if shared_bans is not None:
             # Added before the ports: bans are read at start (and a banned
             # miner that got in before the read is closed by it).
@@ -35,14 +34,13 @@ class StratumService(OrderedMultiService):
             )
             sync.clock = reactor
             sync.setServiceParent(self)
-        purge = TimerService(banning.purge_interval, lambda: server.gatekeeper.purge(reactor.seconds()))
+        purge = TimerService(banning.purge_interval, lambda: server.bans.gatekeeper.purge(reactor.seconds()))
         purge.clock = reactor
         purge.setServiceParent(self)
         for port in ports:
-            factory: Any = StratumFactory(server, port)
+            factory: Any = server.factory(port)
             if port.proxy_protocol:
-                networks = [ipaddress.ip_network(n, strict=False) for n in port.proxy_protocol]
-                factory = ProxyProtocolFactory(factory, networks, reactor)
+                factory = ProxyProtocolFactory(factory, list(port.proxy_protocol), reactor)
             listening = StreamServerEndpointService(serverFromString(reactor, port.listen), factory)
             # A port that cannot be bound stops start-up instead of being logged and skipped.
             listening._raiseSynchronously = True
@@ -55,7 +53,7 @@ class StratumService(OrderedMultiService):
         stopping: defer.Deferred[None] = super().stopService()  # no new connections
         stopping.addCallback(lambda _: self.server.close_all())
         stopping.addCallback(lambda _: self.server.idle())
-        shared_bans = self.server.shared_bans
+        shared_bans = self.server.bans.shared
         if shared_bans is not None:
             stopping.addCallback(lambda _: defer.Deferred.fromCoroutine(shared_bans.flush()))
         return stopping

@@ -13,12 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from nomp.stratum.banning import normalise_ip
-
-if TYPE_CHECKING:
-    from nomp.stratum.protocol import StratumProtocol
+from nomp.stratum.connection import Connection
 
 TARGET_SYNTAX = "all|worker <name>|ip <ip>[:<port>]"
 
@@ -92,33 +89,25 @@ def parse_address(text: str) -> tuple[str, int | None]:
     return ip, int(port_text)
 
 
-def peer_port(protocol: StratumProtocol) -> int | None:
-    """The miner's port (through a PROXY protocol proxy: the miner's own)."""
-    transport = protocol.transport
-    port = getattr(transport.getPeer(), "port", None) if transport is not None else None
-    return port if isinstance(port, int) else None
-
-
-def select(target: MinerTarget, connections: Iterable[StratumProtocol]) -> list[StratumProtocol]:
+def select(target: MinerTarget, connections: Iterable[Connection]) -> list[Connection]:
     """The open connections ``target`` picks, by IP and port."""
     chosen = []
-    for protocol in connections:
-        transport = protocol.transport
-        if transport is None or getattr(transport, "disconnecting", False):
-            continue  # closing: it reads nothing more
-        port = peer_port(protocol) if target.port is not None else None
-        if target.matches(protocol.session.workers, protocol.ip, port):
-            chosen.append(protocol)
-    chosen.sort(key=lambda p: (p.ip or "", peer_port(p) or 0))
+    for connection in connections:
+        if connection.closing:
+            continue  # it reads nothing more
+        port = connection.peer_port() if target.port is not None else None
+        if target.matches(connection.session.workers, connection.ip, port):
+            chosen.append(connection)
+    chosen.sort(key=lambda c: (c.ip or "", c.peer_port() or 0))
     return chosen
 
 
-def describe_connection(protocol: StratumProtocol) -> str:
+def describe_connection(connection: Connection) -> str:
     """``IP:PORT (workers; user agent; extranonce1)`` for the operator."""
-    port = peer_port(protocol)
-    host = protocol.ip or protocol.peer
+    port = connection.peer_port()
+    host = connection.ip or connection.peer
     where = _host_port(host, port) if port is not None else host
-    session = protocol.session
+    session = connection.session
     workers = ",".join(session.workers) or "not authorized"
     extranonce1 = session.extranonce1.hex() if session.extranonce1 is not None else "not subscribed"
     return f"{where} ({workers}; {session.user_agent or 'no agent'}; extranonce1 {extranonce1})"

@@ -31,9 +31,11 @@ from nomp.config import PortConfig
 from nomp.config.load import listen_address
 from nomp.daemon.errors import DaemonError, DaemonHTTPError, DaemonResponseError, DaemonUnreachable, RPCError
 from nomp.daemon.rpc import CallObserver
+from nomp.pool.blocks import BLOCK_RESULTS
 from nomp.store.recorder import ScriptRunner
 from nomp.stratum.banning import Refusal
-from nomp.stratum.server import BLOCK_RESULTS, SHARE_RESULTS, StratumServer
+from nomp.stratum.pipeline import SHARE_RESULTS
+from nomp.stratum.stratumpool import StratumPool
 from nomp.web.collector import Snapshot
 
 # Daemon calls run from milliseconds (getblocktemplate on a small mempool)
@@ -65,6 +67,16 @@ class BufferedRecords(Protocol):
     def waiting(self) -> int:
         """Records not yet written to Redis."""
         ...
+
+
+class PoolCounters(Protocol):
+    """A PoolService as the metrics see it."""
+
+    blocks: Tally[str]  # block candidates, by one of BLOCK_RESULTS
+    job_failures: Tally[str]  # refreshes that made no job, by kind
+
+
+JOB_FAILURE_KINDS = ("daemon", "template", "job")
 
 
 class HashingLoad(Protocol):
@@ -101,8 +113,9 @@ def port_label(port: PortConfig) -> str:
 @dataclass(frozen=True, slots=True)
 class _WatchedPool:
     name: str
-    server: StratumServer
+    server: StratumPool
     recorder: BufferedRecords
+    pool: PoolCounters
     port_labels: Mapping[PortConfig, str]
 
 
@@ -158,10 +171,12 @@ class Metrics:
         ProcessCollector(registry=self.registry)
         self.registry.register(_StateCollector(self))
 
-    def watch_pool(self, name: str, server: StratumServer, recorder: BufferedRecords) -> None:
-        """Export the connections, shares and buffered records of the pool called ``name``."""
+    def watch_pool(
+        self, name: str, server: StratumPool, recorder: BufferedRecords, pool: PoolCounters
+    ) -> None:
+        """Export the connections, shares, blocks, job failures and buffered records of the pool called ``name``."""
         labels = {port: port_label(port) for port in server.config.ports}
-        self._pools.append(_WatchedPool(name, server, recorder, labels))
+        self._pools.append(_WatchedPool(name, server, recorder, pool, labels))
 
     def watch_hashing(self, hashing: HashingLoad) -> None:
         self._hashing = hashing
@@ -236,6 +251,13 @@ class _StateCollector(Collector):
             "rejected, or error (no answer).",
             labels=["pool", "result"],
         )
+        job_failures = CounterMetricFamily(
+            "nomp_pool_job_failures",
+            "Template refreshes that made no job, by kind: daemon (getblocktemplate failed), "
+            "template (an unusable reply) or job (a template that could not become a job); "
+            "miners keep the last good job meanwhile.",
+            labels=["pool", "kind"],
+        )
         buffered = GaugeMetricFamily(
             "nomp_share_records_buffered",
             "Share and block records waiting to be written to Redis.",
@@ -244,22 +266,25 @@ class _StateCollector(Collector):
         for pool in self._metrics.pools:
             server = pool.server
             open_by_port = Tally({label: 0 for label in pool.port_labels.values()})
-            for port, count in Tally(p.factory.port for p in server.connections).items():
+            for port, count in Tally(c.settings.port for c in server.connections).items():
                 open_by_port[pool.port_labels.get(port) or port_label(port)] += count
             for label, count in open_by_port.items():
                 connections.add_metric([pool.name, label], count)
             by_reason = Tally({label: 0 for label in _REFUSAL_LABELS.values()})
-            for reason, count in server.refused.items():
+            for reason, count in server.bans.refused.items():
                 by_reason[_REFUSAL_LABELS.get(reason, reason)] += count
             for reason, count in by_reason.items():
                 refused.add_metric([pool.name, reason], count)
-            for result in _with_known(SHARE_RESULTS, server.shares):
-                shares.add_metric([pool.name, result], server.shares[result])
-            for result in _with_known(BLOCK_RESULTS, server.blocks):
-                blocks.add_metric([pool.name, result], server.blocks[result])
-            in_flight.add_metric([pool.name], server.in_flight)
+            counted = server.pipeline.shares
+            for result in _with_known(SHARE_RESULTS, counted):
+                shares.add_metric([pool.name, result], counted[result])
+            for result in _with_known(BLOCK_RESULTS, pool.pool.blocks):
+                blocks.add_metric([pool.name, result], pool.pool.blocks[result])
+            for kind in _with_known(JOB_FAILURE_KINDS, pool.pool.job_failures):
+                job_failures.add_metric([pool.name, kind], pool.pool.job_failures[kind])
+            in_flight.add_metric([pool.name], server.pipeline.in_flight)
             buffered.add_metric([pool.name], pool.recorder.waiting)
-        yield from (connections, refused, shares, in_flight, blocks, buffered)
+        yield from (connections, refused, shares, in_flight, blocks, job_failures, buffered)
 
     def _hashing(self) -> Iterable[Metric]:
         hashing = self._metrics.hashing

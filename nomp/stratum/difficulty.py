@@ -1,0 +1,61 @@
+"""A miner's difficulty as the pool changes it: vardiff, its own requests.
+
+Each function takes the connection and ``now`` and sends what the miner
+must hear (``mining.set_difficulty`` through the connection); the rules
+themselves are the pure core's (``VarDiff``, ``clamp_difficulty``).
+"""
+
+from __future__ import annotations
+
+from nomp.stratum.configure import clamp_difficulty
+from nomp.stratum.connection import Connection
+
+
+def set_difficulty(connection: Connection, difficulty: float) -> None:
+    """Send a new difficulty at once; it applies to the next job the miner
+    gets. Shares of jobs it already has are judged by the lower of old and new."""
+    connection.session.difficulty = difficulty
+    connection.send_difficulty(difficulty)
+
+
+def _vardiff_changed(connection: Connection, difficulty: float) -> None:
+    # Vardiff knows the port's limits, not the floor the miner asked for.
+    difficulty = max(difficulty, connection.session.minimum_difficulty)
+    if difficulty != connection.session.difficulty:
+        set_difficulty(connection, difficulty)
+
+
+def share_seen(connection: Connection, now: float) -> None:
+    """A share (valid or not) from an authorized miner: vardiff's sample."""
+    vardiff = connection.settings.vardiff
+    session = connection.session
+    if vardiff is not None and session.vardiff is not None:
+        new = vardiff.on_share(session.vardiff, now, session.difficulty)
+        if new is not None:
+            _vardiff_changed(connection, new)
+
+
+def quiet_check(connection: Connection, now: float) -> None:
+    """Lower the difficulty of a miner whose shares stopped coming."""
+    vardiff = connection.settings.vardiff
+    session = connection.session
+    if vardiff is not None and session.vardiff is not None and session.subscribed:
+        new = vardiff.on_quiet(session.vardiff, now, session.difficulty)
+        if new is not None:
+            _vardiff_changed(connection, new)
+
+
+def miner_asked(connection: Connection, requested: float, now: float) -> None:
+    """Give the miner the difficulty it asked for, as far as its port
+    allows. Before subscribing it becomes the starting difficulty, sent
+    with the subscription."""
+    session = connection.session
+    difficulty = clamp_difficulty(requested, connection.settings.port, session.minimum_difficulty)
+    if session.vardiff is not None:
+        session.vardiff.restart(now)
+    if difficulty == session.difficulty:
+        return
+    if session.subscribed:
+        set_difficulty(connection, difficulty)
+    else:
+        session.difficulty = difficulty
