@@ -297,8 +297,14 @@ class PoolService(OrderedMultiService):
         if candidate.block_hash in self._blocks_in_flight:
             return  # the same block twice (a resubmitted share): one submission
         handling = background(f"block {candidate.block_hash}", self._handle_block(candidate))
+        if handling.called:
+            return  # answered at once (no I/O waited on)
         self._blocks_in_flight[candidate.block_hash] = handling
-        handling.addBoth(lambda _: self._blocks_in_flight.pop(candidate.block_hash, None))
+
+        def done(_: object) -> None:
+            del self._blocks_in_flight[candidate.block_hash]
+
+        handling.addBoth(done)
 
     async def _handle_block(self, candidate: BlockCandidate) -> None:
         # Recorded before any node sees it: a process killed after the
