@@ -368,7 +368,8 @@ class PoolService(OrderedMultiService):
                 )
                 continue
             self.log.info(
-                "pool {pool}: block candidate {block_hash} at height {height} settled from the chain: {state}",
+                "pool {pool}: block candidate {block_hash} at height {height} settled from the chain: "
+                "{state}",
                 pool=self.config.name,
                 block_hash=block_hash,
                 height=candidate.height,
