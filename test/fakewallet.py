@@ -61,9 +61,13 @@ class FakeWallet:
                     "amount": Decimal(coins(amount)),
                 }
                 return {"details": [detail]}
-            for sent, _, _ in self.sends:
+            for sent, amounts, _ in self.sends:
                 if sent == txid:
-                    return {"fee": Decimal("-0.00001000"), "details": []}
+                    details = [
+                        {"address": address, "category": "send", "amount": -Decimal(amount)}
+                        for address, amount in amounts.items()
+                    ]
+                    return {"fee": Decimal("-0.00001000"), "details": details}
             raise RPCError("fake", method, -5, "Invalid or non-wallet transaction id")
         if method == "validateaddress":
             return {"isvalid": params[0] not in self.invalid}

@@ -4,26 +4,39 @@ split maths, the wallet's refusals, a lost sendmany reply, the lock."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from decimal import Decimal
 from fractions import Fraction
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
-from twisted.internet import defer, task
+from twisted.internet import defer, reactor, task, threads
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.server import Site
 
-from nomp.config import PaymentsConfig, RedisConfig
+from nomp.candidate import BlockCandidate
+from nomp.config import PaymentsConfig, RedisConfig, load_config
 from nomp.daemon.errors import DaemonUnreachable, RPCError
+from nomp.payments.audit import audit
 from nomp.payments.ledger import PaymentLedger
-from nomp.payments.processor import PaymentProcessor, RunReport
+from nomp.payments.processor import FAILPOINTS, PaymentProcessor, RunReport
+from nomp.payments.service import PaymentService
 from nomp.payments.split import coins, round_weights, satoshis, split_reward
 from nomp.store.keys import PoolKeys
 from nomp.store.recorder import ShareRecorder
 from nomp.store.redis import RedisService
-from test.fakes import pool_config
+from test.fakedaemon import FakeDaemon, FakeRPCError, Handler
+from test.fakes import REGTEST_ADDRESS, pool_config
 from test.fakewallet import FakeChain, FakeWallet
-from test.servers import shared_redis
+from test.poolconf import write_conf
+from test.servers import RedisServer, shared_redis
+from test.test_config_paths import REPOSITORY
 from test.waiting import until
 
 DB = 9
@@ -71,6 +84,32 @@ class SplitTests(SynchronousTestCase):
         self.assertRaises(ValueError, satoshis, Decimal("0.000000001"))
 
 
+async def record_block(
+    keys: PoolKeys,
+    redis: RedisService,
+    chain: FakeChain,
+    wallet: FakeWallet,
+    now: float,
+    height: int,
+    shares: list[tuple[str, float]],
+    category: str = "generate",
+) -> str:
+    """A block whose round holds ``shares``, recorded by the real recorder, known
+    to the chain and (its coinbase, in ``category``) to the wallet; its hash."""
+    recorder = ShareRecorder(keys, redis.client, task.Clock(), wall_clock=lambda: now)
+    for worker, difficulty in shares:
+        recorder.valid_share(worker, difficulty)
+    block_hash, txid = f"{height:064x}", f"{height + 10**6:064x}"
+    recorder.block_found(
+        BlockCandidate(block_hash, txid, height, shares[-1][0], REWARD, False, 0.0, now, b"")
+    )
+    recorder.block_settled(block_hash, True)
+    await recorder.flush()
+    chain.blocks[block_hash] = (chain.tip - height + 1, txid)
+    wallet.coinbases[txid] = (category, REWARD)
+    return block_hash
+
+
 class PaymentRunTests(TestCase):
     """One pool's blocks (written by the real recorder), a scripted wallet."""
 
@@ -105,18 +144,9 @@ class PaymentRunTests(TestCase):
 
     async def found(self, height: int, shares: list[tuple[str, float]], category: str = "generate") -> str:
         """A block whose round holds ``shares``, recorded by the real recorder."""
-        recorder = ShareRecorder(
-            self.keys, self.redis_service.client, task.Clock(), wall_clock=lambda: self.now
+        return await record_block(
+            self.keys, self.redis_service, self.chain, self.wallet, self.now, height, shares, category
         )
-        for worker, difficulty in shares:
-            recorder.valid_share(worker, difficulty)
-        record = recorder.block_found(shares[-1][0], height, REWARD)
-        block_hash, txid = f"{height:064x}", f"{height + 10**6:064x}"
-        recorder.block_settled(record, True, block_hash, txid)
-        await recorder.flush()
-        self.chain.blocks[block_hash] = (self.chain.tip - height + 1, txid)
-        self.wallet.coinbases[txid] = (category, REWARD)
-        return block_hash
 
     async def test_immature_then_mature(self) -> None:
         """Credited immature first, then moved to balances and paid."""
@@ -285,3 +315,148 @@ class PaymentRunTests(TestCase):
         with self.assertRaises(Exception) as raised:
             await self.ledger.credit_mature(token, blocks[0], "tx", split)
         self.assertIn("NOLOCK", str(raised.exception))
+
+
+# The environment variable that once made a payment run SIGKILL itself at a step.
+OLD_FAILPOINT_VARIABLE = "NOMP_PAYMENTS_FAILPOINT"
+WALLET_METHODS = ("gettransaction", "validateaddress", "sendmany", "listtransactions")
+CHAIN_METHODS = ("getblockcount", "getblock")
+
+
+def answered(rpc: FakeChain | FakeWallet, method: str, params: list[Any]) -> Any:
+    """What the scripted chain or wallet answers, as a FakeDaemon handler gives it."""
+    outcome: list[Any] = []
+    defer.Deferred.fromCoroutine(rpc.call(method, *params)).addBoth(outcome.append)
+    (result,) = outcome  # the fakes never wait
+    if isinstance(result, Failure):
+        if isinstance(result.value, RPCError):
+            raise FakeRPCError(result.value.code, result.value.message)
+        result.raiseException()
+    return result
+
+
+def nomp_payments(
+    conf: Path, *args: str, entry: tuple[str, ...] = ("nomp.payments.cli",), **env: str
+) -> defer.Deferred[subprocess.CompletedProcess[str]]:
+    """``nomp-payments -c conf args`` (or another ``python -m`` entry) in a process of its
+    own, waited for on a thread so that the reactor serves the test's daemon meanwhile."""
+    path = os.pathsep.join(filter(None, [str(REPOSITORY), os.environ.get("PYTHONPATH")]))
+    return threads.deferToThread(
+        subprocess.run,
+        [sys.executable, "-m", *entry, "-c", str(conf), *args],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": path, **env},
+    )
+
+
+class PaymentCommandTests(TestCase):
+    """``nomp-payments`` and PaymentService against a redis-server of their own and the
+    scripted chain and wallet served over HTTP as one daemon."""
+
+    timeout = 120
+
+    def setUp(self) -> defer.Deferred[None]:  # type: ignore[override]  # trial waits for it
+        return defer.Deferred.fromCoroutine(self._set_up())
+
+    async def _set_up(self) -> None:
+        self.server = RedisServer().start()
+        self.addCleanup(self.server.stop)
+        self.redis_service = RedisService(RedisConfig(port=self.server.port))
+        self.redis_service.startService()
+        self.addCleanup(self.redis_service.stopService)
+        await until(lambda: self.redis_service.client() is not None)
+        self.chain = FakeChain(tip=1000)
+        self.wallet = FakeWallet(REGTEST_ADDRESS)
+        handlers: dict[str, Handler] = {m: partial(answered, self.wallet, m) for m in WALLET_METHODS}
+        handlers.update({m: partial(answered, self.chain, m) for m in CHAIN_METHODS})
+        site: Any = Site(FakeDaemon(handlers))
+        listening = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        url = f"http://127.0.0.1:{listening.getHost().port}"  # type: ignore[attr-defined]
+        payments = {"enabled": True, "minimum_payment": "0.01", "fee_percent": "1"}
+        self.conf, _ = write_conf(
+            Path(self.mktemp()), url, "nomp", "secret", REGTEST_ADDRESS, self.server.port, payments=payments
+        )
+        self.pool = load_config(self.conf).pools[0]
+        client = self.redis_service.client()
+        assert client is not None
+        self.ledger = PaymentLedger(client, PoolKeys.for_coin(self.pool.coin.name))
+        self.height = 900
+
+    async def mature_block(self) -> str:
+        self.height += 1
+        return await record_block(
+            self.ledger.keys,
+            self.redis_service,
+            self.chain,
+            self.wallet,
+            time.time(),
+            self.height,
+            [(ALICE, 1.0), (BOB, 1.0)],
+        )
+
+    async def test_audit_prints_only_its_answer(self) -> None:
+        """``audit`` writes its checks and verdict and nothing else; with ``-v`` its log
+        has no line for each connection of the wallet calls (one each) or Redis."""
+        for _ in range(3):
+            await self.mature_block()
+        paid = await PaymentProcessor(self.pool, self.ledger, self.chain, self.wallet).run()
+        self.assertEqual(len(paid.confirmed), 3)
+        self.assertIsNotNone(paid.txid)
+        expected = await audit(self.ledger, self.wallet, self.pool.address)
+        self.assertTrue(expected.clean)
+        answer = f"pool {self.pool.name}:\n" + "".join(f"  {line}\n" for line in expected.lines())
+        calls = len(self.wallet.calls)
+        done = await nomp_payments(self.conf, "audit")
+        self.assertEqual(len(self.wallet.calls) - calls, 4)  # three coinbases and a payout, over HTTP
+        self.assertEqual((done.returncode, done.stdout, done.stderr), (0, answer, ""))
+
+        verbose = await nomp_payments(self.conf, "-v", "audit")
+        self.assertEqual((verbose.returncode, verbose.stdout), (0, answer))
+        self.assertEqual([line for line in verbose.stderr.splitlines() if "actory" in line], [])
+
+    async def test_failpoint_variable_ignored_by_the_command(self) -> None:
+        """The environment variable that once killed a run at a step changes nothing: the run
+        passes each step, pays and reports."""
+        for step in FAILPOINTS:
+            await self.mature_block()
+            done = await nomp_payments(self.conf, "run", **{OLD_FAILPOINT_VARIABLE: step})
+            self.assertEqual(done.returncode, 0, f"{step}: {done.stdout}{done.stderr}")
+            self.assertIn("confirmed 1,", done.stdout)
+            self.assertIn("paid 4950000000 satoshis to 2 addresses in ", done.stdout)
+        self.assertEqual(len(self.wallet.sends), len(FAILPOINTS))
+
+    async def test_injected_failpoint_kills_at_each_step(self) -> None:
+        """The fault tests' entry point (the same command with a failpoint hook injected) dies
+        at the step it names: before the payout, with its batch journalled, sent, recorded."""
+        journal = self.ledger.keys.journal
+        for step, journalled, sends in zip(FAILPOINTS, (False, True, True, False), (0, 0, 1, 1), strict=True):
+            self.server.command("DEL", journal)
+            self.server.command("DEL", self.ledger.keys.payment_lock)
+            before = len(self.wallet.sends)
+            await self.mature_block()
+            killed = await nomp_payments(self.conf, "run", entry=("test.failpoints", step))
+            self.assertEqual((killed.returncode, killed.stdout), (-9, ""), f"{step}: {killed.stderr}")
+            self.assertEqual(self.server.command("GET", journal) is not None, journalled, step)
+            self.assertEqual(len(self.wallet.sends) - before, sends, step)
+
+    async def test_failpoint_variable_ignored_by_the_service(self) -> None:
+        """PaymentService started with the variable set runs past every step: nothing
+        signals the process."""
+        signalled: list[tuple[int, int]] = []
+        self.patch(os, "kill", lambda pid, number: signalled.append((pid, number)))
+        for step in FAILPOINTS:
+            self.patch(os, "environ", {**os.environ, OLD_FAILPOINT_VARIABLE: step})
+            service = PaymentService(self.pool, self.redis_service.client, lambda: self.chain, reactor)
+            service.startService()
+            try:
+                await self.mature_block()
+                report = await service.run_once()
+            finally:
+                await service.stopService()
+            assert report is not None
+            self.assertEqual(len(report.paid), 2, step)
+        self.assertEqual(signalled, [])

@@ -17,11 +17,12 @@ from twisted.trial.unittest import TestCase
 from nomp.chain.address import decode_address
 from nomp.config import load_config
 from nomp.miner import Miner, connect
-from nomp.payments.processor import FAILPOINT_ENV, FAILPOINTS
+from nomp.payments.processor import FAILPOINTS
 from test.chainhelpers import coinbase_outputs
 from test.poolconf import write_conf
 from test.rediscli import redis, redis_hash
 from test.servers import RPC_PASSWORD, RPC_USER, RedisServer
+from test.test_config_paths import REPOSITORY
 from test.test_payments_regtest import (
     MATURITY,
     MINERS_WALLET,
@@ -39,17 +40,19 @@ LOCK_TIMEOUT = 1.0
 
 
 def nomp_payments(conf: Path, command: str, failpoint: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env.pop(FAILPOINT_ENV, None)
-    if failpoint is not None:
-        env[FAILPOINT_ENV] = failpoint
+    """``nomp-payments -c conf command`` in a process of its own; with ``failpoint``,
+    through test/failpoints.py, which kills it at that step of the run."""
+    entry = ["nomp.payments.cli"] if failpoint is None else ["test.failpoints", failpoint]
     return subprocess.run(
-        [sys.executable, "-m", "nomp.payments.cli", "-c", str(conf), command],
+        [sys.executable, "-m", *entry, "-c", str(conf), command],
         capture_output=True,
         check=False,
         text=True,
         timeout=120,
-        env=env,
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPOSITORY), os.environ.get("PYTHONPATH")])),
+        },
     )
 
 

@@ -10,33 +10,42 @@
 
 Without a pool name, every pool with payments enabled. Exit status 1 when
 an audit is not clean or a run failed, 2 on a configuration error.
+
+The answer goes to standard output; warnings and errors logged on the way
+go to standard error (``-v``: the info lines too).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import txredisapi
-from treq.client import HTTPClient
 from twisted.internet import defer, task
-from twisted.logger import globalLogBeginner, textFileLogObserver
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.logger import (
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogBeginner,
+    textFileLogObserver,
+)
 
 from nomp.config import ConfigErrors, PoolConfig, load_config
-from nomp.daemon import DaemonGroup, DaemonRPC
+from nomp.daemon.clients import DaemonClients
 from nomp.payments.audit import audit
 from nomp.payments.ledger import PaymentLedger
-from nomp.payments.processor import FAILPOINT_ENV, PaymentProcessor, kill_at
-from nomp.payments.service import wallet_rpc
+from nomp.payments.processor import PaymentProcessor
+from nomp.payments.service import wallet_daemon
 from nomp.payments.split import coins, satoshis
 from nomp.store.keys import PoolKeys
 
+Failpoint = Callable[[str], None]
 
-async def _main(reactor: Any, args: argparse.Namespace) -> int:
+
+async def _main(reactor: Any, args: argparse.Namespace, failpoint: Failpoint | None) -> int:
     try:
         config = load_config(args.config)
     except ConfigErrors as e:
@@ -50,13 +59,14 @@ async def _main(reactor: Any, args: argparse.Namespace) -> int:
     redis = await txredisapi.Connection(
         settings.host, settings.port, dbid=settings.db, password=settings.password, reconnect=False
     )
-    http_pool = HTTPConnectionPool(reactor, persistent=False)
-    http = HTTPClient(Agent(reactor, pool=http_pool))
+    # One connection per call: a command leaves nothing open behind it.
+    clients = DaemonClients(reactor, persistent=False)
     status = 0
     try:
         for pool in pools:
-            status = max(status, await _one(reactor, args, pool, redis, http))
+            status = max(status, await _one(args, pool, redis, clients, failpoint))
     finally:
+        await clients.close()
         await redis.disconnect()
     return status
 
@@ -82,23 +92,23 @@ async def _set_minimum(
     return 0
 
 
-async def _one(reactor: Any, args: argparse.Namespace, pool: PoolConfig, redis: Any, http: HTTPClient) -> int:
+async def _one(
+    args: argparse.Namespace,
+    pool: PoolConfig,
+    redis: Any,
+    clients: DaemonClients,
+    failpoint: Failpoint | None,
+) -> int:
     command, address, amount = args.command, args.address, args.amount
     ledger = PaymentLedger(redis, PoolKeys.for_coin(pool.coin.name))
-    wallet = wallet_rpc(pool, http, reactor)
+    wallet = clients.rpc(wallet_daemon(pool))
     if command == "minimum":
         return await _set_minimum(pool, ledger, address, amount)
     if command == "audit":
         result = await audit(ledger, wallet, pool.address)
         sys.stdout.write(f"pool {pool.name}:\n" + "".join(f"  {line}\n" for line in result.lines()))
         return 0 if result.clean else 1
-    chain = DaemonGroup(
-        [DaemonRPC(http, d.url, d.user, d.password, reactor, timeout=d.timeout) for d in pool.daemons],
-        reactor,
-    )
-    processor = PaymentProcessor(
-        pool, ledger, chain, wallet, failpoint=kill_at(os.environ.get(FAILPOINT_ENV))
-    )
+    processor = PaymentProcessor(pool, ledger, clients.group(pool.daemons), wallet, failpoint=failpoint)
     report = await processor.run()
     sys.stdout.write(
         f"pool {pool.name}: immature {len(report.immature)}, confirmed {len(report.confirmed)}, "
@@ -112,19 +122,25 @@ async def _one(reactor: Any, args: argparse.Namespace, pool: PoolConfig, redis: 
     return 1 if report.error or report.locked_out else 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, failpoint: Failpoint | None = None) -> int:
+    """The command; ``failpoint`` is a test seam, passed to the payment run (see PaymentProcessor)."""
     parser = argparse.ArgumentParser(prog="nomp-payments", description=__doc__.split("\n")[0])
     parser.add_argument("-c", "--config", default="conf", help="the conf folder")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log info lines too, not only problems")
     parser.add_argument("command", choices=["run", "audit", "minimum"])
     parser.add_argument("pool", nargs="?", help="the pool's name (its file's stem); default: all")
     parser.add_argument("address", nargs="?", help="minimum: the miner's address")
     parser.add_argument("amount", nargs="?", help="minimum: coins, or - to remove")
     args = parser.parse_args(argv)
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    level = LogLevel.info if args.verbose else LogLevel.warn
+    log = FilteringLogObserver(
+        textFileLogObserver(sys.stderr), [LogLevelFilterPredicate(defaultLogLevel=level)]
+    )
+    globalLogBeginner.beginLoggingTo([log], redirectStandardIO=False)
     status: list[int] = []
 
     async def run(reactor: Any) -> None:
-        status.append(await _main(reactor, args))
+        status.append(await _main(reactor, args, failpoint))
 
     try:
         task.react(lambda reactor: defer.Deferred.fromCoroutine(run(reactor)))

@@ -17,9 +17,7 @@ untouched, are paid by a later batch.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,7 +37,8 @@ RPC_INVALID_ADDRESS_OR_KEY = -5
 RPC_WALLET_INSUFFICIENT_FUNDS = -6
 RPC_WALLET_UNLOCK_NEEDED = -13
 
-FAILPOINT_ENV = "NOMP_PAYMENTS_FAILPOINT"
+# The steps of a run a ``failpoint`` hook is told of, in order: a fault-injection
+# test kills the process at each and checks that a later run pays exactly once.
 FAILPOINTS = ("after_crediting", "after_journal", "after_sendmany", "after_recording")
 LIST_PAGE = 200
 _ADDRESS_IN_ERROR = re.compile(r"address: ?(\S+)", re.IGNORECASE)
@@ -57,20 +56,6 @@ class RPC(Protocol):
     """A daemon to call: a DaemonRPC (the wallet) or a DaemonGroup (the chain)."""
 
     async def call(self, method: str, *params: Any) -> Any: ...
-
-
-def kill_at(failpoint: str | None) -> Callable[[str], None]:
-    """A failpoint hook for fault-injection tests: SIGKILL this process at ``failpoint``.
-
-    Production runs have no failpoint (the environment variable is unset)
-    and the hook does nothing.
-    """
-
-    def reached(name: str) -> None:
-        if name == failpoint:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return reached
 
 
 @dataclass(slots=True)
@@ -99,7 +84,11 @@ class BlockStatus:
 
 
 class PaymentProcessor:
-    """Runs a pool's payments against its chain daemons, wallet and Redis."""
+    """Runs a pool's payments against its chain daemons, wallet and Redis.
+
+    ``failpoint``, a test seam, is called with each name of FAILPOINTS as the
+    run passes that step; the pool and its commands pass none.
+    """
 
     log = Logger()
 
@@ -118,9 +107,13 @@ class PaymentProcessor:
         self.chain = chain
         self.wallet = wallet
         self._wall_clock = wall_clock
-        self._failpoint = failpoint or kill_at(None)
+        self._failpoint = failpoint
         self._valid_addresses: set[str] = set()
         self._batches = 0
+
+    def _reached(self, step: str) -> None:
+        if self._failpoint is not None:
+            self._failpoint(step)
 
     async def run(self) -> RunReport:
         report = RunReport()
@@ -132,7 +125,7 @@ class PaymentProcessor:
         try:
             settled = await self._settle_journal(report)
             await self._walk_blocks(token, report)
-            self._failpoint("after_crediting")
+            self._reached("after_crediting")
             if settled:
                 await self._pay(token, report)
         finally:
@@ -311,7 +304,7 @@ class PaymentProcessor:
                 self.config.transaction_fee,
             )
             await self.ledger.open_batch(token, batch)
-            self._failpoint("after_journal")
+            self._reached("after_journal")
             subtract = sorted(due) if batch.fee_from == "miners" else []
             try:
                 txid = await self.wallet.call(
@@ -336,9 +329,9 @@ class PaymentProcessor:
                 report.error = f"sendmany unanswered ({e}); batch {batch.id} is settled by a later run"
                 self.log.error("pool {pool}: {why}", pool=self.pool.name, why=report.error)
                 return
-            self._failpoint("after_sendmany")
+            self._reached("after_sendmany")
             await self._record(batch, str(txid), report)
-            self._failpoint("after_recording")
+            self._reached("after_recording")
             return
 
     async def _record(self, batch: Batch, txid: str, report: RunReport) -> None:

@@ -2,37 +2,36 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
-from treq.client import HTTPClient
 from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.logger import Logger
-from twisted.web.client import Agent, HTTPConnectionPool
 
-from nomp.config import PoolConfig
+from nomp.config import DaemonConfig, PoolConfig
 from nomp.daemon import DaemonRPC
+from nomp.daemon.clients import DaemonClients, daemon_rpc
 from nomp.daemon.rpc import CallObserver, HTTPPoster
 from nomp.payments.ledger import PaymentLedger
-from nomp.payments.processor import FAILPOINT_ENV, RPC, PaymentProcessor, RunReport, kill_at
+from nomp.payments.processor import RPC, PaymentProcessor, RunReport
 from nomp.store.keys import PoolKeys
 from nomp.store.recorder import ScriptRunner
+
+
+def wallet_daemon(pool: PoolConfig) -> DaemonConfig:
+    """The one wallet a pool pays from: its payments daemon, else its first daemon.
+
+    Never a group that fails over: a sendmany must not go to two wallets.
+    """
+    return pool.payments.daemon or pool.daemons[0]
 
 
 def wallet_rpc(
     pool: PoolConfig, http: HTTPPoster, clock: Any, observer: CallObserver | None = None
 ) -> DaemonRPC:
-    """The one wallet a pool pays from: its payments daemon, else its first daemon.
-
-    Never a group that fails over: a sendmany must not go to two wallets.
-    ``observer`` is told of every call (metrics).
-    """
-    daemon = pool.payments.daemon or pool.daemons[0]
-    return DaemonRPC(
-        http, daemon.url, daemon.user, daemon.password, clock, timeout=daemon.timeout, observer=observer
-    )
+    """A client of the pool's wallet over ``http``; ``observer`` is told of every call (metrics)."""
+    return daemon_rpc(http, wallet_daemon(pool), clock, observer)
 
 
 class PaymentService(Service):
@@ -55,20 +54,16 @@ class PaymentService(Service):
         self._chain = chain
         self._reactor = reactor
         self._http = http
-        self._http_pool: HTTPConnectionPool | None = None
+        self._clients: DaemonClients | None = None
         self._wallet: DaemonRPC | None = None
         self._loop: task.LoopingCall | None = None
         self._running: defer.Deferred[RunReport | None] | None = None
         self._processor: PaymentProcessor | None = None  # kept: it remembers addresses checked
-        self._failpoint = kill_at(os.environ.get(FAILPOINT_ENV))
 
     def startService(self) -> None:
         super().startService()
-        http = self._http
-        if http is None:
-            self._http_pool = HTTPConnectionPool(self._reactor, persistent=True)
-            http = HTTPClient(Agent(self._reactor, pool=self._http_pool))
-        self._wallet = wallet_rpc(self.pool, http, self._reactor, self._rpc_observer)
+        self._clients = DaemonClients(self._reactor, observer=self._rpc_observer, http=self._http)
+        self._wallet = self._clients.rpc(wallet_daemon(self.pool))
         self._loop = task.LoopingCall(self._tick)
         self._loop.clock = self._reactor
         self._loop.start(self.pool.payments.interval, now=False)
@@ -87,7 +82,7 @@ class PaymentService(Service):
             return None
         if self._processor is None:
             ledger = PaymentLedger(redis, PoolKeys.for_coin(self.pool.coin.name))
-            self._processor = PaymentProcessor(self.pool, ledger, chain, wallet, failpoint=self._failpoint)
+            self._processor = PaymentProcessor(self.pool, ledger, chain, wallet)
         try:
             return await self._processor.run()
         except Exception:
@@ -107,6 +102,6 @@ class PaymentService(Service):
         # record would only leave the journal for the next start to settle.
         if self._running is not None and not self._running.called:
             await self._running
-        pool, self._http_pool = self._http_pool, None
-        if pool is not None:
-            await pool.closeCachedConnections()
+        clients, self._clients = self._clients, None
+        if clients is not None:
+            await clients.close()
