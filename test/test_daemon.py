@@ -19,15 +19,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from treq.testing import StubTreq
-from twisted.internet import defer
+from twisted.internet import defer, reactor
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent, LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import TestCase
+from twisted.web.server import Site
 
-from nomp.config import PoolConfig, load_config
+from nomp.config import DaemonConfig, PoolConfig, load_config
 from nomp.daemon import (
+    DaemonError,
     DaemonGroup,
     DaemonHTTPError,
     DaemonResponseError,
@@ -35,6 +37,7 @@ from nomp.daemon import (
     DaemonUnreachable,
     RPCError,
 )
+from nomp.daemon.clients import DaemonClients
 from nomp.daemon.rpc import HTTPPoster
 from nomp.pool.startup import RETRY_DELAYS, StartupError, resolve_payouts, wait_for_daemon
 from test.fakedaemon import FakeDaemon, FakeRPCError, Handler
@@ -362,6 +365,46 @@ class DaemonGroupTests(TestCase):
         links[1].unplug()
         self.assertEqual(self.successResultOf(settle(group.call("getblockcount"), *links)), 10)
 
+    def test_outage_logged_once(self) -> None:
+        """A daemon that answered, then fails call after call, is one warning; its return is
+        one line; an RPC error is an answer, not an outage."""
+        group, links, rpcs = self.group(FakeDaemon({"getblockcount": answering(10)}))
+        self.successResultOf(settle(group.call("getblockcount"), *links))
+        links[0].unplug()
+        with capturedLogs() as events:
+            for _ in range(3):
+                self.failureResultOf(settle(group.call("getblockcount"), *links), DaemonUnreachable)
+                self.clock.advance(30)
+            links[0].plug()
+            self.successResultOf(settle(group.call("getblockcount"), *links))
+            links[0].daemon.handlers["getblockcount"] = failing(-28, "Loading block index...")
+            self.failureResultOf(settle(group.call("getblockcount"), *links), RPCError)
+        group_log = "nomp.daemon.group.DaemonGroup"
+        (warning,) = messages(events, LogLevel.warn, group_log)
+        self.assertIn(f"daemon {rpcs[0].url} unavailable (DaemonUnreachable", warning)
+        (back,) = messages(events, LogLevel.info, group_log)
+        self.assertEqual(back, f"daemon {rpcs[0].url} is back after 90 s")
+        self.assertTrue(group.healthy(rpcs[0]))
+
+    def test_bug_is_not_an_outage(self) -> None:
+        """An error that is not the daemon's (here a metrics observer's bug) goes to the caller
+        as it is: the daemon is not marked down, the next one not asked, no outage logged."""
+
+        def broken(url: str, method: str, seconds: float, error: DaemonError | None) -> None:
+            raise TypeError("a bug in the observer")
+
+        first = FakeDaemon({"getblockcount": answering(10)})
+        second = FakeDaemon({"getblockcount": answering(20)})
+        group, links, rpcs = self.group(first, second)
+        clock = as_reactor(self.clock)
+        observed = DaemonRPC(links[0], rpcs[0].url, USER, PASSWORD, clock, observer=broken)
+        group = DaemonGroup([observed, rpcs[1]], clock)
+        with capturedLogs() as events:
+            self.failureResultOf(settle(group.call("getblockcount"), *links), TypeError)
+        self.assertTrue(group.healthy(observed))
+        self.assertEqual((first.methods(), second.methods()), (["getblockcount"], []))
+        self.assertEqual([e for e in events if e.get("log_namespace") == "nomp.daemon.group.DaemonGroup"], [])
+
     def test_rpc_error_is_an_answer(self) -> None:
         """An RPC error from the first daemon is raised as it is, without trying the next."""
         downloading = failing(-10, "Litecoin Core is in initial sync and waiting for blocks...")
@@ -610,11 +653,15 @@ class WaitForDaemonTests(TestCase):
         return events
 
     def test_unreachable(self) -> None:
-        """While no daemon answers it waits, and returns once one does."""
+        """While no daemon answers it waits, and returns once one does. The group, which has
+        never had an answer (the pool starting), says so in one info line, not once a retry,
+        and one when the daemon answers."""
         events = self.assert_waits("no daemon answers", self.link.unplug, self.link.plug)
         group_log = "nomp.daemon.group.DaemonGroup"
-        self.assertEqual(len(messages(events, LogLevel.warn, group_log)), 1)  # not once a retry
-        self.assertEqual(len(messages(events, LogLevel.info, group_log)), 1)  # "is back"
+        self.assertEqual(messages(events, LogLevel.warn, group_log), [])
+        waiting, answered = messages(events, LogLevel.info, group_log)
+        self.assertIn(f"daemon {URL}: waiting for it (DaemonUnreachable", waiting)
+        self.assertIn(f"daemon {URL} answered after", answered)
 
     def test_no_peers(self) -> None:
         """While getblocktemplate says -9 (no peers) it waits."""
@@ -763,3 +810,37 @@ class ResolvePayoutsTests(TestCase):
         self.successResultOf(self.resolve())
         expected = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
         self.assertEqual({c.authorization for c in self.fake.calls}, {f"Basic {expected}"})
+
+
+class DaemonClientsTests(TestCase):
+    """DaemonClients: the daemon clients of a configuration, on one HTTP connection pool."""
+
+    timeout = 30
+
+    async def test_calls_over_real_connections_log_nothing_of_them(self) -> None:
+        """A command's clients (a connection per call) and a pool's (kept open) make each
+        configured daemon's client, tell the observer of every call, and log no line for
+        the connections they open and close."""
+        fake = FakeDaemon({"getblockcount": answering(7)})
+        site: Any = Site(fake)
+        listening = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        url = f"http://127.0.0.1:{listening.getHost().port}/"  # type: ignore[attr-defined]
+        config = DaemonConfig(url=url, user=USER, password=PASSWORD, timeout=5.0)
+        for persistent in (False, True):
+            observed: list[str] = []
+            clients = DaemonClients(
+                reactor,
+                persistent=persistent,
+                observer=lambda u, method, s, e, seen=observed: seen.append(method),
+            )
+            group = clients.group([config])
+            self.assertEqual([(rpc.url, rpc._timeout) for rpc in group.daemons], [(url, 5.0)])
+            with capturedLogs() as events:
+                for _ in range(3):
+                    self.assertEqual(await group.call("getblockcount"), 7)
+                self.assertEqual(await clients.rpc(config).call("getblockcount"), 7)
+                await clients.close()
+            self.assertEqual([formatEvent(e) for e in events if "actory" in formatEvent(e)], [])
+            self.assertEqual(observed, ["getblockcount"] * 4)
+        self.assertEqual(len(fake.calls), 8)

@@ -13,6 +13,7 @@ from twisted.logger import Logger
 
 from nomp.daemon.errors import DaemonError, DaemonResponseError, RPCError
 from nomp.daemon.rpc import DaemonRPC
+from nomp.outage import Outage
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,8 @@ class DaemonGroup:
     an answer and is raised as it is. An unhealthy daemon goes to the back
     of the line for ``retry_after`` seconds, then takes its configured place
     again, so the pool returns to its first daemon once that one is back.
+    Each daemon's outage is logged once, and its return once; anything but a
+    DaemonError is not the daemon's doing and goes to the caller.
     """
 
     log = Logger()
@@ -78,27 +81,29 @@ class DaemonGroup:
         self.daemons = tuple(daemons)
         self._clock = clock
         self._retry_after = retry_after
-        self._down_since: dict[DaemonRPC, float] = {}
+        self._outages = {
+            daemon: Outage(self.log, f"daemon {daemon.url}", clock, (DaemonError,)) for daemon in self.daemons
+        }
 
     def healthy(self, daemon: DaemonRPC) -> bool:
         """Whether the last call to ``daemon`` got an answer."""
-        return daemon not in self._down_since
+        return not self._outages[daemon].down
 
-    def _mark(self, daemon: DaemonRPC, healthy: bool, error: DaemonError | None = None) -> None:
-        if healthy:
-            if self._down_since.pop(daemon, None) is not None:
-                self.log.info("daemon {url} is back", url=daemon.url)
-        elif daemon not in self._down_since:
-            self.log.warn("daemon {url} unhealthy: {error}", url=daemon.url, error=error)
-            self._down_since[daemon] = self._clock.seconds()
+    def _answered(self, daemon: DaemonRPC) -> None:
+        self._outages[daemon].succeeded()
+
+    def _unanswered(self, daemon: DaemonRPC, error: DaemonError) -> None:
+        self._outages[daemon].failed(error)
 
     def _in_order(self) -> list[DaemonRPC]:
         """Daemons to try: the healthy and those due a retry, then the rest."""
         now = self._clock.seconds()
-        return sorted(
-            self.daemons,
-            key=lambda d: now - self._down_since.get(d, now - self._retry_after) < self._retry_after,
-        )
+
+        def resting(daemon: DaemonRPC) -> bool:
+            since = self._outages[daemon].down_since
+            return since is not None and now - since < self._retry_after
+
+        return sorted(self.daemons, key=resting)
 
     async def call(self, method: str, *params: Any) -> Any:
         """``method(*params)`` on the first healthy daemon."""
@@ -107,13 +112,13 @@ class DaemonGroup:
             try:
                 result = await daemon.call(method, *params)
             except RPCError:
-                self._mark(daemon, True)
+                self._answered(daemon)
                 raise
             except DaemonError as e:
-                self._mark(daemon, False, e)
+                self._unanswered(daemon, e)
                 failure = e
                 continue
-            self._mark(daemon, True)
+            self._answered(daemon)
             return result
         assert failure is not None
         raise failure
@@ -125,12 +130,12 @@ class DaemonGroup:
             try:
                 result = await daemon.call(method, *params)
             except RPCError as e:
-                self._mark(daemon, True)
+                self._answered(daemon)
                 return e
             except DaemonError as e:
-                self._mark(daemon, False, e)
+                self._unanswered(daemon, e)
                 return e
-            self._mark(daemon, True)
+            self._answered(daemon)
             return result
 
         return list(await defer.gatherResults([defer.Deferred.fromCoroutine(one(d)) for d in self.daemons]))
@@ -180,7 +185,3 @@ class DaemonGroup:
             )
         except (KeyError, TypeError, ValueError):
             raise DaemonResponseError("", "getblockchaininfo", f"unexpected {info!r}") from None
-
-    async def best_block_hash(self) -> str:
-        """``getbestblockhash``."""
-        return str(await self.call("getbestblockhash"))
