@@ -336,7 +336,7 @@ def answered(rpc: FakeChain | FakeWallet, method: str, params: list[Any]) -> Any
 
 
 def nomp_payments(
-    conf: Path, *args: str, entry: tuple[str, ...] = ("nomp.payments.cli",), **env: str
+    conf: Path, *args: str, entry: tuple[str, ...] = ("nomp.payments.cli",), env: dict[str, str] | None = None
 ) -> defer.Deferred[subprocess.CompletedProcess[str]]:
     """``nomp-payments -c conf args`` (or another ``python -m`` entry) in a process of its
     own, waited for on a thread so that the reactor serves the test's daemon meanwhile."""
@@ -348,7 +348,7 @@ def nomp_payments(
         check=False,
         text=True,
         timeout=60,
-        env={**os.environ, "PYTHONPATH": path, **env},
+        env={**os.environ, "PYTHONPATH": path, **(env or {})},
     )
 
 
@@ -423,7 +423,7 @@ class PaymentCommandTests(TestCase):
         passes each step, pays and reports."""
         for step in FAILPOINTS:
             await self.mature_block()
-            done = await nomp_payments(self.conf, "run", **{OLD_FAILPOINT_VARIABLE: step})
+            done = await nomp_payments(self.conf, "run", env={OLD_FAILPOINT_VARIABLE: step})
             self.assertEqual(done.returncode, 0, f"{step}: {done.stdout}{done.stderr}")
             self.assertIn("confirmed 1,", done.stdout)
             self.assertIn("paid 4950000000 satoshis to 2 addresses in ", done.stdout)

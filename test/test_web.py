@@ -11,7 +11,7 @@ import treq
 from twisted.internet import defer, reactor, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
-from twisted.logger import capturedLogs
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import TestCase
 from twisted.web.server import Request
 from twisted.web.test.requesthelper import DummyRequest
@@ -19,6 +19,7 @@ from twisted.web.test.requesthelper import DummyRequest
 from nomp.config import RedisConfig, WebConfig
 from nomp.daemon import DaemonGroup
 from nomp.daemon.errors import DaemonError
+from nomp.hashing import ALGORITHMS
 from nomp.store.keys import PoolKeys, WebKeys
 from nomp.store.recorder import ShareRecorder
 from nomp.store.redis import RedisService
@@ -92,7 +93,7 @@ class PoolStatsTests(TestCase):
 
     def test_sha256d_multiplier(self) -> None:
         """sha256d's multiplier is 1: a difficulty-1 share is 2**32 hashes."""
-        coin = dataclasses.replace(pool_config().coin, algorithm="sha256d")
+        coin = dataclasses.replace(pool_config().coin, algorithm=ALGORITHMS["sha256d"])
         pool = pool_config(coin=coin, hashrate_window=100.0)
         stats = pool_stats(
             pool, RawPoolData(sum_shares([("3:w:1:x", NOW)], NOW - 100, NOW), {}, 0, 0, 0), NOW
@@ -546,7 +547,8 @@ class CollectorTests(TestCase):
 
     async def test_redis_not_there_yet_at_start(self) -> None:
         """A collection before Redis is connected (the pool starting) is an info line, not a
-        warning; the first collection once it is there makes the snapshot, with no "back" line."""
+        warning; the first collection once it is there makes the snapshot, and says Redis
+        answered, not that it is "back"."""
         connected: list[bool] = [False]
         collector = self.collector(redis=lambda: self.redis.client() if connected[0] else None)
         with capturedLogs() as logged:
@@ -555,11 +557,50 @@ class CollectorTests(TestCase):
             connected[0] = True
             self.clock.advance(60)
             await collector.collect()
-        levels = [(e["log_level"].name, e["log_format"]) for e in logged]
-        self.assertEqual([level for level, _ in levels if level != "info"], [])
-        self.assertEqual(len([f for _, f in levels if "waiting for Redis" in f]), 1)
-        self.assertEqual([f for _, f in levels if "back" in f], [])
+        lines = [(e["log_level"].name, formatEvent(e)) for e in logged if e.get("subject") == "Stats: Redis"]
+        self.assertEqual(
+            lines,
+            [
+                ("info", "Stats: Redis: waiting for it (RedisUnavailable: not connected)"),
+                ("info", "Stats: Redis answered after 60 s"),
+            ],
+        )
+        self.assertEqual([e for e in logged if e["log_level"].name != "info"], [])
         self.assertEqual(collector.snapshot.time, NOW + 60)
+
+    async def test_a_bug_is_not_an_outage(self) -> None:
+        """An error in a collection that is not Redis being away (here a TypeError from the
+        client) is logged as a failure each time, never as Redis waiting or unavailable; the
+        last snapshot stays served and no early retry is scheduled for it."""
+        broken = [False]
+
+        class Buggy:
+            """The real client, whose eval has a bug while ``broken``."""
+
+            def __init__(self, client: Any) -> None:
+                self.client = client
+
+            def eval(self, script: str, keys_: list[str], args: list[Any]) -> defer.Deferred[Any]:
+                if broken[0]:
+                    raise TypeError("a bug in the read")
+                result: defer.Deferred[Any] = self.client.eval(script, keys_, args)
+                return result
+
+        collector = self.collector(redis=lambda: Buggy(self.redis.client()))
+        for collected_before in (False, True):
+            broken[0] = True
+            served = collector.snapshot
+            with capturedLogs() as logged:
+                await collector.collect()
+                await collector.collect()
+            self.assertEqual(len(self.flushLoggedErrors(TypeError)), 2)
+            self.assertEqual([e["log_level"].name for e in logged], ["critical", "critical"])
+            self.assertIn("unexpected error", logged[0]["log_format"])
+            self.assertIs(collector.snapshot, served)
+            self.assertEqual(self.clock.getDelayedCalls(), [], collected_before)
+            broken[0] = False
+            await collector.collect()
+            self.assertIsNot(collector.snapshot, served)
 
     async def test_first_snapshot_soon_after_redis_connects(self) -> None:
         """Started before Redis is connected, the collector tries again every STARTUP_RETRY

@@ -24,8 +24,9 @@ from twisted.logger import Logger
 from nomp.config import PoolConfig
 from nomp.daemon import DaemonGroup
 from nomp.daemon.errors import DaemonError
+from nomp.outage import Outage
+from nomp.store.client import REDIS_DOWN, RedisClient, RedisUnavailable
 from nomp.store.keys import PoolKeys, WebKeys
-from nomp.store.recorder import ScriptRunner
 from nomp.web.stats import (
     Balances,
     BlockInfo,
@@ -280,7 +281,7 @@ class StatsCollector(Service):
     def __init__(
         self,
         pools: Sequence[PoolConfig],
-        redis: Callable[[], ScriptRunner | None],
+        redis: Callable[[], RedisClient | None],
         clock: IReactorTime,
         interval: float,
         retention: float,
@@ -299,7 +300,7 @@ class StatsCollector(Service):
         self._history: deque[tuple[float, bytes]] = deque()  # (time, entry JSON), oldest first
         self._history_loaded = False
         self._loop: task.LoopingCall | None = None
-        self._redis_away = False
+        self._outage = Outage(self.log, "Stats: Redis", clock, REDIS_DOWN)
         self._collected = False  # a snapshot was read from Redis at least once
         self._collecting: defer.Deferred[None] | None = None  # the collection under way
         self._retry: IDelayedCall | None = None  # the next attempt before the first snapshot
@@ -327,9 +328,6 @@ class StatsCollector(Service):
     def add_listener(self, listener: Callable[[Snapshot], None]) -> None:
         """Call ``listener`` with each new snapshot."""
         self._listeners.append(listener)
-
-    def remove_listener(self, listener: Callable[[Snapshot], None]) -> None:
-        self._listeners.remove(listener)
 
     def collect(self) -> defer.Deferred[None]:
         """Read Redis once and replace the snapshot; if Redis is away, keep the last one.
@@ -365,7 +363,7 @@ class StatsCollector(Service):
     async def _collect(self) -> None:
         client = self._redis()
         if client is None:
-            self._away("not connected")
+            self._away(RedisUnavailable("not connected"))
             return
         now = self._clock.seconds()
         network = defer.gatherResults(
@@ -384,8 +382,8 @@ class StatsCollector(Service):
                     member = _encode({"time": now, "miners": sample}).decode()
                     key = PoolKeys.for_coin(stats.pool.coin.name).miner_history
                     await client.eval(_APPEND_HISTORY, [key], [repr(now), member, oldest])
-        except Exception as e:  # any Redis failure leaves the last snapshot served
-            self._away(str(e) or type(e).__name__)
+        except Exception as e:  # Redis away, or a bug: either way the last snapshot stays served
+            self._away(e)
             await network  # its errors are caught per daemon
             return
         daemons = await network
@@ -393,9 +391,7 @@ class StatsCollector(Service):
             dataclasses.replace(stats, network=info, miner_history=self._memory[stats.pool.name].view())
             for stats, info in zip(pools, daemons, strict=True)
         ]
-        if self._redis_away and self._collected:
-            self.log.info("Stats: Redis is back, collecting again")
-        self._redis_away = False
+        self._outage.succeeded()
         self._collected = True
         self._history.append((now, entry))
         while self._history and self._history[0][0] < now - self._retention:
@@ -419,23 +415,18 @@ class StatsCollector(Service):
             return (DaemonInfo("daemon 1", False, error=type(e).__name__),)
         return tuple(_daemon_info(f"daemon {n}", answer) for n, answer in enumerate(answers, 1))
 
-    def _away(self, reason: str) -> None:
-        if not self._collected:
+    def _away(self, error: BaseException) -> None:
+        """A collection that could not read Redis (logged once an outage) or failed on a
+        bug (logged every time); until the first snapshot, Redis is tried again soon."""
+        if self._collected:
+            age = self._clock.seconds() - self.snapshot.time
+            away = self._outage.failed(error, "serving the stats collected {age:.0f} s ago", age=age)
+        else:
+            away = self._outage.failed(error)
+        if away and not self._collected:
             self._retry_soon()
-        if self._redis_away:
-            return
-        self._redis_away = True
-        if not self._collected:
-            # Starting: the connection is still being made. Not worth a warning.
-            self.log.info("Stats: waiting for Redis ({reason})", reason=reason)
-            return
-        self.log.warn(
-            "Stats: cannot read Redis ({reason}); serving the stats collected {age:.0f} s ago",
-            reason=reason,
-            age=self._clock.seconds() - self.snapshot.time,
-        )
 
-    async def _load_history(self, client: ScriptRunner, now: float) -> None:
+    async def _load_history(self, client: RedisClient, now: float) -> None:
         # Everything is read before anything is kept: a read that fails half
         # way is tried again whole at the next collection, with nothing doubled.
         oldest = repr(now - self._retention)
@@ -459,7 +450,7 @@ class StatsCollector(Service):
         self._history_loaded = True
         self.log.info("Stats: loaded {entries} history entries from Redis", entries=len(self._history))
 
-    async def _read_pool(self, client: ScriptRunner, pool: PoolConfig, now: float) -> PoolStats:
+    async def _read_pool(self, client: RedisClient, pool: PoolConfig, now: float) -> PoolStats:
         keys = PoolKeys.for_coin(pool.coin.name)
         memory = self._memory[pool.name]
         reply = await client.eval(
@@ -507,7 +498,7 @@ class StatsCollector(Service):
         return pool_stats(pool, raw, now)
 
     async def _read_blocks(
-        self, client: ScriptRunner, keys: PoolKeys, memory: _PoolMemory, by_status: dict[str, list[str]]
+        self, client: RedisClient, keys: PoolKeys, memory: _PoolMemory, by_status: dict[str, list[str]]
     ) -> None:
         """Bring ``memory.blocks`` in line with the block sets, reading the blocks not seen in their set."""
         present = {(member, status) for status, found in by_status.items() for member in found}
