@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from decimal import Decimal
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
@@ -211,7 +212,9 @@ class ValidConfigTests(ConfTestCase):
         (pool,) = config.pools
         self.assertEqual((pool.name, pool.file), ("ltc", "pools/ltc.yaml"))
         self.assertEqual(pool.coin.name, "litecoin")
-        self.assertEqual(pool.coin.algorithm, "scrypt")
+        self.assertIs(pool.coin.algorithm, ALGORITHMS["scrypt"])
+        self.assertEqual(pool.version_mask, 0x1FFFE000)
+        self.assertEqual((pool.banning.whitelist, pool.ports[0].proxy_protocol), ((), ()))
         self.assertEqual(pool.coin.network.script_address_prefixes, (50, 5))
         self.assertEqual(pool.coin.gbt_rules, ("mweb", "segwit"))
         self.assertEqual(pool.daemons[0].url, "http://127.0.0.1:9332")
@@ -763,6 +766,78 @@ class ValueCheckTests(ConfTestCase):
             " _parseTCP() got an unexpected keyword argument 'colour'"
         )
 
+    def test_version_mask(self) -> None:
+        """version_mask is read from eight hex digits, in either case, into its 32-bit value."""
+        for text, value in [("00ffe000", 0x00FFE000), ("1FFFE000", 0x1FFFE000), ("00000000", 0)]:
+            self.pool["version_mask"] = text
+            self.assertEqual(self.load().pools[0].version_mask, value, text)
+
+    def test_version_mask_not_eight_hex_digits(self) -> None:
+        """A version_mask that is not eight hex digits is refused."""
+        for text in ["1fffe00", "01fffe000", "1fffe00g", "0x1fffe0", ""]:
+            self.pool["version_mask"] = text
+            self.assertErrors("pools/ltc.yaml: version_mask: must be eight hex digits, e.g. 1fffe000")
+
+    def test_version_mask_not_a_string(self) -> None:
+        """An unquoted version_mask YAML reads as a number is a type error, not a mask."""
+        self.files["pools/ltc.yaml"] = yaml.safe_dump(self.pool) + "version_mask: 10000000\n"
+        self.assertErrors("pools/ltc.yaml: version_mask: expected a string, got a number (10000000)")
+
+    def test_networks(self) -> None:
+        """banning.whitelist and ports[].proxy_protocol hold IP networks; an address is a
+        network of one, and host bits of a network are dropped."""
+        self.pool["banning"] = {"whitelist": ["10.1.2.3/8", "2001:db8::/32", "192.0.2.7"]}
+        self.pool["ports"][0]["proxy_protocol"] = ["::1", "127.0.0.0/24"]
+        pool = self.load().pools[0]
+        self.assertEqual(
+            pool.banning.whitelist,
+            (ip_network("10.0.0.0/8"), ip_network("2001:db8::/32"), ip_network("192.0.2.7/32")),
+        )
+        self.assertEqual(pool.ports[0].proxy_protocol, (ip_network("::1/128"), ip_network("127.0.0.0/24")))
+        self.assertEqual(pool.ports[1].proxy_protocol, ())
+
+    def test_whitelist_in_pool_defaults(self) -> None:
+        """A whitelist in pool_defaults reaches the pools as networks."""
+        self.settings["pool_defaults"]["banning"]["whitelist"] = ["10.0.0.0/8"]
+        self.assertEqual(self.load().pools[0].banning.whitelist, (ip_network("10.0.0.0/8"),))
+
+    def test_networks_invalid(self) -> None:
+        """Anything in banning.whitelist or ports[].proxy_protocol that is not an IP
+        address or network is reported with the field's path."""
+        self.pool["banning"] = {"whitelist": ["10.0.0.0/8", "10.0.0.0/33"]}
+        self.pool["ports"][1]["proxy_protocol"] = ["proxy.example"]
+        self.settings["pool_defaults"]["banning"]["whitelist"] = ["300.0.0.1"]
+        self.assertErrors(
+            "pools/ltc.yaml: banning.whitelist: '10.0.0.0/33' is not an IP address or network",
+            "pools/ltc.yaml: ports[1].proxy_protocol: 'proxy.example' is not an IP address or network",
+            "config.yaml: pool_defaults.banning.whitelist: '300.0.0.1' is not an IP address or network",
+        )
+
+    def test_networks_not_strings(self) -> None:
+        """A whitelist that is not a list of strings is a type error."""
+        self.pool["banning"] = {"whitelist": "10.0.0.0/8"}
+        self.pool["ports"][0]["proxy_protocol"] = [127]
+        self.assertErrors(
+            "pools/ltc.yaml: banning.whitelist: expected a list, got a string ('10.0.0.0/8')",
+            "pools/ltc.yaml: ports[0].proxy_protocol[0]: expected a string, got a number (127)",
+        )
+
+    def test_endpoint_checked_without_a_reactor(self) -> None:
+        """Checking an endpoint string neither imports Twisted's test helpers nor installs a reactor."""
+        code = (
+            "import sys\n"
+            "from nomp.config.schema import endpoint\n"
+            "assert endpoint('tcp:3333:interface=127.0.0.1') is None\n"
+            "assert endpoint('unix:/tmp/nomp.sock:mode=600') is None\n"
+            "assert endpoint('tcp:x').startswith(\"invalid endpoint 'tcp:x': \")\n"
+            "watched = ('twisted.internet.testing', 'twisted.internet.reactor')\n"
+            "print(sorted(m for m in watched if m in sys.modules))\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+        )
+        self.assertEqual(result.stdout, "[]\n", result.stderr)
+
     def test_web_durations(self) -> None:
         """web.stats_interval and web.history_retention are positive seconds; no other key is known."""
         self.settings["web"] = {"stats_interval": 0, "history_retention": -1, "port": 80}
@@ -886,6 +961,25 @@ class CoinFileTests(ConfTestCase):
             [f"coins/litecoin.yaml: algorithm: unknown algorithm 'x11' (known: {KNOWN_ALGORITHMS})"],
         )
         self.assertIn("scrypt, sha256d", errors[0])
+
+    def test_empty_algorithm(self) -> None:
+        """An empty algorithm name is reported as empty, not as an unknown algorithm."""
+        self.coin["algorithm"] = ""
+        self.assertErrors("coins/litecoin.yaml: algorithm: must not be empty")
+
+    def test_algorithm_not_a_string(self) -> None:
+        """An algorithm given as a number is a type error."""
+        self.coin["algorithm"] = 7
+        self.assertErrors("coins/litecoin.yaml: algorithm: expected a string, got a number (7)")
+
+    def test_unknown_algorithm_beside_other_errors(self) -> None:
+        """An unknown algorithm is reported together with the coin file's other errors."""
+        self.coin["algorithm"] = "x11"
+        self.coin["symbol"] = 7
+        self.assertErrors(
+            f"coins/litecoin.yaml: algorithm: unknown algorithm 'x11' (known: {KNOWN_ALGORITHMS})",
+            "coins/litecoin.yaml: symbol: expected a string, got a number (7)",
+        )
 
     def test_coin_errors_reported_once(self) -> None:
         """A bad coin file shared by two pools is reported once, and not as a coin conflict."""

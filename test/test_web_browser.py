@@ -32,6 +32,7 @@ from twisted.web.server import Site
 from nomp.config import PoolConfig, PortConfig, RedisConfig, WebConfig
 from nomp.daemon import DaemonGroup
 from nomp.daemon.rpc import DaemonRPC
+from nomp.hashing import ALGORITHMS
 from nomp.payments.ledger import Batch, PaymentLedger
 from nomp.payments.split import RewardSplit
 from nomp.store.keys import PoolKeys
@@ -87,7 +88,9 @@ def litecoin_pool() -> PoolConfig:
 
 
 def bitcoin_pool() -> PoolConfig:
-    coin = dataclasses.replace(pool_config().coin, name="bitcoin-regtest", symbol="rBTC", algorithm="sha256d")
+    coin = dataclasses.replace(
+        pool_config().coin, name="bitcoin-regtest", symbol="rBTC", algorithm=ALGORITHMS["sha256d"]
+    )
     port = PortConfig(listen="tcp:3335:interface=127.0.0.1", diff=1.0)
     return pool_config(name="bitcoin", coin=coin, ports=(port,))
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from nomp.config.schema import (
+    Network,
     at_most_bytes,
     between,
     checked,
@@ -21,9 +22,11 @@ from nomp.config.schema import (
     ip_networks,
     non_empty,
     non_negative,
+    parsed,
     port_number,
     positive,
 )
+from nomp.hashing import ALGORITHMS, Algorithm
 
 MAX_SIGNATURE_BYTES = 64  # the coinbase scriptSig is at most 100 bytes in all
 
@@ -91,7 +94,7 @@ class BanningConfig:
     connections_per_ip: int | None = checked(non_negative, None)  # None: no limit
     connections_total: int | None = checked(non_negative, None)  # per pool; None: no limit
     connect_rate: RateLimitConfig | None = None  # connection attempts per IP
-    whitelist: tuple[str, ...] = checked(ip_networks, ())  # never banned or limited
+    whitelist: tuple[Network, ...] = parsed(tuple[str, ...], ip_networks, ())  # never banned or limited
     purge_interval: float = checked(positive, 300.0)  # seconds between sweeps of ended bans
     sync_interval: float = checked(positive, 10.0)  # seconds between reads of the shared ban list
 
@@ -121,7 +124,7 @@ class PortConfig:
     solo: bool = False  # blocks found here go whole to their finder, whatever the pool's scheme
     # Proxies (IPs or networks) allowed to connect; non-empty: every
     # connection must start with a PROXY protocol header (v1 or v2).
-    proxy_protocol: tuple[str, ...] = checked(ip_networks, ())
+    proxy_protocol: tuple[Network, ...] = parsed(tuple[str, ...], ip_networks, ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +226,15 @@ class TransactionOptions:
     version: int = checked(lambda v: None if 1 <= v <= 0x7FFFFFFF else "must be 1-2147483647", 2)
 
 
+def _algorithm(name: str) -> Algorithm:
+    """The algorithm of that name."""
+    try:
+        return ALGORITHMS[name]
+    except KeyError:
+        known = ", ".join(sorted(ALGORITHMS))
+        raise ValueError(f"unknown algorithm {name!r} (known: {known})") from None
+
+
 @dataclass(frozen=True, slots=True)
 class CoinConfig:
     """``coins/<name>.yaml``."""
@@ -230,7 +242,8 @@ class CoinConfig:
     network: NetworkConfig
     name: str = checked(non_empty)  # also the Redis key prefix of its pool
     symbol: str = checked(non_empty)
-    algorithm: str = checked(non_empty)
+    # Read as its name. (parsed builds a field, as dataclasses.field does: RUF009 does not apply.)
+    algorithm: Algorithm = parsed(str, _algorithm, check=non_empty)  # noqa: RUF009
     gbt_rules: tuple[str, ...] = ("segwit",)
     transactions: TransactionOptions = field(default_factory=TransactionOptions)
     block_time: float = checked(positive, 600.0)
@@ -257,7 +270,8 @@ class PoolConfig:
     usernames: Literal["address", "any"] = "address"  # what mining.authorize accepts
     hashrate_window: float = checked(positive, 300.0)  # seconds of shares in the hashrate
     payments: PaymentsConfig = field(default_factory=PaymentsConfig)
-    version_mask: str = checked(hex_word, "1fffe000")  # BIP310: header version bits miners may roll
+    # BIP310: header version bits miners may roll; read as eight hex digits.
+    version_mask: int = parsed(str, hex_word, 0x1FFFE000)
 
     def problems(self) -> list[tuple[str, str]]:
         total = sum(r.percent for r in self.reward_recipients)

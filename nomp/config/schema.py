@@ -4,6 +4,8 @@ A dataclass field's type says what is accepted (int, float, str, bool,
 Decimal, Literal, tuples, dicts, nested dataclasses, optional values); a
 ``check`` in the field's metadata adds a rule on the value, and a
 ``problems()`` method on the dataclass adds rules across its fields.
+A ``parsed`` field is read as a plain YAML type and turned into the typed
+value its field holds (an algorithm, a number, IP networks), once, here.
 Unknown keys, missing keys and wrong types are errors with their path.
 """
 
@@ -15,15 +17,16 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
+from ipaddress import IPv4Network, IPv6Network
 from typing import Any, TypeVar, Union
 
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.testing import MemoryReactor
 
 from nomp.config.errors import ErrorLog
 
 T = TypeVar("T")
 Check = Callable[[Any], str | None]
+Network = IPv4Network | IPv6Network
 _INVALID = object()  # a value that failed; its error is already recorded
 
 
@@ -32,6 +35,18 @@ def checked(check: Check, default: Any = dataclasses.MISSING) -> Any:
     if default is dataclasses.MISSING:
         return dataclasses.field(metadata={"check": check})
     return dataclasses.field(default=default, metadata={"check": check})
+
+
+def parsed(
+    raw: Any, parse: Callable[[Any], Any], default: Any = dataclasses.MISSING, check: Check | None = None
+) -> Any:
+    """A dataclass field read from YAML as type ``raw``, checked by ``check``
+    if given, and kept as ``parse(value)``. ``parse`` raises ValueError with
+    the message for a value it refuses. ``default`` is already parsed."""
+    metadata = {"raw": raw, "parse": parse, "check": check}
+    if default is dataclasses.MISSING:
+        return dataclasses.field(metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def positive(value: Any) -> str | None:
@@ -50,30 +65,43 @@ def non_empty(value: Any) -> str | None:
     return None if len(value) > 0 else "must not be empty"
 
 
+class _NoReactor:
+    """What ``endpoint`` gives serverFromString for a reactor.
+
+    The endpoint it builds keeps its reactor for ``listen``, which is never
+    called on it: the string is only checked here, and the pool builds its
+    endpoints again with the running reactor. None of the server endpoint
+    parsers calls the reactor while parsing; one that did would fail, and
+    its string would be reported as invalid.
+    """
+
+
 def endpoint(value: Any) -> str | None:
     """A Twisted server endpoint string that parses (a TLS one finds its files)."""
     try:
-        serverFromString(MemoryReactor(), value)
+        serverFromString(_NoReactor(), value)
     except Exception as e:  # Twisted raises ValueError, KeyError, OSError...
         return f"invalid endpoint {value!r}: {e}"
     return None
 
 
-def ip_networks(value: Any) -> str | None:
-    """IP addresses or networks (``10.0.0.0/8``, ``::1``), each valid."""
+def ip_networks(value: tuple[str, ...]) -> tuple[Network, ...]:
+    """IP addresses or networks (``10.0.0.0/8``, ``::1``, ``10.0.0.1/8`` read as
+    ``10.0.0.0/8``); an address is a network of one."""
+    networks = []
     for item in value:
         try:
-            ipaddress.ip_network(item, strict=False)
+            networks.append(ipaddress.ip_network(item, strict=False))
         except ValueError:
-            return f"{item!r} is not an IP address or network"
-    return None
+            raise ValueError(f"{item!r} is not an IP address or network") from None
+    return tuple(networks)
 
 
-def hex_word(value: Any) -> str | None:
-    """Exactly eight hex digits (a 32-bit value)."""
+def hex_word(value: str) -> int:
+    """Exactly eight hex digits: their 32-bit value."""
     if len(value) == 8 and all(c in "0123456789abcdefABCDEF" for c in value):
-        return None
-    return "must be eight hex digits, e.g. 1fffe000"
+        return int(value, 16)
+    raise ValueError("must be eight hex digits, e.g. 1fffe000")
 
 
 def http_url(value: Any) -> str | None:
@@ -136,12 +164,19 @@ class Reader:
         for name, field in fields.items():
             where = _join(path, name)
             if name in data:
-                value = self.value(hints[name], data[name], where)
+                value = self.value(field.metadata.get("raw", hints[name]), data[name], where)
                 check = field.metadata.get("check")
                 if value is not _INVALID and value is not None and check is not None:
                     message = check(value)
                     if message:
                         self.error(where, message)
+                        value = _INVALID
+                parse = field.metadata.get("parse")
+                if value is not _INVALID and value is not None and parse is not None:
+                    try:
+                        value = parse(value)
+                    except ValueError as e:
+                        self.error(where, str(e))
                         value = _INVALID
             elif fallbacks is not None and name in fallbacks:
                 value = fallbacks[name]

@@ -48,7 +48,7 @@ def pool_document(stats: PoolStats) -> dict[str, Any]:
         "name": pool.name,
         "coin": pool.coin.name,
         "symbol": pool.coin.symbol,
-        "algorithm": pool.coin.algorithm,
+        "algorithm": pool.coin.algorithm.name,
         "hashrate": stats.hashrate,
         "miners": len(stats.miners),
         "workers": len(stats.workers),

@@ -10,7 +10,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from nomp.config import PoolConfig
-from nomp.hashing import ALGORITHMS
 from nomp.payments.split import payout_address
 
 # A share of difficulty 1 takes 2**32 hashes on average, divided by the
@@ -212,7 +211,7 @@ def sum_shares(members: Iterable[tuple[str, float]], start: float, now: float) -
 def pool_stats(pool: PoolConfig, raw: RawPoolData, now: float) -> PoolStats:
     """The stats of ``pool`` from its shares of the last ``hashrate_window`` seconds before ``now``."""
     window = pool.hashrate_window
-    multiplier = ALGORITHMS[pool.coin.algorithm].multiplier
+    multiplier = pool.coin.algorithm.multiplier
 
     def rate(difficulty: float) -> float:
         return difficulty * HASHES_PER_DIFFICULTY / multiplier / window
@@ -262,7 +261,7 @@ def stats_document(pools: Iterable[PoolStats], now: float) -> dict[str, object]:
     algo_hashrates: dict[str, float] = {}
     by_coin: dict[str, object] = {}
     for stats in pools:
-        algorithm = stats.pool.coin.algorithm
+        algorithm = stats.pool.coin.algorithm.name
         algo_workers[algorithm] = algo_workers.get(algorithm, 0) + len(stats.workers)
         algo_hashrates[algorithm] = algo_hashrates.get(algorithm, 0.0) + stats.hashrate
         by_coin[stats.coin] = {
