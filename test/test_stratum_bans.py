@@ -14,7 +14,7 @@ from typing import Any
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.protocol import connectionDone
-from twisted.logger import capturedLogs
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
@@ -283,32 +283,76 @@ class SharedBansTests(TestCase):
         self.assertEqual(self.redis_server.command("ZCARD", self.keys.bans, db=DB), 1)
 
     async def test_outage_logged_once(self) -> None:
-        """Reads failing at start are one info line; an outage after a good read is one
-        warning however many syncs fail, and one line when reads come back."""
+        """Reads failing at start are one info line, and one when Redis answers; an outage
+        after that is one warning however many syncs and saves fail, and one line when
+        Redis is back."""
         redis = await self.redis()
         connected = [False]
-        pool = self.process(lambda: redis.client() if connected[0] else None, task.Clock())
+        clock = task.Clock()
+        pool = self.process(lambda: redis.client() if connected[0] else None, clock)
         shared = pool.server.bans.shared
         assert shared is not None
         with capturedLogs() as logged:
             for _ in range(3):
                 await shared.sync()
+                clock.advance(5)
             connected[0] = True
             await shared.sync()
             connected[0] = False
+            pool.server.bans.ban(MINER, 60.0, "by hand")  # its save fails too
             for _ in range(3):
                 await shared.sync()
+                clock.advance(10)
             connected[0] = True
             await shared.sync()
-        lines = [(e["log_level"].name, e["log_format"].split(" (")[0]) for e in logged]
+        subject = f"bans of {self.keys.coin}: Redis"
+        away = "BanStoreUnavailable: Redis is not connected"
         self.assertEqual(
-            lines,
+            [(e["log_level"].name, formatEvent(e)) for e in logged if e.get("subject") == subject],
             [
-                ("info", "bans: waiting for Redis"),
-                ("warn", "bans not read from Redis"),
-                ("info", "bans read from Redis again"),
+                ("info", f"{subject}: waiting for it ({away}); the shared bans are read again every sync"),
+                ("info", f"{subject} answered after 15 s"),
+                ("warn", f"{subject} unavailable ({away}); 1 ban changes wait to be saved"),
+                ("info", f"{subject} is back after 30 s"),
             ],
         )
+        self.assertEqual((shared.unsaved, self.redis_server.command("ZCARD", self.keys.bans, db=DB)), (0, 1))
+
+    async def test_a_bug_is_not_an_outage(self) -> None:
+        """An error that is not Redis being away (here a TypeError in the client) is logged as
+        a failure at every save and read it breaks, never as an outage; the change waits and
+        is saved once the bug is gone."""
+        redis = await self.redis()
+        broken = [True]
+
+        class Buggy:
+            """The real client, whose eval has a bug while ``broken``."""
+
+            def __init__(self, client: Any) -> None:
+                self.client = client
+
+            def eval(self, script: str, keys: list[str], args: list[Any]) -> Any:
+                if broken[0]:
+                    raise TypeError("a bug in the client")
+                return self.client.eval(script, keys, args)
+
+        pool = self.process(lambda: Buggy(redis.client()), task.Clock())
+        shared = pool.server.bans.shared
+        assert shared is not None
+        with capturedLogs() as logged:
+            await shared.sync()  # a read
+            pool.server.bans.ban(MINER, 60.0, "by hand")  # a save
+            await shared.sync()  # the save again; the read waits for it
+        self.assertEqual(
+            len(self.flushLoggedErrors(TypeError)), 3
+        )  # the read, the save at the ban and at the sync
+        about_redis = [e for e in logged if e.get("subject") == shared.outage.subject]
+        self.assertEqual([e["log_level"].name for e in about_redis], ["critical"] * 3)
+        self.assertFalse(shared.outage.down)
+        self.assertEqual((shared.unsaved, refused(pool, MINER)), (1, True))
+        broken[0] = False
+        await shared.sync()
+        self.assertEqual((shared.unsaved, self.redis_server.command("ZCARD", self.keys.bans, db=DB)), (0, 1))
 
 
 # PROXY protocol sessions over real sockets.

@@ -15,7 +15,9 @@ from twisted.logger import Logger
 
 from nomp.background import background
 from nomp.config import BanningConfig, RateLimitConfig
-from nomp.store.bans import BanStore, BanStoreUnavailable
+from nomp.outage import Outage
+from nomp.store.bans import BanStore
+from nomp.store.client import REDIS_DOWN
 from nomp.stratum.banning import Ban, BanPolicy, Gatekeeper, InvalidShareLimit, Limit, normalise_ip
 
 
@@ -65,6 +67,8 @@ class SharedBans:
     go. A change Redis did not take (it was away) is written again at the
     next sync, and until then the read is skipped so the change is not
     undone; a change made while a read is under way wins over that read.
+    Redis being away is logged once an outage (saves and reads alike); any
+    other error is logged as a failure every time it happens.
     """
 
     log = Logger()
@@ -82,9 +86,7 @@ class SharedBans:
         self._flushing = False
         self._flush_waiters: list[defer.Deferred[None]] = []
         self._syncing = False
-        self._away_logged = False
-        self._reads_failing = False  # the last read of the shared list failed
-        self._read_once = False  # a read has succeeded since the start
+        self.outage = Outage(self.log, f"bans of {store.keys.coin}: Redis", clock, REDIS_DOWN)
 
     @property
     def unsaved(self) -> int:
@@ -122,35 +124,18 @@ class SharedBans:
                     else:
                         await self.store.save(ban)
                 except Exception as e:
-                    if not self._away_logged:
-                        self.log.warn(
-                            "bans not saved to Redis ({reason}): {count} waiting",
-                            reason=e if isinstance(e, BanStoreUnavailable) else repr(e),
-                            count=len(self._unsaved),
-                        )
-                        self._away_logged = True
+                    # Written again at the next sync, whatever the error: one
+                    # that is not Redis being away is logged as a failure each time.
+                    self.outage.failed(e, "{count} ban changes wait to be saved", count=len(self._unsaved))
                     return
+                self.outage.succeeded()
                 if self._unsaved.get(ip, 0) is ban:  # not changed again meanwhile
                     del self._unsaved[ip]
-            if self._away_logged:
-                self.log.info("bans saved to Redis again")
-                self._away_logged = False
         finally:
             self._flushing = False
             waiters, self._flush_waiters = self._flush_waiters, []
             for waiter in waiters:
                 waiter.callback(None)
-
-    def _read_failed(self, reason: Exception) -> None:
-        # One line an outage, not one a sync; at start, while Redis is still
-        # connecting, not worth a warning.
-        if self._reads_failing:
-            return
-        self._reads_failing = True
-        if self._read_once:
-            self.log.warn("bans not read from Redis ({reason}); tried again every sync", reason=reason)
-        else:
-            self.log.info("bans: waiting for Redis ({reason})", reason=reason)
 
     async def sync(self) -> None:
         """Write our changes, then take the shared list."""
@@ -165,12 +150,9 @@ class SharedBans:
             try:
                 shared = await self.store.load(self.clock.seconds())
             except Exception as e:
-                self._read_failed(e)
+                self.outage.failed(e, "the shared bans are read again every sync")
                 return
-            if self._reads_failing and self._read_once:
-                self.log.info("bans read from Redis again")
-            self._reads_failing = False
-            self._read_once = True
+            self.outage.succeeded()
             self._apply(shared, started)
         finally:
             self._syncing = False
