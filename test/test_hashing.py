@@ -242,8 +242,18 @@ class HashPoolServiceTests(TestCase):
         import threading
 
         seen: list[str] = []
-        await self.service.run(lambda: seen.append(threading.current_thread().name))
-        self.assertNotEqual(seen, [threading.current_thread().name])
+
+        class Watched(JobHasher):
+            __slots__ = ()
+
+            def check_packed(self, records: bytes, count: int) -> list[ShareHash]:
+                seen.append(threading.current_thread().name)
+                return super().check_packed(records, count)
+
+        job = Watched(ALGORITHMS["sha256d"], b"a", b"b", [], bytes(32), 0)
+        await self.service.check(job, ShareWork(b"x", 1, 2, 3))
+        self.assertEqual(len(seen), 1)
+        self.assertTrue(seen[0].startswith("nomp-hashing-"), seen)
 
     async def test_failure_reaches_every_share(self) -> None:
         """A failing batch fails each of its shares, and the pool keeps working."""

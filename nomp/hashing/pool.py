@@ -129,14 +129,6 @@ class HashPoolService(Service):
         self._timer = None
         self._dispatch()
 
-    def run(self, function: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
-        """Any other CPU-heavy call, in the same threads."""
-        if not self._workers:
-            return defer.fail(RuntimeError("the hashing pool is not running"))
-        done: defer.Deferred[Any] = defer.Deferred()
-        self._tasks.put((function, args, partial(_fire, done)))
-        return done
-
     def _dispatch(self, everything: bool = False) -> None:
         """Hand waiting batches to free threads (or all of them to the pool's queue)."""
         while self._waiting and (everything or self._busy < self.threads):
