@@ -10,11 +10,12 @@ import dataclasses
 import os
 import random
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import reactor, task
-from twisted.logger import capturedLogs
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from nomp.config import RedisConfig, load_config
@@ -265,16 +266,159 @@ class StartTests(LeaseTestCase):
             connected[0] = False
             await service.step()
             await service.step()
-        levels = [(e["log_level"].name, e["log_format"].split(" (")[0].split(":")[0]) for e in logged]
+        held = service.held
+        assert held is not None
+        away = "RedisUnavailable: Redis is not connected"
         self.assertEqual(
-            levels,
+            [(e["log_level"].name, formatEvent(e)) for e in logged],
             [
-                ("info", "instance byte"),  # waiting for Redis
-                ("info", "instance byte {instance} leased"),
-                ("warn", "instance byte"),  # no answer from Redis
+                ("info", f"instance byte: Redis: waiting for it ({away})"),
+                ("info", f"instance byte {held} leased (key {self.keys.lease(held)})"),
+                ("info", "instance byte: Redis answered after 0 s"),
+                ("warn", f"instance byte: Redis unavailable ({away})"),
             ],
         )
-        self.assertEqual(told, [service.held])
+        self.assertEqual(told, [held])
+
+    async def test_a_bug_is_not_an_outage(self) -> None:
+        """An error in a step that is not Redis being away (here a TypeError from the client)
+        is logged as a failure every time, never as an outage."""
+
+        class Buggy:
+            def eval(self, script: str, keys: list[str], args: list[Any]) -> Any:
+                raise TypeError("a bug in the client")
+
+        service, told = self.lease_service(Buggy)
+        with capturedLogs() as logged:
+            await service.step()
+            await service.step()
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 2)
+        self.assertEqual([e["log_level"].name for e in logged], ["critical", "critical"])
+        self.assertFalse(service.outage.down)
+        self.assertEqual((service.held, told), (None, []))
+
+
+class ProvisionalByteTests(LeaseTestCase):
+    """Without a configured byte, one is used from the start, before Redis answers; a real
+    redis-server decides then whether it stays."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.state = Path(self.mktemp())
+        self.connected = False
+
+    def started(
+        self, redis: RedisService | None, remembered: int | None = None, **options: Any
+    ) -> tuple[InstanceLeaseService, list[int | None]]:
+        """A started service whose Redis is reachable once ``self.connected``, with the state file
+        holding ``remembered`` (or absent); what its listener was told."""
+        if remembered is not None:
+            self.state.write_text(f"{remembered}\n")
+        service = InstanceLeaseService(
+            lambda: redis.client() if redis is not None and self.connected else None,
+            self.clock,
+            state_file=str(self.state),
+            keys=self.keys,
+            ttl=TTL,
+            renew_interval=RENEW,
+            rng=random.Random(1),
+            token="ours",
+            **options,
+        )
+        told: list[int | None] = []
+        service.add_listener(told.append)
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service, told
+
+    async def step_at(self, service: InstanceLeaseService, seconds: float) -> None:
+        """Let the service's timer run its next step, and wait for it."""
+        self.clock.advance(seconds)
+        if service._step is not None:
+            await service._step
+
+    async def test_byte_at_once_while_redis_is_down(self) -> None:
+        """Redis unreachable at start: the listeners have the byte held last at once, and keep
+        it through failing steps (an info line, once, saying which byte is used)."""
+        with capturedLogs() as logged:
+            service, told = self.started(None, remembered=42)
+            self.assertEqual((service.instance, service.held, told), (42, None, [42]))
+            for _ in range(5):
+                await self.step_at(service, 1.0)
+        self.assertEqual(told, [42])
+        self.assertEqual(
+            [(e["log_level"].name, formatEvent(e)) for e in logged],
+            [
+                ("info", "instance byte 42 used until Redis answers (the byte this host held last)"),
+                (
+                    "info",
+                    "instance byte: Redis: waiting for it (RedisUnavailable: Redis is not connected); "
+                    "byte 42 is used meanwhile",
+                ),
+            ],
+        )
+
+    async def test_the_same_byte_leased_when_free(self) -> None:
+        """Redis answers and the byte used is free: it is leased, and nothing new is published."""
+        redis = await self.connect()
+        service, told = self.started(redis, remembered=42)
+        await self.step_at(service, 0)
+        self.connected = True
+        await self.step_at(service, 1.0)
+        self.assertEqual((service.held, service.instance, told), (42, 42, [42]))
+        self.assertEqual(self.holder(42), "ours")
+        self.assertEqual(self.state.read_text(), "42\n")
+
+    async def test_a_byte_held_by_another_is_left(self) -> None:
+        """Redis answers and another process holds the byte used: the next free one is leased,
+        published, and kept for the next start; a miner that subscribed meanwhile is moved."""
+        redis = await self.connect()
+        self.redis("SET", self.keys.lease(42), "another", "PX", 60000)
+        stratum = StratumHarness(pool_config(ports=PORTS), self.clock)
+        stratum.new_job(mainnet_template())
+        stratum.server.set_instance(None)  # as the tree builds it: subscribes wait for a byte
+        service, told = self.started(redis, remembered=42)
+        service.add_listener(stratum.server.set_instance)
+        stratum.server.set_instance(service.instance)
+        miner = stratum.miner(WORKER)  # served before Redis answers
+        miner.request("mining.extranonce.subscribe")
+        first = miner.session.extranonce1
+        assert first is not None
+        self.assertEqual(first[0], 42)
+        self.connected = True
+        await self.step_at(service, 0)
+        self.assertEqual((service.held, told), (43, [42, 43]))
+        self.assertEqual((self.holder(42), self.holder(43)), ("another", "ours"))
+        self.assertEqual(self.state.read_text(), "43\n")
+        set_extranonce, _ = miner.read()
+        moved = miner.session.extranonce1
+        assert moved is not None
+        self.assertEqual((set_extranonce["method"], moved[0]), ("mining.set_extranonce", 43))
+
+    async def test_random_byte_without_state(self) -> None:
+        """With no state file yet (or one holding no byte), a byte chosen at random is used, and
+        the byte leased is written to the file."""
+        redis = await self.connect()
+        self.state.write_text("not a byte")
+        with capturedLogs() as logged:
+            service, told = self.started(redis)
+        (byte,) = told
+        assert byte is not None
+        self.assertEqual(byte, random.Random(1).randrange(INSTANCES))
+        self.assertIn("holds no byte", formatEvent(logged[0]))
+        self.connected = True
+        await self.step_at(service, 0)
+        self.assertEqual((service.held, told), (byte, [byte]))
+        self.assertEqual(self.state.read_text(), f"{byte}\n")
+
+    async def test_configured_byte_needs_no_state(self) -> None:
+        """A configured byte is used as it is: the state file is neither read nor written."""
+        redis = await self.connect()
+        self.connected = True
+        service, told = self.started(redis, remembered=42, configured=7)
+        await self.step_at(service, 0)
+        self.assertEqual((service.instance, told), (7, []))
+        self.assertEqual(self.state.read_text(), "42\n")
 
 
 class WiringTests(SynchronousTestCase):

@@ -8,9 +8,13 @@ work). The byte is leased: the key ``nomp:instance:<byte>`` holds
 after the last renewal; the holder renews it every ``RENEW_INTERVAL``
 seconds and deletes it at a clean stop.
 
-Without ``instance`` in config.yaml, a free byte is leased at start (the
-256 are tried from a random one). Until then new miners' subscribes wait
-(see StratumServer.set_instance). Losing the lease:
+Without ``instance`` in config.yaml, a byte is used at once, before Redis
+answers, so that a pool started while Redis is away serves its miners: the
+byte this host held last (kept in ``state_file``, when one is given), else
+one chosen at random. That byte is the first one tried when Redis answers;
+if another process holds it, the next free one is leased and the pools
+re-partition as below (only the miners that came in meanwhile are moved).
+Losing the lease:
 
 * Redis restarted and the key is gone: the next renewal takes it again,
   and nothing changes for the miners.
@@ -35,6 +39,7 @@ import os
 import random
 import socket
 from collections.abc import Callable
+from pathlib import Path
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -42,8 +47,9 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from nomp.outage import Outage
+from nomp.store.client import REDIS_DOWN, RedisClient, RedisUnavailable
 from nomp.store.keys import InstanceKeys
-from nomp.store.recorder import ScriptRunner
 
 INSTANCES = 256
 LEASE_TTL = 60.0  # seconds a lease outlives its last renewal: Redis may be away this long
@@ -85,10 +91,6 @@ return 0
 """
 
 
-class RedisUnavailable(Exception):
-    """No connection to Redis just now."""
-
-
 InstanceListener = Callable[[int | None], None]
 
 
@@ -96,7 +98,7 @@ class InstanceLeases:
     """The lease keys in Redis, for one holder ``token``."""
 
     def __init__(
-        self, redis: Callable[[], ScriptRunner | None], keys: InstanceKeys, token: str, ttl: float
+        self, redis: Callable[[], RedisClient | None], keys: InstanceKeys, token: str, ttl: float
     ) -> None:
         self._redis = redis
         self.keys = keys
@@ -139,9 +141,11 @@ def holder_token() -> str:
 class InstanceLeaseService(Service):
     """Holds the process's instance byte in Redis and tells the pools which it is.
 
-    Listeners (StratumServer.set_instance) are called with the byte when
-    one is held and with None while none is. ``configured``: the byte from
-    config.yaml, held from the start and claimed in Redis.
+    Listeners (StratumPool.set_instance) are called with the byte when one
+    is used and with None while none is. ``configured``: the byte from
+    config.yaml, held from the start and claimed in Redis. ``state_file``:
+    where the byte leased last is kept for the next start (None: nowhere,
+    the first byte used is chosen at random).
     """
 
     log = Logger()
@@ -149,9 +153,10 @@ class InstanceLeaseService(Service):
 
     def __init__(
         self,
-        redis: Callable[[], ScriptRunner | None],
+        redis: Callable[[], RedisClient | None],
         clock: IReactorTime,
         configured: int | None = None,
+        state_file: str | None = None,
         keys: InstanceKeys | None = None,
         ttl: float = LEASE_TTL,
         renew_interval: float = RENEW_INTERVAL,
@@ -163,6 +168,8 @@ class InstanceLeaseService(Service):
             raise ValueError("the lease must be renewed more often than it expires")
         self._clock = clock
         self._configured = configured
+        self._state_file = Path(state_file) if state_file is not None else None
+        self._stored: int | None = None  # the byte in the state file, as read or written
         self._ttl = ttl
         self._renew_interval = renew_interval
         self._retry_interval = retry_interval
@@ -171,18 +178,76 @@ class InstanceLeaseService(Service):
         self._listeners: list[InstanceListener] = []
         self.held: int | None = configured  # the byte we hold in Redis, or believe we do
         self.instance: int | None = configured  # the byte the pools use; None: none
+        self._preferred: int | None = None  # the byte to lease first: the one used before Redis answered
         self._next_step: IDelayedCall | None = None
         self._deadline: IDelayedCall | None = None  # when an unrenewed lease may have expired
         self._step: defer.Deferred[None] | None = None
-        self._problem: str | None = None  # the last problem logged, so each is logged once
-        self._answered = False  # Redis has answered a step since the start
+        self._problem: str | None = None  # the last problem of the lease logged, so each is logged once
+        self.outage = Outage(self.log, "instance byte: Redis", clock, REDIS_DOWN)
 
     def add_listener(self, listener: InstanceListener) -> None:
         self._listeners.append(listener)
 
     def startService(self) -> None:
         super().startService()
+        if self.instance is None:
+            self._use_provisional()
         self._schedule(0)
+
+    def _use_provisional(self) -> None:
+        # Before Redis answers: miners are served on a byte no lease covers yet.
+        remembered = self._remembered()
+        byte = remembered if remembered is not None else self._rng.randrange(INSTANCES)
+        self._preferred = byte
+        self.log.info(
+            "instance byte {instance} used until Redis answers ({why})",
+            instance=byte,
+            why="the byte this host held last" if remembered is not None else "chosen at random",
+        )
+        self._announce(byte)
+
+    def _remembered(self) -> int | None:
+        """The byte in the state file, if there is one to read."""
+        path = self._state_file
+        if path is None:
+            return None
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            self.log.warn("instance byte: {path} not read ({reason})", path=str(path), reason=e)
+            return None
+        try:
+            byte = int(text.strip())
+        except ValueError:
+            byte = -1
+        if not 0 <= byte < INSTANCES:
+            self.log.warn(
+                "instance byte: {path} holds no byte 0-255 ({text!r})", path=str(path), text=text[:40]
+            )
+            return None
+        self._stored = byte
+        return byte
+
+    def _remember(self, byte: int) -> None:
+        """Keep ``byte`` in the state file for the next start (written whole, then renamed)."""
+        path = self._state_file
+        if path is None or byte == self._stored:
+            return
+        partial = path.with_name(path.name + ".new")
+        try:
+            partial.write_text(f"{byte}\n", encoding="utf-8")
+            os.replace(partial, path)
+        except OSError as e:
+            self.log.warn(
+                "instance byte {instance} not kept in {path} ({reason}); the next start may use another",
+                instance=byte,
+                path=str(path),
+                reason=e,
+            )
+            return
+        self._stored = byte
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()
@@ -204,9 +269,11 @@ class InstanceLeaseService(Service):
             return
         try:
             await self.leases.release(held)
-        except Exception as e:
+        except REDIS_DOWN as e:
             # It expires by itself within the TTL.
             self.log.warn("instance byte {instance} not released: {reason}", instance=held, reason=e)
+        except Exception:
+            self.log.failure("instance byte {instance} not released", instance=held)
         else:
             self.log.info("instance byte {instance} released", instance=held)
 
@@ -240,25 +307,33 @@ class InstanceLeaseService(Service):
                     self._lost()
                 await self._lease(sent_at)
         except Exception as e:
-            if self._answered:
-                self._log_once("failing", "instance byte: no answer from Redis: {reason}", reason=e)
-            elif self._problem is None:
-                # Starting, Redis still connecting: not worth a warning.
-                self._problem = "starting"
-                self.log.info("instance byte: waiting for Redis ({reason})", reason=e)
+            unleased = self.held is None and self.instance is not None
+            self.outage.failed(
+                e, "byte {instance} is used meanwhile" if unleased else "", instance=self.instance
+            )
             return
-        self._answered = True
+        self.outage.succeeded()
 
     async def _lease(self, sent_at: float) -> None:
-        instance = await self.leases.acquire(self._rng.randrange(INSTANCES))
+        preferred = self._preferred
+        start = preferred if preferred is not None else self._rng.randrange(INSTANCES)
+        instance = await self.leases.acquire(start)
         if instance is None:
             self._log_once(
                 "full", "instance byte: all {count} are held; set one in config.yaml", count=INSTANCES
             )
             self._announce(None)
             return
-        self.held = instance
-        self._renewed(instance, sent_at)
+        if preferred is not None and instance != preferred and self.instance == preferred:
+            self.log.warn(
+                "instance byte {preferred}, used until Redis answered, is held by another process: "
+                "moving to {instance}",
+                preferred=preferred,
+                instance=instance,
+            )
+        self.held = self._preferred = instance
+        self._remember(instance)
+        self._renewed(instance, sent_at, leased=True)
 
     async def _claim(self, instance: int) -> None:
         other = await self.leases.claim(instance)
@@ -275,8 +350,8 @@ class InstanceLeaseService(Service):
             holder=other,
         )
 
-    def _renewed(self, instance: int, sent_at: float) -> None:
-        if self.instance != instance:
+    def _renewed(self, instance: int, sent_at: float, leased: bool = False) -> None:
+        if leased or self.instance != instance:
             self.log.info(
                 "instance byte {instance} leased (key {key})",
                 instance=instance,
