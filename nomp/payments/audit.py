@@ -13,6 +13,7 @@ from decimal import Decimal
 from nomp.payments.ledger import PaymentLedger, split_from_json
 from nomp.payments.processor import RPC
 from nomp.payments.split import satoshis
+from nomp.store.schema import NO_TXID, decode_pending_member
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,15 +64,14 @@ async def audit(ledger: PaymentLedger, wallet: RPC, pool_address: str) -> Audit:
     rewards = kept = wallet_rewards = 0
     confirmed = await ledger.set_members(keys.blocks_confirmed)
     for member in confirmed:
-        block_hash, txid = member.split(":")[:2]
-        detail = await ledger.hash(keys.block(block_hash))
+        confirmed_block = decode_pending_member(member)
+        detail = await ledger.hash(keys.block(confirmed_block.block_hash))
         split = split_from_json(detail["split"])
         rewards += split.reward
         kept += split.pool
         for address, amount in split.miners.items():
             credited[address] = credited.get(address, 0) + amount
-        if txid == "-":
-            txid = detail.get("txid", "-")
+        txid = confirmed_block.txid or detail.get("txid", NO_TXID)
         tx = await wallet.call("gettransaction", txid)
         wallet_rewards += sum(
             satoshis(Decimal(d["amount"]))

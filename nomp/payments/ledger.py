@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nomp.payments.split import RewardSplit
-from nomp.store.keys import PoolKeys
-from nomp.store.recorder import ScriptRunner
+from nomp.store.client import RedisClient
+from nomp.store.schema import LUA_PRELUDE, PoolKeys, decode_pending_member
 
 _LOCKED = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
@@ -59,14 +59,17 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARG
 return 0
 """
 
-_PENDING = """
+# KEYS: blocksPending. ARGV: coin.
+_PENDING = (
+    LUA_PRELUDE
+    + """
 local blocks = {}
 for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local hash = string.match(member, '^[^:]+')
-  blocks[#blocks + 1] = {member, redis.call('HGETALL', ARGV[1] .. ':block:' .. hash)}
+  blocks[#blocks + 1] = {member, redis.call('HGETALL', block_key(ARGV[1], pending_member_hash(member)))}
 end
 return blocks
 """
+)
 
 _HGETALL = "return redis.call('HGETALL', KEYS[1])"
 
@@ -211,14 +214,15 @@ class PendingBlock:
 
     @classmethod
     def parse(cls, member: str, fields: Mapping[str, str]) -> PendingBlock:
-        block_hash, txid, height, worker, *_ = member.split(":")
+        """ValueError if ``member`` is not a blocksPending member."""
+        pending = decode_pending_member(member)
         split = fields.get("split")
         return cls(
             member=member,
-            hash=block_hash,
-            txid=None if txid == "-" else txid,
-            height=int(height),
-            worker=worker,
+            hash=pending.block_hash,
+            txid=pending.txid,
+            height=pending.height,
+            worker=pending.worker,
             round_key=fields.get("round", ""),
             solo=fields.get("solo") == "1",
             state=fields.get("state"),
@@ -290,7 +294,7 @@ def _hash(flat: list[Any] | None) -> dict[str, str]:
 class PaymentLedger:
     """The payment keys of one pool (see PoolKeys) and their scripts."""
 
-    def __init__(self, redis: ScriptRunner, keys: PoolKeys) -> None:
+    def __init__(self, redis: RedisClient, keys: PoolKeys) -> None:
         self._redis = redis
         self.keys = keys
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from nomp.store.keys import PoolKeys
-from nomp.store.recorder import ScriptRunner
+from nomp.store.client import RedisClient, RedisUnavailable
+from nomp.store.schema import PoolKeys
 from nomp.stratum.banning import Ban
 
 # KEYS: bans, reasons. ARGV: ip, expires_at, reason. The latest decision
@@ -46,14 +46,14 @@ return out
 """
 
 
-class BanStoreUnavailable(Exception):
-    """No connection to Redis just now."""
+class BanStoreUnavailable(RedisUnavailable):
+    """No connection to Redis just now (one of REDIS_DOWN)."""
 
 
 class BanStore:
     """Reads and writes one pool's bans."""
 
-    def __init__(self, keys: PoolKeys, redis: Callable[[], ScriptRunner | None]) -> None:
+    def __init__(self, keys: PoolKeys, redis: Callable[[], RedisClient | None]) -> None:
         self.keys = keys
         self._redis = redis
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from nomp.config import PoolConfig
 from nomp.payments.split import payout_address
+from nomp.store.schema import NO_TXID, decode_pending_member, parse_hashrate_member
 
 # A share of difficulty 1 takes 2**32 hashes on average, divided by the
 # algorithm's multiplier (see nomp.hashing.Algorithm): hashrate is
@@ -174,27 +175,13 @@ def hashrate_string(hashrate: float) -> str:
     return f"{value:.2f} {_HASHRATE_UNITS[unit]}"
 
 
-def parse_member(member: str) -> tuple[float, str] | None:
-    """(difficulty, worker) of a hashrate member "<difficulty>:<worker>:<ms>:<id>",
-    or None if it is not one. The worker is taken between the first and the
-    last two colons, so a worker name holding a colon still parses."""
-    difficulty, _, rest = member.partition(":")
-    parts = rest.rsplit(":", 2)
-    if len(parts) != 3 or not parts[0]:
-        return None
-    try:
-        return float(difficulty), parts[0]
-    except ValueError:
-        return None
-
-
 def sum_shares(members: Iterable[tuple[str, float]], start: float, now: float) -> dict[str, WorkerShares]:
     """Each worker's shares among hashrate members (member, score) scored within
     [start, now]. The collector's Lua script does the same in Redis, so only the
     sums cross the wire; this is its reference, and what the tests build data with."""
     sums: dict[str, list[float]] = {}  # worker -> [valid, invalid, last time, last difficulty]
     for member, score in members:
-        parsed = parse_member(member)
+        parsed = parse_hashrate_member(member)
         if parsed is None or score < start or score > now:
             continue
         difficulty, worker = parsed
@@ -318,20 +305,18 @@ def parse_block(member: str, status: str, fields: Mapping[str, str]) -> BlockInf
     """A block from its blocksPending-style member "<hash>:<txid>:<height>:<worker>:<ms>" and
     its ``<coin>:block:<hash>`` hash (empty for a block recorded by NOMP), or None if the
     member is not one."""
-    parts = member.split(":")
-    if len(parts) < 5:
-        return None
-    block_hash, txid, height_text, ms_text = parts[0], parts[1], parts[2], parts[-1]
-    worker = ":".join(parts[3:-1])
     try:
-        height, ms = int(height_text), int(ms_text)
+        block = decode_pending_member(member)
     except ValueError:
         return None
     reward = _integer(fields.get("reward"))
     shares, difficulty = _number(fields.get("shares")), _number(fields.get("difficulty"))
     solo = fields.get("solo") == "1"
     effort = shares / difficulty if shares is not None and difficulty and not solo else None
-    return BlockInfo(block_hash, height, txid, worker, ms / 1000, status, reward, effort, solo)
+    txid = block.txid or NO_TXID
+    return BlockInfo(
+        block.block_hash, block.height, txid, block.worker, block.ms / 1000, status, reward, effort, solo
+    )
 
 
 def parse_payment(member: str, score: float) -> PaymentInfo | None:
