@@ -14,6 +14,7 @@ from nomp.control.service import control_service
 from nomp.daemon import DaemonGroup
 from nomp.hashing.pool import HashPoolService
 from nomp.logs import make_observer
+from nomp.payments.rounds import round_policy
 from nomp.payments.service import PaymentService
 from nomp.pool.service import PoolService
 from nomp.service import NompService
@@ -93,8 +94,7 @@ def build_service(config: Config, reactor: Any, **root_options: Any) -> NompServ
             redis.client,
             reactor,
             hashrate_window=pool_config.hashrate_window,
-            scheme=pool_config.payments.scheme,
-            pplns_window=pool_config.payments.pplns_window,
+            round_policy=round_policy(pool_config.payments),
         )
         pool = PoolService(pool_config, reactor, root.fatal, recorder, rpc_observer=observer)
         RecorderService(recorder, reactor).setServiceParent(pool)

@@ -42,6 +42,7 @@ from nomp.web.collector import StatsCollector
 from nomp.web.pages import CONTENT_SECURITY_POLICY
 from nomp.web.service import WebService
 from test.browser import PHONE, Session, browse, screenshot
+from test.candidates import candidate
 from test.fakedaemon import FakeDaemon, Handler
 from test.fakes import pool_config
 from test.servers import free_port, shared_redis
@@ -170,8 +171,17 @@ class SiteTests(TestCase):
             bitcoin.valid_share(f"{BITCOIN_MINER}.s9", 64.0 * busy)
             if step in blocks:
                 worker, height = blocks[step]
-                found = litecoin.block_found(worker, height, REWARD, network_difficulty=150.0)
-                litecoin.block_settled(found, True, block_hash(height), coinbase_txid(height))
+                found = candidate(
+                    block_hash(height),
+                    height,
+                    worker,
+                    clock.seconds(),
+                    txid=coinbase_txid(height),
+                    reward=REWARD,
+                    network_difficulty=150.0,
+                )
+                litecoin.block_found(found)
+                litecoin.block_settled(found.block_hash, True)
             await litecoin.flush()
             await bitcoin.flush()
             await collector.collect()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import time
 from pathlib import Path
 from typing import cast
 
@@ -20,6 +21,7 @@ from nomp.store.keys import PoolKeys
 from nomp.store.recorder import ShareRecorder
 from nomp.store.redis import RedisService
 from nomp.web.service import WebService
+from test.candidates import candidate
 from test.fakes import pool_config
 from test.servers import shared_redis
 from test.waiting import until
@@ -53,8 +55,12 @@ class PropertyRunTests(TestCase):
         recorder = ShareRecorder(keys, redis.client, cast(IReactorTime, reactor), hashrate_window=300.0)
         recorder.valid_share("Maddr.rig1", 1.0)
         recorder.invalid_share("Qaddr", 2.0)
-        block = recorder.block_found("Maddr.rig1", 7, 5000, network_difficulty=3.0)
-        recorder.block_settled(block, True, "aa" * 32, "bb" * 32)
+        recorder.block_found(
+            candidate(
+                "aa" * 32, 7, "Maddr.rig1", time.time(), txid="bb" * 32, reward=5000, network_difficulty=3.0
+            )
+        )
+        recorder.block_settled("aa" * 32, True)
         await recorder.flush()
         web = WebService(WebConfig(listen="tcp:0:interface=127.0.0.1"), [pool], redis.client, reactor)
         base = await serve(self, web)

@@ -7,9 +7,16 @@ number applied for each recorder, so a batch whose reply was lost (Redis
 restarted, the link broke) can be sent again without counting twice. While
 Redis is away, records wait in a bounded buffer and the miner keeps mining.
 
-A block is queued when its share is accepted, before the daemon has
-answered: records behind it wait until the block is settled, so the round
-the block closes holds exactly the shares before it.
+A block candidate is a record among the shares: the script closes its
+round right there (the round policy of nomp.payments.rounds says what the
+round is) and keeps the candidate in blocksCandidates until a settlement
+record, once the daemon has answered, makes it a block (accepted) or
+reopens its round (refused). Nothing waits for the daemon: the shares
+behind a candidate go to the next round at once.
+
+A batch Redis refuses for what it holds (a script error, a key of the
+wrong type) would be refused again: it is set aside in
+``<coin>:recorder:setAside`` and the queue moves on.
 """
 
 from __future__ import annotations
@@ -23,121 +30,115 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from nomp.store.keys import PoolKeys
+from nomp.background import background
+from nomp.candidate import BlockCandidate
+from nomp.outage import Outage
+from nomp.payments.rounds import PROP, RoundPolicy
+from nomp.store.client import REDIS_DOWN, RedisClient, RedisUnavailable
+from nomp.store.redis import refusal, unavailable_reply
+from nomp.store.schema import (
+    BLOCK_RECORDS,
+    LUA_PRELUDE,
+    PoolKeys,
+    StoredCandidate,
+    candidate_record,
+    decode_candidate,
+    encode_set_aside,
+    hashrate_member,
+    invalid_record,
+    record_kind,
+    settlement_record,
+    share_record,
+)
 
 WRITE_TIMEOUT = 10.0
+CANDIDATE_TIMEOUT = 1.0  # seconds block_found waits, by default, for its candidate to be in Redis
 RECORDER_TTL = 7 * 24 * 3600  # a stopped recorder's batch number is forgotten after a week
 ZADD_CHUNK = 500  # score/member pairs per ZADD (Lua's unpack has a stack limit)
 
 # KEYS: this recorder's batch number, roundCurrent, stats, hashrate, blocksPending, blocksFound,
-#       the PPLNS share log, its total
-# ARGV: batch number, key prefix, hashrate window start, recorder ttl, records,
-#       scheme (prop, pplns or solo), PPLNS window.
-# The records are one string, a line each, fields split by tabs (worker
-# names cannot hold either), so the client encodes one argument, not five
-# per share:
-#   s <worker> <difficulty> <score> <member>      a valid share
-#   o <worker> <difficulty> <score> <member>      a valid share mined solo
-#   i <score> <member>                            an invalid share
-#   b <hash> <txid> <height> <worker> <ms> <reward> <solo> <network difficulty>
-#                                                 a block the daemon accepted
-#   x                                             a block the daemon refused
-# Everything is checked before anything is written: Redis does not undo the
-# commands of a script that fails half way.
-#
-# The round a block closes is the hash its payment is split by:
-#   prop   the shares since the last block (roundCurrent, renamed);
-#   pplns  the last <window> difficulty of shares before the block, read
-#          back from the share log (newest segment first), the oldest share
-#          counted in part so the window is exact; the log keeps only what a
-#          later window can still reach;
-#   solo   the finder alone.
-_SCRIPT = """
+#       blocksCandidates, then the round policy's keys
+# ARGV: batch number, coin, hashrate window start, recorder ttl, records (see
+#       nomp.store.schema), then the round policy's args
+# The round policy's Lua goes between the two halves (see nomp.payments.rounds).
+_HEAD = """
 local applied = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tonumber(ARGV[1]) <= applied then return 0 end
-local fields_of = {s = 5, o = 5, i = 3, b = 9, x = 1}
-local records = {}
-for line in string.gmatch(ARGV[5], '[^\\n]+') do
-  local fields = {}
-  for field in string.gmatch(line, '[^\\t]+') do fields[#fields + 1] = field end
-  if fields_of[fields[1]] ~= #fields then
-    return redis.error_reply('malformed record: ' .. line)
-  end
-  records[#records + 1] = fields
+local records, malformed = parse_records(ARGV[5])
+if not records then return redis.error_reply(malformed) end
+local coin = ARGV[2]
+local round_current, stats, hashrate = KEYS[2], KEYS[3], KEYS[4]
+local pending, found, candidates = KEYS[5], KEYS[6], KEYS[7]
+local policy_keys, policy_args = {}, {}
+for i = 8, #KEYS do policy_keys[#policy_keys + 1] = KEYS[i] end
+for i = 6, #ARGV do policy_args[#policy_args + 1] = ARGV[i] end
+"""
+
+# Everything is checked before anything is written (the records above, the
+# keys' types here): Redis does not undo the commands of a script that fails
+# half way, and a refused batch is set aside whole.
+_BODY = """
+local problem = wrong_type(round_current, 'hash') or wrong_type(stats, 'hash')
+  or wrong_type(hashrate, 'zset') or wrong_type(pending, 'set') or wrong_type(found, 'set')
+  or wrong_type(candidates, 'hash') or policy_check()
+for _, r in ipairs(records) do
+  if problem then break end
+  if r[1] == 'a' then problem = wrong_type(block_key(coin, r[2]), 'hash') end
 end
+if problem then return redis.error_reply(problem) end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[4])
-local prefix = ARGV[2]
-local pplns = ARGV[6] == 'pplns'
-local window = tonumber(ARGV[7])
 local valid, invalid = 0, 0
 local credit, workers, scores = {}, {}, {}
-local log_lines, log_sum = {}, 0
-local function number(x) return string.format('%.17g', x) end
-local function segment_sum(segment) return tonumber(string.match(segment, '^[^\\n]+')) end
-local function append_log()
-  redis.call('LPUSH', KEYS[7], number(log_sum) .. '\\n' .. table.concat(log_lines, '\\n'))
-  local total = tonumber(redis.call('INCRBYFLOAT', KEYS[8], number(log_sum)))
-  while true do
-    local oldest = redis.call('LINDEX', KEYS[7], -1)
-    if not oldest or total - segment_sum(oldest) < window then break end
-    redis.call('RPOP', KEYS[7])
-    total = total - segment_sum(oldest)
-  end
-  redis.call('SET', KEYS[8], number(total))
-  log_lines, log_sum = {}, 0
-end
-local function pplns_round(round)
-  local need, index, kept, done = window, 0, 0, false
-  local weights, names = {}, {}
-  while not done do
-    local chunk = redis.call('LRANGE', KEYS[7], index, index + 99)
-    if #chunk == 0 then break end
-    for _, segment in ipairs(chunk) do
-      index = index + 1
-      kept = kept + segment_sum(segment)
-      local lines = {}
-      for line in string.gmatch(segment, '[^\\n]+') do lines[#lines + 1] = line end
-      for i = #lines, 2, -1 do
-        local tab = string.find(lines[i], '\\t', 1, true)
-        local worker = string.sub(lines[i], 1, tab - 1)
-        local take = math.min(tonumber(string.sub(lines[i], tab + 1)), need)
-        if weights[worker] == nil then weights[worker] = 0; names[#names + 1] = worker end
-        weights[worker] = weights[worker] + take
-        need = need - take
-        if need <= 0 then done = true; break end
-      end
-      if done then break end
-    end
-  end
-  if index > 0 then redis.call('LTRIM', KEYS[7], 0, index - 1) end
-  redis.call('SET', KEYS[8], number(kept))
-  for _, worker in ipairs(names) do
-    redis.call('HINCRBYFLOAT', round, worker, number(weights[worker]))
-  end
-end
 local function write_shares()
   for _, worker in ipairs(workers) do
-    redis.call('HINCRBYFLOAT', KEYS[2], worker, number(credit[worker]))
+    redis.call('HINCRBYFLOAT', round_current, worker, number(credit[worker]))
   end
   credit, workers = {}, {}
-  if #log_lines > 0 then append_log() end
+  policy_flush()
   for first = 1, #scores, 2 * ZADD_CHUNK do
-    redis.call('ZADD', KEYS[4], unpack(scores, first, math.min(first + 2 * ZADD_CHUNK - 1, #scores)))
+    redis.call('ZADD', hashrate, unpack(scores, first, math.min(first + 2 * ZADD_CHUNK - 1, #scores)))
   end
   scores = {}
+end
+local function close_round(hash, c)
+  -- the round's work, for the block's effort: every share since the last block
+  local work = 0
+  for _, v in ipairs(redis.call('HVALS', round_current)) do work = work + tonumber(v) end
+  local round = round_key(coin, c.height)
+  if redis.call('EXISTS', round) == 1 then round = round_key_taken(round, hash) end
+  if c.solo == '1' then finder_close(round, c.worker) else policy_close(round, c.worker) end
+  c.round, c.shares = round, number(work)
+  redis.call('HSET', candidates, hash, cjson.encode(c))
+end
+local function settle(hash, accepted)
+  local stored = redis.call('HGET', candidates, hash)
+  if not stored then return end  -- settled before (or never a candidate here)
+  local c = cjson.decode(stored)
+  if accepted then
+    redis.call('SADD', pending, c.pending)
+    local block = {}
+    for _, name in ipairs(block_fields) do
+      block[#block + 1] = name
+      block[#block + 1] = c[name]
+    end
+    redis.call('HSET', block_key(coin, hash), unpack(block))
+    redis.call('HINCRBY', stats, 'validBlocks', 1)
+  else
+    if c.solo == '1' then finder_reopen(c.round) else policy_reopen(c.round) end
+    redis.call('HINCRBY', stats, 'invalidBlocks', 1)
+  end
+  redis.call('HDEL', candidates, hash)
 end
 for _, r in ipairs(records) do
   local kind = r[1]
   if kind == 's' then
     if credit[r[2]] == nil then credit[r[2]] = 0; workers[#workers + 1] = r[2] end
     credit[r[2]] = credit[r[2]] + tonumber(r[3])
-    if pplns then
-      log_lines[#log_lines + 1] = r[2] .. '\\t' .. r[3]
-      log_sum = log_sum + tonumber(r[3])
-    end
+    policy_share(r[2], r[3])
     scores[#scores + 1] = r[4]
     scores[#scores + 1] = r[5]
     valid = valid + 1
@@ -149,59 +150,31 @@ for _, r in ipairs(records) do
     scores[#scores + 1] = r[2]
     scores[#scores + 1] = r[3]
     invalid = invalid + 1
-  elseif kind == 'b' then
-    write_shares()  -- the shares before the block belong to its round
-    local hash, txid, height, worker, ms, reward = r[2], r[3], r[4], r[5], r[6], r[7]
-    if redis.call('SADD', KEYS[6], hash) == 1 then
-      local round = prefix .. ':shares:round' .. height
-      -- the round's work, for the block's effort: every share since the last block
-      local work = 0
-      for _, v in ipairs(redis.call('HVALS', KEYS[2])) do work = work + tonumber(v) end
-      if redis.call('EXISTS', round) == 1 then round = round .. ':' .. hash end
-      if r[8] == '1' then
-        redis.call('HSET', round, worker, '1')
-      elseif pplns then
-        pplns_round(round)
-        redis.call('DEL', KEYS[2])
-      elseif redis.call('EXISTS', KEYS[2]) == 1 then
-        redis.call('RENAME', KEYS[2], round)
-      end
-      redis.call('SADD', KEYS[5], hash .. ':' .. txid .. ':' .. height .. ':' .. worker .. ':' .. ms)
-      redis.call('HSET', prefix .. ':block:' .. hash, 'height', height, 'txid', txid,
-                 'worker', worker, 'time', ms, 'reward', reward, 'round', round,
-                 'solo', r[8], 'shares', number(work), 'difficulty', r[9])
-      redis.call('HINCRBY', KEYS[3], 'validBlocks', 1)
-    end
-  elseif kind == 'x' then
-    redis.call('HINCRBY', KEYS[3], 'invalidBlocks', 1)
+  elseif kind == 'c' then
+    write_shares()  -- the shares before the candidate belong to its round
+    if redis.call('SADD', found, r[2]) == 1 then close_round(r[2], r[3]) end
+  elseif kind == 'a' then
+    settle(r[2], true)
+  elseif kind == 'r' then
+    settle(r[2], false)
   end
 end
 write_shares()
-if valid > 0 then redis.call('HINCRBY', KEYS[3], 'validShares', valid) end
-if invalid > 0 then redis.call('HINCRBY', KEYS[3], 'invalidShares', invalid) end
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[3])
+if valid > 0 then redis.call('HINCRBY', stats, 'validShares', valid) end
+if invalid > 0 then redis.call('HINCRBY', stats, 'invalidShares', invalid) end
+redis.call('ZREMRANGEBYSCORE', hashrate, '-inf', '(' .. ARGV[3])
 return 1
 """.replace("ZADD_CHUNK", str(ZADD_CHUNK))
 
+# KEYS: the set-aside list. ARGV: one entry. A single command: whatever made
+# Redis refuse the batch's script does not stop the batch being kept.
+_PUSH_SET_ASIDE = "return redis.call('RPUSH', KEYS[1], ARGV[1])"
 
-class ScriptRunner(Protocol):
-    """What the recorder needs of a Redis client: EVAL (txredisapi's handler)."""
+_HGETALL = "return redis.call('HGETALL', KEYS[1])"
 
-    def eval(self, script: str, keys: list[str], args: list[Any]) -> defer.Deferred[Any]: ...
+_WAITING = "{waiting} share records waiting"
 
-
-@dataclass(eq=False, slots=True)
-class BlockRecord:
-    """A block waiting for the daemon's answer; records behind it wait too."""
-
-    worker: str
-    at: float
-    height: int
-    reward: int
-    solo: bool = False
-    network_difficulty: float = 0.0  # in share difficulty units; 0 when unknown
-    settled: bool = False
-    line: str = ""
+ScriptRunner = RedisClient  # the name the recorder's client type had; other modules still use it
 
 
 class RecorderFull(Exception):
@@ -215,13 +188,38 @@ class RecordsShares(Protocol):
 
     def invalid_share(self, worker: str, difficulty: float) -> None: ...
 
-    def block_found(
-        self, worker: str, height: int, reward: int, solo: bool = False, network_difficulty: float = 0.0
-    ) -> BlockRecord: ...
 
-    def block_settled(
-        self, record: BlockRecord, accepted: bool, block_hash: str, txid: str | None
-    ) -> None: ...
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    number: int
+    records: str  # the records, a line each
+    count: int
+    end: int  # the position in the record stream after its last record
+
+
+@dataclass(eq=False, slots=True)
+class _CandidateWaiter:
+    """block_found's Deferred, fired once its record's batch is applied (or the wait is over)."""
+
+    position: int  # the candidate's record in the record stream
+    durable: defer.Deferred[bool]
+    timer: IDelayedCall | None = None
+
+    def fire(self, durable: bool) -> None:
+        if self.durable.called:
+            return
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.durable.callback(durable)
+
+
+@dataclass(eq=False, slots=True)
+class _SetAside:
+    """A refused batch's list entry, until Redis has taken it."""
+
+    entry: str
+    count: int
+    failures: int = 0
 
 
 class ShareRecorder:
@@ -232,11 +230,10 @@ class ShareRecorder:
     def __init__(
         self,
         keys: PoolKeys,
-        redis: Callable[[], ScriptRunner | None],
+        redis: Callable[[], RedisClient | None],
         clock: IReactorTime,
         hashrate_window: float = 300.0,
-        scheme: str = "prop",
-        pplns_window: float = 0.0,
+        round_policy: RoundPolicy = PROP,
         max_batch: int = 5000,
         max_buffered: int = 500_000,
         wall_clock: Callable[[], float] = time.time,
@@ -245,34 +242,47 @@ class ShareRecorder:
         self._redis = redis
         self._clock = clock
         self._window = hashrate_window
-        self._scheme = scheme
-        self._pplns_window = pplns_window
+        self.round_policy = round_policy
         self._max_batch = max_batch
         self._max_buffered = max_buffered
         self._wall_clock = wall_clock
-        self._queue: deque[str | BlockRecord] = deque()
-        self._batch: tuple[int, str, int] | None = None  # number, records, count
+        self._queue: deque[str] = deque()
+        self._taken = 0  # records taken from the queue into batches, ever: the queue's first position
+        self._batch: _Batch | None = None
+        self._waiters: deque[_CandidateWaiter] = deque()  # by position
+        self._held: deque[_SetAside] = deque()  # set aside, not yet in Redis
+        self._held_records = 0
         self._instance = os.urandom(6).hex()  # this recorder's id in Redis
         self._batch_ids = itertools.count(1)
         self._member_ids = itertools.count(1)
         self._writing = False
-        self._failing_since: float | None = None
-        self._last_warning = 0.0
+        self._flushed: list[defer.Deferred[None]] = []  # flush() callers waiting for the running flush
+        self._outage = Outage(self.log, f"pool {keys.coin}: Redis", clock, REDIS_DOWN)
+        self._script = LUA_PRELUDE + _HEAD + round_policy.fragment + _BODY
+        self._script_keys = [
+            keys.recorder(self._instance),
+            keys.round_current,
+            keys.stats,
+            keys.hashrate,
+            keys.blocks_pending,
+            keys.blocks_found,
+            keys.blocks_candidates,
+            *round_policy.keys(keys),
+        ]
         self.written = 0  # records written, for tests and stats
+        self.set_aside = 0  # records of batches Redis refused, set aside (for /metrics)
 
     @property
     def waiting(self) -> int:
-        """Records not yet written."""
-        return len(self._queue) + (self._batch[2] if self._batch else 0)
+        """Records not yet in Redis (set-aside ones waiting for their list included)."""
+        return len(self._queue) + (self._batch.count if self._batch else 0) + self._held_records
 
     def _check_room(self) -> None:
         if self.waiting >= self._max_buffered:
             raise RecorderFull(f"{self.waiting} share records are waiting for Redis")
 
     def _member(self, difficulty: float, worker: str, ms: int) -> str:
-        # NOMP's "<diff>:<worker>:<ms>" plus an id, so that two shares in one
-        # millisecond stay two entries; NOMP's readers use the first two fields.
-        return f"{difficulty:.10g}:{worker}:{ms}:{self._instance}{next(self._member_ids)}"
+        return hashrate_member(difficulty, worker, ms, f"{self._instance}{next(self._member_ids)}")
 
     def valid_share(self, worker: str, difficulty: float, solo: bool = False) -> None:
         """Record an accepted share; RecorderFull when the buffer is full.
@@ -283,8 +293,7 @@ class ShareRecorder:
         self._check_room()
         now = self._wall_clock()
         member = self._member(difficulty, worker, int(now * 1000))
-        kind = "o" if solo else "s"
-        self._queue.append(f"{kind}\t{worker}\t{difficulty!r}\t{now!r}\t{member}")
+        self._queue.append(share_record(worker, difficulty, now, member, solo))
 
     def invalid_share(self, worker: str, difficulty: float) -> None:
         """Record a refused share (dropped, not raised, when the buffer is full)."""
@@ -292,124 +301,235 @@ class ShareRecorder:
             return
         now = self._wall_clock()
         member = self._member(-difficulty, worker, int(now * 1000))
-        self._queue.append(f"i\t{now!r}\t{member}")
+        self._queue.append(invalid_record(now, member))
 
     def block_found(
-        self, worker: str, height: int, reward: int, solo: bool = False, network_difficulty: float = 0.0
-    ) -> BlockRecord:
-        """Queue a block whose daemon answer is pending; settle it with block_settled.
+        self, candidate: BlockCandidate, timeout: float = CANDIDATE_TIMEOUT
+    ) -> defer.Deferred[bool]:
+        """Queue a block candidate at this place among the shares and write it now.
 
-        ``network_difficulty`` (in share difficulty units) is kept with the
-        block so its effort (the round's shares over it) can be shown.
+        Its round closes there: the shares queued after it belong to the
+        next round. The Deferred fires True once the candidate is in Redis
+        (in blocksCandidates, until ``block_settled``), or False if it is not
+        after ``timeout`` seconds (it stays queued and is written later) or
+        its batch was set aside; it never fails. A candidate is queued even
+        when the buffer is full.
         """
-        record = BlockRecord(worker, self._wall_clock(), height, reward, solo, network_difficulty)
-        self._queue.append(record)
-        return record
+        waiter = _CandidateWaiter(self._taken + len(self._queue), defer.Deferred())
+        self._queue.append(candidate_record(candidate, self._instance))
+        self._waiters.append(waiter)
+        waiter.timer = self._clock.callLater(timeout, waiter.fire, False)
+        self._flush_now()
+        return waiter.durable
 
-    def block_settled(self, record: BlockRecord, accepted: bool, block_hash: str, txid: str | None) -> None:
-        """The daemon answered: write the block (accepted) or count it refused."""
-        if accepted:
-            ms = int(record.at * 1000)
-            record.line = (
-                f"b\t{block_hash}\t{txid or '-'}\t{record.height}\t{record.worker}\t{ms}\t{record.reward}"
-                f"\t{int(record.solo)}\t{record.network_difficulty!r}"
-            )
-        else:
-            record.line = "x"
-        record.settled = True
+    def block_settled(self, block_hash: str, accepted: bool) -> None:
+        """The daemon answered for a candidate: make it a block (accepted) or reopen its round.
 
-    def _next_batch(self) -> tuple[int, str, int] | None:
-        lines: list[str] = []
-        while self._queue and len(lines) < self._max_batch:
-            head = self._queue[0]
-            if isinstance(head, BlockRecord):
-                if not head.settled:
-                    break
-                lines.append(head.line)
-            else:
-                lines.append(head)
-            self._queue.popleft()
-        if not lines:
+        Written at once. A candidate settled before (or unknown) is left as
+        it is, so a settlement sent twice changes nothing.
+        """
+        self._queue.append(settlement_record(block_hash, accepted))
+        self._flush_now()
+
+    async def unsettled_candidates(self) -> list[StoredCandidate]:
+        """The candidates in Redis no settlement reached (the process stopped before
+        the daemon's answer was written), lowest height first; raises on Redis errors.
+
+        Another process of the pool sharing this Redis may still be waiting
+        for its daemon's answer for a recent one.
+        """
+        client = self._redis()
+        if client is None:
+            raise RedisUnavailable("Redis is not connected")
+        flat = await client.eval(_HGETALL, [self.keys.blocks_candidates], []) or []
+        candidates = []
+        for block_hash, value in zip(flat[::2], flat[1::2], strict=True):
+            try:
+                candidates.append(decode_candidate(_text(block_hash), _text(value)))
+            except (ValueError, KeyError, TypeError):
+                self.log.failure(
+                    "pool {coin}: block candidate {block_hash} in {key} cannot be read; left there",
+                    coin=self.keys.coin,
+                    block_hash=_text(block_hash),
+                    key=self.keys.blocks_candidates,
+                )
+        return sorted(candidates, key=lambda c: (c.height, c.found_at, c.block_hash))
+
+    def keep_blocks_only(self) -> int:
+        """Drop the queued share records, keeping the candidates and settlements; how many
+        were dropped. For a shutdown that cannot write everything: the blocks matter most."""
+        start = self._taken
+        kept: deque[str] = deque()
+        moved: dict[int, int] = {}
+        for index, record in enumerate(self._queue):
+            if record_kind(record) in BLOCK_RECORDS:
+                moved[start + index] = start + len(kept)
+                kept.append(record)
+        for waiter in self._waiters:
+            if waiter.position >= start:
+                waiter.position = moved[waiter.position]
+        dropped = len(self._queue) - len(kept)
+        self._queue = kept
+        return dropped
+
+    @property
+    def blocks_waiting(self) -> int:
+        """Candidates and settlements queued, not yet sent."""
+        return sum(1 for record in self._queue if record_kind(record) in BLOCK_RECORDS)
+
+    def _flush_now(self) -> None:
+        if not self._writing:
+            background(f"pool {self.keys.coin}: share records", self._flush())
+
+    def _next_batch(self) -> _Batch | None:
+        count = min(len(self._queue), self._max_batch)
+        if not count:
             return None
-        return next(self._batch_ids), "\n".join(lines), len(lines)
+        queue = self._queue
+        records = "\n".join([queue.popleft() for _ in range(count)])
+        self._taken += count
+        return _Batch(next(self._batch_ids), records, count, self._taken)
 
     def flush(self) -> defer.Deferred[None]:
-        """Write what is ready (one batch at a time) until nothing is, or Redis fails."""
-        return defer.Deferred.fromCoroutine(self._flush())
+        """Write what is queued (one batch at a time) until nothing is, or Redis fails.
+
+        One flush runs at a time: called during one (block_found starts
+        its own), this waits for it, and it writes what was queued meanwhile.
+        """
+        done: defer.Deferred[None] = defer.Deferred()
+        self._flushed.append(done)
+        self._flush_now()
+        return done
 
     async def _flush(self) -> None:
-        if self._writing:
-            return
         self._writing = True
+        failure: Failure | None = None
         try:
+            await self._write_set_aside()
             while True:
                 if self._batch is None:
                     self._batch = self._next_batch()
-                if self._batch is None:
+                batch = self._batch
+                if batch is None:
                     return
-                if not await self._write(*self._batch):
+                if not await self._write(batch):
                     return
-                self.written += self._batch[2]
                 self._batch = None
+                await self._write_set_aside()
+        except BaseException:
+            failure = Failure()
+            raise
         finally:
             self._writing = False
+            done, self._flushed = self._flushed, []
+            for waiter in done:
+                if failure is None:
+                    waiter.callback(None)
+                else:
+                    waiter.errback(failure)
 
-    async def _write(self, number: int, records: str, count: int) -> bool:
-        redis = self._redis()
-        if redis is None:
-            self._failed("Redis is not connected")
+    def _settle_waiters(self, end: int, durable: bool) -> None:
+        while self._waiters and self._waiters[0].position < end:
+            self._waiters.popleft().fire(durable)
+
+    async def _write(self, batch: _Batch) -> bool:
+        """Send one batch; whether the queue may move on (it was applied, or set aside)."""
+        client = self._redis()
+        if client is None:
+            self._outage.failed(RedisUnavailable("Redis is not connected"), _WAITING, waiting=self.waiting)
             return False
-        keys = self.keys
-        window_start = self._wall_clock() - self._window
-        attempt = redis.eval(
-            _SCRIPT,
+        attempt = client.eval(
+            self._script,
+            self._script_keys,
             [
-                keys.recorder(self._instance),
-                keys.round_current,
-                keys.stats,
-                keys.hashrate,
-                keys.blocks_pending,
-                keys.blocks_found,
-                keys.share_log,
-                keys.share_log_total,
-            ],
-            [
-                number,
-                keys.coin,
-                repr(window_start),
+                batch.number,
+                self.keys.coin,
+                repr(self._wall_clock() - self._window),
                 RECORDER_TTL,
-                records,
-                self._scheme,
-                repr(self._pplns_window),
+                batch.records,
+                *self.round_policy.args,
             ],
         )
         attempt.addTimeout(WRITE_TIMEOUT, self._clock)
         try:
             await attempt
         except Exception as e:
-            # The batch may or may not have been applied: it is sent again
-            # with the same number, which Redis then knows and skips.
-            self._failed(f"{type(e).__name__}: {e}")
+            reason = refusal(e)
+            if reason is not None:
+                self._outage.succeeded(_WAITING, waiting=self.waiting)  # it answered
+                self._set_aside(batch, reason)
+                return True
+            # Otherwise the batch may or may not have been applied: it is
+            # sent again with the same number, which Redis then knows and skips.
+            self._outage.failed(_as_outage(e), _WAITING, waiting=self.waiting)
             return False
-        if self._failing_since is not None:
-            self.log.info(
-                "pool {coin}: Redis is back after {seconds:.0f}s; writing {waiting} waiting records",
-                coin=keys.coin,
-                seconds=self._clock.seconds() - self._failing_since,
-                waiting=self.waiting,
-            )
-            self._failing_since = None
+        self._outage.succeeded("writing {waiting} waiting records", waiting=self.waiting)
+        self.written += batch.count
+        self._settle_waiters(batch.end, True)
         return True
 
-    def _failed(self, reason: str) -> None:
-        now = self._clock.seconds()
-        if self._failing_since is None:
-            self._failing_since = now
-        if now - self._last_warning >= 30 or self._last_warning == 0:
-            self._last_warning = now
-            self.log.warn(
-                "pool {coin}: cannot write to Redis ({reason}); {waiting} share records waiting",
-                coin=self.keys.coin,
-                reason=reason,
-                waiting=self.waiting,
-            )
+    def _set_aside(self, batch: _Batch, reason: str) -> None:
+        entry = encode_set_aside(
+            reason, self._wall_clock(), self._instance, batch.number, batch.records.split("\n")
+        )
+        self._held.append(_SetAside(entry, batch.count))
+        self._held_records += batch.count
+        self.set_aside += batch.count
+        self._settle_waiters(batch.end, False)
+        self.log.error(
+            "pool {coin}: Redis refused a batch of {count} share records ({reason}); "
+            "set aside in {key}, the records behind it go on",
+            coin=self.keys.coin,
+            count=batch.count,
+            reason=reason,
+            key=self.keys.recorder_set_aside,
+        )
+
+    async def _write_set_aside(self) -> None:
+        """Put the set-aside batches in their list, oldest first, until one fails."""
+        while self._held:
+            held = self._held[0]
+            client = self._redis()
+            if client is None:
+                return  # the batches' own writes say Redis is away
+            attempt = client.eval(_PUSH_SET_ASIDE, [self.keys.recorder_set_aside], [held.entry])
+            attempt.addTimeout(WRITE_TIMEOUT, self._clock)
+            try:
+                await attempt
+            except Exception as e:
+                error = _as_outage(e)
+                if self._outage.is_transient(error):
+                    self._outage.failed(error, _WAITING, waiting=self.waiting)
+                else:
+                    held.failures += 1
+                    if held.failures == 1:  # then tried again at every flush, quietly
+                        self.log.failure(
+                            "pool {coin}: {count} set-aside share records not written to {key}; "
+                            "kept in memory and tried again",
+                            Failure(e),
+                            coin=self.keys.coin,
+                            count=held.count,
+                            key=self.keys.recorder_set_aside,
+                        )
+                return
+            self._held.popleft()
+            self._held_records -= held.count
+            if held.failures:
+                self.log.info(
+                    "pool {coin}: {count} set-aside share records written to {key} after {failures} failures",
+                    coin=self.keys.coin,
+                    count=held.count,
+                    key=self.keys.recorder_set_aside,
+                    failures=held.failures,
+                )
+
+
+def _as_outage(error: Exception) -> Exception:
+    """``error``, or a RedisUnavailable for an answer that means Redis cannot take writes just now."""
+    if unavailable_reply(error):
+        return RedisUnavailable(f"Redis answered: {error}")
+    return error
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

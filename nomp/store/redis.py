@@ -1,4 +1,7 @@
-"""RedisService: the process's Redis connection (txredisapi is used only here)."""
+"""RedisService: the process's Redis connection, and what Redis's error replies mean.
+
+txredisapi is used only here and in nomp.store.client.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,43 @@ from twisted.application.service import Service
 from twisted.internet import defer
 
 from nomp.config import RedisConfig
-from nomp.store.recorder import ScriptRunner
+from nomp.store.client import RedisClient
+
+# Error replies Redis gives while it is busy (a long script), loading its
+# data, failing over, short of memory or disk, or refusing our credentials:
+# the same command may well succeed later, so they mean "Redis cannot take
+# it just now", not "the command is wrong".
+_UNAVAILABLE_REPLIES = frozenset(
+    {
+        "BUSY",
+        "LOADING",
+        "READONLY",
+        "MASTERDOWN",
+        "TRYAGAIN",
+        "CLUSTERDOWN",
+        "NOREPLICAS",
+        "MISCONF",
+        "OOM",
+        "NOAUTH",
+        "WRONGPASS",
+        "NOPERM",
+    }
+)
+
+
+def unavailable_reply(error: BaseException) -> bool:
+    """Whether ``error`` is an error reply meaning Redis cannot take the command just now."""
+    if not isinstance(error, txredisapi.ResponseError):
+        return False
+    return str(error).split(" ", 1)[0] in _UNAVAILABLE_REPLIES
+
+
+def refusal(error: BaseException) -> str | None:
+    """Why Redis refused the command itself (a script error, a key of the wrong type),
+    or None if ``error`` is not such a refusal: sending the same again would fail again."""
+    if not isinstance(error, txredisapi.ResponseError) or unavailable_reply(error):
+        return None
+    return str(error) or type(error).__name__
 
 
 class RedisService(Service):
@@ -43,7 +82,7 @@ class RedisService(Service):
         stopping: defer.Deferred[None] = handler.disconnect()
         return stopping
 
-    def client(self) -> ScriptRunner | None:
+    def client(self) -> RedisClient | None:
         """The client while at least one connection is up, else None.
 
         Commands sent with no connection would queue inside txredisapi until
@@ -52,5 +91,5 @@ class RedisService(Service):
         handler = self._handler
         if handler is None or handler._factory.size == 0:
             return None
-        runner: ScriptRunner = handler
+        runner: RedisClient = handler
         return runner

@@ -11,6 +11,7 @@ from nomp.store.recorder import ShareRecorder
 
 FLUSH_INTERVAL = 0.2  # seconds: how long an accepted share may wait in memory
 DRAIN_TIMEOUT = 15.0  # seconds the pool waits at shutdown for Redis to take the rest
+BLOCKS_DRAIN_TIMEOUT = 5.0  # then seconds more for the block candidates and settlements alone
 
 
 class RecorderService(Service):
@@ -36,14 +37,31 @@ class RecorderService(Service):
         return defer.Deferred.fromCoroutine(self._drain())
 
     async def _drain(self) -> None:
-        deadline = self._clock.seconds() + DRAIN_TIMEOUT
+        recorder = self.recorder
+        await self._flush_for(DRAIN_TIMEOUT)
+        if recorder.waiting and recorder.blocks_waiting:
+            # The blocks are worth more than the shares still queued before
+            # them: those are given up so the candidates and settlements go.
+            blocks = recorder.blocks_waiting
+            dropped = recorder.keep_blocks_only()
+            self.log.error(
+                "pool {coin}: Redis did not take the share records in time: {dropped} dropped, "
+                "writing the {blocks} block records alone",
+                coin=recorder.keys.coin,
+                dropped=dropped,
+                blocks=blocks,
+            )
+            await self._flush_for(BLOCKS_DRAIN_TIMEOUT)
+        if recorder.waiting:
+            self.log.error(
+                "pool {coin}: {waiting} share records could not be written to Redis before exit",
+                coin=recorder.keys.coin,
+                waiting=recorder.waiting,
+            )
+
+    async def _flush_for(self, seconds: float) -> None:
+        deadline = self._clock.seconds() + seconds
         while self.recorder.waiting and self._clock.seconds() < deadline:
             await self.recorder.flush()
             if self.recorder.waiting:
                 await task.deferLater(self._clock, 0.2)
-        if self.recorder.waiting:
-            self.log.error(
-                "pool {coin}: {waiting} share records could not be written to Redis before exit",
-                coin=self.recorder.keys.coin,
-                waiting=self.recorder.waiting,
-            )
