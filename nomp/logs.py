@@ -7,18 +7,39 @@ from typing import IO
 
 from twisted.logger import (
     FilteringLogObserver,
+    ILogFilterPredicate,
     ILogObserver,
+    LogEvent,
     LogLevel,
     LogLevelFilterPredicate,
+    PredicateResult,
     jsonFileLogObserver,
     textFileLogObserver,
 )
+from zope.interface import implementer
 
 from nomp.config import LoggingConfig
 
+# Libraries whose info lines repeat, every few seconds, what the pool says
+# once: ClientService (under txredisapi's Redis connections) logs each
+# reconnection attempt while Redis is away, where each part that needs Redis
+# logs the outage once and its end once. Their warnings and errors still show.
+QUIET_NAMESPACES = frozenset({"twisted.application._client_service.ClientService"})
+_CHATTER = frozenset({LogLevel.debug, LogLevel.info})
+
+
+@implementer(ILogFilterPredicate)
+class QuietLibraries:
+    """Drops the debug and info events of QUIET_NAMESPACES."""
+
+    def __call__(self, event: LogEvent) -> object:  # a PredicateResult (untyped constants)
+        if event.get("log_namespace") in QUIET_NAMESPACES and event.get("log_level") in _CHATTER:
+            return PredicateResult.no
+        return PredicateResult.maybe
+
 
 def make_observer(settings: LoggingConfig, stream: IO[str] | None = None) -> ILogObserver:
-    """A level-filtered text or JSON-lines observer.
+    """A level-filtered text or JSON-lines observer, without the libraries' chatter.
 
     ``stream`` defaults to the configured file (opened for appending) or
     standard output.
@@ -27,4 +48,4 @@ def make_observer(settings: LoggingConfig, stream: IO[str] | None = None) -> ILo
         stream = open(settings.file, "a", encoding="utf-8") if settings.file else sys.stdout  # noqa: SIM115 - lives as long as the process
     sink = jsonFileLogObserver(stream) if settings.format == "json" else textFileLogObserver(stream)
     level = LogLevel.levelWithName(settings.level)
-    return FilteringLogObserver(sink, [LogLevelFilterPredicate(defaultLogLevel=level)])
+    return FilteringLogObserver(sink, [LogLevelFilterPredicate(defaultLogLevel=level), QuietLibraries()])

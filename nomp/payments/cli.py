@@ -25,16 +25,11 @@ from typing import Any
 
 import txredisapi
 from twisted.internet import defer, task
-from twisted.logger import (
-    FilteringLogObserver,
-    LogLevel,
-    LogLevelFilterPredicate,
-    globalLogBeginner,
-    textFileLogObserver,
-)
+from twisted.logger import globalLogBeginner
 
-from nomp.config import ConfigErrors, PoolConfig, load_config
+from nomp.config import ConfigErrors, LoggingConfig, PoolConfig, load_config
 from nomp.daemon.clients import DaemonClients
+from nomp.logs import make_observer
 from nomp.payments.audit import audit
 from nomp.payments.ledger import PaymentLedger
 from nomp.payments.processor import PaymentProcessor
@@ -132,10 +127,7 @@ def main(argv: list[str] | None = None, failpoint: Failpoint | None = None) -> i
     parser.add_argument("address", nargs="?", help="minimum: the miner's address")
     parser.add_argument("amount", nargs="?", help="minimum: coins, or - to remove")
     args = parser.parse_args(argv)
-    level = LogLevel.info if args.verbose else LogLevel.warn
-    log = FilteringLogObserver(
-        textFileLogObserver(sys.stderr), [LogLevelFilterPredicate(defaultLogLevel=level)]
-    )
+    log = make_observer(LoggingConfig(level="info" if args.verbose else "warn"), sys.stderr)
     globalLogBeginner.beginLoggingTo([log], redirectStandardIO=False)
     status: list[int] = []
 
