@@ -441,10 +441,16 @@ class WiringTests(SynchronousTestCase):
         return lease, stratum
 
     def test_leased(self) -> None:
-        """Without instance in config.yaml, subscribes wait for the lease."""
+        """Without instance in config.yaml, the pools have no byte until the lease service
+        starts, and one as soon as it does, Redis or not."""
         lease, stratum = self.tree(None)
         self.assertIsNone(lease.instance)
         self.assertIsNone(stratum.subscriptions.extranonces.instance)
+        lease.startService()
+        stopped = lease.stopService()
+        self.assertIsNone(self.successResultOf(stopped))
+        self.assertIsNotNone(lease.instance)
+        self.assertEqual(stratum.subscriptions.extranonces.instance, lease.instance)
 
     def test_configured(self) -> None:
         """With instance in config.yaml, the pools use it from the start."""
