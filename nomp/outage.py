@@ -94,7 +94,9 @@ class Outage:
             message = "{subject} is back after {seconds:.0f} s"
         else:
             message = "{subject} answered after {seconds:.0f} s"
-        self._log.info(message + (f"; {detail}" if detail else ""), subject=self.subject, seconds=seconds, **fields)
+        self._log.info(
+            message + (f"; {detail}" if detail else ""), subject=self.subject, seconds=seconds, **fields
+        )
 
 
 def _describe(error: BaseException) -> str:
