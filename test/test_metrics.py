@@ -138,6 +138,7 @@ class NothingBuffered:
     """The recorder of a pool whose records are all written."""
 
     waiting = 0
+    set_aside = 0
 
 
 class StratumMetricsTests(SynchronousTestCase):
@@ -228,6 +229,7 @@ class StratumMetricsTests(SynchronousTestCase):
             [value(samples, found, pool="ltc", result=r) for r in ("accepted", "rejected", "error")],
             [2, 0, 1],
         )
+        self.assertEqual(value(samples, "nomp_share_records_set_aside_total", pool="ltc"), 0)
         failures = "nomp_pool_job_failures_total"
         self.assertEqual(
             [value(samples, failures, pool="ltc", kind=k) for k in ("daemon", "template", "job")],

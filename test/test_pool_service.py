@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import time
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
+from nomp.candidate import BlockCandidate
 from nomp.chain.jobs import Job
-from nomp.config import DaemonConfig, PoolConfig, RecipientConfig, load_config
-from nomp.pool.service import PoolService
+from nomp.config import DaemonConfig, PoolConfig, RecipientConfig, RedisConfig, load_config
+from nomp.pool.blocks import BlockOutcome
+from nomp.pool.service import SETTLE_AFTER, PoolService
+from nomp.store.recorder import ShareRecorder
+from nomp.store.redis import RedisService
+from nomp.store.schema import PoolKeys
 from test.chainhelpers import candidate_of, solve
 from test.fakes import FakeBlockRecords
-from test.servers import RPC_PASSWORD, RPC_USER, RegtestPair, shared_regtest
+from test.rediscli import redis, redis_hash
+from test.servers import RPC_PASSWORD, RPC_USER, RegtestPair, shared_redis, shared_regtest
 from test.test_config_paths import SHIPPED_CONF
 from test.waiting import until
+
+DB = 8  # of the shared redis-server; each test has a coin of its own
 
 
 def pool_for(pair: RegtestPair, **changes: Any) -> PoolConfig:
@@ -139,3 +150,84 @@ class PoolServiceTests(TestCase):
         await defer.maybeDeferred(service.stopService)
         self.assertFalse(service.ready)
         self.assertEqual(self.fatal, [])
+
+
+class DurableCandidateTests(TestCase):
+    """Block candidates through a real ShareRecorder on a real redis-server,
+    against a real litecoind: recorded before the node sees them, and settled
+    from the chain by the next process when the one that found them died."""
+
+    timeout = 120
+
+    def setUp(self) -> None:
+        self.pair = shared_regtest("service")
+        self.redis_server = shared_redis()
+        self.keys = PoolKeys.for_coin(f"D{os.urandom(4).hex()}")
+        self.fatal: list[str] = []
+        self.jobs: list[Job] = []
+
+    def redis(self, *command: str) -> list[str]:
+        return redis(self.redis_server.port, DB, *command)
+
+    async def start(self, wall_clock: Callable[[], float] = time.time) -> tuple[PoolService, ShareRecorder]:
+        """A pool service and its recorder (as one process of the pool has them)."""
+        connection = RedisService(RedisConfig(port=self.redis_server.port, db=DB))
+        connection.startService()
+        self.addCleanup(connection.stopService)
+        await until(lambda: connection.client() is not None)
+        recorder = ShareRecorder(self.keys, connection.client, reactor, wall_clock=wall_clock)
+        service = PoolService(
+            pool_for(self.pair), reactor, self.fatal.append, recorder, wall_clock=wall_clock
+        )
+        service.add_job_listener(self.jobs.append)
+        service.startService()
+        self.addCleanup(service.stopService)
+        await until(lambda: service.ready or self.fatal)
+        self.assertEqual(self.fatal, [])
+        return service, recorder
+
+    def candidate(self) -> BlockCandidate:
+        job = self.jobs[-1]
+        extranonce = os.urandom(8)
+        return candidate_of(job, extranonce, solve(job, extranonce).header)
+
+    async def test_recorded_before_the_node_sees_it(self) -> None:
+        """When submitblock goes out the candidate is already in Redis; once the node has it,
+        it is a pending block there."""
+        service, _ = await self.start()
+        block = self.candidate()
+        in_redis_at_submit: list[list[str]] = []
+        assert service.submitter is not None
+        submit = service.submitter.submit
+
+        async def watched(candidate: BlockCandidate) -> BlockOutcome:
+            in_redis_at_submit.append(self.redis("HKEYS", self.keys.blocks_candidates))
+            return await submit(candidate)
+
+        service.submitter.submit = watched  # type: ignore[method-assign]
+        service.found_block(block)
+        await until(lambda: self.redis("SMEMBERS", self.keys.blocks_pending))
+        self.assertEqual(in_redis_at_submit, [[block.block_hash]])
+        (member,) = self.redis("SMEMBERS", self.keys.blocks_pending)
+        self.assertTrue(member.startswith(f"{block.block_hash}:{block.coinbase_txid}:{block.height}:"))
+        self.assertEqual(self.redis("HKEYS", self.keys.blocks_candidates), [])
+        self.assertEqual(self.pair.miner.rpc("getbestblockhash"), block.block_hash)
+
+    async def test_next_start_settles_what_a_killed_process_left(self) -> None:
+        """A process recorded two candidates and died: one had reached the node, one had not.
+        The next process settles both from the chain: the first a pending block, the second
+        refused (its round reopened), and neither is left unsettled."""
+        _, recorder = await self.start()
+        submitted, lost = self.candidate(), self.candidate()
+        for block in (submitted, lost):
+            self.assertTrue(await recorder.block_found(block))
+        self.assertIsNone(self.pair.miner.rpc("submitblock", submitted.payload.hex()))
+        # The next process, started when those candidates are old enough that
+        # no other process can still be submitting them.
+        later = time.time() + SETTLE_AFTER + 1
+        await self.start(wall_clock=lambda: later)
+        await until(lambda: not self.redis("HKEYS", self.keys.blocks_candidates))
+        (member,) = self.redis("SMEMBERS", self.keys.blocks_pending)
+        self.assertTrue(member.startswith(f"{submitted.block_hash}:"))
+        stats = redis_hash(self.redis_server.port, DB, self.keys.stats)
+        self.assertEqual((stats.get("validBlocks"), stats.get("invalidBlocks")), ("1", "1"))

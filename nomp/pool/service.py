@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from twisted.internet import defer, task
@@ -37,6 +37,21 @@ SETTLE_INTERVAL = 60.0  # seconds between looks for candidates no answer settled
 SETTLE_AFTER = 300.0
 
 
+class UnsettledCandidate(Protocol):
+    """A candidate recorded and never settled, as the recorder reads it back."""
+
+    @property
+    def block_hash(self) -> str: ...
+
+    @property
+    def height(self) -> int: ...
+
+    @property
+    def found_at(self) -> float:
+        """Unix seconds."""
+        ...
+
+
 class BlockRecords(Protocol):
     """What the pool needs of its recorder for blocks (ShareRecorder)."""
 
@@ -44,7 +59,7 @@ class BlockRecords(Protocol):
 
     def block_settled(self, block_hash: str, accepted: bool) -> None: ...
 
-    async def unsettled_candidates(self) -> list[Any]: ...
+    async def unsettled_candidates(self) -> Sequence[UnsettledCandidate]: ...
 
     def flush(self) -> defer.Deferred[None]: ...
 

@@ -68,6 +68,11 @@ class BufferedRecords(Protocol):
         """Records not yet written to Redis."""
         ...
 
+    @property
+    def set_aside(self) -> int:
+        """Records of batches Redis refused, set aside in <coin>:recorder:setAside."""
+        ...
+
 
 class PoolCounters(Protocol):
     """A PoolService as the metrics see it."""
@@ -258,6 +263,12 @@ class _StateCollector(Collector):
             "miners keep the last good job meanwhile.",
             labels=["pool", "kind"],
         )
+        set_aside = CounterMetricFamily(
+            "nomp_share_records_set_aside",
+            "Share and block records of batches Redis refused (not an outage: a script or type "
+            "error), kept in <coin>:recorder:setAside instead of being retried for ever.",
+            labels=["pool"],
+        )
         buffered = GaugeMetricFamily(
             "nomp_share_records_buffered",
             "Share and block records waiting to be written to Redis.",
@@ -284,7 +295,8 @@ class _StateCollector(Collector):
                 job_failures.add_metric([pool.name, kind], pool.pool.job_failures[kind])
             in_flight.add_metric([pool.name], server.pipeline.in_flight)
             buffered.add_metric([pool.name], pool.recorder.waiting)
-        yield from (connections, refused, shares, in_flight, blocks, job_failures, buffered)
+            set_aside.add_metric([pool.name], pool.recorder.set_aside)
+        yield from (connections, refused, shares, in_flight, blocks, job_failures, buffered, set_aside)
 
     def _hashing(self) -> Iterable[Metric]:
         hashing = self._metrics.hashing
