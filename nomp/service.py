@@ -59,9 +59,9 @@ class NompService(OrderedMultiService):
             # reply and web request waiting meanwhile would feel.
             gc.freeze()
             # A hashing thread with a finished batch waits for the GIL while
-            # the reactor thread runs Python; the default 5 ms before it may
-            # ask for it showed in the reply p99 under web and Stratum load
-            # (4.2 ms; 3.4-3.6 ms with 0.5 ms).
+            # the reactor thread runs Python; the default switch interval
+            # before it may ask for it shows in the reply latency under load
+            # (the README's performance section has the figures).
             sys.setswitchinterval(SWITCH_INTERVAL)
 
     def setServiceParent(self, parent: IServiceCollection) -> None:

@@ -19,11 +19,10 @@ from nomp.hashing import JobHasher, ShareHash, ShareWork
 # small enough that one batch stays well under a millisecond.
 MAX_BATCH = 32
 # A batch this large goes at once; a smaller one waits up to BATCH_WAIT for
-# more shares of its job. One scrypt share alone costs ~200 us of CPU, sixteen
-# together ~28 us each. While a batch is hashed the next one gathers anyway,
-# so the wait only has to gather the first: under 2,000 scrypt shares/s in
-# bench/stratum_load.py, 0.5 ms cost no more CPU per share than 2 ms (113-134
-# us against 128-145) and took the reply p99 from 5-6 ms to 3.3-3.8 ms.
+# more shares of its job. One scrypt share alone costs several times what
+# each of sixteen hashed together costs. While a batch is hashed the next one
+# gathers anyway, so the wait only has to gather the first: a longer wait
+# saves no CPU under load and costs reply latency (bench/stratum_load.py).
 FULL_BATCH = 16
 BATCH_WAIT = 0.0005
 
@@ -55,7 +54,7 @@ class HashPoolService(Service):
         # Its own threads on one queue, not Twisted's ThreadPool: a batch is
         # handed over several hundred times a second, and the pool's
         # coordinator, locks and context passing cost more than the hand-off
-        # itself (about 35 us a batch of three sha256d shares).
+        # itself (bench/hashing.py measures both).
         self._tasks: queue.SimpleQueue[_Task] = queue.SimpleQueue()
         self._workers: list[threading.Thread] = []
         self._waiting: dict[JobHasher, _Waiting] = {}

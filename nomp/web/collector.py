@@ -164,8 +164,7 @@ class _PoolMemory:
         self.payments: dict[str, PaymentInfo] = {}  # member -> payment
         self.newest_payment = "-inf"  # score of the newest payment read
         # address -> its points: times and hashrates in arrays of C doubles (a
-        # day of samples takes about 5 KiB a miner, not the 32 KiB of tuples), appended in
-        # place, the live ones from ``first`` on. A view records where each
+        # fraction of the memory of tuples of floats), appended in place, the live ones from ``first`` on. A view records where each
         # miner's points end, so what it shows never changes; points before
         # ``first`` are cut off only by replacing the arrays, never in place.
         self.miner_history: dict[str, _Points] = {}
