@@ -164,9 +164,10 @@ class _PoolMemory:
         self.payments: dict[str, PaymentInfo] = {}  # member -> payment
         self.newest_payment = "-inf"  # score of the newest payment read
         # address -> its points: times and hashrates in arrays of C doubles (a
-        # fraction of the memory of tuples of floats), appended in place, the live ones from ``first`` on. A view records where each
-        # miner's points end, so what it shows never changes; points before
-        # ``first`` are cut off only by replacing the arrays, never in place.
+        # fraction of the memory of tuples of floats), appended in place, the
+        # live ones from ``first`` on. A view records where each miner's
+        # points end, so what it shows never changes; points before ``first``
+        # are cut off only by replacing the arrays, never in place.
         self.miner_history: dict[str, _Points] = {}
         self.last_sample = float("-inf")
         self._view: MinerHistory | None = None  # the same until the next sample
