@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 from nomp.config import PaymentsConfig, RedisConfig  # noqa: E402
 from nomp.payments.ledger import PaymentLedger  # noqa: E402
 from nomp.payments.processor import PaymentProcessor  # noqa: E402
-from nomp.store.keys import PoolKeys  # noqa: E402
 from nomp.store.redis import RedisService  # noqa: E402
+from nomp.store.schema import PoolKeys  # noqa: E402
 from test.fakes import pool_config  # noqa: E402
 from test.fakewallet import FakeChain, FakeWallet  # noqa: E402
 from test.servers import RedisServer  # noqa: E402

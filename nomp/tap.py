@@ -20,9 +20,9 @@ from nomp.pool.service import PoolService
 from nomp.service import NompService
 from nomp.store.bans import BanStore
 from nomp.store.instance import InstanceLeaseService
-from nomp.store.keys import PoolKeys
 from nomp.store.recorder import ShareRecorder
 from nomp.store.redis import RedisService
+from nomp.store.schema import PoolKeys
 from nomp.store.service import RecorderService
 from nomp.stratum.service import StratumService
 from nomp.stratum.stratumpool import StratumPool

@@ -19,10 +19,10 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from nomp.config import RedisConfig, load_config
+from nomp.store.client import RedisClient
 from nomp.store.instance import INSTANCES, InstanceLeaseService
-from nomp.store.keys import InstanceKeys
-from nomp.store.recorder import ScriptRunner
 from nomp.store.redis import RedisService
+from nomp.store.schema import InstanceKeys
 from nomp.stratum.stratumpool import StratumPool
 from nomp.tap import build_service
 from test.fakes import StratumHarness, mainnet_template, pool_config
@@ -55,7 +55,7 @@ class LeaseTestCase(TestCase):
 
     def lease_service(
         self,
-        redis: Callable[[], ScriptRunner | None],
+        redis: Callable[[], RedisClient | None],
         seed: int = 1,
         configured: int | None = None,
         token: str | None = None,

@@ -24,9 +24,10 @@ from nomp.hashing import ALGORITHMS, ShareWork
 from nomp.hashing.pool import HashPoolService
 from nomp.payments.service import wallet_rpc
 from nomp.pool.service import PoolService
-from nomp.store.keys import PoolKeys, WebKeys
-from nomp.store.recorder import ScriptRunner, ShareRecorder
+from nomp.store.client import RedisClient
+from nomp.store.recorder import ShareRecorder
 from nomp.store.redis import RedisService
+from nomp.store.schema import PoolKeys, WebKeys
 from nomp.tap import build_service
 from nomp.web.metrics import Metrics, MetricsService
 from nomp.web.service import WebService
@@ -356,7 +357,7 @@ class ServiceTimerTests(SynchronousTestCase):
         self.clock = task.Clock()
         self.clock.advance(1000)
         self.metrics = Metrics()
-        self.client: ScriptRunner | None = None
+        self.client: RedisClient | None = None
         self.service = MetricsService(
             self.metrics, lambda: self.client, self.clock, redis_interval=5.0, lag_interval=1.0
         )

@@ -28,9 +28,9 @@ from nomp.payments.ledger import PaymentLedger
 from nomp.payments.processor import FAILPOINTS, PaymentProcessor, RunReport
 from nomp.payments.service import PaymentService
 from nomp.payments.split import coins, round_weights, satoshis, split_reward
-from nomp.store.keys import PoolKeys
 from nomp.store.recorder import ShareRecorder
 from nomp.store.redis import RedisService
+from nomp.store.schema import PoolKeys
 from test.fakedaemon import FakeDaemon, FakeRPCError, Handler
 from test.fakes import REGTEST_ADDRESS, pool_config
 from test.fakewallet import FakeChain, FakeWallet

@@ -20,8 +20,8 @@ from twisted.trial.unittest import TestCase
 
 from nomp.config import BanningConfig, PortConfig, RateLimitConfig, RedisConfig
 from nomp.store.bans import BanStore
-from nomp.store.keys import PoolKeys
 from nomp.store.redis import RedisService
+from nomp.store.schema import PoolKeys
 from nomp.stratum.banning import Ban
 from nomp.stratum.errors import OTHER
 from nomp.stratum.proxyproto import ProxyProtocolFactory

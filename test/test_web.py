@@ -20,9 +20,9 @@ from nomp.config import RedisConfig, WebConfig
 from nomp.daemon import DaemonGroup
 from nomp.daemon.errors import DaemonError
 from nomp.hashing import ALGORITHMS
-from nomp.store.keys import PoolKeys, WebKeys
 from nomp.store.recorder import ShareRecorder
 from nomp.store.redis import RedisService
+from nomp.store.schema import PoolKeys, WebKeys
 from nomp.web.collector import STARTUP_RETRY, Snapshot, StatsCollector, build_snapshot, empty_stats
 from nomp.web.live import LiveStream
 from nomp.web.service import WebService

@@ -35,9 +35,9 @@ from nomp.daemon.rpc import DaemonRPC
 from nomp.hashing import ALGORITHMS
 from nomp.payments.ledger import Batch, PaymentLedger
 from nomp.payments.split import RewardSplit
-from nomp.store.keys import PoolKeys
 from nomp.store.recorder import ShareRecorder
 from nomp.store.redis import RedisService
+from nomp.store.schema import PoolKeys
 from nomp.web.collector import StatsCollector
 from nomp.web.pages import CONTENT_SECURITY_POLICY
 from nomp.web.service import WebService

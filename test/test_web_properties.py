@@ -17,9 +17,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.trial.unittest import TestCase
 
 from nomp.config import RedisConfig, WebConfig
-from nomp.store.keys import PoolKeys
 from nomp.store.recorder import ShareRecorder
 from nomp.store.redis import RedisService
+from nomp.store.schema import PoolKeys
 from nomp.web.service import WebService
 from test.candidates import candidate
 from test.fakes import pool_config

@@ -35,7 +35,7 @@ from nomp.payments.ledger import PaymentLedger
 from nomp.payments.processor import PaymentProcessor
 from nomp.payments.service import wallet_daemon
 from nomp.payments.split import coins, satoshis
-from nomp.store.keys import PoolKeys
+from nomp.store.schema import PoolKeys
 
 Failpoint = Callable[[str], None]
 

@@ -15,8 +15,8 @@ from nomp.daemon.clients import DaemonClients, daemon_rpc
 from nomp.daemon.rpc import CallObserver, HTTPPoster
 from nomp.payments.ledger import PaymentLedger
 from nomp.payments.processor import RPC, PaymentProcessor, RunReport
-from nomp.store.keys import PoolKeys
-from nomp.store.recorder import ScriptRunner
+from nomp.store.client import RedisClient
+from nomp.store.schema import PoolKeys
 
 
 def wallet_daemon(pool: PoolConfig) -> DaemonConfig:
@@ -42,7 +42,7 @@ class PaymentService(Service):
     def __init__(
         self,
         pool: PoolConfig,
-        redis: Callable[[], ScriptRunner | None],
+        redis: Callable[[], RedisClient | None],
         chain: Callable[[], RPC | None],
         reactor: Any,
         http: HTTPPoster | None = None,

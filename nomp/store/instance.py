@@ -49,7 +49,7 @@ from twisted.python.failure import Failure
 
 from nomp.outage import Outage
 from nomp.store.client import REDIS_DOWN, RedisClient, RedisUnavailable
-from nomp.store.keys import InstanceKeys
+from nomp.store.schema import InstanceKeys
 
 INSTANCES = 256
 LEASE_TTL = 60.0  # seconds a lease outlives its last renewal: Redis may be away this long

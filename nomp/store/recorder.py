@@ -174,8 +174,6 @@ _HGETALL = "return redis.call('HGETALL', KEYS[1])"
 
 _WAITING = "{waiting} share records waiting"
 
-ScriptRunner = RedisClient  # the name the recorder's client type had; other modules still use it
-
 
 class RecorderFull(Exception):
     """The buffer is full: Redis has been away too long."""

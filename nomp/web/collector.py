@@ -26,7 +26,7 @@ from nomp.daemon import DaemonGroup
 from nomp.daemon.errors import DaemonError
 from nomp.outage import Outage
 from nomp.store.client import REDIS_DOWN, RedisClient, RedisUnavailable
-from nomp.store.keys import PoolKeys, WebKeys
+from nomp.store.schema import LUA_PRELUDE, PoolKeys, WebKeys, pending_member_hash
 from nomp.web.stats import (
     Balances,
     BlockInfo,
@@ -59,14 +59,15 @@ BLOCK_STATUSES = ("pending", "confirmed", "orphaned")
 # so a window of a million shares sends a line per worker, not the shares,
 # and the pool's reactor does not parse them. They are read in chunks so
 # Lua never holds the whole window at once.
-_READ_POOL = """
+_READ_POOL = (
+    LUA_PRELUDE
+    + """
 local sums, names = {}, {}
 local offset = 0
 while true do
   local rows = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[2], 'WITHSCORES', 'LIMIT', offset, 5000)
   for i = 1, #rows, 2 do
-    local d, worker = string.match(rows[i], '^([^:]*):(.+):[^:]*:[^:]*$')
-    local difficulty = tonumber(d)
+    local difficulty, worker = hashrate_fields(rows[i])
     if difficulty and worker then
       local s = sums[worker]
       if not s then s = {0, 0, -1, 0}; sums[worker] = s; names[#names + 1] = worker end
@@ -98,6 +99,7 @@ return {
   redis.call('ZRANGEBYSCORE', KEYS[10], ARGV[3], '+inf', 'WITHSCORES')
 }
 """
+)
 
 # KEYS: <coin>:block:<hash> of blocks not read before. Their fields change
 # only when the block changes set, so each is read once per set.
@@ -508,7 +510,7 @@ class StatsCollector(Service):
         for first in range(0, len(new), 500):
             chunk = new[first : first + 500]
             replies = await client.eval(
-                _READ_BLOCKS, [keys.block(member.split(":", 1)[0]) for member, _ in chunk], []
+                _READ_BLOCKS, [keys.block(pending_member_hash(member)) for member, _ in chunk], []
             )
             for (member, status), flat in zip(chunk, replies, strict=True):
                 block = parse_block(member, status, _pairs(flat))

@@ -32,7 +32,7 @@ from nomp.config.load import listen_address
 from nomp.daemon.errors import DaemonError, DaemonHTTPError, DaemonResponseError, DaemonUnreachable, RPCError
 from nomp.daemon.rpc import CallObserver
 from nomp.pool.blocks import BLOCK_RESULTS
-from nomp.store.recorder import ScriptRunner
+from nomp.store.client import RedisClient
 from nomp.stratum.banning import Refusal
 from nomp.stratum.pipeline import SHARE_RESULTS
 from nomp.stratum.stratumpool import StratumPool
@@ -50,7 +50,7 @@ REACTOR_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 # and none of ours are.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-# The cheapest command a ScriptRunner can send: one round trip, no key touched.
+# The cheapest command a RedisClient can send: one round trip, no key touched.
 _PING = "return redis.call('PING')"
 
 # Refusal reasons as label values: the enum's values are sentences for the log.
@@ -179,7 +179,7 @@ class Metrics:
     def watch_pool(
         self, name: str, server: StratumPool, recorder: BufferedRecords, pool: PoolCounters
     ) -> None:
-        """Export the connections, shares, blocks, job failures and buffered records of the pool called ``name``."""
+        """Export the connections, shares, blocks, job failures and records of the pool called ``name``."""
         labels = {port: port_label(port) for port in server.config.ports}
         self._pools.append(_WatchedPool(name, server, recorder, pool, labels))
 
@@ -378,7 +378,7 @@ class MetricsService(Service):
     def __init__(
         self,
         metrics: Metrics,
-        redis: Callable[[], ScriptRunner | None],
+        redis: Callable[[], RedisClient | None],
         clock: IReactorTime,
         redis_interval: float = 5.0,
         lag_interval: float = 1.0,

@@ -12,7 +12,7 @@ from twisted.internet.endpoints import serverFromString
 from nomp.config import PoolConfig, WebConfig
 from nomp.daemon import DaemonGroup
 from nomp.services import OrderedMultiService
-from nomp.store.recorder import ScriptRunner
+from nomp.store.client import RedisClient
 from nomp.web.app import WebApp, WebSite
 from nomp.web.collector import StatsCollector
 from nomp.web.live import LiveStream
@@ -26,7 +26,7 @@ class WebService(OrderedMultiService):
         self,
         config: WebConfig,
         pools: Sequence[PoolConfig],
-        redis: Callable[[], ScriptRunner | None],
+        redis: Callable[[], RedisClient | None],
         reactor: Any,
         metrics: Callable[[], tuple[bytes, str]] | None = None,
         daemons: Callable[[str], DaemonGroup | None] = lambda name: None,
