@@ -12,6 +12,11 @@ RPC_METHOD_NOT_FOUND = -32601
 RPC_IN_WARMUP = -28
 
 
+# bitcoind's error code for an unknown block, transaction or address
+# (getblock, gettransaction of a hash it has never seen).
+RPC_INVALID_ADDRESS_OR_KEY = -5
+
+
 class DaemonError(Exception):
     """Any failure of a call to one daemon."""
 

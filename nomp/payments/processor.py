@@ -28,12 +28,11 @@ from twisted.logger import Logger
 
 from nomp.config import PoolConfig
 from nomp.daemon import DaemonError
-from nomp.daemon.errors import RPCError
+from nomp.daemon.errors import RPC_INVALID_ADDRESS_OR_KEY, RPCError
 from nomp.payments.ledger import Batch, PaymentLedger, PendingBlock
 from nomp.payments.split import RewardSplit, coins, round_weights, satoshis, split_reward
 
 # The wallet's error codes the run reacts to.
-RPC_INVALID_ADDRESS_OR_KEY = -5
 RPC_WALLET_INSUFFICIENT_FUNDS = -6
 RPC_WALLET_UNLOCK_NEEDED = -13
 

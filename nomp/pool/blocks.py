@@ -8,8 +8,8 @@ from twisted.logger import Logger
 
 from nomp.candidate import BlockCandidate
 from nomp.daemon import DaemonError, DaemonGroup, RPCError, SubmitResult
+from nomp.daemon.errors import RPC_INVALID_ADDRESS_OR_KEY
 
-BLOCK_NOT_FOUND = -5  # bitcoind's RPC_INVALID_ADDRESS_OR_KEY, as getblock answers an unknown hash
 BLOCK_RESULTS = (
     "accepted",
     "rejected",
@@ -88,7 +88,7 @@ class BlockSubmitter:
         try:
             block = await self._daemons.call("getblock", block_hash, 1)
         except RPCError as e:
-            if e.code == BLOCK_NOT_FOUND:
+            if e.code == RPC_INVALID_ADDRESS_OR_KEY:
                 return False
             raise
         return isinstance(block, dict) and isinstance(block.get("confirmations"), int)
