@@ -25,6 +25,7 @@ from nomp.hashing import ALGORITHMS
 from nomp.miner import Miner, MinerStats, connect
 from nomp.payments.service import PaymentService
 from nomp.payments.split import satoshis
+from nomp.pool.service import PoolService
 from nomp.service import NompService
 from nomp.store.service import RecorderService
 from test.chainhelpers import coinbase_outputs
@@ -75,7 +76,11 @@ def payment_service(root: NompService) -> PaymentService:
 
 
 def recorders_idle(root: NompService) -> bool:
-    return all(s.recorder.waiting == 0 for s in descendants(root) if isinstance(s, RecorderService))
+    """Every block found is settled and every record written."""
+    services = list(descendants(root))
+    return all(s.submitting == 0 for s in services if isinstance(s, PoolService)) and all(
+        s.recorder.waiting == 0 for s in services if isinstance(s, RecorderService)
+    )
 
 
 def expected_split(reward: int, shares: dict[str, str]) -> dict[str, int]:

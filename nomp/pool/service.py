@@ -392,6 +392,11 @@ class PoolService(OrderedMultiService):
             )
             self._recorder.block_settled(block_hash, known)
 
+    @property
+    def submitting(self) -> int:
+        """Blocks being recorded or submitted, their answer not settled yet."""
+        return len(self._blocks_in_flight)
+
     def blocks_in_flight(self) -> defer.Deferred[None]:
         """Fires once every block being submitted has its answer."""
         pending = list(self._blocks_in_flight.values())
