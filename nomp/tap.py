@@ -78,7 +78,9 @@ def build_service(config: Config, reactor: Any, **root_options: Any) -> NompServ
     redis = RedisService(config.settings.redis)
     redis.setServiceParent(root)
     # After Redis and before the pools: the byte is given back once their miners are gone.
-    instance_lease = InstanceLeaseService(redis.client, reactor, configured=config.settings.instance)
+    instance_lease = InstanceLeaseService(
+        redis.client, reactor, configured=config.settings.instance, state_file=config.settings.instance_state
+    )
     instance_lease.setServiceParent(root)
     hashing = HashPoolService(reactor, config.settings.threads or os.cpu_count() or 1)
     hashing.setServiceParent(root)

@@ -28,7 +28,7 @@ POOL_KEYS = (
     "hashrate_window, job_rebroadcast_timeout, payments, pool_signature, ports, reward_recipients, "
     "usernames, version_mask"
 )
-GLOBAL_KEYS = "coins, control, instance, logging, pool_defaults, redis, threads, web"
+GLOBAL_KEYS = "coins, control, instance, instance_state, logging, pool_defaults, redis, threads, web"
 DEFAULT_KEYS = "banning, block_refresh_interval, connection_timeout, job_rebroadcast_timeout, pool_signature"
 
 
@@ -384,6 +384,16 @@ class TypeTests(ConfTestCase):
         """An integer field rejects a string, even one of digits."""
         self.settings["redis"]["port"] = "6379"
         self.assertErrors("config.yaml: redis.port: expected an integer, got a string ('6379')")
+
+    def test_instance_state(self) -> None:
+        """instance_state is a file path (none by default); an empty one is refused."""
+        self.assertIsNone(self.load().settings.instance_state)
+        self.settings["instance_state"] = "/var/lib/nomp/instance"
+        self.assertEqual(self.load().settings.instance_state, "/var/lib/nomp/instance")
+        self.settings["instance_state"] = ""
+        self.assertErrors("config.yaml: instance_state: must be a file path")
+        self.settings["instance_state"] = 5
+        self.assertErrors("config.yaml: instance_state: expected a string, got a number (5)")
 
     def test_int_given_float(self) -> None:
         """An integer field rejects a float."""

@@ -199,6 +199,12 @@ class GlobalConfig:
     # processes sharing one Redis never hand out the same one. None: a free
     # one is leased from Redis at start.
     instance: int | None = checked(lambda v: None if 0 <= v <= 255 else "must be 0-255", None)
+    # Where a process without ``instance`` keeps the byte it last leased, so
+    # it starts with it while Redis is away (one file per process). None: a
+    # byte chosen at random.
+    instance_state: str | None = checked(
+        lambda v: "must be a file path" if not v or "\0" in v else None, None
+    )
     redis: RedisConfig = field(default_factory=RedisConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
