@@ -79,22 +79,13 @@ class InlineHashing:
         self.checked: list[ShareWork] = []
         self.error: Exception | None = None  # set to make every check fail
 
-    def check(self, hasher: JobHasher, work: ShareWork) -> defer.Deferred[ShareHash]:
-        self.checked.append(work)
-        if self.error is not None:
-            return defer.fail(self.error)
-        return defer.succeed(hasher.check([work])[0])
-
     def submit(self, hasher: JobHasher, work: ShareWork, done: Callable[[ShareHash | Failure], None]) -> None:
         self.checked.append(work)
         done(Failure(self.error) if self.error is not None else hasher.check([work])[0])
 
-    def run(self, function: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
-        return defer.maybeDeferred(function, *args)
-
 
 class FakeRecorder:
-    """RecordsShares in lists. ``full = True`` makes ``valid_share`` raise
+    """The share records in lists. ``full = True`` makes ``valid_share`` raise
     RecorderFull and drops invalid shares, as ShareRecorder does when its
     buffer is full."""
 
