@@ -22,6 +22,7 @@ from nomp.daemon import DaemonRPC
 from nomp.daemon.errors import DaemonError
 from nomp.hashing import ALGORITHMS, ShareWork
 from nomp.hashing.pool import HashPoolService
+from nomp.payments.rounds import PROP
 from nomp.payments.service import wallet_rpc
 from nomp.pool.service import PoolService
 from nomp.store.client import RedisClient
@@ -472,7 +473,7 @@ class ServedMetricsTests(TestCase):
         self.clock = task.Clock()
         self.clock.advance(time.time())
         self.recorder = ShareRecorder(
-            self.keys, self.redis.client, as_reactor_time(reactor), hashrate_window=300.0
+            self.keys, self.redis.client, as_reactor_time(reactor), hashrate_window=300.0, round_policy=PROP
         )
         registry = registry_for(self.pool)
         self.fake_pool = FakePool(registry)

@@ -26,6 +26,7 @@ from nomp.daemon.errors import DaemonUnreachable, RPCError
 from nomp.payments.audit import audit
 from nomp.payments.ledger import PaymentLedger
 from nomp.payments.processor import FAILPOINTS, PaymentProcessor, RunReport
+from nomp.payments.rounds import PROP
 from nomp.payments.service import PaymentService
 from nomp.payments.split import coins, round_weights, satoshis, split_reward
 from nomp.store.recorder import ShareRecorder
@@ -96,7 +97,7 @@ async def record_block(
 ) -> str:
     """A block whose round holds ``shares``, recorded by the real recorder, known
     to the chain and (its coinbase, in ``category``) to the wallet; its hash."""
-    recorder = ShareRecorder(keys, redis.client, task.Clock(), wall_clock=lambda: now)
+    recorder = ShareRecorder(keys, redis.client, task.Clock(), wall_clock=lambda: now, round_policy=PROP)
     for worker, difficulty in shares:
         recorder.valid_share(worker, difficulty)
     block_hash, txid = f"{height:064x}", f"{height + 10**6:064x}"

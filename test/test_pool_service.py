@@ -15,6 +15,7 @@ from twisted.trial.unittest import TestCase
 from nomp.candidate import BlockCandidate
 from nomp.chain.jobs import Job
 from nomp.config import DaemonConfig, PoolConfig, RecipientConfig, RedisConfig, load_config
+from nomp.payments.rounds import PROP
 from nomp.pool.blocks import BlockOutcome
 from nomp.pool.service import SETTLE_AFTER, PoolService
 from nomp.store.recorder import ShareRecorder
@@ -175,7 +176,9 @@ class DurableCandidateTests(TestCase):
         connection.startService()
         self.addCleanup(connection.stopService)
         await until(lambda: connection.client() is not None)
-        recorder = ShareRecorder(self.keys, connection.client, reactor, wall_clock=wall_clock)
+        recorder = ShareRecorder(
+            self.keys, connection.client, reactor, wall_clock=wall_clock, round_policy=PROP
+        )
         service = PoolService(
             pool_for(self.pair), reactor, self.fatal.append, recorder, wall_clock=wall_clock
         )

@@ -21,7 +21,7 @@ import nomp.store.recorder
 import nomp.store.service
 from nomp.candidate import BlockCandidate
 from nomp.config import RedisConfig
-from nomp.payments.rounds import SOLO, pplns
+from nomp.payments.rounds import PROP, SOLO, pplns
 from nomp.services import OrderedMultiService
 from nomp.store.client import RedisClient, RedisUnavailable
 from nomp.store.recorder import RecorderFull, ShareRecorder
@@ -107,6 +107,7 @@ class RecorderTestCase(TestCase):
         return self.now
 
     def recorder(self, redis: Callable[[], RedisClient | None], **options: Any) -> ShareRecorder:
+        options.setdefault("round_policy", PROP)
         return ShareRecorder(self.keys, redis, CLOCK, wall_clock=self.wall_clock, **options)
 
     def candidate(self, block_hash: str, height: int, worker: str, **fields: Any) -> BlockCandidate:

@@ -20,6 +20,7 @@ from nomp.config import RedisConfig, WebConfig
 from nomp.daemon import DaemonGroup
 from nomp.daemon.errors import DaemonError
 from nomp.hashing import ALGORITHMS
+from nomp.payments.rounds import PROP
 from nomp.store.recorder import ShareRecorder
 from nomp.store.redis import RedisService
 from nomp.store.schema import PoolKeys, WebKeys
@@ -121,7 +122,9 @@ class ApiTests(TestCase):
             [],
         )
         await client.eval("return redis.call('SADD', KEYS[1], 'h:t:1:w:1')", [keys.blocks_pending], [])
-        recorder = ShareRecorder(keys, self.redis.client, cast(IReactorTime, reactor), hashrate_window=300.0)
+        recorder = ShareRecorder(
+            keys, self.redis.client, cast(IReactorTime, reactor), hashrate_window=300.0, round_policy=PROP
+        )
         for _ in range(3):
             recorder.valid_share("Maddr.rig1", 1.0)
         recorder.valid_share("Maddr.rig2", 2.0)
@@ -328,7 +331,9 @@ class ApiTests(TestCase):
         self.assertEqual(events.events[0]["pools"][self.pool.coin.name]["workerCount"], 3)
         self.assertEqual(len(self.web.live), 1)
         keys = PoolKeys.for_coin(self.pool.coin.name)
-        recorder = ShareRecorder(keys, self.redis.client, cast(IReactorTime, reactor), hashrate_window=300.0)
+        recorder = ShareRecorder(
+            keys, self.redis.client, cast(IReactorTime, reactor), hashrate_window=300.0, round_policy=PROP
+        )
         recorder.valid_share("Naddr.new", 1.0)
         await recorder.flush()
         await self.web.collector.collect()
@@ -499,7 +504,12 @@ class CollectorTests(TestCase):
         keys = PoolKeys.for_coin(self.pool.coin.name)
         self.addCleanup(self.server.command, "DEL", keys.hashrate, keys.miner_history, db=DB)
         recorder = ShareRecorder(
-            keys, self.redis.client, self.clock, hashrate_window=300.0, wall_clock=self.clock.seconds
+            keys,
+            self.redis.client,
+            self.clock,
+            hashrate_window=300.0,
+            wall_clock=self.clock.seconds,
+            round_policy=PROP,
         )
         for _ in range(rounds):
             recorder.valid_share("Maddr.a", 1.0)

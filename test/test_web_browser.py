@@ -34,6 +34,7 @@ from nomp.daemon import DaemonGroup
 from nomp.daemon.rpc import DaemonRPC
 from nomp.hashing import ALGORITHMS
 from nomp.payments.ledger import Batch, PaymentLedger
+from nomp.payments.rounds import PROP
 from nomp.payments.split import RewardSplit
 from nomp.store.recorder import ShareRecorder
 from nomp.store.redis import RedisService
@@ -143,7 +144,12 @@ class SiteTests(TestCase):
 
     def recorder(self, keys: PoolKeys, wall_clock: Any = time.time) -> ShareRecorder:
         return ShareRecorder(
-            keys, self.redis.client, cast(IReactorTime, reactor), hashrate_window=300.0, wall_clock=wall_clock
+            keys,
+            self.redis.client,
+            cast(IReactorTime, reactor),
+            hashrate_window=300.0,
+            wall_clock=wall_clock,
+            round_policy=PROP,
         )
 
     async def make_history(self) -> None:

@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.trial.unittest import TestCase
 
 from nomp.config import RedisConfig, WebConfig
+from nomp.payments.rounds import PROP
 from nomp.store.recorder import ShareRecorder
 from nomp.store.redis import RedisService
 from nomp.store.schema import PoolKeys
@@ -52,7 +53,9 @@ class PropertyRunTests(TestCase):
         coin = dataclasses.replace(pool_config().coin, name="propcoin")
         pool = pool_config(name="ltc", coin=coin)
         keys = PoolKeys.for_coin(coin.name)
-        recorder = ShareRecorder(keys, redis.client, cast(IReactorTime, reactor), hashrate_window=300.0)
+        recorder = ShareRecorder(
+            keys, redis.client, cast(IReactorTime, reactor), hashrate_window=300.0, round_policy=PROP
+        )
         recorder.valid_share("Maddr.rig1", 1.0)
         recorder.invalid_share("Qaddr", 2.0)
         recorder.block_found(

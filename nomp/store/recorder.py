@@ -37,7 +37,6 @@ from twisted.python.failure import Failure
 from nomp.background import background
 from nomp.candidate import BlockCandidate
 from nomp.outage import Outage
-from nomp.payments.rounds import PROP, RoundPolicy
 from nomp.store.client import REDIS_DOWN, RedisClient, RedisUnavailable
 from nomp.store.redis import refusal, unavailable_reply
 from nomp.store.schema import (
@@ -220,6 +219,25 @@ class _SetAside:
     failures: int = 0
 
 
+class RoundClosing(Protocol):
+    """How a block candidate closes its round: the payment scheme's choice
+    (nomp.payments.rounds), spliced into the recorder's script."""
+
+    @property
+    def fragment(self) -> str:
+        """The Lua defining the script's round closing (see nomp.payments.rounds)."""
+        ...
+
+    @property
+    def args(self) -> tuple[str, ...]:
+        """Appended to the script's ARGV."""
+        ...
+
+    def keys(self, keys: PoolKeys) -> tuple[str, ...]:
+        """Appended to the script's KEYS."""
+        ...
+
+
 class ShareRecorder:
     """Queues share and block records of one pool and writes them to Redis."""
 
@@ -230,8 +248,8 @@ class ShareRecorder:
         keys: PoolKeys,
         redis: Callable[[], RedisClient | None],
         clock: IReactorTime,
+        round_policy: RoundClosing,
         hashrate_window: float = 300.0,
-        round_policy: RoundPolicy = PROP,
         max_batch: int = 5000,
         max_buffered: int = 500_000,
         wall_clock: Callable[[], float] = time.time,
