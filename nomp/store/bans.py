@@ -8,11 +8,31 @@ removed by the next read, so the keys hold no more than the bans in force.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 from nomp.store.client import RedisClient, RedisUnavailable
 from nomp.store.schema import PoolKeys
-from nomp.stratum.banning import Ban
+
+
+class StoredBan(NamedTuple):
+    """A ban as Redis holds it (the Stratum side makes its own Ban of it)."""
+
+    ip: str
+    expires_at: float  # unix seconds
+    reason: str
+
+
+class BanLike(Protocol):
+    """What a ban to save must tell."""
+
+    @property
+    def ip(self) -> str: ...
+
+    @property
+    def expires_at(self) -> float: ...
+
+    @property
+    def reason(self) -> str: ...
 
 # KEYS: bans, reasons. ARGV: ip, expires_at, reason. The latest decision
 # wins, so an admin can shorten a ban as well as lengthen it.
@@ -63,17 +83,18 @@ class BanStore:
             raise BanStoreUnavailable("Redis is not connected")
         return await client.eval(script, [self.keys.bans, self.keys.ban_reasons], args)
 
-    async def save(self, ban: Ban) -> None:
+    async def save(self, ban: BanLike) -> None:
         await self._eval(_SAVE, [ban.ip, repr(ban.expires_at), ban.reason])
 
     async def lift(self, ip: str) -> None:
         await self._eval(_LIFT, [ip])
 
-    async def load(self, now: float) -> list[Ban]:
+    async def load(self, now: float) -> list[StoredBan]:
         """The bans in force at ``now`` (ended ones are deleted on the way)."""
         flat = await self._eval(_LOAD, [repr(now)]) or []
         return [
-            Ban(_text(flat[i]), float(_text(flat[i + 1])), _text(flat[i + 2])) for i in range(0, len(flat), 3)
+            StoredBan(_text(flat[i]), float(_text(flat[i + 1])), _text(flat[i + 2]))
+            for i in range(0, len(flat), 3)
         ]
 
 

@@ -153,7 +153,7 @@ class SharedBans:
                 self.outage.failed(e, "the shared bans are read again every sync")
                 return
             self.outage.succeeded()
-            self._apply(shared, started)
+            self._apply([Ban(*stored) for stored in shared], started)
         finally:
             self._syncing = False
 
