@@ -28,6 +28,7 @@ from nomp.hashing.ethash import (
     boundary,
     cache_size,
     caches,
+    claimed_final_hash,
     dataset_size,
     epochs_for,
     ethash_hash,
@@ -253,6 +254,10 @@ class VectorTests(SynchronousTestCase):
             self.assertTrue(cache.verify(header_hash, nonce, result.mix_digest, result.value), name)
             self.assertFalse(cache.verify(header_hash, nonce, result.mix_digest, result.value - 1), name)
             self.assertFalse(cache.verify(header_hash, nonce, bytes(32), 2**256 - 1), name)
+            self.assertEqual(claimed_final_hash(header_hash, nonce, result.mix_digest), result.final_hash)
+            self.assertNotEqual(claimed_final_hash(header_hash, nonce, bytes(32)), result.final_hash)
+            self.assertRaises(ValueError, claimed_final_hash, header_hash, nonce, bytes(31))
+            self.assertFalse(cache.verify(header_hash, nonce, bytes(31), 2**256 - 1), name)
 
     def test_small_hashimoto(self) -> None:
         """go-ethereum's TestHashimoto (a 1024-byte cache from a zero seed, a 32 KiB dataset),

@@ -44,6 +44,7 @@ __all__ = [
     "boundary",
     "cache_size",
     "caches",
+    "claimed_final_hash",
     "dataset_size",
     "epochs_for",
     "ethash_hash",
@@ -197,6 +198,23 @@ def _one(out: Any) -> EthashResult:
     return _make_result((raw[:32], raw[32:]))
 
 
+def claimed_final_hash(header_hash: bytes, nonce: int, mix_digest: bytes) -> bytes:
+    """The final hash a share has if ``mix_digest`` is its true mix digest:
+    Keccak-256(Keccak-512(header hash, nonce), mix digest), no dataset
+    reads. A share whose claimed final hash misses its boundary is refused
+    at this cost (microseconds instead of a millisecond of light hashing);
+    one that meets it still needs the hash to prove the digest."""
+    if len(mix_digest) != 32:
+        raise ValueError("mix digests must be 32 bytes")
+    return _claimed(_record(header_hash, nonce), mix_digest)
+
+
+def _claimed(record: bytes, mix_digest: bytes) -> bytes:
+    out = _out(1)
+    lib.nomp_ethash_final_hash(record, mix_digest, out)
+    return bytes(ffi.buffer(out, 32))
+
+
 class EthashCache:
     """The light cache of one (seed, sizes) pair, read-only once built: any
     number of threads may hash with it at once."""
@@ -272,9 +290,16 @@ class EthashCache:
 
     def verify(self, header_hash: bytes, nonce: int, mix_digest: bytes, target: int) -> bool:
         """A share check: the submitted mix digest is the one the nonce gives,
-        and the final hash is at or below ``target`` (see :func:`boundary`)."""
-        result = self.hash(header_hash, nonce)
-        return result.mix_digest == mix_digest and result.meets(target)
+        and the final hash is at or below ``target`` (see :func:`boundary`).
+        The final hash is checked first, from the claimed digest (see
+        :func:`claimed_final_hash`), so a share that misses its target costs
+        no hashimoto."""
+        record = _record(header_hash, nonce)
+        if len(mix_digest) != 32 or int.from_bytes(_claimed(record, mix_digest), "big") > target:
+            return False
+        out = _out(1)
+        lib.nomp_ethash_light(self._cache, record, 1, out)
+        return bool(ffi.buffer(out, 32)[:] == mix_digest)
 
     def items(self, begin: int, end: int) -> bytes:
         """Dataset items [begin, end), 64 bytes each, computed from the cache."""
@@ -392,8 +417,12 @@ class EthashDataset:
 
     def verify(self, header_hash: bytes, nonce: int, mix_digest: bytes, target: int) -> bool:
         """The share check of :meth:`EthashCache.verify`, over the dataset."""
-        result = self.hash(header_hash, nonce)
-        return result.mix_digest == mix_digest and result.meets(target)
+        record = _record(header_hash, nonce)
+        if len(mix_digest) != 32 or int.from_bytes(_claimed(record, mix_digest), "big") > target:
+            return False
+        out = _out(1)
+        lib.nomp_ethash_full(self._ready(), self.size, record, 1, out)
+        return bool(ffi.buffer(out, 32)[:] == mix_digest)
 
     def close(self) -> None:
         """Give the memory back now (only when no thread hashes with it)."""

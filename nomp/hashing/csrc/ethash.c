@@ -439,6 +439,18 @@ INLINE void full(const hash512 *items, uint32_t pages, uint64_t magic, const uns
     memcpy(results + NOMP_ETHASH_RESULT_SIZE * done, out, NOMP_ETHASH_RESULT_SIZE * rest);
 }
 
+/* The final hash is keccak256(seed || mix digest): given the digest a miner
+ * claims, it costs two Keccak calls and no dataset reads. */
+void nomp_ethash_final_hash(const unsigned char *record, const unsigned char *mix_digest, unsigned char *out)
+{
+    hash512 seed;
+    uint64_t tail[12];
+    keccak512_40(record, seed.q);
+    memcpy(tail, seed.q, 64);
+    memcpy(tail + 8, mix_digest, 32);
+    keccak256_96(tail, out);
+}
+
 /* --- one compiled copy per instruction set ------------------------------ */
 
 /* The loops above are compiled three times, for AVX-512, AVX2 and the

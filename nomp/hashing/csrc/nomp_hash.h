@@ -106,3 +106,9 @@ int nomp_ethash_full(const unsigned char *dataset, uint64_t dataset_size, const 
  * when this CPU has no such instructions. For tests and benchmarks. */
 int nomp_ethash_use_kernels(const char *name);
 const char *nomp_ethash_kernels(void);
+
+/* The 32-byte final hash one record (header hash, nonce) has if its mix
+ * digest is `mix_digest`, without hashimoto: a share whose claimed digest
+ * gives a final hash above its boundary can be refused at this cost; one
+ * that passes still needs hashimoto to prove the digest. */
+void nomp_ethash_final_hash(const unsigned char *record, const unsigned char *mix_digest, unsigned char *out);
