@@ -10,8 +10,8 @@ sizes from epoch E. So everything here takes two epochs: the *seed epoch*
 and the *size epoch* (equal under plain ethash); :func:`epochs_for` gives
 them for a block.
 
-Everything is synchronous. Building a cache and generating a dataset take
-seconds to minutes and hashing about a millisecond: call them from the
+Everything is synchronous. Building a cache takes seconds, generating a
+dataset minutes, a light hash a millisecond or two: call them from the
 hashing threads, never the reactor thread (the C calls release the GIL).
 """
 

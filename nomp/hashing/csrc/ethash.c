@@ -299,6 +299,11 @@ INLINE void dataset_items(const nomp_ethash_cache *cache, uint64_t begin, uint64
 
 /* --- hashimoto ---------------------------------------------------------- */
 
+/* A dataset is the caller's memory, so it is read without assuming the
+ * 64-byte alignment of u32x16 (the same instruction on x86 when it is
+ * aligned, as nomp_ethash_alloc's memory is). */
+typedef uint32_t u32x16_unaligned __attribute__((vector_size(64), aligned(4), may_alias));
+
 /* The state of one hash: seed = keccak512(header || nonce) and the 32-word
  * mix (the seed twice to start). */
 typedef struct {
@@ -377,7 +382,7 @@ INLINE void light(const nomp_ethash_cache *cache, const unsigned char *records, 
  * each mix in two registers for the reason given at items_side_by_side:
  * here the chain per access is the page index from the mix, one dataset
  * read (usually a DRAM miss), the fold. */
-INLINE void full_group(const hash512 *items, uint32_t pages, uint64_t magic, const unsigned char *records,
+INLINE void full_group(const unsigned char *dataset, uint32_t pages, uint64_t magic, const unsigned char *records,
                        unsigned char *results, const int GROUP)
 {
     hashimoto_state state[FULL_GROUP];
@@ -395,9 +400,9 @@ INLINE void full_group(const hash512 *items, uint32_t pages, uint64_t magic, con
             for (int h = 0; h < GROUP; h++) {
                 uint32_t word = w < 16 ? low[h][w % 16] : high[h][w % 16];
                 uint32_t page = fast_mod(fnv((access + w) ^ state[h].seed.w[0], word), magic, pages);
-                const hash512 *page_items = &items[2 * (uint64_t)page];
-                low[h] = (low[h] * FNV_PRIME) ^ page_items[0].v;
-                high[h] = (high[h] * FNV_PRIME) ^ page_items[1].v;
+                const unsigned char *page_bytes = dataset + 128 * (uint64_t)page;
+                low[h] = (low[h] * FNV_PRIME) ^ *(const u32x16_unaligned *)page_bytes;
+                high[h] = (high[h] * FNV_PRIME) ^ *(const u32x16_unaligned *)(page_bytes + 64);
             }
         }
     }
@@ -409,12 +414,12 @@ INLINE void full_group(const hash512 *items, uint32_t pages, uint64_t magic, con
     }
 }
 
-INLINE void full(const hash512 *items, uint32_t pages, uint64_t magic, const unsigned char *records,
+INLINE void full(const unsigned char *dataset, uint32_t pages, uint64_t magic, const unsigned char *records,
                  size_t count, unsigned char *results)
 {
     size_t done = 0;
     for (; count - done >= FULL_GROUP; done += FULL_GROUP)
-        full_group(items, pages, magic, records + NOMP_ETHASH_RECORD_SIZE * done,
+        full_group(dataset, pages, magic, records + NOMP_ETHASH_RECORD_SIZE * done,
                    results + NOMP_ETHASH_RESULT_SIZE * done, FULL_GROUP);
     size_t rest = count - done;
     if (rest == 0)
@@ -429,13 +434,13 @@ INLINE void full(const hash512 *items, uint32_t pages, uint64_t magic, const uns
         memcpy(padded + NOMP_ETHASH_RECORD_SIZE * h, first + NOMP_ETHASH_RECORD_SIZE * (h < rest ? h : 0),
                NOMP_ETHASH_RECORD_SIZE);
     if (rest == 1)
-        full_group(items, pages, magic, padded, out, 1);
+        full_group(dataset, pages, magic, padded, out, 1);
     else if (rest == 2)
-        full_group(items, pages, magic, padded, out, 2);
+        full_group(dataset, pages, magic, padded, out, 2);
     else if (rest <= 4)
-        full_group(items, pages, magic, padded, out, 4);
+        full_group(dataset, pages, magic, padded, out, 4);
     else
-        full_group(items, pages, magic, padded, out, FULL_GROUP);
+        full_group(dataset, pages, magic, padded, out, FULL_GROUP);
     memcpy(results + NOMP_ETHASH_RESULT_SIZE * done, out, NOMP_ETHASH_RESULT_SIZE * rest);
 }
 
@@ -460,7 +465,7 @@ typedef struct {
     const char *name;
     void (*dataset_items)(const nomp_ethash_cache *, uint64_t, uint64_t, unsigned char *);
     void (*light)(const nomp_ethash_cache *, const unsigned char *, size_t, unsigned char *);
-    void (*full)(const hash512 *, uint32_t, uint64_t, const unsigned char *, size_t, unsigned char *);
+    void (*full)(const unsigned char *, uint32_t, uint64_t, const unsigned char *, size_t, unsigned char *);
 } ethash_kernels;
 
 #define KERNELS(SUFFIX, ATTRS)                                                                             \
@@ -474,10 +479,10 @@ typedef struct {
     {                                                                                                      \
         light(cache, records, count, results);                                                             \
     }                                                                                                      \
-    ATTRS static void full_##SUFFIX(const hash512 *items, uint32_t pages, uint64_t magic,                  \
+    ATTRS static void full_##SUFFIX(const unsigned char *dataset, uint32_t pages, uint64_t magic,          \
                                     const unsigned char *records, size_t count, unsigned char *results)    \
     {                                                                                                      \
-        full(items, pages, magic, records, count, results);                                                \
+        full(dataset, pages, magic, records, count, results);                                              \
     }
 
 KERNELS(portable, )
@@ -557,6 +562,6 @@ int nomp_ethash_full(const unsigned char *dataset, uint64_t dataset_size, const 
     if (dataset_size == 0 || dataset_size % 128 != 0 || dataset_size / 64 > UINT32_MAX)
         return -EINVAL;
     uint32_t pages = (uint32_t)(dataset_size / 128);
-    active()->full((const hash512 *)dataset, pages, mod_magic(pages), records, count, results);
+    active()->full(dataset, pages, mod_magic(pages), records, count, results);
     return 0;
 }

@@ -72,8 +72,9 @@ typedef struct nomp_ethash_cache nomp_ethash_cache;
 
 /* Build the light cache of `cache_size` bytes (a multiple of 64) from a
  * 32-byte seed, for hashing over a dataset of `dataset_size` bytes (a
- * multiple of 128). Slow (seconds): call it off the reactor thread. NULL
- * when out of memory or given sizes that are not such multiples. */
+ * multiple of 128); each holds at most 2^32 64-byte items. Slow (seconds):
+ * call it off the reactor thread. NULL when out of memory or given sizes
+ * that break those rules. */
 nomp_ethash_cache *nomp_ethash_cache_new(const unsigned char *seed, uint64_t cache_size,
                                          uint64_t dataset_size);
 void nomp_ethash_cache_free(nomp_ethash_cache *cache);
@@ -96,8 +97,9 @@ void nomp_ethash_free(unsigned char *memory, uint64_t size);
 int nomp_ethash_dataset_items(const nomp_ethash_cache *cache, uint64_t begin, uint64_t end,
                               unsigned char *out);
 
-/* Hashimoto over a whole generated dataset of `dataset_size` bytes.
- * 0, or -EINVAL for a size that is not a multiple of 128. */
+/* Hashimoto over a whole generated dataset of `dataset_size` bytes (any
+ * alignment; read-only, so any number of threads may share it). 0, or
+ * -EINVAL for a size that is not a multiple of 128 or too large. */
 int nomp_ethash_full(const unsigned char *dataset, uint64_t dataset_size, const unsigned char *records,
                      size_t count, unsigned char *results);
 
