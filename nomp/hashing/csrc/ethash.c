@@ -4,9 +4,10 @@
  * the Ethash specification. Words are little-endian uint32; this file, like
  * keccak.c, needs a little-endian host.
  *
- * Nothing here is static and mutable: a cache is read-only once built, so
- * any number of threads may hash with it, and disjoint dataset ranges may
- * be generated at the same time.
+ * Nothing here is static and mutable but which compiled copy of the loops
+ * runs (chosen at load time; tests pin one): a cache is read-only once
+ * built, so any number of threads may hash with it, and disjoint dataset
+ * ranges may be generated at the same time.
  *
  * Where the time goes: a dataset item reads 256 cache items, each at an
  * index taken from the previous read, so one item is a chain of dependent
@@ -32,7 +33,7 @@
 #define MAX_GROUP (MAX_LANES / 2) /* hashes per light group: two items per access */
 #define FULL_GROUP 8 /* hashes per full group: one page per access */
 
-/* Inlined into each instruction-set clone of the entry points. */
+/* Inlined into each instruction-set copy of the loops (KERNELS below). */
 #define INLINE __attribute__((always_inline)) static inline
 
 typedef uint32_t u32x16 __attribute__((vector_size(64)));
