@@ -34,7 +34,10 @@ under the default limit (20 in 60 s).
 Prints the miner's reply p50/p99/max without and with the flood, the
 ratio of the p99s, the malformed lines/s achieved, the error replies the
 flood got back, and the pool's extra CPU per malformed line (all its
-threads, and its reactor thread alone), read from /proc.
+threads, and its reactor thread alone), read from /proc; then the pool's
+own Python per malformed line with no I/O (the same lines into a
+StratumProtocol on the test fakes, in this process). The miner
+acknowledges each read at once (see QuickAckMiner).
 
 --properties runs the property fuzzer instead: the generators, the
 mutators, the harness and the properties of test/test_stratum_fuzz.py,
@@ -388,6 +391,38 @@ def run_beside(options: argparse.Namespace) -> None:
         f"p99 ratio    {p99['flood'] / p99['alone']:.2f}, {p99['flood'] - p99['alone']:+.2f} ms "
         f"({p99['alone']:.2f} ms alone, {p99['flood']:.2f} ms beside the flood)"
     )
+    print(f"python       the pool's own per malformed line, no I/O: {malformed_logic(options.seed):.1f} us")
+
+
+def malformed_logic(seed: int, rounds: int = 7) -> float:
+    """Microseconds of the pool's Python per malformed line (the flood's
+    lines, one read each) with no I/O: a real StratumProtocol and pool on
+    the test fakes, bans on as in the run; best of a few rounds of CPU time."""
+    import dataclasses  # noqa: PLC0415 - only this measure needs them
+
+    from nomp.config import RateLimitConfig  # noqa: PLC0415
+    from test.fakes import StratumHarness, pool_config  # noqa: PLC0415
+    from test.test_stratum_protocol import NOW  # noqa: PLC0415
+
+    clock = task.Clock()
+    clock.advance(NOW)
+    config = pool_config()
+    limit = RateLimitConfig(count=int(MALFORMED["count"]), window=float(MALFORMED["window"]))
+    harness = StratumHarness(
+        dataclasses.replace(config, banning=dataclasses.replace(config.banning, malformed=limit)), clock
+    )
+    connection = harness.connect(ip=f"{FLOOD_NET}1")
+    lines = corpus(seed)
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.thread_time()
+        for line in lines:
+            connection.send(line)
+            connection.transport.clear()
+        best = min(best, time.thread_time() - started)
+        clock.advance(MALFORMED["window"] + 1)  # the window empties: never banned
+    assert not connection.closing, "the flood's connection stays open"
+    return best / len(lines) * 1e6
 
 
 @provider(ILogObserver)

@@ -131,7 +131,8 @@ class BanPolicy:
 
     def trusts(self, address: Address) -> bool:
         """Whether the address is whitelisted."""
-        return any(address in network for network in self.whitelist)
+        whitelist = self.whitelist
+        return bool(whitelist) and any(address in network for network in whitelist)
 
 
 # Decisions.
@@ -308,7 +309,10 @@ class BanBook:
 
     def get(self, ip: str, now: float) -> Ban | None:
         """The ban in force on ``ip`` at ``now``, if any. An ended ban is dropped."""
-        key = normalise_ip(ip)
+        return self.held(normalise_ip(ip), now)
+
+    def held(self, key: str, now: float) -> Ban | None:
+        """`get` for an IP already normalised (every miner event asks it)."""
         ban = self._bans.get(key)
         if ban is not None and not ban.in_force(now):
             del self._bans[key]
@@ -441,7 +445,7 @@ class Gatekeeper:
         key, address = _identify(ip)
         if self.policy.trusts(address):
             return ACCEPTED
-        ban = self.bans.get(key, now)
+        ban = self.bans.held(key, now)
         if ban is not None:
             return Admission(Refusal.BANNED, ban)
         rate = self.policy.connect_rate
@@ -554,7 +558,7 @@ class Gatekeeper:
         key, address = _identify(ip)
         if self.policy.trusts(address):
             return None
-        return None if self.bans.get(key, now) is not None else key
+        return None if self.bans.held(key, now) is not None else key
 
     def _evidence_of(self, key: str) -> _Evidence:
         evidence = self._evidence.get(key)

@@ -23,22 +23,36 @@ from zope.interface import implementer
 
 from nomp.stratum.connection import ConnectionHandler, PortSettings
 from nomp.stratum.defence import ip_of
-from nomp.stratum.errors import OTHER, StratumError
+from nomp.stratum.errors import OTHER, StratumError, error_reply
 from nomp.stratum.session import MinerSession
 
 MAX_LINE = 8192  # a submit is about 150 bytes; configure requests a few hundred
 _TRUE_RESULT = b'"result":true,"error":null}\n'
-_decode = json.JSONDecoder().decode
+# The scanner json.loads uses (the stubs do not declare the attribute).
+_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+# First bytes on which json.loads guesses an encoding other than UTF-8 (a
+# BOM's first byte, a NUL) or skips whitespace before the value.
+_NOT_PLAIN = frozenset(b"\x00\xef\xfe\xff \t\n\r")
 
 
 def _parse(line: bytes) -> Any:
-    """json.loads(line), sparing its guess of the encoding for the usual line.
+    """json.loads(line), sparing its guess of the encoding for the usual
+    line, and its formatted error for a line that is not JSON.
 
-    A line opening an object with no NUL byte after it is one json.loads
-    reads as UTF-8 (surrogates allowed); anything else goes to json.loads.
+    A line that opens with none of ``_NOT_PLAIN`` and whose second byte is
+    not NUL is one json.loads reads as UTF-8 (surrogates allowed): it is
+    scanned here as json.loads scans it, and a plain ValueError says it is
+    not one JSON value. Anything else goes to json.loads.
     """
-    if line[:1] == b"{" and line[1:2] != b"\x00":
-        return _decode(line.decode("utf-8", "surrogatepass"))
+    if line and line[0] not in _NOT_PLAIN and line[1:2] != b"\x00":
+        text = line.decode("utf-8", "surrogatepass")
+        try:
+            value, end = _scan(text, 0)
+        except StopIteration:  # what the scanner raises when no value starts here
+            raise ValueError("not JSON") from None
+        if end != len(text) and text[end:].strip(" \t\n\r"):  # JSON's whitespace may follow
+            raise ValueError("more than one JSON value")
+        return value
     return json.loads(line)
 
 
@@ -183,7 +197,13 @@ class StratumProtocol(LineOnlyReceiver, TimeoutMixin):
             self.reply_error(request_id, StratumError(OTHER, "internal error"))
 
     def _malformed(self, request_id: Any, problem: str) -> None:
-        self.reply_error(request_id, StratumError(OTHER, problem))
+        # Queued in Twisted, not sent at once: the replies to a burst of bad
+        # lines leave together in one send at the end of the reactor turn
+        # (the replies after them queue behind, in order). A flood then costs
+        # the kernel one send per read instead of one per line.
+        transport = self.transport
+        if transport is not None and self.connected:
+            transport.write(error_reply(request_id, OTHER, problem))
         self.handler.malformed(self)
 
     # Replies and notifications.
@@ -239,7 +259,7 @@ class StratumProtocol(LineOnlyReceiver, TimeoutMixin):
         self._write(_encode({"id": request_id, "result": False, "error": error.wire()}))
 
     def reply_error(self, request_id: Any, error: StratumError) -> None:
-        self._write(_encode({"id": request_id, "result": None, "error": error.wire()}))
+        self._write(error.reply(request_id))
 
     def send_difficulty(self, difficulty: float) -> None:
         self._write(_encode({"id": None, "method": "mining.set_difficulty", "params": [difficulty]}))
