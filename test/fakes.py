@@ -156,13 +156,23 @@ def registry_for(config: PoolConfig) -> JobRegistry:
 
 
 class RecordingTransport(StringTransport):
-    """A StringTransport that tells abortConnection from loseConnection."""
+    """A StringTransport that tells abortConnection from loseConnection, and
+    takes TCP_NODELAY as a TCP connection does."""
 
     aborted = False
+    no_delay = False
+    writes = 0  # write() calls: one per send the pool makes
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        super().write(data)
 
     def abortConnection(self) -> None:
         self.aborted = True
         super().abortConnection()
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.no_delay = enabled
 
 
 def read_lines(transport: StringTransport) -> list[dict[str, Any]]:

@@ -49,7 +49,7 @@ from nomp.stratum.proxyproto import (
     parse_proxy_header,
 )
 from nomp.stratum.stratumpool import StratumPool
-from test.fakes import FakePool, FakeRecorder, InlineHashing, pool_config, registry_for
+from test.fakes import FakePool, FakeRecorder, InlineHashing, RecordingTransport, pool_config, registry_for
 
 IP4 = ipaddress.IPv4Address
 IP6 = ipaddress.IPv6Address
@@ -801,12 +801,13 @@ class StratumThroughProxyTests(unittest.SynchronousTestCase):
         factory = ProxyProtocolFactory(server.factory(config.ports[0]), TRUSTED, clock)
         receiver = factory.buildProtocol(PROXY_PEER)
         assert receiver is not None
-        transport = StringTransport(hostAddress=POOL_HOST, peerAddress=PROXY_PEER)
+        transport = RecordingTransport(hostAddress=POOL_HOST, peerAddress=PROXY_PEER)
         receiver.makeConnection(transport)
         self.assertEqual(set(server.connections), set())
         receiver.dataReceived(TCP4_LINE + LINE)
         (stratum,) = server.connections
         self.assertEqual(stratum.peer, "203.0.113.7")
+        self.assertTrue(transport.no_delay)  # set on the proxied TCP connection through the wrapper
         self.assertIs(transport.producer, stratum)  # registered through the wrapper
         reply = json.loads(transport.value().splitlines()[0])
         self.assertEqual(reply["id"], 1)

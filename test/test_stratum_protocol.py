@@ -941,6 +941,36 @@ class MalformedInputTests(_StratumCase):
 class ConnectionTests(_StratumCase):
     """Idle miners, miners that stop reading, and disconnects."""
 
+    def test_no_delay(self) -> None:
+        """Replies are not held back by Nagle's algorithm: TCP_NODELAY is set at connect."""
+        self.assertTrue(self.harness.connect().transport.no_delay)
+
+    def test_one_send_per_read(self) -> None:
+        """The replies to the lines of one read leave in one send, in order: a subscribe's
+        reply, difficulty and job, then the replies to a malformed line and an authorize."""
+        miner = self.harness.connect()
+        writes = miner.transport.writes
+        miner.send(
+            b'{"id": 1, "method": "mining.subscribe", "params": []}\n'
+            b"not json\n"
+            b'{"id": 2, "method": "mining.authorize", "params": ["' + WORKER.encode() + b'", "x"]}\n'
+        )
+        self.assertEqual(miner.transport.writes - writes, 1)
+        messages = miner.read()
+        self.assertEqual([m.get("id") for m in messages], [1, None, None, None, 2])
+        self.assertEqual(
+            [m.get("method") for m in messages], [None, "mining.set_difficulty", "mining.notify", None, None]
+        )
+        self.assertEqual(messages[3]["error"][1], "invalid JSON")
+
+    def test_reply_before_close_is_sent(self) -> None:
+        """A read that ends in a close (a line over the limit) still sends what it answered first."""
+        miner = self.harness.connect()
+        miner.send(b'{"id": 1, "method": "mining.extranonce.subscribe"}\n' + b"x" * (MAX_LINE + 1))
+        messages = miner.read()
+        self.assertEqual([m["id"] for m in messages], [1, None])
+        self.assertTrue(miner.closing)
+
     def test_idle_timeout(self) -> None:
         """A connection without a line for connection_timeout seconds is aborted."""
         timeout = self.server.config.connection_timeout

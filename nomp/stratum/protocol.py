@@ -82,6 +82,9 @@ class StratumProtocol(LineOnlyReceiver, TimeoutMixin):
         self.ip = ip  # the normalised IP its bans and limits go by (None: not an IP peer)
         self._send: Callable[[bytes], int] | None = None  # the socket's send, for plain TCP
         self._fd: int | None = None  # its file descriptor, for broadcasts
+        # While a read is handled: the replies it makes, sent together when
+        # it is done (one send per read, whatever the number of lines).
+        self._replies: list[bytes] | None = None
 
     def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
         """TimeoutMixin's timer, on the injected clock."""
@@ -110,6 +113,15 @@ class StratumProtocol(LineOnlyReceiver, TimeoutMixin):
         # Told to pause when our writes back up: a miner that stops reading
         # is dropped instead of growing the pool's memory.
         self._tcp.registerProducer(self, True)
+        # Replies leave at once instead of waiting for the miner's next
+        # packet or delayed acknowledgement (Nagle): each read's replies go
+        # out in one send, so this costs no extra packets.
+        no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if no_delay is not None:
+            try:
+                no_delay(True)
+            except OSError as e:  # the socket already gone: connectionLost follows
+                self.log.debug("miner {peer}: TCP_NODELAY not set: {error}", peer=self.peer, error=e)
         if isinstance(self.transport, tcp.Connection) and not self.transport.TLS:
             self._send = self.transport.socket.send
             self._fd = self.transport.socket.fileno()
@@ -149,13 +161,26 @@ class StratumProtocol(LineOnlyReceiver, TimeoutMixin):
         """
         if self.transport is None:
             return
+        self._send_replies()
         self._tcp.unregisterProducer()
         self.transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
         if self.transport is not None and self.transport.disconnecting:  # type: ignore[attr-defined]
             return  # closing: nothing more is read or answered
-        super().dataReceived(data)
+        self._replies = []
+        try:
+            super().dataReceived(data)
+        finally:
+            self._send_replies()
+            self._replies = None
+
+    def _send_replies(self) -> None:
+        """Send what the read being handled has answered so far."""
+        replies = self._replies
+        if replies:
+            self._replies = []
+            self._send_now(replies[0] if len(replies) == 1 else b"".join(replies))
 
     def lineReceived(self, line: bytes) -> None:
         self.resetTimeout()
@@ -197,17 +222,18 @@ class StratumProtocol(LineOnlyReceiver, TimeoutMixin):
             self.reply_error(request_id, StratumError(OTHER, "internal error"))
 
     def _malformed(self, request_id: Any, problem: str) -> None:
-        # Queued in Twisted, not sent at once: the replies to a burst of bad
-        # lines leave together in one send at the end of the reactor turn
-        # (the replies after them queue behind, in order). A flood then costs
-        # the kernel one send per read instead of one per line.
-        transport = self.transport
-        if transport is not None and self.connected:
-            transport.write(error_reply(request_id, OTHER, problem))
+        self._write(error_reply(request_id, OTHER, problem))
         self.handler.malformed(self)
 
     # Replies and notifications.
     def _write(self, data: bytes) -> None:
+        replies = self._replies
+        if replies is not None:
+            replies.append(data)  # sent with the rest of the read's replies
+            return
+        self._send_now(data)
+
+    def _send_now(self, data: bytes) -> None:
         transport: Any = self.transport
         if transport is None or not self.connected:
             return
@@ -234,7 +260,7 @@ class StratumProtocol(LineOnlyReceiver, TimeoutMixin):
         transport: Any = self.transport
         if self._fd is None or transport is None or not self.connected:
             return None
-        if transport.dataBuffer or transport._tempDataBuffer:
+        if transport.dataBuffer or transport._tempDataBuffer or self._replies:
             return None
         return self._fd
 
