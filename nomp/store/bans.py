@@ -34,6 +34,7 @@ class BanLike(Protocol):
     @property
     def reason(self) -> str: ...
 
+
 # KEYS: bans, reasons. ARGV: ip, expires_at, reason. The latest decision
 # wins, so an admin can shorten a ban as well as lengthen it.
 _SAVE = """
