@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import sys
 from typing import Any
 
 from twisted.internet import task
@@ -16,7 +17,7 @@ from nomp.chain.jobs import Job
 from nomp.config import NetworkConfig, PortConfig, VardiffConfig
 from nomp.stratum.extranonce import Extranonce1Allocator
 from nomp.stratum.methods import SUBSCRIPTION_ID
-from nomp.stratum.protocol import MAX_LINE, StratumProtocol
+from nomp.stratum.protocol import MAX_BRACKETS, MAX_LINE, StratumProtocol
 from nomp.stratum.vardiff import tidy
 from test.fakes import (
     REGTEST_ADDRESS,
@@ -823,6 +824,18 @@ class MalformedInputTests(_StratumCase):
             miner.request("mining.submit", [1, 2, 3, 4, 5], request_id=2), 20, INVALID_PARAMS_SUBMIT, 2
         )
         self.assertStaysOpen(miner)
+
+    def test_deep_nesting_whatever_the_recursion_limit(self) -> None:
+        """A line opening more than MAX_BRACKETS brackets is refused before it is parsed, so
+        what it costs does not hang on the interpreter's recursion limit (libraries raise it)."""
+        limit = sys.getrecursionlimit()
+        self.addCleanup(sys.setrecursionlimit, limit)
+        sys.setrecursionlimit(100_000)
+        self.assertMalformed(b'{"id": 1, "params": ' + b"[" * 3000 + b"]" * 3000 + b"}", "invalid JSON")
+        many = b", ".join([b"[]"] * (MAX_BRACKETS + 1))
+        self.assertMalformed(
+            b'{"id": 1, "method": "mining.submit", "params": [' + many + b"]}", "invalid JSON"
+        )
 
     def test_object_array_and_boolean_ids_refused(self) -> None:
         """An id that is an object, an array or a boolean is not a JSON-RPC id: the request

@@ -27,6 +27,11 @@ from nomp.stratum.errors import OTHER, StratumError, error_reply
 from nomp.stratum.session import MinerSession
 
 MAX_LINE = 8192  # a submit is about 150 bytes; configure requests a few hundred
+# Brackets a request may open: a few in any real request. The bound keeps
+# what a line may cost from depending on the interpreter's recursion limit
+# (json's C scanner recurses on the C stack as deep as the limit lets it,
+# and libraries raise that limit).
+MAX_BRACKETS = 256
 _TRUE_RESULT = b'"result":true,"error":null}\n'
 # The scanner json.loads uses (the stubs do not declare the attribute).
 _scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
@@ -186,6 +191,9 @@ class StratumProtocol(LineOnlyReceiver, TimeoutMixin):
         self.resetTimeout()
         line = line.strip()
         if not line:
+            return
+        if len(line) > MAX_BRACKETS and line.count(b"[") + line.count(b"{") > MAX_BRACKETS:
+            self._malformed(None, "invalid JSON")
             return
         try:
             message = _parse(line)
