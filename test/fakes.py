@@ -279,7 +279,11 @@ def build_server(
     )
     factories: dict[PortConfig, StratumFactory] = {}
 
-    def connect(port: PortConfig | None = None, ip: str | None = None) -> Connection:
+    def connect(
+        port: PortConfig | None = None,
+        ip: str | None = None,
+        transport: type[RecordingTransport] | None = None,
+    ) -> Connection:
         port = port if port is not None else config.ports[0]
         factory = factories.get(port)
         if factory is None:
@@ -289,9 +293,9 @@ def build_server(
         protocol = factory.buildProtocol(peer)
         if protocol is None:
             raise ConnectionRefusedError(f"the port refused {ip}")
-        transport = RecordingTransport(peerAddress=peer)
-        protocol.makeConnection(transport)
-        return Connection(protocol, transport)
+        made = (transport or RecordingTransport)(peerAddress=peer)
+        protocol.makeConnection(made)
+        return Connection(protocol, made)
 
     return server, connect
 
@@ -316,9 +320,15 @@ class StratumHarness:
             config, clock, self.pool, self.recorder, self.hashing, ban_store
         )
 
-    def connect(self, port: PortConfig | None = None, ip: str | None = None) -> Connection:
-        """A new connection; ConnectionRefusedError if the port refuses ``ip``."""
-        return self._connect(port, ip)
+    def connect(
+        self,
+        port: PortConfig | None = None,
+        ip: str | None = None,
+        transport: type[RecordingTransport] | None = None,
+    ) -> Connection:
+        """A new connection (on ``transport``, a RecordingTransport by default);
+        ConnectionRefusedError if the port refuses ``ip``."""
+        return self._connect(port, ip, transport)
 
     def miner(
         self, worker: str = REGTEST_ADDRESS, port: PortConfig | None = None, ip: str | None = None

@@ -53,7 +53,7 @@ from nomp.chain.jobs import Job
 from nomp.chain.template import BlockTemplate
 from nomp.config import PoolConfig, PortConfig, VardiffConfig
 from nomp.stratum.extranonce import Extranonce1Allocator
-from nomp.stratum.protocol import MAX_LINE
+from nomp.stratum.protocol import MALFORMED_RATE, MAX_BACKLOG, MAX_LINE
 from test.fakes import (
     REGTEST_ADDRESS,
     SCRYPT,
@@ -994,6 +994,11 @@ class Arena:
                 # does: it delays the close while a producer is registered, which
                 # the protocol's own is. Not modelled here.)
                 break
+            # A connection throttled for malformed lines has its reads paused:
+            # the peer's next bytes wait in the kernel until they resume.
+            self._wait_while_paused()
+            if self.attacker.closing:
+                break
             delivered.append(chunk)
             tally.data_received += 1
             try:
@@ -1010,12 +1015,14 @@ class Arena:
                     f"logged on chunk {_shown(chunk)}\nafter {_shown(b''.join(delivered[:-1]))}:\n{logged}",
                     crash=True,
                 )
-            if not self.attacker.closing and len(protocol._buffer) > MAX_LINE:
+            paused = self.attacker.transport.producerState == "paused"
+            if not self.attacker.closing and len(protocol._buffer) > (MAX_BACKLOG if paused else MAX_LINE):
                 raise FuzzFailure(f"{len(protocol._buffer)} bytes buffered after chunk {_shown(chunk)}")
             if rng is not None and advanced < MAX_CLOCK_ADVANCE and rng.random() < 0.2:
                 step = rng.random() * 5
                 advanced += step
                 self.clock.advance(step)
+        self._wait_while_paused()  # every line read and answered
         data = b"".join(delivered)
         tally.bytes = len(data)
         expected, closes, tally.lines = expected_replies(data)
@@ -1034,6 +1041,11 @@ class Arena:
         tally.closes = int(closes)
         self._check_bystanders(before, data)
         return tally
+
+    def _wait_while_paused(self) -> None:
+        transport = self.attacker.transport
+        while transport.producerState == "paused" and not self.attacker.closing:
+            self.clock.advance(1 / MALFORMED_RATE)
 
     def _replies(self, data: bytes) -> list[dict[str, Any]]:
         """The attacker's replies; every message checked for shape."""

@@ -17,12 +17,20 @@ from nomp.chain.jobs import Job
 from nomp.config import NetworkConfig, PortConfig, VardiffConfig
 from nomp.stratum.extranonce import Extranonce1Allocator
 from nomp.stratum.methods import SUBSCRIPTION_ID
-from nomp.stratum.protocol import MAX_BRACKETS, MAX_LINE, StratumProtocol
+from nomp.stratum.protocol import (
+    MALFORMED_BURST,
+    MALFORMED_RATE,
+    MAX_BACKLOG,
+    MAX_BRACKETS,
+    MAX_LINE,
+    StratumProtocol,
+)
 from nomp.stratum.vardiff import tidy
 from test.fakes import (
     REGTEST_ADDRESS,
     SCRYPT,
     Connection,
+    RecordingTransport,
     StratumHarness,
     find_nonce,
     mainnet_template,
@@ -949,6 +957,95 @@ class MalformedInputTests(_StratumCase):
         self.assertEqual(miner.read(), [])
         self.assertEqual(miner.session.malformed, 0)
         self.assertStaysOpen(miner)
+
+
+class UnpausableTransport(RecordingTransport):
+    """A transport whose reads cannot be paused (as TLS's)."""
+
+    pauseProducing = None  # type: ignore[assignment]
+    resumeProducing = None  # type: ignore[assignment]
+
+
+class MalformedThrottleTests(_StratumCase):
+    """A connection sending malformed lines is read more slowly; nobody else is."""
+
+    def junk(self, count: int) -> bytes:
+        return b"not json\n" * count
+
+    def test_burst_then_rate(self) -> None:
+        """MALFORMED_BURST malformed lines are answered at once (and the one that goes over),
+        then MALFORMED_RATE a second; the connection's reads are paused meanwhile, and it stays open."""
+        miner = self.harness.connect()
+        miner.send(self.junk(40))
+        answered = len(miner.read())
+        self.assertEqual(answered, int(MALFORMED_BURST) + 1)
+        self.assertEqual(miner.transport.producerState, "paused")
+        self.clock.advance(10 / MALFORMED_RATE)
+        answered += len(miner.read())
+        self.assertEqual(answered, int(MALFORMED_BURST) + 1 + 10)
+        self.clock.advance(60)
+        answered += len(miner.read())
+        self.assertEqual(answered, 40)
+        self.assertEqual(miner.transport.producerState, "producing")
+        self.assertFalse(miner.closing)
+        self.assertEqual(miner.session.malformed, 40)
+
+    def test_good_line_behind_the_junk_waits_its_turn(self) -> None:
+        """A request after the junk in the same stream is answered in order, once the junk
+        before it is."""
+        miner = self.harness.connect()
+        miner.send(self.junk(25) + b'{"id": 7, "method": "mining.extranonce.subscribe"}\n')
+        first = miner.read()
+        self.assertNotIn(7, [m["id"] for m in first])
+        self.clock.advance(60)
+        rest = miner.read()
+        self.assertEqual(len(first) + len(rest), 26)
+        self.assertEqual(rest[-1], {"id": 7, "result": True, "error": None})
+
+    def test_others_are_not_slowed(self) -> None:
+        """While one connection is throttled, another is answered at once."""
+        flooder = self.harness.connect()
+        flooder.send(self.junk(40))
+        miner = self.harness.connect()
+        self.assertEqual(miner.request("mining.extranonce.subscribe")[0]["result"], True)
+
+    def test_well_formed_lines_never_count(self) -> None:
+        """Any number of well-formed requests in one read is answered at once."""
+        miner = self.harness.connect()
+        miner.send(b'{"id": 1, "method": "mining.extranonce.subscribe"}\n' * 200)
+        self.assertEqual(len(miner.read()), 200)
+        self.assertEqual(miner.transport.producerState, "producing")
+
+    def test_allowance_refills(self) -> None:
+        """A miner that sends a bad line now and then is never slowed."""
+        miner = self.harness.connect()
+        for _ in range(100):
+            miner.send(self.junk(1))
+            self.assertEqual(len(miner.read()), 1)
+            self.clock.advance(1 / MALFORMED_RATE)
+
+    def test_backlog_where_reads_cannot_pause(self) -> None:
+        """Where the transport cannot pause its reads (TLS), a throttled connection whose
+        waiting input passes MAX_BACKLOG is closed."""
+        miner = self.harness.connect(transport=UnpausableTransport)
+        miner.send(self.junk(30))
+        miner.read()
+        self.assertFalse(miner.closing)
+        miner.send(b"x" * 100 + b"\n" + self.junk(MAX_BACKLOG // 9 + 1))
+        self.assertTrue(miner.closing)
+        self.assertEqual(miner.read()[-1]["error"][1], "too much malformed input")
+
+    def test_close_while_throttled(self) -> None:
+        """A throttled connection that goes away leaves no timer behind."""
+        miner = self.harness.connect()
+        before = len(self.clock.getDelayedCalls())
+        miner.send(self.junk(40))
+        self.assertEqual(len(self.clock.getDelayedCalls()), before + 1)
+        miner.read()
+        miner.lose()
+        self.assertEqual(len(self.clock.getDelayedCalls()), before - 1)  # its idle timer went too
+        self.clock.advance(60)
+        self.assertEqual(miner.read(), [])
 
 
 class ConnectionTests(_StratumCase):

@@ -27,6 +27,17 @@ from nomp.stratum.errors import OTHER, StratumError, error_reply
 from nomp.stratum.session import MinerSession
 
 MAX_LINE = 8192  # a submit is about 150 bytes; configure requests a few hundred
+# A connection that sends malformed lines is read more slowly, so a flood
+# of them cannot take the reactor thread from the miners beside it: each
+# connection is answered MALFORMED_BURST malformed lines at once, then
+# MALFORMED_RATE a second; the lines after wait, unread, in the socket (a
+# miner's well-formed lines never count). Bans come on top of this.
+MALFORMED_BURST = 20.0
+MALFORMED_RATE = 50.0
+# Bytes a throttled connection may have waiting, read but not handled; past
+# them it is closed. Where reads pause this is what one read brought (up to
+# 64 KiB); where they cannot (TLS) it bounds what keeps arriving.
+MAX_BACKLOG = 256 * 1024
 # Brackets a request may open: a few in any real request. The bound keeps
 # what a line may cost from depending on the interpreter's recursion limit
 # (json's C scanner recurses on the C stack as deep as the limit lets it,
@@ -90,6 +101,9 @@ class StratumProtocol(LineOnlyReceiver, TimeoutMixin):
         # While a read is handled: the replies it makes, sent together when
         # it is done (one send per read, whatever the number of lines).
         self._replies: list[bytes] | None = None
+        self._malformed_allowance = MALFORMED_BURST  # malformed lines it may send now
+        self._allowance_at = clock.seconds()
+        self._throttle: IDelayedCall | None = None  # set while its lines wait
 
     def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
         """TimeoutMixin's timer, on the injected clock."""
@@ -135,6 +149,9 @@ class StratumProtocol(LineOnlyReceiver, TimeoutMixin):
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
         self.setTimeout(None)
+        if self._throttle is not None and self._throttle.active():
+            self._throttle.cancel()
+        self._throttle = None
         self.handler.disconnected(self)
 
     # IPushProducer: the transport calls these about our writes.
@@ -175,10 +192,62 @@ class StratumProtocol(LineOnlyReceiver, TimeoutMixin):
             return  # closing: nothing more is read or answered
         self._replies = []
         try:
-            super().dataReceived(data)
+            self._buffer += data
+            self._take_lines()
         finally:
             self._send_replies()
             self._replies = None
+
+    def _take_lines(self) -> None:
+        """Handle the whole lines received, as LineOnlyReceiver does, up to a
+        throttle; the rest stays in the buffer for when it ends."""
+        buffer, start = self._buffer, 0
+        transport: Any = self.transport
+        while self._throttle is None:
+            end = buffer.find(b"\n", start)
+            if end < 0:
+                break
+            if transport.disconnecting:
+                self._buffer = b""  # a line closed the connection: the ones after are not read
+                return
+            line, start = buffer[start:end], end + 1
+            if len(line) > self.MAX_LENGTH:
+                self.lineLengthExceeded(line)
+                return
+            self.lineReceived(line)
+        self._buffer = buffer[start:] if start else buffer
+        if transport.disconnecting:
+            return
+        if self._throttle is None:
+            if len(self._buffer) > self.MAX_LENGTH:
+                self.lineLengthExceeded(self._buffer)
+        elif len(self._buffer) > MAX_BACKLOG:
+            self.log.warn("miner {peer}: too much malformed input waiting: dropped", peer=self.peer)
+            self._buffer = b""
+            self.reply_error(None, StratumError(OTHER, "too much malformed input"))
+            self.close()
+
+    def _spend_allowance(self) -> None:
+        """One malformed line more: past the allowance, its lines wait."""
+        now = self.clock.seconds()
+        refilled = self._malformed_allowance + (now - self._allowance_at) * MALFORMED_RATE
+        self._malformed_allowance = min(MALFORMED_BURST, refilled) - 1
+        self._allowance_at = now
+        if self._malformed_allowance >= 0 or self._throttle is not None or self.closing:
+            return
+        self._throttle = self.clock.callLater(-self._malformed_allowance / MALFORMED_RATE, self._unthrottle)
+        pause = getattr(self.transport, "pauseProducing", None)
+        if pause is not None:
+            pause()  # the kernel holds the rest, and TCP slows the sender
+
+    def _unthrottle(self) -> None:
+        self._throttle = None
+        if self.closing:
+            return
+        resume = getattr(self.transport, "resumeProducing", None)
+        if resume is not None:
+            resume()
+        self.dataReceived(b"")  # the lines that waited
 
     def _send_replies(self) -> None:
         """Send what the read being handled has answered so far."""
@@ -232,6 +301,7 @@ class StratumProtocol(LineOnlyReceiver, TimeoutMixin):
     def _malformed(self, request_id: Any, problem: str) -> None:
         self._write(error_reply(request_id, OTHER, problem))
         self.handler.malformed(self)
+        self._spend_allowance()
 
     # Replies and notifications.
     def _write(self, data: bytes) -> None:
