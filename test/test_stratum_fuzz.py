@@ -989,15 +989,13 @@ class Arena:
         tally = Tally(streams=1)
         advanced = 0.0
         for chunk in chunks:
-            if self.attacker.closing:
-                # Plain TCP reads no more from a connection being closed. (TLS
-                # does: it delays the close while a producer is registered, which
-                # the protocol's own is. Not modelled here.)
-                break
             # A connection throttled for malformed lines has its reads paused:
             # the peer's next bytes wait in the kernel until they resume.
             self._wait_while_paused()
             if self.attacker.closing:
+                # Plain TCP reads no more from a connection being closed. (TLS
+                # does: it delays the close while a producer is registered, which
+                # the protocol's own is. Not modelled here.)
                 break
             delivered.append(chunk)
             tally.data_received += 1
