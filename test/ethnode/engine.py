@@ -30,7 +30,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from eth.abc import (
     AtomicDatabaseAPI,
@@ -124,7 +124,22 @@ class ChfastEthash(ConsensusAPI):
         return header.coinbase
 
 
-class DevHomesteadVM(HomesteadVM):
+class _DifficultyChecked:
+    """py-evm checks neither a header's nor an uncle's difficulty: these VMs do
+    (mixed in before a py-evm VM, whose checks run first)."""
+
+    @classmethod
+    def validate_header(cls, header: BlockHeaderAPI, parent_header: BlockHeaderAPI) -> None:
+        super().validate_header(header, parent_header)  # type: ignore[misc]
+        _check_difficulty(cast(type[VirtualMachineAPI], cls), header, parent_header)
+
+    @classmethod
+    def validate_uncle(cls, block: BlockAPI, uncle: BlockHeaderAPI, uncle_parent: BlockHeaderAPI) -> None:
+        super().validate_uncle(block, uncle, uncle_parent)  # type: ignore[misc]
+        _check_difficulty(cast(type[VirtualMachineAPI], cls), uncle, uncle_parent)
+
+
+class DevHomesteadVM(_DifficultyChecked, HomesteadVM):
     """Homestead (5 ether, uncles paid (8 + uncle - block) / 8 of it, nephews 1/32)."""
 
     fork = "dev-homestead"
@@ -134,18 +149,8 @@ class DevHomesteadVM(HomesteadVM):
     create_header_from_parent = staticmethod(create_header_from_parent(homestead_difficulty))
     configure_header = configure_header(difficulty_fn=homestead_difficulty)
 
-    @classmethod
-    def validate_header(cls, header: BlockHeaderAPI, parent_header: BlockHeaderAPI) -> None:
-        super().validate_header(header, parent_header)
-        _check_difficulty(cls, header, parent_header)
 
-    @classmethod
-    def validate_uncle(cls, block: BlockAPI, uncle: BlockHeaderAPI, uncle_parent: BlockHeaderAPI) -> None:
-        super().validate_uncle(block, uncle, uncle_parent)
-        _check_difficulty(cls, uncle, uncle_parent)
-
-
-class DevLondonVM(LondonVM):
+class DevLondonVM(_DifficultyChecked, LondonVM):
     """London (2 ether, the same uncle and nephew shares, a base fee)."""
 
     fork = "dev-london"
@@ -153,16 +158,6 @@ class DevLondonVM(LondonVM):
     compute_difficulty = staticmethod(byzantium_difficulty)
     create_header_from_parent = staticmethod(create_london_header_from_parent(byzantium_difficulty))
     configure_header = configure_header(difficulty_fn=byzantium_difficulty)
-
-    @classmethod
-    def validate_header(cls, header: BlockHeaderAPI, parent_header: BlockHeaderAPI) -> None:
-        super().validate_header(header, parent_header)
-        _check_difficulty(cls, header, parent_header)
-
-    @classmethod
-    def validate_uncle(cls, block: BlockAPI, uncle: BlockHeaderAPI, uncle_parent: BlockHeaderAPI) -> None:
-        super().validate_uncle(block, uncle, uncle_parent)
-        _check_difficulty(cls, uncle, uncle_parent)
 
 
 VMS: dict[Fork, type[VirtualMachineAPI]] = {"homestead": DevHomesteadVM, "london": DevLondonVM}
