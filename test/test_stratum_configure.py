@@ -28,7 +28,7 @@ from nomp.stratum.configure import (
     suggested_difficulty,
 )
 from nomp.stratum.errors import StratumError
-from nomp.stratum.shares import ShareLedger, check_submit
+from nomp.stratum.shares import DIFFICULTY_TOLERANCE, ShareLedger, check_submit
 from test.fakes import (
     REGTEST_ADDRESS,
     SCRYPT,
@@ -66,7 +66,8 @@ def meets(difficulty: float) -> Callable[[int], bool]:
 
 
 def misses(difficulty: float) -> Callable[[int], bool]:
-    target = SCRYPT.share_target(difficulty)
+    """Not a share of ``difficulty``, not even with the pool's tolerance for rounding."""
+    target = SCRYPT.share_target(difficulty * DIFFICULTY_TOLERANCE)
     return lambda value: value > target
 
 

@@ -25,6 +25,7 @@ from nomp.stratum.protocol import (
     MAX_LINE,
     StratumProtocol,
 )
+from nomp.stratum.shares import DIFFICULTY_TOLERANCE
 from nomp.stratum.vardiff import tidy
 from test.fakes import (
     REGTEST_ADDRESS,
@@ -77,8 +78,9 @@ def meets(difficulty: float) -> Any:
 
 
 def misses(difficulty: float) -> Any:
-    """A PoW test: the value is not a share of ``difficulty``."""
-    target = SCRYPT.share_target(difficulty)
+    """A PoW test: the value is not a share of ``difficulty``, not even with the
+    pool's tolerance for miners' rounding."""
+    target = SCRYPT.share_target(difficulty * DIFFICULTY_TOLERANCE)
     return lambda value: value > target
 
 
