@@ -21,18 +21,20 @@ def write_conf(
     redis_port: int,
     redis_db: int = 0,
     tls: PoolCertificate | None = None,
+    web: dict[str, Any] | None = None,
     **pool: Any,
 ) -> tuple[Path, int]:
     """A conf folder with one pool on a free Stratum port; (folder, stratum port).
 
     With ``tls`` the port is an ``ssl:`` endpoint serving that certificate.
-    ``pool`` overrides keys of the pool file (``ports`` replaces the list).
+    ``pool`` overrides keys of the pool file (``ports`` replaces the list),
+    ``web`` keys of config.yaml's web section.
     """
     (folder / "pools").mkdir(parents=True)
     settings = yaml.safe_load((SHIPPED_CONF / "config.yaml").read_text())
     settings["coins"] = str(SHIPPED_COINS)
     settings["control"]["listen"] = f"tcp:{free_port()}:interface=127.0.0.1"
-    settings["web"] = {"listen": f"tcp:{free_port()}:interface=127.0.0.1"}
+    settings["web"] = {"listen": f"tcp:{free_port()}:interface=127.0.0.1", **(web or {})}
     settings["redis"].update(port=redis_port, db=redis_db)
     settings["logging"]["level"] = "warn"
     (folder / "config.yaml").write_text(yaml.safe_dump(settings))

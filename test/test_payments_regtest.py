@@ -106,6 +106,7 @@ async def start_paying_pool(
     scheme: str,
     pool_address: str | None = None,
     pool_options: dict[str, Any] | None = None,
+    web: dict[str, Any] | None = None,
     **payments: Any,
 ) -> tuple[NompService, Path, int, list[str]]:
     """A running pool paying from the pair's wallet; (root, conf, stratum port, two miner
@@ -135,6 +136,7 @@ async def start_paying_pool(
         redis_port,
         db,
         payments=settings,
+        web=web,
         **(pool_options or {}),
     )
     root = start_pool(test, conf)
