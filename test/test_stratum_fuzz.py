@@ -53,7 +53,7 @@ from nomp.chain.jobs import Job
 from nomp.chain.template import BlockTemplate
 from nomp.config import PoolConfig, PortConfig, VardiffConfig
 from nomp.stratum.extranonce import Extranonce1Allocator
-from nomp.stratum.protocol import MALFORMED_RATE, MAX_BACKLOG, MAX_LINE
+from nomp.stratum.protocol import MALFORMED_RATE, MAX_LINE
 from test.fakes import (
     REGTEST_ADDRESS,
     SCRYPT,
@@ -1013,8 +1013,10 @@ class Arena:
                     f"logged on chunk {_shown(chunk)}\nafter {_shown(b''.join(delivered[:-1]))}:\n{logged}",
                     crash=True,
                 )
+            # Throttled, its reads paused: what waits is at most what this read brought.
             paused = self.attacker.transport.producerState == "paused"
-            if not self.attacker.closing and len(protocol._buffer) > (MAX_BACKLOG if paused else MAX_LINE):
+            bound = len(chunk) + MAX_LINE if paused else MAX_LINE
+            if not self.attacker.closing and len(protocol._buffer) > bound:
                 raise FuzzFailure(f"{len(protocol._buffer)} bytes buffered after chunk {_shown(chunk)}")
             if rng is not None and advanced < MAX_CLOCK_ADVANCE and rng.random() < 0.2:
                 step = rng.random() * 5

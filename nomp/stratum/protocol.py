@@ -34,9 +34,9 @@ MAX_LINE = 8192  # a submit is about 150 bytes; configure requests a few hundred
 # miner's well-formed lines never count). Bans come on top of this.
 MALFORMED_BURST = 20.0
 MALFORMED_RATE = 50.0
-# Bytes a throttled connection may have waiting, read but not handled; past
-# them it is closed. Where reads pause this is what one read brought (up to
-# 64 KiB); where they cannot (TLS) it bounds what keeps arriving.
+# Bytes a throttled connection may have waiting, read but not handled, where
+# its reads cannot be paused (TLS); past them it is closed. Where reads pause,
+# what waits is what the last read brought.
 MAX_BACKLOG = 256 * 1024
 # Brackets a request may open: a few in any real request. The bound keeps
 # what a line may cost from depending on the interpreter's recursion limit
@@ -104,6 +104,7 @@ class StratumProtocol(LineOnlyReceiver, TimeoutMixin):
         self._malformed_allowance = MALFORMED_BURST  # malformed lines it may send now
         self._allowance_at = clock.seconds()
         self._throttle: IDelayedCall | None = None  # set while its lines wait
+        self._reads_paused = False  # the throttle paused the transport's reads
 
     def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
         """TimeoutMixin's timer, on the injected clock."""
@@ -221,7 +222,7 @@ class StratumProtocol(LineOnlyReceiver, TimeoutMixin):
         if self._throttle is None:
             if len(self._buffer) > self.MAX_LENGTH:
                 self.lineLengthExceeded(self._buffer)
-        elif len(self._buffer) > MAX_BACKLOG:
+        elif not self._reads_paused and len(self._buffer) > MAX_BACKLOG:
             self.log.warn("miner {peer}: too much malformed input waiting: dropped", peer=self.peer)
             self._buffer = b""
             self.reply_error(None, StratumError(OTHER, "too much malformed input"))
@@ -239,14 +240,15 @@ class StratumProtocol(LineOnlyReceiver, TimeoutMixin):
         pause = getattr(self.transport, "pauseProducing", None)
         if pause is not None:
             pause()  # the kernel holds the rest, and TCP slows the sender
+            self._reads_paused = True
 
     def _unthrottle(self) -> None:
         self._throttle = None
         if self.closing:
             return
-        resume = getattr(self.transport, "resumeProducing", None)
-        if resume is not None:
-            resume()
+        if self._reads_paused:
+            self._reads_paused = False
+            self.transport.resumeProducing()  # type: ignore[union-attr]
         self.dataReceived(b"")  # the lines that waited
 
     def _send_replies(self) -> None:
