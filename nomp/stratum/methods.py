@@ -47,6 +47,12 @@ class JobSource(Protocol):
     registry: JobRegistry | None
 
 
+def current_job(jobs: JobSource) -> Job | None:
+    """The job new miners get: the registry's current one, once there is a registry."""
+    registry = jobs.registry
+    return registry.current if registry is not None else None
+
+
 class StratumMethods:
     """Answers one pool's miners (a ConnectionHandler)."""
 
@@ -103,10 +109,6 @@ class StratumMethods:
             raise StratumError(OTHER, f"unknown method {method[:64]!r}")
         handler(connection, request_id, params)
 
-    def current_job(self) -> Job | None:
-        registry = self._jobs.registry
-        return registry.current if registry is not None else None
-
     # Requests.
     def _subscribe(self, connection: Connection, request_id: Any, params: list[Any]) -> None:
         session = connection.session
@@ -123,7 +125,7 @@ class StratumMethods:
         ]
         connection.reply(request_id, [subscriptions, session.extranonce1.hex(), EXTRANONCE2_SIZE])
         connection.send_difficulty(session.difficulty)
-        job = self.current_job()
+        job = current_job(self._jobs)
         if job is not None:
             self._broadcaster.send_job(connection, job, True)
 

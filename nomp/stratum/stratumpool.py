@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -24,7 +25,7 @@ from nomp.stratum.broadcast import Broadcaster
 from nomp.stratum.connection import PortSettings
 from nomp.stratum.enforcement import BanEnforcer
 from nomp.stratum.messages import OperatorMessages
-from nomp.stratum.methods import JobSource, StratumMethods
+from nomp.stratum.methods import JobSource, StratumMethods, current_job
 from nomp.stratum.pipeline import BlockSink, ShareChecker, SharePipeline, ShareRecords
 from nomp.stratum.protocol import StratumFactory
 from nomp.stratum.registry import ConnectionRegistry
@@ -58,7 +59,7 @@ class StratumPool:
         self.bans = BanEnforcer(config.name, config.banning, self.connections, clock, ban_store)
         self.broadcaster = Broadcaster(config.name, self.connections, clock)
         self.subscriptions = Subscriptions(
-            config.name, self.connections, self.broadcaster, self._current_job, instance
+            config.name, self.connections, self.broadcaster, partial(current_job, jobs), instance
         )
         self.ledger = ShareLedger()
         self.pipeline: SharePipeline[Submission, ShareHash] = SharePipeline(
@@ -76,10 +77,6 @@ class StratumPool:
             clock,
         )
         self.messages = OperatorMessages(config.name, self.connections)
-
-    def _current_job(self) -> Job | None:
-        registry = self._jobs.registry
-        return registry.current if registry is not None else None
 
     def factory(self, port: PortConfig) -> StratumFactory:
         """The factory of one of the pool's ports."""
