@@ -18,11 +18,20 @@ from typing import Any
 import yaml
 from twisted.trial.unittest import TestCase
 
-from nomp.config import Config, ConfigErrors, WebConfig, load_config
+from nomp.config import (
+    Config,
+    ConfigErrors,
+    EthCoinConfig,
+    EthPoolConfig,
+    EthRewards,
+    RewardStep,
+    WebConfig,
+    load_config,
+)
 from nomp.hashing import ALGORITHMS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KNOWN_ALGORITHMS = ", ".join(sorted(ALGORITHMS))
+KNOWN_ALGORITHMS = ", ".join(sorted({*ALGORITHMS, "ethash", "etchash"}))
 POOL_KEYS = (
     "address, banning, block_refresh_interval, connection_timeout, daemons, enabled, "
     "hashrate_window, job_rebroadcast_timeout, payments, pool_signature, ports, reward_recipients, "
@@ -30,6 +39,37 @@ POOL_KEYS = (
 )
 GLOBAL_KEYS = "coins, control, instance, instance_state, logging, pool_defaults, redis, threads, web"
 DEFAULT_KEYS = "banning, block_refresh_interval, connection_timeout, job_rebroadcast_timeout, pool_signature"
+
+
+ETH_ADDRESS = "0x" + "ab" * 20
+ETH_POOL_KEYS = (
+    "address, banning, block_refresh_interval, connection_timeout, daemons, dataset, enabled, "
+    "hashrate_expiration, hashrate_window, node_name, ports, stale_heights, state_update_interval, "
+    "upstream_check_interval, usernames"
+)
+ETC_WEI = 10**18  # wei in one ETC (or ether)
+
+
+def coin_algorithm(name: str) -> str:
+    """The algorithm of the shipped coin file coins/<name>.yaml."""
+    return str(yaml.safe_load(Path(REPO, "coins", f"{name}.yaml").read_text(encoding="utf-8"))["algorithm"])
+
+
+def classic() -> dict[str, Any]:
+    """A valid Ethereum-family coin file: Ethereum Classic, as the shipped one."""
+    return {
+        "name": "ethereum-classic",
+        "symbol": "ETC",
+        "algorithm": "etchash",
+        "ecip1099_block": 11_700_000,
+        "chain_id": 61,
+        "block_time": 13,
+        "rewards": {
+            "schedule": [{"from_block": 0, "wei": 5 * ETC_WEI}],
+            "era_length": 5_000_000,
+            "uncle_rule": "ecip1017",
+        },
+    }
 
 
 def litecoin() -> dict[str, Any]:
@@ -304,15 +344,18 @@ class ValidConfigTests(ConfTestCase):
         self.settings["coins"] = os.path.join(REPO, "coins")
         del self.files["pools/ltc.yaml"]
         names = sorted(p.stem for p in Path(REPO, "coins").glob("*.yaml"))
+        eth = {n for n in names if coin_algorithm(n) in ("ethash", "etchash")}
         for i, name in enumerate(names):
             self.files[f"pools/{name}.yaml"] = {
                 "coin": name,
-                "address": "x",
+                "address": ETH_ADDRESS if name in eth else "x",
                 "daemons": [{"url": "http://127.0.0.1:1"}],
                 "ports": [{"listen": f"tcp:{5000 + i}:interface=127.0.0.1", "diff": 1}],
             }
         config = self.load()
-        self.assertEqual(sorted(p.coin.name for p in config.pools), names)
+        self.assertEqual(sorted(p.coin.name for p in config.pools), sorted(set(names) - eth))
+        self.assertEqual(sorted(p.coin.name for p in config.eth_pools), sorted(eth))
+        self.assertEqual(sorted(eth), ["ethash-dev", "ethereum-classic", "ethereumpow", "mordor"])
 
 
 class UnknownKeyTests(ConfTestCase):
@@ -334,8 +377,8 @@ class UnknownKeyTests(ConfTestCase):
         """An unknown key in a list item is reported with the item's index."""
         self.pool["ports"][1]["vardif"] = {}
         self.assertErrors(
-            "pools/ltc.yaml: ports[1].vardif: unknown key (expected one of: diff, listen, proxy_protocol, "
-            "solo, vardiff)"
+            "pools/ltc.yaml: ports[1].vardif: unknown key (expected one of: diff, listen, max_body, "
+            "protocol, proxy_protocol, solo, vardiff)"
         )
 
     def test_deeper_in_list(self) -> None:
@@ -1386,3 +1429,481 @@ class ManyErrorsTests(ConfTestCase):
         self.assertNotIn("Traceback", result.stderr)
         self.assertNotIn("starting up", result.stdout + result.stderr)
         self.assertNotIn("twistd.pid", os.listdir(workdir))
+
+
+class EthConfTestCase(ConfTestCase):
+    """The baseline with an Ethereum Classic pool beside the Litecoin one."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.files["coins/ethereum-classic.yaml"] = classic()
+        self.files["pools/etc.yaml"] = {
+            "coin": "ethereum-classic",
+            "address": ETH_ADDRESS,
+            "daemons": [
+                {"url": "http://127.0.0.1:8545", "timeout": 10},
+                {"url": "http://127.0.0.2:8545"},
+            ],
+            "ports": [
+                {"listen": "tcp:8008:interface=127.0.0.1", "diff": 4_000_000_000},
+                {
+                    "listen": "tcp:8888:interface=127.0.0.1",
+                    "diff": 2_000_000_000,
+                    "protocol": "getwork",
+                    "max_body": 256,
+                },
+            ],
+        }
+
+    @property
+    def eth_pool(self) -> Any:
+        """pools/etc.yaml's data."""
+        return self.files["pools/etc.yaml"]
+
+    @property
+    def eth_coin(self) -> Any:
+        """coins/ethereum-classic.yaml's data."""
+        return self.files["coins/ethereum-classic.yaml"]
+
+
+class EthConfigTests(EthConfTestCase):
+    """Ethereum-family pools load into EthPoolConfig, apart from the Bitcoin-family ones."""
+
+    def test_baseline(self) -> None:
+        """The Ethereum pool loads with every value typed, and the defaults where unset."""
+        config = self.load()
+        self.assertEqual([p.name for p in config.pools], ["ltc"])
+        (pool,) = config.eth_pools
+        self.assertIsInstance(pool, EthPoolConfig)
+        self.assertEqual((pool.name, pool.file, pool.address), ("etc", "pools/etc.yaml", ETH_ADDRESS))
+        coin = pool.coin
+        self.assertIsInstance(coin, EthCoinConfig)
+        self.assertEqual((coin.name, coin.symbol, coin.algorithm), ("ethereum-classic", "ETC", "etchash"))
+        self.assertEqual((coin.ecip1099_block, coin.chain_id, coin.block_time), (11_700_000, 61, 13.0))
+        self.assertEqual(
+            coin.rewards,
+            EthRewards((RewardStep(0, 5 * ETC_WEI),), era_length=5_000_000, uncle_rule="ecip1017"),
+        )
+        self.assertEqual([d.url for d in pool.daemons], ["http://127.0.0.1:8545", "http://127.0.0.2:8545"])
+        self.assertEqual([d.timeout for d in pool.daemons], [10.0, 30.0])
+        stratum, getwork = pool.ports
+        self.assertEqual((stratum.protocol, stratum.diff, stratum.max_body), ("stratum", 4e9, 1024))
+        self.assertEqual((getwork.protocol, getwork.diff, getwork.max_body), ("getwork", 2e9, 256))
+        self.assertEqual(
+            (
+                pool.enabled,
+                pool.block_refresh_interval,
+                pool.upstream_check_interval,
+                pool.state_update_interval,
+                pool.stale_heights,
+                pool.connection_timeout,
+            ),
+            (True, 0.5, 5.0, 3.0, 3, 600.0),
+        )
+        self.assertEqual(
+            (pool.usernames, pool.hashrate_window, pool.hashrate_expiration, pool.node_name, pool.dataset),
+            ("address", 300.0, 10800.0, "main", False),
+        )
+        self.assertEqual(pool.banning.check_threshold, 500)
+
+    def test_every_key(self) -> None:
+        """Every key of an Ethereum pool file is read."""
+        self.eth_pool.update(
+            {
+                "enabled": True,
+                "block_refresh_interval": 0.12,
+                "upstream_check_interval": 2,
+                "state_update_interval": 1,
+                "stale_heights": 1,
+                "connection_timeout": 120,
+                "banning": {"enabled": False},
+                "usernames": "any",
+                "hashrate_window": 1800,
+                "hashrate_expiration": 3600,
+                "node_name": "proxy-2",
+                "dataset": True,
+            }
+        )
+        (pool,) = self.load().eth_pools
+        self.assertEqual(
+            (pool.block_refresh_interval, pool.upstream_check_interval, pool.state_update_interval),
+            (0.12, 2.0, 1.0),
+        )
+        self.assertEqual(
+            (pool.stale_heights, pool.connection_timeout, pool.banning.enabled), (1, 120.0, False)
+        )
+        self.assertEqual(
+            (pool.usernames, pool.hashrate_window, pool.hashrate_expiration, pool.node_name, pool.dataset),
+            ("any", 1800.0, 3600.0, "proxy-2", True),
+        )
+
+    def test_ethash_coin(self) -> None:
+        """An ethash coin has no ECIP-1099 block and may have no eras."""
+        self.eth_coin.update({"algorithm": "ethash", "chain_id": 1})
+        del self.eth_coin["ecip1099_block"]
+        del self.eth_coin["rewards"]["era_length"]
+        del self.eth_coin["rewards"]["uncle_rule"]
+        del self.eth_coin["block_time"]
+        coin = self.load().eth_pools[0].coin
+        self.assertEqual((coin.algorithm, coin.ecip1099_block, coin.block_time), ("ethash", None, 13.0))
+        self.assertEqual((coin.rewards.era_length, coin.rewards.uncle_rule), (None, "ethereum"))
+
+    def test_mixed_case_address(self) -> None:
+        """An address with upper-case hex digits (EIP-55) is taken as given."""
+        self.eth_pool["address"] = "0x" + "AbCdEf0123" * 4
+        self.assertEqual(self.load().eth_pools[0].address, "0x" + "AbCdEf0123" * 4)
+
+    def test_disabled(self) -> None:
+        """A disabled Ethereum pool is validated but left out of Config.eth_pools."""
+        self.eth_pool["enabled"] = False
+        self.assertEqual(self.load().eth_pools, ())
+        self.eth_pool["stale_heights"] = 0
+        self.assertErrors("pools/etc.yaml: stale_heights: must be >= 1")
+
+    def test_shipped_coins(self) -> None:
+        """The shipped Ethereum coin files: their chain ids, ECIP-1099 blocks and rewards."""
+        self.settings["coins"] = os.path.join(REPO, "coins")
+        for name in list(self.files):
+            if name.startswith("pools/"):
+                del self.files[name]
+        names = ["ethash-dev", "ethereum-classic", "ethereumpow", "mordor"]
+        for i, name in enumerate(names):
+            self.files[f"pools/{name}.yaml"] = {
+                "coin": name,
+                "address": ETH_ADDRESS,
+                "daemons": [{"url": "http://127.0.0.1:8545"}],
+                "ports": [{"listen": f"tcp:{5000 + i}", "diff": 4_000_000_000}],
+            }
+        coins = {p.name: p.coin for p in self.load().eth_pools}
+        self.assertEqual(
+            [(c.algorithm, c.chain_id, c.ecip1099_block, c.rewards.uncle_rule) for c in coins.values()],
+            [
+                ("ethash", 1337, None, "ethereum"),
+                ("etchash", 61, 11_700_000, "ecip1017"),
+                ("ethash", 10001, None, "ethereum"),
+                ("etchash", 63, 2_520_000, "ecip1017"),
+            ],
+        )
+        rewards = [
+            ("ethash-dev", 1, 5 * ETC_WEI),
+            ("ethash-dev", 10_000_000, 5 * ETC_WEI),
+            ("ethereum-classic", 5_000_000, 5 * ETC_WEI),
+            ("ethereum-classic", 5_000_001, 4 * ETC_WEI),
+            ("ethereum-classic", 10_000_001, 3_200_000_000_000_000_000),
+            ("ethereumpow", 4_369_999, 5 * ETC_WEI),
+            ("ethereumpow", 4_370_000, 3 * ETC_WEI),
+            ("ethereumpow", 15_537_394, 2 * ETC_WEI),  # ETHW's first block of its own
+            ("mordor", 2_000_001, 4 * ETC_WEI),
+            ("mordor", 4_000_001, 3_200_000_000_000_000_000),
+        ]
+        for name, height, wei in rewards:
+            self.assertEqual(coins[name].rewards.block_reward(height), wei, (name, height))
+
+    def test_only_eth_pools(self) -> None:
+        """A conf folder may have Ethereum pools only."""
+        del self.files["pools/ltc.yaml"]
+        config = self.load()
+        self.assertEqual((config.pools, [p.name for p in config.eth_pools]), ((), ["etc"]))
+
+
+class EthErrorTests(EthConfTestCase):
+    """Every Ethereum-specific key is checked, each error with its path."""
+
+    def test_bad_address(self) -> None:
+        """The pool's address must be 0x and 40 hex digits."""
+        for address in ["ab" * 20, "0x" + "ab" * 19, "0x" + "ab" * 21, "0x" + "g" * 40, "0X" + "ab" * 20]:
+            self.eth_pool["address"] = address
+            self.assertErrors("pools/etc.yaml: address: must be an address: 0x and 40 hex digits")
+
+    def test_address_not_a_string(self) -> None:
+        """An address YAML reads as a number is a type error."""
+        self.eth_pool["address"] = 0x1234
+        self.assertErrors("pools/etc.yaml: address: expected a string, got a number (4660)")
+
+    def test_etchash_without_ecip1099_block(self) -> None:
+        """An etchash coin must say where ECIP-1099 starts."""
+        del self.eth_coin["ecip1099_block"]
+        self.assertErrors(
+            "coins/ethereum-classic.yaml: ecip1099_block: missing: etchash needs its activation block"
+        )
+
+    def test_ethash_with_ecip1099_block(self) -> None:
+        """An ethash coin may not have an ECIP-1099 block."""
+        self.eth_coin["algorithm"] = "ethash"
+        self.assertErrors("coins/ethereum-classic.yaml: ecip1099_block: is for etchash coins only")
+
+    def test_getwork_on_bitcoin_pool(self) -> None:
+        """A Bitcoin-family pool has no getwork ports."""
+        self.pool["ports"][1]["protocol"] = "getwork"
+        self.assertErrors("pools/ltc.yaml: ports[1].protocol: getwork is for Ethereum-family pools")
+
+    def test_unknown_protocol(self) -> None:
+        """A port's protocol is stratum or getwork."""
+        self.eth_pool["ports"][0]["protocol"] = "http"
+        self.assertErrors(
+            "pools/etc.yaml: ports[0].protocol: must be one of 'stratum', 'getwork', got 'http'"
+        )
+
+    def test_proxy_protocol_on_getwork(self) -> None:
+        """The PROXY protocol is for stratum ports."""
+        self.eth_pool["ports"][1]["proxy_protocol"] = ["10.0.0.1"]
+        self.eth_pool["ports"][0]["proxy_protocol"] = ["10.0.0.1"]
+        self.assertErrors("pools/etc.yaml: ports[1].proxy_protocol: is for stratum ports, not getwork ones")
+
+    def test_max_body(self) -> None:
+        """max_body is a positive number of bytes."""
+        self.eth_pool["ports"][1]["max_body"] = 0
+        self.assertErrors("pools/etc.yaml: ports[1].max_body: must be > 0")
+
+    def test_stale_heights(self) -> None:
+        """stale_heights is at least 1: the current height."""
+        self.eth_pool["stale_heights"] = 0
+        self.assertErrors("pools/etc.yaml: stale_heights: must be >= 1")
+
+    def test_intervals_positive(self) -> None:
+        """The Ethereum pool's durations must be positive."""
+        for key in [
+            "block_refresh_interval",
+            "upstream_check_interval",
+            "state_update_interval",
+            "hashrate_expiration",
+        ]:
+            self.eth_pool[key] = 0
+        self.assertErrors(
+            "pools/etc.yaml: block_refresh_interval: must be > 0",
+            "pools/etc.yaml: upstream_check_interval: must be > 0",
+            "pools/etc.yaml: state_update_interval: must be > 0",
+            "pools/etc.yaml: hashrate_expiration: must be > 0",
+        )
+
+    def test_empty_lists_and_names(self) -> None:
+        """Daemons and ports must not be empty, nor the node's name."""
+        self.eth_pool.update({"daemons": [], "ports": [], "node_name": ""})
+        self.assertErrors(
+            "pools/etc.yaml: daemons: must not be empty",
+            "pools/etc.yaml: ports: must not be empty",
+            "pools/etc.yaml: node_name: must not be empty",
+        )
+
+    def test_unknown_key(self) -> None:
+        """An Ethereum pool file lists its own keys; Bitcoin-only ones are unknown."""
+        self.eth_pool["payments"] = {}
+        self.eth_pool["pool_signature"] = "/x/"
+        self.assertErrors(
+            f"pools/etc.yaml: payments: unknown key (expected one of: {ETH_POOL_KEYS})",
+            f"pools/etc.yaml: pool_signature: unknown key (expected one of: {ETH_POOL_KEYS})",
+        )
+
+    def test_unknown_coin_key(self) -> None:
+        """An Ethereum coin file lists its own keys; Bitcoin-only ones are unknown."""
+        self.eth_coin["network"] = {}
+        self.eth_coin["rewards"]["uncle"] = 1
+        self.assertErrors(
+            "coins/ethereum-classic.yaml: network: unknown key (expected one of: algorithm, block_time,"
+            " chain_id, ecip1099_block, name, rewards, symbol)",
+            "coins/ethereum-classic.yaml: rewards.uncle: unknown key (expected one of: era_length,"
+            " schedule, uncle_rule)",
+        )
+
+    def test_coin_values(self) -> None:
+        """chain_id is positive, the algorithm one of the two, the rewards' values in range."""
+        self.eth_coin.update({"chain_id": 0, "symbol": ""})
+        self.eth_coin["rewards"].update({"era_length": 0, "uncle_rule": "ubiq"})
+        self.eth_coin["rewards"]["schedule"] = [{"from_block": -1, "wei": 0}]
+        self.assertErrors(
+            "coins/ethereum-classic.yaml: chain_id: must be > 0",
+            "coins/ethereum-classic.yaml: symbol: must not be empty",
+            "coins/ethereum-classic.yaml: rewards.era_length: must be > 0",
+            "coins/ethereum-classic.yaml: rewards.uncle_rule:"
+            " must be one of 'ethereum', 'ecip1017', got 'ubiq'",
+            "coins/ethereum-classic.yaml: rewards.schedule[0].from_block: must be >= 0",
+            "coins/ethereum-classic.yaml: rewards.schedule[0].wei: must be > 0",
+        )
+
+    def test_schedule_empty(self) -> None:
+        """A reward schedule has at least one step."""
+        self.eth_coin["rewards"]["schedule"] = []
+        self.assertErrors("coins/ethereum-classic.yaml: rewards.schedule: must not be empty")
+
+    def test_schedule_not_from_genesis(self) -> None:
+        """A reward schedule starts at block 0."""
+        self.eth_coin["rewards"]["schedule"][0]["from_block"] = 1
+        self.assertErrors(
+            "coins/ethereum-classic.yaml: rewards.schedule[0].from_block:"
+            " must be 0: the first step covers every block from genesis"
+        )
+
+    def test_schedule_not_increasing(self) -> None:
+        """Each step of a reward schedule starts above the one before."""
+        self.eth_coin["rewards"]["schedule"] = [
+            {"from_block": 0, "wei": 5 * ETC_WEI},
+            {"from_block": 100, "wei": 3 * ETC_WEI},
+            {"from_block": 100, "wei": 2 * ETC_WEI},
+            {"from_block": 50, "wei": ETC_WEI},
+        ]
+        self.assertErrors(
+            "coins/ethereum-classic.yaml: rewards.schedule[2].from_block: must be above schedule[1]'s (100)",
+            "coins/ethereum-classic.yaml: rewards.schedule[3].from_block: must be above schedule[2]'s (100)",
+        )
+
+    def test_bad_coin_keeps_the_family(self) -> None:
+        """A pool of an Ethereum coin file with errors is still checked as an Ethereum pool."""
+        self.eth_coin["chain_id"] = "61"
+        self.eth_pool["stale_heights"] = 0
+        self.assertErrors(
+            "coins/ethereum-classic.yaml: chain_id: expected an integer, got a string ('61')",
+            "pools/etc.yaml: stale_heights: must be >= 1",
+        )
+
+    def test_missing_coin_file_reports_pool_errors(self) -> None:
+        """A pool without a coin file still has its own errors reported."""
+        self.eth_pool["coin"] = "ethereum"
+        self.eth_pool["ports"][0]["diff"] = 0
+        self.assertErrors(
+            "pools/etc.yaml: coin: no coin file coins/ethereum.yaml",
+            "pools/etc.yaml: ports[0].diff: must be > 0",
+        )
+
+    def test_algorithm_picks_the_family(self) -> None:
+        """ethash and etchash coin files are Ethereum ones; an unknown algorithm lists them."""
+        self.eth_coin["algorithm"] = "ethhash"
+        errors = self.errors()
+        self.assertIn(
+            "coins/ethereum-classic.yaml: algorithm:"
+            f" unknown algorithm 'ethhash' (known: {KNOWN_ALGORITHMS})",
+            errors,
+        )
+        self.assertIn("etchash, ethash, scrypt, sha256d", KNOWN_ALGORITHMS)
+
+    def test_algorithm_unhashable(self) -> None:
+        """An algorithm given as a list is a type error, not a crash."""
+        self.eth_coin["algorithm"] = ["etchash"]
+        errors = self.errors()
+        self.assertIn("coins/ethereum-classic.yaml: algorithm: expected a string, got a list", errors)
+
+
+class EthPoolDefaultsTests(EthConfTestCase):
+    """Of config.yaml's pool_defaults, connection_timeout and banning apply to Ethereum pools."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.settings["pool_defaults"] = {
+            "block_refresh_interval": 2,
+            "job_rebroadcast_timeout": 0,
+            "connection_timeout": 120,
+            "pool_signature": "/defaults/",
+            "banning": {"enabled": False, "time": 60},
+        }
+
+    def test_applied(self) -> None:
+        """connection_timeout and banning come from pool_defaults; block_refresh_interval does not."""
+        config = self.load()
+        (pool,) = config.eth_pools
+        self.assertEqual(pool.connection_timeout, 120.0)
+        self.assertEqual((pool.banning.enabled, pool.banning.time), (False, 60.0))
+        self.assertEqual(pool.block_refresh_interval, 0.5)
+        self.assertEqual(config.pools[0].block_refresh_interval, 2.0)
+
+    def test_pool_value_wins(self) -> None:
+        """An Ethereum pool's own values win over pool_defaults."""
+        self.eth_pool.update({"connection_timeout": 30, "banning": {"time": 5}})
+        (pool,) = self.load().eth_pools
+        self.assertEqual(
+            (pool.connection_timeout, pool.banning.enabled, pool.banning.time), (30.0, True, 5.0)
+        )
+
+
+class EthConflictTests(EthConfTestCase):
+    """Ports and coin names are claimed across both families."""
+
+    def test_port_taken_by_bitcoin_pool(self) -> None:
+        """An Ethereum pool's port on a Litecoin pool's is a conflict (reported on the later file)."""
+        self.eth_pool["ports"][1]["listen"] = "tcp:3334"
+        self.assertErrors(
+            "pools/ltc.yaml: ports[1].listen: port 3334 is also used by pools/etc.yaml: ports[1].listen"
+        )
+
+    def test_port_taken_by_eth_pool(self) -> None:
+        """A Bitcoin pool's port on an Ethereum pool's is a conflict (reported on the later file)."""
+        self.other_pool(listen="tcp:8888")
+        self.assertErrors(
+            "pools/other.yaml: ports[0].listen: port 8888 is also used by pools/etc.yaml: ports[1].listen"
+        )
+
+    def test_control_port(self) -> None:
+        """An Ethereum pool's getwork port on the control port is a conflict."""
+        self.eth_pool["ports"][1]["listen"] = "tcp:17117"
+        self.assertErrors(
+            "pools/etc.yaml: ports[1].listen: port 17117 is also used by config.yaml: control.listen"
+        )
+
+    def test_same_coin_name(self) -> None:
+        """An Ethereum coin named as a Bitcoin one shares its Redis keys: a conflict."""
+        self.eth_coin["name"] = "Litecoin"
+        self.assertErrors("pools/ltc.yaml: coin: litecoin already has a pool in pools/etc.yaml")
+
+    def test_two_pools_one_eth_coin(self) -> None:
+        """Two pools of one Ethereum coin conflict."""
+        self.files["pools/etc2.yaml"] = {**self.eth_pool, "ports": [{"listen": "tcp:9999", "diff": 1}]}
+        self.assertErrors("pools/etc2.yaml: coin: ethereum-classic already has a pool in pools/etc.yaml")
+
+
+class EthRewardsTests(TestCase):
+    """EthRewards.block_reward and friends, against ECIP-1017's and Ethereum's figures."""
+
+    classic = EthRewards((RewardStep(0, 5 * ETC_WEI),), era_length=5_000_000, uncle_rule="ecip1017")
+    mordor = EthRewards((RewardStep(0, 5 * ETC_WEI),), era_length=2_000_000, uncle_rule="ecip1017")
+    ethereum = EthRewards(
+        (RewardStep(0, 5 * ETC_WEI), RewardStep(4_370_000, 3 * ETC_WEI), RewardStep(7_280_000, 2 * ETC_WEI))
+    )
+
+    def test_classic_eras(self) -> None:
+        """5 ETC in era 0 (blocks 1 to 5,000,000), 4 ETC in era 1, 3.2 ETC in era 2."""
+        reward = self.classic.block_reward
+        self.assertEqual([reward(h) for h in (0, 1, 5_000_000)], [5 * ETC_WEI] * 3)
+        self.assertEqual([reward(h) for h in (5_000_001, 10_000_000)], [4 * ETC_WEI] * 2)
+        self.assertEqual(reward(10_000_001), 3_200_000_000_000_000_000)
+        self.assertEqual(reward(15_000_001), 2_560_000_000_000_000_000)
+        self.assertEqual([self.classic.era(h) for h in (0, 1, 5_000_000, 5_000_001)], [0, 0, 0, 1])
+
+    def test_exact_integer_maths(self) -> None:
+        """Far eras are exact integers: base * 4^era // 5^era, with no float rounding."""
+        height = 50 * 5_000_000 + 1  # era 50
+        self.assertEqual(self.classic.block_reward(height), 5 * ETC_WEI * 4**50 // 5**50)
+        self.assertIsInstance(self.classic.block_reward(height), int)
+
+    def test_mordor_eras(self) -> None:
+        """Mordor's eras are 2,000,000 blocks."""
+        self.assertEqual(self.mordor.block_reward(2_000_000), 5 * ETC_WEI)
+        self.assertEqual(self.mordor.block_reward(2_000_001), 4 * ETC_WEI)
+
+    def test_ethereum_schedule(self) -> None:
+        """Ethereum's steps: 5 ether, 3 from Byzantium, 2 from Constantinople; no eras."""
+        reward = self.ethereum.block_reward
+        self.assertEqual(
+            [reward(h) for h in (1, 4_369_999, 4_370_000, 7_279_999, 7_280_000, 20_000_000)],
+            [r * ETC_WEI for r in (5, 5, 3, 3, 2, 2)],
+        )
+        self.assertEqual(self.ethereum.era(20_000_000), 0)
+
+    def test_uncle_rewards(self) -> None:
+        """Uncles get (8 - depth) / 8 of the reward; ECIP-1017 pays 1/32 from era 1."""
+        self.assertEqual(
+            [self.ethereum.uncle_reward(100, 100 - k) for k in range(1, 8)],
+            [(8 - k) * 625 * 10**15 for k in range(1, 8)],  # 4.375 ... 0.625 ether
+        )
+        self.assertEqual(self.ethereum.uncle_reward(4_370_001, 4_370_000), 2_625 * 10**15)
+        self.assertEqual(self.classic.uncle_reward(5_000_000, 4_999_998), 3_750 * 10**15)
+        self.assertEqual(self.classic.uncle_reward(5_000_001, 4_999_999), 4 * ETC_WEI // 32)
+        self.assertRaises(ValueError, self.ethereum.uncle_reward, 100, 100)
+        self.assertRaises(ValueError, self.ethereum.uncle_reward, 100, 92)
+
+    def test_nephew_rewards(self) -> None:
+        """A block earns 1/32 of its reward for each uncle it includes."""
+        self.assertEqual(self.ethereum.nephew_reward(1), 156_250_000_000_000_000)
+        self.assertEqual(self.ethereum.nephew_reward(7_280_000), 62_500_000_000_000_000)
+        self.assertEqual(self.classic.nephew_reward(5_000_001), 125_000_000_000_000_000)
+
+    def test_negative_height(self) -> None:
+        """There is no block below genesis."""
+        self.assertRaises(ValueError, self.classic.block_reward, -1)

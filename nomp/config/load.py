@@ -13,9 +13,13 @@ import yaml
 
 from nomp.config.errors import ErrorLog
 from nomp.config.model import (
+    ETH_ALGORITHMS,
+    ETH_POOL_DEFAULT_KEYS,
     POOL_DEFAULT_KEYS,
     CoinConfig,
     Config,
+    EthCoinConfig,
+    EthPoolConfig,
     GlobalConfig,
     PoolConfig,
     PoolDefaults,
@@ -99,8 +103,9 @@ def load_config(directory: str | os.PathLike[str]) -> Config:
         errors.add("config.yaml", "", "missing")
 
     coins_dir = (conf / settings.coins).resolve()
-    coins: dict[str, CoinConfig | None] = {}
+    coins: dict[str, _Coin] = {}
     pools: list[PoolConfig] = []
+    eth_pools: list[EthPoolConfig] = []
     listens = [("control.listen", settings.control.listen)]
     if settings.web.enabled:
         listens.append(("web.listen", settings.web.listen))
@@ -110,12 +115,14 @@ def load_config(directory: str | os.PathLike[str]) -> Config:
         errors.add("pools/", "", "no pool files (pools/*.yaml)")
     for path in pool_files:
         pool = _read_pool(path, settings.pool_defaults, coins_dir, coins, claims, errors)
-        if pool is not None and pool.enabled:
+        if isinstance(pool, EthPoolConfig) and pool.enabled:
+            eth_pools.append(pool)
+        elif isinstance(pool, PoolConfig) and pool.enabled:
             pools.append(pool)
 
     _check_conflicts(claims, errors)
     errors.raise_if_any()
-    return Config(directory=conf, settings=settings, pools=tuple(pools))
+    return Config(directory=conf, settings=settings, pools=tuple(pools), eth_pools=tuple(eth_pools))
 
 
 def _salvage(data: Any) -> GlobalConfig:
@@ -142,14 +149,25 @@ class _Claims:
     listens: list[tuple[str, str]]  # (path, endpoint)
 
 
+@dataclass(frozen=True, slots=True)
+class _Coin:
+    """A coin file as read: its family's pool class, and the coin if it is valid."""
+
+    pool_class: type[PoolConfig] | type[EthPoolConfig]
+    coin: CoinConfig | EthCoinConfig | None
+
+
+_NO_COIN = _Coin(PoolConfig, None)  # a coin that cannot be read is taken for a Bitcoin-family one
+
+
 def _read_pool(
     path: Path,
     defaults: PoolDefaults,
     coins_dir: Path,
-    coins: dict[str, CoinConfig | None],
+    coins: dict[str, _Coin],
     claims: list[_Claims],
     errors: ErrorLog,
-) -> PoolConfig | None:
+) -> PoolConfig | EthPoolConfig | None:
     shown = f"pools/{path.name}"
     data = _read_yaml(path, shown, errors)
     if data is None:
@@ -159,11 +177,12 @@ def _read_pool(
         reader.error("", "expected a mapping at the top")
         return None
     coin_name = data.get("coin")
-    coin: CoinConfig | None = None
+    read = _NO_COIN
     if not isinstance(coin_name, str) or not coin_name:
         reader.error("coin", "missing" if coin_name is None else "expected a coin file name")
     else:
-        coin = _read_coin(coin_name, coins_dir, coins, reader, errors)
+        read = _read_coin(coin_name, coins_dir, coins, reader, errors)
+    coin = read.coin
     if data.get("enabled", True) is not False:
         ports = data.get("ports")
         listens = [
@@ -173,32 +192,40 @@ def _read_pool(
         ]
         claims.append(_Claims(shown, coin.name if coin else None, listens))
     fields = {k: v for k, v in data.items() if k != "coin"}
-    fallbacks = {key: getattr(defaults, key) for key in POOL_DEFAULT_KEYS}
+    keys = ETH_POOL_DEFAULT_KEYS if read.pool_class is EthPoolConfig else POOL_DEFAULT_KEYS
+    fallbacks = {key: getattr(defaults, key) for key in keys}
     fixed = {"name": path.stem, "file": shown, "coin": coin}
-    pool = reader.read(PoolConfig, fields, fallbacks=fallbacks, fixed=fixed)
+    pool = reader.read(read.pool_class, fields, fallbacks=fallbacks, fixed=fixed)
     return None if coin is None else pool
 
 
 def _read_coin(
     name: str,
     coins_dir: Path,
-    coins: dict[str, CoinConfig | None],
+    coins: dict[str, _Coin],
     pool_reader: Reader,
     errors: ErrorLog,
-) -> CoinConfig | None:
+) -> _Coin:
     if "/" in name or "\\" in name or name.startswith("."):
         pool_reader.error("coin", f"{name!r} is not a coin file name")
-        return None
+        return _NO_COIN
     stem = name.removesuffix(".yaml")
     if stem not in coins:
         path = coins_dir / f"{stem}.yaml"
         shown = f"{coins_dir.name}/{stem}.yaml"
         if not path.is_file():
             pool_reader.error("coin", f"no coin file {shown}")
-            coins[stem] = None
-            return None
+            coins[stem] = _NO_COIN
+            return _NO_COIN
         data = _read_yaml(path, shown, errors)
-        coins[stem] = None if data is None else Reader(shown, errors).read(CoinConfig, data)
+        if data is None:
+            coins[stem] = _NO_COIN
+        elif isinstance(data, Mapping) and str(data.get("algorithm")) in ETH_ALGORITHMS:
+            # The family is known from the raw value, so that a pool of a
+            # coin file with errors is still checked as that family's pool.
+            coins[stem] = _Coin(EthPoolConfig, Reader(shown, errors).read(EthCoinConfig, data))
+        else:
+            coins[stem] = _Coin(PoolConfig, Reader(shown, errors).read(CoinConfig, data))
     return coins[stem]
 
 

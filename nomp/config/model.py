@@ -1,13 +1,16 @@
 """The configuration as frozen dataclasses: one per section.
 
 Field names are the YAML keys. Durations are in seconds, difficulties are
-Stratum difficulties, percentages are of the block reward.
+Stratum difficulties (for Ethereum-family pools: hashes, a share of
+difficulty d meeting the target 2^256 / d), percentages are of the block
+reward, Ethereum amounts are in wei.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from itertools import pairwise
 from pathlib import Path
 from typing import Literal
 
@@ -29,6 +32,8 @@ from nomp.config.schema import (
 from nomp.hashing import ALGORITHMS, Algorithm
 
 MAX_SIGNATURE_BYTES = 64  # the coinbase scriptSig is at most 100 bytes in all
+# A coin file with one of these algorithms is an EthCoinConfig, its pools EthPoolConfigs.
+ETH_ALGORITHMS = frozenset({"ethash", "etchash"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +121,7 @@ class VardiffConfig:
 
 @dataclass(frozen=True, slots=True)
 class PortConfig:
-    """One Stratum listening endpoint."""
+    """One listening endpoint: Stratum, or (Ethereum-family pools) HTTP getwork."""
 
     listen: str = checked(endpoint)  # a Twisted endpoint, e.g. tcp:3333:interface=0.0.0.0
     diff: float = checked(positive)
@@ -125,6 +130,15 @@ class PortConfig:
     # Proxies (IPs or networks) allowed to connect; non-empty: every
     # connection must start with a PROXY protocol header (v1 or v2).
     proxy_protocol: tuple[Network, ...] = parsed(tuple[str, ...], ip_networks, ())
+    # An Ethereum-family pool's stratum port tells eth-proxy and NiceHash
+    # EthereumStratum/1.0.0 apart per connection; getwork is HTTP.
+    protocol: Literal["stratum", "getwork"] = "stratum"
+    max_body: int = checked(positive, 1024)  # getwork: the largest request body, in bytes
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.protocol == "getwork" and self.proxy_protocol:
+            return [("proxy_protocol", "is for stratum ports, not getwork ones")]
+        return []
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +251,7 @@ def _algorithm(name: str) -> Algorithm:
     try:
         return ALGORITHMS[name]
     except KeyError:
-        known = ", ".join(sorted(ALGORITHMS))
+        known = ", ".join(sorted({*ALGORITHMS, *ETH_ALGORITHMS}))
         raise ValueError(f"unknown algorithm {name!r} (known: {known})") from None
 
 
@@ -280,10 +294,135 @@ class PoolConfig:
     version_mask: int = parsed(str, hex_word, 0x1FFFE000)
 
     def problems(self) -> list[tuple[str, str]]:
+        found = [
+            (f"ports[{i}].protocol", "getwork is for Ethereum-family pools")
+            for i, port in enumerate(self.ports)
+            if port.protocol == "getwork"
+        ]
         total = sum(r.percent for r in self.reward_recipients)
         if total >= 100:
-            return [("reward_recipients", f"percentages add up to {total}, must be below 100")]
+            found.append(("reward_recipients", f"percentages add up to {total}, must be below 100"))
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class RewardStep:
+    """From block ``from_block`` on, a block's base reward is ``wei``."""
+
+    from_block: int = checked(non_negative)
+    wei: int = checked(positive)
+
+
+@dataclass(frozen=True, slots=True)
+class EthRewards:
+    """An Ethereum-family chain's block, uncle and nephew rewards, in wei.
+
+    ``schedule`` gives the base reward by height (its forks). With
+    ``era_length`` (ECIP-1017) the base reward shrinks by a fifth each era,
+    era = (block - 1) // era_length. ``uncle_rule`` "ethereum" pays an uncle
+    (uncle + 8 - block) / 8 of the base reward; "ecip1017" does so in era 0
+    and pays 1/32 of the era's reward from era 1 on.
+    """
+
+    schedule: tuple[RewardStep, ...] = checked(non_empty)
+    era_length: int | None = checked(positive, None)
+    uncle_rule: Literal["ethereum", "ecip1017"] = "ethereum"
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.schedule[0].from_block != 0:
+            return [("schedule[0].from_block", "must be 0: the first step covers every block from genesis")]
+        return [
+            (f"schedule[{i}].from_block", f"must be above schedule[{i - 1}]'s ({before.from_block})")
+            for i, (before, step) in enumerate(pairwise(self.schedule), 1)
+            if step.from_block <= before.from_block
+        ]
+
+    def era(self, height: int) -> int:
+        """The ECIP-1017 era of block ``height`` (0 without eras)."""
+        if self.era_length is None:
+            return 0
+        return max(height - 1, 0) // self.era_length
+
+    def block_reward(self, height: int) -> int:
+        """The reward of the block at ``height`` to its miner, without nephew rewards or fees."""
+        if height < 0:
+            raise ValueError(f"no block at height {height}")
+        base = next(s.wei for s in reversed(self.schedule) if s.from_block <= height)
+        era = self.era(height)
+        return int(base * 4**era // 5**era)  # int(): to mypy a power with a variable exponent is Any
+
+    def uncle_reward(self, height: int, uncle_height: int) -> int:
+        """The reward of an uncle at ``uncle_height`` included in the block at ``height``."""
+        depth = height - uncle_height
+        if not 1 <= depth <= 7:
+            raise ValueError(f"an uncle is 1 to 7 blocks below its nephew, not {depth}")
+        reward = self.block_reward(height)
+        if self.uncle_rule == "ecip1017" and self.era(height) > 0:
+            return reward // 32
+        return (8 - depth) * reward // 8
+
+    def nephew_reward(self, height: int) -> int:
+        """What the block at ``height`` earns for each uncle it includes."""
+        return self.block_reward(height) // 32
+
+
+def eth_address(value: str) -> str | None:
+    """0x and 40 hex digits, in either case."""
+    digits = value[2:]
+    if value.startswith("0x") and len(digits) == 40 and all(c in "0123456789abcdefABCDEF" for c in digits):
+        return None
+    return "must be an address: 0x and 40 hex digits"
+
+
+@dataclass(frozen=True, slots=True)
+class EthCoinConfig:
+    """``coins/<name>.yaml`` of an Ethereum-family coin (``algorithm`` ethash or etchash)."""
+
+    algorithm: Literal["ethash", "etchash"]
+    rewards: EthRewards
+    name: str = checked(non_empty)  # also the Redis key prefix of its pool
+    symbol: str = checked(non_empty)
+    chain_id: int = checked(positive)  # checked against the node's eth_chainId at start
+    # etchash: the block from which epochs are 60,000 blocks long (ECIP-1099).
+    ecip1099_block: int | None = checked(non_negative, None)
+    block_time: float = checked(positive, 13.0)
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.algorithm == "etchash" and self.ecip1099_block is None:
+            return [("ecip1099_block", "missing: etchash needs its activation block")]
+        if self.algorithm == "ethash" and self.ecip1099_block is not None:
+            return [("ecip1099_block", "is for etchash coins only")]
         return []
+
+
+@dataclass(frozen=True, slots=True)
+class EthPoolConfig:
+    """``pools/<name>.yaml`` of a pool whose coin is an EthCoinConfig."""
+
+    name: str  # the file's stem
+    file: str  # where it came from, for messages
+    coin: EthCoinConfig
+    address: str = checked(eth_address)  # the pool's wallet
+    daemons: tuple[DaemonConfig, ...] = checked(non_empty)  # the first healthy one is used
+    ports: tuple[PortConfig, ...] = checked(non_empty)
+    enabled: bool = True
+    block_refresh_interval: float = checked(positive, 0.5)  # seconds between eth_getWork polls
+    upstream_check_interval: float = checked(positive, 5.0)
+    state_update_interval: float = checked(positive, 3.0)  # the node heartbeat in Redis
+    # Work of this many latest heights is still accepted (1: the current one only).
+    stale_heights: int = checked(lambda v: None if v >= 1 else "must be >= 1", 3)
+    connection_timeout: float = checked(positive, 600.0)
+    banning: BanningConfig = field(default_factory=BanningConfig)
+    usernames: Literal["address", "any"] = "address"  # what a login may be
+    hashrate_window: float = checked(positive, 300.0)  # seconds of shares in the hashrate
+    hashrate_expiration: float = checked(positive, 10800.0)  # TTL of a login's hashrate set
+    node_name: str = checked(non_empty, "main")  # this process's name in <coin>:nodes
+    dataset: bool = False  # keep the full ethash dataset in memory (GiBs) for faster checks
+
+
+# The pool_defaults that apply to Ethereum-family pools too; the others
+# (block_refresh_interval above all, whose Bitcoin default is 1 s) do not.
+ETH_POOL_DEFAULT_KEYS = frozenset({"connection_timeout", "banning"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,4 +431,5 @@ class Config:
 
     directory: Path
     settings: GlobalConfig
-    pools: tuple[PoolConfig, ...]  # the enabled ones
+    pools: tuple[PoolConfig, ...]  # the enabled Bitcoin-family ones
+    eth_pools: tuple[EthPoolConfig, ...] = ()  # the enabled Ethereum-family ones
