@@ -24,11 +24,22 @@ class _QuietHTTP11ClientFactory(_HTTP11ClientFactory):
 
 
 def daemon_rpc(
-    http: HTTPPoster, daemon: DaemonConfig, clock: IReactorTime, observer: CallObserver | None = None
+    http: HTTPPoster,
+    daemon: DaemonConfig,
+    clock: IReactorTime,
+    observer: CallObserver | None = None,
+    version: str = "1.0",
 ) -> DaemonRPC:
-    """A DaemonRPC for one configured daemon, over ``http``."""
+    """A DaemonRPC for one configured daemon, over ``http`` (``version``: of JSON-RPC)."""
     return DaemonRPC(
-        http, daemon.url, daemon.user, daemon.password, clock, timeout=daemon.timeout, observer=observer
+        http,
+        daemon.url,
+        daemon.user,
+        daemon.password,
+        clock,
+        timeout=daemon.timeout,
+        observer=observer,
+        version=version,
     )
 
 
@@ -57,9 +68,10 @@ class DaemonClients:
             http = HTTPClient(Agent(reactor, pool=self.pool))
         self.http: HTTPPoster = http
 
-    def rpc(self, daemon: DaemonConfig) -> DaemonRPC:
-        """A client of one daemon (a wallet: never failed over)."""
-        return daemon_rpc(self.http, daemon, self._reactor, self._observer)
+    def rpc(self, daemon: DaemonConfig, version: str = "1.0") -> DaemonRPC:
+        """A client of one daemon (a wallet: never failed over); ``version``:
+        of JSON-RPC ("2.0" for the Ethereum family's nodes)."""
+        return daemon_rpc(self.http, daemon, self._reactor, self._observer, version)
 
     def group(self, daemons: Sequence[DaemonConfig]) -> DaemonGroup:
         """The daemons of a pool, in their configured order."""

@@ -76,7 +76,9 @@ class _BodyReader(TwistedProtocol):
 
 
 class DaemonRPC:
-    """JSON-RPC 1.0 calls to one daemon.
+    """JSON-RPC calls to one daemon: 1.0 (the Bitcoin family, whose replies
+    carry both ``result`` and ``error``) or 2.0 (the Ethereum family, whose
+    replies carry one of them).
 
     Amounts in replies are parsed as ``Decimal``, never float. Every call has
     a deadline covering the whole exchange, body included.
@@ -92,8 +94,10 @@ class DaemonRPC:
         timeout: float = 30.0,
         max_response: int = DEFAULT_MAX_RESPONSE,
         observer: CallObserver | None = None,
+        version: str = "1.0",
     ) -> None:
         self.url = url
+        self._version = version
         self._observer = observer
         self._http = http
         token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
@@ -135,7 +139,7 @@ class DaemonRPC:
     async def _exchange(self, method: str, params: list[Any]) -> Any:
         request_id = next(self._ids)
         body = json.dumps(
-            {"jsonrpc": "1.0", "id": request_id, "method": method, "params": params},
+            {"jsonrpc": self._version, "id": request_id, "method": method, "params": params},
             default=_encode_decimal,
         ).encode()
         try:
@@ -160,6 +164,8 @@ class DaemonRPC:
             reply = json.loads(raw, parse_float=Decimal)
         except ValueError:
             reply = None
+        if isinstance(reply, dict) and self._version == "2.0" and ("result" in reply) != ("error" in reply):
+            reply.setdefault("error", None)
         if not isinstance(reply, dict) or "result" not in reply or "error" not in reply:
             if status != 200:
                 detail = _HTTP_HINTS.get(status) or _plain_text(raw)

@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from nomp.hashing import JobHasher, ShareHash, ShareWork
+
+class Hasher(Protocol):
+    """What checks a batch of shares of one job (JobHasher, the Ethereum
+    family's EpochHasher): hashable, one per job, so batches group by it."""
+
+    def check_packed(self, records: bytes, count: int) -> Sequence[Any]: ...
+
+
+class Work(Protocol):
+    """One share's part of a batch (ShareWork, EthTask)."""
+
+    def pack(self) -> bytes: ...
+
 
 # Two 16-lane scrypt runs: large enough to fill the SIMD lanes under load,
 # small enough that one batch stays well under a millisecond.
@@ -26,8 +38,8 @@ MAX_BATCH = 32
 FULL_BATCH = 16
 BATCH_WAIT = 0.0005
 
-# Told the result of one share check: its ShareHash, or the Failure of its batch.
-ShareDone = Callable[[ShareHash | Failure], None]
+# Told the result of one share check: what its hasher made of it, or the Failure of its batch.
+ShareDone = Callable[[Any], None]
 _Waiting = list[tuple[bytes, ShareDone]]
 # What a worker thread is given: a call, its arguments, and what to call on
 # the reactor thread with its result (or its Failure). None: stop.
@@ -57,7 +69,7 @@ class HashPoolService(Service):
         # itself (bench/hashing.py measures both).
         self._tasks: queue.SimpleQueue[_Task] = queue.SimpleQueue()
         self._workers: list[threading.Thread] = []
-        self._waiting: dict[JobHasher, _Waiting] = {}
+        self._waiting: dict[Hasher, _Waiting] = {}
         self._busy = 0
         self._timer: Any = None
 
@@ -107,13 +119,30 @@ class HashPoolService(Service):
                 result = Failure()
             self._reactor.callFromThread(done, result)
 
-    def check(self, job: JobHasher, work: ShareWork) -> defer.Deferred[ShareHash]:
-        """The header and PoW hash of one share, computed off the reactor thread."""
-        done: defer.Deferred[ShareHash] = defer.Deferred()
+    def check(self, job: Hasher, work: Work) -> defer.Deferred[Any]:
+        """What ``job`` makes of one share (a JobHasher: its header and PoW
+        hash), computed off the reactor thread."""
+        done: defer.Deferred[Any] = defer.Deferred()
         self.submit(job, work, partial(_fire, done))
         return done
 
-    def submit(self, job: JobHasher, work: ShareWork, done: ShareDone) -> None:
+    def run(self, function: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
+        """``function(*args)`` in a hashing thread, for slow work the share
+        checks depend on (an ethash cache, a dataset chunk): it takes a
+        thread as a batch does, and share batches go to the others."""
+        done: defer.Deferred[Any] = defer.Deferred()
+        if not self._workers:
+            return defer.fail(RuntimeError("the hashing pool is not running"))
+        self._busy += 1
+        self._tasks.put((function, args, partial(self._ran, done=done)))
+        return done
+
+    def _ran(self, result: Any, done: defer.Deferred[Any]) -> None:
+        self._busy -= 1
+        _fire(done, result)
+        self._dispatch()
+
+    def submit(self, job: Hasher, work: Work, done: ShareDone) -> None:
         """``check`` for the Stratum server's hot path: ``done`` is called on
         the reactor thread with the result, with no Deferred made per share."""
         waiting = self._waiting.setdefault(job, [])
@@ -143,7 +172,7 @@ class HashPoolService(Service):
             records = b"".join(record for record, _ in batch)
             self._tasks.put((job.check_packed, (records, len(batch)), partial(self._finished, batch=batch)))
 
-    def _finished(self, result: list[ShareHash] | Failure, batch: _Waiting) -> None:
+    def _finished(self, result: Sequence[Any] | Failure, batch: _Waiting) -> None:
         self._busy -= 1
         if isinstance(result, Failure):
             for _, done in batch:
@@ -159,7 +188,7 @@ class HashPoolService(Service):
             for _, done in items:
                 self._tell(done, Failure(error))
 
-    def _tell(self, done: ShareDone, result: ShareHash | Failure) -> None:
+    def _tell(self, done: ShareDone, result: Any) -> None:
         # One share's caller failing must not cost the rest of its batch their answers.
         try:
             done(result)

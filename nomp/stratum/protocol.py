@@ -293,12 +293,16 @@ class StratumProtocol(LineOnlyReceiver, TimeoutMixin):
             self._malformed(request_id, "params must be a list")
             return
         try:
-            self.handler.request(self, request_id, method, params)
+            self._dispatch(request_id, method, params, message)
         except StratumError as e:
             self.reply_error(request_id, e)
         except Exception:
             self.log.failure("request {method} from {peer} failed", method=method, peer=self.peer)
             self.reply_error(request_id, StratumError(OTHER, "internal error"))
+
+    def _dispatch(self, request_id: Any, method: str, params: list[Any], message: dict[str, Any]) -> None:
+        """Hand a request to the handler (a dialect reading more of the message overrides this)."""
+        self.handler.request(self, request_id, method, params)
 
     def _malformed(self, request_id: Any, problem: str) -> None:
         self._write(error_reply(request_id, OTHER, problem))

@@ -2,25 +2,48 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
 
-from nomp.config import PortConfig
+from nomp.config import BanningConfig, PortConfig
 from nomp.services import OrderedMultiService
+from nomp.stratum.enforcement import BanEnforcer
 from nomp.stratum.proxyproto import ProxyProtocolFactory
-from nomp.stratum.stratumpool import StratumPool
 
 QUIET_CHECK_INTERVAL = 5.0  # seconds between looks for miners gone quiet
+
+
+class _PoolConfig(Protocol):
+    @property
+    def banning(self) -> BanningConfig: ...
+
+
+class MinerSide(Protocol):
+    """One pool's miner side, as its ports need it (StratumPool, EthStratumPool)."""
+
+    @property
+    def config(self) -> _PoolConfig: ...
+
+    @property
+    def bans(self) -> BanEnforcer: ...
+
+    def factory(self, port: PortConfig) -> Any: ...
+
+    def retarget_quiet(self) -> None: ...
+
+    def close_all(self) -> None: ...
+
+    def idle(self) -> defer.Deferred[None]: ...
 
 
 class StratumService(OrderedMultiService):
     """Listens on a pool's ports; at stop, closes connections and waits for
     the shares still being checked, so the recorder gets all of them."""
 
-    def __init__(self, server: StratumPool, ports: tuple[PortConfig, ...], reactor: Any) -> None:
+    def __init__(self, server: MinerSide, ports: tuple[PortConfig, ...], reactor: Any) -> None:
         super().__init__()
         self.setName("stratum")
         self.server = server
