@@ -2,6 +2,9 @@
 
     nomp-miner stratum+tcp://127.0.0.1:3333 -u ADDRESS[.WORKER] [-p x] [-t THREADS] [-d SECONDS]
     nomp-miner stratum+ssl://pool.example:3334 -u ADDRESS [--ca FILE | --insecure]
+    nomp-miner getwork+http://127.0.0.1:8888/ADDRESS[/WORKER] [--max-shares N]
+    nomp-miner ethproxy+tcp://127.0.0.1:8008 -u ADDRESS[.WORKER] (also ethproxy+ssl://)
+    nomp-miner nicehash+tcp://127.0.0.1:8008 -u ADDRESS[.WORKER] (also nicehash+ssl://)
 
 It grinds nonces with nomp's own C share check (scrypt or sha256d), submits
 every share that meets the difficulty the pool set, and prints how many
@@ -11,6 +14,9 @@ were accepted and rejected. It is a test tool, not a fast miner.
 The pool's certificate must then chain to a trusted CA and name the host of
 the URL: the system's CAs, or those of ``--ca FILE``; ``--insecure`` takes
 any certificate.
+
+The getwork+http, ethproxy and nicehash URLs mine ethash (etchash with
+``--ecip1099-block``): see nomp.ethminer.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import json
 import re
 import sys
 from collections import Counter
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -375,23 +382,38 @@ async def run(reactor: Any, options: argparse.Namespace) -> int:
     return 0 if stats.accepted > 0 and failed == 0 else 1
 
 
-def _url_argument(url: str) -> PoolURL:
-    try:
-        return parse_pool_url(url)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
 def main(argv: list[str] | None = None) -> None:
+    # nomp.ethminer builds on this module, so it can only be imported once this one is.
+    from nomp import ethminer  # noqa: PLC0415
+
+    def url_argument(url: str) -> PoolURL | ethminer.EthPoolURL:
+        try:
+            return ethminer.parse_eth_url(url) if ethminer.is_eth_url(url) else parse_pool_url(url)
+        except ValueError as e:
+            if str(e).startswith("unknown scheme"):
+                scheme = url.split("://", 1)[0]
+                known = ", ".join([*SCHEMES, *ethminer.ETH_SCHEMES])
+                raise argparse.ArgumentTypeError(f"unknown scheme {scheme!r}: use one of {known}") from None
+            raise argparse.ArgumentTypeError(str(e)) from None
+
     parser = argparse.ArgumentParser(prog="nomp-miner", description="Mine a few shares on a pool port.")
     parser.add_argument(
         "url",
-        type=_url_argument,
-        help="stratum+tcp://HOST:PORT, or stratum+ssl://HOST:PORT (also stratum+tls://) for TLS",
+        type=url_argument,
+        help="stratum+tcp://HOST:PORT, or stratum+ssl://HOST:PORT (also stratum+tls://) for TLS; "
+        "for ethash getwork+http://HOST:PORT/ADDRESS[/WORKER], ethproxy+tcp://HOST:PORT or "
+        "nicehash+tcp://HOST:PORT (+ssl:// for TLS)",
     )
-    parser.add_argument("-u", "--user", required=True, help="the payout address, optionally .worker")
+    parser.add_argument(
+        "-u",
+        "--user",
+        help="the payout address, optionally .worker (required but for getwork, which can have them "
+        "in the URL's path)",
+    )
     parser.add_argument("-p", "--password", default="x")
-    parser.add_argument("-a", "--algorithm", default="scrypt", choices=sorted(ALGORITHMS))
+    parser.add_argument(
+        "-a", "--algorithm", choices=sorted(ALGORITHMS), help="stratum: scrypt (default) or sha256d"
+    )
     parser.add_argument("-t", "--threads", type=int, default=1)
     parser.add_argument("-d", "--duration", type=float, default=10.0, help="seconds to mine")
     checking = parser.add_argument_group(
@@ -411,12 +433,24 @@ def main(argv: list[str] | None = None) -> None:
         help="do not verify the pool's certificate at all: encrypted, but anyone in between can "
         "pose as the pool",
     )
+    ethminer.add_arguments(parser)
     options = parser.parse_args(argv)
-    if not options.url.tls and (options.ca or options.insecure):
-        parser.error("--ca and --insecure are for stratum+ssl:// and stratum+tls:// URLs")
+    runner: Callable[[Any, argparse.Namespace], Coroutine[Any, Any, int]] = run
+    if isinstance(options.url, ethminer.EthPoolURL):
+        ethminer.check_options(parser, options)
+        runner = ethminer.run
+    else:
+        if options.user is None:
+            parser.error("the following arguments are required: -u/--user")
+        if options.max_shares is not None or options.ecip1099_block is not None:
+            parser.error("--max-shares and --ecip1099-block are for the ethash URLs")
+        if options.algorithm is None:
+            options.algorithm = "scrypt"
+        if not options.url.tls and (options.ca or options.insecure):
+            parser.error("--ca and --insecure are for stratum+ssl:// and stratum+tls:// URLs")
 
     async def main_task(reactor: Any) -> None:
-        status = await run(reactor, options)
+        status = await runner(reactor, options)
         if status:
             raise SystemExit(status)  # react() exits with it
 
