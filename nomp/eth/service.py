@@ -88,6 +88,7 @@ class EthPoolService(OrderedMultiService):
         self._starting: defer.Deferred[None] | None = None
         self._timers: list[task.LoopingCall] = []
         self._refreshing: defer.Deferred[None] | None = None
+        self._checking: defer.Deferred[None] | None = None
         self._refresh_again = False
         self._problem: str | None = None
         self.blocks: Counter[str] = Counter()  # candidates: accepted, rejected, error
@@ -166,8 +167,9 @@ class EthPoolService(OrderedMultiService):
                 timer.stop()
         self._timers = []
         self._refresh_again = False
-        if self._refreshing is not None:
-            self._refreshing.cancel()
+        for running in (self._refreshing, self._checking):
+            if running is not None:
+                running.cancel()
         stopping: defer.Deferred[None] = super().stopService()
         stopping.addCallback(lambda _: self.blocks_in_flight())
         stopping.addCallback(lambda _: self._recorder.flush())
@@ -241,9 +243,17 @@ class EthPoolService(OrderedMultiService):
             except Exception:
                 self.log.failure("pool {pool}: work listener failed", pool=self.config.name)
 
-    async def _check_upstreams(self) -> None:
-        if self.upstreams is not None:
-            await self.upstreams.check()
+    def _check_upstreams(self) -> defer.Deferred[None] | None:
+        if self.upstreams is None or self._checking is not None:
+            return None
+        self._checking = defer.Deferred.fromCoroutine(self.upstreams.check())
+
+        def checked(result: object) -> None:
+            self._checking = None
+            if isinstance(result, Failure) and not result.check(defer.CancelledError):
+                self.log.failure("pool {pool}: node check failed", result, pool=self.config.name)
+
+        return self._checking.addBoth(checked)
 
     def _heartbeat(self) -> defer.Deferred[Any] | None:
         work = self.book.current
