@@ -16,6 +16,7 @@ from twisted.internet.task import deferLater
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
+from twisted.web.http_headers import Headers
 
 from nomp.config import DaemonConfig, EthCoinConfig, EthPoolConfig, PortConfig, VardiffConfig
 from nomp.config.model import EthRewards, RewardStep
@@ -139,6 +140,11 @@ class LineClient(LineOnlyReceiver):
         if not self.closed.called:
             self.closed.callback(None)
 
+    def close(self) -> defer.Deferred[None]:
+        if self.transport is not None:
+            self.transport.loseConnection()
+        return self.closed
+
     def send(self, message: dict[str, Any]) -> None:
         assert self.transport is not None
         self.transport.write(json.dumps(message).encode() + b"\n")
@@ -168,6 +174,9 @@ async def connect(port: int) -> LineClient:
     return client
 
 
+JSON_HEADERS = Headers({"content-type": ["application/json"]})
+
+
 class GetworkClient:
     """HTTP getwork, as ethminer's -P http:// speaks it."""
 
@@ -178,7 +187,7 @@ class GetworkClient:
 
     async def post(self, body: bytes) -> tuple[int, bytes]:
         response = await treq.post(
-            self.url, body, pool=self.http, headers={b"content-type": [b"application/json"]}
+            self.url, body, pool=self.http, headers=JSON_HEADERS
         )
         return response.code, await response.content()
 

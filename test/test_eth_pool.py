@@ -4,18 +4,25 @@ chain engine imports."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import ethash
+import treq
+from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
+from nomp.eth.stratum import NICEHASH_UNIT
+from test.ethnode import search_nonce
 from test.ethpool import (
     LOGIN,
     LOGIN_CHECKSUMMED,
     EthPool,
+    GetworkClient,
     LineClient,
     connect,
     eth_pool,
+    getwork_port,
     solve,
     stratum_port,
 )
@@ -29,7 +36,7 @@ NETWORK_DIFF = 256
 def missing_nonce(work: list[str], difficulty: float) -> list[str]:
     """Params of a share whose final hash misses ``difficulty``, mix digest right (PyPI ethash)."""
     header = bytes.fromhex(work[0][2:])
-    target = 2**256 // int(difficulty * 2)
+    target = int(2**256 / (difficulty * 0.9))  # beyond the pool's rounding tolerance
     nonce = 0
     while True:
         final, mix = ethash.hash(0, header, nonce)
@@ -41,7 +48,10 @@ def missing_nonce(work: list[str], difficulty: float) -> list[str]:
 class EthProxyTests(TestCase):
     timeout = 60
 
-    async def setUp(self) -> None:
+    def setUp(self) -> defer.Deferred[None]:  # type: ignore[override]  # trial waits for it
+        return defer.Deferred.fromCoroutine(self._start())
+
+    async def _start(self) -> None:
         self.pool: EthPool = await eth_pool(self, [stratum_port(SHARE_DIFF)], difficulty=NETWORK_DIFF)
         self.miner: LineClient = await connect(self.pool.ports[0])
         self.addCleanup(self._close)
@@ -105,9 +115,10 @@ class EthProxyTests(TestCase):
         for i, params in enumerate(cases):
             reply = await self.miner.call("eth_submitWork", params, request_id=10 + i)
             self.assertEqual(reply["error"], {"code": -1, "message": "Malformed PoW result"}, params)
-        for i, params in enumerate([good[:2], [1, 2, 3], [*good, good[0]]]):
-            reply = await self.miner.call("eth_submitWork", params, request_id=20 + i)
-            self.assertEqual(reply["error"], {"code": -1, "message": "Invalid params"}, params)
+        wrong: list[list[Any]] = [good[:2], [1, 2, 3], [*good, good[0]]]
+        for i, wrong_params in enumerate(wrong):
+            reply = await self.miner.call("eth_submitWork", wrong_params, request_id=20 + i)
+            self.assertEqual(reply["error"], {"code": -1, "message": "Invalid params"}, wrong_params)
 
     async def test_unknown_and_stale_work(self) -> None:
         work = await self.login()
@@ -151,7 +162,9 @@ class EthProxyTests(TestCase):
         self.pool.node.chain.mine()
         pushed = await self.miner.next()
         self.assertEqual(pushed["id"], 0)
-        self.assertEqual(pushed["result"][0], self.pool.service.book.current.header_hex)
+        current = self.pool.service.book.current
+        assert current is not None
+        self.assertEqual(pushed["result"][0], current.header_hex)
         self.assertEqual(pushed["result"][2], f"0x{2**256 // 2:064x}")
 
     async def test_submit_hashrate(self) -> None:
@@ -167,7 +180,7 @@ class BlockTests(TestCase):
     async def test_block_through_eth_proxy(self) -> None:
         pool = await eth_pool(self, [stratum_port(SHARE_DIFF)], difficulty=64)
         miner = await connect(pool.ports[0])
-        self.addCleanup(lambda: miner.transport.loseConnection())
+        self.addCleanup(miner.close)
         await miner.call("eth_submitLogin", [LOGIN], worker="rig")
         work = (await miner.call("eth_getWork", [], request_id=2))["result"]
         reply = await miner.call("eth_submitWork", solve(work, 1, 64), request_id=3, worker="rig")
@@ -176,3 +189,141 @@ class BlockTests(TestCase):
         self.assertEqual(pool.node.chain.height, 1)
         self.assertEqual(len(pool.blocks.found), 1)
         self.assertEqual(pool.service.blocks["accepted"], 1)
+
+
+class NiceHashTests(TestCase):
+    timeout = 60
+
+    def setUp(self) -> defer.Deferred[None]:  # type: ignore[override]  # trial waits for it
+        return defer.Deferred.fromCoroutine(self._start())
+
+    async def _start(self) -> None:
+        self.pool: EthPool = await eth_pool(self, [stratum_port(SHARE_DIFF)], difficulty=NETWORK_DIFF)
+        self.miner: LineClient = await connect(self.pool.ports[0])
+        self.addCleanup(self.miner.close)
+
+    async def subscribe(self) -> tuple[bytes, list[Any]]:
+        """Subscribe and authorize: (extranonce, the first notify's params)."""
+        reply = await self.miner.call("mining.subscribe", ["test/1.0", "EthereumStratum/1.0.0"])
+        notify, extranonce_hex = reply["result"]
+        self.assertEqual((notify[0], notify[2]), ("mining.notify", "EthereumStratum/1.0.0"))
+        self.assertEqual(len(extranonce_hex), 6)
+        reply = await self.miner.call("mining.authorize", [f"{LOGIN}.rig", "x"], request_id=2)
+        self.assertEqual(reply["result"], True, reply)
+        difficulty = await self.miner.next()
+        self.assertEqual(difficulty["method"], "mining.set_difficulty")
+        self.assertAlmostEqual(difficulty["params"][0], SHARE_DIFF * NICEHASH_UNIT)
+        job = await self.miner.next()
+        self.assertEqual(job["method"], "mining.notify")
+        return bytes.fromhex(extranonce_hex), job["params"]
+
+    def find(self, extranonce: bytes, params: list[Any], difficulty: float = SHARE_DIFF) -> str:
+        """The miner's part of a nonce that meets ``difficulty`` (PyPI ethash)."""
+        start = int.from_bytes(extranonce, "big") << (8 * (8 - len(extranonce)))
+        nonce, _ = search_nonce(1, bytes.fromhex(params[2]), int(difficulty), start)
+        return nonce.to_bytes(8, "big")[len(extranonce) :].hex()
+
+    async def test_share_accepted_and_duplicate(self) -> None:
+        extranonce, params = await self.subscribe()
+        self.assertEqual(params[2], self.pool.service.book.current.header_hex[2:])  # type: ignore[union-attr]
+        self.assertEqual(params[3], True)
+        part = self.find(extranonce, params)
+        reply = await self.miner.call("mining.submit", [f"{LOGIN}.rig", params[0], part], request_id=3)
+        self.assertEqual(reply["result"], True, reply)
+        self.assertEqual(self.pool.recorder.valid, [(f"{LOGIN}.rig", SHARE_DIFF)])
+        reply = await self.miner.call(
+            "mining.submit", [f"{LOGIN}.rig", params[0], part.upper()], request_id=4
+        )
+        self.assertEqual(reply["error"][:2], [22, "Duplicate share"])
+
+    async def test_refusals(self) -> None:
+        extranonce, params = await self.subscribe()
+        part = self.find(extranonce, params)
+        cases = [
+            ([f"{LOGIN}.rig", "ffffffff", part], 21),  # unknown job
+            ([f"{LOGIN}.other", params[0], part], 24),  # a worker never authorized
+            ([f"{LOGIN}.rig", params[0], part[:-2]], -1),  # the nonce's length
+            ([f"{LOGIN}.rig", params[0], "zz" + part[2:]], -1),  # not hex
+            ([f"{LOGIN}.rig", params[0]], 20),  # params
+        ]
+        for i, (submit, code) in enumerate(cases):
+            reply = await self.miner.call("mining.submit", submit, request_id=10 + i)
+            self.assertEqual(reply["error"][0], code, (submit, reply))
+        reply = await self.miner.call("mining.submit", [f"{LOGIN}.rig", params[0], part], request_id=30)
+        self.assertEqual(reply["result"], True, "refusals cost the miner nothing")
+
+    async def test_low_difficulty(self) -> None:
+        extranonce, params = await self.subscribe()
+        header = bytes.fromhex(params[2])
+        nonce = int.from_bytes(extranonce, "big") << 40
+        while int.from_bytes(ethash.hash(0, header, nonce)[0], "big") <= int(2**256 / (SHARE_DIFF * 0.9)):
+            nonce += 1
+        part = nonce.to_bytes(8, "big")[3:].hex()
+        reply = await self.miner.call("mining.submit", [f"{LOGIN}.rig", params[0], part], request_id=3)
+        self.assertEqual(reply["error"][0], 23, reply)
+
+    async def test_bitcoin_subscribe_refused(self) -> None:
+        reply = await self.miner.call("mining.subscribe", ["cpuminer/2.5"])
+        self.assertEqual(reply["error"][0], 20, reply)
+        reply = await self.miner.call("mining.authorize", [f"{LOGIN}.rig", "x"], request_id=2)
+        self.assertEqual(reply["error"][0], 25, reply)
+
+    async def test_bad_login(self) -> None:
+        await self.miner.call("mining.subscribe", ["test/1.0", "EthereumStratum/1.0.0"])
+        reply = await self.miner.call("mining.authorize", ["0x1234.rig", "x"], request_id=2)
+        self.assertEqual(reply["error"][0], 24, reply)
+
+    async def test_extranonces_unique(self) -> None:
+        other = await connect(self.pool.ports[0])
+        self.addCleanup(other.close)
+        first = await self.miner.call("mining.subscribe", ["a", "EthereumStratum/1.0.0"])
+        second = await other.call("mining.subscribe", ["b", "EthereumStratum/1.0.0"])
+        self.assertNotEqual(first["result"][1], second["result"][1])
+        reply = await self.miner.call("mining.extranonce.subscribe", [], request_id=2)
+        self.assertEqual(reply["result"], True)
+
+
+class GetworkTests(TestCase):
+    timeout = 60
+
+    def setUp(self) -> defer.Deferred[None]:  # type: ignore[override]  # trial waits for it
+        return defer.Deferred.fromCoroutine(self._start())
+
+    async def _start(self) -> None:
+        self.pool: EthPool = await eth_pool(
+            self, [getwork_port(SHARE_DIFF, max_body=512)], difficulty=NETWORK_DIFF
+        )
+        self.miner = GetworkClient(self, self.pool.ports[0], f"{LOGIN_CHECKSUMMED}/rig2")
+
+    async def test_work_share_duplicate(self) -> None:
+        work = (await self.miner.call("eth_getWork", []))["result"]
+        self.assertEqual(len(work), 3)
+        share = solve(work, 1, SHARE_DIFF)
+        self.assertEqual((await self.miner.call("eth_submitWork", share, 2))["result"], True)
+        self.assertEqual(self.pool.recorder.valid, [(f"{LOGIN}.rig2", SHARE_DIFF)])
+        reply = await self.miner.call("eth_submitWork", share, 3)
+        self.assertEqual(reply["error"], {"code": 22, "message": "Duplicate share"})
+        self.assertEqual(
+            (await self.miner.call("eth_submitHashrate", ["0x1", "0x" + "00" * 32], 4))["result"], True
+        )
+
+    async def test_requests_back_to_back(self) -> None:
+        code, body = await self.miner.post(
+            b'{"id":1,"method":"eth_getWork","params":[]}{"id":2,"method":"eth_nope","params":[]}'
+        )
+        self.assertEqual(code, 200)
+        first, second = (json.loads(line) for line in body.splitlines())
+        self.assertEqual(len(first["result"]), 3)
+        self.assertEqual(second["error"], {"code": -3, "message": "Method not found"})
+
+    async def test_rejections(self) -> None:
+        code, body = await self.miner.post(b"{not json")
+        self.assertEqual((code, json.loads(body)["error"]["code"]), (400, -1))
+        code, _ = await self.miner.post(b" " * 600)
+        self.assertEqual(code, 417)
+        bad = GetworkClient(self, self.pool.ports[0], "0x1234/rig")
+        code, body = await bad.post(b'{"id":1,"method":"eth_getWork","params":[]}')
+        self.assertEqual(json.loads(body)["error"], {"code": -1, "message": "Invalid login"})
+        response = await treq.get(self.miner.url, pool=self.miner.http)
+        self.assertEqual(response.code, 405)
+        await response.content()

@@ -85,19 +85,26 @@ class EthStratumProtocol(StratumProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.dialect: Dialect | None = None
-        self.login: str | None = None  # eth-proxy: the address it logged in with
+        self.login: str | None = None  # the address it logged in with
+        self._stratum_style = False  # the request being answered is a mining.* one
 
     def _dispatch(self, request_id: Any, method: str, params: list[Any], message: dict[str, Any]) -> None:
+        self._stratum_style = method.startswith("mining.")
         self.handler.eth_request(self, request_id, method, params, message.get("worker"))
 
+    def _nicehash_style(self) -> bool:
+        """NiceHash's replies (Stratum's error arrays), also for a stratum
+        request before the dialect is known."""
+        return self.dialect == "nicehash" or (self.dialect is None and self._stratum_style)
+
     def reply(self, request_id: Any, result: Any) -> None:
-        if self.dialect == "nicehash":
+        if self._nicehash_style():
             super().reply(request_id, result)
         else:
             self._write(_encode({"id": request_id, "jsonrpc": "2.0", "result": result}))
 
     def reply_error(self, request_id: Any, error: StratumError) -> None:
-        if self.dialect == "nicehash":
+        if self._nicehash_style():
             super().reply_error(request_id, error)
         else:  # JSON-RPC 2.0's error object, as OEP answers
             error_object = {"code": error.code, "message": error.message}
