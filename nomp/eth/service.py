@@ -10,7 +10,7 @@ logged with the block's seal hash and height.
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -34,6 +34,7 @@ from nomp.services import OrderedMultiService
 WorkListener = Callable[[EthWork], None]
 CANDIDATE_RECORD_WAIT = 1.0  # seconds a candidate may wait for its record before it is submitted anyway
 NODE_RETRY = 5.0  # seconds between tries to reach a node at start
+SEALED_REMEMBERED = 64
 
 
 class EthBlockRecords(Protocol):
@@ -94,6 +95,9 @@ class EthPoolService(OrderedMultiService):
         self.blocks: Counter[str] = Counter()  # candidates: accepted, rejected, error
         self.work_failures: Counter[str] = Counter()  # refreshes that made no work: node, work
         self._blocks_in_flight: dict[str, defer.Deferred[None]] = {}
+        # Seal hashes a node took a block for: another share meeting the same
+        # work's boundary is a share, no longer a block.
+        self._sealed: deque[str] = deque(maxlen=SEALED_REMEMBERED)
 
     def add_work_listener(self, listener: WorkListener) -> None:
         """Call ``listener(work)`` for every new work (the protocols send it on)."""
@@ -276,7 +280,7 @@ class EthPoolService(OrderedMultiService):
     def found_block(self, candidate: BlockCandidate) -> None:
         """A share met the network's boundary: record the candidate, submit it, settle it."""
         key = candidate.block_hash
-        if key in self._blocks_in_flight:
+        if key in self._blocks_in_flight or key in self._sealed:
             return  # the same work sealed twice: one block per seal hash can be in the chain
         handling = background(f"block {key}", self._handle_block(candidate))
         if handling.called:
@@ -317,6 +321,7 @@ class EthPoolService(OrderedMultiService):
                 answer="accepted" if answer is True else "refused" if answer is False else f"error: {answer}",
             )
         if accepted:
+            self._sealed.append(candidate.block_hash)
             self.blocks["accepted"] += 1
             self._recorder.block_settled(candidate.block_hash, True)
         elif refused:
