@@ -47,10 +47,8 @@ class EthBlockRecords(Protocol):
     def flush(self) -> defer.Deferred[None]: ...
 
 
-class NodeStates(Protocol):
-    """Where the node heartbeat goes (OEP's ``<coin>:nodes``)."""
-
-    def __call__(self, name: str, height: int, difficulty: int, now: float) -> defer.Deferred[Any]: ...
+# Where the node heartbeat goes (OEP's ``<coin>:nodes``): (name, height, difficulty, unix seconds).
+NodeStates = Callable[[str, int, int, float], defer.Deferred[Any]]
 
 
 class EthPoolService(OrderedMultiService):
@@ -93,7 +91,8 @@ class EthPoolService(OrderedMultiService):
         self._refresh_again = False
         self._problem: str | None = None
         self.blocks: Counter[str] = Counter()  # candidates: accepted, rejected, error
-        self.work_failures: Counter[str] = Counter()  # refreshes that made no work: node, work
+        # Refreshes that made no work, by kind: daemon (the node failed), template (unusable work).
+        self.job_failures: Counter[str] = Counter()
         self._blocks_in_flight: dict[str, defer.Deferred[None]] = {}
         # Seal hashes a node took a block for: another share meeting the same
         # work's boundary is a share, no longer a block.
@@ -215,10 +214,10 @@ class EthPoolService(OrderedMultiService):
                 pending = parse_quantity(block.get("number") if isinstance(block, dict) else None, "number")
             work = self.book.add(reply, pending)
         except DaemonError as e:
-            self._report_problem("node", f"eth_getWork failed: {e}")
+            self._report_problem("daemon", f"eth_getWork failed: {e}")
             return
         except WorkError as e:
-            self._report_problem("work", f"unusable work from {upstreams.active.url}: {e}")
+            self._report_problem("template", f"unusable work from {upstreams.active.url}: {e}")
             return
         if self._problem is not None:
             self.log.info("pool {pool}: work is back", pool=self.config.name)
@@ -227,7 +226,7 @@ class EthPoolService(OrderedMultiService):
             self._announce(work)
 
     def _report_problem(self, kind: str, problem: str) -> None:
-        self.work_failures[kind] += 1
+        self.job_failures[kind] += 1
         if problem != self._problem:  # once per kind of problem, not once per poll
             self.log.error("pool {pool}: {problem}", pool=self.config.name, problem=problem)
             self._problem = problem

@@ -34,8 +34,8 @@ from nomp.daemon.rpc import CallObserver
 from nomp.pool.blocks import BLOCK_RESULTS
 from nomp.store.client import RedisClient
 from nomp.stratum.banning import Refusal
+from nomp.stratum.connection import Connection
 from nomp.stratum.pipeline import SHARE_RESULTS
-from nomp.stratum.stratumpool import StratumPool
 from nomp.web.collector import Snapshot
 
 # Daemon calls run from milliseconds (getblocktemplate on a small mempool)
@@ -72,6 +72,40 @@ class BufferedRecords(Protocol):
     def set_aside(self) -> int:
         """Records of batches Redis refused, set aside in <coin>:recorder:setAside."""
         ...
+
+
+class _Ports(Protocol):
+    @property
+    def ports(self) -> tuple[PortConfig, ...]: ...
+
+
+class _Refusals(Protocol):
+    @property
+    def refused(self) -> Tally[str]: ...
+
+
+class _Shares(Protocol):
+    @property
+    def shares(self) -> Tally[str]: ...
+
+    @property
+    def in_flight(self) -> int: ...
+
+
+class MinerServer(Protocol):
+    """A pool's miner side as the metrics see it (StratumPool, EthStratumPool)."""
+
+    @property
+    def config(self) -> _Ports: ...
+
+    @property
+    def connections(self) -> Iterable[Connection]: ...
+
+    @property
+    def bans(self) -> _Refusals: ...
+
+    @property
+    def pipeline(self) -> _Shares: ...
 
 
 class PoolCounters(Protocol):
@@ -118,7 +152,7 @@ def port_label(port: PortConfig) -> str:
 @dataclass(frozen=True, slots=True)
 class _WatchedPool:
     name: str
-    server: StratumPool
+    server: MinerServer
     recorder: BufferedRecords
     pool: PoolCounters
     port_labels: Mapping[PortConfig, str]
@@ -177,7 +211,7 @@ class Metrics:
         self.registry.register(_StateCollector(self))
 
     def watch_pool(
-        self, name: str, server: StratumPool, recorder: BufferedRecords, pool: PoolCounters
+        self, name: str, server: MinerServer, recorder: BufferedRecords, pool: PoolCounters
     ) -> None:
         """Export the connections, shares, blocks, job failures and records of the pool called ``name``."""
         labels = {port: port_label(port) for port in server.config.ports}
