@@ -17,7 +17,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import LogEvent, LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import TestCase
 
-import nomp.store.recorder
+import nomp.store.batches
 import nomp.store.service
 from nomp.candidate import BlockCandidate
 from nomp.config import RedisConfig
@@ -771,7 +771,7 @@ class ExactlyOnceTests(RecorderTestCase):
     async def test_write_times_out(self) -> None:
         """A write Redis holds past WRITE_TIMEOUT is given up and sent again; Redis, resumed, runs
         both and counts the batch once."""
-        self.patch(nomp.store.recorder, "WRITE_TIMEOUT", 0.3)
+        self.patch(nomp.store.batches, "WRITE_TIMEOUT", 0.3)
         server = RedisServer().start()
         self.addCleanup(server.stop)
         self.addCleanup(server.resume)

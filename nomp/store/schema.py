@@ -29,8 +29,24 @@ BLOCK_FIELDS = ("height", "txid", "worker", "time", "reward", "round", "solo", "
 NO_TXID = "-"  # in a blocksPending member: the coinbase txid is unknown (or the chain has none)
 
 
+class RecorderKeys:
+    """The share recorder's own keys (nomp.store.batches), the same under every schema."""
+
+    __slots__ = ()
+    coin: str
+
+    def recorder(self, recorder_id: str) -> str:
+        """string, expiring: the number of the last batch of records a recorder wrote."""
+        return f"{self.coin}:recorder:{recorder_id}"
+
+    @property
+    def recorder_set_aside(self) -> str:
+        """list: ``encode_set_aside(...)`` of each batch of share records Redis refused."""
+        return f"{self.coin}:recorder:setAside"
+
+
 @dataclass(frozen=True, slots=True)
-class PoolKeys:
+class PoolKeys(RecorderKeys):
     """The keys of one pool."""
 
     coin: str
@@ -91,15 +107,6 @@ class PoolKeys:
     def share_log_total(self) -> str:
         """string: the summed difficulty of the share log."""
         return f"{self.coin}:shares:logTotal"
-
-    def recorder(self, recorder_id: str) -> str:
-        """string, expiring: the number of the last batch of records a recorder wrote."""
-        return f"{self.coin}:recorder:{recorder_id}"
-
-    @property
-    def recorder_set_aside(self) -> str:
-        """list: ``encode_set_aside(...)`` of each batch of share records Redis refused."""
-        return f"{self.coin}:recorder:setAside"
 
     # Payments. Amounts are integer satoshis (NOMP's balances were float
     # coins, so these keys have names of their own).
@@ -425,17 +432,19 @@ def decode_set_aside(text: str) -> SetAsideBatch:
 # -- the same, for Lua ------------------------------------------------------------------
 
 
-def _lua_string(text: str) -> str:
+def lua_string(text: str) -> str:
+    """``text`` as a Lua string literal."""
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
 
 
-def _lua_key_function(name: str, template: str) -> str:
-    """A Lua function building the key ``template`` names, its fields as parameters in order."""
+def lua_key_function(name: str, template: str) -> str:
+    """A Lua function building the key (or member) ``template`` names, its fields as
+    parameters in order."""
     parts: list[str] = []
     params: list[str] = []
     for literal, field, spec, conversion in string.Formatter().parse(template):
         if literal:
-            parts.append(_lua_string(literal))
+            parts.append(lua_string(literal))
         if field is not None:
             if spec or conversion or not field.isidentifier():
                 raise ValueError(f"{template!r}: only plain fields can be made Lua")
@@ -445,27 +454,62 @@ def _lua_key_function(name: str, template: str) -> str:
     return f"local function {name}({', '.join(params)}) return {' .. '.join(parts)} end"
 
 
-def _lua_table(values: Iterable[str]) -> str:
-    return "{" + ", ".join(_lua_string(v) for v in values) + "}"
+def lua_table(values: Iterable[str]) -> str:
+    """``values`` as a Lua array of strings."""
+    return "{" + ", ".join(lua_string(v) for v in values) + "}"
 
 
-# Every function below is local to the script it is prepended to; a script
-# uses what it needs. Lua numbers print with 14 digits, hence ``number``.
-LUA_PRELUDE = "\n".join(
-    [
-        "-- the Redis schema (nomp.store.schema)",
-        _lua_key_function("round_key", ROUND),
-        _lua_key_function("round_key_taken", ROUND_TAKEN),
-        _lua_key_function("block_key", BLOCK),
-        "local block_fields = " + _lua_table(BLOCK_FIELDS),
-        "local record_fields = {" + ", ".join(f"{k} = {v}" for k, v in RECORD_FIELDS.items()) + "}",
-        r"""
+# What every recorder's script needs, whatever its schema. Lua numbers print
+# with 14 digits, hence ``number``.
+LUA_COMMON = r"""
 local function number(x) return string.format('%.17g', x) end
 local function wrong_type(key, expected)
   local found = redis.call('TYPE', key)['ok']
   if found == 'none' or found == expected then return nil end
   return 'WRONGTYPE ' .. key .. ' holds a ' .. found .. ', not a ' .. expected
 end
+"""
+
+
+def lua_record_parser(record_fields: Mapping[str, int]) -> str:
+    """Lua's ``parse_records(text)``: the records of a batch (a line each, tab-separated
+    fields, the kind first), each an array of its fields; or nil and why, if a record's
+    kind is not one of ``record_fields`` or has not that many fields. A candidate's
+    (kind "c") third field is JSON, decoded."""
+    counts = ", ".join(f"{kind} = {count}" for kind, count in record_fields.items())
+    return f"local record_fields = {{{counts}}}\n" + _PARSE_RECORDS
+
+
+_PARSE_RECORDS = r"""
+local function parse_records(text)
+  local records = {}
+  for line in string.gmatch(text, '[^\n]+') do
+    local fields = {}
+    for field in string.gmatch(line, '[^\t]+') do fields[#fields + 1] = field end
+    if record_fields[fields[1]] ~= #fields then return nil, 'malformed record: ' .. line end
+    if fields[1] == 'c' then
+      local ok, candidate = pcall(cjson.decode, fields[3])
+      if not ok or type(candidate) ~= 'table' then return nil, 'malformed candidate: ' .. line end
+      fields[3] = candidate
+    end
+    records[#records + 1] = fields
+  end
+  return records
+end
+"""
+
+# Every function below is local to the script it is prepended to; a script
+# uses what it needs.
+LUA_PRELUDE = "\n".join(
+    [
+        "-- the Redis schema (nomp.store.schema)",
+        lua_key_function("round_key", ROUND),
+        lua_key_function("round_key_taken", ROUND_TAKEN),
+        lua_key_function("block_key", BLOCK),
+        "local block_fields = " + lua_table(BLOCK_FIELDS),
+        LUA_COMMON,
+        lua_record_parser(RECORD_FIELDS),
+        r"""
 local function pending_member_hash(member) return string.match(member, '^[^:]+') end
 local function hashrate_fields(member)
   local d, worker = string.match(member, '^([^:]*):(.+):[^:]*:[^:]*$')
@@ -485,21 +529,6 @@ local function segment_entries(segment)
     end
   end
   return entries
-end
-local function parse_records(text)
-  local records = {}
-  for line in string.gmatch(text, '[^\n]+') do
-    local fields = {}
-    for field in string.gmatch(line, '[^\t]+') do fields[#fields + 1] = field end
-    if record_fields[fields[1]] ~= #fields then return nil, 'malformed record: ' .. line end
-    if fields[1] == 'c' then
-      local ok, candidate = pcall(cjson.decode, fields[3])
-      if not ok or type(candidate) ~= 'table' then return nil, 'malformed candidate: ' .. line end
-      fields[3] = candidate
-    end
-    records[#records + 1] = fields
-  end
-  return records
 end
 """,
     ]

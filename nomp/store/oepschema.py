@@ -1,0 +1,259 @@
+"""open-ethereum-pool's Redis schema, as its proxy writes it: key names, members, records.
+
+The Ethereum family's pools write OEP's keys so OEP's API, unlocker and
+payouts (and the tools built around them) read them as they read OEP's
+own proxy. ``<coin>`` is the coin's name in lower case (OEP's ``eth``).
+Amounts are integers, as OEP's are. The recorder's own bookkeeping lives
+under ``<coin>:recorder:``, which OEP never reads.
+
+As in nomp.store.schema, Python builds the names through this module and
+the recorder's Lua through ``OEP_LUA_PRELUDE``, generated from the same
+templates.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from nomp.candidate import BlockCandidate
+from nomp.store.schema import LUA_COMMON, RecorderKeys, lua_key_function, lua_record_parser, lua_table
+
+# Keys the recorder's script builds itself (from a record's login, a
+# candidate's height and nonce), and OEP's member layouts.
+MINER = "{coin}:miners:{login}"
+LOGIN_HASHRATE = "{coin}:hashrate:{login}"
+ROUND = "{coin}:shares:round{height}:{nonce}"
+HASHRATE_MEMBER = "{diff}:{login}:{worker}:{ms}"
+LOGIN_HASHRATE_MEMBER = "{diff}:{worker}:{ms}"
+CANDIDATE_MEMBER = "{nonce}:{header}:{mix}:{timestamp}:{difficulty}:{shares}"
+
+DEFAULT_WORKER = "0"  # OEP's worker name for a login given without one
+
+PAYLOAD_SIZE = 72  # a candidate's payload: nonce (8 bytes) ‖ header hash (32) ‖ mix digest (32)
+
+
+@dataclass(frozen=True, slots=True)
+class OepKeys(RecorderKeys):
+    """The keys of one Ethereum-family pool (and, from RecorderKeys, the recorder's batch
+    numbers and set-aside list under ``<coin>:recorder:``)."""
+
+    coin: str
+
+    @classmethod
+    def for_coin(cls, name: str) -> OepKeys:
+        return cls(name.lower())
+
+    @property
+    def nodes(self) -> str:
+        """hash: ``<name>:name``, ``<name>:height``, ``<name>:difficulty``, ``<name>:lastBeat`` (unix s)
+        of each node the pool follows."""
+        return f"{self.coin}:nodes"
+
+    @property
+    def stats(self) -> str:
+        """hash: roundShares (the open round's summed difficulty), lastBlockFound (unix s); and
+        validShares, invalidShares, which OEP's readers ignore."""
+        return f"{self.coin}:stats"
+
+    @property
+    def finders(self) -> str:
+        """zset: login -> blocks found."""
+        return f"{self.coin}:finders"
+
+    def miner(self, login: str) -> str:
+        """hash: lastShare (unix s), blocksFound; the unlocker's and payouts' balances."""
+        return MINER.format(coin=self.coin, login=login)
+
+    @property
+    def round_current(self) -> str:
+        """hash: login -> summed difficulty of the open round's shares."""
+        return f"{self.coin}:shares:roundCurrent"
+
+    def round(self, height: int, nonce_hex: str) -> str:
+        """hash: login -> summed difficulty, the round the candidate at ``height`` with
+        ``nonce_hex`` ("0x" and 16 hex digits) closed."""
+        return ROUND.format(coin=self.coin, height=height, nonce=nonce_hex)
+
+    @property
+    def hashrate(self) -> str:
+        """zset: score unix s, member ``hashrate_member(...)``."""
+        return f"{self.coin}:hashrate"
+
+    def hashrate_of(self, login: str) -> str:
+        """zset, expiring: score unix s, member ``login_hashrate_member(...)``."""
+        return LOGIN_HASHRATE.format(coin=self.coin, login=login)
+
+    @property
+    def blocks_candidates(self) -> str:
+        """zset: score the height, member ``candidate_member(...)``; the unlocker takes them."""
+        return f"{self.coin}:blocks:candidates"
+
+    @property
+    def recorder_candidates(self) -> str:
+        """hash: block hash -> the JSON of what undoes a candidate not settled yet
+        (``decode_recorded``)."""
+        return f"{self.coin}:recorder:candidates"
+
+    @property
+    def recorder_found(self) -> str:
+        """set: the block hash of every candidate recorded, so none is counted twice."""
+        return f"{self.coin}:recorder:found"
+
+
+def split_worker(worker: str) -> tuple[str, str]:
+    """(login, worker name) of "<login>.<worker>", split at the first dot; the login in
+    lower case (as OEP's API looks it up), the worker "0" where none is given."""
+    login, _, name = worker.partition(".")
+    return login.lower(), name or DEFAULT_WORKER
+
+
+def hashrate_member(diff: int, login: str, worker: str, ms: int) -> str:
+    return HASHRATE_MEMBER.format(diff=diff, login=login, worker=worker, ms=ms)
+
+
+def login_hashrate_member(diff: int, worker: str, ms: int) -> str:
+    return LOGIN_HASHRATE_MEMBER.format(diff=diff, worker=worker, ms=ms)
+
+
+def candidate_member(nonce: str, header: str, mix: str, timestamp: int, difficulty: int, shares: int) -> str:
+    return CANDIDATE_MEMBER.format(
+        nonce=nonce, header=header, mix=mix, timestamp=timestamp, difficulty=difficulty, shares=shares
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Seal:
+    """A candidate's proof of work as OEP writes it: 0x-prefixed lower-case hex."""
+
+    nonce: str  # 16 digits
+    header: str  # 64 digits: the header (seal) hash the work was for
+    mix: str  # 64 digits
+
+
+def decode_payload(payload: bytes) -> Seal:
+    """The seal of an Ethereum-family candidate's payload; ValueError if it is not one."""
+    if len(payload) != PAYLOAD_SIZE:
+        raise ValueError(f"an Ethereum block candidate's payload is {PAYLOAD_SIZE} bytes, not {len(payload)}")
+    return Seal("0x" + payload[:8].hex(), "0x" + payload[8:40].hex(), "0x" + payload[40:].hex())
+
+
+# -- the recorder's records ---------------------------------------------------------
+#
+# A line each, fields split by tabs, the kind first (see nomp.store.batches):
+#   s <login> <worker> <diff> <unix s> <ms>   a valid share
+#   o <login> <worker> <diff> <unix s> <ms>   a valid share mined solo (in no shared round)
+#   i <login.worker>                          an invalid share
+#   c <block hash> <candidate JSON>           a block candidate: closes its round here
+#   a <block hash>, r <block hash>            the node accepted / refused it
+# <ms> is the member's millisecond, unique per login and worker (see EthShareRecorder).
+
+RECORD_FIELDS = {"s": 6, "o": 6, "i": 2, "c": 3, "a": 2, "r": 2}
+
+# The candidate JSON's fields, every value a string (Lua's cjson would
+# print numbers with 14 digits).
+CANDIDATE_FIELDS = ("height", "nonce", "header", "mix", "login", "time", "difficulty", "solo")
+
+# What the script keeps of a candidate in recorder_candidates, to undo it.
+RECORDED_FIELDS = ("height", "nonce", "login", "round", "member", "time", "alone", "last_found")
+
+
+def share_record(login: str, worker: str, diff: int, seconds: int, ms: int, solo: bool) -> str:
+    return f"{'o' if solo else 's'}\t{login}\t{worker}\t{diff}\t{seconds}\t{ms}"
+
+
+def invalid_record(worker: str) -> str:
+    return f"i\t{worker}"
+
+
+def candidate_record(candidate: BlockCandidate) -> str:
+    """The record of a candidate; ValueError if its payload is not an Ethereum seal."""
+    seal = decode_payload(candidate.payload)
+    login, _ = split_worker(candidate.worker)
+    fields = {
+        "height": str(candidate.height),
+        "nonce": seal.nonce,
+        "header": seal.header,
+        "mix": seal.mix,
+        "login": login,
+        "time": str(int(candidate.found_at)),
+        "difficulty": str(int(candidate.network_difficulty)),
+        "solo": "1" if candidate.solo else "0",
+    }
+    return f"c\t{candidate.block_hash}\t{json.dumps(fields, sort_keys=True)}"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedCandidate:
+    """A candidate recorded and not settled yet, as recorder_candidates holds it."""
+
+    block_hash: str
+    height: int
+    nonce: str
+    login: str
+    round_key: str
+    member: str  # its blocks:candidates member
+    found_at: int  # unix s
+    alone: bool  # its round is the finder's alone (solo, or no shared shares when found)
+    last_found: int | None  # lastBlockFound before it, to put back if it is refused
+
+
+def decode_recorded(block_hash: str, value: str) -> RecordedCandidate:
+    """A recorder_candidates entry; ValueError (or KeyError) if it is not one."""
+    fields = json.loads(value)
+    if not isinstance(fields, dict):
+        raise ValueError(f"not a recorded candidate: {value!r}")
+    last_found = str(fields["last_found"])
+    return RecordedCandidate(
+        block_hash=block_hash,
+        height=int(fields["height"]),
+        nonce=str(fields["nonce"]),
+        login=str(fields["login"]),
+        round_key=str(fields["round"]),
+        member=str(fields["member"]),
+        found_at=int(fields["time"]),
+        alone=fields["alone"] == "1",
+        last_found=int(last_found) if last_found else None,
+    )
+
+
+# -- the same, for Lua -------------------------------------------------------------
+
+OEP_LUA_PRELUDE = "\n".join(
+    [
+        "-- open-ethereum-pool's Redis schema (nomp.store.oepschema)",
+        lua_key_function("miner_key", MINER),
+        lua_key_function("login_hashrate_key", LOGIN_HASHRATE),
+        lua_key_function("round_key", ROUND),
+        lua_key_function("hashrate_member", HASHRATE_MEMBER),
+        lua_key_function("login_hashrate_member", LOGIN_HASHRATE_MEMBER),
+        lua_key_function("candidate_member", CANDIDATE_MEMBER),
+        "local candidate_fields = " + lua_table(CANDIDATE_FIELDS),
+        "local recorded_fields = " + lua_table(RECORDED_FIELDS),
+        LUA_COMMON,
+        lua_record_parser(RECORD_FIELDS),
+        # OEP's amounts are int64, past the 2^53 a Lua number holds exactly:
+        # decimal sums are kept in two parts, below and above 10^9.
+        r"""
+local function new_sum() return {hi = 0, lo = 0} end
+local function sum_add(sum, text)
+  if #text > 9 and string.match(text, '^%d+$') then
+    sum.hi = sum.hi + tonumber(string.sub(text, 1, -10))
+    sum.lo = sum.lo + tonumber(string.sub(text, -9))
+  else
+    sum.lo = sum.lo + (tonumber(text) or 0)
+  end
+end
+local function sum_text(sum)
+  local carry = math.floor(sum.lo / 1e9)
+  local hi, lo = sum.hi + carry, sum.lo - carry * 1e9
+  if hi <= 0 then return string.format('%.0f', hi * 1e9 + lo) end
+  return string.format('%d%09d', hi, lo)
+end
+local function integer_text(x) return type(x) == 'string' and string.match(x, '^%d+$') ~= nil end
+local function hex_text(x, digits)
+  return type(x) == 'string' and #x == digits + 2 and string.match(x, '^0x%x+$') ~= nil
+end
+""",
+    ]
+)
