@@ -7,11 +7,15 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import IService
+from twisted.internet import defer
 from twisted.python import usage
 
 from nomp.config import Config, ConfigErrors, load_config
 from nomp.control.service import control_service
 from nomp.daemon import DaemonGroup
+from nomp.eth.hasher import EpochHashers
+from nomp.eth.pool import EthStratumPool
+from nomp.eth.service import EthPoolService, NodeStates
 from nomp.hashing.pool import HashPoolService
 from nomp.logs import make_observer
 from nomp.payments.rounds import round_policy
@@ -19,7 +23,10 @@ from nomp.payments.service import PaymentService
 from nomp.pool.service import PoolService
 from nomp.service import NompService
 from nomp.store.bans import BanStore
+from nomp.store.client import RedisClient, RedisUnavailable
 from nomp.store.instance import InstanceLeaseService
+from nomp.store.oep import EthShareRecorder, write_node_state
+from nomp.store.oepschema import OepKeys
 from nomp.store.recorder import ShareRecorder
 from nomp.store.redis import RedisService
 from nomp.store.schema import PoolKeys
@@ -64,6 +71,18 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
 
 def _ready_daemons(pool: PoolService) -> Callable[[], DaemonGroup | None]:
     return lambda: pool.daemons if pool.ready else None
+
+
+def _node_states(redis: Callable[[], RedisClient | None], keys: OepKeys) -> NodeStates:
+    """OEP's node heartbeat, written while Redis is there."""
+
+    def write(name: str, height: int, difficulty: int, now: float) -> defer.Deferred[Any]:
+        client = redis()
+        if client is None:
+            return defer.fail(RedisUnavailable("Redis is not connected"))
+        return write_node_state(client, keys, name, height, difficulty, now)
+
+    return write
 
 
 def build_service(config: Config, reactor: Any, **root_options: Any) -> NompService:
@@ -121,6 +140,39 @@ def build_service(config: Config, reactor: Any, **root_options: Any) -> NompServ
             ).setServiceParent(pool)
         pool.setServiceParent(root)
         pools[pool_config.name] = pool
+    for eth_config in config.eth_pools:
+        keys = OepKeys.for_coin(eth_config.coin.name)
+        eth_recorder = EthShareRecorder(
+            keys, redis.client, reactor, hashrate_expiration=eth_config.hashrate_expiration
+        )
+        hashers = EpochHashers(eth_config.name, hashing.run, dataset=eth_config.dataset)
+        eth_pool = EthPoolService(
+            eth_config,
+            reactor,
+            root.fatal,
+            eth_recorder,
+            hashers,
+            _node_states(redis.client, keys),
+            rpc_observer=metrics.daemon_observer(eth_config.name),
+        )
+        RecorderService(eth_recorder, reactor).setServiceParent(eth_pool)
+        miners = EthStratumPool(
+            eth_config,
+            eth_pool,
+            eth_pool,
+            hashing,
+            hashers,
+            eth_recorder,
+            reactor,
+            # nomp's own bans, in its key for them (OEP has none).
+            BanStore(PoolKeys.for_coin(eth_config.coin.name), redis.client),
+            instance=config.settings.instance,
+        )
+        instance_lease.add_listener(miners.set_instance)
+        metrics.watch_pool(eth_config.name, miners, eth_recorder, eth_pool)
+        eth_pool.add_work_listener(miners.new_work)
+        StratumService(miners, eth_config.ports, reactor).setServiceParent(eth_pool)
+        eth_pool.setServiceParent(root)
     web = config.settings.web
     if web.enabled:
         web_service = WebService(

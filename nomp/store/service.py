@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from nomp.store.recorder import ShareRecorder
+from nomp.store.batches import BatchRecorder
 
 FLUSH_INTERVAL = 0.2  # seconds: how long an accepted share may wait in memory
 DRAIN_TIMEOUT = 15.0  # seconds the pool waits at shutdown for Redis to take the rest
@@ -15,11 +17,11 @@ BLOCKS_DRAIN_TIMEOUT = 5.0  # then seconds more for the block candidates and set
 
 
 class RecorderService(Service):
-    """Flushes a ShareRecorder on a timer, and drains it at stop."""
+    """Flushes a pool's recorder (ShareRecorder, EthShareRecorder) on a timer, and drains it at stop."""
 
     log = Logger()
 
-    def __init__(self, recorder: ShareRecorder, clock: IReactorTime) -> None:
+    def __init__(self, recorder: BatchRecorder[Any], clock: IReactorTime) -> None:
         self.recorder = recorder
         self._clock = clock
         self._loop: task.LoopingCall | None = None
