@@ -128,38 +128,42 @@ class EthPoolService(OrderedMultiService):
         self._timers.append(timer)
 
     async def _wait_for_node(self) -> None:
-        """Until a node answers ``eth_chainId``: it must be the coin's chain."""
+        """Until a node answers ``eth_chainId`` (tried in order, the first that
+        answers is used): it must be the coin's chain."""
         assert self.upstreams is not None
+        upstreams = self.upstreams
         coin = self.config.coin
         while True:
-            try:
-                answer = await self.upstreams.call("eth_chainId")
-                chain_id = parse_quantity(answer, "eth_chainId")
-            except (DaemonError, WorkError) as e:
-                self.log.warn(
-                    "pool {pool}: waiting for node {url}: {reason}",
+            problems = []
+            for index, node in enumerate(upstreams.nodes):
+                try:
+                    chain_id = parse_quantity(await node.rpc.call("eth_chainId"), "eth_chainId")
+                except (DaemonError, WorkError) as e:
+                    node.failed()
+                    problems.append(str(e))
+                    continue
+                if chain_id != coin.chain_id:
+                    self._on_fatal(
+                        f"{self.config.file}: node {node.url} is on chain id {chain_id}, "
+                        f"{coin.name} is chain id {coin.chain_id}"
+                    )
+                    return
+                upstreams.use(index)
+                self.log.info(
+                    "pool {pool}: {coin} (chain id {chain_id}, {algorithm}) from node {url}",
                     pool=self.config.name,
-                    url=self.upstreams.active.url,
-                    reason=e,
-                )
-                await self.upstreams.check()
-                await task.deferLater(self._reactor, NODE_RETRY, lambda: None)
-                continue
-            if chain_id != coin.chain_id:
-                self._on_fatal(
-                    f"{self.config.file}: node {self.upstreams.active.url} is on chain id {chain_id}, "
-                    f"{coin.name} is chain id {coin.chain_id}"
+                    coin=coin.name,
+                    chain_id=chain_id,
+                    algorithm=coin.algorithm,
+                    url=node.url,
                 )
                 return
-            self.log.info(
-                "pool {pool}: {coin} (chain id {chain_id}, {algorithm}) from node {url}",
+            self.log.warn(
+                "pool {pool}: waiting for a node: {reasons}",
                 pool=self.config.name,
-                coin=coin.name,
-                chain_id=chain_id,
-                algorithm=coin.algorithm,
-                url=self.upstreams.active.url,
+                reasons="; ".join(problems),
             )
-            return
+            await task.deferLater(self._reactor, NODE_RETRY, lambda: None)
 
     def stopService(self) -> defer.Deferred[None]:
         self.ready = False

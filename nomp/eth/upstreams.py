@@ -1,10 +1,11 @@
 """The nodes an Ethereum-family pool takes work from, with failover.
 
-As OEP: the first node in the configured order that is not sick is used;
-a node turns sick after ``SICK_AFTER`` failed calls in a row and healthy
-again after ``ALIVE_AFTER`` answered ones; every node is probed with
-``eth_getWork`` each ``upstream_check_interval`` and the choice is made
-again. A block goes to every node, so it spreads from all of them.
+As OEP: a node turns sick after ``SICK_AFTER`` failed calls in a row and
+healthy again after ``ALIVE_AFTER`` answered ones; every node is probed
+with ``eth_getWork`` each ``upstream_check_interval`` and the first in the
+configured order that is healthy and answered the probe is used (OEP
+took a node that had just failed, until it was sick, as long as it was
+first). A block goes to every node, so it spreads from all of them.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Upstream:
     def __init__(self, rpc: DaemonRPC) -> None:
         self.rpc = rpc
         self.sick = False
+        self.answering = True  # its last call was answered
         self._failures = 0
         self._successes = 0
 
@@ -36,12 +38,14 @@ class Upstream:
         return self.rpc.url
 
     def answered(self) -> None:
+        self.answering = True
         self._failures = 0
         self._successes += 1
         if self.sick and self._successes >= ALIVE_AFTER:
             self.sick = False
 
     def failed(self) -> None:
+        self.answering = False
         self._successes = 0
         self._failures += 1
         if self._failures >= SICK_AFTER:
@@ -63,6 +67,17 @@ class Upstreams:
     @property
     def active(self) -> Upstream:
         return self.nodes[self._active]
+
+    def use(self, index: int) -> None:
+        """Use node ``index`` from now on."""
+        if index != self._active:
+            self.log.warn(
+                "pool {pool}: switching to node {url} (was {previous})",
+                pool=self._pool_name,
+                url=self.nodes[index].url,
+                previous=self.active.url,
+            )
+            self._active = index
 
     async def call(self, method: str, *params: Any) -> Any:
         """``method`` on the node in use; DaemonError as it raised it."""
@@ -92,14 +107,9 @@ class Upstreams:
         return [value if ok else value.value for ok, value in answers]
 
     async def check(self) -> None:
-        """Probe every node and use the first healthy one (the first of all if none is)."""
+        """Probe every node and use the first healthy one that answered the probe
+        (the one in use stays if none did)."""
         await self.call_each("eth_getWork")
-        chosen = next((i for i, node in enumerate(self.nodes) if not node.sick), 0)
-        if chosen != self._active:
-            self.log.warn(
-                "pool {pool}: switching to node {url} (was {previous})",
-                pool=self._pool_name,
-                url=self.nodes[chosen].url,
-                previous=self.active.url,
-            )
-            self._active = chosen
+        healthy = [i for i, node in enumerate(self.nodes) if not node.sick and node.answering]
+        if healthy:
+            self.use(healthy[0])
