@@ -93,7 +93,6 @@ class UpstreamTests(TestCase):
         fatal: list[str] = []
         pool = EthPool(self, node, config)
         pool.service._on_fatal = fatal.append
-        node.chain.chain_id = 61  # type: ignore[attr-defined]
         methods = node.rpc._methods
         methods["eth_chainId"] = lambda params: "0x3d"
         pool.hashing.startService()
