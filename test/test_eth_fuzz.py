@@ -618,8 +618,8 @@ class EthArena:
         self.clock = task.Clock()
         self.clock.advance(NOW)
         self.config = _config(usernames)
-        # With usernames "any" the stratum port keeps a login's letter case (getwork lowers it).
-        self.proxy_worker = PROXY_WORKER if usernames == "address" else f"{LOGIN_CHECKSUMMED}.rig1"
+        # Logins are credited in lower case on every port, whatever ``usernames`` is.
+        self.proxy_worker = PROXY_WORKER
         self.source = WorkHolder(WorkBook(self.config.stale_heights, None))
         work = self.source.book.add(WORK_ANSWER)
         assert work is not None
@@ -929,6 +929,9 @@ def check_response(request: HttpRequest, response: Response) -> None:
         raise FuzzFailure(f"{len(replies)} replies to {len(messages)} requests: {replies!r} to {shown}")
     for reply, message in zip(replies, messages, strict=True):
         want = message.get("id") if isinstance(message, dict) else None
+        finite = not isinstance(want, float) or math.isfinite(want)
+        if isinstance(want, bool) or not isinstance(want, int | float | str) or not finite:
+            want = None  # not a JSON-RPC id: answered as null
         if not same_json(reply["id"], want):
             raise FuzzFailure(f"reply id {reply['id']!r}, not the request's {want!r}: {shown}")
 

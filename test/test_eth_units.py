@@ -605,7 +605,7 @@ class SplitUserTests(SynchronousTestCase):
 
     def test_any_name(self) -> None:
         self.assertEqual(split_user("alice.rig", False), ("alice", "rig"))
-        self.assertEqual(split_user("Alice", False), ("Alice", DEFAULT_WORKER))
+        self.assertEqual(split_user("Alice", False), ("alice", DEFAULT_WORKER))  # one name whatever the case
         for bad in ("", ".rig", "al ice", "a" * 65, "\u00fc"):
             self.assertRaises(LoginError, split_user, bad, False)
 

@@ -10,6 +10,7 @@ login and worker between requests, and forgotten after
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -249,6 +250,8 @@ class GetworkResource(resource.Resource):
             self._bans_malformed(miner.ip)
             return
         request_id = message.get("id")
+        if not _echoable(request_id):
+            request_id = None  # JSON-RPC: an id that cannot be read is answered as null
         method = message.get("method")
         params = message.get("params")
         if params is None:
@@ -303,6 +306,13 @@ class GetworkResource(resource.Resource):
             name, work, submitted.nonce, submitted.mix_digest, miner.session.difficulties_for(work.job_id)
         )
         self._pipeline.submit(miner, request_id, share, now)
+
+
+def _echoable(request_id: object) -> bool:
+    """A JSON-RPC id: a string, a finite number or null (NaN and infinities are not JSON)."""
+    if type(request_id) is float:
+        return math.isfinite(request_id)
+    return request_id is None or type(request_id) in (int, str)
 
 
 def _messages(body: bytes) -> list[object] | None:

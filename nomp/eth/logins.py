@@ -47,6 +47,8 @@ def split_user(user: str, addresses_only: bool) -> tuple[str, str]:
     login, _, worker = user.partition(".")
     if addresses_only:
         login = check_address(login)
-    elif not _WORKER.fullmatch(login):
+    elif _WORKER.fullmatch(login):
+        login = login.lower()  # as getwork's path and OEP take it: one name whatever the case
+    else:
         raise LoginError("Invalid login")
     return login, worker_name(worker) if worker else DEFAULT_WORKER

@@ -103,6 +103,12 @@ class EthStratumProtocol(StratumProtocol):
         else:
             self._write(_encode({"id": request_id, "jsonrpc": "2.0", "result": result}))
 
+    def reply_true(self, request_id: Any) -> None:
+        if self._nicehash_style():
+            super().reply_true(request_id)
+        else:
+            self.reply(request_id, True)
+
     def reply_error(self, request_id: Any, error: StratumError) -> None:
         if self._nicehash_style():
             super().reply_error(request_id, error)
@@ -248,10 +254,10 @@ class EthStratumMethods:
         except LoginError as e:
             self._bans.auth_failed(connection)
             raise StratumError(INVALID, str(e)) from None
+        self._add_worker(connection, f"{login}.{worker_name(worker)}")  # before anything changes
         connection.dialect = "ethproxy"
         connection.login = login
         connection.session.extranonce1 = b""  # it mines: new work is pushed to it
-        self._add_worker(connection, f"{login}.{worker_name(worker)}")
         connection.reply(request_id, True)
 
     def _get_work(
@@ -332,8 +338,8 @@ class EthStratumMethods:
         if not params or type(params[0]) is not str:
             raise StratumError(OTHER, "invalid params: expected username, password")
         try:
-            login, _ = split_user(params[0], self._addresses_only)
-            self._add_worker(connection, params[0])
+            login, name = split_user(params[0], self._addresses_only)
+            self._add_worker(connection, f"{login}.{name}")  # as credited: bounded, one per spelling
         except (LoginError, StratumError) as e:
             connection.reply_refusal(request_id, StratumError(UNAUTHORIZED, str(e)))
             self._bans.auth_failed(connection)
@@ -362,7 +368,8 @@ class EthStratumMethods:
         try:
             if len(params) < 3 or type(user) is not str:
                 raise StratumError(OTHER, "invalid params: expected worker, job id, nonce")
-            if user not in session.workers:
+            name = _credited(user, self._addresses_only)
+            if name is None or name not in session.workers:
                 raise StratumError(UNAUTHORIZED, "unauthorized worker")
             if connection.dialect != "nicehash" or session.extranonce1 is None:
                 raise StratumError(NOT_SUBSCRIBED, "Not subscribed")
@@ -371,11 +378,21 @@ class EthStratumMethods:
             if not self._ledger.add(work.height, work.header_hash, nonce):
                 raise duplicate()
         except StratumError as e:
-            self._pipeline.refused(connection, user, e, now)
+            self._pipeline.refused(connection, _credited(user, self._addresses_only), e, now)
             raise
-        login, name = split_user(user, self._addresses_only)
-        share = EthShare(f"{login}.{name}", work, nonce, None, session.difficulties_for(work.job_id))
+        share = EthShare(name, work, nonce, None, session.difficulties_for(work.job_id))
         self._pipeline.submit(connection, request_id, share, now)
+
+
+def _credited(user: object, addresses_only: bool) -> str | None:
+    """The name a NiceHash user's shares are credited to, or None if it cannot be one."""
+    if type(user) is not str:
+        return None
+    try:
+        login, name = split_user(user, addresses_only)
+    except LoginError:
+        return None
+    return f"{login}.{name}"
 
 
 class EthBroadcaster:

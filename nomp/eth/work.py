@@ -10,6 +10,8 @@ a short job id for the NiceHash dialect, whose notify names work by id.
 from __future__ import annotations
 
 import itertools
+import math
+import re
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -34,25 +36,24 @@ def _seed(seed_epoch: int) -> bytes:
     return seed_hash(seed_epoch)
 
 
+# Digits only: bytes.fromhex and int(_, 16) take spaces, signs and underscores.
+_HASH = re.compile(r"0[xX][0-9a-fA-F]{64}")
+_QUANTITY = re.compile(r"0[xX][0-9a-fA-F]{1,64}")
+
+
 def parse_hash(value: object, what: str) -> bytes:
     """``0x`` and 64 hex digits (either case) as 32 bytes."""
-    if type(value) is not str or len(value) != 66 or value[:2] not in ("0x", "0X"):
+    if type(value) is not str or not _HASH.fullmatch(value):
         raise WorkError(f"{what} must be 0x and 64 hex digits, got {str(value)[:80]!r}")
-    try:
-        return bytes.fromhex(value[2:])
-    except ValueError:
-        raise WorkError(f"{what} must be 0x and 64 hex digits, got {value[:80]!r}") from None
+    return bytes.fromhex(value[2:])
 
 
 def parse_quantity(value: object, what: str) -> int:
     """A JSON-RPC quantity (``0x`` hex) or a plain integer, >= 0."""
     if type(value) is int and value >= 0:
         return value
-    if type(value) is str and value[:2] in ("0x", "0X") and 2 < len(value) <= 66:
-        try:
-            return int(value[2:], 16)
-        except ValueError:
-            pass
+    if type(value) is str and _QUANTITY.fullmatch(value):
+        return int(value[2:], 16)
     raise WorkError(f"{what} must be a hex quantity, got {str(value)[:80]!r}")
 
 
@@ -121,7 +122,9 @@ def share_target(difficulty: float) -> int:
     """The boundary of a share of ``difficulty`` (hashes per share on average), exactly."""
     if not difficulty > 0:
         raise ValueError("difficulty must be > 0")
-    return min(int(Fraction(2**256) / Fraction(difficulty)), MAX_TARGET)
+    if math.isinf(difficulty):
+        return 1
+    return max(1, min(int(Fraction(2**256) / Fraction(difficulty)), MAX_TARGET))
 
 
 def target_hex(target: int) -> str:
