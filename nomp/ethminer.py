@@ -59,7 +59,7 @@ from twisted.web.http_headers import Headers
 
 from nomp.hashing import ethash
 from nomp.hashing.ethash import EPOCH_LENGTH, MAX_EPOCH, EpochCaches, EthashCache, EthashResult
-from nomp.miner import MinerStats, _reason, tls_options
+from nomp.minerkit import MinerStats, connection_failure, tls_options
 
 Dialect = Literal["getwork", "ethproxy", "nicehash"]
 
@@ -992,7 +992,7 @@ async def run(reactor: Any, options: argparse.Namespace) -> int:
     if refused is not None:
         return refused
     if miner.lost is not None:
-        reason = _reason(miner.lost, url.host)
+        reason = connection_failure(miner.lost, url.host)
         _say(f"nomp-miner: connection to {url.host}:{url.port} closed: {reason}", error=True)
     return report(miner.stats)
 
@@ -1008,7 +1008,7 @@ async def _authorized(
         _say(f"nomp-miner: cannot connect to {url.host}:{url.port}: {e}", error=True)
         return 1
     except Exception:
-        reason = _reason(Failure(), url.host)
+        reason = connection_failure(Failure(), url.host)
         _say(f"nomp-miner: connection to {url.host}:{url.port} closed: {reason}", error=True)
         return 1
     if not authorized:

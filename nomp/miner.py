@@ -24,41 +24,30 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import re
 import sys
-from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from OpenSSL import SSL
-from service_identity import VerificationError
 from twisted.internet import defer, task
-from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
-from twisted.internet.ssl import (
-    Certificate,
-    CertificateOptions,
-    optionsForClientTLS,
-    platformTrust,
-    trustRootFromCertificates,
-)
 from twisted.internet.threads import deferToThreadPool
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
-from zope.interface import implementer
 
+from nomp import ethminer
 from nomp.hashing import ALGORITHMS, Algorithm, JobHasher, ShareWork
+from nomp.minerkit import MinerStats, connection_failure, tls_options
 
 NONCES_PER_CALL = 32
 DEFAULT_PORT = 3333
 SCHEMES = {"stratum+tcp": False, "stratum+ssl": True, "stratum+tls": True}  # scheme -> TLS
-_PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,52 +72,6 @@ def parse_pool_url(url: str) -> PoolURL:
     return PoolURL(parts.hostname, port if port is not None else DEFAULT_PORT, SCHEMES[scheme])
 
 
-def read_certificates(path: str) -> list[Certificate]:
-    """Every certificate of a PEM file (a bundle may hold several)."""
-    with open(path, "rb") as pem:
-        blocks = _PEM_CERTIFICATE.findall(pem.read())
-    if not blocks:
-        raise ValueError(f"no PEM certificate in {path}")
-    return [Certificate.loadPEM(block) for block in blocks]
-
-
-@implementer(IOpenSSLClientConnectionCreator)
-class AnyCertificate:
-    """TLS that takes whatever certificate the pool shows (``--insecure``):
-    encrypted, but open to anyone in the middle."""
-
-    def __init__(self, host: str) -> None:
-        # CertificateOptions for its defaults (protocol versions, ciphers).
-        self._context = CertificateOptions(verify=False).getContext()
-        literal_address = isIPAddress(host) or isIPv6Address(host)
-        # SNI: a proxy in front of several pools may route on the name.
-        self._server_name = None if literal_address else host.encode("idna")
-
-    def clientConnectionForTLS(self, tls_protocol: object) -> SSL.Connection:
-        connection = SSL.Connection(self._context, None)
-        connection.set_app_data(tls_protocol)
-        if self._server_name is not None:
-            connection.set_tlsext_host_name(self._server_name)
-        return connection
-
-
-def tls_options(
-    host: str, ca_file: str | None = None, insecure: bool = False
-) -> IOpenSSLClientConnectionCreator:
-    """How the TLS client checks the pool's certificate.
-
-    It must name ``host`` (a DNS name or an IP address in its subjectAltName)
-    and chain to the system's trusted CAs, or with ``ca_file`` to one of the
-    certificates there instead: a private CA, or a self-signed pool
-    certificate itself. ``insecure`` checks nothing.
-    """
-    if insecure:
-        return AnyCertificate(host)
-    trust = platformTrust() if ca_file is None else trustRootFromCertificates(read_certificates(ca_file))
-    creator: IOpenSSLClientConnectionCreator = optionsForClientTLS(host, trustRoot=trust)
-    return creator
-
-
 @dataclass(frozen=True, slots=True)
 class MinerJob:
     """A job as the pool sent it, ready to hash."""
@@ -138,23 +81,6 @@ class MinerJob:
     version: int
     ntime: int
     generation: int  # bumped on every clean job
-
-
-@dataclass
-class MinerStats:
-    """What the pool said of our shares."""
-
-    submitted: int = 0
-    accepted: int = 0
-    rejected: Counter[str] | None = None
-
-    def __post_init__(self) -> None:
-        self.rejected = Counter()
-
-    @property
-    def rejected_total(self) -> int:
-        assert self.rejected is not None
-        return sum(self.rejected.values())
 
 
 class StratumClient(LineOnlyReceiver):
@@ -338,16 +264,6 @@ async def connect(
     return client
 
 
-def _reason(failure: Failure, host: str) -> str:
-    """One line on why a connection failed (OpenSSL's errors are nested lists)."""
-    error = failure.value
-    if isinstance(error, VerificationError):
-        return f"TLS: the pool's certificate is not for {host}"
-    if isinstance(error, SSL.Error) and error.args and isinstance(error.args[0], list):
-        return "TLS: " + "; ".join(str(part[-1]) for part in error.args[0] if part)
-    return f"{type(error).__name__}: {error}"
-
-
 async def run(reactor: Any, options: argparse.Namespace) -> int:
     url: PoolURL = options.url
     try:
@@ -363,7 +279,7 @@ async def run(reactor: Any, options: argparse.Namespace) -> int:
         print(f"nomp-miner: cannot connect to {url.host}:{url.port}: {e}", file=sys.stderr)
         return 1
     except Exception:
-        reason = _reason(Failure(), url.host)
+        reason = connection_failure(Failure(), url.host)
         print(f"nomp-miner: connection to {url.host}:{url.port} closed: {reason}", file=sys.stderr)
         return 1
     if not authorized:
@@ -383,9 +299,6 @@ async def run(reactor: Any, options: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    # nomp.ethminer builds on this module, so it can only be imported once this one is.
-    from nomp import ethminer  # noqa: PLC0415
-
     def url_argument(url: str) -> PoolURL | ethminer.EthPoolURL:
         try:
             return ethminer.parse_eth_url(url) if ethminer.is_eth_url(url) else parse_pool_url(url)

@@ -42,7 +42,8 @@ from nomp.ethminer import (
     work_epochs,
 )
 from nomp.hashing import ethash
-from nomp.miner import main, tls_options
+from nomp.miner import main
+from nomp.minerkit import tls_options
 from test.ethnode import start_dev_node
 from test.tlscerts import self_signed
 from test.waiting import until

@@ -22,7 +22,8 @@ from twisted.trial.unittest import TestCase
 from nomp.chain.address import decode_address
 from nomp.config import load_config
 from nomp.hashing import ALGORITHMS
-from nomp.miner import Miner, MinerStats, connect
+from nomp.miner import Miner, connect
+from nomp.minerkit import MinerStats
 from nomp.payments.service import PaymentService
 from nomp.payments.split import satoshis
 from nomp.pool.service import PoolService

@@ -32,7 +32,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from nomp.config import PortConfig
 from nomp.hashing import ALGORITHMS
-from nomp.miner import Miner, connect, tls_options
+from nomp.miner import Miner, connect
+from nomp.minerkit import tls_options
 from nomp.stratum.protocol import MAX_LINE, StratumProtocol, encode_notification
 from test.fakes import (
     REGTEST_ADDRESS,

@@ -25,7 +25,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from nomp.config import PortConfig
 from nomp.hashing import ALGORITHMS
-from nomp.miner import Miner, PoolURL, connect, main, parse_pool_url, tls_options
+from nomp.miner import Miner, PoolURL, connect, main, parse_pool_url
+from nomp.minerkit import tls_options
 from nomp.stratum.protocol import MAX_LINE, StratumProtocol
 from test.fakes import REGTEST_ADDRESS, StratumHarness, pool_config
 from test.livestratum import LiveStratum, now_template

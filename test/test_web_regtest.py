@@ -15,7 +15,7 @@ from nomp.chain.encoding import bits_to_target
 from nomp.config import load_config
 from nomp.config.load import listen_address
 from nomp.hashing import ALGORITHMS
-from nomp.miner import MinerStats
+from nomp.minerkit import MinerStats
 from nomp.service import NompService
 from nomp.web.service import WebService
 from test.rediscli import redis, redis_hash
