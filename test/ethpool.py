@@ -186,9 +186,7 @@ class GetworkClient:
         test.addCleanup(self.http.closeCachedConnections)
 
     async def post(self, body: bytes) -> tuple[int, bytes]:
-        response = await treq.post(
-            self.url, body, pool=self.http, headers=JSON_HEADERS
-        )
+        response = await treq.post(self.url, body, pool=self.http, headers=JSON_HEADERS)
         return response.code, await response.content()
 
     async def call(self, method: str, params: list[Any], request_id: Any = 1) -> dict[str, Any]:
