@@ -26,9 +26,7 @@ from nomp.eth.shares import (
     WORK_NOT_READY,
     EthShare,
     NonceLedger,
-    duplicate,
-    find_work,
-    read_submit_work,
+    check_submit_work,
 )
 from nomp.eth.stratum import WorkSource, work_params
 from nomp.eth.work import share_target
@@ -295,16 +293,10 @@ class GetworkResource(resource.Resource):
     def _submit_work(self, miner: GetworkConnection, request_id: Any, params: list[Any], name: str) -> None:
         now = self._clock.seconds()
         try:
-            submitted = read_submit_work(params)
-            work = find_work(self._source.book, submitted.header_hash)
-            if not self._ledger.add(work.height, work.header_hash, submitted.nonce):
-                raise duplicate()
+            share = check_submit_work(params, name, miner.session, self._source.book, self._ledger)
         except StratumError as e:
             self._pipeline.refused(miner, name, e, now)
             raise
-        share = EthShare(
-            name, work, submitted.nonce, submitted.mix_digest, miner.session.difficulties_for(work.job_id)
-        )
         self._pipeline.submit(miner, request_id, share, now)
 
 

@@ -15,6 +15,7 @@ from typing import NamedTuple
 from nomp.eth.work import EthWork, WorkBook
 from nomp.hashing.ethash import EthashResult
 from nomp.stratum.errors import DUPLICATE_SHARE, JOB_NOT_FOUND, LOW_DIFFICULTY, OTHER, StratumError
+from nomp.stratum.session import MinerSession
 from nomp.stratum.shares import DIFFICULTY_TOLERANCE, Verdict
 
 # OEP's codes: -1 for what cannot be read, -3 for an unknown method, 0 for
@@ -132,6 +133,20 @@ class NonceLedger:
 
 def duplicate() -> StratumError:
     return StratumError(DUPLICATE_SHARE, "Duplicate share")
+
+
+def check_submit_work(
+    params: Sequence[object], worker: str, session: MinerSession, book: WorkBook, ledger: NonceLedger
+) -> EthShare:
+    """An ``eth_submitWork`` (getwork, eth-proxy) as a share to hash; StratumError
+    for the first problem: params, live work, a share seen before."""
+    submitted = read_submit_work(params)
+    work = find_work(book, submitted.header_hash)
+    if not ledger.add(work.height, work.header_hash, submitted.nonce):
+        raise duplicate()
+    return EthShare(
+        worker, work, submitted.nonce, submitted.mix_digest, session.difficulties_for(work.job_id)
+    )
 
 
 def judge(share: EthShare, result: EthashResult) -> Verdict:

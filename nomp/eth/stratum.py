@@ -24,11 +24,10 @@ from nomp.eth.shares import (
     WORK_NOT_READY,
     EthShare,
     NonceLedger,
+    check_submit_work,
     duplicate,
     find_job,
-    find_work,
     read_nicehash_nonce,
-    read_submit_work,
 )
 from nomp.eth.work import EthWork, WorkBook, share_target, target_hex
 from nomp.hashing.ethash import EthashResult
@@ -287,20 +286,10 @@ class EthStratumMethods:
         name = f"{login}.{worker_name(worker)}"
         try:
             self._add_worker(connection, name)
-            submitted = read_submit_work(params)
-            work = find_work(self._source.book, submitted.header_hash)
-            if not self._ledger.add(work.height, work.header_hash, submitted.nonce):
-                raise duplicate()
+            share = check_submit_work(params, name, connection.session, self._source.book, self._ledger)
         except StratumError as e:
             self._pipeline.refused(connection, name, e, now)
             raise
-        share = EthShare(
-            name,
-            work,
-            submitted.nonce,
-            submitted.mix_digest,
-            connection.session.difficulties_for(work.job_id),
-        )
         self._pipeline.submit(connection, request_id, share, now)
 
     def _add_worker(self, connection: EthStratumProtocol, name: str) -> None:
