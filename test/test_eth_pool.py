@@ -189,6 +189,7 @@ class BlockTests(TestCase):
         self.assertEqual(pool.node.chain.height, 1)
         self.assertEqual(len(pool.blocks.found), 1)
         self.assertEqual(pool.service.blocks["accepted"], 1)
+        self.assertEqual(pool.blocks.settled, [(pool.blocks.found[0].block_hash, True)])
 
 
 class NiceHashTests(TestCase):

@@ -327,6 +327,7 @@ class EthPoolService(OrderedMultiService):
             self._sealed.append(candidate.block_hash)
             self.blocks["accepted"] += 1
             self._recorder.block_settled(candidate.block_hash, True)
+            await self._name_block(candidate, params[0])
         elif refused:
             self.blocks["rejected"] += 1
             self._recorder.block_settled(candidate.block_hash, False)
@@ -334,6 +335,38 @@ class EthPoolService(OrderedMultiService):
             # No node answered: whether it made the chain is the unlocker's to
             # find (it looks for the candidate's nonce), never a guess.
             self.blocks["error"] += 1
+
+    async def _name_block(self, candidate: BlockCandidate, nonce: str) -> None:
+        """Log the hash the chain knows the block by (getWork names only its seal hash)."""
+        assert self.upstreams is not None
+        try:
+            block = await self.upstreams.call("eth_getBlockByNumber", hex(candidate.height), False)
+        except DaemonError as e:
+            self.log.info(
+                "pool {pool}: block at height {height} not looked up: {reason}",
+                pool=self.config.name,
+                height=candidate.height,
+                reason=e,
+            )
+            return
+        if (
+            isinstance(block, dict)
+            and isinstance(block.get("nonce"), str)
+            and block["nonce"].lower() == nonce
+        ):
+            self.log.info(
+                "pool {pool}: block {hash} at height {height} is ours (seal hash {seal})",
+                pool=self.config.name,
+                hash=block.get("hash"),
+                height=candidate.height,
+                seal=candidate.block_hash,
+            )
+        else:
+            self.log.info(
+                "pool {pool}: the chain's block at height {height} is not ours: another got there first",
+                pool=self.config.name,
+                height=candidate.height,
+            )
 
     @property
     def submitting(self) -> int:
