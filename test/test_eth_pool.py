@@ -191,6 +191,23 @@ class BlockTests(TestCase):
         self.assertEqual(pool.service.blocks["accepted"], 1)
         self.assertEqual(pool.blocks.settled, [(pool.blocks.found[0].block_hash, True)])
 
+    async def test_block_the_node_refuses(self) -> None:
+        """A block for work the chain has moved past: the node says false, the
+        candidate is settled refused (its round reopened) and the share still counts."""
+        pool = await eth_pool(self, [stratum_port(SHARE_DIFF)], difficulty=64)
+        miner = await connect(pool.ports[0])
+        self.addCleanup(miner.close)
+        await miner.call("eth_submitLogin", [LOGIN], worker="rig")
+        work = (await miner.call("eth_getWork", [], request_id=2))["result"]
+        pool.node.chain.mine()  # another miner's block at height 1
+        await pool.next_work(2)
+        reply = await miner.call("eth_submitWork", solve(work, 1, 64), request_id=3, worker="rig")
+        self.assertEqual(reply["result"], True, "a share of live work, block or not")
+        await pool.service.blocks_in_flight()
+        self.assertEqual(pool.service.blocks["rejected"], 1)
+        self.assertEqual(pool.blocks.settled, [(work[0], False)])
+        self.assertEqual(pool.node.chain.height, 1)
+
 
 class NiceHashTests(TestCase):
     timeout = 60
