@@ -9,9 +9,11 @@ from typing import Any
 
 import ethash
 import treq
-from twisted.internet import defer
+from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
+from nomp.config import VardiffConfig
 from nomp.eth.stratum import NICEHASH_UNIT
 from test.ethnode import search_nonce
 from test.ethpool import (
@@ -345,3 +347,32 @@ class GetworkTests(TestCase):
         response = await treq.get(self.miner.url, pool=self.miner.http)
         self.assertEqual(response.code, 405)
         await response.content()
+
+
+class VardiffTests(TestCase):
+    """Vardiff on an Ethereum-family port (OEP has none): an eth-proxy miner
+    gets its work again with the new boundary, a NiceHash miner a
+    mining.set_difficulty in NiceHash's unit."""
+
+    timeout = 60
+
+    async def test_shares_too_fast_raise_the_difficulty(self) -> None:
+        vardiff = VardiffConfig(
+            min_diff=1, max_diff=64, target_time=30, retarget_time=0.2, variance_percent=30
+        )
+        pool = await eth_pool(self, [stratum_port(SHARE_DIFF, vardiff)], difficulty=NETWORK_DIFF)
+        proxy = await connect(pool.ports[0])
+        self.addCleanup(proxy.close)
+        await proxy.call("eth_submitLogin", [LOGIN], worker="rig")
+        work = (await proxy.call("eth_getWork", [], request_id=2))["result"]
+        nonce = 0
+        for i in range(6):
+            share = solve(work, 1, SHARE_DIFF, start=nonce)
+            nonce = int(share[0], 16) + 1
+            await proxy.call("eth_submitWork", share, request_id=10 + i)
+            await deferLater(reactor, 0.05, lambda: None)
+        pushes = [m for m in proxy.pushed if m.get("id") == 0]
+        self.assertTrue(pushes, "the work again, with a new boundary")
+        new_target = int(pushes[-1]["result"][2], 16)
+        self.assertLess(new_target, 2**256 // int(SHARE_DIFF), "a higher difficulty: a lower boundary")
+        self.assertEqual(pushes[-1]["result"][0], work[0])
