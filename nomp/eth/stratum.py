@@ -32,7 +32,7 @@ from nomp.eth.shares import (
 from nomp.eth.work import EthWork, WorkBook, share_target, target_hex
 from nomp.hashing.ethash import EthashResult
 from nomp.stratum.broadcast import broadcast, default_threads
-from nomp.stratum.connection import Connection, PortSettings
+from nomp.stratum.connection import Connection
 from nomp.stratum.defence import ip_of
 from nomp.stratum.enforcement import BanEnforcer
 from nomp.stratum.errors import NOT_SUBSCRIBED, OTHER, UNAUTHORIZED, StratumError
@@ -67,13 +67,6 @@ def work_params(work: EthWork, difficulty: float) -> list[str]:
 def notify_line(work: EthWork, clean: bool) -> bytes:
     """NiceHash's ``mining.notify [job id, seed hash, seal hash, clean]`` (hex without 0x)."""
     return encode_notification("mining.notify", [work.job_id, work.seed_hex[2:], work.header_hex[2:], clean])
-
-
-class EthConnection(Connection, Protocol):
-    """A connection of the Ethereum family's stratum port."""
-
-    dialect: Dialect | None
-    login: str | None
 
 
 class EthStratumProtocol(StratumProtocol):
@@ -425,13 +418,3 @@ class EthBroadcaster:
             ms=(self._clock.seconds() - started) * 1000,
         )
         return len(miners)
-
-
-def factory_for(
-    methods: EthStratumMethods,
-    settings: PortSettings,
-    admit: Callable[[str, float], bool],
-    clock: IReactorTime,
-    idle_timeout: float,
-) -> EthStratumFactory:
-    return EthStratumFactory(methods, settings, admit, clock, idle_timeout)
