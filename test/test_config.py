@@ -44,7 +44,7 @@ DEFAULT_KEYS = "banning, block_refresh_interval, connection_timeout, job_rebroad
 ETH_ADDRESS = "0x" + "ab" * 20
 ETH_POOL_KEYS = (
     "address, banning, block_refresh_interval, connection_timeout, daemons, dataset, enabled, "
-    "hashrate_expiration, hashrate_window, node_name, ports, stale_heights, state_update_interval, "
+    "hashrate_expiration, hashrate_window, node_name, payments, ports, stale_heights, state_update_interval, "
     "upstream_check_interval, usernames"
 )
 ETC_WEI = 10**18  # wei in one ETC (or ether)
@@ -1687,11 +1687,24 @@ class EthErrorTests(EthConfTestCase):
 
     def test_unknown_key(self) -> None:
         """An Ethereum pool file lists its own keys; Bitcoin-only ones are unknown."""
-        self.eth_pool["payments"] = {}
+        self.eth_pool["reward_recipients"] = []
         self.eth_pool["pool_signature"] = "/x/"
+        self.eth_pool["payments"] = {"minimum_payment": 1, "immature_depth": 10}
         self.assertErrors(
-            f"pools/etc.yaml: payments: unknown key (expected one of: {ETH_POOL_KEYS})",
             f"pools/etc.yaml: pool_signature: unknown key (expected one of: {ETH_POOL_KEYS})",
+            f"pools/etc.yaml: reward_recipients: unknown key (expected one of: {ETH_POOL_KEYS})",
+            "pools/etc.yaml: payments.minimum_payment: unknown key (expected one of: daemon, depth, enabled, "
+            "fee_percent, immature_depth, interval, keep_tx_fees, lock_timeout, orphan_safety, scheme)",
+        )
+
+    def test_payment_depths(self) -> None:
+        """The unlocker's depths: OEP's minimums, and a candidate's first look always decides."""
+        self.eth_pool["payments"] = {"immature_depth": 15, "depth": 15, "orphan_safety": 10}
+        self.assertErrors(
+            "pools/etc.yaml: payments.immature_depth: must be >= 16",
+            "pools/etc.yaml: payments.depth: must be >= 32",
+            "pools/etc.yaml: payments.depth: must be above immature_depth (15)",
+            "pools/etc.yaml: payments.orphan_safety: must be at most immature_depth - 6 (9)",
         )
 
     def test_unknown_coin_key(self) -> None:

@@ -14,11 +14,16 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from nomp.config.errors import ErrorLog
-from nomp.config.model import EthCoinConfig, EthRewards, RewardStep
-from nomp.config.schema import Reader
-from nomp.payments.ethunlock import (
+from nomp.config.model import (
     DEFAULT_ORPHAN_SAFETY,
     UNCLE_WINDOW,
+    EthCoinConfig,
+    EthRewards,
+    RewardStep,
+    maturity_problems,
+)
+from nomp.config.schema import Reader
+from nomp.payments.ethunlock import (
     Block,
     ChainBlock,
     ChainUncle,
@@ -35,7 +40,6 @@ from nomp.payments.ethunlock import (
     classify,
     heights_to_read,
     matches,
-    maturity_problems,
     parse_candidate_member,
     priority_fees,
     split_revenue,

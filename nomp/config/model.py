@@ -313,6 +313,46 @@ class RewardStep:
     wei: int = checked(positive)
 
 
+# The Ethereum family's unlocker depths (nomp.payments.ethunlock uses them).
+UNCLE_WINDOW = 6  # an uncle is 1 to 6 blocks below the block that includes it
+
+# OEP refuses to start below these (its unlocker's immatureDepth and depth).
+MIN_IMMATURE_DEPTH = 16
+MIN_DEPTH = 32
+DEFAULT_IMMATURE_DEPTH = 20  # OEP's example configuration
+DEFAULT_DEPTH = 120
+# Blocks above the last possible nephew before a candidate found nowhere is
+# an orphan: each of the six nephews then has that many blocks on top of it.
+DEFAULT_ORPHAN_SAFETY = 6
+
+
+def maturity_problems(immature_depth: int, depth: int, orphan_safety: int) -> list[tuple[str, str]]:
+    """What is wrong with these settings, as (field, message) pairs.
+
+    OEP's own minimums (16 and 32), and: ``depth`` above ``immature_depth``,
+    so a block is checked again after a gap before its credit is final; and
+    ``immature_depth`` at least the uncle window plus ``orphan_safety``, so a
+    candidate due for its first look is always decided.
+    """
+    found = []
+    if immature_depth < MIN_IMMATURE_DEPTH:
+        found.append(("immature_depth", f"must be >= {MIN_IMMATURE_DEPTH}"))
+    if depth < MIN_DEPTH:
+        found.append(("depth", f"must be >= {MIN_DEPTH}"))
+    if depth <= immature_depth:
+        found.append(("depth", f"must be above immature_depth ({immature_depth})"))
+    if orphan_safety < 1:
+        found.append(("orphan_safety", "must be >= 1"))
+    elif immature_depth < UNCLE_WINDOW + orphan_safety:
+        found.append(
+            (
+                "orphan_safety",
+                f"must be at most immature_depth - {UNCLE_WINDOW} ({immature_depth - UNCLE_WINDOW})",
+            )
+        )
+    return found
+
+
 @dataclass(frozen=True, slots=True)
 class EthRewards:
     """An Ethereum-family chain's block, uncle and nephew rewards, in wei.
@@ -396,6 +436,31 @@ class EthCoinConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class EthPaymentsConfig:
+    """Block maturity and reward crediting of an Ethereum-family pool (its unlocker).
+
+    A candidate is looked for on the chain once it has ``immature_depth``
+    confirmations (a block, an uncle, or, past the uncle window and
+    ``orphan_safety`` more blocks, an orphan) and its credit is final at
+    ``depth``.
+    """
+
+    enabled: bool = False
+    interval: float = checked(positive, 600.0)  # seconds between unlocker runs
+    scheme: Literal["prop", "solo"] = "prop"
+    fee_percent: Decimal = checked(lambda v: None if 0 <= v < 100 else "must be >= 0 and < 100", Decimal(0))
+    immature_depth: int = DEFAULT_IMMATURE_DEPTH
+    depth: int = DEFAULT_DEPTH
+    orphan_safety: int = DEFAULT_ORPHAN_SAFETY
+    keep_tx_fees: bool = False  # a block's transaction fees go to the pool, not its round
+    daemon: DaemonConfig | None = None  # the node asked; None: the pool's first
+    lock_timeout: float = checked(positive, 600.0)  # a crashed run's lock frees itself after this
+
+    def problems(self) -> list[tuple[str, str]]:
+        return maturity_problems(self.immature_depth, self.depth, self.orphan_safety)
+
+
+@dataclass(frozen=True, slots=True)
 class EthPoolConfig:
     """``pools/<name>.yaml`` of a pool whose coin is an EthCoinConfig."""
 
@@ -418,6 +483,7 @@ class EthPoolConfig:
     hashrate_expiration: float = checked(positive, 10800.0)  # TTL of a login's hashrate set
     node_name: str = checked(non_empty, "main")  # this process's name in <coin>:nodes
     dataset: bool = False  # keep the full ethash dataset in memory (GiBs) for faster checks
+    payments: EthPaymentsConfig = field(default_factory=EthPaymentsConfig)
 
 
 # The pool_defaults that apply to Ethereum-family pools too; the others

@@ -61,21 +61,19 @@ from enum import StrEnum
 from fractions import Fraction
 from typing import Protocol, TypeAlias
 
-from nomp.config.model import EthCoinConfig, EthRewards
+from nomp.config.model import (
+    DEFAULT_DEPTH,
+    DEFAULT_IMMATURE_DEPTH,
+    DEFAULT_ORPHAN_SAFETY,
+    UNCLE_WINDOW,
+    EthCoinConfig,
+    EthRewards,
+    maturity_problems,
+)
 from nomp.payments.split import RewardSplit, split_reward
 
-UNCLE_WINDOW = 6  # an uncle is 1 to 6 blocks below the block that includes it
 MAX_UNCLES = 2  # a block includes at most two uncles (the yellow paper's ||B_U|| <= 2)
 WEI_PER_SHANNON = 10**9  # OEP keeps balances and credits in Shannon (gwei)
-
-# OEP refuses to start below these (its unlocker's immatureDepth and depth).
-MIN_IMMATURE_DEPTH = 16
-MIN_DEPTH = 32
-DEFAULT_IMMATURE_DEPTH = 20  # OEP's example configuration
-DEFAULT_DEPTH = 120
-# Blocks above the last possible nephew before a candidate found nowhere is
-# an orphan: each of the six nephews then has that many blocks on top of it.
-DEFAULT_ORPHAN_SAFETY = 6
 
 _NONCE = re.compile(r"0x[0-9a-f]{16}")
 _HASH = re.compile(r"0x[0-9a-f]{64}")
@@ -416,33 +414,6 @@ def stage(candidate_height: int, tip: int, immature_depth: int, depth: int) -> S
     if confirmations >= immature_depth:
         return Stage.IMMATURE
     return Stage.CANDIDATE
-
-
-def maturity_problems(immature_depth: int, depth: int, orphan_safety: int) -> list[tuple[str, str]]:
-    """What is wrong with these settings, as (field, message) pairs.
-
-    OEP's own minimums (16 and 32), and: ``depth`` above ``immature_depth``,
-    so a block is checked again after a gap before its credit is final; and
-    ``immature_depth`` at least the uncle window plus ``orphan_safety``, so a
-    candidate due for its first look is always decided.
-    """
-    found = []
-    if immature_depth < MIN_IMMATURE_DEPTH:
-        found.append(("immature_depth", f"must be >= {MIN_IMMATURE_DEPTH}"))
-    if depth < MIN_DEPTH:
-        found.append(("depth", f"must be >= {MIN_DEPTH}"))
-    if depth <= immature_depth:
-        found.append(("depth", f"must be above immature_depth ({immature_depth})"))
-    if orphan_safety < 1:
-        found.append(("orphan_safety", "must be >= 1"))
-    elif immature_depth < UNCLE_WINDOW + orphan_safety:
-        found.append(
-            (
-                "orphan_safety",
-                f"must be at most immature_depth - {UNCLE_WINDOW} ({immature_depth - UNCLE_WINDOW})",
-            )
-        )
-    return found
 
 
 @dataclass(frozen=True, slots=True)
