@@ -1,0 +1,452 @@
+"""Signing the pool's Ethereum-family payouts with a key the pool holds itself.
+
+OEP paid with ``eth_sendTransaction`` from an account left unlocked on the
+node: anyone who reached the node's RPC could spend the pool's coins. Here
+the pool reads its payout key from a file only its own user can read, signs
+each transfer locally and the payer sends the raw bytes with
+``eth_sendRawTransaction``; the node never holds the key.
+
+This module is the signing layer only: no Twisted, no network, no clock. Its
+one I/O is reading the key file (``load_key``). The encoding and signing
+(secp256k1, EIP-155 replay protection, EIP-1559 type-2 envelopes, RLP) are
+eth-account's; what is here is what the pool decides: which key files it
+trusts, what it will pay for gas (``GasPolicy``), which transfers it will
+sign (``sign_transfer``) and who carries the fee (``deduct_fee``).
+
+All amounts are integers in wei. Floats and Decimals are refused, not
+rounded: a payout amount that is not already an exact integer is a bug
+upstream, and signing it would make the bug permanent on chain.
+
+The private key never appears in a repr, a str or an exception message, and
+a ``PayoutKey`` refuses to be pickled or copied, so it cannot ride along
+into a log record, a queue or a crash dump by accident.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from dataclasses import dataclass
+from typing import Literal, NoReturn, SupportsIndex, final
+
+from eth_account import Account
+from eth_account.types import TransactionDictType
+from eth_keys.constants import SECPK1_N
+from eth_keys.datatypes import PrivateKey
+from eth_typing import ChecksumAddress, HexStr
+from eth_utils.address import is_checksum_address, to_checksum_address
+
+# The gas a plain value transfer to an account without code uses, on every
+# chain of the family (the yellow paper's G_transaction).
+TRANSFER_GAS = 21_000
+
+_MAX_UINT256 = 2**256 - 1
+# EIP-2681: a nonce is below 2**64 - 1.
+_MAX_NONCE = 2**64 - 2
+_MAX_CHAIN_ID = 2**64 - 1
+
+# A key file holds 64 hex digits, maybe 0x and whitespace: anything much
+# longer is not a key file, and is not read whole.
+_KEY_FILE_LIMIT = 4096
+_KEY_MODES = (0o600, 0o400)
+
+_HEX_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}\Z")
+_HEX_KEY = re.compile(r"[0-9a-fA-F]{64}\Z")
+
+
+class SignerError(Exception):
+    """Something the payer should report and not retry blindly."""
+
+
+class KeyFileError(SignerError):
+    """The payout key file is missing, unsafe, or holds no valid key."""
+
+
+class GasPriceError(SignerError):
+    """The gas the chain asks for cannot be paid under the policy."""
+
+
+class GasPriceTooHigh(GasPriceError):
+    """The chain asks more per gas than the policy's ceiling allows."""
+
+    def __init__(self, price: int, ceiling: int) -> None:
+        super().__init__(f"gas price {price} wei is above the ceiling of {ceiling} wei; not paying now")
+        self.price = price
+        self.ceiling = ceiling
+
+
+class FeeNotCovered(SignerError):
+    """A payout too small to carry the fee deducted from it."""
+
+    def __init__(self, amount: int, fee: int) -> None:
+        super().__init__(f"payout of {amount} wei does not cover the fee of up to {fee} wei")
+        self.amount = amount
+        self.fee = fee
+
+
+class SigningError(SignerError):
+    """The signing library failed or produced a transaction from another sender."""
+
+
+def _require_int(name: str, value: object, minimum: int, maximum: int) -> int:
+    # bool is an int subclass, and True wei is a bug, not one wei.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if not minimum <= value <= maximum:
+        raise ValueError(f"{name} must be between {minimum} and {maximum}, not {value}")
+    return value
+
+
+# --- the key ---------------------------------------------------------------
+
+
+@final
+class PayoutKey:
+    """The pool's payout private key, and the address it pays from.
+
+    The key stays inside: ``address`` is all that shows, in ``repr`` and
+    ``str`` alike. Pickling and copying are refused, so that a key never
+    travels by accident (a queue, a cache, a log handler that pickles).
+    """
+
+    __slots__ = ("_address", "_secret")
+
+    def __init__(self, secret: bytes) -> None:
+        if not isinstance(secret, bytes) or len(secret) != 32:
+            raise KeyFileError("a payout key is 32 bytes")
+        number = int.from_bytes(secret, "big")
+        if number == 0:
+            raise KeyFileError("the payout key is zero, which is not a valid secp256k1 key")
+        if number >= SECPK1_N:
+            raise KeyFileError("the payout key is not below the secp256k1 curve order")
+        self._secret = secret
+        self._address: ChecksumAddress = PrivateKey(secret).public_key.to_checksum_address()
+
+    @property
+    def address(self) -> ChecksumAddress:
+        """The EIP-55 checksummed address this key pays from."""
+        return self._address
+
+    def __repr__(self) -> str:
+        return f"PayoutKey(address={self._address})"
+
+    __str__ = __repr__
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        raise TypeError("a PayoutKey cannot be pickled or copied")
+
+    def _sign(self, transaction: TransactionDictType) -> tuple[bytes, str]:
+        """Sign checked fields: the raw transaction and its 0x hash."""
+        try:
+            signed = Account.sign_transaction(transaction, self._secret)
+            sender = Account.recover_transaction(signed.raw_transaction)
+        except Exception as e:
+            # Only the exception's type: a library's message could quote its
+            # arguments, and one of them is the key. The chain is dropped too.
+            raise SigningError(f"signing failed ({type(e).__name__})") from None
+        if sender != self._address:
+            raise SigningError(f"the signed transaction recovers to {sender}, not {self._address}")
+        return bytes(signed.raw_transaction), "0x" + bytes(signed.hash).hex()
+
+
+def parse_key(text: str) -> PayoutKey:
+    """A key from its hex text: 64 hex digits, maybe after 0x, maybe padded."""
+    digits = text.strip()
+    if digits[:2] in ("0x", "0X"):
+        digits = digits[2:]
+    if len(digits) != 64:
+        raise KeyFileError(f"a payout key is 64 hex digits; this one has {len(digits)} characters")
+    if not _HEX_KEY.match(digits):
+        raise KeyFileError("the payout key is not hexadecimal")
+    return PayoutKey(bytes.fromhex(digits))
+
+
+def load_key(path: str) -> PayoutKey:
+    """Read the payout key from ``path``, refusing a file others could read.
+
+    The file must be a regular file (a symlink is followed, and what it
+    points to is checked) owned by this process's effective user, with mode
+    0600 or 0400. The checks are made on the opened file, so the file read
+    is the file checked.
+    """
+    flags = os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC | os.O_NONBLOCK  # a FIFO must not block the open
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        raise KeyFileError(f"cannot open the payout key file {path}: {e.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        _check_key_file(path, info)
+        data = b""
+        while len(data) <= _KEY_FILE_LIMIT:
+            chunk = os.read(fd, _KEY_FILE_LIMIT + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+    except OSError as e:
+        raise KeyFileError(f"cannot read the payout key file {path}: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > _KEY_FILE_LIMIT:
+        raise KeyFileError(f"the payout key file {path} is too long to hold one key")
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise KeyFileError(f"the payout key file {path} is not hexadecimal text") from None
+    try:
+        return parse_key(text)
+    except KeyFileError as e:
+        raise KeyFileError(f"the payout key file {path}: {e}") from None
+
+
+def _check_key_file(path: str, info: os.stat_result) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        raise KeyFileError(f"the payout key file {path} is not a regular file")
+    uid = os.geteuid()
+    if info.st_uid != uid:
+        raise KeyFileError(
+            f"the payout key file {path} is owned by uid {info.st_uid}, "
+            f"not by this process's user (uid {uid})"
+        )
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(
+            f"the payout key file {path} has mode {mode:04o}, open to group or others; "
+            f"it must be 0600 or 0400 (chmod 600 {path})"
+        )
+    if mode not in _KEY_MODES:
+        raise KeyFileError(f"the payout key file {path} has mode {mode:04o}; it must be 0600 or 0400")
+
+
+# --- gas -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LegacyPricing:
+    """A legacy (EIP-155) transaction's price: one gas price, paid in full."""
+
+    gas_price: int
+    gas_limit: int = TRANSFER_GAS
+
+    def __post_init__(self) -> None:
+        _require_int("gas_price", self.gas_price, 0, _MAX_UINT256)
+        _require_int("gas_limit", self.gas_limit, TRANSFER_GAS, _MAX_NONCE)
+
+    @property
+    def max_price(self) -> int:
+        """The most one gas can cost."""
+        return self.gas_price
+
+
+@dataclass(frozen=True, slots=True)
+class DynamicPricing:
+    """An EIP-1559 transaction's price: at most ``max_fee_per_gas`` per gas.
+
+    The chain charges base fee plus tip (at most ``max_priority_fee_per_gas``)
+    and never more than ``max_fee_per_gas``; the rest is not spent.
+    """
+
+    max_fee_per_gas: int
+    max_priority_fee_per_gas: int
+    gas_limit: int = TRANSFER_GAS
+
+    def __post_init__(self) -> None:
+        _require_int("max_fee_per_gas", self.max_fee_per_gas, 0, _MAX_UINT256)
+        _require_int("max_priority_fee_per_gas", self.max_priority_fee_per_gas, 0, self.max_fee_per_gas)
+        _require_int("gas_limit", self.gas_limit, TRANSFER_GAS, _MAX_NONCE)
+
+    @property
+    def max_price(self) -> int:
+        """The most one gas can cost."""
+        return self.max_fee_per_gas
+
+
+Pricing = LegacyPricing | DynamicPricing
+
+
+@dataclass(frozen=True, slots=True)
+class GasPolicy:
+    """What the pool will pay for a payout's gas.
+
+    ``mode``: ``legacy`` pays the node's gas price (``eth_gasPrice``) in an
+    EIP-155 transaction, for chains without EIP-1559 (Ethereum Classic) or
+    nodes that do not report a base fee; ``dynamic`` sends EIP-1559 type-2
+    transactions.
+
+    ``max_fee_per_gas`` is the ceiling: the pool never offers more per gas.
+    When the chain asks more, ``price`` refuses (``GasPriceTooHigh``) and
+    the payer waits: a transaction priced below what the chain asks would
+    sit unmined with the nonce taken, and block every payout after it.
+
+    ``priority_fee`` is the tip per gas offered to the block's miner in
+    ``dynamic`` mode (the legacy gas price already includes one).
+    """
+
+    mode: Literal["legacy", "dynamic"]
+    max_fee_per_gas: int
+    priority_fee: int
+    gas_limit: int = TRANSFER_GAS
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("legacy", "dynamic"):
+            raise ValueError(f"gas pricing mode must be 'legacy' or 'dynamic', not {self.mode!r}")
+        _require_int("max_fee_per_gas", self.max_fee_per_gas, 1, _MAX_UINT256)
+        _require_int("priority_fee", self.priority_fee, 0, self.max_fee_per_gas)
+        _require_int("gas_limit", self.gas_limit, TRANSFER_GAS, _MAX_NONCE)
+
+    def price(self, node_gas_price: int, base_fee: int | None) -> Pricing:
+        """The price of the next transfer, from what the node reports now.
+
+        ``node_gas_price`` is the node's ``eth_gasPrice``; ``base_fee`` the
+        latest block's ``baseFeePerGas``, or None where the chain has none.
+
+        In ``dynamic`` mode the offer is twice the base fee plus the tip,
+        which stays includable through six full blocks of base fee rises
+        (each at most 12.5%), but not above the ceiling: a lower cap is
+        still includable while it covers the base fee and the tip, and the
+        unspent part of the cap is never charged anyway. The node's gas
+        price is not used there: the tip is the policy's, so a payout's
+        price does not follow a node's guess.
+        """
+        _require_int("node_gas_price", node_gas_price, 0, _MAX_UINT256)
+        if base_fee is not None:
+            _require_int("base_fee", base_fee, 0, _MAX_UINT256)
+        ceiling = self.max_fee_per_gas
+        if self.mode == "legacy":
+            if node_gas_price > ceiling:
+                raise GasPriceTooHigh(node_gas_price, ceiling)
+            if base_fee is not None and node_gas_price < base_fee:
+                raise GasPriceError(
+                    f"the node's gas price {node_gas_price} wei is below the base fee {base_fee} wei; "
+                    "a transaction at that price cannot be mined"
+                )
+            return LegacyPricing(node_gas_price, self.gas_limit)
+        if base_fee is None:
+            raise GasPriceError(
+                "the node reports no base fee (no EIP-1559 on this chain); use legacy pricing"
+            )
+        needed = base_fee + self.priority_fee
+        if needed > ceiling:
+            raise GasPriceTooHigh(needed, ceiling)
+        offer = min(2 * base_fee + self.priority_fee, ceiling)
+        return DynamicPricing(offer, self.priority_fee, self.gas_limit)
+
+    @staticmethod
+    def fee(pricing: Pricing) -> int:
+        """The most the transfer's gas can cost, in wei: gas limit x max price."""
+        return pricing.gas_limit * pricing.max_price
+
+
+# --- transfers -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SignedTransfer:
+    """A signed payout, ready for ``eth_sendRawTransaction``.
+
+    ``max_cost`` is the most its gas can cost (``GasPolicy.fee``); the
+    sender's balance goes down by ``value`` plus at most that.
+    """
+
+    raw: bytes
+    tx_hash: str
+    nonce: int
+    to: ChecksumAddress
+    value: int
+    max_cost: int
+
+    @property
+    def raw_hex(self) -> str:
+        """``raw`` as the 0x hex string ``eth_sendRawTransaction`` takes."""
+        return "0x" + self.raw.hex()
+
+    @property
+    def max_debit(self) -> int:
+        """The most the transfer takes from the sender: value plus the fee ceiling."""
+        return self.value + self.max_cost
+
+
+def checked_address(to: object) -> ChecksumAddress:
+    """``to`` as an EIP-55 address, if it is one.
+
+    A mixed-case address carries an EIP-55 checksum and must match it (a
+    typo in a miner's login is caught here rather than paid to nobody). An
+    all-lower or all-upper address has no checksum to check. The zero
+    address is refused: nobody holds its key.
+    """
+    if not isinstance(to, str):
+        raise TypeError(f"an address must be a str, not {type(to).__name__}")
+    if not _HEX_ADDRESS.match(to):
+        raise ValueError(f"not an address (0x and 40 hex digits): {to!r}")
+    digits = to[2:]
+    if digits not in (digits.lower(), digits.upper()) and not is_checksum_address(to):
+        raise ValueError(f"address {to} fails its EIP-55 checksum")
+    if int(digits, 16) == 0:
+        raise ValueError("refusing to pay the zero address")
+    return to_checksum_address(to)
+
+
+def sign_transfer(
+    key: PayoutKey, chain_id: int, nonce: int, to: str, value_wei: int, pricing: Pricing
+) -> SignedTransfer:
+    """Sign a plain transfer of ``value_wei`` to ``to``, from ``key.address``.
+
+    A ``LegacyPricing`` gives a legacy transaction with EIP-155 replay
+    protection (the chain id is in the signature), a ``DynamicPricing`` an
+    EIP-1559 type-2 transaction. Either is valid on ``chain_id`` only.
+    """
+    if not isinstance(key, PayoutKey):
+        raise TypeError(f"key must be a PayoutKey, not {type(key).__name__}")
+    _require_int("chain_id", chain_id, 1, _MAX_CHAIN_ID)
+    _require_int("nonce", nonce, 0, _MAX_NONCE)
+    _require_int("value_wei", value_wei, 1, _MAX_UINT256)
+    address = checked_address(to)
+    transaction: TransactionDictType
+    if isinstance(pricing, LegacyPricing):
+        transaction = {
+            "chainId": chain_id,
+            "nonce": nonce,
+            "gasPrice": pricing.gas_price,
+            "gas": pricing.gas_limit,
+            "to": HexStr(address),
+            "value": value_wei,
+            "data": b"",
+        }
+    elif isinstance(pricing, DynamicPricing):
+        transaction = {
+            "type": 2,
+            "chainId": chain_id,
+            "nonce": nonce,
+            "maxFeePerGas": pricing.max_fee_per_gas,
+            "maxPriorityFeePerGas": pricing.max_priority_fee_per_gas,
+            "gas": pricing.gas_limit,
+            "to": HexStr(address),
+            "value": value_wei,
+            "data": b"",
+            "accessList": [],
+        }
+    else:
+        raise TypeError(f"pricing must be LegacyPricing or DynamicPricing, not {type(pricing).__name__}")
+    raw, tx_hash = key._sign(transaction)
+    return SignedTransfer(raw, tx_hash, nonce, address, value_wei, GasPolicy.fee(pricing))
+
+
+def deduct_fee(amount: int, max_fee: int, who: Literal["pool", "miner"]) -> int:
+    """What the miner receives of a payout of ``amount`` wei.
+
+    ``who`` carries the fee: ``pool`` pays it on top (the miner receives
+    ``amount``; the wallet needs ``amount + max_fee``), ``miner`` has it
+    taken from the payout (the miner receives ``amount - max_fee``). The
+    miner is charged the fee's ceiling, not what the chain will charge,
+    since that is known only once the transfer is mined.
+    """
+    _require_int("amount", amount, 1, _MAX_UINT256)
+    _require_int("max_fee", max_fee, 0, _MAX_UINT256)
+    if who == "pool":
+        return amount
+    if who == "miner":
+        if amount <= max_fee:
+            raise FeeNotCovered(amount, max_fee)
+        return amount - max_fee
+    raise ValueError(f"the fee is paid by 'pool' or 'miner', not {who!r}")
