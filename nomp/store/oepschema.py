@@ -27,6 +27,21 @@ ROUND = "{coin}:shares:round{height}:{nonce}"
 HASHRATE_MEMBER = "{diff}:{login}:{worker}:{ms}"
 LOGIN_HASHRATE_MEMBER = "{diff}:{worker}:{ms}"
 CANDIDATE_MEMBER = "{nonce}:{header}:{mix}:{timestamp}:{difficulty}:{shares}"
+LOGIN_PAYMENTS = "{coin}:payments:{login}"
+PENDING_PAYMENT_MEMBER = "{login}:{amount}"
+PAYMENT_MEMBER = "{tx}:{login}:{amount}"
+LOGIN_PAYMENT_MEMBER = "{tx}:{amount}"
+
+# A login's balances in wei, exact, beside OEP's Shannon fields of the same
+# hash (``miners:<login>``; in ``finances``, the pool's totals), which OEP's
+# API shows: OEP's ``balance``, ``pending`` and ``paid`` are each the wei
+# field's ``shannon()``, and whatever changes one changes the other in the
+# same script. The wei fields hold decimal digits, which may pass int64 (9.2
+# ether) where HINCRBY stops: scripts add them as decimal text.
+BALANCE_WEI = "balanceWei"
+PENDING_WEI = "pendingWei"
+PAID_WEI = "paidWei"
+WEI_PER_SHANNON = 10**9
 
 DEFAULT_WORKER = "0"  # OEP's worker name for a login given without one
 
@@ -100,6 +115,54 @@ class OepKeys(RecorderKeys):
         """set: the block hash of every candidate recorded, so none is counted twice."""
         return f"{self.coin}:recorder:found"
 
+    @property
+    def finances(self) -> str:
+        """hash: the pool's totals, ``balance``, ``immature``, ``pending``, ``paid`` (Shannon)
+        and the exact ``*_WEI`` fields beside them."""
+        return f"{self.coin}:finances"
+
+    @property
+    def payments_pending(self) -> str:
+        """zset: score unix s, member ``<login>:<amount in Shannon>``: a payout debited
+        from its balance and not recorded paid yet."""
+        return f"{self.coin}:payments:pending"
+
+    @property
+    def payments_lock(self) -> str:
+        """string: held while a payout run is under way (OEP's payer refuses to start then);
+        nomp's holds its fencing token and expires."""
+        return f"{self.coin}:payments:lock"
+
+    @property
+    def payments_all(self) -> str:
+        """zset: score unix s, member ``payment_member(...)``: every payout sent."""
+        return f"{self.coin}:payments:all"
+
+    def payments_of(self, login: str) -> str:
+        """zset: score unix s, member ``login_payment_member(...)``: one login's payouts."""
+        return LOGIN_PAYMENTS.format(coin=self.coin, login=login)
+
+    @property
+    def payouts_fence(self) -> str:
+        """string: the last fencing token the payout lock was given (it only grows)."""
+        return f"{self.coin}:payouts:fence"
+
+    @property
+    def payouts_journal(self) -> str:
+        """hash: login -> the JSON of its payout between its debit and its record
+        (nomp.payments.ethpayledger's ``JournalEntry``)."""
+        return f"{self.coin}:payouts:journal"
+
+    @property
+    def payouts_unconfirmed(self) -> str:
+        """hash: transaction hash -> the JSON of a payout recorded paid and not mined yet."""
+        return f"{self.coin}:payouts:unconfirmed"
+
+    @property
+    def payouts_aside(self) -> str:
+        """hash: login -> why its payouts wait for the operator (a transfer to it failed)."""
+        return f"{self.coin}:payouts:aside"
+
 
 def split_worker(worker: str) -> tuple[str, str]:
     """(login, worker name) of "<login>.<worker>", split at the first dot; the login in
@@ -114,6 +177,24 @@ def hashrate_member(diff: int, login: str, worker: str, ms: int) -> str:
 
 def login_hashrate_member(diff: int, worker: str, ms: int) -> str:
     return LOGIN_HASHRATE_MEMBER.format(diff=diff, worker=worker, ms=ms)
+
+
+def shannon(wei: int) -> int:
+    """OEP's Shannon field of a wei amount: whole Shannon, rounded down (a balance
+    shown never exceeds what is paid)."""
+    return wei // WEI_PER_SHANNON
+
+
+def pending_payment_member(login: str, amount_shannon: int) -> str:
+    return PENDING_PAYMENT_MEMBER.format(login=login, amount=amount_shannon)
+
+
+def payment_member(tx_hash: str, login: str, amount_shannon: int) -> str:
+    return PAYMENT_MEMBER.format(tx=tx_hash, login=login, amount=amount_shannon)
+
+
+def login_payment_member(tx_hash: str, amount_shannon: int) -> str:
+    return LOGIN_PAYMENT_MEMBER.format(tx=tx_hash, amount=amount_shannon)
 
 
 def candidate_member(nonce: str, header: str, mix: str, timestamp: int, difficulty: int, shares: int) -> str:
