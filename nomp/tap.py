@@ -182,6 +182,7 @@ def build_service(config: Config, reactor: Any, **root_options: Any) -> NompServ
             reactor,
             metrics=metrics.render,
             daemons=lambda name: _ready_daemons(pools[name])(),
+            eth_pools=config.eth_pools,
         )
         metrics.watch_snapshot(lambda: web_service.collector.snapshot)
         # Under the web service: its timers feed only /metrics, which the web port serves.

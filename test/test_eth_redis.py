@@ -5,13 +5,16 @@ exactly the accepted shares and the candidates, in open-ethereum-pool's keys."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import treq
 import yaml
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
+from twisted.web.client import HTTPConnectionPool
 
 from nomp.config import load_config
 from nomp.eth.service import EthPoolService
@@ -36,7 +39,7 @@ class EndToEndTests(TestCase):
         self.redis = shared_redis()
         self.redis.command("FLUSHDB", db=DB)
         self.node = start_dev_node(self, ETHERBASE, difficulty=NETWORK_DIFF)
-        self.stratum, self.getwork = free_port(), free_port()
+        self.stratum, self.getwork, self.web = free_port(), free_port(), free_port()
 
     def conf(self) -> Path:
         folder = Path(self.mktemp())
@@ -46,7 +49,7 @@ class EndToEndTests(TestCase):
             "instance": 3,
             "redis": {"port": self.redis.port, "db": DB},
             "control": {"listen": f"tcp:{free_port()}:interface=127.0.0.1"},
-            "web": {"enabled": False},
+            "web": {"listen": f"tcp:{self.web}:interface=127.0.0.1"},
             "logging": {"level": "warn"},
         }
         pool = {
@@ -114,8 +117,30 @@ class EndToEndTests(TestCase):
             f"nicehash+tcp://127.0.0.1:{self.stratum}",
         )
         await deferLater(reactor, 0.5, lambda: None)  # a heartbeat or two
+        await self.check_oep_api(accepted)
         await root.stopService()
         self.check_redis(pool, accepted)
+
+    async def check_oep_api(self, accepted: int) -> None:
+        """OEP's API on the web port reads what the pool wrote."""
+        http = HTTPConnectionPool(reactor)
+        self.addCleanup(http.closeCachedConnections)
+
+        async def get(path: str) -> Any:
+            response = await treq.get(f"http://127.0.0.1:{self.web}/oep/dev/api/{path}", pool=http)
+            self.assertEqual(response.code, 200, path)
+            return json.loads(await response.content())
+
+        stats = await get("stats")
+        self.assertEqual(stats["minersTotal"], 1)
+        self.assertGreater(stats["hashrate"], 0)
+        self.assertEqual(stats["nodes"][0]["name"], "main")
+        self.assertEqual(stats["candidatesTotal"], self.node.chain.height)
+        account = await get(f"accounts/{LOGIN}")
+        self.assertEqual(sorted(account["workers"]), ["gw", "nh", "proxy"])
+        self.assertEqual(account["stats"]["blocksFound"], self.node.chain.height)
+        blocks = await get("blocks")
+        self.assertEqual(len(blocks["candidates"]), self.node.chain.height)
 
     def check_redis(self, pool: EthPoolService, accepted: int) -> None:
         coin = "ethash-dev"

@@ -222,8 +222,10 @@ class WebApp:
         metrics: Callable[[], tuple[bytes, str]] | None = None,
         pages: IResource | None = None,
         live: LiveStream | None = None,
+        oep: IResource | None = None,
     ) -> None:
         self._snapshot = snapshot
+        self._oep = oep  # open-ethereum-pool's API of the Ethereum-family pools, under /oep/
         self._metrics = metrics  # () -> (Prometheus text, its content type)
         self._pages = pages  # the site's pages, for every path outside /api and /metrics
         self.live = live if live is not None else LiveStream()
@@ -346,6 +348,13 @@ class WebApp:
             request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
             return b"Not found\n"
         return self._pages
+
+    @app.route("/oep/", branch=True)
+    def oep(self, request: IRequest) -> IResource | bytes:
+        """``/oep/<pool>/api/...``: see nomp.web.oepapi."""
+        if self._oep is None:
+            return self._error(request, 404, "no Ethereum-family pool")
+        return self._oep
 
     @app.route("/api/", branch=True)
     def unknown(self, request: IRequest) -> bytes:

@@ -9,13 +9,14 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
 
-from nomp.config import PoolConfig, WebConfig
+from nomp.config import EthPoolConfig, PoolConfig, WebConfig
 from nomp.daemon import DaemonGroup
 from nomp.services import OrderedMultiService
 from nomp.store.client import RedisClient
 from nomp.web.app import WebApp, WebSite
 from nomp.web.collector import StatsCollector
 from nomp.web.live import LiveStream
+from nomp.web.oepapi import OepApi, OepApiResource
 from nomp.web.pages import Pages
 
 
@@ -30,6 +31,7 @@ class WebService(OrderedMultiService):
         reactor: Any,
         metrics: Callable[[], tuple[bytes, str]] | None = None,
         daemons: Callable[[str], DaemonGroup | None] = lambda name: None,
+        eth_pools: Sequence[EthPoolConfig] = (),
     ) -> None:
         super().__init__()
         self.setName("web")
@@ -45,7 +47,12 @@ class WebService(OrderedMultiService):
         pages = Pages(lambda: self.collector.snapshot).resource()
         self.live = LiveStream(config.max_live_clients)
         self.collector.add_listener(self.live.publish)
-        site = WebSite(WebApp(lambda: self.collector.snapshot, metrics, pages, self.live))
+        oep = (
+            OepApiResource({p.name: OepApi(p, redis, reactor, keep=config.stats_interval) for p in eth_pools})
+            if eth_pools
+            else None
+        )
+        site = WebSite(WebApp(lambda: self.collector.snapshot, metrics, pages, self.live, oep))
         self.endpoint = StreamServerEndpointService(serverFromString(reactor, config.listen), site)
         self.endpoint._raiseSynchronously = True  # a port already taken stops the start
         self.endpoint.setServiceParent(self)
