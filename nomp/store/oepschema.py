@@ -115,6 +115,48 @@ class OepKeys(RecorderKeys):
         """set: the block hash of every candidate recorded, so none is counted twice."""
         return f"{self.coin}:recorder:found"
 
+    # -- the unlocker's (nomp.payments.ethledger) -----------------------------------
+
+    @property
+    def blocks_immature(self) -> str:
+        """zset: score the block's height (an uncle's: its nephew's), member ``<uncle
+        height>:<orphan 0/1>:<nonce>:<block hash>:<unix s>:<difficulty>:<round total>:<reward
+        wei>`` (nomp.payments.ethledger.BlockRecord)."""
+        return f"{self.coin}:blocks:immature"
+
+    @property
+    def blocks_matured(self) -> str:
+        """zset: as blocks_immature, for blocks whose credit is final (or orphaned)."""
+        return f"{self.coin}:blocks:matured"
+
+    @property
+    def credits_all(self) -> str:
+        """zset: score the height, member ``<block hash>:<unix s>:<reward wei>`` of each block credited."""
+        return f"{self.coin}:credits:all"
+
+    def credits_immature(self, height: int, block_hash: str) -> str:
+        """hash: login -> Shannon credited as immature by the block (until it matures or is orphaned)."""
+        return f"{self.coin}:credits:immature:{height}:{block_hash}"
+
+    def credits(self, height: int, block_hash: str) -> str:
+        """hash: login -> Shannon the matured block credited to balances (kept)."""
+        return f"{self.coin}:credits:{height}:{block_hash}"
+
+    def credits_wei(self, height: int, block_hash: str) -> str:
+        """hash: login -> the exact wei the block credits (immature, then matured; kept), which
+        OEP's Shannon logs floor. Under ``<coin>:unlocker:``, which OEP never reads."""
+        return f"{self.coin}:unlocker:credits:{height}:{block_hash}"
+
+    @property
+    def unlocker_lock(self) -> str:
+        """string, expiring: the fencing token of the unlocker run that holds the pool."""
+        return f"{self.coin}:unlocker:lock"
+
+    @property
+    def unlocker_fence(self) -> str:
+        """string: the last fencing token handed out."""
+        return f"{self.coin}:unlocker:fence"
+
     @property
     def finances(self) -> str:
         """hash: the pool's totals, ``balance``, ``immature``, ``pending``, ``paid`` (Shannon)
