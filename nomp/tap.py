@@ -18,6 +18,7 @@ from nomp.eth.pool import EthStratumPool
 from nomp.eth.service import EthPoolService, NodeStates
 from nomp.hashing.pool import HashPoolService
 from nomp.logs import make_observer
+from nomp.payments.ethunlocker import EthUnlockerService
 from nomp.payments.rounds import round_policy
 from nomp.payments.service import PaymentService
 from nomp.pool.service import PoolService
@@ -172,6 +173,10 @@ def build_service(config: Config, reactor: Any, **root_options: Any) -> NompServ
         metrics.watch_pool(eth_config.name, miners, eth_recorder, eth_pool)
         eth_pool.add_work_listener(miners.new_work)
         StratumService(miners, eth_config.ports, reactor).setServiceParent(eth_pool)
+        if eth_config.payments.enabled:
+            EthUnlockerService(
+                eth_config, redis.client, reactor, rpc_observer=metrics.daemon_observer(eth_config.name)
+            ).setServiceParent(eth_pool)
         eth_pool.setServiceParent(root)
     web = config.settings.web
     if web.enabled:
