@@ -1689,12 +1689,14 @@ class EthErrorTests(EthConfTestCase):
         """An Ethereum pool file lists its own keys; Bitcoin-only ones are unknown."""
         self.eth_pool["reward_recipients"] = []
         self.eth_pool["pool_signature"] = "/x/"
-        self.eth_pool["payments"] = {"minimum_payment": 1, "immature_depth": 10}
+        self.eth_pool["payments"] = {"pplns_window": 1, "immature_depth": 10}
         self.assertErrors(
             f"pools/etc.yaml: pool_signature: unknown key (expected one of: {ETH_POOL_KEYS})",
             f"pools/etc.yaml: reward_recipients: unknown key (expected one of: {ETH_POOL_KEYS})",
-            "pools/etc.yaml: payments.minimum_payment: unknown key (expected one of: daemon, depth, enabled, "
-            "fee_percent, immature_depth, interval, keep_tx_fees, lock_timeout, orphan_safety, scheme)",
+            "pools/etc.yaml: payments.pplns_window: unknown key (expected one of: daemon, depth, enabled, "
+            "fee_percent, gas_pricing, immature_depth, interval, keep_tx_fees, key_file, lock_timeout, "
+            "max_gas_price_gwei, minimum_payment, orphan_safety, priority_fee_gwei, require_peers, scheme, "
+            "transaction_fee)",
         )
 
     def test_payment_depths(self) -> None:
@@ -1793,6 +1795,101 @@ class EthErrorTests(EthConfTestCase):
         self.eth_coin["algorithm"] = ["etchash"]
         errors = self.errors()
         self.assertIn("coins/ethereum-classic.yaml: algorithm: expected a string, got a list", errors)
+
+
+class EthPayerConfigTests(EthConfTestCase):
+    """The payer's keys in an Ethereum pool's payments section: amounts in whole wei."""
+
+    def test_defaults(self) -> None:
+        """Without payer keys: 0.5 ether, legacy pricing up to 100 gwei, the pool pays the fee."""
+        (pool,) = self.load().eth_pools
+        payments = pool.payments
+        self.assertEqual(
+            (payments.key_file, payments.gas_pricing, payments.transaction_fee, payments.require_peers),
+            (None, "legacy", "pool", 1),
+        )
+        self.assertEqual(payments.minimum_payment_wei, 5 * 10**17)
+        self.assertEqual(payments.max_gas_price_wei, 100 * 10**9)
+        self.assertEqual(payments.priority_fee_wei, 10**9)
+
+    def test_amounts_in_wei(self) -> None:
+        """Ether and gwei amounts turn into exact wei, down to the last one."""
+        self.eth_pool["payments"] = {
+            "enabled": True,
+            "key_file": "/etc/nomp/payout.key",
+            "minimum_payment": "0.000000000000000001",
+            "gas_pricing": "dynamic",
+            "max_gas_price_gwei": "250.000000001",
+            "priority_fee_gwei": 0,
+            "transaction_fee": "miners",
+            "require_peers": 0,
+        }
+        (pool,) = self.load().eth_pools
+        payments = pool.payments
+        self.assertEqual(payments.key_file, "/etc/nomp/payout.key")
+        self.assertEqual(payments.minimum_payment_wei, 1)
+        self.assertEqual(payments.max_gas_price_wei, 250_000_000_001)
+        self.assertEqual(payments.priority_fee_wei, 0)
+        self.assertEqual((payments.gas_pricing, payments.transaction_fee), ("dynamic", "miners"))
+        self.assertEqual(payments.require_peers, 0)
+
+    def test_large_amounts_exact(self) -> None:
+        """Amounts past Decimal's 28 digits are still exact wei."""
+        self.eth_pool["payments"] = {"minimum_payment": "123456789012.123456789012345678"}
+        (pool,) = self.load().eth_pools
+        self.assertEqual(pool.payments.minimum_payment_wei, 123456789012123456789012345678)
+        self.eth_pool["payments"] = {"minimum_payment": "123456789012.1234567890123456789"}
+        self.assertErrors(
+            "pools/etc.yaml: payments.minimum_payment: must have at most 18 decimals (whole wei)"
+        )
+
+    def test_yaml_float(self) -> None:
+        """A YAML float is read as written: 0.1 ether is 10^17 wei."""
+        self.eth_pool["payments"] = {"minimum_payment": 0.1}
+        (pool,) = self.load().eth_pools
+        self.assertEqual(pool.payments.minimum_payment_wei, 10**17)
+
+    def test_key_file_required_when_enabled(self) -> None:
+        """Enabled payments need the payout key's file."""
+        self.eth_pool["payments"] = {"enabled": True}
+        self.assertErrors(
+            "pools/etc.yaml: payments.key_file: missing: the payer signs with the pool's payout key"
+        )
+
+    def test_bad_amounts(self) -> None:
+        """Amounts below a wei, zero or negative are refused, each with its key."""
+        self.eth_pool["payments"] = {
+            "minimum_payment": "0.0000000000000000001",
+            "max_gas_price_gwei": "0.0000000001",
+            "priority_fee_gwei": -1,
+        }
+        self.assertErrors(
+            "pools/etc.yaml: payments.minimum_payment: must have at most 18 decimals (whole wei)",
+            "pools/etc.yaml: payments.max_gas_price_gwei: must have at most 9 decimals (whole wei)",
+            "pools/etc.yaml: payments.priority_fee_gwei: must be >= 0",
+        )
+        self.eth_pool["payments"] = {"minimum_payment": 0, "max_gas_price_gwei": -5, "require_peers": -1}
+        self.assertErrors(
+            "pools/etc.yaml: payments.minimum_payment: must be > 0",
+            "pools/etc.yaml: payments.max_gas_price_gwei: must be > 0",
+            "pools/etc.yaml: payments.require_peers: must be >= 0",
+        )
+
+    def test_tip_above_ceiling(self) -> None:
+        """The tip cannot be above the gas price ceiling."""
+        self.eth_pool["payments"] = {"max_gas_price_gwei": 2, "priority_fee_gwei": 3}
+        self.assertErrors(
+            "pools/etc.yaml: payments.priority_fee_gwei: must be at most max_gas_price_gwei (2)"
+        )
+
+    def test_choices(self) -> None:
+        """gas_pricing and transaction_fee take their listed values, key_file a path."""
+        self.eth_pool["payments"] = {"gas_pricing": "eip1559", "transaction_fee": "miner", "key_file": ""}
+        self.assertErrors(
+            "pools/etc.yaml: payments.gas_pricing: must be one of 'legacy', 'dynamic', got 'eip1559'",
+            "pools/etc.yaml: payments.transaction_fee: must be one of 'pool', 'miners', got 'miner'",
+            "pools/etc.yaml: payments.key_file: must be a file path",
+        )
 
 
 class EthPoolDefaultsTests(EthConfTestCase):

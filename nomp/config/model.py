@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from fractions import Fraction
 from itertools import pairwise
 from pathlib import Path
 from typing import Literal
@@ -435,6 +436,32 @@ class EthCoinConfig:
         return []
 
 
+def _scaled(value: Decimal, decimals: int) -> Fraction:
+    """``value`` * 10^decimals, exact at any size (Decimal's own arithmetic rounds to 28 digits)."""
+    numerator, denominator = value.as_integer_ratio()
+    return Fraction(numerator * 10**decimals, denominator)
+
+
+def _whole_units(value: Decimal, decimals: int, unit: str) -> str | None:
+    if _scaled(value, decimals).denominator != 1:
+        return f"must have at most {decimals} decimals (whole {unit})"
+    return None
+
+
+def _ether_amount(value: Decimal) -> str | None:
+    """Ether, more than zero, in whole wei."""
+    return "must be > 0" if value <= 0 else _whole_units(value, 18, "wei")
+
+
+def _gwei_amount(value: Decimal) -> str | None:
+    """Gwei, more than zero, in whole wei."""
+    return "must be > 0" if value <= 0 else _whole_units(value, 9, "wei")
+
+
+def _gwei_amount_or_zero(value: Decimal) -> str | None:
+    return "must be >= 0" if value < 0 else _whole_units(value, 9, "wei")
+
+
 @dataclass(frozen=True, slots=True)
 class EthPaymentsConfig:
     """Block maturity and reward crediting of an Ethereum-family pool (its unlocker).
@@ -455,9 +482,38 @@ class EthPaymentsConfig:
     keep_tx_fees: bool = False  # a block's transaction fees go to the pool, not its round
     daemon: DaemonConfig | None = None  # the node asked; None: the pool's first
     lock_timeout: float = checked(positive, 600.0)  # a crashed run's lock frees itself after this
+    # The payer (nomp.payments.ethpayer), each ``interval`` after the unlocker.
+    # The payout key's file: 64 hex digits, owned by the pool's user, mode
+    # 0600 or 0400 (a relative path is from the process's working directory).
+    key_file: str | None = checked(lambda v: "must be a file path" if not v or "\0" in v else None, None)
+    minimum_payment: Decimal = checked(_ether_amount, Decimal("0.5"))  # ether; a balance this high is paid
+    gas_pricing: Literal["legacy", "dynamic"] = "legacy"  # dynamic: EIP-1559 transactions
+    max_gas_price_gwei: Decimal = checked(_gwei_amount, Decimal(100))  # no payout while gas costs more
+    priority_fee_gwei: Decimal = checked(_gwei_amount_or_zero, Decimal(1))  # dynamic: the tip per gas
+    transaction_fee: Literal["pool", "miners"] = "pool"  # miners: the fee's ceiling comes off each payout
+    require_peers: int = checked(non_negative, 1)  # no payout while the node has fewer peers (0: any)
+
+    @property
+    def minimum_payment_wei(self) -> int:
+        return int(_scaled(self.minimum_payment, 18))
+
+    @property
+    def max_gas_price_wei(self) -> int:
+        return int(_scaled(self.max_gas_price_gwei, 9))
+
+    @property
+    def priority_fee_wei(self) -> int:
+        return int(_scaled(self.priority_fee_gwei, 9))
 
     def problems(self) -> list[tuple[str, str]]:
-        return maturity_problems(self.immature_depth, self.depth, self.orphan_safety)
+        found = maturity_problems(self.immature_depth, self.depth, self.orphan_safety)
+        if self.enabled and self.key_file is None:
+            found.append(("key_file", "missing: the payer signs with the pool's payout key"))
+        if self.priority_fee_gwei > self.max_gas_price_gwei:
+            found.append(
+                ("priority_fee_gwei", f"must be at most max_gas_price_gwei ({self.max_gas_price_gwei})")
+            )
+        return found
 
 
 @dataclass(frozen=True, slots=True)
