@@ -32,15 +32,15 @@ PENDING_PAYMENT_MEMBER = "{login}:{amount}"
 PAYMENT_MEMBER = "{tx}:{login}:{amount}"
 LOGIN_PAYMENT_MEMBER = "{tx}:{amount}"
 
-# A login's balances in wei, exact, beside OEP's Shannon fields of the same
-# hash (``miners:<login>``; in ``finances``, the pool's totals), which OEP's
-# API shows: OEP's ``balance``, ``pending`` and ``paid`` are each the wei
-# field's ``shannon()``, and whatever changes one changes the other in the
-# same script. The wei fields hold decimal digits, which may pass int64 (9.2
-# ether) where HINCRBY stops: scripts add them as decimal text.
-BALANCE_WEI = "balanceWei"
-PENDING_WEI = "pendingWei"
-PAID_WEI = "paidWei"
+# The amounts of ``miners:<login>`` (and the pool's totals in ``finances``)
+# OEP's API shows: whole Shannon, as OEP keeps them. The wei below a Shannon
+# of each is kept beside it in ``dust_field(name)`` (0 to 10^9 - 1), so an
+# amount is exact (``wei_of``) and both parts fit HINCRBY's int64; a script
+# that changes one changes the other.
+BALANCE = "balance"
+PENDING = "pending"
+PAID = "paid"
+DUST_FIELD = "{name}Dust"
 WEI_PER_SHANNON = 10**9
 
 DEFAULT_WORKER = "0"  # OEP's worker name for a login given without one
@@ -159,8 +159,9 @@ class OepKeys(RecorderKeys):
 
     @property
     def finances(self) -> str:
-        """hash: the pool's totals, ``balance``, ``immature``, ``pending``, ``paid`` (Shannon)
-        and the exact ``*_WEI`` fields beside them."""
+        """hash: the pool's totals, ``balance``, ``immature``, ``pending``, ``paid`` and
+        ``totalMined`` (Shannon) with their ``dust_field``s; the unlocker's
+        ``lastCreditHeight`` and ``lastCreditHash``."""
         return f"{self.coin}:finances"
 
     @property
@@ -171,8 +172,9 @@ class OepKeys(RecorderKeys):
 
     @property
     def payments_lock(self) -> str:
-        """string: held while a payout run is under way (OEP's payer refuses to start then);
-        nomp's holds its fencing token and expires."""
+        """string: OEP's payer holds it (``<login>:<amount>``) while a payout of its is under
+        way, and refuses to start while it is there; nomp's payer never sets it and does not
+        pay while it is there."""
         return f"{self.coin}:payments:lock"
 
     @property
@@ -183,11 +185,6 @@ class OepKeys(RecorderKeys):
     def payments_of(self, login: str) -> str:
         """zset: score unix s, member ``login_payment_member(...)``: one login's payouts."""
         return LOGIN_PAYMENTS.format(coin=self.coin, login=login)
-
-    @property
-    def payouts_fence(self) -> str:
-        """string: the last fencing token the payout lock was given (it only grows)."""
-        return f"{self.coin}:payouts:fence"
 
     @property
     def payouts_journal(self) -> str:
@@ -221,10 +218,24 @@ def login_hashrate_member(diff: int, worker: str, ms: int) -> str:
     return LOGIN_HASHRATE_MEMBER.format(diff=diff, worker=worker, ms=ms)
 
 
+def dust_field(name: str) -> str:
+    """The field beside OEP's amount ``name`` holding its wei below a Shannon."""
+    return DUST_FIELD.format(name=name)
+
+
 def shannon(wei: int) -> int:
-    """OEP's Shannon field of a wei amount: whole Shannon, rounded down (a balance
-    shown never exceeds what is paid)."""
+    """OEP's Shannon of a wei amount: whole Shannon, rounded down."""
     return wei // WEI_PER_SHANNON
+
+
+def split_wei(wei: int) -> tuple[int, int]:
+    """(Shannon, dust) of a wei amount; a negative one's dust is still 0 to 10^9 - 1."""
+    return divmod(wei, WEI_PER_SHANNON)
+
+
+def wei_of(shannon_text: str | None, dust_text: str | None) -> int:
+    """The wei an amount and its dust field hold (absent fields are 0)."""
+    return int(shannon_text or 0) * WEI_PER_SHANNON + int(dust_text or 0)
 
 
 def pending_payment_member(login: str, amount_shannon: int) -> str:

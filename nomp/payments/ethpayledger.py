@@ -1,0 +1,602 @@
+"""EthPayLedger: every write of the Ethereum family's payer to Redis, each one atomic Lua script.
+
+The keys are open-ethereum-pool's (``miners:<login>``'s balance, pending
+and paid, ``payments:pending``, ``payments:all``, ``payments:<login>``,
+``finances``; nomp.store.oepschema names them) and the payer's own under
+``<coin>:payouts:``, which OEP never reads:
+
+- the journal (``payouts_journal``, login -> ``JournalEntry`` JSON): a
+  payout between its debit and its record. It is written in the script that
+  moves the amount from balance to pending, before anything is signed or
+  sent, and removed in the script that records it paid (or gives it back);
+- the unconfirmed payouts (``payouts_unconfirmed``, transaction hash ->
+  ``Unconfirmed`` JSON): recorded paid, not mined yet. They keep their raw
+  transaction, to be sent again if a node forgets it, and are dropped once
+  mined, or given back if the chain ran them and they failed;
+- logins set aside (``payouts_aside``, login -> why), never paid again
+  until the operator deletes the field.
+
+Amounts are OEP's whole Shannon with their wei below a Shannon in the
+``dust_field`` beside them: Lua's numbers are doubles, and wei pass 2^53
+long before any balance is large, so the scripts add Shannon and dust
+apart and carry between them.
+
+The run holds a lock whose value is a fencing token (a number that only
+grows, shared with the unlocker's runs); a script that decides something
+(reserve, sign, give back) first checks the lock still holds its token, so
+a run that stalled past the timeout can no longer write. A script that
+records what the chain did (paid, mined, failed) checks only that the
+journal or unconfirmed entry is the one it names: that happens once
+whoever does it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from nomp.payments.ethsigner import DynamicPricing, LegacyPricing, Pricing
+from nomp.store.client import RedisClient
+from nomp.store.oepschema import (
+    BALANCE,
+    LOGIN_PAYMENT_MEMBER,
+    LOGIN_PAYMENTS,
+    MINER,
+    PAID,
+    PAYMENT_MEMBER,
+    PENDING,
+    PENDING_PAYMENT_MEMBER,
+    OepKeys,
+    dust_field,
+    shannon,
+    split_wei,
+    wei_of,
+)
+from nomp.store.schema import lua_key_function, lua_string
+
+SCAN_COUNT = 500  # keys a payee scan step looks at
+
+# -- Lua ------------------------------------------------------------------------------
+
+_PRELUDE = "\n".join(
+    [
+        lua_key_function("miner_key", MINER),
+        lua_key_function("login_payments_key", LOGIN_PAYMENTS),
+        lua_key_function("pending_member", PENDING_PAYMENT_MEMBER),
+        lua_key_function("payment_member", PAYMENT_MEMBER),
+        lua_key_function("login_payment_member", LOGIN_PAYMENT_MEMBER),
+        f"local BALANCE, PENDING, PAID = {lua_string(BALANCE)}, {lua_string(PENDING)}, {lua_string(PAID)}",
+        f"local function dust(name) return name .. {lua_string(dust_field(''))} end",
+        r"""
+local SHANNON = 1000000000
+-- an amount as {shannon, dust}, from the two decimal strings Python sends
+local function amount(shannon_text, dust_text) return {tonumber(shannon_text), tonumber(dust_text)} end
+local function held(key, name)
+  local v = redis.call('HMGET', key, name, dust(name))
+  return {tonumber(v[1] or '0') or 0, tonumber(v[2] or '0') or 0}
+end
+local function at_least(have, want)
+  return have[1] > want[1] or (have[1] == want[1] and have[2] >= want[2])
+end
+-- add (sign 1) or take (sign -1) an amount to a field and its dust, carrying between them
+local function move(key, name, a, sign)
+  local d = held(key, name)[2] + sign * a[2]
+  local carry = math.floor(d / SHANNON)
+  d = d - carry * SHANNON
+  redis.call('HINCRBY', key, name, string.format('%d', sign * a[1] + carry))
+  redis.call('HSET', key, dust(name), string.format('%d', d))
+end
+local function transfer(key, from, to, a)
+  move(key, from, a, -1)
+  move(key, to, a, 1)
+end
+-- a script checks every amount it moves before its first write: Redis does not
+-- undo the writes of a script that fails half way
+local function amount_problem(key, name)
+  local v = redis.call('HMGET', key, name, dust(name))
+  if v[1] and not string.match(v[1], '^%-?%d+$') then
+    return key .. ' ' .. name .. ' is not an integer: ' .. v[1]
+  end
+  if v[2] and not (string.match(v[2], '^%d+$') and #v[2] <= 9) then
+    return key .. ' ' .. dust(name) .. ' is not below a Shannon: ' .. v[2]
+  end
+  return nil
+end
+local function amounts_problem(checks)
+  for _, c in ipairs(checks) do
+    local problem = amount_problem(c[1], c[2])
+    if problem then return redis.error_reply('BADAMOUNT ' .. problem) end
+  end
+  return nil
+end
+local function highest_nonce(hash)
+  local highest = -1
+  for _, text in ipairs(redis.call('HVALS', hash)) do
+    local ok, e = pcall(cjson.decode, text)
+    if ok and type(e) == 'table' and tonumber(e.nonce) and tonumber(e.nonce) > highest then
+      highest = tonumber(e.nonce)
+    end
+  end
+  return highest
+end
+""",
+    ]
+)
+
+_LOCKED = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return redis.error_reply('NOLOCK the payout lock is no longer ours')
+end
+"""
+
+_ACQUIRE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local token = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
+return token
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) return 1 end
+return 0
+"""
+
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+return 0
+"""
+
+# ARGV: cursor, coin, count. One SCAN step over miners:*: the next cursor and,
+# flat, each hash's login, balance and balance dust.
+_SCAN = (
+    _PRELUDE
+    + """
+local prefix = miner_key(ARGV[2], '')
+local step = redis.call('SCAN', ARGV[1], 'MATCH', prefix .. '*', 'COUNT', ARGV[3])
+local found = {}
+for _, key in ipairs(step[2]) do
+  if redis.call('TYPE', key)['ok'] == 'hash' then
+    local v = redis.call('HMGET', key, BALANCE, dust(BALANCE))
+    found[#found + 1] = string.sub(key, #prefix + 1)
+    found[#found + 1] = v[1] or '0'
+    found[#found + 1] = v[2] or '0'
+  end
+end
+return {step[1], found}
+"""
+)
+
+_HGETALL = "return redis.call('HGETALL', KEYS[1])"
+
+# KEYS: lock, journal, unconfirmed, miner, finances, payments:pending, aside.
+# ARGV: token, login, entry JSON, amount's Shannon, its dust, nonce, now.
+_RESERVE = (
+    _LOCKED
+    + _PRELUDE
+    + """
+if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then
+  return redis.error_reply('JOURNALOPEN a payout to ' .. ARGV[2] .. ' is open already')
+end
+if redis.call('HEXISTS', KEYS[7], ARGV[2]) == 1 then
+  return redis.error_reply('ASIDE payouts to ' .. ARGV[2] .. ' are set aside')
+end
+local nonce = tonumber(ARGV[6])
+if highest_nonce(KEYS[2]) >= nonce or highest_nonce(KEYS[3]) >= nonce then
+  return redis.error_reply('NONCE nonce ' .. ARGV[6] .. ' is not above every payout known')
+end
+local bad = amounts_problem({{KEYS[4], BALANCE}, {KEYS[4], PENDING}, {KEYS[5], BALANCE}, {KEYS[5], PENDING}})
+if bad then return bad end
+local a = amount(ARGV[4], ARGV[5])
+if not at_least(held(KEYS[4], BALANCE), a) then
+  return redis.error_reply('NOFUNDS the balance of ' .. ARGV[2] .. ' is below its payout')
+end
+transfer(KEYS[4], BALANCE, PENDING, a)
+transfer(KEYS[5], BALANCE, PENDING, a)
+redis.call('ZADD', KEYS[6], ARGV[7], pending_member(ARGV[2], ARGV[4]))
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return 1
+"""
+)
+
+# KEYS: lock, journal. ARGV: token, login, nonce, the signed entry JSON.
+_SIGNED = (
+    _LOCKED
+    + """
+local open = redis.call('HGET', KEYS[2], ARGV[2])
+if not open then return 0 end
+local entry = cjson.decode(open)
+local unsigned = entry.tx_hash == nil or entry.tx_hash == cjson.null
+if tostring(entry.nonce) ~= ARGV[3] or not unsigned then return 0 end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[4])
+return 1
+"""
+)
+
+# KEYS: journal, miner, finances, payments:pending, payments:all, payments:<login>, unconfirmed.
+# ARGV: login, tx hash, now, amount's Shannon, its dust, unconfirmed JSON.
+_PAID = (
+    _PRELUDE
+    + """
+local open = redis.call('HGET', KEYS[1], ARGV[1])
+if not open or cjson.decode(open).tx_hash ~= ARGV[2] then return 0 end
+local bad = amounts_problem({{KEYS[2], PENDING}, {KEYS[2], PAID}, {KEYS[3], PENDING}, {KEYS[3], PAID}})
+if bad then return bad end
+local a = amount(ARGV[4], ARGV[5])
+transfer(KEYS[2], PENDING, PAID, a)
+transfer(KEYS[3], PENDING, PAID, a)
+redis.call('ZREM', KEYS[4], pending_member(ARGV[1], ARGV[4]))
+redis.call('ZADD', KEYS[5], ARGV[3], payment_member(ARGV[2], ARGV[1], ARGV[4]))
+redis.call('ZADD', KEYS[6], ARGV[3], login_payment_member(ARGV[2], ARGV[4]))
+redis.call('HSET', KEYS[7], ARGV[2], ARGV[6])
+redis.call('HDEL', KEYS[1], ARGV[1])
+return 1
+"""
+)
+
+# KEYS: lock, journal, miner, finances, payments:pending.
+# ARGV: token, login, nonce, amount's Shannon, its dust.
+_GIVE_BACK = (
+    _LOCKED
+    + _PRELUDE
+    + """
+local open = redis.call('HGET', KEYS[2], ARGV[2])
+if not open or tostring(cjson.decode(open).nonce) ~= ARGV[3] then return 0 end
+local bad = amounts_problem({{KEYS[3], PENDING}, {KEYS[3], BALANCE}, {KEYS[4], PENDING}, {KEYS[4], BALANCE}})
+if bad then return bad end
+local a = amount(ARGV[4], ARGV[5])
+transfer(KEYS[3], PENDING, BALANCE, a)
+transfer(KEYS[4], PENDING, BALANCE, a)
+redis.call('ZREM', KEYS[5], pending_member(ARGV[2], ARGV[4]))
+redis.call('HDEL', KEYS[2], ARGV[2])
+return 1
+"""
+)
+
+# KEYS: unconfirmed. ARGV: tx hash.
+_MINED = "return redis.call('HDEL', KEYS[1], ARGV[1])"
+
+# KEYS: unconfirmed, miner, finances, payments:all, payments:<login>, aside.
+# ARGV: tx hash, login, amount's Shannon (as recorded), the value's Shannon, its dust, why.
+_FAILED = (
+    _PRELUDE
+    + """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+local bad = amounts_problem({{KEYS[2], PAID}, {KEYS[2], BALANCE}, {KEYS[3], PAID}, {KEYS[3], BALANCE}})
+if bad then return bad end
+redis.call('HDEL', KEYS[1], ARGV[1])
+local v = amount(ARGV[4], ARGV[5])
+transfer(KEYS[2], PAID, BALANCE, v)
+transfer(KEYS[3], PAID, BALANCE, v)
+redis.call('ZREM', KEYS[4], payment_member(ARGV[1], ARGV[2], ARGV[3]))
+redis.call('ZREM', KEYS[5], login_payment_member(ARGV[1], ARGV[3]))
+redis.call('HSET', KEYS[6], ARGV[2], ARGV[6])
+return 1
+"""
+)
+
+
+# -- records ----------------------------------------------------------------------------
+
+
+def pricing_to_json(pricing: Pricing) -> dict[str, str]:
+    # Integers as strings: Lua's cjson would read them as doubles.
+    if isinstance(pricing, LegacyPricing):
+        return {"type": "legacy", "gas_price": str(pricing.gas_price), "gas": str(pricing.gas_limit)}
+    return {
+        "type": "dynamic",
+        "max_fee": str(pricing.max_fee_per_gas),
+        "tip": str(pricing.max_priority_fee_per_gas),
+        "gas": str(pricing.gas_limit),
+    }
+
+
+def pricing_from_json(data: Mapping[str, Any]) -> Pricing:
+    if data["type"] == "legacy":
+        return LegacyPricing(int(data["gas_price"]), int(data["gas"]))
+    if data["type"] == "dynamic":
+        return DynamicPricing(int(data["max_fee"]), int(data["tip"]), int(data["gas"]))
+    raise ValueError(f"unknown pricing {data['type']!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """A payout between its debit and its record.
+
+    ``amount`` is what left the login's balance, ``value`` what the transfer
+    carries (``amount`` less the fee's ceiling when the miners pay it). The
+    pricing is fixed when the entry is written, so signing it again (after a
+    crash before its hash was recorded) gives the same transaction.
+    ``state``: "reserved" (no transaction yet) or "signed" (``tx_hash`` and
+    ``raw`` recorded: it may have been sent).
+    """
+
+    login: str
+    amount: int
+    value: int
+    nonce: int
+    pricing: Pricing
+    created: float  # unix s
+    state: Literal["reserved", "signed"] = "reserved"
+    tx_hash: str | None = None
+    raw: str | None = None  # 0x hex, as eth_sendRawTransaction takes it
+
+    @property
+    def max_cost(self) -> int:
+        """The most its gas can cost, in wei."""
+        return self.pricing.gas_limit * self.pricing.max_price
+
+    def signed(self, tx_hash: str, raw: str) -> JournalEntry:
+        return replace(self, state="signed", tx_hash=tx_hash, raw=raw)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "login": self.login,
+                "amount": str(self.amount),
+                "value": str(self.value),
+                "nonce": self.nonce,
+                "pricing": pricing_to_json(self.pricing),
+                "created": self.created,
+                "state": self.state,
+                "tx_hash": self.tx_hash,
+                "raw": self.raw,
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> JournalEntry:
+        data = json.loads(text)
+        state = data["state"]
+        if state not in ("reserved", "signed"):
+            raise ValueError(f"unknown journal state {state!r}")
+        return cls(
+            login=str(data["login"]),
+            amount=int(data["amount"]),
+            value=int(data["value"]),
+            nonce=int(data["nonce"]),
+            pricing=pricing_from_json(data["pricing"]),
+            created=float(data["created"]),
+            state=state,
+            tx_hash=data.get("tx_hash") or None,
+            raw=data.get("raw") or None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Unconfirmed:
+    """A payout recorded paid whose transaction is not mined deep enough yet."""
+
+    tx_hash: str
+    login: str
+    amount: int
+    value: int
+    nonce: int
+    max_cost: int  # the most its gas can cost
+    raw: str
+    recorded: float  # unix s
+
+    @classmethod
+    def of(cls, entry: JournalEntry, recorded: float) -> Unconfirmed:
+        assert entry.tx_hash is not None and entry.raw is not None
+        return cls(
+            entry.tx_hash,
+            entry.login,
+            entry.amount,
+            entry.value,
+            entry.nonce,
+            entry.max_cost,
+            entry.raw,
+            recorded,
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "login": self.login,
+                "amount": str(self.amount),
+                "value": str(self.value),
+                "nonce": self.nonce,
+                "max_cost": str(self.max_cost),
+                "raw": self.raw,
+                "recorded": self.recorded,
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, tx_hash: str, text: str) -> Unconfirmed:
+        data = json.loads(text)
+        return cls(
+            tx_hash,
+            str(data["login"]),
+            int(data["amount"]),
+            int(data["value"]),
+            int(data["nonce"]),
+            int(data["max_cost"]),
+            str(data["raw"]),
+            float(data["recorded"]),
+        )
+
+
+def _parts(wei: int) -> list[str]:
+    whole, dust = split_wei(wei)
+    return [str(whole), str(dust)]
+
+
+def _hash(flat: list[Any] | None) -> dict[str, str]:
+    flat = flat or []
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+class EthPayLedger:
+    """The payout keys of one Ethereum-family pool and their scripts.
+
+    The run lock is the unlocker's (``unlocker_lock``, its tokens from
+    ``unlocker_fence``, taken and given back as nomp.payments.ethledger
+    does): a payout run and an unlocker run of a pool never overlap, so a
+    run pays balances as the last unlocker run left them.
+    """
+
+    def __init__(self, redis: RedisClient, keys: OepKeys) -> None:
+        self._redis = redis
+        self.keys = keys
+        self.lock = keys.unlocker_lock
+        self.fence = keys.unlocker_fence
+
+    async def _eval(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        return await self._redis.eval(script, keys, args)
+
+    # -- the lock --
+
+    async def acquire(self, timeout: float) -> int | None:
+        """The lock's new fencing token, or None while another run holds it."""
+        token = await self._eval(_ACQUIRE, [self.lock, self.fence], [int(timeout * 1000)])
+        return int(token) or None
+
+    async def release(self, token: int) -> None:
+        await self._eval(_RELEASE, [self.lock], [token])
+
+    async def extend(self, token: int, timeout: float) -> bool:
+        return bool(await self._eval(_EXTEND, [self.lock], [token, int(timeout * 1000)]))
+
+    # -- reading --
+
+    async def hash(self, key: str) -> dict[str, str]:
+        return _hash(await self._eval(_HGETALL, [key], []))
+
+    async def balances(self) -> dict[str, int]:
+        """Every login's balance in wei (SCAN over ``miners:*``, as OEP's payer reads them)."""
+        found: dict[str, int] = {}
+        cursor = "0"
+        while True:
+            cursor, flat = await self._eval(_SCAN, [], [cursor, self.keys.coin, SCAN_COUNT])
+            for i in range(0, len(flat or []), 3):
+                try:
+                    found[flat[i]] = wei_of(flat[i + 1], flat[i + 2])
+                except ValueError:
+                    continue  # not OEP's numbers: not a balance the payer can pay
+            if str(cursor) == "0":
+                return found
+
+    async def miner(self, login: str) -> dict[str, str]:
+        return await self.hash(self.keys.miner(login))
+
+    async def journal(self) -> list[JournalEntry]:
+        """The open payouts, lowest nonce first."""
+        entries = [JournalEntry.from_json(v) for v in (await self.hash(self.keys.payouts_journal)).values()]
+        return sorted(entries, key=lambda e: e.nonce)
+
+    async def unconfirmed(self) -> list[Unconfirmed]:
+        """The payouts recorded and not seen mined, lowest nonce first."""
+        stored = await self.hash(self.keys.payouts_unconfirmed)
+        return sorted((Unconfirmed.from_json(h, v) for h, v in stored.items()), key=lambda u: u.nonce)
+
+    async def aside(self) -> dict[str, str]:
+        return await self.hash(self.keys.payouts_aside)
+
+    async def oep_lock(self) -> str | None:
+        """OEP's own payer's lock, if one holds it."""
+        value = await self._eval("return redis.call('GET', KEYS[1])", [self.keys.payments_lock], [])
+        return str(value) if value else None
+
+    async def pending_members(self) -> list[str]:
+        return list(
+            await self._eval("return redis.call('ZRANGE', KEYS[1], 0, -1)", [self.keys.payments_pending], [])
+            or []
+        )
+
+    # -- writing --
+
+    async def reserve(self, token: int, entry: JournalEntry) -> None:
+        """Move the entry's amount from balance to pending and open it in the journal, at once.
+
+        Raises txredisapi's ResponseError (its message starting JOURNALOPEN,
+        ASIDE, NONCE, NOFUNDS, BADAMOUNT or NOLOCK) when it cannot; nothing is
+        written then.
+        """
+        keys = self.keys
+        await self._eval(
+            _RESERVE,
+            [
+                self.lock,
+                keys.payouts_journal,
+                keys.payouts_unconfirmed,
+                keys.miner(entry.login),
+                keys.finances,
+                keys.payments_pending,
+                keys.payouts_aside,
+            ],
+            [token, entry.login, entry.to_json(), *_parts(entry.amount), entry.nonce, repr(entry.created)],
+        )
+
+    async def record_signed(self, token: int, entry: JournalEntry) -> bool:
+        """Keep the entry's transaction (hash and raw) before it is sent; False if the entry
+        is no longer the reserved one."""
+        assert entry.state == "signed"
+        done = await self._eval(
+            _SIGNED,
+            [self.lock, self.keys.payouts_journal],
+            [token, entry.login, entry.nonce, entry.to_json()],
+        )
+        return bool(done)
+
+    async def record_paid(self, entry: JournalEntry, now: float) -> bool:
+        """OEP's WritePayment: pending to paid, the payment in payments:all and payments:<login>,
+        the entry closed and watched until mined; False if it was recorded already."""
+        assert entry.tx_hash is not None
+        keys = self.keys
+        done = await self._eval(
+            _PAID,
+            [
+                keys.payouts_journal,
+                keys.miner(entry.login),
+                keys.finances,
+                keys.payments_pending,
+                keys.payments_all,
+                keys.payments_of(entry.login),
+                keys.payouts_unconfirmed,
+            ],
+            [
+                entry.login,
+                entry.tx_hash,
+                repr(now),
+                *_parts(entry.amount),
+                Unconfirmed.of(entry, now).to_json(),
+            ],
+        )
+        return bool(done)
+
+    async def give_back(self, token: int, entry: JournalEntry) -> bool:
+        """OEP's RollbackBalance of one entry: pending back to balance, the entry closed.
+        Only for a payout known never to have reached any node."""
+        keys = self.keys
+        done = await self._eval(
+            _GIVE_BACK,
+            [self.lock, keys.payouts_journal, keys.miner(entry.login), keys.finances, keys.payments_pending],
+            [token, entry.login, entry.nonce, *_parts(entry.amount)],
+        )
+        return bool(done)
+
+    async def mined(self, payout: Unconfirmed) -> bool:
+        return bool(await self._eval(_MINED, [self.keys.payouts_unconfirmed], [payout.tx_hash]))
+
+    async def failed(self, payout: Unconfirmed, why: str) -> bool:
+        """A payout the chain ran and reverted: its value back to the balance, its payment
+        records removed, the login set aside (a transfer to it fails)."""
+        keys = self.keys
+        done = await self._eval(
+            _FAILED,
+            [
+                keys.payouts_unconfirmed,
+                keys.miner(payout.login),
+                keys.finances,
+                keys.payments_all,
+                keys.payments_of(payout.login),
+                keys.payouts_aside,
+            ],
+            [payout.tx_hash, payout.login, shannon(payout.amount), *_parts(payout.value), why],
+        )
+        return bool(done)
