@@ -25,6 +25,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent, LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import TestCase
+from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from nomp.config import DaemonConfig, PoolConfig, load_config
@@ -844,3 +845,53 @@ class DaemonClientsTests(TestCase):
             self.assertEqual([formatEvent(e) for e in events if "actory" in formatEvent(e)], [])
             self.assertEqual(observed, ["getblockcount"] * 4)
         self.assertEqual(len(fake.calls), 8)
+
+
+class _JsonRpc2Node(Resource):
+    """An Ethereum node's JSON-RPC 2.0 answers: ``result`` or ``error``, never both."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bodies: list[dict[str, Any]] = []
+
+    def render_POST(self, request: Any) -> bytes:
+        body = json.loads(request.content.read())
+        self.bodies.append(body)
+        if body["method"] == "eth_sendRawTransaction":
+            reply = {
+                "jsonrpc": "2.0",
+                "id": body["id"],
+                "error": {"code": -32000, "message": "transaction underpriced"},
+            }
+        else:
+            reply = {"jsonrpc": "2.0", "id": body["id"], "result": "0x539"}
+        return json.dumps(reply).encode()
+
+
+class JsonRpc2Tests(TestCase):
+    """DaemonRPC(version="2.0"), as the Ethereum family's nodes answer."""
+
+    def setUp(self) -> None:
+        self.node = _JsonRpc2Node()
+        make: Any = StubTreq
+        self.stub = make(self.node)
+        self.clock = Clock()
+
+    def call(self, method: str, version: str = "2.0") -> defer.Deferred[Any]:
+        rpc = DaemonRPC(self.stub, URL, "", "", as_reactor(self.clock), version=version)
+        return settle(rpc.call(method), self.stub)
+
+    def test_result(self) -> None:
+        self.assertEqual(self.successResultOf(self.call("eth_chainId")), "0x539")
+        self.assertEqual(self.node.bodies[0]["jsonrpc"], "2.0")
+
+    def test_error_without_result(self) -> None:
+        """A 2.0 error reply has no ``result``: it is the node's RPCError, not a malformed reply."""
+        error = self.failureResultOf(self.call("eth_sendRawTransaction"), RPCError).value
+        self.assertEqual((error.code, error.message), (-32000, "transaction underpriced"))
+
+    def test_one_point_zero_wants_both(self) -> None:
+        """A Bitcoin-family client still takes a reply without ``error`` for a malformed one."""
+        self.failureResultOf(self.call("eth_chainId", version="1.0"), DaemonResponseError)

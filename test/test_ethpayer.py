@@ -673,9 +673,7 @@ class NodeFaultTests(PayerTestCase):
 
     async def test_underpriced(self) -> None:
         """The dev node's own refusal (a gas price under its floor), through the node client:
-        given back as above. (Fails while nomp.daemon.rpc reads a JSON-RPC 2.0 error reply,
-        which has no "result", as "not a JSON-RPC reply": the payer then cannot tell a
-        refusal and keeps the payout pending.)"""
+        given back as above."""
         self.credit({ALICE: ETHER, BOB: ETHER})
         self.chain.min_gas_price = 2 * self.gas_price()
         report = await self.run_payer()

@@ -166,6 +166,7 @@ class DaemonRPC:
             reply = None
         if isinstance(reply, dict) and self._version == "2.0" and ("result" in reply) != ("error" in reply):
             reply.setdefault("error", None)
+            reply.setdefault("result", None)
         if not isinstance(reply, dict) or "result" not in reply or "error" not in reply:
             if status != 200:
                 detail = _HTTP_HINTS.get(status) or _plain_text(raw)
