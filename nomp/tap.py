@@ -18,6 +18,8 @@ from nomp.eth.pool import EthStratumPool
 from nomp.eth.service import EthPoolService, NodeStates
 from nomp.hashing.pool import HashPoolService
 from nomp.logs import make_observer
+from nomp.payments.ethpayer import EthPayerService
+from nomp.payments.ethsigner import KeyFileError
 from nomp.payments.ethunlocker import EthUnlockerService
 from nomp.payments.rounds import round_policy
 from nomp.payments.service import PaymentService
@@ -174,9 +176,15 @@ def build_service(config: Config, reactor: Any, **root_options: Any) -> NompServ
         eth_pool.add_work_listener(miners.new_work)
         StratumService(miners, eth_config.ports, reactor).setServiceParent(eth_pool)
         if eth_config.payments.enabled:
-            EthUnlockerService(
-                eth_config, redis.client, reactor, rpc_observer=metrics.daemon_observer(eth_config.name)
-            ).setServiceParent(eth_pool)
+            eth_observer = metrics.daemon_observer(eth_config.name)
+            EthUnlockerService(eth_config, redis.client, reactor, rpc_observer=eth_observer).setServiceParent(
+                eth_pool
+            )
+            try:  # the payout key is read now: a missing or unsafe file stops the start
+                payer = EthPayerService(eth_config, redis.client, reactor, rpc_observer=eth_observer)
+            except KeyFileError as e:
+                raise SystemExit(f"nomp: {eth_config.file}: {e}") from None
+            payer.setServiceParent(eth_pool)
         eth_pool.setServiceParent(root)
     web = config.settings.web
     if web.enabled:
