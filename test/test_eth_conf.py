@@ -59,7 +59,7 @@ class PaymentsWiringTests(TestCase):
             load_config(self.conf(0o600)), reactor, exit_with=lambda s: None, shutdown=lambda: None
         )
         pool = root.getServiceNamed("pool:etc")
-        names = [service.name for service in pool]  # type: ignore[attr-defined]
+        names = [service.name for service in pool]
         self.assertEqual(names[-2:], ["unlocker:etc", names[-1]])
         self.assertIn("pay", names[-1])
 
