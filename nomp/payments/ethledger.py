@@ -53,6 +53,7 @@ from typing import Any
 
 from nomp.payments.ethunlock import EthCandidate
 from nomp.store.client import RedisClient
+from nomp.store.fencing import ACQUIRE, EXTEND, RELEASE, still_held
 from nomp.store.oepschema import OEP_LUA_PRELUDE, OepKeys
 
 # OEP's blocks:immature and blocks:matured member, and its credits:all member.
@@ -241,30 +242,10 @@ local function amounts_of(flat)
 end
 """
 
-_LOCKED = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return redis.error_reply('NOLOCK the unlocker lock is no longer ours')
-end
-"""
+_LOCKED = still_held("unlocker")
 
 _PRELUDE = OEP_LUA_PRELUDE + _AMOUNTS
 
-_ACQUIRE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local token = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
-return token
-"""
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) return 1 end
-return 0
-"""
-
-_EXTEND = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
-return 0
-"""
 
 # KEYS: lock, candidates, immature, finances, the candidate's round, the round at the
 #       record's height, credits:immature, unlocker credits (wei).
@@ -409,16 +390,16 @@ class EthLedger:
     async def acquire(self, timeout: float) -> int | None:
         """The lock's new fencing token, or None while another run holds it."""
         token = await self._eval(
-            _ACQUIRE, [self.keys.unlocker_lock, self.keys.unlocker_fence], [int(timeout * 1000)]
+            ACQUIRE, [self.keys.unlocker_lock, self.keys.unlocker_fence], [int(timeout * 1000)]
         )
         return int(token) or None
 
     async def extend(self, token: int, timeout: float) -> bool:
         """Whether the lock is still ours (its timeout started again)."""
-        return bool(await self._eval(_EXTEND, [self.keys.unlocker_lock], [token, int(timeout * 1000)]))
+        return bool(await self._eval(EXTEND, [self.keys.unlocker_lock], [token, int(timeout * 1000)]))
 
     async def release(self, token: int) -> None:
-        await self._eval(_RELEASE, [self.keys.unlocker_lock], [token])
+        await self._eval(RELEASE, [self.keys.unlocker_lock], [token])
 
     # -- reads ---------------------------------------------------------------
 

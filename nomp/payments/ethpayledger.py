@@ -39,6 +39,7 @@ from typing import Any, Literal
 
 from nomp.payments.ethsigner import DynamicPricing, LegacyPricing, Pricing
 from nomp.store.client import RedisClient
+from nomp.store.fencing import ACQUIRE, EXTEND, RELEASE, still_held
 from nomp.store.oepschema import (
     BALANCE,
     LOGIN_PAYMENT_MEMBER,
@@ -125,28 +126,8 @@ end
     ]
 )
 
-_LOCKED = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return redis.error_reply('NOLOCK the payout lock is no longer ours')
-end
-"""
+_LOCKED = still_held("payout")
 
-_ACQUIRE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local token = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
-return token
-"""
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) return 1 end
-return 0
-"""
-
-_EXTEND = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
-return 0
-"""
 
 # ARGV: cursor, coin, count. One SCAN step over miners:*: the next cursor and,
 # flat, each hash's login, balance and balance dust.
@@ -453,14 +434,14 @@ class EthPayLedger:
 
     async def acquire(self, timeout: float) -> int | None:
         """The lock's new fencing token, or None while another run holds it."""
-        token = await self._eval(_ACQUIRE, [self.lock, self.fence], [int(timeout * 1000)])
+        token = await self._eval(ACQUIRE, [self.lock, self.fence], [int(timeout * 1000)])
         return int(token) or None
 
     async def release(self, token: int) -> None:
-        await self._eval(_RELEASE, [self.lock], [token])
+        await self._eval(RELEASE, [self.lock], [token])
 
     async def extend(self, token: int, timeout: float) -> bool:
-        return bool(await self._eval(_EXTEND, [self.lock], [token, int(timeout * 1000)]))
+        return bool(await self._eval(EXTEND, [self.lock], [token, int(timeout * 1000)]))
 
     # -- reading --
 

@@ -17,13 +17,10 @@ from typing import Any
 
 from nomp.payments.split import RewardSplit
 from nomp.store.client import RedisClient
+from nomp.store.fencing import ACQUIRE, EXTEND, RELEASE, still_held
 from nomp.store.schema import LUA_PRELUDE, PoolKeys, decode_pending_member
 
-_LOCKED = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return redis.error_reply('NOLOCK the payment lock is no longer ours')
-end
-"""
+_LOCKED = still_held("payment")
 
 # Take ``amount`` from a hash field, dropping the field when it reaches zero;
 # and take back a block's immature credit (address/amount pairs, flat) from
@@ -42,22 +39,6 @@ local function undo_immature(immature, totals, credit)
 end
 """
 
-_ACQUIRE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local token = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
-return token
-"""
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) return 1 end
-return 0
-"""
-
-_EXTEND = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
-return 0
-"""
 
 # KEYS: blocksPending. ARGV: coin.
 _PENDING = (
@@ -304,15 +285,15 @@ class PaymentLedger:
     async def acquire(self, timeout: float) -> int | None:
         """The lock's new fencing token, or None while another run holds it."""
         token = await self._eval(
-            _ACQUIRE, [self.keys.payment_lock, self.keys.payment_fence], [int(timeout * 1000)]
+            ACQUIRE, [self.keys.payment_lock, self.keys.payment_fence], [int(timeout * 1000)]
         )
         return int(token) or None
 
     async def release(self, token: int) -> None:
-        await self._eval(_RELEASE, [self.keys.payment_lock], [token])
+        await self._eval(RELEASE, [self.keys.payment_lock], [token])
 
     async def extend(self, token: int, timeout: float) -> bool:
-        return bool(await self._eval(_EXTEND, [self.keys.payment_lock], [token, int(timeout * 1000)]))
+        return bool(await self._eval(EXTEND, [self.keys.payment_lock], [token, int(timeout * 1000)]))
 
     async def pending_blocks(self) -> list[PendingBlock]:
         """The blocks waiting for maturity, lowest height first."""
