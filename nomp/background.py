@@ -53,3 +53,35 @@ async def cancellable(operation: defer.Deferred[T]) -> T:
         if cancelled:
             raise defer.CancelledError() from None
         raise
+
+
+class KeyedWork:
+    """Background work keyed by what it is about (a block's hash): at most one
+    under way per key, and a wait for all of it (at shutdown)."""
+
+    def __init__(self) -> None:
+        self._running: dict[str, defer.Deferred[Any]] = {}
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._running
+
+    def __len__(self) -> int:
+        return len(self._running)
+
+    def start(self, key: str, description: str, work: Coroutine[Any, Any, Any]) -> None:
+        """Run ``work`` as ``background`` does, known under ``key`` until it ends
+        (the caller checks ``key in`` first: one at a time per key)."""
+        running = background(description, work)
+        if running.called:
+            return  # done at once (no I/O waited on)
+        self._running[key] = running
+
+        def done(_: object) -> None:
+            del self._running[key]
+
+        running.addBoth(done)
+
+    def idle(self) -> defer.Deferred[None]:
+        """Fires once all the work under way now has ended."""
+        waited: defer.Deferred[Any] = defer.DeferredList(list(self._running.values()), consumeErrors=True)
+        return waited.addCallback(lambda _: None)

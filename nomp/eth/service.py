@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import HTTPConnectionPool
 
-from nomp.background import background
+from nomp.background import KeyedWork, background
 from nomp.candidate import BlockCandidate
 from nomp.config import EthPoolConfig
 from nomp.daemon import DaemonError
@@ -93,7 +93,7 @@ class EthPoolService(OrderedMultiService):
         self.blocks: Counter[str] = Counter()  # candidates: accepted, rejected, error
         # Refreshes that made no work, by kind: daemon (the node failed), template (unusable work).
         self.job_failures: Counter[str] = Counter()
-        self._blocks_in_flight: dict[str, defer.Deferred[None]] = {}
+        self._blocks_in_flight = KeyedWork()  # by seal hash: its record, submission and settlement
         # Seal hashes a node took a block for: another share meeting the same
         # work's boundary is a share, no longer a block.
         self._sealed: deque[str] = deque(maxlen=SEALED_REMEMBERED)
@@ -285,15 +285,7 @@ class EthPoolService(OrderedMultiService):
         key = candidate.block_hash
         if key in self._blocks_in_flight or key in self._sealed:
             return  # the same work sealed twice: one block per seal hash can be in the chain
-        handling = background(f"block {key}", self._handle_block(candidate))
-        if handling.called:
-            return
-        self._blocks_in_flight[key] = handling
-
-        def done(_: object) -> None:
-            del self._blocks_in_flight[key]
-
-        handling.addBoth(done)
+        self._blocks_in_flight.start(key, f"block {key}", self._handle_block(candidate))
 
     async def _handle_block(self, candidate: BlockCandidate) -> None:
         if not await self._recorder.block_found(candidate, CANDIDATE_RECORD_WAIT):
@@ -374,7 +366,4 @@ class EthPoolService(OrderedMultiService):
 
     def blocks_in_flight(self) -> defer.Deferred[None]:
         """Fires once every block being submitted has its answer."""
-        waited: defer.Deferred[Any] = defer.DeferredList(
-            list(self._blocks_in_flight.values()), consumeErrors=True
-        )
-        return waited.addCallback(lambda _: None)
+        return self._blocks_in_flight.idle()

@@ -13,7 +13,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import HTTPConnectionPool
 
-from nomp.background import background
+from nomp.background import KeyedWork, background
 from nomp.candidate import BlockCandidate
 from nomp.chain.coinbase import CoinbaseLayout
 from nomp.chain.jobs import Job, JobRegistry
@@ -108,7 +108,7 @@ class PoolService(OrderedMultiService):
         self._wall_clock = wall_clock if wall_clock is not None else time.time
         self.blocks: Counter[str] = Counter()  # candidates, by one of BLOCK_RESULTS
         self.job_failures: Counter[str] = Counter()  # refreshes that made no job: daemon, template, job
-        self._blocks_in_flight: dict[str, defer.Deferred[None]] = {}  # block hash -> its submission
+        self._blocks_in_flight = KeyedWork()  # by block hash: its record, submission and settlement
         self._settle: task.LoopingCall | None = None
 
     def add_job_listener(self, listener: JobListener) -> None:
@@ -311,15 +311,9 @@ class PoolService(OrderedMultiService):
         """A share met the network target: record the candidate, submit it, settle it."""
         if candidate.block_hash in self._blocks_in_flight:
             return  # the same block twice (a resubmitted share): one submission
-        handling = background(f"block {candidate.block_hash}", self._handle_block(candidate))
-        if handling.called:
-            return  # answered at once (no I/O waited on)
-        self._blocks_in_flight[candidate.block_hash] = handling
-
-        def done(_: object) -> None:
-            del self._blocks_in_flight[candidate.block_hash]
-
-        handling.addBoth(done)
+        self._blocks_in_flight.start(
+            candidate.block_hash, f"block {candidate.block_hash}", self._handle_block(candidate)
+        )
 
     async def _handle_block(self, candidate: BlockCandidate) -> None:
         # Recorded before any node sees it: a process killed after the
@@ -399,6 +393,4 @@ class PoolService(OrderedMultiService):
 
     def blocks_in_flight(self) -> defer.Deferred[None]:
         """Fires once every block being submitted has its answer."""
-        pending = list(self._blocks_in_flight.values())
-        waited: defer.Deferred[Any] = defer.DeferredList(pending, consumeErrors=True)
-        return waited.addCallback(lambda _: None)
+        return self._blocks_in_flight.idle()
