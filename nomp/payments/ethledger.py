@@ -53,7 +53,7 @@ from typing import Any
 
 from nomp.payments.ethunlock import EthCandidate
 from nomp.store.client import RedisClient
-from nomp.store.fencing import ACQUIRE, EXTEND, RELEASE, still_held
+from nomp.store.fencing import FencedLock, still_held
 from nomp.store.oepschema import OEP_LUA_PRELUDE, OepKeys
 
 # OEP's blocks:immature and blocks:matured member, and its credits:all member.
@@ -381,6 +381,7 @@ class EthLedger:
     def __init__(self, redis: RedisClient, keys: OepKeys) -> None:
         self._redis = redis
         self.keys = keys
+        self._lock = FencedLock(redis, keys.unlocker_lock, keys.unlocker_fence)
 
     async def _eval(self, script: str, keys: list[str], args: list[Any]) -> Any:
         return await self._redis.eval(script, keys, args)
@@ -389,17 +390,14 @@ class EthLedger:
 
     async def acquire(self, timeout: float) -> int | None:
         """The lock's new fencing token, or None while another run holds it."""
-        token = await self._eval(
-            ACQUIRE, [self.keys.unlocker_lock, self.keys.unlocker_fence], [int(timeout * 1000)]
-        )
-        return int(token) or None
+        return await self._lock.acquire(timeout)
 
     async def extend(self, token: int, timeout: float) -> bool:
         """Whether the lock is still ours (its timeout started again)."""
-        return bool(await self._eval(EXTEND, [self.keys.unlocker_lock], [token, int(timeout * 1000)]))
+        return await self._lock.extend(token, timeout)
 
     async def release(self, token: int) -> None:
-        await self._eval(RELEASE, [self.keys.unlocker_lock], [token])
+        await self._lock.release(token)
 
     # -- reads ---------------------------------------------------------------
 

@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 from nomp.payments.ethsigner import DynamicPricing, LegacyPricing, Pricing
 from nomp.store.client import RedisClient
-from nomp.store.fencing import ACQUIRE, EXTEND, RELEASE, still_held
+from nomp.store.fencing import FencedLock, still_held
 from nomp.store.oepschema import (
     BALANCE,
     LOGIN_PAYMENT_MEMBER,
@@ -424,8 +424,8 @@ class EthPayLedger:
     def __init__(self, redis: RedisClient, keys: OepKeys) -> None:
         self._redis = redis
         self.keys = keys
-        self.lock = keys.unlocker_lock
-        self.fence = keys.unlocker_fence
+        self.lock = keys.unlocker_lock  # the unlocker's: the two never run at once
+        self._lock = FencedLock(redis, keys.unlocker_lock, keys.unlocker_fence)
 
     async def _eval(self, script: str, keys: list[str], args: list[Any]) -> Any:
         return await self._redis.eval(script, keys, args)
@@ -434,14 +434,14 @@ class EthPayLedger:
 
     async def acquire(self, timeout: float) -> int | None:
         """The lock's new fencing token, or None while another run holds it."""
-        token = await self._eval(ACQUIRE, [self.lock, self.fence], [int(timeout * 1000)])
-        return int(token) or None
-
-    async def release(self, token: int) -> None:
-        await self._eval(RELEASE, [self.lock], [token])
+        return await self._lock.acquire(timeout)
 
     async def extend(self, token: int, timeout: float) -> bool:
-        return bool(await self._eval(EXTEND, [self.lock], [token, int(timeout * 1000)]))
+        """Whether the lock is still ours (its timeout started again)."""
+        return await self._lock.extend(token, timeout)
+
+    async def release(self, token: int) -> None:
+        await self._lock.release(token)
 
     # -- reading --
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from nomp.payments.split import RewardSplit
 from nomp.store.client import RedisClient
-from nomp.store.fencing import ACQUIRE, EXTEND, RELEASE, still_held
+from nomp.store.fencing import FencedLock, still_held
 from nomp.store.schema import LUA_PRELUDE, PoolKeys, decode_pending_member
 
 _LOCKED = still_held("payment")
@@ -278,22 +278,21 @@ class PaymentLedger:
     def __init__(self, redis: RedisClient, keys: PoolKeys) -> None:
         self._redis = redis
         self.keys = keys
+        self._lock = FencedLock(redis, keys.payment_lock, keys.payment_fence)
 
     async def _eval(self, script: str, keys: list[str], args: list[Any]) -> Any:
         return await self._redis.eval(script, keys, args)
 
     async def acquire(self, timeout: float) -> int | None:
         """The lock's new fencing token, or None while another run holds it."""
-        token = await self._eval(
-            ACQUIRE, [self.keys.payment_lock, self.keys.payment_fence], [int(timeout * 1000)]
-        )
-        return int(token) or None
-
-    async def release(self, token: int) -> None:
-        await self._eval(RELEASE, [self.keys.payment_lock], [token])
+        return await self._lock.acquire(timeout)
 
     async def extend(self, token: int, timeout: float) -> bool:
-        return bool(await self._eval(EXTEND, [self.keys.payment_lock], [token, int(timeout * 1000)]))
+        """Whether the lock is still ours (its timeout started again)."""
+        return await self._lock.extend(token, timeout)
+
+    async def release(self, token: int) -> None:
+        await self._lock.release(token)
 
     async def pending_blocks(self) -> list[PendingBlock]:
         """The blocks waiting for maturity, lowest height first."""

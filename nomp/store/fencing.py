@@ -5,6 +5,8 @@ took it) is refused by every write script that checks ``still_held``."""
 
 from __future__ import annotations
 
+from nomp.store.client import RedisClient
+
 # KEYS: lock, fence. ARGV: milliseconds. The new token, or 0 if the lock is held.
 ACQUIRE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -34,3 +36,25 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('NOLOCK the {what} lock is no longer ours')
 end
 """
+
+
+class FencedLock:
+    """One pool's fenced lock in Redis: ``lock`` holds the token of the run
+    that has it, ``fence`` the counter tokens come from."""
+
+    def __init__(self, redis: RedisClient, lock: str, fence: str) -> None:
+        self._redis = redis
+        self.lock = lock
+        self.fence = fence
+
+    async def acquire(self, timeout: float) -> int | None:
+        """The lock's new fencing token, or None while another run holds it."""
+        token = await self._redis.eval(ACQUIRE, [self.lock, self.fence], [int(timeout * 1000)])
+        return int(token) or None
+
+    async def extend(self, token: int, timeout: float) -> bool:
+        """Whether the lock is still ours (its timeout started again)."""
+        return bool(await self._redis.eval(EXTEND, [self.lock], [token, int(timeout * 1000)]))
+
+    async def release(self, token: int) -> None:
+        await self._redis.eval(RELEASE, [self.lock], [token])
