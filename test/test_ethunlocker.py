@@ -153,7 +153,9 @@ class UnlockerTestCase(TestCase):
         for login, difficulty in shares.items():
             self.recorder.valid_share(f"{login}.rig", difficulty, solo=solo)
         work = self.chain.work()
-        nonce, mix = search_nonce(work.number, work.header_hash, work.difficulty)
+        # From a start of its own per height: a miner's nonces are its own, and two of our
+        # candidates with one nonce would be one key of the run's report.
+        nonce, mix = search_nonce(work.number, work.header_hash, work.difficulty, start=work.number << 32)
         candidate = BlockCandidate(
             block_hash="0x" + work.header_hash.hex(),
             coinbase_txid="",
