@@ -631,6 +631,22 @@ class CollectorTests(TestCase):
             await stopped
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    async def test_a_success_cancels_the_startup_retry(self) -> None:
+        """A collection asked for by someone else that succeeds while a startup retry is
+        pending cancels the retry: it would only sample the miners again off the timer."""
+        connected: list[bool] = [False]
+        collector = self.collector(redis=lambda: self.redis.client() if connected[0] else None)
+        self.assertFalse(collector.collected)
+        collector.startService()  # fails: no Redis; a retry is due in STARTUP_RETRY
+        self.assertTrue([c for c in self.clock.getDelayedCalls() if c.getTime() == NOW + STARTUP_RETRY])
+        connected[0] = True
+        await collector.collect()
+        self.assertTrue(collector.collected)
+        self.assertFalse([c for c in self.clock.getDelayedCalls() if c.getTime() < NOW + 60])
+        stopped = collector.stopService()
+        if stopped is not None:
+            await stopped
+
     async def test_collections_do_not_overlap(self) -> None:
         """A collection asked for while one is under way waits for it instead of running beside it."""
         collector = self.collector()

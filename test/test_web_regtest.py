@@ -59,6 +59,12 @@ class ApiAfterMiningTests(TestCase):
             pool_options={"hashrate_window": WINDOW},
             web={"stats_interval": 3600},
         )
+        # The collector's first collection (or its retry, if Redis was not
+        # yet connected) happens before anyone mines, so the one sample the
+        # test takes after mining is every miner's first.
+        web = root.getServiceNamed("web")
+        assert isinstance(web, WebService)
+        await until(lambda: web.collector.collected)
         web_port = listen_address(load_config(conf).settings.web.listen)
         assert web_port is not None
         self.api = ApiClient(self, f"http://127.0.0.1:{web_port[1]}")

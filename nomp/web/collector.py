@@ -327,6 +327,11 @@ class StatsCollector(Service):
                 return stopped.addCallback(lambda _: None)
         return None
 
+    @property
+    def collected(self) -> bool:
+        """Whether a snapshot was read from Redis at least once."""
+        return self._collected
+
     def add_listener(self, listener: Callable[[Snapshot], None]) -> None:
         """Call ``listener`` with each new snapshot."""
         self._listeners.append(listener)
@@ -395,6 +400,11 @@ class StatsCollector(Service):
         ]
         self._outage.succeeded()
         self._collected = True
+        if self._retry is not None and self._retry.active():
+            # A retry left from a failed start would sample the miners again
+            # out of step with the timer.
+            self._retry.cancel()
+            self._retry = None
         self._history.append((now, entry))
         while self._history and self._history[0][0] < now - self._retention:
             self._history.popleft()
