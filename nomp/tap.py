@@ -146,7 +146,11 @@ def build_service(config: Config, reactor: Any, **root_options: Any) -> NompServ
     for eth_config in config.eth_pools:
         keys = OepKeys.for_coin(eth_config.coin.name)
         eth_recorder = EthShareRecorder(
-            keys, redis.client, reactor, hashrate_expiration=eth_config.hashrate_expiration
+            keys,
+            redis.client,
+            reactor,
+            round_policy(eth_config.payments),
+            hashrate_expiration=eth_config.hashrate_expiration,
         )
         hashers = EpochHashers(eth_config.name, hashing.run, dataset=eth_config.dataset)
         eth_pool = EthPoolService(

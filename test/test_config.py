@@ -1689,15 +1689,29 @@ class EthErrorTests(EthConfTestCase):
         """An Ethereum pool file lists its own keys; Bitcoin-only ones are unknown."""
         self.eth_pool["reward_recipients"] = []
         self.eth_pool["pool_signature"] = "/x/"
-        self.eth_pool["payments"] = {"pplns_window": 1, "immature_depth": 10}
+        self.eth_pool["payments"] = {"orphan_depth": 1, "immature_depth": 16}
         self.assertErrors(
             f"pools/etc.yaml: pool_signature: unknown key (expected one of: {ETH_POOL_KEYS})",
             f"pools/etc.yaml: reward_recipients: unknown key (expected one of: {ETH_POOL_KEYS})",
-            "pools/etc.yaml: payments.pplns_window: unknown key (expected one of: daemon, depth, enabled, "
+            "pools/etc.yaml: payments.orphan_depth: unknown key (expected one of: daemon, depth, enabled, "
             "fee_percent, gas_pricing, immature_depth, interval, keep_tx_fees, key_file, lock_timeout, "
-            "max_gas_price_gwei, minimum_payment, orphan_safety, priority_fee_gwei, require_peers, scheme, "
-            "transaction_fee)",
+            "max_gas_price_gwei, minimum_payment, orphan_safety, pplns_window, priority_fee_gwei, "
+            "require_peers, scheme, transaction_fee)",
         )
+
+    def test_pplns_window(self) -> None:
+        """PPLNS needs its window, in hashes, no larger than the recorder's Lua sums exactly."""
+        self.eth_pool["payments"] = {"scheme": "pplns"}
+        self.assertErrors(
+            "pools/etc.yaml: payments.pplns_window: missing: scheme pplns needs a window in hashes"
+        )
+        self.eth_pool["payments"] = {"scheme": "pplns", "pplns_window": 2**53 + 1}
+        self.assertErrors(
+            "pools/etc.yaml: payments.pplns_window: must be > 0 and at most 9007199254740992 hashes"
+        )
+        self.eth_pool["payments"] = {"scheme": "pplns", "pplns_window": 2 * 10**15}
+        (pool,) = self.load().eth_pools
+        self.assertEqual((pool.payments.scheme, pool.payments.pplns_window), ("pplns", 2 * 10**15))
 
     def test_payment_depths(self) -> None:
         """The unlocker's depths: OEP's minimums, and a candidate's first look always decides."""

@@ -29,6 +29,7 @@ from nomp.daemon.errors import RPCError
 from nomp.payments.ethledger import NO_HASH, BlockRecord, EthLedger, parse_block_member
 from nomp.payments.ethunlock import EthCandidate, parse_candidate_member
 from nomp.payments.ethunlocker import EthUnlocker, EthUnlockerService, NodeRPC, UnlockReport
+from nomp.payments.rounds import round_policy
 from nomp.store.oep import EthShareRecorder
 from nomp.store.oepschema import OepKeys
 from nomp.store.redis import RedisService
@@ -112,7 +113,11 @@ class UnlockerTestCase(TestCase):
         await until(lambda: self.redis_service.client() is not None)
         self.keys = OepKeys.for_coin(COIN)
         self.recorder = EthShareRecorder(
-            self.keys, self.redis_service.client, reactor, wall_clock=lambda: NOW
+            self.keys,
+            self.redis_service.client,
+            reactor,
+            round_policy(self.pool_config().payments),
+            wall_clock=lambda: NOW,
         )
         self.config = self.pool_config()
         clients = DaemonClients(reactor, persistent=False)

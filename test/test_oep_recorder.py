@@ -17,6 +17,7 @@ from twisted.internet import reactor, task
 from twisted.logger import LogLevel, capturedLogs
 
 from nomp.candidate import BlockCandidate
+from nomp.payments.rounds import PROP, SOLO, RoundPolicy, pplns
 from nomp.store.batches import RecorderFull
 from nomp.store.client import RedisClient
 from nomp.store.oep import EthShareRecorder, write_node_state
@@ -51,8 +52,10 @@ class OepTestCase(RecorderTestCase):
         super().setUp()
         self.oep = OepKeys.for_coin(self.keys.coin)
 
-    def eth_recorder(self, redis: Callable[[], RedisClient | None], **options: Any) -> EthShareRecorder:
-        return EthShareRecorder(self.oep, redis, CLOCK, wall_clock=self.wall_clock, **options)
+    def eth_recorder(
+        self, redis: Callable[[], RedisClient | None], policy: RoundPolicy = PROP, **options: Any
+    ) -> EthShareRecorder:
+        return EthShareRecorder(self.oep, redis, CLOCK, policy, wall_clock=self.wall_clock, **options)
 
     def eth_candidate(
         self,
@@ -427,7 +430,7 @@ class SettlementTests(OepTestCase):
 
         self.now = NOW
         reference = OepKeys.for_coin(self.oep.coin + "-reference")
-        without = EthShareRecorder(reference, service.client, CLOCK, wall_clock=self.wall_clock)
+        without = EthShareRecorder(reference, service.client, CLOCK, PROP, wall_clock=self.wall_clock)
         await self.mine(without, with_candidate=False)
         expected = self.dump(reference)
         self.assertEqual(self.dump(), expected)
@@ -597,6 +600,100 @@ class ExactlyOnceTests(OepTestCase):
             self.hash(self.oep.stats), {"roundShares": str(sum(expected.values())), "validShares": "25"}
         )
         self.assertEqual(len(self.zset(self.oep.hashrate)), 25)
+
+
+class SchemeTests(OepTestCase):
+    """The pool's payment scheme closes an Ethereum round with the same round policies as a
+    Bitcoin one (nomp.payments.rounds), in OEP's integer rounds."""
+
+    async def test_pplns_window(self) -> None:
+        """PPLNS: the round is the last window of share difficulty before the block, newest
+        first, the oldest share counted in part, across an earlier block; roundCurrent starts
+        again and the log keeps only what a later window can reach."""
+        service = await self.connect()
+        recorder = self.eth_recorder(service.client, pplns(35))
+        for login in (ALICE, ALICE, ALICE, BOB):
+            recorder.valid_share(login, 10.0)
+        recorder.block_found(self.eth_candidate(BOB, 50, nonce=NONCE_B, header=HEADER_B))
+        recorder.valid_share(BOB, 10.0)
+        recorder.valid_share(CAROL, 3.0)
+        recorder.block_found(self.eth_candidate(CAROL, 51))
+        recorder.valid_share(ALICE, 2.0)
+        await recorder.flush()
+
+        first = self.hash(self.oep.round(50, "0x" + NONCE_B.hex()))
+        self.assertEqual(first, {BOB: "10", ALICE: "25"})
+        # newest first: Carol 3, Bob 10 + 10, then 12 of Alice's last share before the first block
+        self.assertEqual(
+            self.hash(self.oep.round(51, "0x" + NONCE_A.hex())), {CAROL: "3", BOB: "20", ALICE: "12"}
+        )
+        self.assertEqual(self.hash(self.oep.round_current), {ALICE: "2"})
+        self.assertEqual(self.hash(self.oep.stats)["roundShares"], "2")
+        members = self.zset(self.oep.blocks_candidates)
+        self.assertEqual(sorted(m.rsplit(":", 1)[1] for m in members), ["35", "35"])
+        segments = self.redis("LRANGE", self.oep.share_log, 0, -1)
+        sums = [float(segment.split("\n", 1)[0]) for segment in segments]
+        self.assertEqual(float(self.redis("GET", self.oep.share_log_total)), sum(sums))
+        self.assertGreaterEqual(sum(sums), 35)
+        self.assertLess(sum(sums[:-1]), 35)  # the oldest segment is still needed for a window
+
+    async def test_pplns_refused(self) -> None:
+        """A refused PPLNS candidate's round is deleted; its shares stay in the log for the
+        next block's window, and roundShares is what roundCurrent holds."""
+        service = await self.connect()
+        recorder = self.eth_recorder(service.client, pplns(100))
+        recorder.valid_share(ALICE, 6.0)
+        recorder.block_found(self.eth_candidate(ALICE, 60))
+        recorder.valid_share(BOB, 4.0)
+        await recorder.flush()
+        recorder.block_settled("0x" + HEADER_A.hex(), False)
+        await recorder.flush()
+        self.assertFalse(self.exists(self.oep.round(60, "0x" + NONCE_A.hex())))
+        self.assertEqual(self.hash(self.oep.round_current), {BOB: "4"})
+        self.assertEqual(self.hash(self.oep.stats)["roundShares"], "4")
+        recorder.block_found(self.eth_candidate(BOB, 61, nonce=NONCE_B, header=HEADER_B))
+        await recorder.flush()
+        self.assertEqual(self.hash(self.oep.round(61, "0x" + NONCE_B.hex())), {ALICE: "6", BOB: "4"})
+
+    async def test_pplns_empty_log(self) -> None:
+        """A PPLNS candidate with nothing in the log is its finder's alone."""
+        service = await self.connect()
+        recorder = self.eth_recorder(service.client, pplns(100))
+        recorder.block_found(self.eth_candidate(CAROL, 62))
+        await recorder.flush()
+        self.assertEqual(self.hash(self.oep.round(62, "0x" + NONCE_A.hex())), {CAROL: "1"})
+        self.assertTrue(self.recorded()["0x" + HEADER_A.hex()].alone)
+
+    async def test_pplns_log_of_the_wrong_type(self) -> None:
+        """A share log Redis holds as another type sets the batch aside before anything is written."""
+        service = await self.connect()
+        recorder = self.eth_recorder(service.client, pplns(100))
+        self.redis("SET", self.oep.share_log, "x")
+        recorder.valid_share(ALICE, 6.0)
+        with capturedLogs() as events:
+            await recorder.flush()
+        self.assertEqual(recorder.set_aside, 1)
+        (error,) = logged(events, LogLevel.error)
+        self.assertIn("refused a batch", error)
+        self.assertFalse(self.exists(self.oep.round_current))
+
+    async def test_solo_scheme(self) -> None:
+        """Under the solo scheme every candidate's round is its finder's alone, and the shared
+        round (the pool's effort) starts again; refused, the round is deleted."""
+        service = await self.connect()
+        recorder = self.eth_recorder(service.client, SOLO)
+        recorder.valid_share(ALICE, 6.0)
+        recorder.valid_share(BOB, 4.0)
+        recorder.block_found(self.eth_candidate(BOB, 63))
+        recorder.valid_share(ALICE, 1.0)
+        await recorder.flush()
+        self.assertEqual(self.hash(self.oep.round(63, "0x" + NONCE_A.hex())), {BOB: "1"})
+        self.assertEqual(self.hash(self.oep.round_current), {ALICE: "1"})
+        self.assertEqual(self.hash(self.oep.stats)["roundShares"], "1")
+        recorder.block_settled("0x" + HEADER_A.hex(), False)
+        await recorder.flush()
+        self.assertFalse(self.exists(self.oep.round(63, "0x" + NONCE_A.hex())))
+        self.assertEqual(self.hash(self.oep.round_current), {ALICE: "1"})
 
 
 class SetAsideTests(OepTestCase):

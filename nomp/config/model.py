@@ -462,6 +462,15 @@ def _gwei_amount_or_zero(value: Decimal) -> str | None:
     return "must be >= 0" if value < 0 else _whole_units(value, 9, "wei")
 
 
+MAX_PPLNS_WINDOW = 2**53  # the recorder's Lua sums the window in doubles
+
+
+def _pplns_window(value: int) -> str | None:
+    if not 0 <= value <= MAX_PPLNS_WINDOW:
+        return f"must be > 0 and at most {MAX_PPLNS_WINDOW} hashes"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class EthPaymentsConfig:
     """Block maturity and reward crediting of an Ethereum-family pool (its unlocker).
@@ -474,7 +483,12 @@ class EthPaymentsConfig:
 
     enabled: bool = False
     interval: float = checked(positive, 600.0)  # seconds between unlocker runs
-    scheme: Literal["prop", "solo"] = "prop"
+    scheme: Literal["prop", "pplns", "solo"] = "prop"
+    # PPLNS: the window is the last ``pplns_window`` hashes of shares before the
+    # block (a share of difficulty 4e9 counts 4e9), across round boundaries;
+    # twice the network difficulty is a usual choice. Windows up to 2^53
+    # split exactly (Lua's numbers).
+    pplns_window: int = checked(_pplns_window, 0)
     fee_percent: Decimal = checked(lambda v: None if 0 <= v < 100 else "must be >= 0 and < 100", Decimal(0))
     immature_depth: int = DEFAULT_IMMATURE_DEPTH
     depth: int = DEFAULT_DEPTH
@@ -507,6 +521,8 @@ class EthPaymentsConfig:
 
     def problems(self) -> list[tuple[str, str]]:
         found = maturity_problems(self.immature_depth, self.depth, self.orphan_safety)
+        if self.scheme == "pplns" and self.pplns_window == 0:
+            found.append(("pplns_window", "missing: scheme pplns needs a window in hashes"))
         if self.enabled and self.key_file is None:
             found.append(("key_file", "missing: the payer signs with the pool's payout key"))
         if self.priority_fee_gwei > self.max_gas_price_gwei:

@@ -21,9 +21,9 @@ for a later run, said once in the log, and the run goes on with the others.
 Once the node stops answering altogether (no connection, no reply in time)
 the run asks it nothing more: every block left waits.
 
-Under both schemes the split is by the round's shares: a solo candidate's
-round holds its finder alone (nomp.store.oep), so the finder gets it all,
-less the fee.
+Under every scheme the split is by the round's shares: the recorder
+closed the round the scheme's way (nomp.store.oep), and a solo candidate's
+round holds its finder alone, so the finder gets it all, less the fee.
 
 ``EthUnlockerService`` runs it at start and every ``payments.interval``.
 """

@@ -14,10 +14,19 @@ it lives here and the recorder splices it into its script:
   later window can still reach;
 - ``solo``, and any block found on a solo port: the finder alone.
 
+Both families' recorders splice the same fragments: NOMP's keys for the
+Bitcoin family (nomp.store.recorder), open-ethereum-pool's for the
+Ethereum family (nomp.store.oep). What differs between them is how a share
+amount is added to a round: NOMP's rounds hold float difficulty
+(HINCRBYFLOAT), OEP's integer difficulty past 2^53 (HINCRBY), so the
+recorder says which with ``round_add``.
+
 The fragment's contract with the recorder's script. The script defines,
-before the fragment: the schema's LUA_PRELUDE, ``round_current`` (the key),
-``policy_keys`` and ``policy_args`` (the policy's ``keys(...)`` and ``args``
-as Lua arrays). The fragment defines:
+before the fragment: nomp.store.schema's LUA_COMMON and segment functions,
+``round_current`` (the key), ``round_add(key, worker, amount)`` (adds the
+amount, a decimal string, to a round's field), ``policy_keys`` and
+``policy_args`` (the policy's ``keys(...)`` and ``args`` as Lua arrays).
+The fragment defines:
 
 - ``policy_check()``: nil, or why one of its keys cannot be written (a
   wrong type); called before the script writes anything;
@@ -27,6 +36,9 @@ as Lua arrays). The fragment defines:
   ``round`` (which does not exist yet);
 - ``policy_reopen(round)``: the daemon refused the block that closed
   ``round``: undo the close as far as the scheme can, and delete ``round``;
+- ``policy_empty()``: whether a round closed now would hold no shares
+  (the Ethereum recorder then credits the finder alone; under ``solo``
+  always);
 - ``finder_close(round, finder)``, ``finder_reopen(round)``: the same for a
   block whose round is its finder alone (a solo port's).
 """
@@ -35,9 +47,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from nomp.config import PaymentsConfig
-from nomp.store.schema import PoolKeys
+from nomp.store.batches import ShareLogKeys
 
 _FINDER_ALONE = """
 local function finder_close(round, finder) redis.call('HSET', round, finder, '1') end
@@ -53,9 +65,10 @@ local function policy_close(round, finder)
 end
 local function policy_reopen(round)
   local shares = redis.call('HGETALL', round)
-  for i = 1, #shares, 2 do redis.call('HINCRBYFLOAT', round_current, shares[i], shares[i + 1]) end
+  for i = 1, #shares, 2 do round_add(round_current, shares[i], shares[i + 1]) end
   redis.call('DEL', round)
 end
+local function policy_empty() return redis.call('EXISTS', round_current) == 0 end
 """
 
 _SOLO = """
@@ -63,6 +76,7 @@ local function policy_check() return nil end
 local function policy_share(worker, difficulty) end
 local function policy_flush() end
 local policy_close, policy_reopen = finder_close, finder_reopen
+local function policy_empty() return true end
 """
 
 # policy_keys: the share log, its total. policy_args: the window.
@@ -114,20 +128,31 @@ local function policy_close(round, finder)
   if index > 0 then redis.call('LTRIM', share_log, 0, index - 1) end
   redis.call('SET', share_log_total, number(kept))
   for _, worker in ipairs(names) do
-    redis.call('HINCRBYFLOAT', round, worker, number(weights[worker]))
+    round_add(round, worker, number(weights[worker]))
   end
   -- roundCurrent only counts the round's work (the next block's effort)
   redis.call('DEL', round_current)
 end
 local function policy_reopen(round) redis.call('DEL', round) end
+local function policy_empty() return redis.call('EXISTS', share_log) == 0 end
 """
 
 
-def _no_keys(keys: PoolKeys) -> tuple[str, ...]:
+class SchemeSettings(Protocol):
+    """A pool's payment scheme, as either family's payments config gives it."""
+
+    @property
+    def scheme(self) -> str: ...
+
+    @property
+    def pplns_window(self) -> float: ...
+
+
+def _no_keys(keys: ShareLogKeys) -> tuple[str, ...]:
     return ()
 
 
-def _share_log_keys(keys: PoolKeys) -> tuple[str, ...]:
+def _share_log_keys(keys: ShareLogKeys) -> tuple[str, ...]:
     return keys.share_log, keys.share_log_total
 
 
@@ -138,7 +163,7 @@ class RoundPolicy:
     scheme: str
     lua: str  # the scheme's fragment (see the module's docstring)
     args: tuple[str, ...] = ()  # appended to the script's ARGV, read as policy_args
-    keys: Callable[[PoolKeys], tuple[str, ...]] = field(default=_no_keys)  # appended to KEYS
+    keys: Callable[[ShareLogKeys], tuple[str, ...]] = field(default=_no_keys)  # appended to KEYS
 
     @property
     def fragment(self) -> str:
@@ -151,13 +176,14 @@ SOLO = RoundPolicy("solo", _SOLO)
 
 
 def pplns(window: float) -> RoundPolicy:
-    """PPLNS over the last ``window`` difficulty-1 shares."""
+    """PPLNS over the last ``window`` of share difficulty (difficulty-1 shares in
+    the Bitcoin family, hashes in the Ethereum family)."""
     if not window > 0:
         raise ValueError(f"the PPLNS window must be > 0, not {window!r}")
     return RoundPolicy("pplns", _PPLNS, (repr(float(window)),), _share_log_keys)
 
 
-def round_policy(payments: PaymentsConfig) -> RoundPolicy:
+def round_policy(payments: SchemeSettings) -> RoundPolicy:
     """The round policy of a pool's payment scheme."""
     if payments.scheme == "pplns":
         return pplns(payments.pplns_window)

@@ -31,7 +31,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -69,6 +69,40 @@ local coin = ARGV[2]
 _PUSH_SET_ASIDE = "return redis.call('RPUSH', KEYS[1], ARGV[1])"
 
 _WAITING = "{waiting} share records waiting"
+
+
+class ShareLogKeys(Protocol):
+    """Where a pool keeps its PPLNS share log (NOMP's PoolKeys, OEP's OepKeys)."""
+
+    @property
+    def share_log(self) -> str: ...
+
+    @property
+    def share_log_total(self) -> str: ...
+
+
+class RoundClosing(Protocol):
+    """How a block candidate closes its round: the payment scheme's choice
+    (nomp.payments.rounds), spliced into a recorder's script."""
+
+    @property
+    def scheme(self) -> str:
+        """prop, pplns or solo."""
+        ...
+
+    @property
+    def fragment(self) -> str:
+        """The Lua defining the script's round closing (see nomp.payments.rounds)."""
+        ...
+
+    @property
+    def args(self) -> tuple[str, ...]:
+        """Appended to the script's ARGV."""
+        ...
+
+    def keys(self, keys: ShareLogKeys) -> tuple[str, ...]:
+        """Appended to the script's KEYS."""
+        ...
 
 
 class RecorderFull(Exception):

@@ -7,6 +7,11 @@ batch sent again is not counted twice, set aside whole if Redis refuses it
 (nomp.store.batches). Where OEP's WriteBlock added its candidate outside
 its transaction, here the candidate and the round it closes are one script.
 
+The round a candidate closes is the pool's payment scheme's (the round
+policies of nomp.payments.rounds, the Bitcoin recorder's too): ``prop``
+OEP's (the shares since the last block), ``pplns`` the last window of share
+difficulty from the share log, ``solo`` the finder alone.
+
 Where OEP has no answer, this recorder's choices:
 
 - A hashrate member ("<diff>:<login>:<worker>:<ms>") has no room for an
@@ -20,11 +25,13 @@ Where OEP has no answer, this recorder's choices:
   the round. A solo candidate leaves the shared round open: its round holds
   the finder alone, credited 1 (OEP has no solo mining).
 - A candidate found while the round is empty (its shares dropped at a
-  shutdown, or never recorded) gets a round of its finder alone, credited
-  1, so the unlocker has a round with shares to split the reward by.
+  shutdown, or never recorded; under PPLNS an empty share log) gets a round
+  of its finder alone, credited 1, so the unlocker has a round with shares
+  to split the reward by.
 - The node refusing a candidate undoes it: its member leaves
-  blocks:candidates, its round's shares go back into roundCurrent (and
-  roundShares), finders and blocksFound go down by one, and lastBlockFound
+  blocks:candidates, its round is reopened as the scheme does it (PROP: the
+  shares go back into roundCurrent and roundShares; PPLNS: they are still in
+  the share log), finders and blocksFound go down by one, and lastBlockFound
   is put back if no block came since. A round of the finder alone is
   deleted. OEP never undid a block.
 - A candidate is known by its block hash (the header hash): a second
@@ -46,7 +53,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
 from nomp.candidate import BlockCandidate
-from nomp.store.batches import CANDIDATE_TIMEOUT, LUA_BATCH_START, ZADD_CHUNK, BatchRecorder
+from nomp.store.batches import CANDIDATE_TIMEOUT, LUA_BATCH_START, ZADD_CHUNK, BatchRecorder, RoundClosing
 from nomp.store.client import RedisClient
 from nomp.store.oepschema import (
     OEP_LUA_PRELUDE,
@@ -59,13 +66,22 @@ from nomp.store.oepschema import (
 from nomp.store.schema import settlement_record
 
 # KEYS: this recorder's batch number, roundCurrent, stats, hashrate, finders,
-#       blocks:candidates, recorder:candidates, recorder:found
+#       blocks:candidates, recorder:candidates, recorder:found, then the round policy's keys
 # ARGV: batch number, coin, hashrate trim start (unix s), recorder ttl,
-#       records (see nomp.store.oepschema), hashrate expiration (s)
-_SCRIPT = """
+#       records (see nomp.store.oepschema), hashrate expiration (s), then the round policy's args
+# The round policy's Lua goes between the two halves (see nomp.payments.rounds).
+_HEAD = """
 local trim, expiration = ARGV[3], ARGV[6]
 local round_current, stats, hashrate, finders = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local candidates, recorded, found = KEYS[6], KEYS[7], KEYS[8]
+local policy_keys, policy_args = {}, {}
+for i = 9, #KEYS do policy_keys[#policy_keys + 1] = KEYS[i] end
+for i = 7, #ARGV do policy_args[#policy_args + 1] = ARGV[i] end
+-- OEP's rounds hold integer difficulty, exact past 2^53
+local function round_add(key, login, amount) redis.call('HINCRBY', key, login, amount) end
+"""
+
+_BODY = """
 
 -- what undoes a recorded candidate (nil if there is none), or nil and why it cannot be read
 local function recorded_candidate(hash)
@@ -102,6 +118,7 @@ local function candidate_problem(c)
 end
 local problem = check(round_current, 'hash') or check(stats, 'hash') or check(hashrate, 'zset')
   or check(finders, 'zset') or check(candidates, 'zset') or check(recorded, 'hash') or check(found, 'set')
+  or policy_check()
 for _, r in ipairs(records) do
   if problem then break end
   local kind = r[1]
@@ -125,10 +142,12 @@ local valid, invalid = 0, 0
 local credit, logins, round_total = {}, {}, new_sum()  -- the shared round's, since the last write
 local pool_scores, miners, miner_logins = {}, {}, {}  -- the hashrate members, per login
 local function write_round()
-  if #logins == 0 then return end
-  for _, login in ipairs(logins) do redis.call('HINCRBY', round_current, login, sum_text(credit[login])) end
-  redis.call('HINCRBY', stats, 'roundShares', sum_text(round_total))
-  credit, logins, round_total = {}, {}, new_sum()
+  if #logins > 0 then
+    for _, login in ipairs(logins) do redis.call('HINCRBY', round_current, login, sum_text(credit[login])) end
+    redis.call('HINCRBY', stats, 'roundShares', sum_text(round_total))
+    credit, logins, round_total = {}, {}, new_sum()
+  end
+  policy_flush()
 end
 local function zadd(key, scores)
   for first = 1, #scores, 2 * ZADD_CHUNK do
@@ -148,7 +167,7 @@ local function merge(from, to)
 end
 local function close_round(hash, c)
   local round = round_key(coin, c.height, c.nonce)
-  local alone = c.solo == '1' or redis.call('EXISTS', round_current) == 0
+  local alone = c.solo == '1' or policy_empty()
   local entry = {height = c.height, nonce = c.nonce, login = c.login, round = round, time = c.time,
     alone = alone and '1' or '0', last_found = redis.call('HGET', stats, 'lastBlockFound') or ''}
   redis.call('HSET', stats, 'lastBlockFound', c.time)
@@ -157,11 +176,18 @@ local function close_round(hash, c)
   if alone then
     redis.call('HINCRBY', round, c.login, 1)
   elseif redis.call('EXISTS', round) == 0 then
-    redis.call('RENAME', round_current, round)
+    policy_close(round, c.login)
   else
-    merge(round_current, round)  -- another candidate with this height and nonce: one round
+    -- another candidate with this height and nonce: one round
+    local closing = round .. ':closing'
+    policy_close(closing, c.login)
+    merge(closing, round)
   end
-  if c.solo ~= '1' then redis.call('HDEL', stats, 'roundShares') end
+  if c.solo ~= '1' then
+    -- the shared round starts again (its work is the next block's effort)
+    redis.call('DEL', round_current)
+    redis.call('HDEL', stats, 'roundShares')
+  end
   local total = new_sum()
   for _, v in ipairs(redis.call('HVALS', round)) do sum_add(total, v) end
   entry.member = candidate_member(c.nonce, c.header, c.mix, c.time, c.difficulty, sum_text(total))
@@ -177,8 +203,14 @@ local function settle(hash, accepted)
   if c.alone == '1' then
     redis.call('DEL', c.round)
   else
-    local moved = sum_text(merge(c.round, round_current))
-    if moved ~= '0' then redis.call('HINCRBY', stats, 'roundShares', moved) end
+    policy_reopen(c.round)
+    local open = new_sum()
+    for _, v in ipairs(redis.call('HVALS', round_current)) do sum_add(open, v) end
+    if sum_text(open) == '0' then
+      redis.call('HDEL', stats, 'roundShares')
+    else
+      redis.call('HSET', stats, 'roundShares', sum_text(open))
+    end
   end
   if redis.call('HGET', stats, 'lastBlockFound') == c.time then
     if c.last_found == '' then
@@ -200,6 +232,7 @@ for _, r in ipairs(records) do
       if credit[login] == nil then credit[login] = new_sum(); logins[#logins + 1] = login end
       sum_add(credit[login], diff)
       sum_add(round_total, diff)
+      policy_share(login, diff)
     end
     pool_scores[#pool_scores + 1] = seconds
     pool_scores[#pool_scores + 1] = hashrate_member(diff, login, worker, ms)
@@ -250,6 +283,7 @@ class EthShareRecorder(BatchRecorder[OepKeys]):
         keys: OepKeys,
         redis: Callable[[], RedisClient | None],
         clock: IReactorTime,
+        round_policy: RoundClosing,
         hashrate_expiration: float = 10800.0,
         max_batch: int = 5000,
         max_buffered: int = 500_000,
@@ -257,8 +291,9 @@ class EthShareRecorder(BatchRecorder[OepKeys]):
     ) -> None:
         super().__init__(keys, redis, clock, max_batch, max_buffered, wall_clock)
         self._expiration = hashrate_expiration
+        self.round_policy = round_policy
         self._use_script(
-            OEP_LUA_PRELUDE + LUA_BATCH_START + _SCRIPT,
+            OEP_LUA_PRELUDE + LUA_BATCH_START + _HEAD + round_policy.fragment + _BODY,
             [
                 keys.round_current,
                 keys.stats,
@@ -267,13 +302,17 @@ class EthShareRecorder(BatchRecorder[OepKeys]):
                 keys.blocks_candidates,
                 keys.recorder_candidates,
                 keys.recorder_found,
+                *round_policy.keys(keys),
             ],
         )
         self._last_ms: dict[str, int] = {}  # "<login>:<worker>" -> the millisecond its last share took
         self._ms_second = 0
 
-    def _batch_args(self) -> tuple[int, list[int]]:
-        return int(self._wall_clock() - self._expiration), [max(1, round(self._expiration))]
+    def _batch_args(self) -> tuple[int, list[int | str]]:
+        return int(self._wall_clock() - self._expiration), [
+            max(1, round(self._expiration)),
+            *self.round_policy.args,
+        ]
 
     def _unique_ms(self, login: str, worker: str, ms: int) -> int:
         """``ms``, or the first millisecond after the one this worker's last share took."""

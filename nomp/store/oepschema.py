@@ -17,7 +17,14 @@ import json
 from dataclasses import dataclass
 
 from nomp.candidate import BlockCandidate
-from nomp.store.schema import LUA_COMMON, RecorderKeys, lua_key_function, lua_record_parser, lua_table
+from nomp.store.schema import (
+    LUA_COMMON,
+    LUA_SHARE_LOG,
+    RecorderKeys,
+    lua_key_function,
+    lua_record_parser,
+    lua_table,
+)
 
 # Keys the recorder's script builds itself (from a record's login, a
 # candidate's height and nonce), and OEP's member layouts.
@@ -84,6 +91,17 @@ class OepKeys(RecorderKeys):
     def round_current(self) -> str:
         """hash: login -> summed difficulty of the open round's shares."""
         return f"{self.coin}:shares:roundCurrent"
+
+    @property
+    def share_log(self) -> str:
+        """list, newest first: PPLNS shares (login and difficulty) in order, in segments
+        (nomp.store.schema's ``encode_segment``); nomp's, OEP has no PPLNS."""
+        return f"{self.coin}:shares:log"
+
+    @property
+    def share_log_total(self) -> str:
+        """string: the summed difficulty of the share log."""
+        return f"{self.coin}:shares:logTotal"
 
     def round(self, height: int, nonce_hex: str) -> str:
         """hash: login -> summed difficulty, the round the candidate at ``height`` with
@@ -365,6 +383,7 @@ OEP_LUA_PRELUDE = "\n".join(
         "local candidate_fields = " + lua_table(CANDIDATE_FIELDS),
         "local recorded_fields = " + lua_table(RECORDED_FIELDS),
         LUA_COMMON,
+        LUA_SHARE_LOG,
         lua_record_parser(RECORD_FIELDS),
         # OEP's amounts are int64, past the 2^53 a Lua number holds exactly:
         # decimal sums are kept in two parts, below and above 10^9.

@@ -25,7 +25,14 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
 from nomp.candidate import BlockCandidate
-from nomp.store.batches import CANDIDATE_TIMEOUT, LUA_BATCH_START, ZADD_CHUNK, BatchRecorder, RecorderFull
+from nomp.store.batches import (
+    CANDIDATE_TIMEOUT,
+    LUA_BATCH_START,
+    ZADD_CHUNK,
+    BatchRecorder,
+    RecorderFull,
+    RoundClosing,
+)
 from nomp.store.client import RedisClient, RedisUnavailable
 from nomp.store.schema import (
     LUA_PRELUDE,
@@ -54,6 +61,7 @@ local pending, found, candidates = KEYS[5], KEYS[6], KEYS[7]
 local policy_keys, policy_args = {}, {}
 for i = 8, #KEYS do policy_keys[#policy_keys + 1] = KEYS[i] end
 for i = 6, #ARGV do policy_args[#policy_args + 1] = ARGV[i] end
+local function round_add(key, worker, amount) redis.call('HINCRBYFLOAT', key, worker, amount) end
 """
 )
 
@@ -154,25 +162,6 @@ class RecordsShares(Protocol):
     def valid_share(self, worker: str, difficulty: float, solo: bool = False) -> None: ...
 
     def invalid_share(self, worker: str, difficulty: float) -> None: ...
-
-
-class RoundClosing(Protocol):
-    """How a block candidate closes its round: the payment scheme's choice
-    (nomp.payments.rounds), spliced into the recorder's script."""
-
-    @property
-    def fragment(self) -> str:
-        """The Lua defining the script's round closing (see nomp.payments.rounds)."""
-        ...
-
-    @property
-    def args(self) -> tuple[str, ...]:
-        """Appended to the script's ARGV."""
-        ...
-
-    def keys(self, keys: PoolKeys) -> tuple[str, ...]:
-        """Appended to the script's KEYS."""
-        ...
 
 
 class ShareRecorder(BatchRecorder[PoolKeys]):

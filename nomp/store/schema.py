@@ -498,6 +498,26 @@ local function parse_records(text)
 end
 """
 
+# The PPLNS share log's segments (``encode_segment``), for every recorder
+# whose round policy keeps one (nomp.payments.rounds).
+LUA_SHARE_LOG = r"""
+local function segment_line(worker, difficulty) return worker .. '\t' .. difficulty end
+local function segment_encode(sum, lines) return number(sum) .. '\n' .. table.concat(lines, '\n') end
+local function segment_sum(segment) return tonumber(string.match(segment, '^[^\n]+')) end
+local function segment_entries(segment)
+  local entries, first = {}, true
+  for line in string.gmatch(segment, '[^\n]+') do
+    if first then
+      first = false
+    else
+      local tab = string.find(line, '\t', 1, true)
+      entries[#entries + 1] = {string.sub(line, 1, tab - 1), tonumber(string.sub(line, tab + 1))}
+    end
+  end
+  return entries
+end
+"""
+
 # Every function below is local to the script it is prepended to; a script
 # uses what it needs.
 LUA_PRELUDE = "\n".join(
@@ -515,21 +535,7 @@ local function hashrate_fields(member)
   local d, worker = string.match(member, '^([^:]*):(.+):[^:]*:[^:]*$')
   return tonumber(d), worker
 end
-local function segment_line(worker, difficulty) return worker .. '\t' .. difficulty end
-local function segment_encode(sum, lines) return number(sum) .. '\n' .. table.concat(lines, '\n') end
-local function segment_sum(segment) return tonumber(string.match(segment, '^[^\n]+')) end
-local function segment_entries(segment)
-  local entries, first = {}, true
-  for line in string.gmatch(segment, '[^\n]+') do
-    if first then
-      first = false
-    else
-      local tab = string.find(line, '\t', 1, true)
-      entries[#entries + 1] = {string.sub(line, 1, tab - 1), tonumber(string.sub(line, tab + 1))}
-    end
-  end
-  return entries
-end
 """,
+        LUA_SHARE_LOG,
     ]
 )
