@@ -4,7 +4,8 @@
 
 The same command and processor as ``nomp-payments``, with a failpoint hook
 injected (the production command has none): the fault-injection tests kill
-a run at each step of PaymentProcessor's FAILPOINTS.
+a run at each step of PaymentProcessor's FAILPOINTS, or, for an Ethereum-family
+pool, of EthUnlocker's and EthPayer's.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ import signal
 import sys
 from collections.abc import Callable
 
+from nomp.payments import ethpayer, ethunlocker, processor
 from nomp.payments.cli import main
-from nomp.payments.processor import FAILPOINTS
+
+# Every step a run can be killed at (the two families share "after_recording").
+FAILPOINTS = tuple(dict.fromkeys((*processor.FAILPOINTS, *ethunlocker.FAILPOINTS, *ethpayer.FAILPOINTS)))
 
 
 def kill_at(step: str) -> Callable[[str], None]:

@@ -11,9 +11,9 @@ tampering shows in the check it belongs to.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
-import sys
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -149,6 +149,15 @@ def matured_credits(redis: RedisServer, db: int) -> dict[str, int]:
         for login, wei in hash_of(redis, db, keys.credits_wei(int(height), block_hash)).items():
             total[login] = total.get(login, 0) + int(wei)
     return total
+
+
+async def nomp_payments_here(conf: Path, *argv: str) -> tuple[int, str, str]:
+    """``nomp-payments -c conf argv`` in this process, on its reactor (the dev node serves
+    from it): the status, standard output and standard error."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = await cli.command(reactor, cli.parse_args(["-c", str(conf), *argv]))
+    return status, out.getvalue(), err.getvalue()
 
 
 def differing(audit: Audit) -> dict[str, int]:
@@ -392,12 +401,7 @@ class CommandTests(AuditTestCase):
         )
 
     async def nomp_payments(self, *argv: str) -> tuple[int, str, str]:
-        """The command's status, standard output and standard error."""
-        out, err = io.StringIO(), io.StringIO()
-        self.patch(sys, "stdout", out)
-        self.patch(sys, "stderr", err)
-        status = await cli.command(reactor, cli.parse_args(["-c", str(self.conf), *argv]))
-        return status, out.getvalue(), err.getvalue()
+        return await nomp_payments_here(self.conf, *argv)
 
     async def test_run_then_audit(self) -> None:
         """``run dev``: the unlocker credits, the payer pays, one line says so; ``audit dev``

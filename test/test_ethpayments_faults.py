@@ -1,0 +1,101 @@
+"""An Ethereum-family pool's payment run killed (SIGKILL) at each step, then run again:
+every miner is paid its credit exactly once and the audit is clean. Redis is
+restarted while a sent payout is still unrecorded. The dev node serves from
+this test's reactor, a real redis-server holds OEP's keys, and
+``nomp-payments run`` (the unlocker's run, then the payer's) is a process of
+its own, killed through test/failpoints.py as the Bitcoin family's is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from twisted.trial.unittest import TestCase
+
+from nomp.payments.ethpayer import FAILPOINTS as PAYER_STEPS
+from nomp.store.oepschema import OepKeys
+from test.ethnode import start_dev_node
+from test.servers import RedisServer
+from test.test_ethaudit import (
+    ALICE,
+    BOB,
+    COIN,
+    DEPTH,
+    FUNDS,
+    POOL_ACCOUNT,
+    find_block,
+    hash_of,
+    matured_credits,
+    nomp_payments_here,
+    write_eth_conf,
+    write_key,
+)
+from test.test_payments import nomp_payments
+from test.waiting import until
+
+DB = 0  # of this test's own redis-server
+LOCK_TIMEOUT = 1.5
+# After crediting (the unlocker made the block's credits balances), then each step of a payout:
+# after its journal entry, after signing, after the send before its record, after recording.
+STEPS = ("after_matured", *PAYER_STEPS)
+RESTART_AT = "after_sending"  # Redis restarts between this kill and the run after it
+MINERS = (ALICE, BOB)
+
+
+def account(login: str) -> bytes:
+    return bytes.fromhex(login[2:])
+
+
+class KilledEthPaymentRunTests(TestCase):
+    timeout = 300
+
+    async def test_killed_at_every_step(self) -> None:
+        """A block found each round; the run killed at the round's step and run again: each
+        miner's account rises by exactly what the unlocker credited it, once, and the audit
+        prints zero differences."""
+        redis_server = RedisServer(persistent=True).start()
+        self.addCleanup(redis_server.stop)
+        node = start_dev_node(self, POOL_ACCOUNT, difficulty=1, alloc={POOL_ACCOUNT: FUNDS})
+        chain = node.chain
+        key_file = write_key(Path(self.mktemp()))
+        conf = write_eth_conf(
+            Path(self.mktemp()), node.url, redis_server.port, DB, key_file, lock_timeout=LOCK_TIMEOUT
+        )
+        keys = OepKeys.for_coin(COIN)
+
+        def lock_free() -> bool:
+            return bool(redis_server.command("EXISTS", keys.unlocker_lock, db=DB) == 0)
+
+        for round_number, step in enumerate(STEPS, 1):
+            before = {login: chain.balance(account(login)) for login in MINERS}
+            credited = matured_credits(redis_server, DB)
+            find_block(chain, redis_server, DB, {ALICE: round_number, BOB: 2})
+            chain.mine_blocks(DEPTH)
+
+            killed = await nomp_payments(conf, "run", "dev", entry=("test.failpoints", step))
+            self.assertEqual((killed.returncode, killed.stdout), (-9, ""), f"{step}: {killed.stderr}")
+            if step == RESTART_AT:
+                [entry] = hash_of(redis_server, DB, keys.payouts_journal).values()
+                self.assertIn('"state": "signed"', entry)
+                self.assertEqual(len(chain.pending_transactions), 1, "sent, not recorded")
+                redis_server.restart()
+            await until(lock_free, timeout=10)  # the dead run's lock expires
+
+            again = await nomp_payments(conf, "run", "dev")
+            self.assertEqual(again.returncode, 0, f"{step}: {again.stdout}{again.stderr}")
+            chain.mine()
+
+            rose = {login: chain.balance(account(login)) - before[login] for login in MINERS}
+            now_credited = matured_credits(redis_server, DB)
+            expected = {login: now_credited[login] - credited.get(login, 0) for login in MINERS}
+            self.assertEqual(rose, expected, step)
+            self.assertTrue(all(wei > 0 for wei in expected.values()), step)
+            self.assertEqual(hash_of(redis_server, DB, keys.payouts_journal), {}, step)
+            self.assertEqual(redis_server.command("ZCARD", keys.payments_pending, db=DB), 0, step)
+            status, out, err = await nomp_payments_here(conf, "audit", "dev")
+            self.assertEqual((status, err), (0, ""), f"{step}: {out}")
+            self.assertTrue(out.endswith("  clean: every difference is zero\n"), f"{step}: {out}")
+
+        self.assertEqual(
+            redis_server.command("ZCARD", keys.payments_all, db=DB), len(STEPS) * len(MINERS), "once each"
+        )
+        self.assertEqual(chain.pending_transactions, ())
