@@ -24,7 +24,7 @@ from nomp.eth.hasher import EpochHashers
 from nomp.eth.pool import EthStratumPool
 from nomp.eth.service import EthPoolService
 from nomp.hashing.pool import HashPoolService
-from test.ethnode import DevNode, search_nonce, start_dev_node
+from test.ethnode import DevNode, seal_is_valid, search_nonce, start_dev_node
 from test.fakes import FakeBlockRecords, FakeRecorder
 
 ETHERBASE = bytes.fromhex("5a0b54d5dc17e0aadc383d2db43b0a0d3e029c4c")
@@ -198,8 +198,15 @@ class GetworkClient:
         return reply
 
 
-def solve(work: Sequence[str], height: int, difficulty: float, start: int = 0) -> list[str]:
-    """eth_submitWork's params meeting ``difficulty`` for ``work`` [header, seed, target], by PyPI ethash."""
+def solve(
+    work: Sequence[str], height: int, difficulty: float, start: int = 0, below: int | None = None
+) -> list[str]:
+    """eth_submitWork's params meeting ``difficulty`` for ``work`` [header, seed, target], by PyPI
+    ethash; with ``below``, one that does not meet that difficulty (a share that is no block,
+    so the chain, and the work, stay where they are)."""
     header = bytes.fromhex(work[0][2:])
-    nonce, mix = search_nonce(height, header, max(int(difficulty), 1), start)
-    return ["0x" + nonce.to_bytes(8, "big").hex(), work[0], "0x" + mix.hex()]
+    while True:
+        nonce, mix = search_nonce(height, header, max(int(difficulty), 1), start)
+        if below is None or not seal_is_valid(height, header, nonce, mix, below):
+            return ["0x" + nonce.to_bytes(8, "big").hex(), work[0], "0x" + mix.hex()]
+        start = nonce + 1

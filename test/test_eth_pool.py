@@ -367,7 +367,8 @@ class VardiffTests(TestCase):
         work = (await proxy.call("eth_getWork", [], request_id=2))["result"]
         nonce = 0
         for i in range(6):
-            share = solve(work, 1, SHARE_DIFF, start=nonce)
+            # Shares that are no blocks: a block would bring new work, pushed like the retarget.
+            share = solve(work, 1, SHARE_DIFF, start=nonce, below=NETWORK_DIFF)
             nonce = int(share[0], 16) + 1
             await proxy.call("eth_submitWork", share, request_id=10 + i)
             await deferLater(reactor, 0.05, lambda: None)
@@ -375,7 +376,7 @@ class VardiffTests(TestCase):
         for attempt in range(20):  # the change may come with a later share's sample: share until it does
             if pushes:
                 break
-            share = solve(work, 1, SHARE_DIFF, start=nonce)
+            share = solve(work, 1, SHARE_DIFF, start=nonce, below=NETWORK_DIFF)
             nonce = int(share[0], 16) + 1
             await proxy.call("eth_submitWork", share, request_id=100 + attempt)
             await deferLater(reactor, 0.1, lambda: None)
