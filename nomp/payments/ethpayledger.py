@@ -239,7 +239,7 @@ return 1
 _MINED = "return redis.call('HDEL', KEYS[1], ARGV[1])"
 
 # KEYS: unconfirmed, miner, finances, payments:all, payments:<login>, aside.
-# ARGV: tx hash, login, amount's Shannon (as recorded), the value's Shannon, its dust, why.
+# ARGV: tx hash, login, amount's Shannon (as recorded), the amount's Shannon, its dust, why.
 _FAILED = (
     _PRELUDE
     + """
@@ -247,9 +247,9 @@ if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
 local bad = amounts_problem({{KEYS[2], PAID}, {KEYS[2], BALANCE}, {KEYS[3], PAID}, {KEYS[3], BALANCE}})
 if bad then return bad end
 redis.call('HDEL', KEYS[1], ARGV[1])
-local v = amount(ARGV[4], ARGV[5])
-transfer(KEYS[2], PAID, BALANCE, v)
-transfer(KEYS[3], PAID, BALANCE, v)
+local a = amount(ARGV[4], ARGV[5])
+transfer(KEYS[2], PAID, BALANCE, a)
+transfer(KEYS[3], PAID, BALANCE, a)
 redis.call('ZREM', KEYS[4], payment_member(ARGV[1], ARGV[2], ARGV[3]))
 redis.call('ZREM', KEYS[5], login_payment_member(ARGV[1], ARGV[3]))
 redis.call('HSET', KEYS[6], ARGV[2], ARGV[6])
@@ -565,8 +565,12 @@ class EthPayLedger:
         return bool(await self._eval(_MINED, [self.keys.payouts_unconfirmed], [payout.tx_hash]))
 
     async def failed(self, payout: Unconfirmed, why: str) -> bool:
-        """A payout the chain ran and reverted: its value back to the balance, its payment
-        records removed, the login set aside (a transfer to it fails)."""
+        """A payout the chain ran and reverted: its amount back to the balance, its payment
+        records removed, the login set aside (a transfer to it fails).
+
+        The whole amount goes back, the fee's ceiling too when the miners pay it: the
+        login's paid must stay the sum of its recorded payouts, and the reverted transfer's
+        gas is the pool's."""
         keys = self.keys
         done = await self._eval(
             _FAILED,
@@ -578,6 +582,6 @@ class EthPayLedger:
                 keys.payments_of(payout.login),
                 keys.payouts_aside,
             ],
-            [payout.tx_hash, payout.login, shannon(payout.amount), *_parts(payout.value), why],
+            [payout.tx_hash, payout.login, shannon(payout.amount), *_parts(payout.amount), why],
         )
         return bool(done)
