@@ -181,11 +181,21 @@ def build_service(config: Config, reactor: Any, **root_options: Any) -> NompServ
         StratumService(miners, eth_config.ports, reactor).setServiceParent(eth_pool)
         if eth_config.payments.enabled:
             eth_observer = metrics.daemon_observer(eth_config.name)
-            EthUnlockerService(eth_config, redis.client, reactor, rpc_observer=eth_observer).setServiceParent(
-                eth_pool
-            )
+            EthUnlockerService(
+                eth_config,
+                redis.client,
+                reactor,
+                rpc_observer=eth_observer,
+                run_listener=metrics.unlocker_observer(eth_config.name),
+            ).setServiceParent(eth_pool)
             try:  # the payout key is read now: a missing or unsafe file stops the start
-                payer = EthPayerService(eth_config, redis.client, reactor, rpc_observer=eth_observer)
+                payer = EthPayerService(
+                    eth_config,
+                    redis.client,
+                    reactor,
+                    rpc_observer=eth_observer,
+                    run_listener=metrics.payer_observer(eth_config.name),
+                )
             except KeyFileError as e:
                 raise SystemExit(f"nomp: {eth_config.file}: {e}") from None
             payer.setServiceParent(eth_pool)

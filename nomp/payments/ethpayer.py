@@ -123,6 +123,20 @@ class PayoutStopped(Exception):
     """The run stops here; the message says why and what the operator (or the next run) does."""
 
 
+class PayoutHalted(PayoutStopped):
+    """The run stops on a payout only the operator can settle: every run stops there until
+    they do."""
+
+
+class StopKind(StrEnum):
+    """Why a run stopped, as a kind (PayoutReport.stop)."""
+
+    HALTED = "halted"  # PayoutHalted: a payout waits for the operator
+    STOPPED = "stopped"  # a PayoutStopped of another kind: the next run tries again
+    NODE = "node"  # the node failed
+    REDIS = "redis"  # Redis refused a write
+
+
 # -- the pure parts ---------------------------------------------------------------
 
 
@@ -241,6 +255,7 @@ class PayoutReport:
     waiting: list[str] = field(default_factory=list)  # tx hashes not mined deep enough yet
     skipped: dict[str, str] = field(default_factory=dict)  # login -> why its balance waits
     error: str | None = None  # why the run stopped, if it did
+    stop: StopKind | None = None  # the kind of that error
 
 
 def _quantity(value: object, what: str) -> int:
@@ -306,10 +321,13 @@ class EthPayer:
             await self._pay(token, report)
         except PayoutStopped as e:
             report.error = str(e)
+            report.stop = StopKind.HALTED if isinstance(e, PayoutHalted) else StopKind.STOPPED
         except DaemonError as e:
             report.error = f"the node failed ({e}); what is open is settled by the next run"
+            report.stop = StopKind.NODE
         except ResponseError as e:
             report.error = f"Redis refused a payout write ({e}); what is open is settled by the next run"
+            report.stop = StopKind.REDIS
         finally:
             try:
                 await self.ledger.release(token)
@@ -409,7 +427,7 @@ class EthPayer:
                 if seen is None or not seen.mined:
                     self._unmined.add(payout.tx_hash)
             elif decision is Watch.FOREIGN:
-                raise PayoutStopped(
+                raise PayoutHalted(
                     f"payout {payout.tx_hash} to {payout.login} ({payout.value} wei, nonce {payout.nonce}) "
                     f"was recorded paid but is on no chain the node knows, and nonce {payout.nonce} went to "
                     "another transaction of the pool's key: the login was not paid; check the key's "
@@ -465,8 +483,8 @@ class EthPayer:
         latest = await self._nonce("latest")
         return settle_decision(entry, await self._seen(entry.tx_hash), latest)
 
-    def _foreign(self, entry: JournalEntry) -> PayoutStopped:
-        return PayoutStopped(
+    def _foreign(self, entry: JournalEntry) -> PayoutHalted:
+        return PayoutHalted(
             f"nonce {entry.nonce} of the pool's key went to another transaction than payout "
             f"{entry.tx_hash} to {entry.login} ({entry.value} wei): something else signs with the "
             "payout key. Nothing was moved: the payout stays pending in the journal "
@@ -631,12 +649,29 @@ def payer_daemon(pool: EthPoolConfig) -> DaemonConfig:
     return pool.payments.daemon or pool.daemons[0]
 
 
+@dataclass(frozen=True, slots=True)
+class Outstanding:
+    """The payouts not done with when a run ends."""
+
+    open: int  # in the journal: reserved and not recorded paid
+    unconfirmed: int  # recorded paid and not mined deep enough yet
+
+
+# Told of every run as it ends (metrics): its report, or None for a run that raised
+# (logged); the payouts outstanding after it (None: locked out, raised, or not read);
+# and the wall clock's time then.
+PayoutListener = Callable[[PayoutReport | None, Outstanding | None, float], None]
+
+
 class EthPayerService(Service):
     """Runs EthPayer every ``payments.interval`` seconds, after the unlocker, while Redis is up.
 
     The payout key is read when the service is made: a missing or unsafe key
     file (``KeyFileError``, its message naming the file and the fix) stops
     the pool from starting, rather than every run failing later.
+
+    ``run_listener`` is told of every run, each one locked out included; a
+    run skipped because Redis is not connected is no run.
     """
 
     log = Logger()
@@ -648,6 +683,8 @@ class EthPayerService(Service):
         reactor: Any,
         rpc_observer: CallObserver | None = None,
         http: HTTPPoster | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        run_listener: PayoutListener | None = None,
     ) -> None:
         key_file = config.payments.key_file
         if key_file is None:
@@ -662,6 +699,8 @@ class EthPayerService(Service):
         self._reactor = reactor
         self._rpc_observer = rpc_observer  # told of every node call (metrics)
         self._http = http
+        self._wall_clock = wall_clock
+        self._run_listener = run_listener
         self._clients: DaemonClients | None = None
         self._node: RPC | None = None
         self._loop: task.LoopingCall | None = None
@@ -702,14 +741,16 @@ class EthPayerService(Service):
                 self.log.info("pool {pool}: payout run skipped: Redis is not ready", pool=self.config.name)
                 return None
             ledger = EthPayLedger(redis, OepKeys.for_coin(self.config.coin.name))
-            payer = EthPayer(self.config, ledger, node, self.key)
+            payer = EthPayer(self.config, ledger, node, self.key, self._wall_clock)
             try:
                 report = await payer.run()
             except Exception:
                 self.log.failure(
                     "pool {pool}: payout run failed; tried again next interval", pool=self.config.name
                 )
+                self._tell(None, None)
                 return None
+            self._tell(report, None if report.locked_out else await self._outstanding(ledger))
             if not report.locked_out or waited >= self.config.payments.interval:
                 return report
             self._waiting = task.deferLater(self._reactor, LOCK_RETRY, lambda: None)
@@ -721,6 +762,22 @@ class EthPayerService(Service):
                 self._waiting = None
             waited += LOCK_RETRY
         return None
+
+    async def _outstanding(self, ledger: EthPayLedger) -> Outstanding | None:
+        if self._run_listener is None:
+            return None
+        try:
+            return Outstanding(len(await ledger.journal()), len(await ledger.unconfirmed()))
+        except Exception:
+            self.log.failure(
+                "pool {pool}: the payouts outstanding after the run could not be read",
+                pool=self.config.name,
+            )
+            return None
+
+    def _tell(self, report: PayoutReport | None, outstanding: Outstanding | None) -> None:
+        if self._run_listener is not None:
+            self._run_listener(report, outstanding, self._wall_clock())
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()

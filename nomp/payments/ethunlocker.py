@@ -101,8 +101,11 @@ class UnlockReport:
 
     locked_out: bool = False
     tip: int | None = None
+    candidates: int = 0  # candidates deep enough to be looked for
     immature: list[str] = field(default_factory=list)  # credited as immature (blocks and uncles)
+    uncles: list[str] = field(default_factory=list)  # those of ``immature`` credited as uncles
     matured: list[str] = field(default_factory=list)  # credited to balances
+    credited: int = 0  # wei the matured blocks made balances
     orphaned: list[str] = field(default_factory=list)  # candidates found nowhere, blocks gone
     waiting: dict[str, str] = field(default_factory=dict)  # nonce -> why it waits
     error: str | None = None  # why the run stopped early
@@ -419,7 +422,9 @@ class EthUnlocker:
     async def _unlock_candidates(
         self, token: int, reader: ChainReader, tip: int, report: UnlockReport
     ) -> None:
-        for member, score in await self.ledger.candidates(tip - self.config.immature_depth):
+        due = await self.ledger.candidates(tip - self.config.immature_depth)
+        report.candidates = len(due)
+        for member, score in due:
             try:
                 candidate = parse_candidate_member(member, parse_score(score))
             except ValueError as e:
@@ -491,6 +496,8 @@ class EthUnlocker:
         credits = await self._credits(candidate, revenue)
         if await self.ledger.write_immature(token, candidate, record, credits):
             report.immature.append(nonce)
+            if record.uncle:
+                report.uncles.append(nonce)
             self.log.info(
                 "pool {pool}: {kind} {height} {hash} (nonce {nonce}) immature: {reward} wei, {logins} logins",
                 pool=self.pool.name,
@@ -600,6 +607,7 @@ class EthUnlocker:
                 )
         elif await self.ledger.write_matured(token, record, int(self._wall_clock())):
             report.matured.append(record.nonce)
+            report.credited += record.reward
             self.log.info(
                 "pool {pool}: {kind} {height} {hash} matured: {reward} wei credited",
                 pool=self.pool.name,
@@ -649,9 +657,15 @@ def unlocker_daemon(pool: EthPoolConfig) -> DaemonConfig:
     return pool.payments.daemon or pool.daemons[0]
 
 
+# Told of every run as it ends (metrics): its report, or None for a run that raised
+# (logged), and the wall clock's time then.
+UnlockListener = Callable[[UnlockReport | None, float], None]
+
+
 class EthUnlockerService(Service):
     """Runs EthUnlocker at start and every ``payments.interval`` seconds while Redis is up;
-    the lock in Redis keeps it to one process per pool however many run it."""
+    the lock in Redis keeps it to one process per pool however many run it. A run skipped
+    because Redis is not connected is no run: ``run_listener`` is not told of it."""
 
     log = Logger()
 
@@ -663,12 +677,14 @@ class EthUnlockerService(Service):
         rpc_observer: CallObserver | None = None,
         http: HTTPPoster | None = None,
         wall_clock: Callable[[], float] = time.time,
+        run_listener: UnlockListener | None = None,
     ) -> None:
         self.config = config
         self.name = f"unlocker:{config.name}"
         self._redis = redis
         self._reactor = reactor
         self._rpc_observer = rpc_observer  # told of every node call (metrics)
+        self._run_listener = run_listener
         self._http = http
         self._wall_clock = wall_clock
         self._clients: DaemonClients | None = None
@@ -699,13 +715,16 @@ class EthUnlockerService(Service):
         if self._unlocker is None:
             self._unlocker = EthUnlocker(self.config, ledger, node, self._wall_clock)
         self._unlocker.ledger = ledger  # the connection Redis has now
+        report: UnlockReport | None = None
         try:
-            return await self._unlocker.run()
+            report = await self._unlocker.run()
         except Exception:
             self.log.failure(
                 "pool {pool}: unlocker run failed; tried again next interval", pool=self.config.name
             )
-            return None
+        if self._run_listener is not None:
+            self._run_listener(report, self._wall_clock())
+        return report
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()

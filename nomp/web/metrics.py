@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -31,6 +32,8 @@ from nomp.config import PortConfig
 from nomp.config.load import listen_address
 from nomp.daemon.errors import DaemonError, DaemonHTTPError, DaemonResponseError, DaemonUnreachable, RPCError
 from nomp.daemon.rpc import CallObserver
+from nomp.payments.ethpayer import Outstanding, PayoutListener, PayoutReport, StopKind
+from nomp.payments.ethunlocker import UnlockListener, UnlockReport
 from nomp.pool.blocks import BLOCK_RESULTS
 from nomp.store.client import RedisClient
 from nomp.stratum.banning import Refusal
@@ -58,6 +61,15 @@ _REFUSAL_LABELS = {refusal.value: refusal.name.lower() for refusal in Refusal}
 
 # The ``<coin>:pay:totals`` fields, exported even before the first payment run.
 PAYMENT_TOTALS = ("immature", "credited", "kept", "paid", "txfees")
+
+# How an Ethereum-family unlocker or payer run ended: ok, error (it stopped early or
+# raised) or locked_out (another run held the pool's lock, and it did nothing).
+RUN_OUTCOMES = ("ok", "error", "locked_out")
+# An unlocker run's blocks, by what became of them, as ``last_run_blocks`` kinds.
+UNLOCKER_BLOCK_KINDS = ("candidates", "immature", "uncles", "matured", "orphaned", "waiting")
+# A payer run's errors: a StopKind, or failed (the run raised).
+PAYER_ERROR_KINDS = (*(kind.value for kind in StopKind), "failed")
+WEI_PER_ETHER = 10**18
 
 
 class BufferedRecords(Protocol):
@@ -149,6 +161,81 @@ def port_label(port: PortConfig) -> str:
     return str(address[1]) if address is not None else port.listen
 
 
+def ether(wei: int) -> float:
+    """Wei as ether, for Prometheus, whose values are floats: amounts become floats here only."""
+    return wei / WEI_PER_ETHER
+
+
+@dataclass(slots=True)
+class _UnlockerRuns:
+    """What an Ethereum-family pool's unlocker runs did, kept as integers until a scrape."""
+
+    pool: str
+    outcomes: Tally[str] = dataclass_field(default_factory=Tally)
+    last_success: float = 0.0  # unix seconds; 0 before the first
+    last_blocks: dict[str, int] = dataclass_field(
+        default_factory=lambda: dict.fromkeys(UNLOCKER_BLOCK_KINDS, 0)
+    )
+    credited_wei: int = 0
+
+    def observe(self, report: UnlockReport | None, now: float) -> None:
+        if report is None:
+            self.outcomes["error"] += 1
+            return
+        if report.locked_out:
+            self.outcomes["locked_out"] += 1
+            return
+        self.last_blocks = {
+            "candidates": report.candidates,
+            "immature": len(report.immature),
+            "uncles": len(report.uncles),
+            "matured": len(report.matured),
+            "orphaned": len(report.orphaned),
+            "waiting": len(report.waiting),
+        }
+        self.credited_wei += report.credited
+        if report.error is not None:
+            self.outcomes["error"] += 1
+            return
+        self.outcomes["ok"] += 1
+        self.last_success = now
+
+
+@dataclass(slots=True)
+class _PayerRuns:
+    """What an Ethereum-family pool's payer runs did, kept as integers until a scrape."""
+
+    pool: str
+    outcomes: Tally[str] = dataclass_field(default_factory=Tally)
+    errors: Tally[str] = dataclass_field(default_factory=Tally)
+    last_success: float = 0.0  # unix seconds; 0 before the first
+    payouts: int = 0
+    paid_wei: int = 0
+    outstanding: Outstanding = dataclass_field(default_factory=lambda: Outstanding(0, 0))
+    halted: bool = False
+
+    def observe(self, report: PayoutReport | None, outstanding: Outstanding | None, now: float) -> None:
+        if outstanding is not None:
+            self.outstanding = outstanding
+        if report is None:
+            self.outcomes["error"] += 1
+            self.errors["failed"] += 1
+            return
+        if report.locked_out:
+            self.outcomes["locked_out"] += 1
+            return
+        # Whatever the run's end, what it recorded paid is paid.
+        self.payouts += len(report.paid)
+        self.paid_wei += sum(report.amounts.values())
+        self.halted = report.stop is StopKind.HALTED
+        if report.error is not None:
+            self.outcomes["error"] += 1
+            self.errors[report.stop.value if report.stop is not None else "unknown"] += 1
+            return
+        self.outcomes["ok"] += 1
+        self.last_success = now
+
+
 @dataclass(frozen=True, slots=True)
 class _WatchedPool:
     name: str
@@ -170,6 +257,8 @@ class Metrics:
         self._pools: list[_WatchedPool] = []
         self._hashing: HashingLoad | None = None
         self._snapshot: Callable[[], Snapshot] | None = None
+        self._unlockers: list[_UnlockerRuns] = []
+        self._payers: list[_PayerRuns] = []
         self.daemon_call_seconds = Histogram(
             "nomp_daemon_rpc_duration_seconds",
             "Time taken by JSON-RPC calls to coin daemons, failed ones included.",
@@ -234,6 +323,18 @@ class Metrics:
 
         return observe
 
+    def unlocker_observer(self, pool: str) -> UnlockListener:
+        """The run listener of the EthUnlockerService of the pool called ``pool``."""
+        runs = _UnlockerRuns(pool)
+        self._unlockers.append(runs)
+        return runs.observe
+
+    def payer_observer(self, pool: str) -> PayoutListener:
+        """The run listener of the EthPayerService of the pool called ``pool``."""
+        runs = _PayerRuns(pool)
+        self._payers.append(runs)
+        return runs.observe
+
     def render(self) -> tuple[bytes, str]:
         """Every metric in Prometheus's text format, and that format's content type."""
         return generate_latest(self.registry), CONTENT_TYPE
@@ -246,6 +347,14 @@ class Metrics:
     @property
     def hashing(self) -> HashingLoad | None:
         return self._hashing
+
+    @property
+    def unlockers(self) -> tuple[_UnlockerRuns, ...]:
+        return tuple(self._unlockers)
+
+    @property
+    def payers(self) -> tuple[_PayerRuns, ...]:
+        return tuple(self._payers)
 
     def current_snapshot(self) -> Snapshot | None:
         return self._snapshot() if self._snapshot is not None else None
@@ -264,6 +373,8 @@ class _StateCollector(Collector):
         yield from self._stratum()
         yield from self._hashing()
         yield from self._stats()
+        yield from self._unlockers()
+        yield from self._payers()
 
     def _stratum(self) -> Iterable[Metric]:
         connections = GaugeMetricFamily(
@@ -391,6 +502,97 @@ class _StateCollector(Collector):
                 totals.add_metric([name, kind], stats.payment_totals.get(kind, 0))
             payments.add_metric([name], stats.payment_count)
         yield from (hashrate, workers, miners, blocks, totals, payments)
+
+    def _unlockers(self) -> Iterable[Metric]:
+        runs = CounterMetricFamily(
+            "nomp_eth_unlocker_runs",
+            "Ethereum-family unlocker runs by outcome: ok, error (the node's height unknown, or the "
+            "run raised) or locked_out (another run held the pool's lock).",
+            labels=["pool", "outcome"],
+        )
+        last_success = GaugeMetricFamily(
+            "nomp_eth_unlocker_last_success_timestamp_seconds",
+            "When the last unlocker run that ended ok ended (unix seconds; 0 before the first).",
+            labels=["pool"],
+        )
+        blocks = GaugeMetricFamily(
+            "nomp_eth_unlocker_last_run_blocks",
+            "Blocks of the last unlocker run (a run locked out or raised leaves them), by kind: "
+            "candidates (deep enough to be looked for), immature (credited as immature), uncles (of "
+            "those, uncles), matured (credited to balances), orphaned, waiting (left for a later run).",
+            labels=["pool", "kind"],
+        )
+        credited = CounterMetricFamily(
+            "nomp_eth_unlocker_credited_ether",
+            "Ether (10^18 wei) credited to balances by the blocks and uncles the unlocker matured, "
+            "the pool's fee included.",
+            labels=["pool"],
+        )
+        for unlocker in self._metrics.unlockers:
+            name = unlocker.pool
+            for outcome in _with_known(RUN_OUTCOMES, unlocker.outcomes):
+                runs.add_metric([name, outcome], unlocker.outcomes[outcome])
+            last_success.add_metric([name], unlocker.last_success)
+            for kind, count in unlocker.last_blocks.items():
+                blocks.add_metric([name, kind], count)
+            credited.add_metric([name], ether(unlocker.credited_wei))
+        yield from (runs, last_success, blocks, credited)
+
+    def _payers(self) -> Iterable[Metric]:
+        runs = CounterMetricFamily(
+            "nomp_eth_payer_runs",
+            "Ethereum-family payer runs by outcome: ok, error (see nomp_eth_payer_errors) or "
+            "locked_out (the unlocker or another payer held the pool's lock).",
+            labels=["pool", "outcome"],
+        )
+        errors = CounterMetricFamily(
+            "nomp_eth_payer_errors",
+            "Payer runs that ended in an error, by kind: halted (a payout only the operator can "
+            "settle), stopped (a check or condition the log names; the next run tries again), node "
+            "(the node failed), redis (Redis refused a write) or failed (the run raised).",
+            labels=["pool", "kind"],
+        )
+        last_success = GaugeMetricFamily(
+            "nomp_eth_payer_last_success_timestamp_seconds",
+            "When the last payer run that ended ok ended (unix seconds; 0 before the first).",
+            labels=["pool"],
+        )
+        payouts = CounterMetricFamily(
+            "nomp_eth_payer_payouts", "Payout transactions sent and recorded paid.", labels=["pool"]
+        )
+        paid = CounterMetricFamily(
+            "nomp_eth_payer_paid_ether",
+            "Ether (10^18 wei) debited from miners' balances by the payouts recorded paid: each "
+            "transfer's value, and its fee's ceiling where miners pay the fee.",
+            labels=["pool"],
+        )
+        outstanding = GaugeMetricFamily(
+            "nomp_eth_payer_outstanding_payouts",
+            "Payouts not done with after the last payer run, by state: open (in the journal, "
+            "reserved and not recorded paid) or unconfirmed (recorded paid, not mined deep enough); "
+            "a run locked out or raised leaves them.",
+            labels=["pool", "state"],
+        )
+        halted = GaugeMetricFamily(
+            "nomp_eth_payer_halted",
+            "1 while the last payer run stopped on a payout only the operator can settle (its nonce "
+            "taken by a transaction the journal does not know), else 0; a run locked out or raised "
+            "leaves it.",
+            labels=["pool"],
+        )
+        for payer in self._metrics.payers:
+            name = payer.pool
+            for outcome in _with_known(RUN_OUTCOMES, payer.outcomes):
+                runs.add_metric([name, outcome], payer.outcomes[outcome])
+            for kind in _with_known(PAYER_ERROR_KINDS, payer.errors):
+                errors.add_metric([name, kind], payer.errors[kind])
+            last_success.add_metric([name], payer.last_success)
+            payouts.add_metric([name], payer.payouts)
+            paid.add_metric([name], ether(payer.paid_wei))
+            outstanding.add_metric([name, "open"], payer.outstanding.open)
+            outstanding.add_metric([name, "unconfirmed"], payer.outstanding.unconfirmed)
+            halted.add_metric([name], 1 if payer.halted else 0)
+        yield from (runs, errors, last_success, payouts, paid, outstanding, halted)
 
 
 def _with_known(known: tuple[str, ...], present: Iterable[str]) -> list[str]:
