@@ -43,13 +43,13 @@ class UnlockerMetricsTests(UnlockerTestCase):
         await super().asyncSetUp()
         self.metrics = Metrics()
         self.now = NOW
-        http = DaemonClients(reactor, persistent=False)
-        self.addCleanup(http.close)
+        clients = DaemonClients(reactor, persistent=False)
+        self.addCleanup(clients.close)
         self.service = EthUnlockerService(
             self.config,
             self.redis_service.client,
             task.Clock(),
-            http=http.http,
+            http=clients.http,
             wall_clock=lambda: self.now,
             run_listener=self.metrics.unlocker_observer(POOL),
         )
@@ -171,13 +171,13 @@ class PayerMetricsTests(PayerTestCase):
         self.metrics = Metrics()
         self.clock = task.Clock()
         self.now = NOW
-        http = DaemonClients(reactor, persistent=False)
-        self.addCleanup(http.close)
+        clients = DaemonClients(reactor, persistent=False)
+        self.addCleanup(clients.close)
         self.service = EthPayerService(
             self.config,
             self.redis_service.client,
             self.clock,
-            http=http.http,
+            http=clients.http,
             wall_clock=lambda: self.now,
             run_listener=self.metrics.payer_observer(POOL),
         )
@@ -269,17 +269,20 @@ class PayerMetricsTests(PayerTestCase):
         self.assertEqual(self.sample("nomp_eth_payer_paid_ether_total"), 1)
 
     async def test_errors_by_kind(self) -> None:
-        """A run stopped by a check (OEP's payer at work), one Redis refused (a key of the
-        wrong type), one that raised (the lock's fence not a counter) and one the node did
+        """A run stopped by a check (OEP's payer at work), one Redis refused (its journal of
+        the wrong type), one that raised (the lock's fence not a counter) and one the node did
         not answer: each error counted by its kind, nothing paid."""
         self.credit({ALICE: ETHER})
         self.redis("SET", self.keys.payments_lock, f"{ALICE}:1000000000")
         self.assertEqual((await self.service_run()).stop, StopKind.STOPPED)
         self.redis("DEL", self.keys.payments_lock)
 
-        self.redis("HSET", self.keys.payments_lock, "login", ALICE)
+        # The journal not a hash: the run's check refused, then the read of what is outstanding.
+        self.redis("SET", self.keys.payouts_journal, "not a hash")
         self.assertEqual((await self.service_run()).stop, StopKind.REDIS)
-        self.redis("DEL", self.keys.payments_lock)
+        self.assertEqual(len(self.flushLoggedErrors(ResponseError)), 1, "the outstanding payouts unread")
+        self.assertEqual(self.outstanding(), {"open": 0, "unconfirmed": 0}, "as the last read left them")
+        self.redis("DEL", self.keys.payouts_journal)
 
         self.redis("SET", self.keys.unlocker_fence, "not a counter")
         self.assertIsNone(await self.service.run_once())
@@ -331,6 +334,19 @@ class PayerMetricsTests(PayerTestCase):
         self.assertEqual(self.sample("nomp_eth_payer_halted"), 0)
         self.assertEqual(self.outstanding(), {"open": 0, "unconfirmed": 1})
         self.assertEqual(self.runs(), {"ok": 1, "error": 2, "locked_out": 0})
+
+
+class ObserverTests(SynchronousTestCase):
+    def test_error_without_a_kind(self) -> None:
+        """A payer report with an error and no kind of stop is counted, as unknown."""
+        metrics = Metrics()
+        observe = metrics.payer_observer(POOL)
+        observe(PayoutReport(error="why"), Outstanding(0, 0), 1.0)
+        samples = scrape(metrics)
+        self.assertEqual(value(samples, "nomp_eth_payer_runs_total", pool=POOL, outcome="error"), 1)
+        self.assertEqual(value(samples, "nomp_eth_payer_errors_total", pool=POOL, kind="unknown"), 1)
+        for kind in ERROR_KINDS:
+            self.assertEqual(value(samples, "nomp_eth_payer_errors_total", pool=POOL, kind=kind), 0)
 
 
 class WiringTests(SynchronousTestCase):
