@@ -40,9 +40,9 @@ from nomp.logs import make_observer
 from nomp.payments.audit import audit
 from nomp.payments.ethaudit import eth_audit
 from nomp.payments.ethledger import EthLedger
-from nomp.payments.ethpayer import EthPayer, PayoutReport, payer_daemon
+from nomp.payments.ethpayer import EthPayer, PayoutReport, payer_daemon, payout_key
 from nomp.payments.ethpayledger import EthPayLedger
-from nomp.payments.ethsigner import KeyFileError, PayoutKey, SignerError, load_key
+from nomp.payments.ethsigner import KeyFileError, PayoutKey
 from nomp.payments.ethunlocker import EthUnlocker, UnlockReport, unlocker_daemon
 from nomp.payments.ledger import PaymentLedger
 from nomp.payments.processor import PaymentProcessor
@@ -97,18 +97,6 @@ async def command(reactor: Any, args: argparse.Namespace, failpoint: Failpoint |
         await clients.close()
         await redis.disconnect()
     return status
-
-
-def payout_key(pool: EthPoolConfig) -> PayoutKey:
-    """The pool's payout key; KeyFileError naming the pool's file and the key's when it is
-    not set, missing or unsafe (as EthPayerService refuses it at start)."""
-    key_file = pool.payments.key_file
-    if key_file is None:
-        raise KeyFileError(f"{pool.file}: payments.key_file is not set; the payer has no key")
-    try:
-        return load_key(key_file)
-    except SignerError as e:
-        raise KeyFileError(f"{pool.file}: {e}") from None
 
 
 async def _set_minimum(

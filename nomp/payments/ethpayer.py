@@ -657,6 +657,18 @@ class Outstanding:
     unconfirmed: int  # recorded paid and not mined deep enough yet
 
 
+def payout_key(pool: EthPoolConfig) -> PayoutKey:
+    """The pool's payout key; KeyFileError naming the pool's file and the key's when it is
+    not set, missing or unsafe."""
+    key_file = pool.payments.key_file
+    if key_file is None:
+        raise KeyFileError(f"{pool.file}: payments.key_file is not set; the payer has no key")
+    try:
+        return load_key(key_file)
+    except SignerError as e:
+        raise KeyFileError(f"{pool.file}: {e}") from None
+
+
 # Told of every run as it ends (metrics): its report, or None for a run that raised
 # (logged); the payouts outstanding after it (None: locked out, raised, or not read);
 # and the wall clock's time then.
@@ -686,13 +698,7 @@ class EthPayerService(Service):
         wall_clock: Callable[[], float] = time.time,
         run_listener: PayoutListener | None = None,
     ) -> None:
-        key_file = config.payments.key_file
-        if key_file is None:
-            raise KeyFileError(f"{config.file}: payments.key_file is not set; the payer has no key")
-        try:
-            self.key = load_key(key_file)
-        except SignerError as e:
-            raise KeyFileError(f"{config.file}: {e}") from None
+        self.key = payout_key(config)
         self.config = config
         self.name = f"payer:{config.name}"
         self._redis = redis
