@@ -2,7 +2,8 @@
 # Install what nomp needs on a Debian machine: system packages (redis-server,
 # litecoind, a C compiler and Python headers; chromium too when test.sh
 # sets NOMP_TEST_TOOLS=1, for the site's browser tests),
-# then a virtualenv in .venv with nomp and its C extension built. Safe to run
+# then a virtualenv in .venv with nomp and its C extension built, and
+# nomp-notify compiled into .venv/bin. Safe to run
 # again: it only adds what is missing. Sourced by demo.sh and test.sh.
 set -euo pipefail
 
@@ -60,5 +61,12 @@ install_python_packages() {
     fi
 }
 
+# nomp-notify, the daemons' -blocknotify (nomp/notify): a small C program
+# next to nomp-cli, compiled again only when its source changed.
+install_notifier() {
+    "$VENV/bin/python" "$NOMP_ROOT/nomp/notify/build.py" "$VENV/bin/nomp-notify"
+}
+
 install_system_packages
 install_python_packages
+install_notifier
