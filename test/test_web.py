@@ -166,8 +166,9 @@ class ApiTests(TestCase):
         self.assertEqual((one["miners"], one["workers"], one["algorithm"]), (2, 3, "scrypt"))
         self.assertEqual(
             one["ports"],
-            [{"port": 3333, "difficulty": 0.0625, "vardiff": VARDIFF, "tls": False}],
+            [{"port": 3333, "difficulty": 0.0625, "vardiff": VARDIFF, "tls": False, "protocol": "stratum"}],
         )
+        self.assertEqual((one["family"], one["unit"], one["decimals"]), ("bitcoin", "satoshi", 8))
         error = await self.get("/api/pools/nope", 404, schema_path="/api/pools/{pool}")
         self.assertIn("nope", error["error"])
 

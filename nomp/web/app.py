@@ -1,4 +1,9 @@
-"""The API's routes, every answer taken from the collector's last snapshot."""
+"""The API's routes, every answer taken from the collector's last snapshot.
+
+Ethereum-family pools answer in the Bitcoin family's shapes, amounts in
+wei where those are in satoshis (a pool's ``unit`` and ``decimals`` say
+which), with the fields that only one family has (an uncle's) beside them.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ from nomp.payments.split import payout_address
 from nomp.web.collector import BLOCK_STATUSES, Snapshot
 from nomp.web.live import LiveStream
 from nomp.web.openapi import DOCUMENT
-from nomp.web.stats import BlockInfo, PaymentInfo, PoolStats, WorkerStats, block_counts
+from nomp.web.stats import BlockInfo, PaymentInfo, PoolStats, WorkerStats, block_counts, miner_address
 
 MAX_PER_PAGE = 500
 DEFAULT_PER_PAGE = 50
@@ -36,6 +41,7 @@ def _port(port: PortConfig) -> dict[str, Any]:
         "difficulty": port.diff,
         "vardiff": None if vardiff is None else {"min": vardiff.min_diff, "max": vardiff.max_diff},
         "tls": port.listen.startswith("ssl:"),
+        "protocol": port.protocol,
     }
 
 
@@ -48,7 +54,10 @@ def pool_document(stats: PoolStats) -> dict[str, Any]:
         "name": pool.name,
         "coin": pool.coin.name,
         "symbol": pool.coin.symbol,
-        "algorithm": pool.coin.algorithm.name,
+        "algorithm": stats.algorithm,
+        "family": stats.family,
+        "unit": stats.unit.name,
+        "decimals": stats.unit.decimals,
         "hashrate": stats.hashrate,
         "miners": len(stats.miners),
         "workers": len(stats.workers),
@@ -75,6 +84,8 @@ def block_document(block: BlockInfo) -> dict[str, Any]:
         "status": block.status,
         "effort": block.effort,
         "solo": block.solo,
+        "uncle": block.uncle,
+        "nephewHeight": block.nephew_height,
     }
 
 
@@ -310,7 +321,11 @@ class WebApp:
     @app.route("/api/pools/<string:name>/miners/<string:address>", methods=["GET"])
     def miner(self, request: IRequest, name: str, address: str) -> bytes:
         stats = self._pool(name)
-        document = miner_document(stats, address)
+        try:
+            login = miner_address(stats, address)
+        except ValueError as e:
+            raise NotFound(f"no miner {address!r} in pool {name!r}: {e}") from None
+        document = miner_document(stats, login)
         if document is None:
             raise NotFound(f"no miner {address!r} in pool {name!r}")
         return self._document(request, document)

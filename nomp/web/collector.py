@@ -1,6 +1,8 @@
 """StatsCollector: every pool's stats read from Redis at intervals, kept as an immutable snapshot.
 
 Requests are served from the snapshot, so a busy API costs Redis nothing.
+The Bitcoin-family pools are read here, the Ethereum-family ones by their
+nomp.web.ethcollector.EthPoolReader, in the same collection.
 Each collection also appends a reduced entry to the ``statHistory`` zset,
 which a restarted process reads back, as NOMP's website did.
 """
@@ -21,13 +23,16 @@ from twisted.internet import defer, task
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from nomp.config import PoolConfig
+from nomp.config import EthPoolConfig, PoolConfig
 from nomp.daemon import DaemonGroup
 from nomp.daemon.errors import DaemonError
 from nomp.outage import Outage
 from nomp.store.client import REDIS_DOWN, RedisClient, RedisUnavailable
 from nomp.store.schema import LUA_PRELUDE, PoolKeys, WebKeys, pending_member_hash
+from nomp.web import replies
+from nomp.web.ethcollector import EthPoolReader
 from nomp.web.stats import (
+    AnyPoolConfig,
     Balances,
     BlockInfo,
     DaemonInfo,
@@ -122,11 +127,6 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')
 """
 
 
-def _text(value: Any) -> str:
-    """A Redis reply value as text (the client may hand back bytes or numbers it converted)."""
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _miner_sample(text: str) -> tuple[float, dict[str, float]] | None:
     """(time, address -> hashrate) of a minerHistory member, or None if it is not one of ours."""
     try:
@@ -142,14 +142,9 @@ def _encode(document: object) -> bytes:
     return json.dumps(document, separators=(",", ":")).encode()
 
 
-def _pairs(flat: Sequence[Any]) -> dict[str, str]:
-    """A flat Redis reply [k1, v1, k2, v2, ...] as a dict of text."""
-    return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
-
-
 def _satoshis(flat: Sequence[Any]) -> dict[str, int]:
     out: dict[str, int] = {}
-    for key, value in _pairs(flat).items():
+    for key, value in replies.pairs(flat).items():
         try:
             out[key] = int(value)
         except ValueError:
@@ -270,7 +265,7 @@ def build_snapshot(pools: Sequence[PoolStats], history: Sequence[bytes], now: fl
     )
 
 
-def empty_stats(pool: PoolConfig) -> PoolStats:
+def empty_stats(pool: AnyPoolConfig) -> PoolStats:
     """A pool's stats before anything was read: nothing mined."""
     return pool_stats(pool, RawPoolData({}, {}, 0, 0, 0), 0.0)
 
@@ -288,9 +283,11 @@ class StatsCollector(Service):
         interval: float,
         retention: float,
         daemons: Callable[[str], DaemonGroup | None] = lambda name: None,
+        eth_pools: Sequence[EthPoolConfig] = (),
     ) -> None:
-        self._pools = tuple(pools)
-        self._daemons = daemons  # pool name -> its daemons, once the pool is up
+        self._pools: tuple[AnyPoolConfig, ...] = (*pools, *eth_pools)
+        self._daemons = daemons  # Bitcoin-family pool name -> its daemons, once the pool is up
+        self._eth_readers = {pool.name: EthPoolReader(pool) for pool in eth_pools}
         self._memory = {pool.name: _PoolMemory() for pool in self._pools}
         self._listeners: list[Callable[[Snapshot], None]] = []
         self._miner_step = max(interval, retention / MINER_HISTORY_POINTS)
@@ -395,7 +392,11 @@ class StatsCollector(Service):
             return
         daemons = await network
         pools = [
-            dataclasses.replace(stats, network=info, miner_history=self._memory[stats.pool.name].view())
+            dataclasses.replace(
+                stats,
+                network=stats.network if info is None else info,
+                miner_history=self._memory[stats.pool.name].view(),
+            )
             for stats, info in zip(pools, daemons, strict=True)
         ]
         self._outage.succeeded()
@@ -415,8 +416,11 @@ class StatsCollector(Service):
             except Exception:
                 self.log.failure("Stats: a snapshot listener failed")
 
-    async def _read_network(self, pool: PoolConfig) -> tuple[DaemonInfo, ...]:
-        """Each daemon's view of the network (getmininginfo); an error is shown, not raised."""
+    async def _read_network(self, pool: AnyPoolConfig) -> tuple[DaemonInfo, ...] | None:
+        """Each daemon's view of the network (getmininginfo); an error is shown, not raised.
+        None for an Ethereum-family pool: its nodes are read from Redis with its stats."""
+        if isinstance(pool, EthPoolConfig):
+            return None
         group = self._daemons(pool.name)
         if group is None:
             return ()
@@ -448,7 +452,7 @@ class StatsCollector(Service):
             key = PoolKeys.for_coin(pool.coin.name).miner_history
             samples[pool.name] = await client.eval(_READ_HISTORY, [key], [oldest])
         for member in members or []:
-            text = _text(member)
+            text = replies.text(member)
             try:
                 at = float(json.loads(text)["time"])
             except (ValueError, KeyError, TypeError):
@@ -456,13 +460,15 @@ class StatsCollector(Service):
             self._history.append((at, text.encode()))
         for name, found in samples.items():
             for member in found or []:
-                sample = _miner_sample(_text(member))
+                sample = _miner_sample(replies.text(member))
                 if sample is not None:
                     self._memory[name].add(sample[0], sample[1], self._retention)
         self._history_loaded = True
         self.log.info("Stats: loaded {entries} history entries from Redis", entries=len(self._history))
 
-    async def _read_pool(self, client: RedisClient, pool: PoolConfig, now: float) -> PoolStats:
+    async def _read_pool(self, client: RedisClient, pool: AnyPoolConfig, now: float) -> PoolStats:
+        if isinstance(pool, EthPoolConfig):
+            return await self._eth_readers[pool.name].read(client, now)
         keys = PoolKeys.for_coin(pool.coin.name)
         memory = self._memory[pool.name]
         reply = await client.eval(
@@ -484,21 +490,22 @@ class StatsCollector(Service):
         flat_shares, flat_counters, *members, immature, balances, paid, totals, new_payments = reply
         shares = {
             worker: WorkerShares(*(float(x) for x in sums.split()))
-            for worker, sums in _pairs(flat_shares).items()
+            for worker, sums in replies.pairs(flat_shares).items()
         }
         by_status = {
-            status: [_text(m) for m in found] for status, found in zip(BLOCK_STATUSES, members, strict=True)
+            status: [replies.text(m) for m in found]
+            for status, found in zip(BLOCK_STATUSES, members, strict=True)
         }
         await self._read_blocks(client, keys, memory, by_status)
         for i in range(0, len(new_payments) - 1, 2):
-            member, score = _text(new_payments[i]), _text(new_payments[i + 1])
+            member, score = replies.text(new_payments[i]), replies.text(new_payments[i + 1])
             memory.newest_payment = score
             payment = parse_payment(member, float(score))
             if payment is not None:
                 memory.payments[member] = payment
         raw = RawPoolData(
             shares,
-            _pairs(flat_counters),
+            replies.pairs(flat_counters),
             pending=len(by_status["pending"]),
             confirmed=len(by_status["confirmed"]),
             orphaned=len(by_status["orphaned"]),
@@ -519,11 +526,11 @@ class StatsCollector(Service):
         new = sorted(present - memory.blocks.keys())
         for first in range(0, len(new), 500):
             chunk = new[first : first + 500]
-            replies = await client.eval(
+            read = await client.eval(
                 _READ_BLOCKS, [keys.block(pending_member_hash(member)) for member, _ in chunk], []
             )
-            for (member, status), flat in zip(chunk, replies, strict=True):
-                block = parse_block(member, status, _pairs(flat))
+            for (member, status), flat in zip(chunk, read, strict=True):
+                block = parse_block(member, status, replies.pairs(flat))
                 if block is not None:
                     memory.blocks[(member, status)] = block
 

@@ -41,8 +41,12 @@ def parse_share(member: str, score: float, login: str | None = None) -> Share | 
 
 def span(shares: Iterable[Share], now: float, window: float) -> float:
     """OEP's divisor: the window, or the time since the first share if shorter, but at least 600 s."""
-    earliest = min((share.time for share in shares), default=now)
-    return min(window, max(HASHRATE_FLOOR, now - earliest))
+    return span_since(min((share.time for share in shares), default=None), now, window)
+
+
+def span_since(earliest: float | None, now: float, window: float) -> float:
+    """``span`` of shares whose earliest is at ``earliest`` (None: no share)."""
+    return min(window, max(HASHRATE_FLOOR, now - (now if earliest is None else earliest)))
 
 
 def hashrates(shares: Sequence[Share], now: float, window: float, key: str = "login") -> dict[str, float]:

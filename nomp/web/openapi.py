@@ -1,4 +1,9 @@
-"""The OpenAPI 3.0 description of the API, served at /api/openapi.json."""
+"""The OpenAPI 3.0 description of the API, served at /api/openapi.json.
+
+Amounts are integers in the pool's smallest unit (its Pool's ``unit`` and
+``decimals``: satoshis, 8, for the Bitcoin family; wei, 18, for the
+Ethereum family). Wei pass 2^53: a client should read them as big integers.
+"""
 
 from __future__ import annotations
 
@@ -113,6 +118,7 @@ SCHEMAS: dict[str, Any] = {
             "difficulty": _NUMBER,
             "vardiff": {**_object({"min": _NUMBER, "max": _NUMBER}), "nullable": True},
             "tls": {"type": "boolean"},
+            "protocol": {"type": "string", "enum": ["stratum", "getwork"]},
         }
     ),
     "Pool": _object(
@@ -121,6 +127,9 @@ SCHEMAS: dict[str, Any] = {
             "coin": _STRING,
             "symbol": _STRING,
             "algorithm": _STRING,
+            "family": {"type": "string", "enum": ["bitcoin", "ethereum"]},
+            "unit": {"type": "string", "enum": ["satoshi", "wei"], "description": "Of every amount"},
+            "decimals": {"type": "integer", "description": "A coin is 10^decimals of the unit"},
             "hashrate": _NUMBER,
             "miners": _INTEGER,
             "workers": _INTEGER,
@@ -128,22 +137,24 @@ SCHEMAS: dict[str, Any] = {
             "ports": {"type": "array", "items": _ref("Port")},
             "network": _nullable(_object({"height": _INTEGER, "difficulty": _NUMBER, "hashrate": _NUMBER})),
             "lastBlock": _nullable(
-                _object({"hash": _STRING, "height": _INTEGER, "time": _NUMBER, "status": _STRING})
+                _object({"hash": _nullable(_STRING), "height": _INTEGER, "time": _NUMBER, "status": _STRING})
             ),
         }
     ),
     "Block": _object(
         {
-            "hash": _STRING,
-            "height": _INTEGER,
-            "txid": _STRING,
-            "worker": _STRING,
-            "miner": _STRING,
+            "hash": {**_nullable(_STRING), "description": "null until known (Ethereum: a candidate)"},
+            "height": {**_INTEGER, "description": "Where it was found; an uncle's own height"},
+            "txid": {**_STRING, "description": "The coinbase transaction; '-' if unknown or none"},
+            "worker": {**_nullable(_STRING), "description": "null: not recorded (Ethereum)"},
+            "miner": _nullable(_STRING),
             "time": _NUMBER,
             "reward": _nullable(_INTEGER),
             "status": {"type": "string", "enum": ["pending", "confirmed", "orphaned"]},
             "effort": _nullable(_NUMBER),
             "solo": {"type": "boolean"},
+            "uncle": {"type": "boolean", "description": "An Ethereum uncle, its reward the uncle's"},
+            "nephewHeight": {**_nullable(_INTEGER), "description": "An uncle's: the block including it"},
         }
     ),
     "Payment": _object(
@@ -152,7 +163,7 @@ SCHEMAS: dict[str, Any] = {
             "txid": _STRING,
             "time": _NUMBER,
             "total": _INTEGER,
-            "fee": _INTEGER,
+            "fee": {**_nullable(_INTEGER), "description": "null: not recorded (Ethereum)"},
             "recipients": _INTEGER,
         }
     ),
@@ -253,10 +264,16 @@ DOCUMENT: dict[str, Any] = {
         ),
         "/api/pools/{pool}/miners/{address}": {
             "get": {
-                "summary": "One miner: workers, balances (satoshis), payments, hashrate history",
+                "summary": "One miner: workers, balances (the pool's unit), payments, hashrate history",
                 "parameters": [
                     _POOL_PARAMETER,
-                    {"name": "address", "in": "path", "required": True, "schema": _STRING},
+                    {
+                        "name": "address",
+                        "in": "path",
+                        "required": True,
+                        "schema": _STRING,
+                        "description": "Ethereum: any case (mixed case must be its EIP-55 checksum)",
+                    },
                 ],
                 "responses": {
                     "200": _json("The miner", _ref("MinerDetail")),
@@ -275,7 +292,7 @@ DOCUMENT: dict[str, Any] = {
             *_PAGE_PARAMETERS,
         ),
         "/api/pools/{pool}/payments": _pool_get(
-            "A pool's payouts, newest first (amounts in satoshis)",
+            "A pool's payouts, newest first (amounts in the pool's unit)",
             _json("One page of payments", _ref("PaymentPage")),
             *_PAGE_PARAMETERS,
         ),

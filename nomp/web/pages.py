@@ -28,6 +28,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
 from nomp.web.collector import Snapshot
+from nomp.web.stats import PoolStats, miner_address
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -96,6 +97,13 @@ def connect_host(request: IRequest) -> str:
     host = request.getHost()
     return str(getattr(host, "host", "") or "localhost")
 
+
+_CONNECT = """<p>Use your payout address as the user name, optionally followed by a dot and a worker name
+(<code>ADDRESS.worker</code>); any password will do.</p>"""
+_ETH_CONNECT = """<p>Use your <code>0x</code> address as the user name, optionally followed by a dot and a
+worker name (<code>ADDRESS.worker</code>); any password will do. A getwork port takes them in its
+path instead (<code>/ADDRESS/worker</code>). Stratum ports speak eth-proxy and NiceHash's
+EthereumStratum/1.0.0 alike.</p>"""
 
 # The payments table, filled by the page scripts: on the pool page and the payments page.
 _PAYMENTS_TABLE = """<div class="table-wrap">
@@ -193,9 +201,23 @@ class Pages:
     def _pool_known(self, name: str) -> bool:
         return self._snapshot is None or self._snapshot().pool(name) is not None
 
+    def _stats(self, name: str) -> PoolStats | None:
+        return self._snapshot().pool(name) if self._snapshot is not None else None
+
     def _pool_title(self, name: str) -> str:
-        stats = self._snapshot().pool(name) if self._snapshot is not None else None
+        stats = self._stats(name)
         return f"{name} ({stats.pool.coin.symbol})" if stats is not None else name
+
+    def _address(self, pool: str, address: str) -> str:
+        """``address`` as the pool's records hold it (an Ethereum login: lower case), or as
+        given if it cannot be one: the dashboard's script then reports it unknown."""
+        stats = self._stats(pool)
+        if stats is None:
+            return address
+        try:
+            return miner_address(stats, address)
+        except ValueError:
+            return address
 
     @staticmethod
     def _pool_nav(name: str, current: str) -> str:
@@ -240,6 +262,7 @@ class Pages:
         if not self._pool_known(pool):
             return self._not_found(request, f"There is no pool named {pool}.")
         name = _e(pool)
+        stats = self._stats(pool)
         lookup = f"/pools/{_segment(pool)}/miners"
         main = f"""<h1><span id="pool-name">{name}</span> <span class="symbol" id="pool-symbol"></span>
 <span class="badge" id="pool-algorithm"></span></h1>
@@ -267,8 +290,7 @@ class Pages:
 </section>
 <section id="connect">
 <h2>Connect a miner</h2>
-<p>Use your payout address as the user name, optionally followed by a dot and a worker name
-(<code>ADDRESS.worker</code>); any password will do.</p>
+{_ETH_CONNECT if stats is not None and stats.ethereum else _CONNECT}
 <ul id="ports" class="ports"><li class="empty">Loading…</li></ul>
 </section>
 <section id="lookup">
@@ -314,7 +336,7 @@ class Pages:
         if not self._pool_known(pool):
             return self._not_found(request, f"There is no pool named {pool}.")
         values = request.args.get(b"address") if request.args else None
-        address = values[0].decode("utf-8", errors="replace").strip() if values else ""
+        address = self._address(pool, values[0].decode("utf-8", errors="replace").strip() if values else "")
         target = f"/pools/{_segment(pool)}"
         target += f"/miners/{_segment(address)}" if address else "#lookup"
         request.setResponseCode(303)
@@ -327,6 +349,7 @@ class Pages:
     def miner(self, request: IRequest, pool: str, address: str) -> bytes:
         if not self._pool_known(pool):
             return self._not_found(request, f"There is no pool named {pool}.")
+        address = self._address(pool, address)
         main = f"""<p class="crumbs"><a href="/pools/{_e(_segment(pool))}">{_e(pool)}</a> &rsaquo; miner</p>
 <h1 class="address" id="miner-address">{_e(address)}</h1>
 <p class="notice" id="miner-error" hidden></p>

@@ -8,6 +8,7 @@ from typing import Any
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IReactorTime
 
 from nomp.config import EthPoolConfig, PoolConfig, WebConfig
 from nomp.daemon import DaemonGroup
@@ -32,16 +33,19 @@ class WebService(OrderedMultiService):
         metrics: Callable[[], tuple[bytes, str]] | None = None,
         daemons: Callable[[str], DaemonGroup | None] = lambda name: None,
         eth_pools: Sequence[EthPoolConfig] = (),
+        clock: IReactorTime | None = None,
     ) -> None:
+        """``clock`` times the collections and dates their stats; the reactor's by default."""
         super().__init__()
         self.setName("web")
         self.collector = StatsCollector(
             pools,
             redis,
-            reactor,
+            reactor if clock is None else clock,
             interval=config.stats_interval,
             retention=config.history_retention,
             daemons=daemons,
+            eth_pools=eth_pools,
         )
         self.collector.setServiceParent(self)
         pages = Pages(lambda: self.collector.snapshot).resource()

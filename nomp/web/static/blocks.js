@@ -37,7 +37,7 @@
         NOMP.getJSON(NOMP.apiPoolPath(poolName)),
         NOMP.getJSON(`${NOMP.apiPoolPath(poolName)}/blocks?${query}`),
       ]);
-      const columns = (block) => NOMP.blockCells(block, poolName, pool.symbol, true);
+      const columns = (block) => NOMP.blockCells(block, pool, true);
       NOMP.fillRows("blocks", list.items, columns, page > 0 ? "No block on this page." : "No block found yet.");
       NOMP.pager(document.getElementById("pager"), list.page, list.per_page, list.total, (n) => href(n, status));
     } catch (error) {

@@ -12,7 +12,7 @@
     document.getElementById("miner-readout"),
     NOMP.formatHashrate,
   );
-  let symbol = "";
+  let pool = null; // the API's document of the pool: its symbol and unit
   let loading = false;
 
   function render(miner) {
@@ -22,9 +22,9 @@
       "miner-shares",
       `${NOMP.formatDifficulty(miner.shares)} / ${NOMP.formatDifficulty(miner.invalidShares)}`,
     );
-    setText("miner-immature", NOMP.formatCoins(miner.immature, symbol));
-    setText("miner-balance", NOMP.formatCoins(miner.balance, symbol));
-    setText("miner-paid", NOMP.formatCoins(miner.paid, symbol));
+    setText("miner-immature", NOMP.formatAmount(miner.immature, pool));
+    setText("miner-balance", NOMP.formatAmount(miner.balance, pool));
+    setText("miner-paid", NOMP.formatAmount(miner.paid, pool));
     chart.set(miner.history || []);
     NOMP.fillRows(
       "workers",
@@ -42,7 +42,7 @@
       miner.payments,
       (payment) => [
         cell(NOMP.timeAgo(payment.time)),
-        cell(NOMP.formatCoins(payment.amount, symbol), "num"),
+        cell(NOMP.formatAmount(payment.amount, pool), "num"),
         cell(NOMP.hash(payment.txid)),
       ],
       "Nothing paid yet.",
@@ -75,7 +75,7 @@
 
   async function load() {
     try {
-      symbol = (await NOMP.getJSON(NOMP.apiPoolPath(poolName))).symbol;
+      pool = await NOMP.getJSON(NOMP.apiPoolPath(poolName));
     } catch (error) {
       NOMP.showNotice("miner-error", error.status === 404 ? `There is no pool named ${poolName}.` : error.message);
       return;

@@ -9,8 +9,7 @@
  * markup, so a worker called "<script>..." is shown, not run.
  */
 const NOMP = (() => {
-  const SATOSHIS_PER_COIN = 100000000n;
-  const COIN_DECIMALS = 8;
+  const COIN_DECIMALS = 8; // a Bitcoin-family coin's places; a pool's document says its own
   const POLL_INTERVAL_MS = 30000;
   const HASHRATE_UNITS = ["H/s", "kH/s", "MH/s", "GH/s", "TH/s", "PH/s", "EH/s", "ZH/s"];
   const DIFFICULTY_SUFFIXES = ["", "k", "M", "G", "T", "P", "E"];
@@ -42,12 +41,22 @@ const NOMP = (() => {
     node.hidden = false;
   }
 
+  // A JSON string (skipped whole, escapes and all), or an integer of 16 digits or more
+  // outside one: past Number.MAX_SAFE_INTEGER, or close enough to it to be rounded.
+  const STRING_OR_LONG_INTEGER = /"(?:[^"\\]|\\.)*"|(?<![\d.eE+-])-?\d{16,}(?![\d.eE])/g;
+
+  /** JSON.parse, but an integer too long for a double's exact digits (an amount in wei)
+   * becomes the string of its digits: formatCoins reads that as a BigInt, exactly. */
+  function parseJSON(text) {
+    return JSON.parse(text.replace(STRING_OR_LONG_INTEGER, (token) => (token[0] === '"' ? token : `"${token}"`)));
+  }
+
   /** The JSON body of a GET; an Error with .status (and the API's message) otherwise. */
   async function getJSON(path) {
     const response = await fetch(path, { headers: { Accept: "application/json" }, cache: "no-store" });
     let body = null;
     try {
-      body = await response.json();
+      body = parseJSON(await response.text());
     } catch (_) {
       body = null;
     }
@@ -89,22 +98,32 @@ const NOMP = (() => {
     return `${value.toFixed(decimals)} ${HASHRATE_UNITS[unit]}`;
   }
 
-  /** Satoshis (an integer, or its decimal string) as coins, with integer arithmetic
-   * only (BigInt division and remainder): floating point would round the last digits. */
-  function formatCoins(satoshis, symbol) {
-    if (satoshis === null || satoshis === undefined) return "—";
+  /** An amount in a coin's smallest unit (an integer, or its decimal string: satoshis,
+   * wei) as coins of ``decimals`` places, with integer arithmetic only (BigInt division
+   * and remainder): floating point would round the last digits. Every place is shown
+   * down to the eighth; past it (wei), only as many as the amount has. */
+  function formatCoins(units, symbol, decimals = COIN_DECIMALS) {
+    if (units === null || units === undefined) return "—";
     let amount;
     try {
-      amount = BigInt(satoshis); // throws for a fraction: not an amount of satoshis
+      amount = BigInt(units); // throws for a fraction: not an amount of the unit
     } catch (_) {
       return "—";
     }
     const negative = amount < 0n;
     if (negative) amount = -amount;
-    const whole = groupDigits((amount / SATOSHIS_PER_COIN).toString());
-    const fraction = (amount % SATOSHIS_PER_COIN).toString().padStart(COIN_DECIMALS, "0");
-    const text = `${negative ? "-" : ""}${whole}.${fraction}`;
+    const perCoin = 10n ** BigInt(decimals);
+    const whole = groupDigits((amount / perCoin).toString());
+    const shown = Math.min(decimals, COIN_DECIMALS);
+    const places = (amount % perCoin).toString().padStart(decimals, "0");
+    const fraction = places.slice(0, shown) + places.slice(shown).replace(/0+$/, "");
+    const text = `${negative ? "-" : ""}${whole}${fraction ? `.${fraction}` : ""}`;
     return symbol ? `${text} ${symbol}` : text;
+  }
+
+  /** An amount of a pool's (its API document gives the symbol and the unit's decimals). */
+  function formatAmount(units, pool) {
+    return formatCoins(units, pool.symbol, pool.decimals);
   }
 
   /** Small difficulties as they are (a Stratum port's 0.001); large ones with a suffix. */
@@ -185,17 +204,28 @@ const NOMP = (() => {
     return el("span", { className: known ? `badge status-${status}` : "badge", text: status || "unknown" });
   }
 
-  /** The cells of one block of /api/pools/<pool>/blocks. */
-  function blockCells(block, pool, symbol, withTransaction) {
+  /** A block's status, and an Ethereum uncle's badge with the height of the block including it. */
+  function blockStatus(block) {
+    const status = document.createDocumentFragment();
+    status.append(statusBadge(block.status));
+    if (block.uncle) {
+      const nephew = `included as an uncle by block #${formatCount(block.nephewHeight)}`;
+      status.append(" ", el("span", { className: "badge uncle", title: nephew, text: "uncle" }));
+    }
+    return status;
+  }
+
+  /** The cells of one block of /api/pools/<pool>/blocks; ``pool`` is the pool's API document. */
+  function blockCells(block, pool, withTransaction) {
     const finder = document.createDocumentFragment();
-    if (block.miner) finder.append(el("a", { href: minerPath(pool, block.miner), text: block.worker || block.miner }));
+    if (block.miner) finder.append(el("a", { href: minerPath(pool.name, block.miner), text: block.worker || block.miner }));
     else finder.append(block.worker || "—");
     if (block.solo) finder.append(" ", el("span", { className: "badge", text: "solo" }));
     const cells = [
       cell(formatCount(block.height), "num"),
       cell(timeAgo(block.time)),
-      cell(statusBadge(block.status)),
-      cell(formatCoins(block.reward, symbol), "num"),
+      cell(blockStatus(block)),
+      cell(formatAmount(block.reward, pool), "num"),
       cell(formatPercent(block.effort), "num"),
       cell(finder),
       cell(hash(block.hash)),
@@ -204,12 +234,12 @@ const NOMP = (() => {
     return cells;
   }
 
-  /** The cells of one payout of /api/pools/<pool>/payments. */
-  function paymentCells(payment, symbol) {
+  /** The cells of one payout of /api/pools/<pool>/payments; ``pool`` is the pool's API document. */
+  function paymentCells(payment, pool) {
     return [
       cell(timeAgo(payment.time)),
-      cell(formatCoins(payment.total, symbol), "num"),
-      cell(formatCoins(payment.fee, symbol), "num"),
+      cell(formatAmount(payment.total, pool), "num"),
+      cell(formatAmount(payment.fee, pool), "num"),
       cell(formatCount(payment.recipients), "num"),
       cell(hash(payment.txid)),
     ];
@@ -292,6 +322,7 @@ const NOMP = (() => {
     el,
     setText,
     showNotice,
+    parseJSON,
     getJSON,
     poolPath,
     minerPath,
@@ -299,6 +330,7 @@ const NOMP = (() => {
     formatCount,
     formatHashrate,
     formatCoins,
+    formatAmount,
     formatDifficulty,
     formatPercent,
     formatDate,

@@ -22,7 +22,7 @@
         NOMP.getJSON(NOMP.apiPoolPath(poolName)),
         NOMP.getJSON(`${NOMP.apiPoolPath(poolName)}/payments?${query}`),
       ]);
-      const columns = (payment) => NOMP.paymentCells(payment, pool.symbol);
+      const columns = (payment) => NOMP.paymentCells(payment, pool);
       NOMP.fillRows("payments", list.items, columns, page > 0 ? "No payment on this page." : "No payment sent yet.");
       NOMP.pager(document.getElementById("pager"), list.page, list.per_page, list.total, href);
     } catch (error) {

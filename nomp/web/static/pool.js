@@ -26,8 +26,14 @@
     }
   }
 
-  /** The miner command line for one port: cpuminer's options, which most miners share. */
+  /** The miner command line for one port: cpuminer's options, which most miners share;
+   * for an Ethereum-family pool, ethminer's pool URL (getwork's path holds the login). */
   function commandLine(port) {
+    if (pool.family === "ethereum") {
+      if (port.protocol === "getwork") return `ethminer -P http://${host}:${port.port}/ADDRESS/worker`;
+      const scheme = port.tls ? "stratum+ssl" : "stratum+tcp";
+      return `ethminer -P ${scheme}://ADDRESS.worker@${host}:${port.port}`;
+    }
     const scheme = port.tls ? "stratum+ssl" : "stratum+tcp";
     return `cpuminer -a ${pool.algorithm} -o ${scheme}://${host}:${port.port} -u ADDRESS.worker -p x`;
   }
@@ -114,7 +120,7 @@
   async function loadBlocks() {
     try {
       const page = await NOMP.getJSON(`${api}/blocks?per_page=${RECENT}`);
-      const columns = (block) => NOMP.blockCells(block, poolName, pool.symbol, false);
+      const columns = (block) => NOMP.blockCells(block, pool, false);
       NOMP.fillRows("blocks", page.items, columns, "No block found yet.");
     } catch (error) {
       NOMP.fillRows("blocks", [], () => [], `The blocks cannot be loaded: ${error.message}`);
@@ -124,7 +130,7 @@
   async function loadPayments() {
     try {
       const page = await NOMP.getJSON(`${api}/payments?per_page=${RECENT}`);
-      const columns = (payment) => NOMP.paymentCells(payment, pool.symbol);
+      const columns = (payment) => NOMP.paymentCells(payment, pool);
       NOMP.fillRows("payments", page.items, columns, "No payment sent yet.");
     } catch (error) {
       NOMP.fillRows("payments", [], () => [], `The payments cannot be loaded: ${error.message}`);
