@@ -5,8 +5,11 @@ ShareRecorder, StatsCollector and payments ledger.
 Six hours of pool history are made by the real collector on a simulated
 clock (shares recorded, blocks found, stats collected every 15 minutes),
 then the ledger credits and pays those blocks as a payment run would, and
-fresh shares give the current figures. Each test leaves a screenshot in
-artifacts/screenshots/.
+fresh shares give the current figures. Beside the two Bitcoin-family pools
+runs an Ethereum-family one, its keys written by its recorder and its
+unlocker's and payer's scripts (test/ethweb.py): a block, an uncle, an
+orphan, an immature block, a candidate and a payout. Each test leaves a
+screenshot in artifacts/screenshots/.
 """
 
 from __future__ import annotations
@@ -44,6 +47,17 @@ from nomp.web.pages import CONTENT_SECURITY_POLICY
 from nomp.web.service import WebService
 from test.browser import PHONE, Session, browse, screenshot
 from test.candidates import candidate
+from test.ethpool import LOGIN, LOGIN_CHECKSUMMED
+from test.ethweb import (
+    CANDIDATE_HEIGHT,
+    NEPHEW_HEIGHT,
+    ORPHAN_HEIGHT,
+    PAYOUT_TX,
+    UNCLE_HEIGHT,
+    eth_block_hash,
+    eth_web_pool,
+    write_eth_pool,
+)
 from test.fakedaemon import FakeDaemon, Handler
 from test.fakes import pool_config
 from test.servers import free_port, shared_redis
@@ -126,13 +140,20 @@ class SiteTests(TestCase):
         await self.run_payments()
         await self.record_current_shares()
         daemons = await self.start_daemons()
+        self.ethereum = eth_web_pool("dev")
+        await write_eth_pool(self.ethereum, self.redis.client, cast(IReactorTime, reactor), time.time())
         config = WebConfig(
             listen=f"tcp:{free_port()}:interface=127.0.0.1",
             stats_interval=3600.0,
             history_retention=RETENTION,
         )
         self.web = WebService(
-            config, [self.litecoin, self.bitcoin], self.redis.client, reactor, daemons=daemons
+            config,
+            [self.litecoin, self.bitcoin],
+            self.redis.client,
+            reactor,
+            daemons=daemons,
+            eth_pools=[self.ethereum],
         )
         self.base = await serve(self, self.web)
         await until(lambda: self.web.collector.snapshot.pools[0].workers != ())
@@ -272,11 +293,11 @@ class SiteTests(TestCase):
             assert response is not None
             self.assertEqual(response.status, 200)
             self.assertEqual(response.headers["content-security-policy"], CONTENT_SECURITY_POLICY)
-            expect(page.locator("#pools tbody tr")).to_have_count(2)
+            expect(page.locator("#pools tbody tr")).to_have_count(3)
             expect(page.locator("#live")).to_have_attribute("data-state", "live")
             rows = {
-                name: self.row_of(page, "pools", name).locator("td").all_inner_texts()
-                for name in ("litecoin", "bitcoin")
+                name: page.locator(f"#pools tbody tr[data-pool={name}] td").all_inner_texts()
+                for name in ("litecoin", "bitcoin", "dev")
             }
             screenshot(page, "home")
             self.assert_clean(session)
@@ -291,6 +312,10 @@ class SiteTests(TestCase):
         name, algorithm, hashrate, miners, workers, difficulty, last = rows["bitcoin"]
         self.assertEqual((name, algorithm, miners, workers), ("bitcoin rBTC", "sha256d", "1", "1"))
         self.assertEqual((difficulty, last), ("110.00 T", "none yet"))
+        name, algorithm, hashrate, miners, workers, difficulty, last = rows["dev"]
+        self.assertEqual((name, algorithm, miners, workers), ("dev DEV", "ethash", "2", "3"))
+        self.assertEqual((hashrate, difficulty), ("53.33 MH/s", "1.30 G"))  # 16e9 hashes in 300 s
+        self.assertRegex(last, rf"^#{CANDIDATE_HEIGHT} · \d+ (min|h) ago$")
 
     async def test_pool_page(self) -> None:
         """The hashrate chart is drawn from the history; ports, blocks and payments are listed;
@@ -570,3 +595,152 @@ class SiteTests(TestCase):
         seen = await browse(self.base, steps)
         html = "text/html; charset=utf-8"
         self.assertEqual(seen, [(404, html, CONTENT_SECURITY_POLICY, "Not found")] * 4)
+
+    # -- the Ethereum-family pool: amounts in ether from exact wei, uncles and orphans ----
+
+    async def test_ethereum_pool_page(self) -> None:
+        """Its figures from OEP's keys, ethminer command lines for its stratum and getwork
+        ports, its blocks (an uncle marked) and its payout."""
+
+        def steps(session: Session) -> dict[str, Any]:
+            page = session.page
+            page.goto("/pools/dev")
+            expect(page.locator("#blocks tbody tr")).to_have_count(5)
+            expect(page.locator("#payments tbody tr")).to_have_count(1)
+            expect(page.locator("#miners tbody tr")).to_have_count(2)
+            expect(page.locator("#network-height")).to_have_text("110")
+            found = {
+                "counters": [
+                    page.inner_text(f"#{c}")
+                    for c in (
+                        "pool-hashrate",
+                        "pool-miners",
+                        "pool-workers",
+                        "pool-blocks",
+                        "network-difficulty",
+                    )
+                ],
+                "network hashrate": page.inner_text("#network-hashrate"),
+                "commands": page.locator("#ports .command").all_inner_texts(),
+                "connect": page.inner_text("#connect p"),
+                "blocks": [r.locator("td").all_inner_texts() for r in page.locator("#blocks tbody tr").all()],
+                "payment": page.locator("#payments tbody td").all_inner_texts()[1:],
+                "miners": [
+                    r.locator("td").first.inner_text() for r in page.locator("#miners tbody tr").all()
+                ],
+                "chart": page.get_attribute("#hashrate-chart", "data-points"),
+            }
+            screenshot(page, "eth-pool")
+            self.assert_clean(session)
+            return found
+
+        found = await browse(self.base, steps)
+        self.assertEqual(found["counters"], ["53.33 MH/s", "2", "3", "2 / 2 / 1", "1.30 G"])
+        self.assertEqual(found["network hashrate"], "100.00 MH/s")  # 1.3e9 over 13 s blocks
+        self.assertEqual(
+            found["commands"],
+            [
+                "ethminer -P stratum+tcp://ADDRESS.worker@127.0.0.1:8008",
+                "ethminer -P http://127.0.0.1:8888/ADDRESS/worker",
+            ],
+        )
+        self.assertIn("/ADDRESS/worker", found["connect"])
+        heights = [row[0] for row in found["blocks"]]
+        self.assertEqual(
+            heights, [str(CANDIDATE_HEIGHT), "104", str(ORPHAN_HEIGHT), str(UNCLE_HEIGHT), "100"]
+        )
+        self.assertEqual(
+            [(row[2], row[3]) for row in found["blocks"]],
+            [
+                ("pending", "—"),
+                ("pending", "5.00000000 DEV"),
+                ("orphaned", "0.00000000 DEV"),
+                ("confirmed uncle", "3.75000000 DEV"),
+                ("confirmed", "5.000000000000000123 DEV"),
+            ],
+        )
+        self.assertEqual([row[4] for row in found["blocks"]], ["400.0 %"] * 5)
+        self.assertEqual([row[5] for row in found["blocks"]], ["—"] * 5)  # OEP's records name no finder
+        self.assertEqual(found["blocks"][1][6], eth_block_hash(104))
+        self.assertEqual(found["payment"], ["1.00000000 DEV", "—", "1", PAYOUT_TX])
+        self.assertEqual(sorted(found["miners"]), sorted([LOGIN, "0x" + "cd" * 20]))
+        self.assertEqual(found["chart"], "1")
+
+    async def test_ethereum_blocks_page(self) -> None:
+        """Every block with its status: the uncle marked, the block including it in the mark's
+        title, the uncle's reward; the orphan's hash unknown; filtered by status."""
+
+        def steps(session: Session) -> dict[str, Any]:
+            page = session.page
+            page.goto("/pools/dev/blocks")
+            expect(page.locator("#blocks tbody tr")).to_have_count(5)
+            uncle = page.locator("#blocks tbody tr", has=page.locator(".badge.uncle"))
+            expect(uncle).to_have_count(1)
+            found: dict[str, Any] = {
+                "uncle": uncle.locator("td").all_inner_texts(),
+                "uncle title": uncle.locator(".badge.uncle").get_attribute("title"),
+                "orphan": page.locator("#blocks tbody tr", has_text="orphaned")
+                .locator("td")
+                .all_inner_texts(),
+            }
+            screenshot(page, "eth-blocks")
+            page.click("#status-filter a:text-is('orphaned')")
+            page.wait_for_url("**/blocks?status=orphaned")
+            expect(page.locator("#blocks tbody tr")).to_have_count(1)
+            found["orphaned"] = page.locator("#blocks tbody td").first.inner_text()
+            page.goto("/pools/dev/blocks?status=confirmed")
+            expect(page.locator("#blocks tbody tr")).to_have_count(2)
+            self.assert_clean(session)
+            return found
+
+        found = await browse(self.base, steps)
+        height, _, status, reward, _, finder, shown_hash, txid = found["uncle"]
+        self.assertEqual(
+            (height, status, reward, finder, shown_hash, txid),
+            (str(UNCLE_HEIGHT), "confirmed uncle", "3.75000000 DEV", "—", eth_block_hash(UNCLE_HEIGHT), "-"),
+        )
+        self.assertEqual(found["uncle title"], f"included as an uncle by block #{NEPHEW_HEIGHT}")
+        height, _, status, reward, _, _, shown_hash, _ = found["orphan"]
+        self.assertEqual(
+            (height, status, reward, shown_hash), (str(ORPHAN_HEIGHT), "orphaned", "0.00000000 DEV", "—")
+        )
+        self.assertEqual(found["orphaned"], str(ORPHAN_HEIGHT))
+
+    async def test_ethereum_miner_dashboard(self) -> None:
+        """A checksummed address typed in the lookup form leads to the login's dashboard:
+        immature, balance and paid in ether to the wei, its workers and its payout."""
+
+        def steps(session: Session) -> dict[str, Any]:
+            page = session.page
+            page.goto("/pools/dev")
+            page.fill("#address", LOGIN_CHECKSUMMED)
+            page.click("#lookup button[type=submit]")
+            page.wait_for_url(f"**/pools/dev/miners/{LOGIN}")
+            expect(page.locator("#workers tbody tr")).to_have_count(2)
+            expect(page.locator("#payouts tbody tr")).to_have_count(1)
+            found = {
+                "title": page.inner_text("#miner-address"),
+                "balances": [page.inner_text(f"#miner-{b}") for b in ("immature", "balance", "paid")],
+                "workers": [
+                    r.locator("td").first.inner_text() for r in page.locator("#workers tbody tr").all()
+                ],
+                "payouts": page.locator("#payouts tbody td").all_inner_texts()[1:],
+                "hashrate": page.inner_text("#miner-hashrate"),
+            }
+            screenshot(page, "eth-miner")
+            page.goto(f"/pools/dev/miners/{LOGIN_CHECKSUMMED}")
+            expect(page.locator("#workers tbody tr")).to_have_count(2)
+            found["checksummed"] = page.inner_text("#miner-balance")
+            self.assert_clean(session)
+            return found
+
+        found = await browse(self.base, steps)
+        self.assertEqual(found["title"], LOGIN)
+        self.assertEqual(
+            found["balances"],
+            ["2.500000000000000007 DEV", "5.750000000000000094 DEV", "1.000000000000000007 DEV"],
+        )
+        self.assertEqual(found["workers"], [f"{LOGIN}.rig1", f"{LOGIN}.rig2"])
+        self.assertEqual(found["payouts"], ["1.00000000 DEV", PAYOUT_TX])
+        self.assertEqual(found["hashrate"], "46.67 MH/s")  # 14e9 hashes in 300 s
+        self.assertEqual(found["checksummed"], "5.750000000000000094 DEV")
