@@ -1,7 +1,9 @@
 """A property-based run over the OpenAPI document: schemathesis generates
 requests for every operation (valid and invalid parameters) against a real
 web service over real HTTP, and every answer must be no server error, a
-status the document lists, and a body matching its schema."""
+status the document lists, and a body matching its schema. A Bitcoin-family
+pool and an Ethereum-family one are served (test/ethweb.py writes the
+latter's keys: blocks, an uncle, an orphan, a payout)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from nomp.store.redis import RedisService
 from nomp.store.schema import PoolKeys
 from nomp.web.service import WebService
 from test.candidates import candidate
+from test.ethpool import LOGIN
+from test.ethweb import eth_web_pool, write_eth_pool
 from test.fakes import pool_config
 from test.servers import shared_redis
 from test.waiting import until
@@ -65,15 +69,20 @@ class PropertyRunTests(TestCase):
         )
         recorder.block_settled("aa" * 32, True)
         await recorder.flush()
-        web = WebService(WebConfig(listen="tcp:0:interface=127.0.0.1"), [pool], redis.client, reactor)
+        ethereum = eth_web_pool("dev")
+        await write_eth_pool(ethereum, redis.client, cast(IReactorTime, reactor), time.time())
+        web = WebService(
+            WebConfig(listen="tcp:0:interface=127.0.0.1"), [pool], redis.client, reactor, eth_pools=[ethereum]
+        )
         base = await serve(self, web)
-        await until(lambda: web.collector.snapshot.pools[0].workers != ())
+        await until(lambda: all(p.workers != () for p in web.collector.snapshot.pools))
 
-        # Twice: with any pool name (mostly unknown pools), then with the real pool and miner,
-        # so the generated queries reach the code behind the 404s.
+        # With any pool name (mostly unknown pools), then with each real pool and a miner of
+        # it, so the generated queries reach the code behind the 404s.
         for run, config in (
             ("any-pool", ""),
             ("real-pool", '[parameters]\n"path.pool" = "ltc"\n"path.address" = "Maddr"\n'),
+            ("ethereum-pool", f'[parameters]\n"path.pool" = "dev"\n"path.address" = "{LOGIN}"\n'),
         ):
             await self.run_schemathesis(base, run, config)
 
