@@ -20,17 +20,33 @@ Then the other half: the pool's own Python per share with no I/O at all.
 Submit lines go straight into a real StratumProtocol and StratumPool in
 this process (on the test fakes: no sockets, no threads, no Redis, every
 hash a fixed share that is not a block), best of a few rounds.
+
+With --fan-out it measures the floor under bench/stratum_load.py's fan-out
+instead: the same swarm of idle miners (--miners, --blocks) subscribes to a
+bare Twisted server that answers as the pool does and, on a blocknotify
+line on its control connection, sends every miner a ``mining.notify`` line
+as long as the pool's for a realistic template (a job of bench/templates.py
+made ready beforehand). It sends it two ways, one server each:
+
+- ``write``: ``transport.write`` to each connection, Twisted's own way
+  (the bytes leave as the reactor finds each socket writable);
+- ``send``: ``socket.send`` on each socket in a plain Python loop, in the
+  reactor thread, before returning to the reactor.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
+import random
 import select
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +58,18 @@ from twisted.protocols.basic import LineOnlyReceiver
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.stratum_load import load_phase, raise_fd_limit, run_until_done, wait_port  # noqa: E402
+from bench import templates  # noqa: E402
+from bench.stratum_load import (  # noqa: E402
+    SwarmProcess,
+    fan_out,
+    line_sender,
+    load_phase,
+    numbers,
+    raise_fd_limit,
+    run_until_done,
+    summarise,
+    wait_port,
+)
 from test.servers import free_port  # noqa: E402
 
 USER = "bench.floor"
@@ -135,6 +162,124 @@ def run_epoll(port: int) -> None:
 SERVERS = {"twisted": run_twisted, "epoll": run_epoll}
 
 
+def realistic_notify_lines() -> Iterator[bytes]:
+    """``mining.notify`` lines of jobs on realistic templates, a fresh one each."""
+    from nomp.chain.coinbase import CoinbaseLayout, PayoutPlan  # noqa: PLC0415 - only --fan-out
+    from nomp.chain.jobs import JobRegistry  # noqa: PLC0415
+    from nomp.chain.template import BlockTemplate  # noqa: PLC0415
+    from nomp.hashing import ALGORITHMS  # noqa: PLC0415
+    from nomp.stratum.protocol import encode_notification  # noqa: PLC0415
+
+    rng = random.Random(15)
+    registry = JobRegistry(
+        ALGORITHMS["scrypt"], PayoutPlan(bytes.fromhex("0014" + "11" * 20)), CoinbaseLayout()
+    )
+    for height in itertools.count(800_000):
+        reply = templates.template_reply(rng, height, rng.randbytes(32).hex(), int(time.time()))
+        job = registry.add(BlockTemplate.from_rpc(reply), time.time())
+        assert job is not None
+        yield encode_notification("mining.notify", job.notify_params(True))
+
+
+class FanOutMiner(LineOnlyReceiver):
+    """One miner of the fan-out floor: answered as the pool answers, then sent jobs."""
+
+    delimiter = b"\n"
+
+    def __init__(self, server: FanOutServer) -> None:
+        self.server = server
+
+    def lineReceived(self, line: bytes) -> None:
+        message = json.loads(line)
+        request_id, method = message.get("id"), message.get("method")
+        transport: Any = self.transport
+        if method == "mining.subscribe":
+            transport.write(b'{"id":%d,"result":[[],"00000000",4],"error":null}\n' % request_id)
+        elif method == "mining.authorize":
+            transport.write(b'{"id":%d,"result":true,"error":null}\n' % request_id)
+            transport.write(b'{"id":null,"method":"mining.set_difficulty","params":[1e-15]}\n')
+            transport.write(self.server.line)
+            self.server.miners.append(self)
+
+
+class FanOutServer:
+    """The miners of one floor server, and the job it sends them next."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+        self.miners: list[FanOutMiner] = []
+        self.lines = realistic_notify_lines()
+        self.line = next(self.lines)  # the job miners have
+        self.next_line = next(self.lines)  # the next block's, made ready
+
+    def broadcast(self) -> None:
+        self.line = line = self.next_line
+        # Well after this job's bytes have left: making a job is no part of the floor.
+        reactor.callLater(0.2, self.prepare)
+        if self.how == "write":
+            for miner in self.miners:
+                miner.transport.write(line)  # type: ignore[union-attr]
+            return
+        for miner in self.miners:
+            transport: Any = miner.transport
+            try:
+                sent = transport.socket.send(line)
+            except BlockingIOError:
+                sent = 0
+            if sent != len(line):
+                transport.write(line[sent:])
+
+    def prepare(self) -> None:
+        self.next_line = next(self.lines)
+
+
+class FloorControl(LineOnlyReceiver):
+    delimiter = b"\n"
+
+    def __init__(self, server: FanOutServer) -> None:
+        self.server = server
+
+    def lineReceived(self, line: bytes) -> None:
+        self.server.broadcast()
+        self.sendLine(b"ok")
+
+
+def run_fan_out_server(how: str, port: int, control: int) -> None:
+    raise_fd_limit()
+    server = FanOutServer(how)
+    miners = TCP4ServerEndpoint(reactor, port, backlog=4096, interface="127.0.0.1")
+    miners.listen(Factory.forProtocol(lambda: FanOutMiner(server)))
+    controls = TCP4ServerEndpoint(reactor, control, interface="127.0.0.1")
+    controls.listen(Factory.forProtocol(lambda: FloorControl(server)))
+    reactor.run()
+
+
+def run_fan_out_floor(options: argparse.Namespace) -> None:
+    print(
+        f"fan-out floor: a bare Twisted server, {options.blocks} new jobs per size, a blocknotify "
+        "line on an open control connection each; times from its send until the job is in each "
+        "miner's socket"
+    )
+    for how in ("write", "send"):
+        port, control = free_port(), free_port()
+        command = [sys.executable, __file__, "--serve-fan-out", how, str(port), str(control)]
+        server = subprocess.Popen(command)
+        try:
+            wait_port(port)
+            wait_port(control)
+            swarm = SwarmProcess(port, {**os.environ, "PYTHONPATH": str(ROOT)})
+            try:
+                notify = line_sender(control, "blocknotify")
+                for miners in options.miners:
+                    runs = fan_out(swarm, miners, options.blocks, lambda: None, notify)
+                    print(f"{how:8} {summarise(runs)}")
+            finally:
+                swarm.close()
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
 def pool_logic(shares: int = 30000, rounds: int = 5) -> float:
     """Microseconds of the pool's Python per accepted share, with no I/O."""
     from twisted.internet import task  # noqa: PLC0415 - only this measure needs it
@@ -181,12 +326,23 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--rate", type=float, default=2000)
     parser.add_argument("--connections", type=int, default=200)
+    parser.add_argument("--fan-out", action="store_true", help="the floor under the fan-out instead")
+    parser.add_argument("--miners", type=numbers, default=[1000, 5000, 10000], help="--fan-out sizes")
+    parser.add_argument("--blocks", type=int, default=5, help="--fan-out: new jobs per size")
     parser.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-fan-out", nargs=3, help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.serve is not None:
         SERVERS[options.serve[0]](int(options.serve[1]))
         return
+    if options.serve_fan_out is not None:
+        how, port, control = options.serve_fan_out
+        run_fan_out_server(how, int(port), int(control))
+        return
     raise_fd_limit()
+    if options.fan_out:
+        run_fan_out_floor(options)
+        return
     print(
         f"{options.connections} connections, {options.rate:g} requests/s offered for "
         f"{options.seconds:g} s to each server"

@@ -1,18 +1,28 @@
 """Load on the Stratum side of a running pool, measured from outside it.
 
-Run: python bench/stratum_load.py [--seconds 20] [--rate 2000] [--idle 10000] [--threads 1]
+Run: python bench/stratum_load.py [--template realistic|empty] [--rates 600,1000,2000,3000]
+    [--seconds 10] [--connections 50] [--miners 1000,5000,10000] [--blocks 5] [--threads 1]
 
-Starts a redis-server, a fake coin daemon serving a mainnet-difficulty
-template (so shares are not blocks), and ``twistd -n nomp`` with a scrypt
-pool and a sha256d pool whose ports accept every hash as a share. Then:
+Starts a redis-server, a fake coin daemon and ``twistd -n nomp`` with a
+scrypt pool and a sha256d pool whose ports accept every hash as a share.
+The daemon serves a template at a mainnet difficulty (so shares are not
+blocks); by default one like a busy mainnet's (bench/templates.py: 200
+real transactions, about 60 % of them segwit, with their witness
+commitment), a new one with fresh transactions at every new block;
+``--template empty`` serves one with no transactions. Then:
 
-1. shares/s, pool CPU per accepted share and submit-to-reply latency,
-   for each algorithm, at --rate shares/s from 200 connections;
-2. pool memory per idle connection, with --idle subscribed miners;
-3. the time for each of those miners to get the new job after a
-   blocknotify.
+1. at each rate of --rates, from --connections connections: shares/s,
+   pool CPU per accepted share and submit-to-reply latency (--algorithms);
+2. pool memory per idle connection;
+3. for each size of --miners, --blocks new blocks: from the blocknotify
+   line's send to the pool, the time until the first miner, half of them
+   and the last had the new job, and the pool's own account of where the
+   time went (its log).
 
+The miners are other processes: the share connections this one, the idle
+miners a swarm process of their own; both decode every line they get.
 Pool figures are read from /proc for the pool process only.
+bench/floor.py --fan-out runs the same swarm against a bare Twisted server.
 
 With --limits it measures the defences instead: the scrypt pool runs with
 connection limits and bans on, legitimate miners on 127.0.0.2 submit
@@ -28,15 +38,18 @@ import argparse
 import contextlib
 import json
 import os
+import random
+import re
 import resource
 import select
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -47,20 +60,23 @@ from twisted.internet import defer, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineOnlyReceiver
+from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import templates  # noqa: E402
 from nomp.chain.address import decode_address  # noqa: E402
 from nomp.config import NetworkConfig, load_config  # noqa: E402
-from test.fakedaemon import FakeDaemon  # noqa: E402
+from test.fakes import MAINNET_BITS  # noqa: E402
 from test.servers import RedisServer, free_port  # noqa: E402
 from test.test_chain import template_reply  # noqa: E402
 
 SCRYPT_ADDRESS = "rltc1qey3dpjf7avevcavv6uk33juxyyyyndgfuc2s2l"
 SHA_ADDRESS = "bcrt1qey3dpjf7avevcavv6uk33juxyyyyndgfz4seap"
 TICKS = os.sysconf("SC_CLK_TCK")
+TRANSACTIONS = 200  # in a realistic template
 BITCOIN_REGTEST = NetworkConfig(
     chain="regtest", pubkey_address_prefix=111, script_address_prefixes=(196,), bech32_hrp="bcrt"
 )
@@ -141,21 +157,50 @@ def write_conf(
         (folder / "pools" / f"{name}.yaml").write_text(yaml.safe_dump(pool))
 
 
-# The fake daemon, run in its own process (python bench/stratum_load.py --daemon PORT).
-def run_daemon(port: int) -> None:
-    nets = [load_config(ROOT / "conf").pools[0].coin.network, BITCOIN_REGTEST]
-    state = {"height": 800_000, "prev": 1}
+# The fake daemon, run in its own process (python bench/stratum_load.py
+# --daemon PORT KIND). It must cost the pool nothing it would not pay a real
+# node: each template is built, and its JSON encoded, when the block before
+# it is "found" (bench_newblock), so a getblocktemplate is answered with
+# bytes already made.
+class BenchDaemon(Resource):
+    """A coin daemon's RPC port with one template at a time."""
 
-    def template(_: Any) -> dict[str, Any]:
-        reply = template_reply(bits="1b00ffff", height=state["height"], transactions=[])
-        del reply["target"]
-        reply["previousblockhash"] = f"{state['prev']:064x}"
-        reply["curtime"] = int(time.time())
-        reply["mintime"] = reply["curtime"] - 600
-        return reply
+    isLeaf = True
 
-    def validate(params: list[Any]) -> dict[str, Any]:
-        for network in nets:
+    def __init__(self, kind: str, transactions: int) -> None:
+        super().__init__()
+        self.kind = kind
+        self.transactions = transactions
+        self.networks = [load_config(ROOT / "conf").pools[0].coin.network, BITCOIN_REGTEST]
+        self.rng = random.Random(15)
+        self.height = 800_000
+        self.prev = 1
+        self.template = b""
+        self.handlers: dict[str, Callable[[list[Any]], Any]] = {
+            "getblockchaininfo": lambda _: {
+                "chain": "regtest",
+                "blocks": self.height - 1,
+                "bestblockhash": f"{self.prev:064x}",
+                "initialblockdownload": False,
+            },
+            "validateaddress": self.validate,
+            "submitblock": lambda _: None,
+            "bench_newblock": self.new_block,
+        }
+        self.make_template()
+
+    def make_template(self) -> None:
+        previous, now = f"{self.prev:064x}", int(time.time())
+        if self.kind == "empty":
+            reply = template_reply(bits=MAINNET_BITS, height=self.height, transactions=[])
+            del reply["target"]
+            reply.update(previousblockhash=previous, curtime=now, mintime=now - 600)
+        else:
+            reply = templates.template_reply(self.rng, self.height, previous, now, self.transactions)
+        self.template = json.dumps(reply, separators=(",", ":")).encode()
+
+    def validate(self, params: list[Any]) -> dict[str, Any]:
+        for network in self.networks:
             try:
                 script = decode_address(params[0], network).script.hex()
             except ValueError:
@@ -163,26 +208,25 @@ def run_daemon(port: int) -> None:
             return {"isvalid": True, "address": params[0], "scriptPubKey": script, "ismweb": False}
         return {"isvalid": False}
 
-    def new_block(_: Any) -> str:
-        state["height"] += 1
-        state["prev"] += 1
-        return f"{state['prev']:064x}"
+    def new_block(self, _: list[Any]) -> str:
+        self.height += 1
+        self.prev += 1
+        self.make_template()  # fresh transactions: nothing carries over from the last block
+        return f"{self.prev:064x}"
 
-    daemon = FakeDaemon(
-        {
-            "getblockchaininfo": lambda _: {
-                "chain": "regtest",
-                "blocks": state["height"] - 1,
-                "bestblockhash": f"{state['prev']:064x}",
-                "initialblockdownload": False,
-            },
-            "getblocktemplate": template,
-            "validateaddress": validate,
-            "submitblock": lambda _: None,
-            "bench_newblock": new_block,
-        }
-    )
-    site: Any = Site(daemon)
+    def render_POST(self, request: Any) -> bytes:
+        call = json.loads(request.content.read())
+        method, request_id = call["method"], call.get("id")
+        if method == "getblocktemplate":
+            result = self.template
+        else:
+            result = json.dumps(self.handlers[method](call.get("params", []))).encode()
+        request.setHeader("Content-Type", "application/json")
+        return b'{"result":' + result + b',"error":null,"id":' + json.dumps(request_id).encode() + b"}\n"
+
+
+def run_daemon(port: int, kind: str, transactions: int) -> None:
+    site: Any = Site(BenchDaemon(kind, transactions))
     reactor.listenTCP(port, site, interface="127.0.0.1")
     reactor.run()
 
@@ -327,47 +371,204 @@ async def load_phase(
 
 
 # The swarm: many idle miners on raw sockets, in their own process
-# (python bench/stratum_load.py --swarm PORT COUNT); it reports when they
-# are all subscribed, then when each got the next job.
-def run_swarm(port: int, count: int) -> None:
+# (python bench/stratum_load.py --swarm PORT), driven by lines on its stdin:
+# "grow N" opens connections until there are N, each subscribed and
+# authorized, and answers once each has its first job; "arm" notes each
+# miner's job, answers, and reads until every miner has another one, then
+# reads the moment the new block was announced (time.time()) and answers
+# how long after it each miner had its new job.
+#
+# Each miner reads as a miner does: it splits what it receives into lines
+# and decodes each line's JSON, looking at the job of every mining.notify.
+# A miner "has" the job when its bytes are in its socket: the kernel's
+# receive time of the read that completed the line (SO_TIMESTAMPNS), so
+# the time this one process takes to read ten thousand miners' sockets in
+# turn does not count as the pool's delay. When the swarm read it is
+# reported too.
+SO_TIMESTAMPNS = 35  # Linux; the socket module does not name it
+STAMP_SPACE = socket.CMSG_SPACE(16)
+TIMESPEC = struct.Struct("qq")
+HELLO = b'{"id":1,"method":"mining.subscribe","params":["swarm"]}\n' + (
+    json.dumps({"id": 2, "method": "mining.authorize", "params": [SCRYPT_ADDRESS, "x"]}).encode() + b"\n"
+)
+
+
+class Swarm:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.poller = select.epoll()
+        self.sockets: dict[int, socket.socket] = {}
+        self.buffers: dict[int, bytes] = {}
+        self.jobs: dict[int, str | None] = {}  # fd -> the job it mines on
+        self.armed: dict[int, str | None] = {}  # fd -> its job when armed
+        self.arrived: dict[int, tuple[float, float]] = {}  # fd -> its new job (in the socket, read)
+
+    def grow(self, count: int) -> int:
+        while len(self.sockets) < count:
+            s = socket.create_connection(("127.0.0.1", self.port))
+            s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            s.setblocking(False)
+            s.sendall(HELLO)
+            fd = s.fileno()
+            self.sockets[fd], self.buffers[fd], self.jobs[fd] = s, b"", None
+            self.poller.register(fd, select.EPOLLIN)
+            if len(self.sockets) % 500 == 0:
+                self.pump(time.monotonic() + 0.01, lambda: False)  # keep the pool's answers moving
+        self.pump(time.monotonic() + 120, lambda: all(job is not None for job in self.jobs.values()))
+        return sum(1 for job in self.jobs.values() if job is not None)
+
+    def arm(self) -> None:
+        self.armed = dict(self.jobs)
+        self.arrived = {}
+
+    def wait_new_jobs(self, seconds: float) -> None:
+        self.pump(time.monotonic() + seconds, lambda: len(self.arrived) == len(self.sockets))
+
+    def pump(self, until: float, done: Callable[[], bool]) -> None:
+        while time.monotonic() < until and not done():
+            for fd, _ in self.poller.poll(0.05):
+                try:
+                    data, ancillary, _, _ = self.sockets[fd].recvmsg(1 << 18, STAMP_SPACE)
+                except BlockingIOError:
+                    continue
+                read = time.time()
+                if not data:
+                    raise RuntimeError("the pool closed a miner's connection")
+                received = read
+                for level, kind, stamp in ancillary:
+                    if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                        seconds, nanoseconds = TIMESPEC.unpack(stamp)
+                        received = seconds + nanoseconds / 1e9
+                *lines, self.buffers[fd] = (self.buffers[fd] + data).split(b"\n")
+                for line in lines:
+                    message = json.loads(line)
+                    if message.get("method") == "mining.notify":
+                        self.got_job(fd, message["params"][0], (received, read))
+
+    def got_job(self, fd: int, job_id: str, at: tuple[float, float]) -> None:
+        self.jobs[fd] = job_id
+        if self.armed and job_id != self.armed.get(fd) and fd not in self.arrived:
+            self.arrived[fd] = at
+
+
+def run_swarm(port: int) -> None:
     raise_fd_limit()
-    poller = select.epoll()
-    sockets: dict[int, socket.socket] = {}
-    buffers: dict[int, bytes] = {}
-    jobs: dict[int, int] = {}
-    arrived: dict[int, float] = {}
-    marker = b'"method":"mining.notify"'
-    hello = (
-        b'{"id":1,"method":"mining.subscribe","params":["swarm"]}\n'
-        + json.dumps({"id": 2, "method": "mining.authorize", "params": [SCRYPT_ADDRESS, "x"]}).encode()
-        + b"\n"
+    swarm = Swarm(port)
+    for command in sys.stdin:
+        words = command.split()
+        if words[0] == "grow":
+            print(json.dumps({"ready": swarm.grow(int(words[1]))}), flush=True)
+        elif words[0] == "arm":
+            swarm.arm()
+            print(json.dumps({"armed": len(swarm.sockets)}), flush=True)
+            swarm.wait_new_jobs(30)
+            announced = float(sys.stdin.readline())
+            delays = sorted(at - announced for at, _ in swarm.arrived.values())
+            reads = sorted(read - announced for _, read in swarm.arrived.values())
+            print(json.dumps({"received": len(delays), "delays": delays, "reads": reads}), flush=True)
+
+
+class SwarmProcess:
+    """The swarm's process, from the bench's side."""
+
+    def __init__(self, port: int, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--swarm", str(port)],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def ask(self, line: str) -> dict[str, Any]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+        answer: dict[str, Any] = json.loads(self.process.stdout.readline())
+        return answer
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+
+
+@dataclass
+class FanOut:
+    """One new block's way to every miner, from the announcement on."""
+
+    miners: int
+    received: int
+    first: float  # ms from the announcement to the first miner's socket
+    p50: float
+    last: float
+    last_read: float  # ms to the swarm's read of the last one
+    pool_side: str  # the pool's own account of the block, from its log
+
+
+def fan_out(
+    swarm: SwarmProcess,
+    miners: int,
+    blocks: int,
+    new_block: Callable[[], None],
+    notify: Callable[[], None],
+    pool_side: Callable[[], str] = lambda: "",
+) -> list[FanOut]:
+    """``blocks`` new blocks announced to ``miners`` miners: for each, the
+    daemon has its next template (``new_block``), then ``notify`` tells the
+    pool, and the swarm times each miner's new job from the moment
+    ``notify`` was called."""
+    ready = swarm.ask(f"grow {miners}")["ready"]
+    if ready != miners:
+        raise RuntimeError(f"only {ready} of {miners} miners got a job")
+    time.sleep(1)  # the last subscribes' work done
+    results = []
+    for _ in range(blocks):
+        swarm.ask("arm")
+        new_block()
+        announced = time.time()
+        notify()
+        report = swarm.ask(f"{announced!r}")
+        delays = report["delays"]
+        time.sleep(0.3)  # the pool's log written
+        results.append(
+            FanOut(
+                miners,
+                report["received"],
+                delays[0] * 1e3,
+                statistics.median(delays) * 1e3,
+                delays[-1] * 1e3,
+                report["reads"][-1] * 1e3,
+                pool_side(),
+            )
+        )
+        time.sleep(0.2)
+    return results
+
+
+def line_sender(port: int, line: str) -> Callable[[], None]:
+    """Sends ``line`` to ``port`` on a connection opened beforehand, and
+    reads the answer, so each call costs the pool one read."""
+    connection = socket.create_connection(("127.0.0.1", port))
+    connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    data = (line + "\n").encode()
+
+    def send() -> None:
+        connection.sendall(data)
+        connection.recv(4096)
+
+    return send
+
+
+def summarise(runs: list[FanOut]) -> str:
+    def spread(values: list[float]) -> str:
+        return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
+
+    return (
+        f"{runs[0].miners:6} miners: first {spread([r.first for r in runs])} ms, "
+        f"half {spread([r.p50 for r in runs])} ms, last {spread([r.last for r in runs])} ms "
+        f"(read by the swarm {spread([r.last_read for r in runs])} ms) over {len(runs)} blocks"
     )
-    for _ in range(count):
-        s = socket.create_connection(("127.0.0.1", port))
-        s.setblocking(False)
-        s.sendall(hello)
-        fd = s.fileno()
-        sockets[fd], buffers[fd], jobs[fd] = s, b"", 0
-        poller.register(fd, select.EPOLLIN)
-
-    def pump(until: float, done: Any) -> None:
-        # Kept lean: its own slowness would count as the pool's delay.
-        while time.time() < until and not done():
-            for fd, _ in poller.poll(0.05):
-                data = buffers[fd] + sockets[fd].recv(65536)
-                now = time.time()
-                if marker in data:
-                    jobs[fd] += data.count(marker)
-                    if jobs[fd] >= 2 and fd not in arrived:
-                        arrived[fd] = now
-                buffers[fd] = data[data.rfind(b"\n") + 1 :]
-
-    pump(time.time() + 120, lambda: all(n >= 1 for n in jobs.values()))
-    print(json.dumps({"ready": sum(1 for n in jobs.values() if n >= 1)}), flush=True)
-    pump(time.time() + 60, lambda: len(arrived) == count)
-    trigger = float(sys.stdin.readline())
-    delays = sorted(t - trigger for t in arrived.values())
-    print(json.dumps({"received": len(delays), "delays": delays}), flush=True)
 
 
 # The flood (python bench/stratum_load.py --flood PORT COUNT SOURCES): COUNT
@@ -513,7 +714,11 @@ class RunningPool:
 
 @contextlib.contextmanager
 def running_pool(
-    threads: int, banning: dict[str, Any] | None = None, web: int | None = None
+    threads: int,
+    banning: dict[str, Any] | None = None,
+    web: int | None = None,
+    template: str = "realistic",
+    transactions: int = TRANSACTIONS,
 ) -> Iterator[RunningPool]:
     """Start redis-server, the fake daemon and ``twistd -n nomp``; stop them all at the end."""
     python = sys.executable
@@ -523,7 +728,8 @@ def running_pool(
     processes: list[subprocess.Popen[Any]] = []
     try:
         daemon_port, scrypt_port, sha_port, control_port = (free_port() for _ in range(4))
-        processes.append(subprocess.Popen([python, __file__, "--daemon", str(daemon_port)], env=env))
+        daemon = [python, __file__, "--daemon", str(daemon_port), template, str(transactions)]
+        processes.append(subprocess.Popen(daemon, env=env))
         wait_port(daemon_port)
         conf = Path(tempfile.mkdtemp(prefix="nomp-bench-"))
         write_conf(conf, daemon_port, redis.port, scrypt_port, sha_port, control_port, threads, banning, web)
@@ -625,17 +831,95 @@ def run_until_done(work: Any) -> None:
     reactor.run()
 
 
+def pool_side(log: Path, miners: int) -> Callable[[], str]:
+    """The pool's own account of its last new block, from its log."""
+
+    def account() -> str:
+        lines = log.read_text().splitlines()[-50:]
+        block = next((line for line in reversed(lines) if "new block" in line), "")
+        sent = next((line for line in reversed(lines) if f"to {miners} miners in" in line), "")
+        pick = re.compile(r"(template .*)|(sent to .*)")
+        parts = [m.group(0) for line in (block, sent) if (m := pick.search(line))]
+        return "; ".join(parts)
+
+    return account
+
+
+def run_shares(options: argparse.Namespace, run: RunningPool) -> None:
+    """Reply latency and pool CPU per share, at each rate."""
+    results: list[tuple[str, float, dict[str, float]]] = []
+    ports = {"scrypt": (run.scrypt_port, SCRYPT_ADDRESS), "sha256d": (run.sha_port, SHA_ADDRESS)}
+
+    async def phases(_: Any) -> None:
+        for name in options.algorithms.split(","):
+            port, user = ports[name]
+            for rate in options.rates:
+                result = await load_phase(
+                    port, user, options.connections, rate, options.seconds, run.pool.pid
+                )
+                results.append((name, rate, result))
+
+    run_until_done(phases(None))
+    for name, rate, r in results:
+        print(
+            f"{name:8} {rate:5g}/s offered: accepted {r['accepted']:.0f}/{r['sent']:.0f} "
+            f"({r['rejected']:.0f} rejected), {r['shares_per_s']:.0f} shares/s, "
+            f"pool CPU {r['cpu_us_per_share']:.1f} us/share "
+            f"(reactor thread {r['reactor_us_per_share']:.1f}), "
+            f"reply p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, max {r['max_ms']:.1f} ms"
+        )
+
+
+def run_fan_out(options: argparse.Namespace, run: RunningPool) -> None:
+    """Memory per idle miner, and each new block's way to every miner."""
+    rss_before = rss_bytes(run.pool.pid)
+    swarm = SwarmProcess(run.scrypt_port, run.env)
+    run.processes.append(swarm.process)
+    new_block = partial(rpc, run.daemon_port, "bench_newblock")
+    notify = line_sender(run.control_port, "blocknotify scrypt")
+    print(
+        f"fan-out: each of {options.blocks} new blocks per size announced with blocknotify on an open "
+        f"control connection; times from that line's send until the new job is in each miner's socket"
+    )
+    measured_rss = False
+    for miners in options.miners:
+        runs = fan_out(
+            swarm, miners, options.blocks, new_block, notify, pool_side(run.conf / "pool.log", miners)
+        )
+        if not measured_rss:
+            rss_after = rss_bytes(run.pool.pid)
+            print(
+                f"idle     {miners} miners subscribed: pool RSS {rss_before / 2**20:.1f} -> "
+                f"{rss_after / 2**20:.1f} MiB, "
+                f"{(rss_after - rss_before) / miners / 1024:.2f} KiB per connection"
+            )
+            measured_rss = True
+        print(f"notify   {summarise(runs)}")
+        for r in runs:
+            lost = f" ({miners - r.received} never got it)" if r.received != miners else ""
+            print(f"           first {r.first:.1f}, last {r.last:.1f} ms{lost}; pool: {r.pool_side}")
+    swarm.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seconds", type=float, default=20)
-    parser.add_argument("--rate", type=float, default=2000)
-    parser.add_argument("--connections", type=int, default=200)
-    parser.add_argument("--idle", type=int, default=10000)
+    parser.add_argument("--seconds", type=float, default=10, help="per rate")
+    parser.add_argument("--rates", type=numbers, default=[600, 1000, 2000, 3000], help="shares/s offered")
+    parser.add_argument("--rate", type=float, help="one rate only (--limits: the legitimate miners')")
+    parser.add_argument("--algorithms", default="scrypt", help="scrypt, sha256d or scrypt,sha256d")
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--miners", type=numbers, default=[1000, 5000, 10000], help="fan-out sizes")
+    parser.add_argument("--blocks", type=int, default=5, help="new blocks per fan-out size")
+    parser.add_argument("--template", choices=("realistic", "empty"), default="realistic")
+    parser.add_argument("--transactions", type=int, default=TRANSACTIONS, help="in a realistic template")
+    parser.add_argument("--skip-shares", action="store_true", help="only the fan-out")
+    parser.add_argument("--skip-fan-out", action="store_true", help="only the shares")
+    parser.add_argument("--idle", type=int, default=10000, help="--limits: the flood's connections")
     parser.add_argument("--threads", type=int, default=1, help="the pool's hashing threads")
-    parser.add_argument("--daemon", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--swarm", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--daemon", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--swarm", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--limits", action="store_true", help="measure the connection limits and bans")
     parser.add_argument("--sources", type=int, default=40, help="--limits: flood source addresses")
     parser.add_argument("--flood", nargs=3, type=int, help=argparse.SUPPRESS)
@@ -644,80 +928,38 @@ def main() -> None:
         run_flood(*options.flood)
         return
     if options.daemon:
-        run_daemon(options.daemon)
+        run_daemon(int(options.daemon[0]), options.daemon[1], int(options.daemon[2]))
         return
     if options.swarm:
-        run_swarm(*options.swarm)
+        run_swarm(options.swarm)
         return
     raise_fd_limit()
     if options.limits:
+        options.rate = 2000 if options.rate is None else options.rate
         run_limits(options)
         return
-    python = sys.executable
-    with running_pool(options.threads) as run:
+    if options.rate is not None:
+        options.rates = [options.rate]
+    with running_pool(options.threads, template=options.template, transactions=options.transactions) as run:
+        size = len(rpc_template(run.daemon_port))
         print(
-            f"pool pid {run.pool.pid}; {os.cpu_count()} CPUs; {options.connections} connections, "
-            f"{options.rate:g} shares/s offered for {options.seconds:g} s per algorithm"
+            f"pool pid {run.pool.pid}; {os.cpu_count()} CPUs; {options.template} template "
+            f"({size / 1024:.0f} KiB of JSON); {options.connections} share connections, "
+            f"{options.seconds:g} s per rate"
         )
+        if not options.skip_shares:
+            run_shares(options, run)
+        if not options.skip_fan_out:
+            run_fan_out(options, run)
 
-        results: dict[str, dict[str, float]] = {}
 
-        async def phases(_: Any) -> None:
-            for name, port, user in (
-                ("scrypt", run.scrypt_port, SCRYPT_ADDRESS),
-                ("sha256d", run.sha_port, SHA_ADDRESS),
-            ):
-                results[name] = await load_phase(
-                    port, user, options.connections, options.rate, options.seconds, run.pool.pid
-                )
+def numbers(text: str) -> list[int]:
+    return [int(n) for n in text.split(",")]
 
-        run_until_done(phases(None))
-        for name, r in results.items():
-            print(
-                f"{name:8} accepted {r['accepted']:.0f}/{r['sent']:.0f} ({r['rejected']:.0f} rejected), "
-                f"{r['shares_per_s']:.0f} shares/s, pool CPU {r['cpu_us_per_share']:.1f} us/share "
-                f"(reactor thread {r['reactor_us_per_share']:.1f}), "
-                f"reply p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, max {r['max_ms']:.1f} ms"
-            )
 
-        rss_before = rss_bytes(run.pool.pid)
-        swarm = subprocess.Popen(
-            [python, __file__, "--swarm", str(run.scrypt_port), str(options.idle)],
-            env=run.env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        run.processes.append(swarm)
-        assert swarm.stdout is not None and swarm.stdin is not None
-        ready = json.loads(swarm.stdout.readline())["ready"]
-        time.sleep(2)
-        rss_after = rss_bytes(run.pool.pid)
-        print(
-            f"idle     {ready} miners subscribed: pool RSS {rss_before / 2**20:.1f} -> "
-            f"{rss_after / 2**20:.1f} MiB, "
-            f"{(rss_after - rss_before) / max(ready, 1) / 1024:.2f} KiB per connection"
-        )
-
-        rpc(run.daemon_port, "bench_newblock")
-        trigger = time.time()
-        answer = control(run.control_port, "blocknotify scrypt")
-        swarm.stdin.write(f"{trigger}\n")
-        swarm.stdin.flush()
-        report = json.loads(swarm.stdout.readline())
-        delays = report["delays"]
-        within = sum(1 for d in delays if d <= 0.1)
-        time.sleep(0.5)
-        for line in (run.conf / "pool.log").read_text().splitlines()[-200:]:
-            if "miners in" in line and f"{ready} miners" in line:
-                print(f"         pool side: {line.split('] ', 1)[-1]}")
-        if delays:
-            print(
-                f"notify   {answer}: {report['received']}/{ready} miners got the new job; "
-                f"p50 {statistics.median(delays) * 1e3:.1f} ms, "
-                f"p99 {delays[int(len(delays) * 0.99)] * 1e3:.1f} ms, "
-                f"max {delays[-1] * 1e3:.1f} ms; {within} within 100 ms"
-            )
+def rpc_template(port: int) -> bytes:
+    """The daemon's template as the pool reads it, for its size."""
+    return json.dumps(rpc(port, "getblocktemplate")).encode()
 
 
 if __name__ == "__main__":

@@ -224,8 +224,10 @@ class PoolService(OrderedMultiService):
     async def _refresh_once(self, force: bool) -> None:
         if self.daemons is None or self.registry is None:
             return
+        started = self._reactor.seconds()
         try:
             reply = await self.daemons.get_block_template(self.config.coin.gbt_rules)
+            fetched = self._reactor.seconds()
             template = BlockTemplate.from_rpc(reply)
         except DaemonError as e:
             self._report_template_problem("daemon", f"getblocktemplate failed: {e}")
@@ -235,8 +237,9 @@ class PoolService(OrderedMultiService):
             return
         except defer.CancelledError:
             return  # the service stopped
+        read = self._reactor.seconds()
         try:
-            job = self.registry.add(template, self._reactor.seconds(), force=force)
+            job = self.registry.add(template, read, force=force)
         except Exception as e:
             # Miners keep the last good job; the next poll tries again.
             self._report_template_problem(
@@ -251,7 +254,8 @@ class PoolService(OrderedMultiService):
             self.log.info("pool {pool}: templates are back", pool=self.config.name)
             self._template_error = None
         if job is not None:
-            self._announce(job)
+            made = self._reactor.seconds()
+            self._announce(job, (fetched - started, read - fetched, made - read))
 
     def _report_template_problem(self, kind: str, problem: str) -> None:
         self.job_failures[kind] += 1
@@ -260,16 +264,23 @@ class PoolService(OrderedMultiService):
             self.log.error("pool {pool}: {problem}", pool=self.config.name, problem=problem)
             self._template_error = problem
 
-    def _announce(self, job: Job) -> None:
+    def _announce(self, job: Job, took: tuple[float, float, float]) -> None:
+        """Hand a new job to the listeners; ``took``: the seconds its
+        template took to fetch and to read, and the job to make."""
         template = job.template
         if job.clean:
             self.log.info(
-                "pool {pool}: new block {height} on {prevhash}: {txs} transactions, reward {reward}",
+                "pool {pool}: new block {height} on {prevhash}: {txs} transactions, reward {reward}; "
+                "template fetched in {fetch_ms:.1f} ms, read in {read_ms:.1f} ms, "
+                "job made in {job_ms:.1f} ms",
                 pool=self.config.name,
                 height=template.height,
                 prevhash=template.previous_block_hash,
                 txs=len(template.transactions),
                 reward=template.coinbase_value,
+                fetch_ms=took[0] * 1000,
+                read_ms=took[1] * 1000,
+                job_ms=took[2] * 1000,
             )
         else:
             self.log.debug(
