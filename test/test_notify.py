@@ -8,8 +8,11 @@ whatever setup.sh last installed.
 from __future__ import annotations
 
 import atexit
+import re
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -19,13 +22,14 @@ from twisted.internet.interfaces import IAddress, IListeningPort
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from nomp.control.service import control_service
 from nomp.notify.build import build
 from test.servers import Node, free_port
 from test.test_control import RecordingPool
 
+ROOT = Path(__file__).resolve().parent.parent
 BLOCK_HASH = "0f" * 32
 SEEN_SECONDS = 30.0  # how long the litecoind test waits for a block's notification
 
@@ -321,3 +325,34 @@ class LitecoindTests(TestCase):
                 await deferLater(reactor, 0.05, lambda: None)
                 waited += 0.05
         self.assertEqual(pool.notified, mined)
+
+
+class BenchTests(SynchronousTestCase):
+    """bench/notify.py still runs (two rounds): each row is printed with its figures, never checked."""
+
+    def test_bench_runs(self) -> None:
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "notify.py"), "--runs", "2", "--notifier", str(notifier())],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=120,
+            check=False,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        figures = r" +[\d.]+ +[\d.]+ +[\d.]+-[\d.]+"
+        lines = result.stdout.splitlines()
+        self.assertIn("2 runs per row, interleaved", lines[0])
+        rows = {
+            "/bin/true": False,
+            "python -S -I -c pass": False,
+            "python -S -I, _socket sketch, bare": True,
+            "nomp-notify, bare socket": True,
+            "nomp-notify, control port": True,
+            "sh -c nomp-notify, control port": True,
+            "nomp-cli blocknotify, control port": True,
+        }
+        self.assertEqual([line[:36].strip() for line in lines[3:]], list(rows))
+        for line, to_line in zip(lines[3:], rows.values(), strict=True):
+            pattern = (figures if to_line else " +") + figures + "$"
+            self.assertTrue(re.fullmatch(r".{36}" + pattern, line), line)

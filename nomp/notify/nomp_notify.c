@@ -54,7 +54,7 @@ static const char USAGE[] =
     "  BLOCKHASH  the new block's hash, 64 hex digits (the daemon's %s)\n"
     "  -t SECONDS give up after this long (default 2, at most 60)\n"
     "In litecoin.conf: blocknotify=/path/to/nomp-notify 127.0.0.1:17117 litecoin %s\n"
-    "Exit status: 0 ok, 1 the pool's error answer, 2 bad arguments, 3 no answer.\n";
+    "Exit status: 0 ok, 1 the pool's error answer, 2 bad arguments, 3 the control port down or silent.\n";
 
 static const char *address_text; /* ADDRESS as given, for the messages */
 static struct timespec deadline;
@@ -93,7 +93,8 @@ static int bad_argument(const char *what, const char *given) {
 static int milliseconds_left(void) {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
-    long long left = (long long)(deadline.tv_sec - now.tv_sec) * 1000 + (deadline.tv_nsec - now.tv_nsec) / 1000000;
+    long long left =
+        (long long)(deadline.tv_sec - now.tv_sec) * 1000 + (deadline.tv_nsec - now.tv_nsec) / 1000000;
     if (left < 0) {
         return 0;
     }
@@ -158,7 +159,8 @@ static int connect_to(const struct sockaddr *address, socklen_t length, int *err
 
 static int unreachable(int error) {
     if (error == ETIMEDOUT) {
-        return fail(EXIT_UNREACHABLE, "the control port at %s did not take the connection in time", address_text);
+        return fail(EXIT_UNREACHABLE, "the control port at %s did not take the connection in time",
+                    address_text);
     }
     return fail(EXIT_UNREACHABLE, "cannot reach the control port at %s: %s", address_text, strerror(error));
 }
@@ -185,7 +187,8 @@ static int open_control_port(const char *address, int *status) {
     const char *colon = strrchr(address, ':');
     const char *port = colon == NULL ? "" : colon + 1;
     size_t port_digits = strspn(port, "0123456789");
-    long port_number = port_digits > 0 && port_digits <= 5 && port[port_digits] == '\0' ? strtol(port, NULL, 10) : 0;
+    int port_is_number = port_digits > 0 && port_digits <= 5 && port[port_digits] == '\0';
+    long port_number = port_is_number ? strtol(port, NULL, 10) : 0;
     size_t host_length = colon == NULL ? 0 : (size_t)(colon - address);
     const char *host_start = address;
     if (host_length >= 2 && address[0] == '[' && address[host_length - 1] == ']') {
@@ -247,7 +250,8 @@ static int send_line(int fd, const char *line, size_t length) {
                 continue;
             }
         }
-        return fail(EXIT_UNREACHABLE, "cannot send to the control port at %s: %s", address_text, strerror(errno));
+        return fail(EXIT_UNREACHABLE, "cannot send to the control port at %s: %s", address_text,
+                    strerror(errno));
     }
     return EXIT_OK;
 }
@@ -295,7 +299,8 @@ static int read_answer(int fd, char *answer, size_t size) {
                 continue;
             }
         }
-        return fail(EXIT_UNREACHABLE, "cannot read from the control port at %s: %s", address_text, strerror(errno));
+        return fail(EXIT_UNREACHABLE, "cannot read from the control port at %s: %s", address_text,
+                    strerror(errno));
     }
 }
 
