@@ -600,7 +600,7 @@ class SiteTests(TestCase):
 
     async def test_ethereum_pool_page(self) -> None:
         """Its figures from OEP's keys, ethminer command lines for its stratum and getwork
-        ports, its blocks (an uncle marked) and its payout."""
+        ports, its blocks (an uncle marked) and its payout, also on the payments page."""
 
         def steps(session: Session) -> dict[str, Any]:
             page = session.page
@@ -631,6 +631,9 @@ class SiteTests(TestCase):
                 "chart": page.get_attribute("#hashrate-chart", "data-points"),
             }
             screenshot(page, "eth-pool")
+            page.goto("/pools/dev/payments")
+            expect(page.locator("#payments tbody tr")).to_have_count(1)
+            found["payments page"] = page.locator("#payments tbody td").all_inner_texts()[1:]
             self.assert_clean(session)
             return found
 
@@ -663,6 +666,7 @@ class SiteTests(TestCase):
         self.assertEqual([row[5] for row in found["blocks"]], ["—"] * 5)  # OEP's records name no finder
         self.assertEqual(found["blocks"][1][6], eth_block_hash(104))
         self.assertEqual(found["payment"], ["1.00000000 DEV", "—", "1", PAYOUT_TX])
+        self.assertEqual(found["payments page"], found["payment"])
         self.assertEqual(sorted(found["miners"]), sorted([LOGIN, "0x" + "cd" * 20]))
         self.assertEqual(found["chart"], "1")
 

@@ -27,6 +27,7 @@ from nomp.store.oepschema import BALANCE, PAID, OepKeys, dust_field
 from nomp.web.replies import pairs, scored, text
 from nomp.web.stats import (
     IMMATURE,
+    Balances,
     BlockInfo,
     PaymentInfo,
     PoolStats,
@@ -130,7 +131,7 @@ class EthPoolReader:
         self._payments: dict[str, PaymentInfo | None] = {}  # member -> payment (None: not one)
         self._newest_payment = "-inf"
         self._finances: dict[str, str] | None = None  # finances as of the balances read
-        self._miners: dict[str, dict[str, str | None]] = {}  # login -> its amount fields
+        self._balances = Balances()  # of the miners' hashes as last scanned
 
     async def read(self, client: RedisClient, now: float) -> PoolStats:
         keys = self.keys
@@ -183,7 +184,7 @@ class EthPoolReader:
         await self._read_payments(client, scored(new_payments), int(payment_count))
         fields = pairs(finances)
         if fields != self._finances:
-            self._miners = await self._scan_miners(client)
+            self._balances = eth_balances(await self._scan_miners(client))
             self._finances = fields
         found = [
             *(eth_candidate(m, s, self._solo) for m, s in scored(candidates)),
@@ -201,7 +202,7 @@ class EthPoolReader:
             payments=tuple(
                 sorted((p for p in self._payments.values() if p is not None), key=lambda p: (-p.time, p.id))
             ),
-            balances=eth_balances(self._miners),
+            balances=self._balances,
             network=eth_nodes(pairs(nodes), now, self.pool.coin.block_time),
             earliest_share=float(text(earliest)) if text(earliest) else None,
         )
