@@ -30,8 +30,10 @@ from nomp.store.recorder import ShareRecorder
 from nomp.store.redis import RedisService
 from nomp.store.schema import PoolKeys, WebKeys
 from nomp.tap import build_service
+from nomp.web.collector import build_snapshot, empty_stats
 from nomp.web.metrics import Metrics, MetricsService
 from nomp.web.service import WebService
+from test.ethpool import eth_pool_config, stratum_port
 from test.fakedaemon import FakeDaemon, FakeRPCError
 from test.fakes import (
     REGTEST_ADDRESS,
@@ -250,6 +252,23 @@ class SlowLink:
     def post(self, url: str, **kwargs: Any) -> defer.Deferred[Any]:
         arrived = task.deferLater(self.clock, self.delay, lambda: None)
         return arrived.addCallback(lambda _: self.http.post(url, **kwargs))
+
+
+class SnapshotMetricsTests(SynchronousTestCase):
+    """The pool figures read from the stats snapshot at scrape time."""
+
+    def test_payment_totals_in_satoshis_only(self) -> None:
+        """An Ethereum-family pool has blocks and payouts like any pool, but no satoshi totals:
+        its amounts are wei, and the nomp_eth_* metrics carry them."""
+        bitcoin = pool_config(name="ltc")
+        ethereum = eth_pool_config("http://127.0.0.1:1", [stratum_port(4)])
+        metrics = Metrics()
+        snapshot = build_snapshot([empty_stats(bitcoin), empty_stats(ethereum)], [], 0.0)
+        metrics.watch_snapshot(lambda: snapshot)
+        samples = scrape(metrics)
+        totals = {labels for name, labels in samples if name == "nomp_pool_payment_totals_satoshis"}
+        self.assertEqual({dict(labels)["pool"] for labels in totals}, {"ltc"})
+        self.assertEqual(value(samples, "nomp_pool_payments", pool=ethereum.name), 0)
 
 
 class DaemonMetricsTests(SynchronousTestCase):

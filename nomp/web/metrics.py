@@ -498,9 +498,11 @@ class _StateCollector(Collector):
                 ("orphaned", counts.orphaned),
             ):
                 blocks.add_metric([name, status], count)
+            payments.add_metric([name], stats.payment_count)
+            if stats.ethereum:
+                continue  # its amounts are wei: the nomp_eth_* metrics have them
             for kind in _with_known(PAYMENT_TOTALS, stats.payment_totals):
                 totals.add_metric([name, kind], stats.payment_totals.get(kind, 0))
-            payments.add_metric([name], stats.payment_count)
         yield from (hashrate, workers, miners, blocks, totals, payments)
 
     def _unlockers(self) -> Iterable[Metric]:
