@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what nomp needs on a Debian machine: system packages (redis-server,
-# litecoind, a C compiler and Python headers; chromium too when test.sh
-# sets NOMP_TEST_TOOLS=1, for the site's browser tests),
+# litecoind, a C compiler and Python headers; chromium and haproxy too when
+# test.sh sets NOMP_TEST_TOOLS=1, for the site's browser tests and the
+# load-balancer test),
 # then a virtualenv in .venv with nomp and its C extension built, and
 # nomp-notify compiled into .venv/bin. Safe to run
 # again: it only adds what is missing. Sourced by demo.sh and test.sh.
@@ -25,6 +26,8 @@ install_system_packages() {
     command -v redis-server >/dev/null || missing+=(redis-server)
     if [ "${NOMP_TEST_TOOLS:-0}" = 1 ]; then
         command -v chromium >/dev/null || missing+=(chromium)  # the site's browser tests
+        # the load balancer in front of two pools; in /usr/sbin, off a plain user's PATH
+        command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
     fi
     command -v litecoind >/dev/null || missing+=(litecoind)
     command -v gcc >/dev/null || missing+=(gcc)
