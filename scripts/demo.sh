@@ -47,7 +47,7 @@ node_args=(-regtest -server -rpcbind=127.0.0.1 -rpcallowip=127.0.0.1 -listen=1
 # The node tells the pool of each new block through its control port (the
 # pool also polls every second, so a missed notification costs little).
 setsid litecoind -datadir="$DATA/miner" "${node_args[@]}" "${DEMO_RPC[@]}" -port=19444 -bind=127.0.0.1:19444 -bind=127.0.0.1:19445=onion \
-    "-blocknotify=$VENV/bin/nomp-cli --control $DEMO_CONTROL blocknotify litecoin %s" &
+    "-blocknotify=$VENV/bin/nomp-notify $DEMO_CONTROL litecoin %s" &
 pids+=($!)
 # The peer has wallets of its own (the demo miner's, and one for blocks the
 # pool did not find), so the node's only wallet is the pool's: the pool's
