@@ -396,3 +396,224 @@ def shared_redis() -> RedisServer:
             atexit.register(_stop_shared)
         _shared["redis"] = RedisServer().start()
     return _shared["redis"]  # type: ignore[no-any-return]
+
+
+def redis_command(
+    port: int, *args: str | int | float, password: str | None = None, db: int | None = None
+) -> Any:
+    """One command to the redis-server or Sentinel on ``port``, on a connection of its
+    own, after AUTH when ``password`` and SELECT when ``db`` are given: str, int, None or
+    a list of them; an error reply raises RedisReplyError."""
+    commands: list[tuple[str | int | float, ...]] = []
+    if password is not None:
+        commands.append(("AUTH", password))
+    if db is not None:
+        commands.append(("SELECT", db))
+    commands.append(args)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s, s.makefile("rb") as stream:
+        request = b""
+        for command in commands:
+            parts = [str(part).encode() for part in command]
+            request += b"*%d\r\n" % len(parts)
+            request += b"".join(b"$%d\r\n%s\r\n" % (len(part), part) for part in parts)
+        s.sendall(request)
+        for _ in commands[:-1]:
+            _read_reply(stream)
+        return _read_reply(stream)
+
+
+def _info(text: str) -> dict[str, str]:
+    """INFO's ``field:value`` lines as a mapping."""
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line and not line.startswith("#"))
+
+
+class RedisProcess:
+    """One redis-server process, as a data server or, with ``sentinel``, as a Sentinel
+    (``redis-server <file> --sentinel``: the redis-server package's binary is Sentinel
+    too), on ``port`` in the folder ``root``, with ``options`` as config file lines."""
+
+    def __init__(
+        self, root: Path, port: int, options: list[str], password: str | None, sentinel: bool = False
+    ) -> None:
+        self.root = root
+        self.port = port
+        self.options = options
+        self.password = password
+        self.sentinel = sentinel
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisProcess:
+        self.root.mkdir(parents=True, exist_ok=True)
+        conf = self.root / ("sentinel.conf" if self.sentinel else "redis.conf")
+        if not conf.exists():  # a Sentinel rewrites its file with what it learnt: kept across restarts
+            lines = [f"port {self.port}", "bind 127.0.0.1", f"dir {self.root}", *self.options]
+            conf.write_text("\n".join(lines) + "\n")
+        self.process = subprocess.Popen(
+            [require("redis-server"), str(conf), *(("--sentinel",) if self.sentinel else ())],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                if self.command("PING") == "PONG":
+                    return self
+            except (OSError, RedisReplyError):
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server on port {self.port} did not start")
+            time.sleep(0.05)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, nothing flushed, the connections reset."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def pause(self) -> None:
+        """Freeze the process (SIGSTOP): connections stay up, nothing is answered."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+
+    def command(self, *args: str | int | float, db: int | None = None) -> Any:
+        return redis_command(self.port, *args, password=self.password, db=db)
+
+    def info(self, section: str) -> dict[str, str]:
+        return _info(str(self.command("INFO", section)))
+
+
+class SentinelSet:
+    """A Redis primary, one replica and three Sentinels watching them as ``MASTER_NAME``,
+    on free loopback ports, every server behind ``password`` and every Sentinel behind
+    ``sentinel_password``.
+
+    ``down_after`` and ``failover_timeout`` (milliseconds) are short, so a primary
+    killed is replaced within seconds. Each data server can become the primary: both
+    are started with the same options, the replica with ``replicaof`` more.
+    """
+
+    MASTER_NAME = "nomp-test"
+
+    def __init__(
+        self,
+        password: str = "data-password",
+        sentinel_password: str = "sentinel-password",
+        down_after: int = 500,
+        failover_timeout: int = 2000,
+    ) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="nomp-sentinel-"))
+        self.password = password
+        self.sentinel_password = sentinel_password
+        data = [
+            "save ''",
+            "appendonly no",
+            f"requirepass {password}",
+            f"masterauth {password}",
+            # The full sync of a replica (re)joining starts at once, not after Redis's default 5 s.
+            "repl-diskless-sync-delay 0",
+        ]
+        primary_port = free_port()
+        self.servers = [
+            RedisProcess(self.root / "a", primary_port, data, password),
+            RedisProcess(
+                self.root / "b", free_port(), [*data, f"replicaof 127.0.0.1 {primary_port}"], password
+            ),
+        ]
+        name = self.MASTER_NAME
+        watch = [
+            f"sentinel monitor {name} 127.0.0.1 {primary_port} 2",
+            f"sentinel auth-pass {name} {password}",
+            f"sentinel down-after-milliseconds {name} {down_after}",
+            f"sentinel failover-timeout {name} {failover_timeout}",
+            f"requirepass {sentinel_password}",
+            f"sentinel sentinel-pass {sentinel_password}",
+        ]
+        self.sentinels = [
+            RedisProcess(self.root / f"s{i}", free_port(), watch, sentinel_password, sentinel=True)
+            for i in range(3)
+        ]
+
+    @property
+    def first_primary(self) -> RedisProcess:
+        return self.servers[0]
+
+    def start(self) -> SentinelSet:
+        try:
+            for server in self.servers:
+                server.start()
+            self.wait_replicated(self.servers[1])
+            for sentinel in self.sentinels:
+                sentinel.start()
+            self.wait_watching(self.first_primary.port)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def server_on(self, port: int) -> RedisProcess:
+        (server,) = [s for s in self.servers if s.port == port]
+        return server
+
+    def primary_port(self, sentinel: RedisProcess) -> int | None:
+        """The primary's port as ``sentinel`` names it; None if it does not answer."""
+        try:
+            reply = sentinel.command("SENTINEL", "get-master-addr-by-name", self.MASTER_NAME)
+        except (OSError, RedisReplyError):
+            return None
+        return int(reply[1]) if reply else None
+
+    def wait_replicated(self, replica: RedisProcess, timeout: float = START_TIMEOUT) -> None:
+        """Until ``replica`` has its primary's data and follows its writes."""
+        deadline = time.monotonic() + timeout
+        while replica.info("replication").get("master_link_status") != "up":
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the replica on port {replica.port} did not sync")
+            time.sleep(0.05)
+
+    def wait_watching(self, primary_port: int, timeout: float = START_TIMEOUT) -> None:
+        """Until every Sentinel names ``primary_port`` the primary, knows the other two
+        Sentinels and a replica it could promote: a failover can start."""
+        deadline = time.monotonic() + timeout
+        while True:
+            ready = 0
+            for sentinel in self.sentinels:
+                try:
+                    state = sentinel.command("SENTINEL", "master", self.MASTER_NAME)
+                except (OSError, RedisReplyError):
+                    continue
+                fields = dict(zip(state[::2], state[1::2], strict=True))
+                if (
+                    int(fields["port"]) == primary_port
+                    and int(fields["num-other-sentinels"]) == len(self.sentinels) - 1
+                    and int(fields["num-slaves"]) >= 1
+                    and "s_down" not in fields["flags"]
+                ):
+                    ready += 1
+            if ready == len(self.sentinels):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Sentinels did not settle on the primary")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for process in [*self.sentinels, *self.servers]:
+            process.resume()
+            process.stop()
+        if not os.environ.get("NOMP_KEEP_TEST_DATA"):
+            shutil.rmtree(self.root, ignore_errors=True)

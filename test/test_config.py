@@ -28,6 +28,7 @@ from nomp.config import (
     WebConfig,
     load_config,
 )
+from nomp.config.model import SentinelAddress
 from nomp.hashing import ALGORITHMS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -370,7 +371,8 @@ class UnknownKeyTests(ConfTestCase):
         """An unknown key in a nested section is reported with its dotted path."""
         self.settings["redis"]["hostname"] = "localhost"
         self.assertErrors(
-            "config.yaml: redis.hostname: unknown key (expected one of: db, host, password, port)"
+            "config.yaml: redis.hostname: unknown key (expected one of: db, host, journal_replicas, "
+            "journal_timeout, master_name, password, port, sentinel_password, sentinels)"
         )
 
     def test_in_list(self) -> None:
@@ -2031,3 +2033,114 @@ class EthRewardsTests(TestCase):
     def test_negative_height(self) -> None:
         """There is no block below genesis."""
         self.assertRaises(ValueError, self.classic.block_reward, -1)
+
+
+class SentinelConfigTests(ConfTestCase):
+    """The redis section naming Sentinels instead of one server, and each way it can be wrong."""
+
+    def sentinels(self, **section: Any) -> dict[str, Any]:
+        """config.yaml's redis section, naming two Sentinels; ``section`` over it."""
+        redis: dict[str, Any] = {
+            "sentinels": [{"host": "10.0.0.1", "port": 26379}, {"host": "10.0.0.2"}],
+            "master_name": "nomp",
+            "password": "data",
+            "sentinel_password": "watch",
+            "db": 2,
+        }
+        redis.update(section)
+        self.settings["redis"] = redis
+        return redis
+
+    def test_parsed(self) -> None:
+        """Sentinels, their master name and password are read; a Sentinel's port defaults to
+        26379; a payout journal entry waits for one replica by default."""
+        self.sentinels()
+        redis = self.load().settings.redis
+        self.assertEqual(
+            redis.sentinels, (SentinelAddress("10.0.0.1", 26379), SentinelAddress("10.0.0.2", 26379))
+        )
+        self.assertEqual((redis.master_name, redis.sentinel_password), ("nomp", "watch"))
+        self.assertEqual((redis.password, redis.db), ("data", 2))
+        self.assertEqual((redis.journal_replicas_required, redis.journal_timeout), (1, 5.0))
+
+    def test_journal_replicas(self) -> None:
+        """journal_replicas says how many replicas a journal entry waits for: 0 is no wait;
+        without Sentinels the default is no wait, and a number can still be given."""
+        self.sentinels(journal_replicas=0, journal_timeout=0.5)
+        redis = self.load().settings.redis
+        self.assertEqual((redis.journal_replicas_required, redis.journal_timeout), (0, 0.5))
+        self.settings["redis"] = {"host": "10.0.0.9"}
+        self.assertEqual(self.load().settings.redis.journal_replicas_required, 0)
+        self.settings["redis"] = {"host": "10.0.0.9", "journal_replicas": 2}
+        self.assertEqual(self.load().settings.redis.journal_replicas_required, 2)
+
+    def test_no_sentinels(self) -> None:
+        """An empty list of Sentinels names no primary."""
+        self.sentinels(sentinels=[])
+        self.assertErrors("config.yaml: redis.sentinels: must not be empty")
+
+    def test_bad_port(self) -> None:
+        """Each Sentinel's port is checked, with its place in the list."""
+        self.sentinels(sentinels=[{"host": "10.0.0.1"}, {"host": "10.0.0.2", "port": 70000}])
+        self.assertErrors("config.yaml: redis.sentinels[1].port: must be a port number (1-65535)")
+
+    def test_bad_host(self) -> None:
+        """A Sentinel needs a host."""
+        self.sentinels(sentinels=[{"port": 26379}, {"host": ""}])
+        self.assertErrors(
+            "config.yaml: redis.sentinels[0].host: missing",
+            "config.yaml: redis.sentinels[1].host: must not be empty",
+        )
+
+    def test_host_and_sentinels(self) -> None:
+        """host or port beside the Sentinels is refused, even with their default values."""
+        self.sentinels(host="127.0.0.1", port=6379)
+        self.assertErrors(
+            "config.yaml: redis.host: not with sentinels: the Sentinels name the primary",
+            "config.yaml: redis.port: not with sentinels: the Sentinels name the primary",
+        )
+
+    def test_unknown_key(self) -> None:
+        """An unknown key in a Sentinel is named with its path and the keys expected."""
+        self.sentinels(sentinels=[{"host": "10.0.0.1", "prot": 26379}])
+        self.assertErrors("config.yaml: redis.sentinels[0].prot: unknown key (expected one of: host, port)")
+
+    def test_master_name_missing(self) -> None:
+        """Sentinels without the name they watch the primary under."""
+        redis = self.sentinels()
+        del redis["master_name"]
+        self.assertErrors(
+            "config.yaml: redis.master_name: missing: the name the Sentinels watch the primary under"
+        )
+
+    def test_sentinel_keys_without_sentinels(self) -> None:
+        """master_name and sentinel_password mean nothing without Sentinels."""
+        self.settings["redis"] = {"host": "10.0.0.9", "master_name": "nomp", "sentinel_password": "x"}
+        self.assertErrors(
+            "config.yaml: redis.master_name: only with sentinels",
+            "config.yaml: redis.sentinel_password: only with sentinels",
+        )
+
+    def test_same_sentinel_twice(self) -> None:
+        """A Sentinel listed twice is named at its second place."""
+        self.sentinels(
+            sentinels=[{"host": "10.0.0.1"}, {"host": "10.0.0.2"}, {"host": "10.0.0.1", "port": 26379}]
+        )
+        self.assertErrors("config.yaml: redis.sentinels[2]: the same Sentinel as sentinels[0]")
+
+    def test_every_error_at_once(self) -> None:
+        """Every problem of the section is reported in one go, each with its path."""
+        self.sentinels(
+            sentinels=[{"host": "10.0.0.1", "port": 0}, {"hots": "10.0.0.2"}],
+            journal_replicas=-1,
+            journal_timeout=0,
+            host="10.0.0.3",
+        )
+        self.assertErrors(
+            "config.yaml: redis.host: not with sentinels: the Sentinels name the primary",
+            "config.yaml: redis.sentinels[0].port: must be a port number (1-65535)",
+            "config.yaml: redis.sentinels[1].hots: unknown key (expected one of: host, port)",
+            "config.yaml: redis.sentinels[1].host: missing",
+            "config.yaml: redis.journal_replicas: must be >= 0",
+            "config.yaml: redis.journal_timeout: must be > 0",
+        )

@@ -23,6 +23,7 @@ from nomp.config.model import (
     GlobalConfig,
     PoolConfig,
     PoolDefaults,
+    RedisConfig,
 )
 from nomp.config.schema import Reader
 
@@ -99,6 +100,7 @@ def load_config(directory: str | os.PathLike[str]) -> Config:
         data = _read_yaml(conf / "config.yaml", "config.yaml", errors)
         if data is not None:
             settings = Reader("config.yaml", errors).read(GlobalConfig, data) or _salvage(data)
+            _check_redis_address(data, errors)
     else:
         errors.add("config.yaml", "", "missing")
 
@@ -137,6 +139,17 @@ def _salvage(data: Any) -> GlobalConfig:
             if part is not None:
                 settings = dataclasses.replace(settings, **{key: getattr(part, key)})
     return settings
+
+
+def _check_redis_address(data: Any, errors: ErrorLog) -> None:
+    """A redis section names one server or the Sentinels, not both. Told from the raw
+    data: host and port have defaults, so the section read cannot say they were given."""
+    section = data.get("redis") if isinstance(data, Mapping) else None
+    if not isinstance(section, Mapping) or section.get("sentinels") is None:
+        return
+    for key in RedisConfig.address_keys:
+        if key in section:
+            errors.add("config.yaml", f"redis.{key}", "not with sentinels: the Sentinels name the primary")
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,13 +38,63 @@ ETH_ALGORITHMS = frozenset({"ethash", "etchash"})
 
 
 @dataclass(frozen=True, slots=True)
+class SentinelAddress:
+    """One Redis Sentinel the pool asks which server is the primary."""
+
+    host: str = checked(non_empty)
+    port: int = checked(port_number, 26379)
+
+
+JOURNAL_TIMEOUT = 5.0  # seconds a payout journal entry waits for its replicas, by default
+
+
+@dataclass(frozen=True, slots=True)
 class RedisConfig:
-    """The Redis server shares, blocks and balances live in."""
+    """The Redis server shares, blocks and balances live in: at ``host`` and ``port``,
+    or the primary the ``sentinels`` name for ``master_name`` (then host and port are
+    not given: nomp.config.load refuses them, see ``address_keys``).
+
+    ``password`` is the data servers'; ``sentinel_password`` the Sentinels' own.
+    ``journal_replicas``: how many replicas must have a payout journal entry (Redis
+    WAIT, for ``journal_timeout`` seconds) before money is sent; by default 1 with
+    Sentinels, 0 (no wait) without.
+    """
 
     host: str = "127.0.0.1"
     port: int = checked(port_number, 6379)
     password: str | None = None
     db: int = checked(non_negative, 0)
+    sentinels: tuple[SentinelAddress, ...] | None = checked(non_empty, None)
+    master_name: str | None = checked(non_empty, None)
+    sentinel_password: str | None = None
+    journal_replicas: int | None = checked(non_negative, None)
+    journal_timeout: float = checked(positive, JOURNAL_TIMEOUT)
+
+    # The keys that name one server, which a section naming Sentinels may not give.
+    address_keys = ("host", "port")
+
+    @property
+    def journal_replicas_required(self) -> int:
+        if self.journal_replicas is not None:
+            return self.journal_replicas
+        return 0 if self.sentinels is None else 1
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = []
+        if self.sentinels is None:
+            for key in ("master_name", "sentinel_password"):
+                if getattr(self, key) is not None:
+                    found.append((key, "only with sentinels"))
+            return found
+        if self.master_name is None:
+            found.append(("master_name", "missing: the name the Sentinels watch the primary under"))
+        seen: dict[tuple[str, int], int] = {}
+        for i, sentinel in enumerate(self.sentinels):
+            address = (sentinel.host, sentinel.port)
+            if address in seen:
+                found.append((f"sentinels[{i}]", f"the same Sentinel as sentinels[{seen[address]}]"))
+            seen.setdefault(address, i)
+        return found
 
 
 @dataclass(frozen=True, slots=True)

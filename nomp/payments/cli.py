@@ -30,14 +30,13 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-import txredisapi
 from twisted.internet import defer, task
 from twisted.logger import globalLogBeginner
 
 from nomp.config import ConfigErrors, EthPoolConfig, LoggingConfig, PoolConfig, load_config
 from nomp.daemon.clients import DaemonClients
 from nomp.logs import make_observer
-from nomp.payments.audit import audit
+from nomp.payments.audit import Audit, audit
 from nomp.payments.ethaudit import eth_audit
 from nomp.payments.ethledger import EthLedger
 from nomp.payments.ethpayer import EthPayer, PayoutReport, payer_daemon, payout_key
@@ -45,10 +44,12 @@ from nomp.payments.ethpayledger import EthPayLedger
 from nomp.payments.ethsigner import KeyFileError, PayoutKey
 from nomp.payments.ethunlocker import EthUnlocker, UnlockReport, unlocker_daemon
 from nomp.payments.ledger import PaymentLedger
-from nomp.payments.processor import PaymentProcessor
+from nomp.payments.processor import PaymentProcessor, RunReport
 from nomp.payments.service import wallet_daemon
 from nomp.payments.split import coins, satoshis
+from nomp.store.client import RedisUnavailable
 from nomp.store.oepschema import OepKeys
+from nomp.store.redis import connect_once
 from nomp.store.schema import PoolKeys
 
 Failpoint = Callable[[str], None]
@@ -79,10 +80,11 @@ async def command(reactor: Any, args: argparse.Namespace, failpoint: Failpoint |
     except KeyFileError as e:
         sys.stderr.write(f"{e}\n")
         return 2
-    settings = config.settings.redis
-    redis = await txredisapi.Connection(
-        settings.host, settings.port, dbid=settings.db, password=settings.password, reconnect=False
-    )
+    try:  # to the primary the Sentinels name, when config.yaml names Sentinels
+        redis = await connect_once(config.settings.redis, reactor)
+    except RedisUnavailable as e:
+        sys.stderr.write(f"Redis: {e}\n")
+        return 1
     # One connection per call: a command leaves nothing open behind it.
     clients = DaemonClients(reactor, persistent=False)
     status = 0
@@ -138,7 +140,13 @@ async def _one(
         return 0 if result.clean else 1
     processor = PaymentProcessor(pool, ledger, clients.group(pool.daemons), wallet, failpoint=failpoint)
     report = await processor.run()
-    sys.stdout.write(
+    sys.stdout.write(run_summary(pool, report))
+    return 1 if report.error or report.locked_out else 0
+
+
+def run_summary(pool: PoolConfig, report: RunReport) -> str:
+    """The line ``run`` prints for a Bitcoin-family pool (the control port answers it too)."""
+    return (
         f"pool {pool.name}: immature {len(report.immature)}, confirmed {len(report.confirmed)}, "
         f"orphaned {len(report.orphaned)}, waiting {len(report.waiting)}, "
         f"paid {sum(report.paid.values())} satoshis to {len(report.paid)} addresses"
@@ -147,7 +155,13 @@ async def _one(
         + ("; another run holds the lock" if report.locked_out else "")
         + "\n"
     )
-    return 1 if report.error or report.locked_out else 0
+
+
+def audit_summary(pool_name: str, result: Audit) -> str:
+    """An audit in one line, for the control port: its verdict and the checks that differ."""
+    differing = [f"{c.name} differs by {c.difference}" for c in result.checks if c.difference]
+    verdict = result.lines()[-1]
+    return f"pool {pool_name}: {verdict}" + (": " + "; ".join(differing) if differing else "") + "\n"
 
 
 def eth_summary(pool: EthPoolConfig, unlocked: UnlockReport, paid: PayoutReport) -> str:

@@ -38,8 +38,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from nomp.payments.ethsigner import DynamicPricing, LegacyPricing, Pricing
-from nomp.store.client import RedisClient
-from nomp.store.fencing import FencedLock, still_held
+from nomp.store.client import JournalWrites, NotReplicated, RedisClient
+from nomp.store.fencing import ACQUIRE, FencedLock, still_held
 from nomp.store.oepschema import (
     BALANCE,
     LOGIN_PAYMENT_MEMBER,
@@ -421,11 +421,15 @@ class EthPayLedger:
     run pays balances as the last unlocker run left them.
     """
 
-    def __init__(self, redis: RedisClient, keys: OepKeys) -> None:
+    def __init__(self, redis: RedisClient, keys: OepKeys, journal_replicas: int | None = None) -> None:
         self._redis = redis
         self.keys = keys
         self.lock = keys.unlocker_lock  # the unlocker's: the two never run at once
         self._lock = FencedLock(redis, keys.unlocker_lock, keys.unlocker_fence)
+        # How many Redis replicas must have the lock and each signed journal entry
+        # before the run goes on (see acquire and record_signed); None: as
+        # config.yaml's redis.journal_replicas says, through RedisService's client.
+        self._journal_writes = JournalWrites(redis, journal_replicas)
 
     async def _eval(self, script: str, keys: list[str], args: list[Any]) -> Any:
         return await self._redis.eval(script, keys, args)
@@ -433,8 +437,26 @@ class EthPayLedger:
     # -- the lock --
 
     async def acquire(self, timeout: float) -> int | None:
-        """The lock's new fencing token, or None while another run holds it."""
-        return await self._lock.acquire(timeout)
+        """The lock's new fencing token, or None while another run holds it.
+
+        With journal replicas, only once they have the lock, and so every
+        journal entry written before it: a run sends again the entries it finds
+        open, and a failover that lost one after that would leave its balance to
+        be paid again. NotReplicated otherwise, the lock given back.
+        """
+        if not self._journal_writes.replicas:
+            return await self._lock.acquire(timeout)
+        keys = [self._lock.lock, self._lock.fence]
+        try:
+            token = await self._journal_writes.eval(
+                ACQUIRE, keys, [int(timeout * 1000)], what="the payout run's lock (and the journal before it)"
+            )
+        except NotReplicated as e:
+            if not e.result:
+                return None  # another run holds it: nothing was written
+            await self._lock.release(int(e.result))
+            raise
+        return int(token) or None
 
     async def extend(self, token: int, timeout: float) -> bool:
         """Whether the lock is still ours (its timeout started again)."""
@@ -515,12 +537,14 @@ class EthPayLedger:
 
     async def record_signed(self, token: int, entry: JournalEntry) -> bool:
         """Keep the entry's transaction (hash and raw) before it is sent; False if the entry
-        is no longer the reserved one."""
+        is no longer the reserved one. With journal replicas, only once they have it (and
+        the reservation before it); NotReplicated otherwise: the run stops before sending."""
         assert entry.state == "signed"
-        done = await self._eval(
+        done = await self._journal_writes.eval(
             _SIGNED,
             [self.lock, self.keys.payouts_journal],
             [token, entry.login, entry.nonce, entry.to_json()],
+            what=f"the signed journal entry of the payout to {entry.login}",
         )
         return bool(done)
 

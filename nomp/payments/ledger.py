@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nomp.payments.split import RewardSplit
-from nomp.store.client import RedisClient
+from nomp.store.client import JournalWrites, RedisClient
 from nomp.store.fencing import FencedLock, still_held
 from nomp.store.schema import LUA_PRELUDE, PoolKeys, decode_pending_member
 
@@ -273,12 +273,18 @@ def _hash(flat: list[Any] | None) -> dict[str, str]:
 
 
 class PaymentLedger:
-    """The payment keys of one pool (see PoolKeys) and their scripts."""
+    """The payment keys of one pool (see PoolKeys) and their scripts.
 
-    def __init__(self, redis: RedisClient, keys: PoolKeys) -> None:
+    ``journal_replicas``: how many Redis replicas must have a batch's journal
+    entry before open_batch returns (see open_batch); None: as config.yaml's
+    ``redis.journal_replicas`` says, through the client RedisService gives.
+    """
+
+    def __init__(self, redis: RedisClient, keys: PoolKeys, journal_replicas: int | None = None) -> None:
         self._redis = redis
         self.keys = keys
         self._lock = FencedLock(redis, keys.payment_lock, keys.payment_fence)
+        self._journal_writes = JournalWrites(redis, journal_replicas)
 
     async def _eval(self, script: str, keys: list[str], args: list[Any]) -> Any:
         return await self._redis.eval(script, keys, args)
@@ -377,11 +383,19 @@ class PaymentLedger:
         return Batch.from_json(text) if text else None
 
     async def open_batch(self, token: int, batch: Batch) -> None:
+        """Write the batch to the journal, before it is sent.
+
+        With journal replicas, only once they have the entry: a failover that
+        lost it after the send would leave the balances to be paid again.
+        NotReplicated otherwise (the entry stays open on the primary, and a
+        later run settles it): the run stops before sending.
+        """
         keys = self.keys
-        await self._eval(
+        await self._journal_writes.eval(
             _OPEN_BATCH,
             [keys.payment_lock, keys.journal, keys.balances],
             [token, batch.to_json(), *_pairs(batch.amounts)],
+            what=f"the journal entry of payout batch {batch.id}",
         )
 
     async def record_batch(self, batch: Batch, txid: str, pool_fee: int, miners_fee: int, now: float) -> bool:
