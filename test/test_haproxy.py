@@ -461,11 +461,10 @@ class HAProxyInFrontOfTwoPoolsTests(TestCase):
         for miner in moving:
             await miner.current.miner.quiet()
         for miner in moving:
-            link = miner.current
-            answered = (link.miner.stats.accepted, link.miner.stats.rejected_total)
+            answered = (miner.accepted(), sum(miner.rejected().values()))
             await eventually(
-                self.recording(redis, link.miner.user, answered),
-                f"Redis holds every share {link.miner.user} was answered for",
+                self.recording(redis, miner.user, answered),
+                f"Redis holds every share {miner.user} was answered for",
             )
         links_before_kill = {miner.user: miner.current for miner in miners}
         victim.kill()
