@@ -100,6 +100,31 @@ class BlockPathTests(SynchronousTestCase):
         self.assertEqual(self.records.settled, [("ab" * 32, False)])
         self.assertEqual(self.service.blocks["rejected"], 1)
 
+    def test_off_the_main_chain(self) -> None:
+        """A valid block another block at its height beat (``inconclusive``), or one a node has
+        already (``duplicate``), or one a daemon took that the main chain does not hold: the
+        node keeping it settles it accepted (the payments orphan it if it never makes the main
+        chain); a node that has it not, refused; a node that cannot say leaves it to
+        settle_candidates."""
+        self.submitter.accepted = False
+        for answer in ("inconclusive", "duplicate", None):
+            block = candidate(("%02x" % (len(self.records.settled) + 1)) * 32)
+            self.submitter.results = (SubmitResult(URL, answer),)
+            self.submitter.chain[block.block_hash] = True
+            self.service.found_block(block)
+            self.assertEqual(self.records.settled[-1], (block.block_hash, True), answer)
+        self.assertEqual(self.service.blocks["accepted"], 3)
+        gone = candidate("aa" * 32)
+        self.submitter.results = (SubmitResult(URL, "inconclusive"),)
+        self.service.found_block(gone)
+        self.assertEqual(
+            (self.records.settled[-1], self.service.blocks["rejected"]), ((gone.block_hash, False), 1)
+        )
+        silent = candidate("bb" * 32)
+        self.submitter.chain[silent.block_hash] = DaemonUnreachable(URL, "getblock", "timeout")
+        self.service.found_block(silent)
+        self.assertEqual((len(self.records.settled), self.service.blocks["error"]), (4, 1))
+
     def test_no_daemon_answered(self) -> None:
         """When no daemon answers, nothing is guessed: the candidate waits (counted error)
         until the chain says; a node that has the block settles it accepted."""

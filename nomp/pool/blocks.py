@@ -17,6 +17,10 @@ BLOCK_RESULTS = (
 )  # what became of candidates, as PoolService.blocks counts them
 
 
+# submitblock's answers (BIP 22) for a block the node may keep though its main chain does not hold it
+NODE_HAS_IT = frozenset({"duplicate", "inconclusive", "duplicate-inconclusive"})
+
+
 @dataclass(frozen=True, slots=True)
 class BlockOutcome:
     """What became of a block candidate."""
@@ -26,6 +30,13 @@ class BlockOutcome:
     results: tuple[SubmitResult, ...]
     accepted: bool  # a daemon took it and it is in the main chain
     coinbase_txid: str | None
+
+    @property
+    def reached_a_node(self) -> bool:
+        """A daemon took the block as valid, or has it already (``duplicate``), or keeps it
+        off the main chain (``inconclusive``): the node may hold it though it is not
+        ``accepted``."""
+        return any(r.accepted or (r.error is None and r.result in NODE_HAS_IT) for r in self.results)
 
     @property
     def reason(self) -> str | None:

@@ -352,9 +352,31 @@ class PoolService(OrderedMultiService):
             # No daemon answered: whether the block is in the chain is for
             # settle_candidates to find out, never a guess.
             self.blocks["error"] += 1
+        elif outcome.reached_a_node:
+            await self._settle_side_branch(candidate)
         else:
             self.blocks["rejected"] += 1
             self._recorder.block_settled(candidate.block_hash, False)
+
+    async def _settle_side_branch(self, candidate: BlockCandidate) -> None:
+        # A valid block the main chain does not hold (yet): another block at
+        # its height came first, or a node had it already. The node keeping
+        # it settles it accepted: a reorganisation can still make it the
+        # main chain's, and the payments orphan it if none does.
+        assert self.submitter is not None
+        try:
+            known = await self.submitter.known(candidate.block_hash)
+        except DaemonError as e:
+            self.blocks["error"] += 1
+            self.log.warn(
+                "pool {pool}: block candidate {block_hash} off the main chain, not settled yet: {reason}",
+                pool=self.config.name,
+                block_hash=candidate.block_hash,
+                reason=e,
+            )
+            return
+        self.blocks["accepted" if known else "rejected"] += 1
+        self._recorder.block_settled(candidate.block_hash, known)
 
     def settle_candidates(self) -> defer.Deferred[None]:
         """Settle from the chain the candidates recorded but never settled
