@@ -18,6 +18,7 @@ from nomp.eth.pool import EthStratumPool
 from nomp.eth.service import EthPoolService, NodeStates
 from nomp.hashing.pool import HashPoolService
 from nomp.logs import make_observer
+from nomp.p2p.service import p2p_notifier
 from nomp.payments.ethpayer import EthPayerService
 from nomp.payments.ethsigner import KeyFileError
 from nomp.payments.ethunlocker import EthUnlockerService
@@ -137,6 +138,9 @@ def build_service(config: Config, reactor: Any, **root_options: Any) -> NompServ
         metrics.watch_pool(pool_config.name, stratum, recorder, pool)
         pool.add_job_listener(stratum.new_job)
         StratumService(stratum, pool_config.ports, reactor).setServiceParent(pool)
+        notifier = p2p_notifier(pool_config, pool, reactor)  # None without an enabled p2p section
+        if notifier is not None:
+            notifier.setServiceParent(pool)
         if pool_config.payments.enabled:
             PaymentService(
                 pool_config, redis.client, _ready_daemons(pool), reactor, rpc_observer=observer

@@ -28,14 +28,14 @@ from nomp.config import (
     WebConfig,
     load_config,
 )
-from nomp.config.model import SentinelAddress
+from nomp.config.model import P2PConfig, SentinelAddress
 from nomp.hashing import ALGORITHMS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KNOWN_ALGORITHMS = ", ".join(sorted({*ALGORITHMS, "ethash", "etchash"}))
 POOL_KEYS = (
     "address, banning, block_refresh_interval, connection_timeout, daemons, enabled, "
-    "hashrate_window, job_rebroadcast_timeout, payments, pool_signature, ports, reward_recipients, "
+    "hashrate_window, job_rebroadcast_timeout, p2p, payments, pool_signature, ports, reward_recipients, "
     "usernames, version_mask"
 )
 GLOBAL_KEYS = "coins, control, instance, instance_state, logging, pool_defaults, redis, threads, web"
@@ -406,7 +406,7 @@ class UnknownKeyTests(ConfTestCase):
         self.coin["network"]["magic"] = "fbc0b6db"
         self.assertErrors(
             "coins/litecoin.yaml: network.magic: unknown key (expected one of: bech32_hrp, chain,"
-            " mweb_hrp, pubkey_address_prefix, script_address_prefixes)"
+            " mweb_hrp, p2p_magic, pubkey_address_prefix, script_address_prefixes)"
         )
 
     def test_pool_defaults_only_take_default_keys(self) -> None:
@@ -2144,3 +2144,130 @@ class SentinelConfigTests(ConfTestCase):
             "config.yaml: redis.journal_replicas: must be >= 0",
             "config.yaml: redis.journal_timeout: must be > 0",
         )
+
+
+class P2PConfigTests(ConfTestCase):
+    """The pool's p2p section and the coin file's network magic."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.coin["network"]["p2p_magic"] = "fbc0b6db"
+
+    def test_section(self) -> None:
+        """A port is enough: the host defaults to loopback, the magic to the coin file's,
+        transactions are not announced."""
+        self.pool["p2p"] = {"port": 9333}
+        (pool,) = self.load().pools
+        self.assertEqual(pool.p2p, P2PConfig(port=9333))
+        assert pool.p2p is not None
+        self.assertEqual(
+            (pool.p2p.enabled, pool.p2p.host, pool.p2p.magic, pool.p2p.disable_transactions),
+            (True, "127.0.0.1", None, True),
+        )
+        self.assertEqual(pool.p2p_magic, bytes.fromhex("fbc0b6db"))
+        self.assertEqual(pool.coin.network.p2p_magic, bytes.fromhex("fbc0b6db"))
+
+    def test_every_key(self) -> None:
+        """The pool's own magic wins over the coin file's; upper-case hex is hex."""
+        self.pool["p2p"] = {
+            "enabled": True,
+            "host": "node.example",
+            "port": 19335,
+            "magic": "FDD2C8F1",
+            "disable_transactions": False,
+        }
+        (pool,) = self.load().pools
+        self.assertEqual(pool.p2p, P2PConfig(19335, True, "node.example", bytes.fromhex("fdd2c8f1"), False))
+        self.assertEqual(pool.p2p_magic, bytes.fromhex("fdd2c8f1"))
+
+    def test_absent_or_null(self) -> None:
+        """No section, or null: no P2P listener."""
+        self.assertIsNone(self.load().pools[0].p2p)
+        self.pool["p2p"] = None
+        self.assertIsNone(self.load().pools[0].p2p)
+
+    def test_no_magic_anywhere(self) -> None:
+        """An enabled listener needs a magic, from the pool or the coin file."""
+        del self.coin["network"]["p2p_magic"]
+        self.pool["p2p"] = {"port": 9333}
+        self.assertErrors(
+            "pools/ltc.yaml: p2p.magic: missing: coin litecoin has no network.p2p_magic to listen with"
+        )
+        self.pool["p2p"]["enabled"] = False
+        self.assertIsNone(self.load().pools[0].p2p_magic)
+        self.pool["p2p"] = {"port": 9333, "magic": "fbc0b6db"}
+        self.assertEqual(self.load().pools[0].p2p_magic, bytes.fromhex("fbc0b6db"))
+
+    def test_bad_values(self) -> None:
+        """Each bad value with its path, all at once."""
+        self.pool["p2p"] = {
+            "port": 0,
+            "host": "",
+            "magic": "fbc0b6",
+            "enabled": "yes",
+            "disable_transactions": 1,
+        }
+        self.assertErrors(
+            "pools/ltc.yaml: p2p.port: must be a port number (1-65535)",
+            "pools/ltc.yaml: p2p.host: must not be empty",
+            "pools/ltc.yaml: p2p.magic: must be eight hex digits, the message-start bytes in wire order, "
+            "e.g. fbc0b6db",
+            "pools/ltc.yaml: p2p.enabled: expected true or false, got a string ('yes')",
+            "pools/ltc.yaml: p2p.disable_transactions: expected true or false, got a number (1)",
+        )
+
+    def test_magic_not_hex(self) -> None:
+        """Eight hex digits as a string, nothing else."""
+        hex_digits = (
+            "pools/ltc.yaml: p2p.magic: must be eight hex digits, the message-start bytes in wire order, "
+            "e.g. fbc0b6db"
+        )
+        for magic, error in [
+            ("fbc0b6dz", hex_digits),
+            ("fbc0b6db00", hex_digits),
+            (12345678, "pools/ltc.yaml: p2p.magic: expected a string, got a number (12345678)"),
+        ]:
+            self.pool["p2p"] = {"port": 9333, "magic": magic}
+            self.assertErrors(error)
+
+    def test_port_missing(self) -> None:
+        self.pool["p2p"] = {"host": "127.0.0.1"}
+        self.assertErrors("pools/ltc.yaml: p2p.port: missing")
+
+    def test_unknown_key(self) -> None:
+        """NOMP's camel-case key is not ours."""
+        self.pool["p2p"] = {"port": 9333, "disableTransactions": True}
+        self.assertErrors(
+            "pools/ltc.yaml: p2p.disableTransactions: unknown key "
+            "(expected one of: disable_transactions, enabled, host, magic, port)"
+        )
+
+    def test_not_a_mapping(self) -> None:
+        self.pool["p2p"] = True
+        self.assertErrors("pools/ltc.yaml: p2p: expected a mapping, got a boolean (true)")
+
+    def test_coin_magic_refused(self) -> None:
+        self.coin["network"]["p2p_magic"] = "litecoin"
+        self.assertErrors(
+            "coins/litecoin.yaml: network.p2p_magic: must be eight hex digits, the message-start bytes "
+            "in wire order, e.g. fbc0b6db"
+        )
+
+    def test_shipped_coins(self) -> None:
+        """Each shipped Bitcoin-family coin file carries its network's magic (its chainparams'
+        pchMessageStart)."""
+        expected = {
+            "bitcoin": "f9beb4d9",
+            "bitcoin-testnet": "0b110907",
+            "bitcoin-testnet4": "1c163f28",
+            "bitcoin-regtest": "fabfb5da",
+            "litecoin": "fbc0b6db",
+            "litecoin-testnet": "fdd2c8f1",
+            "litecoin-regtest": "fabfb5da",
+        }
+        for name, magic in expected.items():
+            self.files["coins/litecoin.yaml"] = yaml.safe_load(
+                Path(REPO, "coins", f"{name}.yaml").read_text(encoding="utf-8")
+            )
+            self.pool["p2p"] = {"port": 9333}
+            self.assertEqual(self.load().pools[0].p2p_magic, bytes.fromhex(magic), name)

@@ -277,9 +277,16 @@ class GlobalConfig:
     pool_defaults: PoolDefaults = field(default_factory=PoolDefaults)
 
 
+def network_magic(value: str) -> bytes:
+    """Eight hex digits: a network's four message-start bytes, in wire order."""
+    if len(value) == 8 and all(c in "0123456789abcdefABCDEF" for c in value):
+        return bytes.fromhex(value)
+    raise ValueError("must be eight hex digits, the message-start bytes in wire order, e.g. fbc0b6db")
+
+
 @dataclass(frozen=True, slots=True)
 class NetworkConfig:
-    """How a coin's network names itself and its addresses."""
+    """How a coin's network names itself, its addresses and its P2P messages."""
 
     chain: str = checked(non_empty)  # as getblockchaininfo says: main, test, regtest
     pubkey_address_prefix: int = checked(lambda v: None if 0 <= v <= 255 else "must be 0-255")
@@ -288,6 +295,9 @@ class NetworkConfig:
     )
     bech32_hrp: str | None = None
     mweb_hrp: str | None = None
+    # The four bytes every P2P message starts with (pchMessageStart), as hex in
+    # wire order: litecoin main fbc0b6db, test fdd2c8f1, regtest fabfb5da.
+    p2p_magic: bytes | None = parsed(str, network_magic, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +332,17 @@ class CoinConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class P2PConfig:
+    """The coin daemon's P2P port, where the pool listens as a peer for new blocks."""
+
+    port: int = checked(port_number)
+    enabled: bool = True
+    host: str = checked(non_empty, "127.0.0.1")
+    magic: bytes | None = parsed(str, network_magic, None)  # None: the coin file's network.p2p_magic
+    disable_transactions: bool = True  # BIP37 relay off: the node announces no transactions
+
+
+@dataclass(frozen=True, slots=True)
 class PoolConfig:
     """``pools/<name>.yaml``: one coin's pool."""
 
@@ -343,6 +364,14 @@ class PoolConfig:
     payments: PaymentsConfig = field(default_factory=PaymentsConfig)
     # BIP310: header version bits miners may roll; read as eight hex digits.
     version_mask: int = parsed(str, hex_word, 0x1FFFE000)
+    p2p: P2PConfig | None = None  # None: new blocks are heard of by polling and blocknotify only
+
+    @property
+    def p2p_magic(self) -> bytes | None:
+        """The network magic the P2P listener uses: the pool's own, else its coin's."""
+        if self.p2p is not None and self.p2p.magic is not None:
+            return self.p2p.magic
+        return self.coin.network.p2p_magic
 
     def problems(self) -> list[tuple[str, str]]:
         found = [
@@ -350,6 +379,10 @@ class PoolConfig:
             for i, port in enumerate(self.ports)
             if port.protocol == "getwork"
         ]
+        if self.p2p is not None and self.p2p.enabled and self.p2p_magic is None:
+            found.append(
+                ("p2p.magic", f"missing: coin {self.coin.name} has no network.p2p_magic to listen with")
+            )
         total = sum(r.percent for r in self.reward_recipients)
         if total >= 100:
             found.append(("reward_recipients", f"percentages add up to {total}, must be below 100"))
