@@ -18,6 +18,26 @@ Redis is found one of two ways (config.yaml's ``redis`` section):
   for, a primary cut off from the Sentinels) does not keep taking writes
   that its demotion will throw away.
 
+What a failover keeps. A replica takes its primary's writes asynchronously:
+the new primary has what had reached it, no more. A share recorder's batch
+script sets the batch's number in the same script as its records, and a
+script's writes replicate together (one MULTI/EXEC in the replication
+stream), so the new primary holds a batch and its number, or neither: a
+batch whose reply was lost and which is sent again there is applied if it
+had not replicated and skipped if it had, never counted twice. A batch the
+old primary acknowledged and had not passed on is lost with it (the
+recorder counted it written): on a local network at most the last moment's
+batch, and none in test_sentinel's kills. A primary replaced while still up
+takes writes until the pool leaves it (about two seconds in test_sentinel:
+the Sentinels confirming the promotion, then CHECK_INTERVAL), and those are
+lost when it is made a replica; its writes paused first (CLIENT PAUSE ...
+WRITE), a planned switchover loses nothing, the waiting batches being sent
+again to the new primary. Leases and locks are keys like any other: the
+instance lease is taken again at its next renewal when the key did not
+replicate (nomp.store.instance), and a payout journal entry waits for
+``journal_replicas`` replicas (nomp.store.client.JournalWrites) so that
+money never leaves on an entry a failover could lose.
+
 txredisapi has a Sentinel client of its own (``txredisapi.Sentinel``); it is
 not used: a lookup that finds no healthy primary waits out its whole
 ten-second timeout even when every Sentinel has answered, a wrong password
