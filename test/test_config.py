@@ -28,6 +28,7 @@ from nomp.config import (
     WebConfig,
     load_config,
 )
+from nomp.config.diff import diff_configs, match_ports
 from nomp.config.model import P2PConfig, SentinelAddress
 from nomp.hashing import ALGORITHMS
 
@@ -2271,3 +2272,201 @@ class P2PConfigTests(ConfTestCase):
             )
             self.pool["p2p"] = {"port": 9333}
             self.assertEqual(self.load().pools[0].p2p_magic, bytes.fromhex(magic), name)
+
+
+class ReloadDiffTests(EthConfTestCase):
+    """nomp.config.diff: a reload's plan from the running configuration and the one read."""
+
+    def reread(self) -> Config:
+        """The conf folder loaded again after a change to ``self.files``."""
+        return self.load()
+
+    def test_nothing_changed(self) -> None:
+        """The same folder read twice plans nothing."""
+        running = self.load()
+        plan = diff_configs(running, self.reread())
+        self.assertTrue(plan.empty)
+        self.assertEqual(plan.running, running)
+
+    def test_live_changes(self) -> None:
+        """A port's difficulty and vardiff, the banning section and payments settings change live,
+        each named with its path, its old and its new value."""
+        running = self.load()
+        self.pool["ports"][0]["diff"] = 16
+        self.pool["ports"][1]["vardiff"]["max_diff"] = 1024
+        self.pool["banning"] = {"time": 60, "connections_per_ip": 4}
+        self.pool["payments"] = {"interval": 30}
+        read = self.reread()
+        plan = diff_configs(running, read)
+        (change,) = plan.changed
+        self.assertEqual(change.name, "ltc")
+        self.assertEqual(
+            sorted(change.live),
+            [
+                "banning.connections_per_ip: none -> 4",
+                "banning.time: 600 -> 60",
+                "payments.interval: 120 -> 30",
+                "ports[0].diff: 8 -> 16",
+                "ports[1].vardiff.max_diff: 512 -> 1024",
+            ],
+        )
+        self.assertEqual(change.restart, ())
+        self.assertEqual(plan.restart, ())
+        self.assertEqual(plan.running.pools, read.pools)
+        self.assertEqual((plan.added, plan.removed), ((), ()))
+
+    def test_restart_keeps_the_running_values(self) -> None:
+        """What needs a restart is listed and keeps its running value beside the live changes."""
+        running = self.load()
+        self.settings["redis"]["port"] = 6380
+        self.settings["threads"] = 4
+        self.settings["logging"]["format"] = "json"
+        self.settings["logging"]["level"] = "debug"
+        self.pool["payments"] = {"scheme": "pplns", "interval": 30}
+        self.pool["usernames"] = "any"
+        self.pool["ports"][0]["proxy_protocol"] = ["10.0.0.0/8"]
+        self.pool["ports"][0]["diff"] = 16
+        self.coin["block_time"] = 300
+        plan = diff_configs(running, self.reread())
+        self.assertEqual(
+            sorted(plan.restart),
+            [
+                "config.yaml: logging.format: text -> json",
+                "config.yaml: redis.port: 6379 -> 6380",
+                "config.yaml: threads: 2 -> 4",
+                "pools/ltc.yaml: coin.block_time: 150 -> 300",
+                "pools/ltc.yaml: payments.scheme: prop -> pplns",
+                "pools/ltc.yaml: ports[0].proxy_protocol: [] -> [10.0.0.0/8]",
+                "pools/ltc.yaml: usernames: address -> any",
+            ],
+        )
+        self.assertEqual(plan.settings_live, ("logging.level: info -> debug",))
+        settings = plan.running.settings
+        self.assertEqual(
+            (settings.redis, settings.threads), (running.settings.redis, running.settings.threads)
+        )
+        self.assertEqual(settings.logging.format, "text")
+        self.assertEqual(settings.logging.level, "debug")
+        (pool,) = plan.running.pools
+        self.assertEqual((pool.coin, pool.usernames), (running.pools[0].coin, "address"))
+        self.assertEqual((pool.payments.scheme, pool.payments.interval), ("prop", 30))
+        self.assertEqual((pool.ports[0].proxy_protocol, pool.ports[0].diff), ((), 16))
+        # Read again, the same folder reports the same restarts: they are still pending.
+        again = diff_configs(plan.running, self.reread())
+        self.assertEqual(sorted(again.restart), sorted(plan.restart))
+        self.assertEqual(again.changed[0].live, ())
+
+    def test_ports_added_and_removed(self) -> None:
+        """A port is known by its listen: a new one opens, a gone one closes, another listen is both."""
+        running = self.load()
+        self.pool["ports"][0]["listen"] = "tcp:3335:interface=127.0.0.1"
+        self.pool["ports"].append({"listen": "tcp:3336:interface=127.0.0.1", "diff": 64})
+        plan = diff_configs(running, self.reread())
+        (change,) = plan.changed
+        self.assertEqual(
+            change.live,
+            (
+                "port tcp:3333:interface=127.0.0.1 closed",
+                "ports[0] tcp:3335:interface=127.0.0.1 opened",
+                "ports[2] tcp:3336:interface=127.0.0.1 opened",
+            ),
+        )
+        self.assertEqual([p.listen for p in change.running.ports], [p["listen"] for p in self.pool["ports"]])
+        match = match_ports(running.pools[0].ports, change.running.ports)
+        self.assertEqual([p.listen for p in match.removed], ["tcp:3333:interface=127.0.0.1"])
+        self.assertEqual(
+            [p.listen for p in match.added], ["tcp:3335:interface=127.0.0.1", "tcp:3336:interface=127.0.0.1"]
+        )
+        self.assertEqual(match.changed, ())
+
+    def test_pools_added_and_removed(self) -> None:
+        """A pool file added starts a pool, one removed (or disabled) stops one."""
+        running = self.load()
+        self.other_pool()
+        self.eth_pool["enabled"] = False
+        plan = diff_configs(running, self.reread())
+        self.assertEqual([p.name for p in plan.added], ["other"])
+        self.assertEqual([p.name for p in plan.removed], ["etc"])
+        self.assertEqual([p.name for p in plan.running.pools], ["ltc", "other"])
+        self.assertEqual(plan.running.eth_pools, ())
+
+    def test_one_pool(self) -> None:
+        """``only``: that pool's changes alone, config.yaml's settings as they run."""
+        running = self.load()
+        self.other_pool()
+        self.settings["logging"]["level"] = "debug"
+        self.pool["ports"][0]["diff"] = 16
+        plan = diff_configs(running, self.reread(), only="ltc")
+        self.assertEqual((plan.added, plan.settings_live), ((), ()))
+        self.assertEqual(plan.changed[0].live, ("ports[0].diff: 8 -> 16",))
+        self.assertEqual(plan.running.settings, running.settings)
+        self.assertEqual([p.name for p in plan.running.pools], ["ltc"])
+        added = diff_configs(running, self.reread(), only="other")
+        self.assertEqual(([p.name for p in added.added], added.changed), (["other"], ()))
+
+    def test_secrets_not_shown(self) -> None:
+        """A daemon's password is said to change, never shown."""
+        running = self.load()
+        self.pool["daemons"][0]["password"] = "hunter2"
+        plan = diff_configs(running, self.reread())
+        self.assertEqual(plan.changed[0].live, ("daemons[0].password changed",))
+        self.pool["daemons"].append({"url": "http://127.0.0.2:9332", "password": "hunter3"})
+        listed = diff_configs(running, self.reread()).changed[0].live
+        self.assertEqual(len(listed), 1)
+        self.assertNotIn("hunter", listed[0])
+        self.assertIn("http://127.0.0.2:9332", listed[0])
+
+    def test_pool_defaults(self) -> None:
+        """A change of pool_defaults is a change of each pool it reaches, not of config.yaml."""
+        running = self.load()
+        self.settings["pool_defaults"]["banning"]["time"] = 60
+        plan = diff_configs(running, self.reread())
+        self.assertEqual(plan.settings_live + plan.settings_restart, ())
+        self.assertEqual(
+            {change.name: change.live for change in plan.changed},
+            {"ltc": ("banning.time: 600 -> 60",), "etc": ("banning.time: 600 -> 60",)},
+        )
+
+    def test_eth_pool(self) -> None:
+        """An Ethereum-family pool: its stratum port changes live, its getwork port and what its
+        getwork port reads need a restart."""
+        running = self.load()
+        self.eth_pool["ports"][0]["diff"] = 8_000_000_000
+        self.eth_pool["ports"][1]["diff"] = 1_000_000_000
+        self.eth_pool["connection_timeout"] = 60
+        self.eth_pool["stale_heights"] = 5
+        self.eth_pool["node_name"] = "second"
+        plan = diff_configs(running, self.reread())
+        (change,) = plan.changed
+        self.assertEqual(sorted(change.live), ["node_name: main -> second", "ports[0].diff: 4e+09 -> 8e+09"])
+        self.assertEqual(
+            sorted(change.restart),
+            ["connection_timeout: 600 -> 60", "ports[1].diff: 2e+09 -> 1e+09", "stale_heights: 3 -> 5"],
+        )
+        (pool,) = plan.running.eth_pools
+        self.assertEqual([p.diff for p in pool.ports], [8_000_000_000, 2_000_000_000])
+        self.assertEqual((pool.connection_timeout, pool.stale_heights, pool.node_name), (600, 3, "second"))
+
+    def test_coin_of_another_family(self) -> None:
+        """A pool whose coin file turns into another family's keeps running as it is."""
+        running = self.load()
+        self.files["coins/litecoin.yaml"] = {**classic(), "name": "litecoin"}
+        self.pool["address"] = ETH_ADDRESS
+        del self.pool["reward_recipients"]
+        plan = diff_configs(running, self.reread())
+        (change,) = plan.changed
+        self.assertEqual(change.live, ())
+        self.assertEqual(change.restart, ("coin: litecoin -> litecoin, of another family",))
+        self.assertEqual(plan.running.pools, running.pools)
+
+    def test_control_token_file(self) -> None:
+        """control.token_file is read as a path; an empty one is an error; a change is live."""
+        running = self.load()
+        self.assertIsNone(running.settings.control.token_file)
+        self.settings["control"]["token_file"] = "/etc/nomp/control.token"
+        read = self.reread()
+        self.assertEqual(read.settings.control.token_file, "/etc/nomp/control.token")
+        plan = diff_configs(running, read)
+        self.assertEqual(plan.settings_live, ("control.token_file: none -> /etc/nomp/control.token",))
+        self.settings["control"]["token_file"] = ""
+        self.assertErrors("config.yaml: control.token_file: must be a file path")

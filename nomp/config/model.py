@@ -108,9 +108,15 @@ class LoggingConfig:
 
 @dataclass(frozen=True, slots=True)
 class ControlConfig:
-    """The admin control port (blocknotify and friends)."""
+    """The admin control port (blocknotify and friends).
+
+    ``token_file``: a file holding a shared secret (mode 0600 or 0400, owned
+    by the pool's user; a relative path is from the process's working
+    directory); when set, each connection's first line must be ``auth <token>``.
+    """
 
     listen: str = checked(endpoint, "tcp:17117:interface=127.0.0.1")
+    token_file: str | None = checked(lambda v: "must be a file path" if not v or "\0" in v else None, None)
 
 
 @dataclass(frozen=True, slots=True)
