@@ -157,12 +157,13 @@ TARGET_MINERS = 10_000
 TARGET_SECONDS = 2.0  # the pool's own work for TARGET_MINERS: unlocker and payer together
 CANDIDATE_HEIGHT = 1_000
 SHARE_DIFFICULTY = 4_000_000_000  # one share at a stratum port of 4 GH
-# Hashrates of a real pool's logins: a Pareto tail (a few farms, many single
-# rigs); 1.16 puts about 80% of the work with 20% of the logins.
+# Hashrates of a real pool's logins have a long tail (a few farms, many single
+# rigs): each login's shares are drawn from a Pareto law with the exponent of
+# the 80/20 rule, at least one share each.
 PARETO_ALPHA = 1.16
 FEE_PERCENT = Decimal(1)
-# Low enough that every login of the round is over it (the smallest holds one
-# share of a 5 ether block): the payer run pays all of them.
+# Low enough that a login with a single share of a 10,000-login round is over
+# it: the payer run pays every login.
 MINIMUM_PAYMENT = Decimal("0.00001")
 GWEI = 10**9
 STUB_URL = "stub://bench-node"
@@ -367,7 +368,8 @@ def signing_floor(samples: int, chain_id: int, to: str) -> tuple[float, float]:
         "value": 10**16,
         "data": b"",
     }
-    raw = Account.sign_transaction(transfer, BENCH_SECRET).raw_transaction  # loads what it loads once
+    # The first call sets up what later ones reuse.
+    raw = Account.sign_transaction(transfer, BENCH_SECRET).raw_transaction
     started = time.process_time()
     for nonce in range(samples):
         raw = Account.sign_transaction({**transfer, "nonce": nonce}, BENCH_SECRET).raw_transaction
@@ -406,6 +408,7 @@ async def bench_ethereum(reactor: Any, miners: int, floor_samples: int) -> None:
         descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w") as f:
             f.write(BENCH_SECRET.hex() + "\n")
+        # Read once, as the payer service reads it when made; the file goes with the folder.
         key = load_key(key_file)
         config = bench_config(key, key_file)
     rng = random.Random(miners)
