@@ -507,7 +507,6 @@ class EthUnlocker:
                 nonce=nonce,
                 reward=record.reward,
                 logins=len(credits),
-                credits=credits,
             )
         self._reached("after_immature")
 
