@@ -27,6 +27,7 @@ from nomp.hashing.ethash import EthashResult
 from nomp.store.bans import BanStore
 from nomp.stratum import difficulty
 from nomp.stratum.connection import PortSettings
+from nomp.stratum.defence import ban_policy
 from nomp.stratum.enforcement import BanEnforcer
 from nomp.stratum.pipeline import BlockSink, ShareChecker, SharePipeline, ShareRecords
 from nomp.stratum.registry import ConnectionRegistry
@@ -67,7 +68,7 @@ class EthStratumPool:
 
     def factory(self, port: PortConfig) -> Any:
         """The factory of one of the pool's ports (a getwork port's is a web site)."""
-        settings = PortSettings.for_port(port, "prop")
+        settings = self.port_settings(port)
         if port.protocol == "getwork":
             resource = GetworkResource(
                 self.config, self._source, settings, self.pipeline, self.bans, self.ledger, self.clock
@@ -76,6 +77,18 @@ class EthStratumPool:
             return GetworkSite(resource, port.max_body, self.config.connection_timeout)
         return EthStratumFactory(
             self.methods, settings, self.bans.admit, self.clock, self.config.connection_timeout
+        )
+
+    def port_settings(self, port: PortConfig) -> PortSettings:
+        """What each connection of ``port`` is given (a solo port's blocks are its finder's)."""
+        return PortSettings.for_port(port, "prop")
+
+    def apply(self, config: EthPoolConfig) -> None:
+        """A reloaded configuration: its bans and limits from now on (the
+        StratumService retunes the ports)."""
+        self.config = config
+        self.bans.gatekeeper.apply_policy(
+            ban_policy(config.banning), [c.ip for c in self.connections if c.ip is not None]
         )
 
     def new_work(self, work: EthWork) -> None:

@@ -27,7 +27,7 @@ import functools
 import ipaddress
 import math
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -212,6 +212,12 @@ class RecentEvents:
             del self._times[0]
         return broken
 
+    def under(self, limit: Limit) -> RecentEvents:
+        """These events, counted against another limit (a reloaded policy)."""
+        moved = RecentEvents(limit)
+        moved._times = self._times[len(self._times) - limit.count :] if limit.count else []
+        return moved
+
 
 @dataclass(slots=True)
 class _Slice:
@@ -389,6 +395,13 @@ class BanBook:
             self._add(Ban(key, ban.expires_at, ban.reason))
         return held is None
 
+    def lift_trusted(self) -> int:
+        """Lift the bans on IPs the policy now whitelists (after a reload): how many."""
+        trusted = [key for key in self._bans if self.policy.trusts(_identify(key)[1])]
+        for key in trusted:
+            del self._bans[key]
+        return len(trusted)
+
     def purge(self, now: float) -> int:
         """Drop the bans that have ended: how many."""
         ended = [key for key, ban in self._bans.items() if not ban.in_force(now)]
@@ -399,6 +412,14 @@ class BanBook:
 
 def _expiry(ban: Ban) -> float:
     return ban.expires_at
+
+
+def _relimited(events: RecentEvents | None, limit: Limit | None) -> RecentEvents | None:
+    """``events`` counted against ``limit`` from now on: None when the rule is off;
+    the latest ``limit.count`` times kept, so a lowered count can be broken at once."""
+    if events is None or limit is None:
+        return None
+    return events if events.limit == limit else events.under(limit)
 
 
 # The server's side.
@@ -538,6 +559,41 @@ class Gatekeeper:
         if not events.note(now):
             return None
         return self._ban(key, now, f"more than {limit.count} {what} in {limit.window:g} s")
+
+    # A reload.
+
+    def apply_policy(self, policy: BanPolicy, open_ips: Iterable[str]) -> None:
+        """Decide by ``policy`` from now on (a reloaded banning section).
+
+        Bans in force keep their expiry. Evidence gathered under a limit
+        still in the policy is kept, trimmed to the new count; evidence of a
+        rule turned off is dropped, and so are share tallies whose window
+        changed (their slices are timed by the old window). Bans on newly
+        whitelisted IPs are lifted. The open connections are counted again
+        from ``open_ips`` (their normalised IPs, one per connection) when
+        the whitelist changed, since whitelisted connections are not counted.
+        """
+        old, self.policy = self.policy, policy
+        self.bans.policy = policy
+        for evidence in self._evidence.values():
+            evidence.connects = _relimited(evidence.connects, policy.connect_rate)
+            evidence.malformed = _relimited(evidence.malformed, policy.malformed)
+            evidence.failed_auth = _relimited(evidence.failed_auth, policy.failed_auth)
+            rule = policy.invalid_shares
+            shares = evidence.shares
+            timing = None if rule is None else (rule.window, rule.buckets)
+            if shares is not None and (shares.window, shares.buckets) != timing:
+                evidence.shares = None
+        if policy.whitelist == old.whitelist:
+            return
+        self.bans.lift_trusted()
+        counts: dict[str, int] = {}
+        for ip in open_ips:
+            key, address = _identify(ip)
+            if not policy.trusts(address):
+                counts[key] = counts.get(key, 0) + 1
+        self._connections = counts
+        self._open = sum(counts.values())
 
     # Memory.
 

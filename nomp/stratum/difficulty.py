@@ -8,7 +8,7 @@ themselves are the pure core's (``VarDiff``, ``clamp_difficulty``).
 from __future__ import annotations
 
 from nomp.stratum.configure import clamp_difficulty
-from nomp.stratum.connection import Connection
+from nomp.stratum.connection import Connection, PortSettings
 
 
 def set_difficulty(connection: Connection, difficulty: float) -> None:
@@ -59,3 +59,29 @@ def miner_asked(connection: Connection, requested: float, now: float) -> None:
         set_difficulty(connection, difficulty)
     else:
         session.difficulty = difficulty
+
+
+def port_changed(connection: Connection, settings: PortSettings, now: float) -> bool:
+    """The connection's port was reconfigured (a reload): take its new
+    settings and tell the miner the difficulty they give it. Whether a new
+    difficulty was sent.
+
+    A changed starting ``diff`` puts the miner there, as a new connection
+    would be; otherwise its difficulty stays where it was, within the new
+    limits. The floor it asked for with mining.configure still holds, and
+    vardiff starts timing afresh under its new rules.
+    """
+    old = connection.settings.port
+    connection.settings = settings
+    session = connection.session
+    vardiff = settings.vardiff
+    session.vardiff = vardiff.start(now) if vardiff is not None else None
+    start = settings.port.diff if settings.port.diff != old.diff else session.difficulty
+    difficulty = clamp_difficulty(start, settings.port, session.minimum_difficulty)
+    if difficulty == session.difficulty:
+        return False
+    if not session.subscribed:
+        session.difficulty = difficulty  # sent with its subscription
+        return False
+    set_difficulty(connection, difficulty)
+    return True

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import dataclasses
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 from twisted.application.internet import StreamServerEndpointService, TimerService
+from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
 
-from nomp.config import BanningConfig, PortConfig
+from nomp.config import BanningConfig, EthPoolConfig, PoolConfig, PortConfig
+from nomp.config.diff import match_ports
 from nomp.services import OrderedMultiService
+from nomp.stratum import difficulty
+from nomp.stratum.connection import PortSettings
 from nomp.stratum.enforcement import BanEnforcer
+from nomp.stratum.protocol import StratumFactory
 from nomp.stratum.proxyproto import ProxyProtocolFactory
+from nomp.stratum.registry import ConnectionRegistry
 
 QUIET_CHECK_INTERVAL = 5.0  # seconds between looks for miners gone quiet
+
+C = TypeVar("C", PoolConfig, EthPoolConfig)
 
 
 class _PoolConfig(Protocol):
@@ -30,7 +41,16 @@ class MinerSide(Protocol):
     @property
     def bans(self) -> BanEnforcer: ...
 
+    @property
+    def connections(self) -> ConnectionRegistry: ...
+
     def factory(self, port: PortConfig) -> Any: ...
+
+    def port_settings(self, port: PortConfig) -> PortSettings: ...
+
+    def apply(self, config: Any) -> None:
+        """Take a reloaded pool configuration (its banning section above all)."""
+        ...
 
     def retarget_quiet(self) -> None: ...
 
@@ -41,36 +61,89 @@ class MinerSide(Protocol):
 
 class StratumService(OrderedMultiService):
     """Listens on a pool's ports; at stop, closes connections and waits for
-    the shares still being checked, so the recorder gets all of them."""
+    the shares still being checked, so the recorder gets all of them.
+
+    ``apply`` takes a reloaded configuration without closing a connection
+    that stays: ports open and close, a kept port's connections get its new
+    difficulty settings, and the ban timers their new intervals.
+    """
+
+    log = Logger()
 
     def __init__(self, server: MinerSide, ports: tuple[PortConfig, ...], reactor: Any) -> None:
         super().__init__()
         self.setName("stratum")
         self.server = server
+        self._reactor = reactor
         banning = server.config.banning
+        self._sync: TimerService | None = None
         shared_bans = server.bans.shared
         if shared_bans is not None:
             # Added before the ports: bans are read at start (and a banned
             # miner that got in before the read is closed by it).
-            sync = TimerService(
+            self._sync = self._timer(
                 banning.sync_interval, lambda: defer.Deferred.fromCoroutine(shared_bans.sync())
             )
-            sync.clock = reactor
-            sync.setServiceParent(self)
-        purge = TimerService(banning.purge_interval, lambda: server.bans.gatekeeper.purge(reactor.seconds()))
-        purge.clock = reactor
-        purge.setServiceParent(self)
+        self._purge = self._timer(banning.purge_interval, self._purge_bans)
+        self._listening: dict[str, StreamServerEndpointService] = {}  # by the port's listen
+        self._factories: dict[str, Any] = {}  # the port's own factory (under any PROXY wrapper)
+        self._ports: dict[str, PortConfig] = {}
+        # Set for a pool a reload adds: a port that cannot be bound is left
+        # out (and named in ``unopened``) instead of stopping the start.
+        self.lenient = False
+        self.unopened: list[str] = []
         for port in ports:
-            factory: Any = server.factory(port)
-            if port.proxy_protocol:
-                factory = ProxyProtocolFactory(factory, list(port.proxy_protocol), reactor)
-            listening = StreamServerEndpointService(serverFromString(reactor, port.listen), factory)
-            # A port that cannot be bound stops start-up instead of being logged and skipped.
-            listening._raiseSynchronously = True
-            listening.setServiceParent(self)
-        sweep = TimerService(QUIET_CHECK_INTERVAL, server.retarget_quiet)
-        sweep.clock = reactor
-        sweep.setServiceParent(self)
+            self._listener(port).setServiceParent(self)
+        self._timer(QUIET_CHECK_INTERVAL, server.retarget_quiet)
+
+    def _timer(self, step: float, call: Callable[[], object]) -> TimerService:
+        timer = TimerService(step, call)
+        timer.clock = self._reactor
+        timer.setServiceParent(self)
+        return timer
+
+    def _purge_bans(self) -> None:
+        self.server.bans.gatekeeper.purge(self._reactor.seconds())
+
+    def _listener(self, port: PortConfig) -> StreamServerEndpointService:
+        factory: Any = self.server.factory(port)
+        self._factories[port.listen] = factory
+        self._ports[port.listen] = port
+        if port.proxy_protocol:
+            factory = ProxyProtocolFactory(factory, list(port.proxy_protocol), self._reactor)
+        listening = StreamServerEndpointService(serverFromString(self._reactor, port.listen), factory)
+        # A port that cannot be bound stops start-up instead of being logged and skipped.
+        listening._raiseSynchronously = True
+        self._listening[port.listen] = listening
+        return listening
+
+    def privilegedStartService(self) -> None:
+        if not self.lenient:
+            super().privilegedStartService()
+            return
+        Service.privilegedStartService(self)
+        listeners = {id(listening): listen for listen, listening in self._listening.items()}
+        for child in list(self):
+            try:
+                child.privilegedStartService()
+            except Exception as e:
+                listen = listeners.get(id(child))
+                if listen is None:
+                    raise
+                self.log.error("port {listen} not opened: {error}", listen=listen, error=e)
+                self.unopened.append(f"port {listen} not opened: {e}")
+                self._forget_port(listen)
+                self.removeService(child)  # not started yet: nothing to stop
+
+    def _forget_port(self, listen: str) -> None:
+        self._listening.pop(listen, None)
+        self._factories.pop(listen, None)
+        self._ports.pop(listen, None)
+
+    @property
+    def ports(self) -> tuple[PortConfig, ...]:
+        """The ports listened on (or to be, before start)."""
+        return tuple(self._ports.values())
 
     def stopService(self) -> defer.Deferred[None]:
         stopping: defer.Deferred[None] = super().stopService()  # no new connections
@@ -80,3 +153,94 @@ class StratumService(OrderedMultiService):
         if shared_bans is not None:
             stopping.addCallback(lambda _: defer.Deferred.fromCoroutine(shared_bans.flush()))
         return stopping
+
+    # A reload.
+    async def apply(self, config: C) -> tuple[C, list[str], list[str]]:
+        """Run by ``config`` from now on (nomp.config.diff decided it may run live).
+
+        Returns the configuration it runs (without a port that could not be
+        opened), what it did that the configuration alone does not say
+        (miners told a new difficulty, miners disconnected) and what it
+        could not do (a port that did not open).
+        """
+        notes: list[str] = []
+        refused: list[str] = []
+        banning = self.server.config.banning
+        self.server.apply(config)
+        if config.banning.sync_interval != banning.sync_interval and self._sync is not None:
+            self._sync = await self._retime(self._sync, config.banning.sync_interval)
+        if config.banning.purge_interval != banning.purge_interval:
+            self._purge = await self._retime(self._purge, config.banning.purge_interval)
+        match = match_ports(self._ports.values(), config.ports)
+        for port in match.removed:
+            notes.append(await self._close_port(port))
+        now = self._reactor.seconds()
+        for old, new in match.kept:
+            notes += self._retune(old, new, config.connection_timeout, now)
+        failed: set[str] = set()
+        for port in match.added:
+            problem = self._open_port(port)
+            if problem is not None:
+                refused.append(problem)
+                failed.add(port.listen)
+        ports = tuple(port for port in config.ports if port.listen not in failed)
+        return dataclasses.replace(config, ports=ports), notes, refused
+
+    async def _retime(self, timer: TimerService, step: float) -> TimerService:
+        call = timer.call[0]
+        await defer.maybeDeferred(timer.disownServiceParent)
+        return self._timer(step, call)
+
+    async def _close_port(self, port: PortConfig) -> str:
+        listening = self._listening[port.listen]
+        self._forget_port(port.listen)
+        await defer.maybeDeferred(listening.disownServiceParent)
+        closing = [c for c in self.server.connections.snapshot() if c.settings.port.listen == port.listen]
+        for connection in closing:
+            connection.close()
+        self.log.info(
+            "port {listen} closed: {miners} miners disconnected", listen=port.listen, miners=len(closing)
+        )
+        return f"port {port.listen} closed: {_miners(len(closing))} disconnected"
+
+    def _open_port(self, port: PortConfig) -> str | None:
+        """Listen on a new port: None, or why it could not."""
+        listening = self._listener(port)
+        try:
+            listening.setServiceParent(self)
+        except Exception as e:
+            self.log.error("port {listen} not opened: {error}", listen=port.listen, error=e)
+            self._forget_port(port.listen)
+            if listening.parent is not None:
+                listening.disownServiceParent()
+            return f"port {port.listen} not opened: {e}"
+        self.log.info("port {listen} opened", listen=port.listen)
+        return None
+
+    def _retune(self, old: PortConfig, new: PortConfig, timeout: float, now: float) -> list[str]:
+        """A kept port's new settings, for its factory and its open connections."""
+        self._ports[new.listen] = new
+        factory = self._factories[new.listen]
+        if not isinstance(factory, StratumFactory):
+            return []  # a getwork port: nomp.config.diff keeps its settings until a restart
+        factory.idle_timeout = timeout  # connections made from now on
+        if old == new and factory.settings.port == new:
+            return []
+        settings = self.server.port_settings(new)
+        factory.settings = settings
+        told = 0
+        on_port = [c for c in self.server.connections.snapshot() if c.settings.port.listen == new.listen]
+        for connection in on_port:
+            if not connection.closing and difficulty.port_changed(connection, settings, now):
+                told += 1
+        self.log.info(
+            "port {listen} reconfigured: {told} of {miners} miners sent a new difficulty",
+            listen=new.listen,
+            told=told,
+            miners=len(on_port),
+        )
+        return [f"port {new.listen}: {_miners(told)} sent the new difficulty"]
+
+
+def _miners(count: int) -> str:
+    return f"{count} miner" if count == 1 else f"{count} miners"

@@ -23,6 +23,7 @@ from nomp.store.bans import BanStore
 from nomp.stratum import difficulty
 from nomp.stratum.broadcast import Broadcaster
 from nomp.stratum.connection import PortSettings
+from nomp.stratum.defence import ban_policy
 from nomp.stratum.enforcement import BanEnforcer
 from nomp.stratum.messages import OperatorMessages
 from nomp.stratum.methods import JobSource, StratumMethods, current_job
@@ -82,10 +83,22 @@ class StratumPool:
         """The factory of one of the pool's ports."""
         return StratumFactory(
             self.methods,
-            PortSettings.for_port(port, self.config.payments.scheme),
+            self.port_settings(port),
             self.bans.admit,
             self.clock,
             self.config.connection_timeout,
+        )
+
+    def port_settings(self, port: PortConfig) -> PortSettings:
+        """What each connection of ``port`` is given (a solo scheme makes every port solo)."""
+        return PortSettings.for_port(port, self.config.payments.scheme)
+
+    def apply(self, config: PoolConfig) -> None:
+        """A reloaded configuration: its bans and limits from now on (the
+        StratumService retunes the ports)."""
+        self.config = config
+        self.bans.gatekeeper.apply_policy(
+            ban_policy(config.banning), [c.ip for c in self.connections if c.ip is not None]
         )
 
     def new_job(self, job: Job) -> None:
