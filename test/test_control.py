@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import os
 from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,14 @@ from twisted.internet import defer, reactor, task
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
+from twisted.logger import LogLevel, LogLevelFilterPredicate, PredicateResult
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from nomp import cli
 from nomp.config import load_config
+from nomp.control.operations import ProcessOperations, ShareRates
 from nomp.control.service import ControlProtocol, control_service
+from nomp.control.token import TokenFileError, load_token, token_matches
 from nomp.pool.service import PoolService
 from nomp.stratum.targets import MinerTarget, TargetError, parse_target
 from test.fakes import (
@@ -473,3 +477,352 @@ class NompCliMinerTests(TestCase):
         )
         self.assertEqual((status, output), (0, "ok litecoin: 10.0.0.2 banned for 60 s: flooding\n"))
         self.assertTrue(self.pool.bob.closing)
+
+
+class FakeOperations:
+    """Operations that record what they were asked; reload and payments answer when told."""
+
+    def __init__(self) -> None:
+        self.level = "info"
+        self.shutdowns = 0
+        self.asked: list[tuple[str, str | None]] = []
+        self.pending: list[defer.Deferred[str]] = []
+
+    def status(self) -> str:
+        return "up 5s; litecoin (litecoin-regtest): ready, 4 miners, 1.50 shares/s; Redis up"
+
+    def set_log_level(self, level: str) -> str:
+        before, self.level = self.level, level
+        return before
+
+    def payments(self, pool: str, action: str) -> defer.Deferred[str]:
+        self.asked.append((f"payments {action}", pool))
+        answer: defer.Deferred[str] = defer.Deferred()
+        self.pending.append(answer)
+        return answer
+
+    def reload(self, pool: str | None) -> defer.Deferred[str]:
+        self.asked.append(("reload", pool))
+        answer: defer.Deferred[str] = defer.Deferred()
+        self.pending.append(answer)
+        return answer
+
+    def shutdown(self) -> None:
+        self.shutdowns += 1
+
+
+class ProcessCommandTests(ControlCase):
+    """status, loglevel, payments, reload, reloadpool, shutdown and kick."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.operations = FakeOperations()
+        self.clock = task.Clock()
+        self.protocol = ControlProtocol({}, {"litecoin": self.server}, self.operations, clock=self.clock)
+        self.protocol.makeConnection(self.transport)
+
+    def test_status(self) -> None:
+        """status answers the process's state on one line."""
+        self.assertEqual(
+            self.send("status"),
+            "ok up 5s; litecoin (litecoin-regtest): ready, 4 miners, 1.50 shares/s; Redis up",
+        )
+
+    def test_loglevel(self) -> None:
+        """loglevel sets the level (warning is warn) and says the one before."""
+        self.assertEqual(self.send("loglevel DEBUG"), "ok log level debug (was info)")
+        self.assertEqual(self.send("loglevel warning"), "ok log level warn (was debug)")
+        self.assertEqual(self.operations.level, "warn")
+
+    def test_answers_that_take_time(self) -> None:
+        """payments and reload answer when done; lines sent meanwhile are answered after, in order."""
+        self.transport.clear()
+        self.protocol.dataReceived(b"payments litecoin run\nstatus\nreloadpool LITECOIN\nloglevel error\n")
+        self.assertEqual(self.transport.value(), b"")
+        self.assertEqual(self.operations.asked, [("payments run", "litecoin")])
+        self.operations.pending[0].callback("ok pool litecoin: immature 0, confirmed 1")
+        self.assertEqual(self.operations.asked, [("payments run", "litecoin"), ("reload", "LITECOIN")])
+        self.assertEqual(
+            self.transport.value().decode().splitlines(),
+            ["ok pool litecoin: immature 0, confirmed 1", self.operations.status().join(["ok ", ""])],
+        )
+        self.operations.pending[1].callback("ok reloaded: nothing changed live")
+        self.assertEqual(
+            self.transport.value().decode().splitlines()[2:],
+            ["ok reloaded: nothing changed live", "ok log level error (was info)"],
+        )
+        self.transport.clear()
+        self.protocol.dataReceived(b"reload\n")
+        self.assertEqual((self.transport.value(), self.operations.asked[-1]), (b"", ("reload", None)))
+
+    def test_failed_answer(self) -> None:
+        """A command whose work fails answers an internal error, and the connection goes on."""
+        self.transport.clear()
+        self.protocol.dataReceived(b"reload\n")
+        self.operations.pending[0].errback(RuntimeError("bug"))
+        self.assertEqual(self.transport.value(), b"error internal error\n")
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertTrue(self.send("status").startswith("ok up"))
+
+    def test_shutdown(self) -> None:
+        """shutdown answers first, then stops the process on the reactor's next turn."""
+        self.assertEqual(self.send("shutdown"), "ok shutting down")
+        self.assertEqual(self.operations.shutdowns, 0)
+        self.clock.advance(0)
+        self.assertEqual(self.operations.shutdowns, 1)
+
+    def test_kick(self) -> None:
+        """kick closes the connections a target picks, and no others."""
+        self.assertEqual(
+            self.send("kick litecoin worker alice"), "ok litecoin: 2 miners kicked (worker alice)"
+        )
+        self.assertTrue(self.pool.alice1.closing and self.pool.alice2.closing)
+        self.assertFalse(self.pool.bob.closing or self.pool.carol.closing)
+        self.assertEqual(self.send("kick litecoin ip 10.0.0.2"), "ok litecoin: 1 miner kicked (ip 10.0.0.2)")
+
+    def test_refusals(self) -> None:
+        """Each bad process command gets its own error and does nothing."""
+        cases = {
+            "status now": "error usage: status",
+            "loglevel": "error usage: loglevel debug|info|warn|error|critical",
+            "loglevel loud": "error unknown log level 'loud'; usage: loglevel debug|info|warn|error|critical",
+            "loglevel info debug": "error usage: loglevel",
+            "payments": "error usage: payments <pool> run|audit",
+            "payments litecoin": "error usage: payments <pool> run|audit",
+            "payments litecoin pay": "error unknown payments action 'pay'; usage: payments <pool> run|audit",
+            "reload litecoin": "error usage: reload",
+            "reloadpool": "error usage: reloadpool <pool>",
+            "reloadpool a b": "error usage: reloadpool <pool>",
+            "shutdown now": "error usage: shutdown",
+            "kick litecoin": "error usage: kick <pool> <target>",
+            "kick nosuch all": "error no pool 'nosuch'",
+            "kick litecoin all extra": "error usage: kick <pool> <target>",
+            "kick litecoin worker dave": "error litecoin: no miner matches worker dave",
+            "auth sometoken": "error this control port has no token to check (control.token_file is not set)",
+        }
+        for line, answer in cases.items():
+            self.assertTrue(self.send(line).startswith(answer), (line, self.send(line)))
+        self.assertEqual(
+            (self.operations.asked, self.operations.shutdowns, self.operations.level), ([], 0, "info")
+        )
+        self.assertFalse(any(m.closing for m in self.pool.miners))
+
+    def test_without_operations(self) -> None:
+        """A control port given no operations says so for the process commands."""
+        protocol = ControlProtocol({}, {"litecoin": self.server})
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"status\nreload\nshutdown\n")
+        self.assertEqual(
+            transport.value().decode().splitlines(),
+            [
+                "error status is not available on this control port",
+                "error reload is not available on this control port",
+                "error shutdown is not available on this control port",
+            ],
+        )
+
+    def test_help(self) -> None:
+        """help names the new commands and the token."""
+        answer = self.send("help")
+        for usage in ("kick <pool> <target>", "status", "loglevel debug|info|warn|error|critical"):
+            self.assertIn(usage, answer)
+        for usage in ("payments <pool> run|audit", "reload", "reloadpool <pool>", "shutdown", "auth <token>"):
+            self.assertIn(usage, answer)
+
+
+TOKEN = "0123456789abcdef0123456789abcdef"
+
+
+class TokenTests(ControlCase):
+    """With a token, a connection's first line must give it."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.token: str | None = TOKEN
+        self.operations = FakeOperations()
+        self.protocol = ControlProtocol({}, {"litecoin": self.server}, self.operations, lambda: self.token)
+        self.protocol.makeConnection(self.transport)
+
+    def test_right_token(self) -> None:
+        """auth with the token opens the connection to every command."""
+        self.assertEqual(self.send(f"auth {TOKEN}"), "ok authenticated")
+        self.assertTrue(self.send("status").startswith("ok up"))
+        self.assertEqual(self.send(f"auth {TOKEN}"), "error already authenticated")
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_no_auth_first(self) -> None:
+        """Any other first line is refused and the connection closed; nothing is done."""
+        self.assertEqual(
+            self.send("shutdown"), "error authentication required: the first line must be auth <token>"
+        )
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.operations.shutdowns, 0)
+
+    def test_refusals(self) -> None:
+        """A wrong token, a token of another length, auth without one or with two: refused, closed."""
+        for line in (f"auth {TOKEN[:-1]}x", f"auth {TOKEN}0", "auth", f"auth {TOKEN} {TOKEN}"):
+            transport = StringTransport()
+            protocol = ControlProtocol({}, {}, self.operations, lambda: TOKEN)
+            protocol.makeConnection(transport)
+            protocol.dataReceived(line.encode() + b"\nshutdown\n")
+            answer = transport.value().decode()
+            self.assertEqual(answer.count("\n"), 1, line)
+            self.assertTrue(answer.startswith(("error wrong token", "error authentication required")), line)
+            self.assertTrue(transport.disconnecting, line)
+        self.assertEqual(self.operations.shutdowns, 0)
+
+    def test_token_changed(self) -> None:
+        """A connection made after the token changed needs the new one."""
+        self.token = "f" * 32
+        self.assertEqual(self.send(f"auth {TOKEN}"), "error wrong token")
+
+
+class TokenFileTests(SynchronousTestCase):
+    """load_token holds the file to the payout key file's rules."""
+
+    def token_file(self, content: str, mode: int = 0o600) -> str:
+        path = str(self.mktemp())
+        Path(path).write_text(content)
+        os.chmod(path, mode)
+        return path
+
+    def test_read(self) -> None:
+        """The first line, without blanks around it, is the token; 0400 is fine too."""
+        self.assertEqual(load_token(self.token_file(f"  {TOKEN}\nignored\n")), TOKEN)
+        self.assertEqual(load_token(self.token_file(TOKEN, 0o400)), TOKEN)
+
+    def test_refused(self) -> None:
+        """A file others may read, a short token, blanks inside, no file, a folder: each said."""
+        folder = self.mktemp()
+        os.mkdir(folder)
+        cases = {
+            self.token_file(TOKEN, 0o644): "has mode 0644, open to group or others",
+            self.token_file(TOKEN, 0o700): "has mode 0700; it must be 0600 or 0400",
+            self.token_file("short\n"): "at least 16 characters",
+            self.token_file(f"{TOKEN} {TOKEN}\n"): "without blanks",
+            self.token_file(""): "at least 16 characters",
+            folder: "is not a regular file",
+            folder + "/none": "cannot open the control token file",
+        }
+        for path, problem in cases.items():
+            with self.assertRaises(TokenFileError) as caught:
+                load_token(path)
+            self.assertIn(problem, str(caught.exception), path)
+
+    def test_constant_time_comparison(self) -> None:
+        """token_matches compares whole tokens."""
+        self.assertTrue(token_matches(TOKEN, TOKEN))
+        self.assertFalse(token_matches(TOKEN[:-1], TOKEN))
+        self.assertFalse(token_matches("", TOKEN))
+
+
+class OperationsTests(SynchronousTestCase):
+    """ProcessOperations: status and the log level."""
+
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        self.clock.advance(1000)
+        self.pool = RunningPoolStub()
+        self.levels = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
+        self.rates = ShareRates(lambda: {"litecoin": self.pool.accepted_shares}, self.clock)
+        self.shutdowns: list[None] = []
+        self.operations = ProcessOperations(
+            lambda: [self.pool],
+            lambda: True,
+            self.levels,
+            self.rates,
+            self.clock,
+            lambda: 1000.0 - 3725,
+            lambda pool: defer.succeed(None),
+            lambda: self.shutdowns.append(None),
+        )
+
+    def test_status(self) -> None:
+        """Uptime, each pool's state, miners and shares/s over the last minute, Redis."""
+        self.assertEqual(
+            self.operations.status(),
+            "up 1h 2m 5s; litecoin (litecoin-regtest): ready, 1 miner, shares/s not known yet; Redis up",
+        )
+        timer = self.rates.timer()
+        timer.startService()  # samples at once, then every 5 s
+        self.addCleanup(timer.stopService)
+        for _ in range(12):
+            self.pool.accepted_shares += 10
+            self.clock.advance(5)
+        self.assertIn("2.00 shares/s", self.operations.status())
+        self.clock.advance(120)  # no share for two minutes
+        self.assertIn("0.00 shares/s", self.operations.status())
+
+    def test_log_level(self) -> None:
+        """set_log_level changes what the observer's filter lets through."""
+        self.assertEqual(self.operations.set_log_level("debug"), "info")
+        event = {"log_level": LogLevel.debug, "log_namespace": "nomp.test"}
+        self.assertEqual(self.levels(event), PredicateResult.maybe)
+        self.assertEqual(self.operations.set_log_level("error"), "debug")
+        self.assertEqual(self.levels(event), PredicateResult.no)
+
+    def test_shutdown_and_unknown_pool(self) -> None:
+        """shutdown is passed on; payments for a pool that does not run is an error answer."""
+        self.operations.shutdown()
+        self.assertEqual(self.shutdowns, [None])
+        answer = self.successResultOf(self.operations.payments("dogecoin", "run"))
+        self.assertEqual(answer, "error no pool 'dogecoin'")
+
+
+class RunningPoolStub:
+    """One running pool for ProcessOperations."""
+
+    name = "litecoin"
+    coin = "litecoin-regtest"
+    ready = True
+    miners = 1
+
+    def __init__(self) -> None:
+        self.accepted_shares = 0
+
+    def payments(self, action: str) -> defer.Deferred[str]:
+        return defer.succeed(f"ok {action}")
+
+
+class NompCliTokenTests(TestCase):
+    """nomp-cli sends the token first, from --token-file or config.yaml's control.token_file."""
+
+    def setUp(self) -> None:
+        self.port = free_port()
+        self.path = Path(self.mktemp())
+        self.path.write_text(TOKEN + "\n")
+        self.path.chmod(0o600)
+        self.service = control_service(
+            f"tcp:{self.port}:interface=127.0.0.1",
+            {"litecoin": RecordingPool()},
+            reactor,
+            token=lambda: TOKEN,
+        )
+        self.service.privilegedStartService()
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+
+    async def test_token_file_option(self) -> None:
+        """--token-file: the command is answered; without the token it is refused."""
+        control = f"127.0.0.1:{self.port}"
+        status, output = await run_nomp_cli("--control", control, "--token-file", str(self.path), "pools")
+        self.assertEqual((status, output), (0, "ok litecoin (litecoin-regtest, starting)\n"))
+        status, output = await run_nomp_cli("--control", control, "-c", "/nonexistent", "pools")
+        self.assertEqual(status, 1)
+        self.assertIn("authentication required", output)
+        status, output = await run_nomp_cli("--control", control, "--token-file", "/nonexistent", "pools")
+        self.assertEqual(status, 2)
+        self.assertIn("cannot read the control token", output)
+
+    async def test_token_from_conf(self) -> None:
+        """Without --token-file the token file is config.yaml's control.token_file."""
+        conf = Path(self.mktemp())
+        conf.mkdir()
+        settings = {
+            "control": {"listen": f"tcp:{self.port}:interface=127.0.0.1", "token_file": str(self.path)}
+        }
+        (conf / "config.yaml").write_text(yaml.safe_dump(settings))
+        status, output = await run_nomp_cli("-c", str(conf), "help")
+        self.assertEqual(status, 0)
+        self.assertTrue(output.startswith("ok commands:"))

@@ -9,25 +9,40 @@ coin's; ``<target>`` picks miners (see nomp.stratum.targets):
     miners <pool> <target>                        list the connections picked
     reconnect <pool> <target> [<host> <port> [<wait>]]   client.reconnect
     message <pool> <target> <text...>             client.show_message
+    kick <pool> <target>                          close the connections picked
     bans <pool>                                   the bans in force
     ban <pool> <ip> [<seconds>] [<reason...>]
     unban <pool> <ip>
+    status                                        uptime, pools, miners, shares/s, Redis
+    loglevel <level>                              debug, info, warn, error or critical
+    payments <pool> run|audit                     one payment run now, or the audit
+    reload | reloadpool <pool>                    re-read the conf folder (see nomp.reload)
+    shutdown                                      stop the process, as SIGTERM does
+
+With ``control.token_file`` set, a connection's first line must be
+``auth <token>``; anything else, or a wrong token, closes it. Commands
+that take time (payments, reload) are answered when done; lines sent
+meanwhile are answered after, in order.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 
+from nomp.control.token import token_matches
 from nomp.pool.service import PoolService
 from nomp.stratum.banning import normalise_ip
 from nomp.stratum.stratumpool import StratumPool
@@ -38,25 +53,62 @@ _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 MAX_MESSAGE = 512  # characters of a client.show_message text
 MAX_LISTED = 100  # connections a ``miners`` reply names
 DEFAULT_BAN_REASON = "banned by the operator"
+LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
+AUTH_REQUIRED = "error authentication required: the first line must be auth <token>"
 
 USAGE = {
     "blocknotify": "blocknotify <pool> [<blockhash>]",
     "miners": "miners <pool> <target>",
     "reconnect": "reconnect <pool> <target> [<host> <port> [<wait seconds>]]",
     "message": "message <pool> <target> <text...>",
+    "kick": "kick <pool> <target>",
     "bans": "bans <pool>",
     "ban": "ban <pool> <ip> [<seconds>] [<reason...>]",
     "unban": "unban <pool> <ip>",
+    "status": "status",
+    "loglevel": f"loglevel {'|'.join(LOG_LEVELS)}",
+    "payments": "payments <pool> run|audit",
+    "reload": "reload",
+    "reloadpool": "reloadpool <pool>",
+    "shutdown": "shutdown",
 }
 HELP = (
     "commands: help | pools | "
     + " | ".join(USAGE.values())
-    + f" | quit; <target> is {TARGET_SYNTAX}; <pool> is a pool's name or its coin's"
+    + f" | quit; <target> is {TARGET_SYNTAX}; <pool> is a pool's name or its coin's; "
+    + "with a token, the first line is auth <token>"
 )
 
 
 class CommandError(Exception):
     """A command that cannot be carried out; the text is the reply (after "error ")."""
+
+
+class Operations(Protocol):
+    """What the control port asks of the whole process (nomp.control.operations)."""
+
+    def status(self) -> str:
+        """The process at a glance, for ``status``'s answer."""
+        ...
+
+    def set_log_level(self, level: str) -> str:
+        """Log from ``level`` on; the level before."""
+        ...
+
+    def payments(self, pool: str, action: str) -> defer.Deferred[str]:
+        """``run`` or ``audit`` for a pool (its name or its coin's); the answer line."""
+        ...
+
+    def reload(self, pool: str | None) -> defer.Deferred[str]:
+        """Reload everything, or one pool; the answer line."""
+        ...
+
+    def shutdown(self) -> None:
+        """Stop the process, gracefully."""
+        ...
+
+
+Answer = str | defer.Deferred[str]
 
 
 class ControlProtocol(LineOnlyReceiver):
@@ -67,29 +119,55 @@ class ControlProtocol(LineOnlyReceiver):
     MAX_LENGTH = 4096
 
     def __init__(
-        self, pools: Mapping[str, PoolService], servers: Mapping[str, StratumPool] | None = None
+        self,
+        pools: Mapping[str, PoolService],
+        servers: Mapping[str, StratumPool] | None = None,
+        operations: Operations | None = None,
+        token: Callable[[], str | None] | None = None,
+        clock: Any = None,
     ) -> None:
+        """``token``: the shared secret now (None: none needed); ``clock`` runs
+        ``shutdown`` once its answer is written (the reactor)."""
         self._pools = pools
         self._servers: Mapping[str, StratumPool] = servers if servers is not None else {}
-        self._commands: dict[str, Callable[[list[str]], str]] = {
+        self._operations = operations
+        self._token = token or (lambda: None)
+        self._clock = clock
+        self._authenticated = False
+        self._waiting: defer.Deferred[str] | None = None  # a command still working on its answer
+        self._queued: deque[bytes] = deque()  # lines that came meanwhile
+        self._commands: dict[str, Callable[[list[str]], Answer]] = {
             "help": lambda _: f"ok {HELP}",
             "pools": self._list_pools,
             "blocknotify": self._blocknotify,
             "miners": self._miners,
             "reconnect": self._reconnect,
             "message": self._message,
+            "kick": self._kick,
             "bans": self._bans,
             "ban": self._ban,
             "unban": self._unban,
+            "status": self._status,
+            "loglevel": self._loglevel,
+            "payments": self._payments,
+            "reload": self._reload,
+            "reloadpool": self._reloadpool,
+            "shutdown": self._shutdown,
+            "auth": self._auth_again,
         }
 
     def lineReceived(self, line: bytes) -> None:
+        if self._waiting is not None:
+            self._queued.append(line)
+            return
         try:
             words = line.decode("utf-8").split()
         except UnicodeDecodeError:
             self._answer("error not UTF-8 text")
             return
         if not words:
+            return
+        if not self._authenticated and not self._authenticate(words):
             return
         command, args = words[0].lower(), words[1:]
         if command in ("quit", "exit"):
@@ -102,12 +180,50 @@ class ControlProtocol(LineOnlyReceiver):
             self._answer(f"error unknown command {command[:40]!r}; {HELP}")
             return
         try:
-            self._answer(handler(args))
+            answer = handler(args)
         except CommandError as e:
             self._answer(f"error {e}")
+            return
         except Exception:
             self.log.failure("control command {command} failed", command=command)
             self._answer("error internal error")
+            return
+        if isinstance(answer, str):
+            self._answer(answer)
+            return
+        self._waiting = answer
+        answer.addErrback(self._failed, command)
+        answer.addCallback(self._answered)
+
+    def _failed(self, failure: Any, command: str) -> str:
+        self.log.failure("control command {command} failed", failure, command=command)
+        return "error internal error"
+
+    def _answered(self, text: str) -> None:
+        self._waiting = None
+        self._answer(text)
+        while self._queued and self._waiting is None:
+            self.lineReceived(self._queued.popleft())
+
+    def _authenticate(self, words: list[str]) -> bool:
+        """Whether the connection may go on to ``words``' command; the first
+        line of a connection to a port with a token must give it."""
+        token = self._token()
+        if token is None:
+            self._authenticated = True
+            return True
+        assert self.transport is not None
+        if words[0].lower() != "auth" or len(words) != 2:
+            self._answer(AUTH_REQUIRED)
+        elif not token_matches(words[1], token):
+            self.log.warn("control port: wrong token from {peer}", peer=self.transport.getPeer())
+            self._answer("error wrong token")
+        else:
+            self._authenticated = True
+            self._answer("ok authenticated")
+            return False
+        self.transport.loseConnection()
+        return False
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self._answer("error line too long")
@@ -199,6 +315,72 @@ class ControlProtocol(LineOnlyReceiver):
         sent = server.messages.show_message(target, text)
         return _sent(server, "client.show_message", sent, target)
 
+    def _auth_again(self, args: list[str]) -> str:
+        if self._token() is None:
+            return "error this control port has no token to check (control.token_file is not set)"
+        return "error already authenticated"
+
+    def _kick(self, args: list[str]) -> str:
+        server, target, rest = self._pool_and_target("kick", args)
+        if rest:
+            raise CommandError(f"usage: {USAGE['kick']}")
+        chosen = server.messages.miners(target)
+        if not chosen:
+            raise CommandError(f"{server.config.name}: no miner matches {target.describe()}")
+        for connection in chosen:
+            connection.close()
+        self.log.info(
+            "pool {pool}: {miners} miners kicked by the operator ({target})",
+            pool=server.config.name,
+            miners=len(chosen),
+            target=target.describe(),
+        )
+        return f"ok {server.config.name}: {_count(len(chosen), 'miner')} kicked ({target.describe()})"
+
+    # The whole process.
+    def _process(self, command: str, args: list[str], count: tuple[int, ...] = (0,)) -> Operations:
+        if len(args) not in count:
+            raise CommandError(f"usage: {USAGE[command]}")
+        if self._operations is None:
+            raise CommandError(f"{command} is not available on this control port")
+        return self._operations
+
+    def _status(self, args: list[str]) -> str:
+        return "ok " + self._process("status", args).status()
+
+    def _loglevel(self, args: list[str]) -> str:
+        operations = self._process("loglevel", args, (1,))
+        level = args[0].lower()
+        if level == "warning":
+            level = "warn"
+        if level not in LOG_LEVELS:
+            raise CommandError(f"unknown log level {args[0][:16]!r}; usage: {USAGE['loglevel']}")
+        before = operations.set_log_level(level)
+        return f"ok log level {level} (was {before})"
+
+    def _payments(self, args: list[str]) -> Answer:
+        operations = self._process("payments", args, (2,))
+        action = args[1].lower()
+        if action not in ("run", "audit"):
+            raise CommandError(f"unknown payments action {args[1][:16]!r}; usage: {USAGE['payments']}")
+        return operations.payments(args[0], action)
+
+    def _reload(self, args: list[str]) -> Answer:
+        return self._process("reload", args).reload(None)
+
+    def _reloadpool(self, args: list[str]) -> Answer:
+        return self._process("reloadpool", args, (1,)).reload(args[0])
+
+    def _shutdown(self, args: list[str]) -> str:
+        operations = self._process("shutdown", args)
+        self.log.info("shutdown asked on the control port")
+        # After this answer is on its way: the reactor's stop closes this connection.
+        if self._clock is not None:
+            self._clock.callLater(0, operations.shutdown)
+        else:
+            operations.shutdown()
+        return "ok shutting down"
+
     def _bans(self, args: list[str]) -> str:
         if len(args) != 1:
             raise CommandError(f"usage: {USAGE['bans']}")
@@ -277,13 +459,21 @@ class ControlFactory(Factory):
     noisy = False
 
     def __init__(
-        self, pools: Mapping[str, PoolService], servers: Mapping[str, StratumPool] | None = None
+        self,
+        pools: Mapping[str, PoolService],
+        servers: Mapping[str, StratumPool] | None = None,
+        operations: Operations | None = None,
+        token: Callable[[], str | None] | None = None,
+        clock: Any = None,
     ) -> None:
         self.pools = pools
         self.servers = servers
+        self.operations = operations
+        self.token = token
+        self.clock = clock
 
     def buildProtocol(self, addr: IAddress | None) -> ControlProtocol:
-        return ControlProtocol(self.pools, self.servers)
+        return ControlProtocol(self.pools, self.servers, self.operations, self.token, self.clock)
 
 
 def control_service(
@@ -291,10 +481,21 @@ def control_service(
     pools: Mapping[str, PoolService],
     reactor: Any,
     servers: Mapping[str, StratumPool] | None = None,
-) -> StreamServerEndpointService:
+    operations: Operations | None = None,
+    token: Callable[[], str | None] | None = None,
+    timers: tuple[Any, ...] = (),
+) -> MultiService:
     """The control port as a service of the tree. ``servers``: each pool's
-    StratumPool by pool name, for the commands about miners and bans."""
-    service = StreamServerEndpointService(serverFromString(reactor, listen), ControlFactory(pools, servers))
-    service._raiseSynchronously = True
+    StratumPool by pool name, for the commands about miners and bans;
+    ``operations``: the process, for status, reload and the rest; ``token``:
+    the secret a connection must give first, if any; ``timers``: services
+    the control port's answers rely on (the share rates of ``status``)."""
+    service = MultiService()
     service.setName("control")
+    factory = ControlFactory(pools, servers, operations, token, reactor)
+    listening = StreamServerEndpointService(serverFromString(reactor, listen), factory)
+    listening._raiseSynchronously = True
+    listening.setServiceParent(service)
+    for timer in timers:
+        timer.setServiceParent(service)
     return service
