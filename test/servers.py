@@ -20,6 +20,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -617,3 +618,38 @@ class SentinelSet:
             process.stop()
         if not os.environ.get("NOMP_KEEP_TEST_DATA"):
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _pair_ports(pair: RegtestPair) -> set[int]:
+    return {pair.miner.rpc_port, pair.miner.p2p_port, pair.peer.rpc_port, pair.peer.p2p_port}
+
+
+def shared_regtests(*names: str) -> list[RegtestPair]:
+    """The pairs ``shared_regtest`` gives for ``names``; those not running yet are
+    started at the same time, each in a thread of its own (starting is mostly
+    waiting for litecoind), so that a test of several chains waits for one start."""
+    missing = [name for name in dict.fromkeys(names) if name not in _shared]
+    pairs: dict[str, RegtestPair] = {}
+    taken: set[int] = set()
+    for name in missing:
+        # Ports are only bound once the nodes start: two pairs made before either
+        # starts must not have drawn the same one.
+        pair = RegtestPair()
+        while _pair_ports(pair) & taken or len(_pair_ports(pair)) < 4:
+            shutil.rmtree(pair.root, ignore_errors=True)
+            pair = RegtestPair()
+        taken |= _pair_ports(pair)
+        pairs[name] = pair
+    if pairs:
+        with ThreadPoolExecutor(len(pairs)) as starting:
+            starts = {name: starting.submit(pair.start) for name, pair in pairs.items()}
+        failed = [error for future in starts.values() if (error := future.exception()) is not None]
+        if failed:
+            for name, future in starts.items():
+                if future.exception() is None:
+                    pairs[name].stop()
+            raise failed[0]
+        if not _shared:
+            atexit.register(_stop_shared)
+        _shared.update(pairs)
+    return [_shared[name] for name in names]
