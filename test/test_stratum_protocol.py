@@ -1169,6 +1169,22 @@ class BroadcastTests(_StratumCase):
         self.assertEqual(second.read(), expected)
         self.assertEqual(quiet.read(), [])
 
+    def test_closed_miners_left_out(self) -> None:
+        """A miner whose connection is gone is sent no more jobs; one subscribing after it is."""
+        gone, staying = self.harness.miner(WORKER), self.harness.miner(WORKER)
+        gone.lose()
+        later = self.harness.connect()
+        later.subscribe()
+        job = self.harness.new_job(mainnet_template(previousblockhash="bb" * 32, height=123))
+        self.assertEqual(gone.read(), [])
+        expected = [{"id": None, "method": "mining.notify", "params": job.notify_params(True)}]
+        self.assertEqual(staying.read(), expected)
+        self.assertEqual(later.read(), expected)
+        again = mainnet_template(previousblockhash="bb" * 32, height=123, coinbasevalue=5000010000)
+        self.harness.new_job(again, force=True)
+        self.assertEqual(len(staying.read()), 1)
+        self.assertEqual(gone.read(), [])
+
     def test_clean_job(self) -> None:
         """A job on a new block has clean_jobs true and drops the older jobs and their shares."""
         miner = self.harness.miner(WORKER)

@@ -61,12 +61,14 @@ class Subscriptions:
             self._waiting[connection] = (request_id, answer)
             return False
         connection.session.extranonce1 = self.extranonces.take()
+        self._connections.mining(connection)
         return True
 
     def released(self, connection: Connection) -> None:
         """A connection closed: its extranonce1 may be handed out again."""
         if connection.session.extranonce1 is not None:
             self.extranonces.release(connection.session.extranonce1)
+        self._connections.not_mining(connection)
         self._waiting.pop(connection, None)
 
     def set_extranonce(self, connection: Connection) -> bool:
@@ -127,6 +129,7 @@ class Subscriptions:
             else:
                 # Its extranonce1 may now be another process's: it must not mine on with it.
                 session.extranonce1 = None
+                self._connections.not_mining(connection)
                 connection.send_line(reconnect)
                 connection.close()
                 closed += 1
