@@ -38,14 +38,19 @@ class QuietLibraries:
         return PredicateResult.maybe
 
 
-def make_observer(settings: LoggingConfig, stream: IO[str] | None = None) -> ILogObserver:
+def make_observer(
+    settings: LoggingConfig, stream: IO[str] | None = None, levels: LogLevelFilterPredicate | None = None
+) -> ILogObserver:
     """A level-filtered text or JSON-lines observer, without the libraries' chatter.
 
     ``stream`` defaults to the configured file (opened for appending) or
-    standard output.
+    standard output. ``levels``: the level filter to use, kept by the
+    caller to change the level while the process runs (by default one at
+    the configured level).
     """
     if stream is None:
         stream = open(settings.file, "a", encoding="utf-8") if settings.file else sys.stdout  # noqa: SIM115 - lives as long as the process
     sink = jsonFileLogObserver(stream) if settings.format == "json" else textFileLogObserver(stream)
-    level = LogLevel.levelWithName(settings.level)
-    return FilteringLogObserver(sink, [LogLevelFilterPredicate(defaultLogLevel=level), QuietLibraries()])
+    if levels is None:
+        levels = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(settings.level))
+    return FilteringLogObserver(sink, [levels, QuietLibraries()])

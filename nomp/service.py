@@ -5,16 +5,24 @@ from __future__ import annotations
 import atexit
 import gc
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import IServiceCollection
+from twisted.internet import defer
 from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
 
+from nomp.background import background
 from nomp.config import Config
 from nomp.services import OrderedMultiService
+
+if TYPE_CHECKING:
+    from nomp.reload import Reloader
 
 SWITCH_INTERVAL = 0.0005  # seconds a thread waits for the GIL before asking for it
 
@@ -22,9 +30,11 @@ SWITCH_INTERVAL = 0.0005  # seconds a thread waits for the GIL before asking for
 class NompService(OrderedMultiService):
     """The whole pool process: hashing, and one PoolService per pool.
 
-    It also hands twistd the log observer the configuration asks for, and
+    It also hands twistd the log observer the configuration asks for,
     turns a fatal error (a pool that cannot start) into a stop of the
-    process with exit status 1.
+    process with exit status 1, and owns the Reloader: with
+    ``reload_on_hangup`` (twistd's process) SIGHUP reloads the conf folder
+    as the control port's ``reload`` does.
     """
 
     log = Logger()
@@ -37,6 +47,7 @@ class NompService(OrderedMultiService):
         exit_with: Callable[[int], None] | None = None,
         shutdown: Callable[[], object] | None = None,
         tune_runtime: bool = False,
+        reload_on_hangup: bool = False,
     ) -> None:
         super().__init__()
         self.setName("nomp")
@@ -48,9 +59,24 @@ class NompService(OrderedMultiService):
         self.exit_status = 0
         self.fatal_errors: list[str] = []
         self._tune_runtime = tune_runtime
+        self._reload_on_hangup = reload_on_hangup
+        self._previous_hangup: Any = None
+        self.reloader: Reloader  # set by nomp.tap once the tree is built
+        self.started_at: float | None = None  # reactor seconds
+
+    def replace_config(self, config: Config) -> None:
+        """What runs after a reload (the Reloader's)."""
+        self.config = config
+
+    def shutdown(self) -> None:
+        """Stop the process as SIGTERM does (the control port's shutdown)."""
+        self._shutdown()
 
     def startService(self) -> None:
         super().startService()
+        self.started_at = self._reactor.seconds()
+        if self._reload_on_hangup and threading.current_thread() is threading.main_thread():
+            self._previous_hangup = signal.signal(signal.SIGHUP, self._hangup)
         if self._tune_runtime:
             # What exists once the pool has started (code, configuration,
             # services) lives as long as the process. Out of the cyclic
@@ -63,6 +89,23 @@ class NompService(OrderedMultiService):
             # before it may ask for it shows in the reply latency under load
             # (the README's performance section has the figures).
             sys.setswitchinterval(SWITCH_INTERVAL)
+
+    def stopService(self) -> defer.Deferred[None]:
+        if self._previous_hangup is not None:
+            signal.signal(signal.SIGHUP, self._previous_hangup)
+            self._previous_hangup = None
+        return super().stopService()
+
+    def _hangup(self, signum: int, frame: FrameType | None) -> None:
+        # A signal handler runs between two bytecodes of whatever the main
+        # thread was doing: the reload itself waits for the reactor's turn.
+        self._reactor.callFromThread(self._reload_now)
+
+    def _reload_now(self) -> None:
+        if not self.running:
+            return
+        self.log.info("SIGHUP: reloading the configuration")
+        background("reload on SIGHUP", self.reloader.reload())  # it logs its answer
 
     def setServiceParent(self, parent: IServiceCollection) -> None:
         # twistd starts logging after the application is built, with the

@@ -1,30 +1,46 @@
-"""The composition root: ``twistd nomp`` options and the service tree."""
+"""The composition root: ``twistd nomp`` options and the service tree.
+
+``build_service`` makes the tree; its PoolAssembly builds each pool's part
+of it, at start and when a reload adds a pool, and applies a reload's
+changes to a running pool part by part (nomp.reload coordinates them).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.application.service import IService
+from twisted.application.service import IService, Service
 from twisted.internet import defer
+from twisted.logger import Logger, LogLevel, LogLevelFilterPredicate
 from twisted.python import usage
 
-from nomp.config import Config, ConfigErrors, load_config
+from nomp.background import background
+from nomp.config import Config, ConfigErrors, EthPoolConfig, GlobalConfig, PoolConfig, load_config
+from nomp.config.diff import AnyPool, PoolChange, match_ports
+from nomp.control.operations import ProcessOperations, ShareRates
 from nomp.control.service import control_service
+from nomp.control.token import TokenFileError, load_token
 from nomp.daemon import DaemonGroup
+from nomp.daemon.clients import DaemonClients
 from nomp.eth.hasher import EpochHashers
 from nomp.eth.pool import EthStratumPool
 from nomp.eth.service import EthPoolService, NodeStates
 from nomp.hashing.pool import HashPoolService
 from nomp.logs import make_observer
 from nomp.p2p.service import p2p_notifier
-from nomp.payments.ethpayer import EthPayerService
+from nomp.payments.cli import audit_summary, eth_summary, run_summary
+from nomp.payments.ethaudit import eth_audit
+from nomp.payments.ethpayer import EthPayerService, payer_daemon, payout_key
 from nomp.payments.ethsigner import KeyFileError
 from nomp.payments.ethunlocker import EthUnlockerService
 from nomp.payments.rounds import round_policy
 from nomp.payments.service import PaymentService
 from nomp.pool.service import PoolService
+from nomp.reload import Outcome, Reloader
 from nomp.service import NompService
 from nomp.store.bans import BanStore
 from nomp.store.client import RedisClient, RedisUnavailable
@@ -47,7 +63,7 @@ class Options(usage.Options):
     synopsis = "[-c CONFIG_FOLDER]"
     longdesc = (
         "Run the nomp mining pool. CONFIG_FOLDER holds config.yaml and pools/*.yaml; "
-        "coin files are found through config.yaml's 'coins' key."
+        "coin files are found through config.yaml's 'coins' key. SIGHUP reloads it."
     )
     optParameters = [["config", "c", "conf", "The configuration folder."]]
 
@@ -70,7 +86,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         config = load_config(options["config"])
     except ConfigErrors as e:
         raise SystemExit(f"nomp: {e}") from None
-    return build_service(config, reactor, tune_runtime=True)
+    return build_service(config, reactor, tune_runtime=True, reload_on_hangup=True)
 
 
 def _ready_daemons(pool: PoolService) -> Callable[[], DaemonGroup | None]:
@@ -89,6 +105,11 @@ def _node_states(redis: Callable[[], RedisClient | None], keys: OepKeys) -> Node
     return write
 
 
+def _control_token(settings: GlobalConfig) -> str | None:
+    path = settings.control.token_file
+    return None if path is None else load_token(path)
+
+
 def build_service(config: Config, reactor: Any, **root_options: Any) -> NompService:
     """The service tree for a loaded configuration.
 
@@ -97,7 +118,8 @@ def build_service(config: Config, reactor: Any, **root_options: Any) -> NompServ
     to Redis before the hashing threads and the Redis connection go.
     ``root_options`` go to NompService (tests replace its exit and shutdown).
     """
-    root = NompService(config, reactor, make_observer(config.settings.logging), **root_options)
+    levels = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(config.settings.logging.level))
+    root = NompService(config, reactor, make_observer(config.settings.logging, levels=levels), **root_options)
     redis = RedisService(config.settings.redis)
     redis.setServiceParent(root)
     # After Redis and before the pools: the byte is given back once their miners are gone.
@@ -107,103 +129,41 @@ def build_service(config: Config, reactor: Any, **root_options: Any) -> NompServ
     instance_lease.setServiceParent(root)
     hashing = HashPoolService(reactor, config.settings.threads or os.cpu_count() or 1)
     hashing.setServiceParent(root)
-    pools: dict[str, PoolService] = {}
-    servers: dict[str, StratumPool] = {}
-    control_service(config.settings.control.listen, pools, reactor, servers).setServiceParent(root)
     metrics = Metrics()
     metrics.watch_hashing(hashing)
+    try:  # read now: a missing or unsafe token file stops the start
+        token = _control_token(config.settings)
+    except TokenFileError as e:
+        raise SystemExit(f"nomp: config.yaml: control.token_file: {e}") from None
+    assembly = PoolAssembly(root, reactor, redis, hashing, metrics, instance_lease, levels, token)
+    rates = ShareRates(assembly.accepted_shares, reactor)
+    operations = ProcessOperations(
+        lambda: list(assembly.parts.values()),
+        lambda: redis.client() is not None,
+        levels,
+        rates,
+        reactor,
+        lambda: root.started_at,
+        lambda pool: defer.Deferred.fromCoroutine(root.reloader.reload(pool)),
+        root.shutdown,
+    )
+    control_service(
+        config.settings.control.listen,
+        assembly.pools,
+        reactor,
+        assembly.servers,
+        operations,
+        lambda: assembly.token,
+        (rates.timer(),),
+    ).setServiceParent(root)
     for pool_config in config.pools:
-        observer = metrics.daemon_observer(pool_config.name)
-        recorder = ShareRecorder(
-            PoolKeys.for_coin(pool_config.coin.name),
-            redis.client,
-            reactor,
-            hashrate_window=pool_config.hashrate_window,
-            round_policy=round_policy(pool_config.payments),
-        )
-        pool = PoolService(pool_config, reactor, root.fatal, recorder, rpc_observer=observer)
-        RecorderService(recorder, reactor).setServiceParent(pool)
-        stratum = StratumPool(
-            pool_config,
-            pool,
-            pool,
-            hashing,
-            recorder,
-            reactor,
-            BanStore(recorder.keys, redis.client),
-            instance=config.settings.instance,  # None: subscribes wait for the lease
-        )
-        instance_lease.add_listener(stratum.set_instance)
-        servers[pool_config.name] = stratum
-        metrics.watch_pool(pool_config.name, stratum, recorder, pool)
-        pool.add_job_listener(stratum.new_job)
-        StratumService(stratum, pool_config.ports, reactor).setServiceParent(pool)
-        notifier = p2p_notifier(pool_config, pool, reactor)  # None without an enabled p2p section
-        if notifier is not None:
-            notifier.setServiceParent(pool)
-        if pool_config.payments.enabled:
-            PaymentService(
-                pool_config, redis.client, _ready_daemons(pool), reactor, rpc_observer=observer
-            ).setServiceParent(pool)
-        pool.setServiceParent(root)
-        pools[pool_config.name] = pool
+        assembly.build_pool(pool_config, root.fatal).service.setServiceParent(root)
     for eth_config in config.eth_pools:
-        keys = OepKeys.for_coin(eth_config.coin.name)
-        eth_recorder = EthShareRecorder(
-            keys,
-            redis.client,
-            reactor,
-            round_policy(eth_config.payments),
-            hashrate_expiration=eth_config.hashrate_expiration,
-        )
-        hashers = EpochHashers(eth_config.name, hashing.run, dataset=eth_config.dataset)
-        eth_pool = EthPoolService(
-            eth_config,
-            reactor,
-            root.fatal,
-            eth_recorder,
-            hashers,
-            _node_states(redis.client, keys),
-            rpc_observer=metrics.daemon_observer(eth_config.name),
-        )
-        RecorderService(eth_recorder, reactor).setServiceParent(eth_pool)
-        miners = EthStratumPool(
-            eth_config,
-            eth_pool,
-            eth_pool,
-            hashing,
-            hashers,
-            eth_recorder,
-            reactor,
-            # nomp's own bans, in its key for them (OEP has none).
-            BanStore(PoolKeys.for_coin(eth_config.coin.name), redis.client),
-            instance=config.settings.instance,
-        )
-        instance_lease.add_listener(miners.set_instance)
-        metrics.watch_pool(eth_config.name, miners, eth_recorder, eth_pool)
-        eth_pool.add_work_listener(miners.new_work)
-        StratumService(miners, eth_config.ports, reactor).setServiceParent(eth_pool)
-        if eth_config.payments.enabled:
-            eth_observer = metrics.daemon_observer(eth_config.name)
-            EthUnlockerService(
-                eth_config,
-                redis.client,
-                reactor,
-                rpc_observer=eth_observer,
-                run_listener=metrics.unlocker_observer(eth_config.name),
-            ).setServiceParent(eth_pool)
-            try:  # the payout key is read now: a missing or unsafe file stops the start
-                payer = EthPayerService(
-                    eth_config,
-                    redis.client,
-                    reactor,
-                    rpc_observer=eth_observer,
-                    run_listener=metrics.payer_observer(eth_config.name),
-                )
-            except KeyFileError as e:
-                raise SystemExit(f"nomp: {eth_config.file}: {e}") from None
-            payer.setServiceParent(eth_pool)
-        eth_pool.setServiceParent(root)
+        try:  # the payout key is read now: a missing or unsafe file stops the start
+            parts = assembly.build_eth_pool(eth_config, root.fatal)
+        except KeyFileError as e:
+            raise SystemExit(f"nomp: {eth_config.file}: {e}") from None
+        parts.service.setServiceParent(root)
     web = config.settings.web
     if web.enabled:
         web_service = WebService(
@@ -212,11 +172,418 @@ def build_service(config: Config, reactor: Any, **root_options: Any) -> NompServ
             redis.client,
             reactor,
             metrics=metrics.render,
-            daemons=lambda name: _ready_daemons(pools[name])(),
+            daemons=lambda name: _ready_daemons(assembly.pools[name])() if name in assembly.pools else None,
             eth_pools=config.eth_pools,
         )
         metrics.watch_snapshot(lambda: web_service.collector.snapshot)
         # Under the web service: its timers feed only /metrics, which the web port serves.
         MetricsService(metrics, redis.client, reactor).setServiceParent(web_service)
         web_service.setServiceParent(root)
+    root.reloader = Reloader(assembly, lambda: root.config, root.replace_config)
     return root
+
+
+@dataclass(eq=False)
+class BitcoinParts:
+    """A Bitcoin-family pool's services, as the assembly keeps them (a RunningPool of
+    nomp.control.operations)."""
+
+    config: PoolConfig
+    service: PoolService
+    server: StratumPool
+    stratum: StratumService
+    payer: PaymentService | None = None
+    notifier: Service | None = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def coin(self) -> str:
+        return self.config.coin.name
+
+    @property
+    def ready(self) -> bool:
+        return self.service.ready
+
+    @property
+    def miners(self) -> int:
+        return len(self.server.connections)
+
+    @property
+    def accepted_shares(self) -> int:
+        return self.server.pipeline.shares["accepted"]
+
+    def payments(self, action: str) -> defer.Deferred[str]:
+        return defer.Deferred.fromCoroutine(self._payments(action))
+
+    async def _payments(self, action: str) -> str:
+        name, payer = self.config.name, self.payer
+        if payer is None:
+            return f"error {name}: payments are not enabled in {self.config.file}"
+        if action == "run":
+            report = await payer.run_now()
+            if report is None:
+                return (
+                    f"error {name}: no payment run: Redis or the daemon is not ready, or it failed (see log)"
+                )
+            failed = report.error or report.locked_out
+            return ("error " if failed else "ok ") + run_summary(self.config, report).strip()
+        result = await payer.audit()
+        if result is None:
+            return f"error {name}: no audit: Redis or the wallet is not ready"
+        return ("ok " if result.clean else "error ") + audit_summary(name, result).strip()
+
+
+@dataclass(eq=False)
+class EthParts:
+    """An Ethereum-family pool's services, as the assembly keeps them (a RunningPool)."""
+
+    config: EthPoolConfig
+    service: EthPoolService
+    server: EthStratumPool
+    stratum: StratumService
+    redis: Callable[[], RedisClient | None]
+    reactor: Any
+    unlocker: EthUnlockerService | None = None
+    payer: EthPayerService | None = None
+    run_listeners: tuple[Any, Any] | None = None  # the metrics' (unlocker, payer) observers, made once
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def coin(self) -> str:
+        return self.config.coin.name
+
+    @property
+    def ready(self) -> bool:
+        return self.service.ready
+
+    @property
+    def miners(self) -> int:
+        return len(self.server.connections)
+
+    @property
+    def accepted_shares(self) -> int:
+        return self.server.pipeline.shares["accepted"]
+
+    def payments(self, action: str) -> defer.Deferred[str]:
+        return defer.Deferred.fromCoroutine(self._payments(action))
+
+    async def _payments(self, action: str) -> str:
+        name, unlocker, payer = self.config.name, self.unlocker, self.payer
+        if unlocker is None or payer is None:
+            return f"error {name}: payments are not enabled in {self.config.file}"
+        if action == "run":
+            unlocked = await unlocker.run_once()
+            paid = await payer.run_once()
+            if unlocked is None or paid is None:
+                return f"error {name}: no payment run: Redis is not ready, or a run failed (see the log)"
+            failed = unlocked.error or paid.error or unlocked.locked_out or paid.locked_out
+            return ("error " if failed else "ok ") + eth_summary(self.config, unlocked, paid).strip()
+        redis = self.redis()
+        if redis is None:
+            return f"error {name}: no audit: Redis is not connected"
+        clients = DaemonClients(self.reactor, persistent=False)
+        try:
+            node = clients.rpc(payer_daemon(self.config), version="2.0")
+            result = await eth_audit(self.config, redis, node, payer.key.address)
+        finally:
+            await clients.close()
+        return ("ok " if result.clean else "error ") + audit_summary(name, result).strip()
+
+
+Parts = BitcoinParts | EthParts
+
+
+@dataclass(eq=False)
+class PoolAssembly:
+    """Builds each pool's part of the tree and takes it apart (nomp.reload's PoolAssembly).
+
+    ``pools`` and ``servers`` are the Bitcoin-family pools and their miner
+    sides by name, as the control port reads them; ``parts`` every pool's.
+    """
+
+    log = Logger()
+
+    root: NompService
+    reactor: Any
+    redis: RedisService
+    hashing: HashPoolService
+    metrics: Metrics
+    instance_lease: InstanceLeaseService
+    levels: LogLevelFilterPredicate
+    token: str | None
+    pools: dict[str, PoolService] = field(default_factory=dict)
+    servers: dict[str, StratumPool] = field(default_factory=dict)
+    parts: dict[str, Parts] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.instance_lease.add_listener(self._set_instance)
+
+    def _set_instance(self, instance: int | None) -> None:
+        for parts in self.parts.values():
+            parts.server.set_instance(instance)
+
+    def accepted_shares(self) -> dict[str, int]:
+        """Each pool's accepted shares so far (for the shares/s of ``status``)."""
+        return {name: parts.accepted_shares for name, parts in self.parts.items()}
+
+    # Building.
+    def build_pool(self, pool_config: PoolConfig, on_fatal: Callable[[str], None]) -> BitcoinParts:
+        """A Bitcoin-family pool's services, under its PoolService (not yet in the tree)."""
+        reactor, redis = self.reactor, self.redis
+        observer = self.metrics.daemon_observer(pool_config.name)
+        recorder = ShareRecorder(
+            PoolKeys.for_coin(pool_config.coin.name),
+            redis.client,
+            reactor,
+            hashrate_window=pool_config.hashrate_window,
+            round_policy=round_policy(pool_config.payments),
+        )
+        pool = PoolService(pool_config, reactor, on_fatal, recorder, rpc_observer=observer)
+        RecorderService(recorder, reactor).setServiceParent(pool)
+        stratum = StratumPool(
+            pool_config,
+            pool,
+            pool,
+            self.hashing,
+            recorder,
+            reactor,
+            BanStore(recorder.keys, redis.client),
+            instance=self.instance_lease.instance,  # None: subscribes wait for the lease
+        )
+        self.metrics.watch_pool(pool_config.name, stratum, recorder, pool)
+        pool.add_job_listener(stratum.new_job)
+        stratum_service = StratumService(stratum, pool_config.ports, reactor)
+        stratum_service.setServiceParent(pool)
+        parts = BitcoinParts(pool_config, pool, stratum, stratum_service)
+        notifier = p2p_notifier(pool_config, pool, reactor)  # None without an enabled p2p section
+        if notifier is not None:
+            notifier.setServiceParent(pool)
+            parts.notifier = notifier
+        if pool_config.payments.enabled:
+            parts.payer = self._payment_service(pool_config, pool)
+            parts.payer.setServiceParent(pool)
+        self.pools[pool_config.name] = pool
+        self.servers[pool_config.name] = stratum
+        self.parts[pool_config.name] = parts
+        return parts
+
+    def _payment_service(self, pool_config: PoolConfig, pool: PoolService) -> PaymentService:
+        observer = self.metrics.daemon_observer(pool_config.name)
+        return PaymentService(
+            pool_config, self.redis.client, _ready_daemons(pool), self.reactor, rpc_observer=observer
+        )
+
+    def build_eth_pool(self, eth_config: EthPoolConfig, on_fatal: Callable[[str], None]) -> EthParts:
+        """An Ethereum-family pool's services, under its EthPoolService (not yet in
+        the tree); KeyFileError when its payout key cannot be used."""
+        reactor, redis = self.reactor, self.redis
+        keys = OepKeys.for_coin(eth_config.coin.name)
+        eth_recorder = EthShareRecorder(
+            keys,
+            redis.client,
+            reactor,
+            round_policy(eth_config.payments),
+            hashrate_expiration=eth_config.hashrate_expiration,
+        )
+        hashers = EpochHashers(eth_config.name, self.hashing.run, dataset=eth_config.dataset)
+        eth_pool = EthPoolService(
+            eth_config,
+            reactor,
+            on_fatal,
+            eth_recorder,
+            hashers,
+            _node_states(redis.client, keys),
+            rpc_observer=self.metrics.daemon_observer(eth_config.name),
+        )
+        RecorderService(eth_recorder, reactor).setServiceParent(eth_pool)
+        miners = EthStratumPool(
+            eth_config,
+            eth_pool,
+            eth_pool,
+            self.hashing,
+            hashers,
+            eth_recorder,
+            reactor,
+            # nomp's own bans, in its key for them (OEP has none).
+            BanStore(PoolKeys.for_coin(eth_config.coin.name), redis.client),
+            instance=self.instance_lease.instance,
+        )
+        stratum_service = StratumService(miners, eth_config.ports, reactor)
+        parts = EthParts(eth_config, eth_pool, miners, stratum_service, redis.client, reactor)
+        if eth_config.payments.enabled:
+            parts.unlocker, parts.payer = self._eth_payments(parts, eth_config)  # KeyFileError first
+        self.metrics.watch_pool(eth_config.name, miners, eth_recorder, eth_pool)
+        eth_pool.add_work_listener(miners.new_work)
+        stratum_service.setServiceParent(eth_pool)
+        if parts.unlocker is not None and parts.payer is not None:
+            parts.unlocker.setServiceParent(eth_pool)
+            parts.payer.setServiceParent(eth_pool)
+        self.parts[eth_config.name] = parts
+        return parts
+
+    def _eth_payments(
+        self, parts: EthParts, eth_config: EthPoolConfig
+    ) -> tuple[EthUnlockerService, EthPayerService]:
+        payout_key(eth_config)  # KeyFileError before anything is made
+        if parts.run_listeners is None:
+            parts.run_listeners = (
+                self.metrics.unlocker_observer(eth_config.name),
+                self.metrics.payer_observer(eth_config.name),
+            )
+        observer = self.metrics.daemon_observer(eth_config.name)
+        payer = EthPayerService(  # reads the payout key: KeyFileError
+            eth_config,
+            self.redis.client,
+            self.reactor,
+            rpc_observer=observer,
+            run_listener=parts.run_listeners[1],
+        )
+        unlocker = EthUnlockerService(
+            eth_config,
+            self.redis.client,
+            self.reactor,
+            rpc_observer=observer,
+            run_listener=parts.run_listeners[0],
+        )
+        return unlocker, payer
+
+    # A reload (nomp.reload's PoolAssembly).
+    async def add_pool(self, pool: AnyPool) -> tuple[AnyPool | None, Outcome]:
+        outcome = Outcome()
+
+        def stopped(message: str) -> None:
+            # A pool a reload added that cannot start is stopped alone; the
+            # process and its other pools go on.
+            self.log.error("pool {pool} stopped: {message}", pool=pool.name, message=message)
+            self.root.reloader.forget(pool.name)
+            background(f"stop pool {pool.name}", self._take_out(pool.name))
+
+        try:
+            parts: Parts = (
+                self.build_eth_pool(pool, stopped)
+                if isinstance(pool, EthPoolConfig)
+                else self.build_pool(pool, stopped)
+            )
+        except KeyFileError as e:
+            outcome.refused.append(f"{pool.file}: pool {pool.name} not added: {e}")
+            return None, outcome
+        parts.stratum.lenient = True
+        parts.service.setServiceParent(self.root)
+        outcome.refused += [f"{pool.file}: {problem}" for problem in parts.stratum.unopened]
+        running = dataclasses.replace(pool, ports=parts.stratum.ports)
+        parts.config = parts.service.config = parts.server.config = running
+        if self.root.config.settings.web.enabled:
+            outcome.done.append(f"{pool.file}: the web site shows pool {pool.name} after a restart")
+        return running, outcome
+
+    async def remove_pool(self, name: str) -> Outcome:
+        miners = self.parts[name].miners
+        await self._take_out(name)
+        done = [f"pool {name}: {miners} miner{'' if miners == 1 else 's'} disconnected"]
+        return Outcome(done=done)
+
+    async def _take_out(self, name: str) -> None:
+        parts = self.parts.pop(name, None)
+        if parts is None:
+            return
+        self.pools.pop(name, None)
+        self.servers.pop(name, None)
+        self.metrics.forget_pool(name)
+        if parts.service.parent is not None:
+            await defer.maybeDeferred(parts.service.disownServiceParent)
+
+    async def change_pool(self, change: PoolChange) -> tuple[AnyPool, Outcome]:
+        parts = self.parts[change.name]
+        if isinstance(parts, BitcoinParts) and isinstance(change.running, PoolConfig):
+            return await self._change_bitcoin(parts, change.running)
+        if isinstance(parts, EthParts) and isinstance(change.running, EthPoolConfig):
+            return await self._change_eth(parts, change.running)
+        return parts.config, Outcome()  # another family: nomp.config.diff keeps the pool as it runs
+
+    async def _change_bitcoin(self, parts: BitcoinParts, new: PoolConfig) -> tuple[PoolConfig, Outcome]:
+        old = parts.config
+        running, refused = await parts.service.apply(new)
+        outcome = Outcome(refused=refused)
+        if running is old:
+            return old, outcome  # still starting
+        running, done, refused = await parts.stratum.apply(running)
+        outcome.done += done
+        outcome.refused += refused
+        await self._change_payments(parts, running)  # its wallet, address and settings
+        if running.p2p != old.p2p:
+            if parts.notifier is not None:
+                await defer.maybeDeferred(parts.notifier.disownServiceParent)
+            parts.notifier = p2p_notifier(running, parts.service, self.reactor)
+            if parts.notifier is not None:
+                parts.notifier.setServiceParent(parts.service)
+        parts.service.config = parts.config = running
+        if _difficulty_changed(old, running):
+            # A miner may take a new difficulty only with its next job: one now.
+            await parts.service.refresh(force=True)
+        return running, outcome
+
+    async def _change_payments(self, parts: BitcoinParts, running: PoolConfig) -> None:
+        if running.payments.enabled and parts.payer is None:
+            parts.payer = self._payment_service(running, parts.service)
+            parts.payer.setServiceParent(parts.service)
+        elif not running.payments.enabled and parts.payer is not None:
+            payer, parts.payer = parts.payer, None
+            await defer.maybeDeferred(payer.disownServiceParent)  # a run under way finishes
+        elif parts.payer is not None:
+            parts.payer.apply(running)
+
+    async def _change_eth(self, parts: EthParts, new: EthPoolConfig) -> tuple[EthPoolConfig, Outcome]:
+        old = parts.config
+        running, refused = await parts.service.apply(new)
+        outcome = Outcome(refused=refused)
+        if running is old:
+            return old, outcome
+        running, done, refused = await parts.stratum.apply(running)
+        outcome.done += done
+        outcome.refused += refused
+        paying = ("payments", "address", "daemons")
+        if any(getattr(running, key) != getattr(old, key) for key in paying):
+            try:
+                running = await self._change_eth_payments(parts, running)
+            except KeyFileError as e:
+                outcome.refused.append(f"{old.file}: payments not changed: {e}")
+                running = dataclasses.replace(running, payments=old.payments, address=old.address)
+        parts.service.config = parts.config = running
+        return running, outcome
+
+    async def _change_eth_payments(self, parts: EthParts, running: EthPoolConfig) -> EthPoolConfig:
+        """The unlocker and payer made again with the new settings (the key read first)."""
+        made = self._eth_payments(parts, running) if running.payments.enabled else None
+        for service in (parts.payer, parts.unlocker):
+            if service is not None:
+                await defer.maybeDeferred(service.disownServiceParent)  # a run under way finishes
+        parts.unlocker, parts.payer = made if made is not None else (None, None)
+        if parts.unlocker is not None and parts.payer is not None:
+            parts.unlocker.setServiceParent(parts.service)
+            parts.payer.setServiceParent(parts.service)
+        return running
+
+    def change_settings(self, old: GlobalConfig, new: GlobalConfig) -> tuple[GlobalConfig, Outcome]:
+        outcome = Outcome()
+        if new.logging.level != old.logging.level:
+            self.levels.setLogLevelForNamespace("", LogLevel.levelWithName(new.logging.level))
+        if new.control.token_file != old.control.token_file:
+            try:
+                self.token = _control_token(new)
+            except TokenFileError as e:
+                outcome.refused.append(f"config.yaml: control.token_file not changed: {e}")
+                new = dataclasses.replace(new, control=old.control)
+        return new, outcome
+
+
+def _difficulty_changed(old: PoolConfig, new: PoolConfig) -> bool:
+    return any(
+        (before.diff, before.vardiff) != (after.diff, after.vardiff)
+        for before, after in match_ports(old.ports, new.ports).kept
+    )

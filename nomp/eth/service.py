@@ -9,6 +9,7 @@ logged with the block's seal hash and height.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -97,6 +98,7 @@ class EthPoolService(OrderedMultiService):
         # Seal hashes a node took a block for: another share meeting the same
         # work's boundary is a share, no longer a block.
         self._sealed: deque[str] = deque(maxlen=SEALED_REMEMBERED)
+        self._clients: DaemonClients | None = None  # where a reload's nodes are made
 
     def add_work_listener(self, listener: WorkListener) -> None:
         """Call ``listener(work)`` for every new work (the protocols send it on)."""
@@ -104,7 +106,7 @@ class EthPoolService(OrderedMultiService):
 
     def startService(self) -> None:
         super().startService()
-        clients = DaemonClients(self._reactor, observer=self._rpc_observer, http=self._http)
+        clients = self._clients = DaemonClients(self._reactor, observer=self._rpc_observer, http=self._http)
         self._http_pool = clients.pool
         self.upstreams = Upstreams(self.config.name, [clients.rpc(d, "2.0") for d in self.config.daemons])
         self._starting = background(f"start pool {self.config.name}", self._start())
@@ -115,6 +117,9 @@ class EthPoolService(OrderedMultiService):
             return
         await self.refresh()
         self.ready = True
+        self._start_timers()
+
+    def _start_timers(self) -> None:
         config = self.config
         self._every(config.block_refresh_interval, self.refresh)
         self._every(config.upstream_check_interval, self._check_upstreams)
@@ -359,6 +364,54 @@ class EthPoolService(OrderedMultiService):
                 pool=self.config.name,
                 height=candidate.height,
             )
+
+    # A reload (nomp.reload; nomp.config.diff decided what may change live).
+    async def apply(self, new: EthPoolConfig) -> tuple[EthPoolConfig, list[str]]:
+        """Take a reloaded configuration's nodes, timers and node name.
+
+        New nodes are used once one of them answers on the coin's chain id;
+        otherwise the nodes that run stay, and the note says why. Returns
+        the configuration it runs and those notes. A pool still starting
+        takes nothing: it says so.
+        """
+        old = self.config
+        if not self.ready or self._clients is None:
+            return old, [f"{old.name} is still starting: not reloaded, reload it once it is ready"]
+        notes: list[str] = []
+        running = new
+        if new.daemons != old.daemons:
+            upstreams = Upstreams(new.name, [self._clients.rpc(d, "2.0") for d in new.daemons])
+            problem = await self._on_chain(upstreams)
+            if problem is None:
+                self.upstreams = upstreams
+            else:
+                notes.append(f"{old.file}: daemons not changed: {problem}")
+                running = dataclasses.replace(running, daemons=old.daemons)
+        self.config = running
+        intervals = ("block_refresh_interval", "upstream_check_interval", "state_update_interval")
+        if any(getattr(running, key) != getattr(old, key) for key in intervals):
+            for timer in self._timers:
+                if timer.running:
+                    timer.stop()
+            self._timers = []
+            self._start_timers()
+        return running, notes
+
+    async def _on_chain(self, upstreams: Upstreams) -> str | None:
+        """Use the first of ``upstreams`` on the coin's chain id: None, or why none is."""
+        problems = []
+        for index, node in enumerate(upstreams.nodes):
+            try:
+                chain_id = parse_quantity(await node.rpc.call("eth_chainId"), "eth_chainId")
+            except (DaemonError, WorkError) as e:
+                problems.append(str(e))
+                continue
+            if chain_id != self.config.coin.chain_id:
+                problems.append(f"node {node.url} is on chain id {chain_id}, not {self.config.coin.chain_id}")
+                continue
+            upstreams.use(index)
+            return None
+        return "; ".join(problems)
 
     @property
     def submitting(self) -> int:

@@ -13,6 +13,7 @@ from nomp.config import DaemonConfig, PoolConfig
 from nomp.daemon import DaemonRPC
 from nomp.daemon.clients import DaemonClients, daemon_rpc
 from nomp.daemon.rpc import CallObserver, HTTPPoster
+from nomp.payments.audit import Audit, audit
 from nomp.payments.ledger import PaymentLedger
 from nomp.payments.processor import RPC, PaymentProcessor, RunReport
 from nomp.store.client import RedisClient
@@ -90,6 +91,44 @@ class PaymentService(Service):
                 "pool {pool}: payment run failed; tried again next interval", pool=self.pool.name
             )
             return None
+
+    def run_now(self) -> defer.Deferred[RunReport | None]:
+        """One run now, for the operator; the run under way instead, if there is one."""
+        if self._running is None or self._running.called:
+            self._running = defer.Deferred.fromCoroutine(self.run_once())
+        running = self._running
+        waiter: defer.Deferred[RunReport | None] = defer.Deferred()
+
+        def answer(report: RunReport | None) -> RunReport | None:
+            waiter.callback(report)
+            return report
+
+        running.addCallback(answer)
+        return waiter
+
+    async def audit(self) -> Audit | None:
+        """The payment audit (nomp.payments.audit) now; None when Redis or the wallet is not there."""
+        redis, wallet = self._redis(), self._wallet
+        if redis is None or wallet is None:
+            return None
+        return await audit(
+            PaymentLedger(redis, PoolKeys.for_coin(self.pool.coin.name)), wallet, self.pool.address
+        )
+
+    def apply(self, pool: PoolConfig) -> None:
+        """A reloaded pool configuration (nomp.config.diff kept its scheme):
+        the runs from now on use its payments section and wallet. A run
+        under way finishes as it began."""
+        old, self.pool = self.pool, pool
+        self._processor = None  # the next run is made with the new settings
+        if wallet_daemon(pool) != wallet_daemon(old) and self._clients is not None:
+            self._wallet = self._clients.rpc(wallet_daemon(pool))
+        if pool.payments.interval != old.payments.interval and self._loop is not None:
+            if self._loop.running:
+                self._loop.stop()
+            self._loop = task.LoopingCall(self._tick)
+            self._loop.clock = self._reactor
+            self._loop.start(pool.payments.interval, now=False)
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -110,6 +111,7 @@ class PoolService(OrderedMultiService):
         self.job_failures: Counter[str] = Counter()  # refreshes that made no job: daemon, template, job
         self._blocks_in_flight = KeyedWork()  # by block hash: its record, submission and settlement
         self._settle: task.LoopingCall | None = None
+        self._clients: DaemonClients | None = None  # where a reload's daemons are made
 
     def add_job_listener(self, listener: JobListener) -> None:
         """Call ``listener(job)`` for every new job (Stratum sends them on)."""
@@ -117,10 +119,10 @@ class PoolService(OrderedMultiService):
 
     def startService(self) -> None:
         super().startService()
-        clients = DaemonClients(self._reactor, observer=self._rpc_observer, http=self._http)
+        clients = self._clients = DaemonClients(self._reactor, observer=self._rpc_observer, http=self._http)
         self._http_pool = clients.pool  # closed by stopService
         self.daemons = clients.group(self.config.daemons)
-        self.submitter = BlockSubmitter(self.daemons)
+        self.submitter = BlockSubmitter(self.daemons, self.config.name)
         self._starting = background(f"start pool {self.config.name}", self._start())
 
     async def _start(self) -> None:
@@ -418,6 +420,61 @@ class PoolService(OrderedMultiService):
                 state="the node has it" if known else "unknown to the node",
             )
             self._recorder.block_settled(block_hash, known)
+
+    # A reload (nomp.reload; nomp.config.diff decided what may change live).
+    async def apply(self, new: PoolConfig) -> tuple[PoolConfig, list[str]]:
+        """Take a reloaded configuration's daemons, payout and timers.
+
+        New daemons are used once one of them answers on the coin's chain,
+        a new payout (address, reward recipients, signature) once the
+        daemon has given the scripts of its addresses; either refused keeps
+        what runs, and the note says why. Returns the configuration it runs
+        and those notes. A pool still starting takes nothing: it says so.
+        """
+        old = self.config
+        if not self.ready or self.daemons is None or self.registry is None or self._clients is None:
+            return old, [f"{old.name} is still starting: not reloaded, reload it once it is ready"]
+        notes: list[str] = []
+        running = new
+        if new.daemons != old.daemons:
+            daemons = self._clients.group(new.daemons)
+            try:
+                info = await daemons.chain_info()
+                if info.chain != new.coin.network.chain:
+                    raise StartupError(
+                        f"the new daemons are on chain {info.chain!r}, not {new.coin.network.chain!r}"
+                    )
+            except (DaemonError, StartupError) as e:
+                notes.append(f"{old.file}: daemons not changed: {e}")
+                running = dataclasses.replace(running, daemons=old.daemons)
+            else:
+                self.daemons, self.submitter = daemons, BlockSubmitter(daemons, self.config.name)
+        payout = ("address", "reward_recipients", "pool_signature")
+        if any(getattr(new, key) != getattr(old, key) for key in payout):
+            try:
+                plan = await resolve_payouts(running, self.daemons)
+            except (DaemonError, StartupError) as e:
+                notes.append(f"{old.file}: payout not changed: {e}")
+                running = dataclasses.replace(running, **{key: getattr(old, key) for key in payout})
+            else:
+                self.registry.plan = plan
+                self.registry.layout = CoinbaseLayout(
+                    tx_version=new.coin.transactions.version, signature=running.pool_signature.encode()
+                )
+        self.config = running
+        if running.block_refresh_interval != old.block_refresh_interval and self._poll is not None:
+            if self._poll.running:
+                self._poll.stop()
+            self._poll = task.LoopingCall(self.refresh)
+            self._poll.clock = self._reactor
+            self._poll.start(running.block_refresh_interval, now=False)
+        if running.job_rebroadcast_timeout != old.job_rebroadcast_timeout:
+            if self._rebroadcast is not None and self._rebroadcast.active():
+                self._rebroadcast.cancel()
+            self._rearm_rebroadcast()
+        if any(getattr(running, key) != getattr(old, key) for key in payout):
+            await self.refresh(force=True)  # the miners' next job pays as the new configuration says
+        return running, notes
 
     @property
     def submitting(self) -> int:

@@ -306,6 +306,12 @@ class Metrics:
         labels = {port: port_label(port) for port in server.config.ports}
         self._pools.append(_WatchedPool(name, server, recorder, pool, labels))
 
+    def forget_pool(self, name: str) -> None:
+        """Stop exporting the pool called ``name`` (a reload removed it)."""
+        self._pools = [p for p in self._pools if p.name != name]
+        self._unlockers = [u for u in self._unlockers if u.pool != name]
+        self._payers = [p for p in self._payers if p.pool != name]
+
     def watch_hashing(self, hashing: HashingLoad) -> None:
         self._hashing = hashing
 

@@ -1,0 +1,614 @@
+"""Reloads: the conf folder read again and applied to a running pool without
+dropping a miner (nomp.reload, nomp.tap's PoolAssembly, the services' apply).
+
+The pure parts (the gatekeeper's new policy, a port's new settings, the
+Reloader's sequence and answer) on fakes and a memory reactor; then the
+whole tree against a real litecoind regtest pair and redis-server, with a
+miner mining through the reload; then SIGHUP to ``twistd nomp``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import time
+from ipaddress import ip_network
+from pathlib import Path
+from typing import Any, cast
+
+import yaml
+from twisted.internet import defer, reactor, task
+from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from nomp import cli
+from nomp.config import Config, ConfigErrors, PoolConfig, PortConfig, VardiffConfig, load_config
+from nomp.config.diff import AnyPool, PoolChange
+from nomp.config.model import GlobalConfig
+from nomp.miner import Miner, connect
+from nomp.reload import Outcome, Reloader
+from nomp.service import NompService
+from nomp.stratum import difficulty
+from nomp.stratum.banning import BanPolicy, Gatekeeper, InvalidShareLimit, Limit
+from nomp.stratum.protocol import StratumFactory
+from nomp.stratum.service import StratumService
+from nomp.stratum.stratumpool import StratumPool
+from test.fakes import StratumHarness, mainnet_template, pool_config
+from test.poolconf import write_conf
+from test.rediscli import redis, redis_hash
+from test.servers import RPC_PASSWORD, RPC_USER, free_port, shared_redis, shared_regtest
+from test.test_config_paths import SHIPPED_CONF
+from test.test_control import run_nomp_cli
+from test.test_stratum_e2e import SCRYPT, pool_ready, start_pool
+from test.test_stratum_protocol import NOW, PLAIN_PORT, VARDIFF_PORT, WORKER
+from test.test_twistd import TWISTD
+from test.waiting import until
+
+COIN = "litecoin-regtest"
+
+
+class GatekeeperPolicyTests(SynchronousTestCase):
+    """Gatekeeper.apply_policy: a reloaded banning section, with the evidence and bans held."""
+
+    def test_limits_trimmed_and_turned_off(self) -> None:
+        """Evidence is counted against the new limits at once; a rule turned off forgets it."""
+        gatekeeper = Gatekeeper(BanPolicy(malformed=Limit(5, 60), failed_auth=Limit(5, 60)))
+        for second in range(4):
+            self.assertIsNone(gatekeeper.malformed("10.0.0.1", 100 + second))
+            self.assertIsNone(gatekeeper.auth_failed("10.0.0.1", 100 + second))
+        gatekeeper.apply_policy(BanPolicy(malformed=Limit(2, 60), failed_auth=None), [])
+        self.assertIsNone(gatekeeper.auth_failed("10.0.0.1", 105))
+        ban = gatekeeper.malformed("10.0.0.1", 105)
+        assert ban is not None
+        self.assertEqual(ban.reason, "more than 2 malformed messages in 60 s")
+
+    def test_share_window(self) -> None:
+        """Share tallies stay under the same window, and start afresh under another."""
+        rule = InvalidShareLimit(percent=50, min_shares=4, window=600)
+        gatekeeper = Gatekeeper(BanPolicy(invalid_shares=rule))
+        for second in range(3):
+            self.assertIsNone(gatekeeper.share("10.0.0.1", False, 100 + second))
+        gatekeeper.apply_policy(BanPolicy(ban_duration=60, invalid_shares=rule), [])
+        ban = gatekeeper.share("10.0.0.1", False, 103)
+        assert ban is not None
+        self.assertEqual(ban.expires_at, 163)  # the new ban time
+        shorter = dataclasses.replace(rule, window=60)
+        gatekeeper.apply_policy(BanPolicy(invalid_shares=shorter), [])
+        for second in range(3):
+            self.assertIsNone(gatekeeper.share("10.0.0.2", False, 200 + second))
+        gatekeeper.apply_policy(BanPolicy(invalid_shares=rule), [])
+        self.assertIsNone(gatekeeper.share("10.0.0.2", False, 203))  # counted afresh
+
+    def test_whitelist(self) -> None:
+        """A newly whitelisted IP's ban is lifted and its connections stop counting; a ban
+        held by another IP keeps its expiry."""
+        gatekeeper = Gatekeeper(BanPolicy(connections_total=3))
+        for ip in ("10.0.0.5", "10.0.0.5", "10.0.0.6"):
+            self.assertTrue(gatekeeper.admit(ip, 100).accepted)
+        gatekeeper.bans.ban("10.0.0.5", 100, reason="test")
+        held = gatekeeper.bans.ban("10.0.0.7", 100, reason="test")
+        open_ips = ["10.0.0.5", "10.0.0.5", "10.0.0.6"]
+        trusted = BanPolicy(connections_total=3, whitelist=(ip_network("10.0.0.5/32"),))
+        gatekeeper.apply_policy(trusted, open_ips)
+        self.assertIsNone(gatekeeper.bans.get("10.0.0.5", 101))
+        self.assertEqual(gatekeeper.bans.get("10.0.0.7", 101), held)
+        self.assertEqual((gatekeeper.open_connections, gatekeeper.connections("10.0.0.5")), (1, 0))
+        gatekeeper.apply_policy(BanPolicy(connections_total=3), open_ips)
+        self.assertEqual((gatekeeper.open_connections, gatekeeper.connections("10.0.0.5")), (3, 2))
+        self.assertEqual(gatekeeper.admit("10.0.0.8", 102).refusal is not None, True)
+
+
+class PortRetuneTests(SynchronousTestCase):
+    """StratumService.apply and difficulty.port_changed on a memory reactor: the ports'
+    connections stay, and get the new difficulty."""
+
+    def setUp(self) -> None:
+        self.clock = MemoryReactorClock()
+        self.clock.advance(NOW)
+        self.config = pool_config(ports=(PLAIN_PORT, VARDIFF_PORT))
+        self.harness = StratumHarness(self.config, self.clock)
+        self.harness.new_job(mainnet_template())
+        self.service = StratumService(self.harness.server, self.config.ports, self.clock)
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+        self.plain = self.harness.miner(WORKER, port=PLAIN_PORT, ip="10.0.0.1")
+        self.vardiff = self.harness.miner(WORKER, port=VARDIFF_PORT, ip="10.0.0.2")
+
+    def apply(self, config: PoolConfig) -> tuple[PoolConfig, list[str], list[str]]:
+        return self.successResultOf(defer.Deferred.fromCoroutine(self.service.apply(config)))
+
+    def listening(self) -> dict[int, StratumFactory]:
+        """The memory reactor's listening ports (the last by each number), by number."""
+        return {port: cast(StratumFactory, factory) for port, factory, _, _ in self.clock.tcpServers}
+
+    def test_new_difficulty_sent(self) -> None:
+        """A changed starting diff is sent to the port's miners; a vardiff range that no longer
+        holds a miner's difficulty moves it inside; later connections get the new settings."""
+        plain = dataclasses.replace(PLAIN_PORT, diff=0.0002)
+        narrower = VardiffConfig(
+            min_diff=0.01, max_diff=1000, target_time=15, retarget_time=90, variance_percent=30
+        )
+        vardiff = dataclasses.replace(VARDIFF_PORT, vardiff=narrower)
+        self.clock.advance(30)
+        banning = dataclasses.replace(self.config.banning, time=60.0, connections_per_ip=4)
+        new = dataclasses.replace(
+            self.config, ports=(plain, vardiff), banning=banning, connection_timeout=30.0
+        )
+        running, done, refused = self.apply(new)
+        self.assertEqual((running, refused), (new, []))
+        self.assertEqual(
+            done,
+            [
+                f"port {PLAIN_PORT.listen}: 1 miner sent the new difficulty",
+                f"port {VARDIFF_PORT.listen}: 1 miner sent the new difficulty",
+            ],
+        )
+        set_difficulty = {"id": None, "method": "mining.set_difficulty", "params": [0.0002]}
+        self.assertEqual(self.plain.read(), [set_difficulty])
+        self.assertEqual(self.vardiff.read(), [{**set_difficulty, "params": [0.01]}])
+        self.assertFalse(self.plain.closing or self.vardiff.closing)
+        session = self.vardiff.session
+        assert session.vardiff is not None
+        self.assertEqual((session.difficulty, session.vardiff.since), (0.01, NOW + 30))
+        factory = self.listening()[3333]
+        self.assertEqual((factory.settings.port, factory.idle_timeout), (plain, 30.0))
+        policy = self.harness.server.bans.gatekeeper.policy
+        self.assertEqual((policy.ban_duration, policy.connections_per_ip), (60.0, 4))
+        self.assertEqual(self.apply(new), (new, [], []))  # the same again: nothing to send
+
+    def test_ports_opened_and_closed(self) -> None:
+        """A new port listens; a removed one stops listening and closes its miners, no others."""
+        high = PortConfig(listen="tcp:3336:interface=127.0.0.1", diff=1.0)
+        new = dataclasses.replace(self.config, ports=(VARDIFF_PORT, high))
+        running, done, refused = self.apply(new)
+        self.assertEqual((running, refused), (new, []))
+        self.assertEqual(done, [f"port {PLAIN_PORT.listen} closed: 1 miner disconnected"])
+        self.assertTrue(self.plain.closing)
+        self.plain.lose()
+        self.assertFalse(self.vardiff.closing)
+        self.assertEqual(self.listening()[3336].settings.port, high)
+        self.assertEqual(self.service.ports, (VARDIFF_PORT, high))
+
+    def test_floor_and_unsubscribed(self) -> None:
+        """The floor a miner set with mining.configure holds; a miner not yet subscribed is sent
+        nothing and starts at the new difficulty."""
+        self.plain.session.minimum_difficulty = self.plain.session.difficulty = (
+            0.5  # as mining.configure left it
+        )
+        settings = self.harness.server.port_settings(dataclasses.replace(PLAIN_PORT, diff=0.0002))
+        self.assertFalse(difficulty.port_changed(cast(Any, self.plain.protocol), settings, NOW))
+        self.assertEqual(self.plain.read(), [])
+        waiting = self.harness.connect(PLAIN_PORT)
+        self.assertFalse(difficulty.port_changed(cast(Any, waiting.protocol), settings, NOW))
+        self.assertEqual((waiting.read(), waiting.session.difficulty), ([], 0.0002))
+
+
+class PortInUseTests(TestCase):
+    """A port a reload adds that cannot be bound is refused alone, on the real reactor."""
+
+    async def test_port_in_use(self) -> None:
+        """The other changes are made; the answer names the port and why; the port is not run."""
+        port = dataclasses.replace(PLAIN_PORT, listen=f"tcp:{free_port()}:interface=127.0.0.1")
+        harness = StratumHarness(pool_config(ports=(port,)), cast(task.Clock, reactor))
+        config = harness.config
+        service = StratumService(harness.server, config.ports, reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        self.addCleanup(taken.close)
+        busy = PortConfig(listen=f"tcp:{taken.getsockname()[1]}:interface=127.0.0.1", diff=1.0)
+        banning = dataclasses.replace(config.banning, time=60.0)
+        running, done, refused = await service.apply(
+            dataclasses.replace(config, ports=(*config.ports, busy), banning=banning)
+        )
+        self.assertEqual(running.ports, config.ports)
+        self.assertEqual(done, [])
+        (problem,) = refused
+        self.assertIn(f"port {busy.listen} not opened:", problem)
+        self.assertIn("Address already in use", problem)
+        self.assertEqual(harness.server.bans.gatekeeper.policy.ban_duration, 60.0)
+        self.flushLoggedErrors()
+
+
+class RecordingAssembly:
+    """A PoolAssembly that records the reloader's calls in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.waiting: defer.Deferred[None] | None = None
+
+    async def add_pool(self, pool: AnyPool) -> tuple[AnyPool | None, Outcome]:
+        self.calls.append(f"add {pool.name}")
+        return dataclasses.replace(pool, ports=pool.ports[:1]), Outcome(refused=["port tcp:9 not opened: no"])
+
+    async def remove_pool(self, name: str) -> Outcome:
+        self.calls.append(f"remove {name}")
+        return Outcome(done=[f"pool {name}: 2 miners disconnected"])
+
+    async def change_pool(self, change: PoolChange) -> tuple[AnyPool, Outcome]:
+        self.calls.append(f"change {change.name}")
+        if self.waiting is not None:
+            await self.waiting
+        return change.running, Outcome(done=["port tcp:3333: 1 miner sent the new difficulty"])
+
+    def change_settings(self, old: GlobalConfig, new: GlobalConfig) -> tuple[GlobalConfig, Outcome]:
+        self.calls.append("settings")
+        return new, Outcome()
+
+
+class ReloaderTests(TestCase):
+    """Reloader: refusals, the order of the parts, the answer, the configuration that runs then."""
+
+    def setUp(self) -> None:
+        shipped = load_config(SHIPPED_CONF)
+        self.running: Config = dataclasses.replace(shipped, directory=Path("/conf"))
+        self.read: Config | ConfigErrors = self.running
+        self.assembly = RecordingAssembly()
+        self.reloader = Reloader(self.assembly, lambda: self.running, self.replace, self.load)
+
+    def replace(self, config: Config) -> None:
+        self.running = config
+
+    def load(self, directory: str | os.PathLike[str]) -> Config:
+        self.assertEqual(directory, Path("/conf"))
+        if isinstance(self.read, ConfigErrors):
+            raise self.read
+        return self.read
+
+    def reload(self, pool: str | None = None) -> tuple[bool, str]:
+        answer = self.successResultOf(defer.Deferred.fromCoroutine(self.reloader.reload(pool)))
+        return answer.ok, answer.line()
+
+    def test_refused(self) -> None:
+        """A configuration with errors is refused with every error; nothing is applied."""
+        before = self.running
+        self.read = ConfigErrors(
+            ["pools/litecoin.yaml: ports[0].diff: must be > 0", "pools/litecoin.yaml: colour: unknown key"]
+        )
+        self.assertEqual(
+            self.reload(),
+            (
+                False,
+                "error configuration refused, the running one stays: 2 errors: "
+                "pools/litecoin.yaml: ports[0].diff: must be > 0; pools/litecoin.yaml: colour: unknown key",
+            ),
+        )
+        self.assertEqual((self.assembly.calls, self.running), ([], before))
+
+    def test_nothing_and_no_such_pool(self) -> None:
+        """The same configuration changes nothing; a pool neither running nor read is an error."""
+        self.assertEqual(self.reload(), (True, "ok nothing changed"))
+        self.assertEqual(self.reload("Litecoin-Regtest"), (True, "ok nothing changed for litecoin"))
+        self.assertEqual(self.reload("dogecoin"), (False, "error no pool 'dogecoin' runs or is in /conf"))
+        self.assertEqual(self.assembly.calls, [])
+
+    def test_order_and_answer(self) -> None:
+        """Removed pools go first, then changed ones, then added ones; the answer lists what was done,
+        what was not and what needs a restart; the configuration that runs is what each part runs."""
+        (litecoin,) = self.running.pools
+        gone = dataclasses.replace(litecoin, name="gone", file="pools/gone.yaml")
+        self.running = dataclasses.replace(self.running, pools=(gone, litecoin))
+        port = dataclasses.replace(litecoin.ports[0], diff=0.125)
+        extra = PortConfig(listen="tcp:9:interface=127.0.0.1", diff=1.0)
+        changed = dataclasses.replace(litecoin, ports=(port,), usernames="any")
+        added = dataclasses.replace(litecoin, name="new", file="pools/new.yaml", ports=(port, extra))
+        settings = self.running.settings
+        self.read = dataclasses.replace(
+            self.running,
+            pools=(changed, added),
+            settings=dataclasses.replace(
+                settings, threads=3, logging=dataclasses.replace(settings.logging, level="debug")
+            ),
+        )
+        ok, line = self.reload()
+        self.assertEqual(self.assembly.calls, ["settings", "remove gone", "change litecoin", "add new"])
+        self.assertFalse(ok)
+        self.assertEqual(
+            line,
+            "error reloaded in part: not done: port tcp:9 not opened: no | done: config.yaml: "
+            "logging.level: info -> debug; pools/gone.yaml: pool gone removed; pool gone: 2 miners "
+            "disconnected; pools/litecoin.yaml: ports[0].diff: 0.0625 -> 0.125; port tcp:3333: 1 miner "
+            "sent the new difficulty; pools/new.yaml: pool new added | needs a restart, left as it runs: "
+            "config.yaml: threads: none -> 3; pools/litecoin.yaml: usernames: address -> any",
+        )
+        self.assertEqual([p.name for p in self.running.pools], ["litecoin", "new"])
+        self.assertEqual(self.running.pools[0].usernames, "address")
+        self.assertEqual(self.running.pools[1].ports, (port,))
+        self.assertEqual(
+            (self.running.settings.threads, self.running.settings.logging.level), (None, "debug")
+        )
+
+    def test_one_at_a_time(self) -> None:
+        """A reload asked while one is under way is refused; the first goes on."""
+        (litecoin,) = self.running.pools
+        self.read = dataclasses.replace(
+            self.running, pools=(dataclasses.replace(litecoin, connection_timeout=30.0),)
+        )
+        self.assembly.waiting = defer.Deferred()
+        first = defer.Deferred.fromCoroutine(self.reloader.reload())
+        self.assertNoResult(first)
+        self.assertEqual(
+            self.reload(), (False, "error a reload is under way: ask again once it has answered")
+        )
+        self.assembly.waiting.callback(None)
+        self.assertTrue(self.successResultOf(first).ok)
+        self.assertEqual(self.running.pools[0].connection_timeout, 30.0)
+
+
+class MiningPool:
+    """A pool of the whole tree on a real litecoind regtest pair and redis-server, its conf
+    folder at hand to edit, and miners mining through it."""
+
+    def __init__(self, test: TestCase, db: int) -> None:
+        self.test = test
+        self.pair = shared_regtest("reload")
+        self.redis_port = shared_redis().port
+        self.db = db
+        redis(self.redis_port, db, "FLUSHDB")
+        self.address = self.pair.new_address()
+        self.conf, self.stratum_port = write_conf(
+            Path(test.mktemp()),
+            self.pair.miner.url,
+            RPC_USER,
+            RPC_PASSWORD,
+            self.address,
+            self.redis_port,
+            db,
+        )
+        self.root: NompService | None = None
+        host, port = cli.control_address(str(self.conf))  # read now: a test may break config.yaml
+        self.control_port = f"{host}:{port}"
+
+    async def start(self) -> NompService:
+        root = self.root = start_pool(self.test, self.conf)
+        await until(lambda: pool_ready(root))
+        self.test.assertEqual(root.fatal_errors, [])
+        return root
+
+    @property
+    def pool_file(self) -> Path:
+        return self.conf / "pools" / "litecoin.yaml"
+
+    def edit(self, **changes: Any) -> dict[str, Any]:
+        """Change keys of the pool file; its data."""
+        data: dict[str, Any] = yaml.safe_load(self.pool_file.read_text())
+        data.update(changes)
+        self.pool_file.write_text(yaml.safe_dump(data))
+        return data
+
+    async def control(self, *words: str) -> tuple[int, str]:
+        """nomp-cli to the conf folder's control port: (exit status, answer)."""
+        return await run_nomp_cli("--control", self.control_port, *words)
+
+    async def miner(self, port: int | None = None, rig: str = "rig1") -> Miner:
+        miner = Miner(reactor, SCRYPT, f"{self.address}.{rig}", threads=1)
+        await connect(miner, "127.0.0.1", self.stratum_port if port is None else port)
+        self.test.assertTrue(await miner.authorized)
+        miner.start()
+        self.test.addCleanup(miner.stop)
+        return miner
+
+    def server(self) -> StratumPool:
+        assert self.root is not None
+        stratum = self.root.getServiceNamed("pool:litecoin").getServiceNamed("stratum")
+        return cast(StratumPool, stratum.server)
+
+    def credited(self) -> float:
+        """The difficulty credited to the pool's miners in every round."""
+        keys = [
+            f"{COIN}:shares:roundCurrent",
+            *redis(self.redis_port, self.db, "KEYS", f"{COIN}:shares:round[0-9]*"),
+        ]
+        return sum(float(v) for key in keys for v in redis_hash(self.redis_port, self.db, key).values())
+
+
+class ReloadWhileMiningTests(TestCase):
+    """reloadpool and reload on the whole tree while a miner mines: its connection stays."""
+
+    timeout = 300
+
+    async def test_difficulty_and_banning(self) -> None:
+        """reloadpool changes the port's difficulty and the banning settings: the miner is not
+        disconnected, is sent the new difficulty, and its shares at it are accepted and credited."""
+        pool = MiningPool(self, db=6)
+        root = await pool.start()
+        miner = await pool.miner()
+        await until(lambda: miner.stats.accepted >= 5, timeout=120)
+        client = miner.client
+        (connection,) = pool.server().connections
+        pool.edit(
+            ports=[{"listen": f"tcp:{pool.stratum_port}:interface=127.0.0.1", "diff": 0.125}],
+            banning={"time": 60, "connections_per_ip": 4},
+        )
+        status, answer = await pool.control("reloadpool", "litecoin")
+        self.assertEqual(status, 0, answer)
+        self.assertTrue(answer.startswith("ok reloaded: "), answer)
+        for change in (
+            "pools/litecoin.yaml: banning.connections_per_ip: none -> 4",
+            "pools/litecoin.yaml: banning.time: 600 -> 60",
+            "pools/litecoin.yaml: ports[0].diff: 0.0625 -> 0.125",
+            f"port tcp:{pool.stratum_port}:interface=127.0.0.1: 1 miner sent the new difficulty",
+        ):
+            self.assertIn(change, answer)
+        await until(lambda: miner.difficulty == 0.125)
+        switched = miner.stats.accepted
+        await until(lambda: miner.stats.accepted >= switched + 5, timeout=120)
+        self.assertIs(miner.client, client)
+        assert client is not None
+        self.assertFalse(client.closed.called)
+        self.assertEqual(list(pool.server().connections), [connection])
+        await miner.stop()
+        policy = pool.server().bans.gatekeeper.policy
+        self.assertEqual((policy.ban_duration, policy.connections_per_ip), (60.0, 4))
+        self.assertEqual(root.config.pools[0].ports[0].diff, 0.125)
+        await root.stopService()
+        stats = miner.stats
+        assert stats.rejected is not None
+        self.assertEqual(set(stats.rejected) - {"21 job not found"}, set())
+        recorded = int(redis_hash(pool.redis_port, pool.db, f"{COIN}:stats")["validShares"])
+        self.assertEqual(recorded, stats.accepted)
+        # Each share is credited 0.0625 or, under the new difficulty, 0.125.
+        at_new = (pool.credited() - 0.0625 * recorded) / 0.0625
+        self.assertAlmostEqual(at_new, round(at_new), places=6)
+        self.assertGreaterEqual(round(at_new), 5)
+        self.assertLessEqual(round(at_new), recorded)
+
+    async def test_bad_reload_refused(self) -> None:
+        """A configuration with errors is refused with every error listed; what runs is unchanged
+        and the miner mines on at its difficulty."""
+        pool = MiningPool(self, db=7)
+        root = await pool.start()
+        running = root.config
+        miner = await pool.miner()
+        await until(lambda: miner.stats.accepted >= 2, timeout=120)
+        pool.edit(
+            ports=[{"listen": f"tcp:{pool.stratum_port}:interface=127.0.0.1", "diff": -1}], colour="red"
+        )
+        status, answer = await pool.control("reloadpool", "litecoin")
+        self.assertEqual(status, 1)
+        self.assertTrue(
+            answer.startswith("error configuration refused, the running one stays: 2 errors: "), answer
+        )
+        self.assertIn("pools/litecoin.yaml: ports[0].diff: must be > 0", answer)
+        self.assertIn("pools/litecoin.yaml: colour: unknown key", answer)
+        (pool.conf / "config.yaml").write_text("redis: [unclosed\n")
+        status, answer = await pool.control("reload")
+        self.assertEqual(status, 1)
+        self.assertIn("config.yaml: invalid YAML", answer)
+        self.assertIs(root.config, running)
+        before = miner.stats.accepted
+        await until(lambda: miner.stats.accepted >= before + 2, timeout=120)
+        self.assertEqual(miner.difficulty, 0.0625)
+        self.assertEqual(len(pool.server().connections), 1)
+
+    async def test_ports_and_pool_come_and_go(self) -> None:
+        """A port added listens and a miner mines on it; the old port removed closes its miner and
+        no other; the pool disabled stops with its miners, enabled again it starts and serves."""
+        pool = MiningPool(self, db=8)
+        root = await pool.start()
+        first = await pool.miner()
+        second_port = free_port()
+        ports = [
+            {"listen": f"tcp:{pool.stratum_port}:interface=127.0.0.1", "diff": 0.0625},
+            {"listen": f"tcp:{second_port}:interface=127.0.0.1", "diff": 0.125},
+        ]
+        pool.edit(ports=ports)
+        status, answer = await pool.control("reload")
+        self.assertEqual(status, 0, answer)
+        self.assertIn(f"ports[1] tcp:{second_port}:interface=127.0.0.1 opened", answer)
+        second = await pool.miner(second_port, "rig2")
+        await until(lambda: second.stats.accepted >= 2 and first.stats.accepted >= 2, timeout=120)
+        self.assertEqual(second.difficulty, 0.125)
+        pool.edit(ports=ports[1:])
+        status, answer = await pool.control("reload")
+        self.assertEqual(status, 0, answer)
+        self.assertIn(
+            f"port tcp:{pool.stratum_port}:interface=127.0.0.1 closed: 1 miner disconnected", answer
+        )
+        assert first.client is not None and second.client is not None
+        await until(lambda: first.client is not None and first.client.closed.called)
+        before = second.stats.accepted
+        await until(lambda: second.stats.accepted >= before + 2, timeout=120)
+        self.assertFalse(second.client.closed.called)
+
+        pool.edit(enabled=False)
+        status, answer = await pool.control("reload")
+        self.assertEqual(status, 0, answer)
+        self.assertIn(
+            "pools/litecoin.yaml: pool litecoin removed; pool litecoin: 1 miner disconnected", answer
+        )
+        await until(lambda: second.client is not None and second.client.closed.called)
+        self.assertEqual((root.config.pools, [s.name for s in root if s.name == "pool:litecoin"]), ((), []))
+        pool.edit(enabled=True)
+        status, answer = await pool.control("reloadpool", "litecoin")
+        self.assertEqual(status, 0, answer)
+        self.assertIn("pools/litecoin.yaml: pool litecoin added", answer)
+        await until(lambda: pool_ready(root))
+        third = await pool.miner(second_port, "rig3")
+        await until(lambda: third.stats.accepted >= 2, timeout=120)
+        self.assertEqual([p.name for p in root.config.pools], ["litecoin"])
+
+
+class HangupTests(TestCase):
+    """SIGHUP to ``twistd nomp``: the same reload, in a pool run as its own process."""
+
+    timeout = 300
+
+    def twistd(self, conf: Path) -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            [TWISTD, "-n", "--pidfile=", "nomp", "-c", str(conf)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+        def kill() -> None:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+        self.addCleanup(kill)
+        return process
+
+    async def output_until(self, process: subprocess.Popen[str], text: str, limit: float = 120) -> str:
+        """The process's output up to a line holding ``text``, read in a thread so that
+        the reactor goes on (the miner runs on it)."""
+
+        def read() -> str:
+            assert process.stdout is not None
+            seen = []
+            deadline = time.monotonic() + limit
+            while time.monotonic() < deadline:
+                line = process.stdout.readline()
+                if not line:
+                    break
+                seen.append(line)
+                if text in line:
+                    return "".join(seen)
+            raise AssertionError(f"no {text!r} in the output:\n{''.join(seen)}")
+
+        output: str = await deferToThread(read)
+        return output
+
+    async def test_hangup(self) -> None:
+        """SIGHUP applies a new difficulty to a mining miner without disconnecting it, and a
+        configuration with errors is refused, logged with its errors."""
+        pool = MiningPool(self, db=9)
+        settings = yaml.safe_load((pool.conf / "config.yaml").read_text())
+        settings["logging"]["level"] = "info"
+        (pool.conf / "config.yaml").write_text(yaml.safe_dump(settings))
+        process = self.twistd(pool.conf)
+        await self.output_until(process, "new block")
+        miner = await pool.miner()
+        await until(lambda: miner.stats.accepted >= 2, timeout=120)
+
+        listen = f"tcp:{pool.stratum_port}:interface=127.0.0.1"
+        pool.edit(ports=[{"listen": listen, "diff": 0.125}])
+        process.send_signal(signal.SIGHUP)
+        output = await self.output_until(process, "reload: ")
+        self.assertIn("SIGHUP: reloading the configuration", output)
+        self.assertIn("pools/litecoin.yaml: ports[0].diff: 0.0625 -> 0.125", output)
+        self.assertIn(f"port {listen}: 1 miner sent the new difficulty", output)
+        await until(lambda: miner.difficulty == 0.125)
+        before = miner.stats.accepted
+        await until(lambda: miner.stats.accepted >= before + 2, timeout=120)
+        assert miner.client is not None
+        self.assertFalse(miner.client.closed.called)
+
+        pool.edit(ports=[{"listen": listen, "diff": 0}])
+        process.send_signal(signal.SIGHUP)
+        output = await self.output_until(process, "reload: ")
+        self.assertIn(
+            "configuration refused, the running one stays: 1 error: pools/litecoin.yaml: ports[0].diff",
+            output,
+        )
+        self.assertFalse(miner.client.closed.called)
+        await miner.stop()
+        process.send_signal(signal.SIGTERM)
+        self.assertEqual(await deferToThread(process.wait, 30), -signal.SIGTERM)
