@@ -54,8 +54,9 @@ class BlockSubmitter:
 
     log = Logger()
 
-    def __init__(self, daemons: DaemonGroup) -> None:
+    def __init__(self, daemons: DaemonGroup, pool: str = "-") -> None:
         self._daemons = daemons
+        self._pool = pool  # named in every line: one process may run many pools
 
     async def submit(self, candidate: BlockCandidate) -> BlockOutcome:
         """Submit a block candidate (its payload is the serialised block).
@@ -76,14 +77,16 @@ class BlockSubmitter:
         answers = ", ".join(f"{r.url}: {r.describe()}" for r in results)
         if accepted:
             self.log.info(
-                "block {block_hash} at height {height} accepted ({answers})",
+                "pool {pool}: block {block_hash} at height {height} accepted ({answers})",
+                pool=self._pool,
                 block_hash=hash_hex,
                 height=height,
                 answers=answers,
             )
         else:
             self.log.warn(
-                "block {block_hash} at height {height} not accepted: {reason} ({answers})",
+                "pool {pool}: block {block_hash} at height {height} not accepted: {reason} ({answers})",
+                pool=self._pool,
                 block_hash=hash_hex,
                 height=height,
                 reason=outcome.reason,
@@ -109,7 +112,12 @@ class BlockSubmitter:
         try:
             block = await self._daemons.call("getblock", hash_hex)
         except DaemonError as e:
-            self.log.warn("cannot confirm block {block_hash}: {error}", block_hash=hash_hex, error=e)
+            self.log.warn(
+                "pool {pool}: cannot confirm block {block_hash}: {error}",
+                pool=self._pool,
+                block_hash=hash_hex,
+                error=e,
+            )
             return False, None
         if not isinstance(block, dict):
             return False, None
