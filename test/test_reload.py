@@ -30,6 +30,7 @@ from nomp.config import Config, ConfigErrors, PoolConfig, PortConfig, VardiffCon
 from nomp.config.diff import AnyPool, PoolChange
 from nomp.config.model import GlobalConfig
 from nomp.miner import Miner, connect
+from nomp.pool.service import PoolService
 from nomp.reload import Outcome, Reloader
 from nomp.service import NompService
 from nomp.stratum import difficulty
@@ -37,7 +38,7 @@ from nomp.stratum.banning import BanPolicy, Gatekeeper, InvalidShareLimit, Limit
 from nomp.stratum.protocol import StratumFactory
 from nomp.stratum.service import StratumService
 from nomp.stratum.stratumpool import StratumPool
-from test.fakes import StratumHarness, mainnet_template, pool_config
+from test.fakes import FakeBlockRecords, StratumHarness, mainnet_template, pool_config
 from test.poolconf import write_conf
 from test.rediscli import redis, redis_hash
 from test.servers import RPC_PASSWORD, RPC_USER, free_port, shared_redis, shared_regtest
@@ -214,6 +215,20 @@ class PortInUseTests(TestCase):
         self.assertIn("Address already in use", problem)
         self.assertEqual(harness.server.bans.gatekeeper.policy.ban_duration, 60.0)
         self.flushLoggedErrors()
+
+
+class StartingPoolTests(SynchronousTestCase):
+    """A pool still waiting for its daemon takes nothing of a reload, and says so."""
+
+    def test_still_starting(self) -> None:
+        """PoolService.apply before the pool is ready: the running configuration, and why."""
+        config = pool_config()
+        pool = PoolService(config, reactor, lambda message: None, FakeBlockRecords())
+        changed = dataclasses.replace(config, connection_timeout=5.0)
+        running, notes = self.successResultOf(defer.Deferred.fromCoroutine(pool.apply(changed)))
+        self.assertIs(running, config)
+        self.assertEqual(notes, ["litecoin is still starting: not reloaded, reload it once it is ready"])
+        self.assertIs(pool.config, config)
 
 
 class RecordingAssembly:
@@ -535,6 +550,115 @@ class ReloadWhileMiningTests(TestCase):
         self.assertEqual([p.name for p in root.config.pools], ["litecoin"])
 
 
+class RefusedPartsTests(TestCase):
+    """What a reload cannot do is refused alone, said, and left as it runs."""
+
+    timeout = 300
+
+    async def test_daemon_and_address_refused(self) -> None:
+        """Daemons that do not answer and an address the daemon refuses are not taken; the banning
+        change beside them is; the answer is an error naming both."""
+        pool = MiningPool(self, db=10)
+        root = await pool.start()
+        running = root.config.pools[0]
+        dead = f"http://127.0.0.1:{free_port()}"
+        pool.edit(
+            daemons=[{"url": dead, "user": RPC_USER, "password": RPC_PASSWORD, "timeout": 2}],
+            address="rltc1qnotanaddressatall",
+            banning={"time": 120},
+        )
+        status, answer = await pool.control("reloadpool", "litecoin")
+        self.assertEqual(status, 1, answer)
+        self.assertTrue(
+            answer.startswith("error reloaded in part: not done: pools/litecoin.yaml: daemons not changed: "),
+            answer,
+        )
+        self.assertIn(
+            "pools/litecoin.yaml: payout not changed: address: rltc1qnotanaddressatall is not a valid",
+            answer,
+        )
+        self.assertIn("pools/litecoin.yaml: banning.time: 600 -> 120", answer)
+        now = root.config.pools[0]
+        self.assertEqual(
+            (now.daemons, now.address, now.banning.time), (running.daemons, running.address, 120.0)
+        )
+        self.assertEqual(pool.server().bans.gatekeeper.policy.ban_duration, 120.0)
+        miner = await pool.miner()  # the pool still makes jobs from its daemon
+        await until(lambda: miner.stats.accepted >= 2, timeout=120)
+
+    async def test_token_and_log_level(self) -> None:
+        """A token file others may read is refused, the port stays open; a safe one is taken, and
+        from then on a connection must give it; the log level follows config.yaml."""
+        pool = MiningPool(self, db=11)
+        root = await pool.start()
+        token = Path(self.mktemp())
+        token.write_text("0123456789abcdef0123456789abcdef\n")
+        token.chmod(0o644)
+        settings = yaml.safe_load((pool.conf / "config.yaml").read_text())
+        settings["control"]["token_file"] = str(token)
+        settings["logging"]["level"] = "debug"
+        (pool.conf / "config.yaml").write_text(yaml.safe_dump(settings))
+        status, answer = await pool.control("reload")
+        self.assertEqual(status, 1, answer)
+        self.assertIn(
+            f"config.yaml: control.token_file not changed: the control token file {token} has mode 0644",
+            answer,
+        )
+        self.assertIn("config.yaml: logging.level: warn -> debug", answer)
+        self.assertIsNone(root.config.settings.control.token_file)
+        token.chmod(0o600)
+        status, answer = await pool.control("reload")
+        self.assertEqual(status, 0, answer)
+        self.assertIn(f"config.yaml: control.token_file: none -> {token}", answer)
+        status, answer = await pool.control("status")
+        self.assertEqual(
+            (status, answer), (1, "error authentication required: the first line must be auth <token>\n")
+        )
+        status, answer = await run_nomp_cli("-c", str(pool.conf), "loglevel", "info")
+        self.assertEqual((status, answer), (0, "ok log level info (was debug)\n"))
+
+
+class ControlOnTheTreeTests(TestCase):
+    """The control port's process commands on the whole tree."""
+
+    timeout = 300
+
+    async def test_status_kick_payments(self) -> None:
+        """status names the pool, its miner and Redis; kick disconnects the miner; payments run and
+        audit answer their summary; payments disabled by a reload say so."""
+        pool = MiningPool(self, db=12)
+        await pool.start()
+        miner = await pool.miner()
+        await until(lambda: miner.stats.accepted >= 3, timeout=120)
+        status, answer = await pool.control("status")
+        self.assertEqual(status, 0, answer)
+        self.assertRegex(
+            answer, r"^ok up (\d+m )?\d+s; litecoin \(litecoin-regtest\): ready, 1 miner, .*; Redis up\n$"
+        )
+        status, answer = await pool.control("payments", "litecoin", "run")
+        self.assertEqual(status, 0, answer)
+        self.assertRegex(
+            answer, r"^ok pool litecoin: immature \d+, confirmed \d+, orphaned \d+, waiting \d+, paid "
+        )
+        status, answer = await pool.control("payments", "Litecoin-Regtest", "audit")
+        self.assertRegex(
+            answer, r"^(ok pool litecoin: clean: every difference is zero|error pool litecoin: NOT CLEAN)"
+        )
+        status, answer = await pool.control("kick", "litecoin", "all")
+        self.assertEqual((status, answer), (0, "ok litecoin: 1 miner kicked (all miners)\n"))
+        await until(lambda: miner.client is not None and miner.client.closed.called)
+        payments = yaml.safe_load(pool.pool_file.read_text())["payments"]
+        pool.edit(payments={**payments, "enabled": False})
+        status, answer = await pool.control("reloadpool", "litecoin")
+        self.assertEqual(status, 0, answer)
+        status, answer = await pool.control("payments", "litecoin", "run")
+        self.assertEqual(
+            (status, answer), (1, "error litecoin: payments are not enabled in pools/litecoin.yaml\n")
+        )
+        status, answer = await pool.control("payments", "dogecoin", "run")
+        self.assertEqual((status, answer), (1, "error no pool 'dogecoin'\n"))
+
+
 class HangupTests(TestCase):
     """SIGHUP to ``twistd nomp``: the same reload, in a pool run as its own process."""
 
@@ -610,5 +734,6 @@ class HangupTests(TestCase):
         )
         self.assertFalse(miner.client.closed.called)
         await miner.stop()
-        process.send_signal(signal.SIGTERM)
-        self.assertEqual(await deferToThread(process.wait, 30), -signal.SIGTERM)
+        status, answer = await pool.control("shutdown")
+        self.assertEqual((status, answer), (0, "ok shutting down\n"))
+        self.assertEqual(await deferToThread(process.wait, 30), 0)  # a clean stop

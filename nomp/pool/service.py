@@ -445,7 +445,7 @@ class PoolService(OrderedMultiService):
                         f"the new daemons are on chain {info.chain!r}, not {new.coin.network.chain!r}"
                     )
             except (DaemonError, StartupError) as e:
-                notes.append(f"{old.file}: daemons not changed: {e}")
+                notes.append(_not_changed(old.file, "daemons", e))
                 running = dataclasses.replace(running, daemons=old.daemons)
             else:
                 self.daemons, self.submitter = daemons, BlockSubmitter(daemons, self.config.name)
@@ -454,7 +454,7 @@ class PoolService(OrderedMultiService):
             try:
                 plan = await resolve_payouts(running, self.daemons)
             except (DaemonError, StartupError) as e:
-                notes.append(f"{old.file}: payout not changed: {e}")
+                notes.append(_not_changed(old.file, "payout", e))
                 running = dataclasses.replace(running, **{key: getattr(old, key) for key in payout})
             else:
                 self.registry.plan = plan
@@ -484,3 +484,8 @@ class PoolService(OrderedMultiService):
     def blocks_in_flight(self) -> defer.Deferred[None]:
         """Fires once every block being submitted has its answer."""
         return self._blocks_in_flight.idle()
+
+
+def _not_changed(file: str, what: str, error: Exception) -> str:
+    """A reload's refusal, naming the pool file once."""
+    return f"{file}: {what} not changed: {str(error).removeprefix(f'{file}: ')}"
