@@ -154,8 +154,12 @@ class RedisAndShutdownWhileMiningTests(TestCase):
         hashes = [member.split(":")[0] for member in pending]
         self.assertEqual(len(hashes), len(set(hashes)))
         self.assertEqual(int(counters["validBlocks"]), len(hashes))
-        for block_hash in hashes:
-            self.assertGreaterEqual(pair.miner.rpc("getblock", block_hash)["confirmations"], 1)
+        # Every pending block is the node's: in the main chain, or (a second block found on
+        # one job, beaten at its height) on a side branch the payments orphan if it stays there.
+        confirmations = [pair.miner.rpc("getblock", block_hash)["confirmations"] for block_hash in hashes]
+        self.assertTrue(all(c >= 1 or c == -1 for c in confirmations), confirmations)
+        if hashes:
+            self.assertGreaterEqual(max(confirmations), 1)
 
 
 class SharesThatAreNotBlocksTests(TestCase):
