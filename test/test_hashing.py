@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -12,11 +13,11 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import defer, reactor
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from nomp.chain.merkle import root_from_branch
 from nomp.hashing import ALGORITHMS, DIFF1_TARGET, JobHasher, ShareHash, ShareWork, scrypt, sha256d
-from nomp.hashing._native import lib
+from nomp.hashing._native import ffi, lib
 from nomp.hashing.pool import HashPoolService
 
 VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "pow_headers_btc_ltc.json"
@@ -48,15 +49,26 @@ def with_each_sha256(test: SynchronousTestCase, check: Any) -> None:
         check()
 
 
+SCRYPT_ISAS = (b"portable", b"sse2", b"avx2", b"avx512f", b"avx512vl")
+
+
 def with_each_scrypt_kernel(test: SynchronousTestCase, check: Any) -> list[int]:
-    """Run ``check()`` pinned to every scrypt kernel this CPU has, then by batch size."""
+    """Run ``check()`` pinned to every scrypt kernel this CPU has, then by
+    batch size, with the kernels of each instruction set it runs; the lane
+    counts it ran."""
+    test.addCleanup(lib.nomp_scrypt_use_kernels, ffi.NULL)
     test.addCleanup(lib.nomp_scrypt_set_lanes, 0)
-    ran = []
-    for lanes in (1, 8, 16, 0):
-        if lib.nomp_scrypt_set_lanes(lanes) == 0:
-            check()
-            ran.append(lanes)
-    return ran
+    ran = set()
+    for isa in SCRYPT_ISAS:
+        if lib.nomp_scrypt_use_kernels(isa) != 0:
+            continue
+        for lanes in (1, 4, 8, 16, 0):
+            if lib.nomp_scrypt_set_lanes(lanes) == 0:
+                check()
+                ran.add(lanes)
+        lib.nomp_scrypt_set_lanes(0)
+    lib.nomp_scrypt_use_kernels(ffi.NULL)
+    return sorted(ran)
 
 
 class KnownAnswerTests(SynchronousTestCase):
@@ -109,6 +121,33 @@ class AgreementTests(SynchronousTestCase):
 
         ran = with_each_scrypt_kernel(self, check)
         self.assertIn(0, ran)
+
+    def test_scrypt_kernel_choices(self) -> None:
+        """Every lane count has a kernel under the CPU's best instructions and
+        the portable ones; an instruction set the CPU lacks, or no such name,
+        is refused and leaves the kernels as they were."""
+        self.addCleanup(lib.nomp_scrypt_use_kernels, ffi.NULL)
+        best = ffi.string(lib.nomp_scrypt_kernels()).decode()
+        self.assertEqual([part.split(":")[0] for part in best.split()], ["1", "4", "8", "16"])
+        self.assertEqual(lib.nomp_scrypt_use_kernels(b"portable"), 0)
+        portable = "1:portable 4:portable 8:portable 16:none"
+        self.assertEqual(ffi.string(lib.nomp_scrypt_kernels()).decode(), portable)
+        self.assertEqual(lib.nomp_scrypt_set_lanes(16), -errno.ENOTSUP)
+        self.assertEqual(lib.nomp_scrypt_use_kernels(b"avx1024"), -errno.ENOTSUP)
+        self.assertEqual(ffi.string(lib.nomp_scrypt_kernels()).decode(), portable)
+        self.assertEqual(lib.nomp_scrypt_use_kernels(ffi.NULL), 0)
+        self.assertEqual(ffi.string(lib.nomp_scrypt_kernels()).decode(), best)
+
+    def test_pinned_lanes_without_their_kernel(self) -> None:
+        """A pinned lane count the chosen instructions have no kernel for goes back to by batch size."""
+        self.addCleanup(lib.nomp_scrypt_use_kernels, ffi.NULL)
+        self.addCleanup(lib.nomp_scrypt_set_lanes, 0)
+        if lib.nomp_scrypt_set_lanes(16) != 0:
+            raise SkipTest("this CPU has no 16-lane scrypt kernel")
+        lib.nomp_scrypt_use_kernels(b"portable")
+        header = random.Random(4).randbytes(80)
+        self.assertEqual(scrypt([header]), [reference_scrypt(header)])
+        self.assertEqual(lib.nomp_scrypt_set_lanes(0), 0)
 
     def test_scrypt_rejects_wrong_length(self) -> None:
         """A header that is not 80 bytes is refused before reaching C."""

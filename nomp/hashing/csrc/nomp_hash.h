@@ -40,10 +40,16 @@ int nomp_scrypt(const unsigned char *headers, size_t count, unsigned char *out);
 /* Implementation choices, for tests and benchmarks. */
 const char *nomp_sha256_implementation(void);
 void nomp_sha256_force_portable(int on);
-/* Pin the scrypt kernel to 1, 8 or 16 lanes, or 0 to choose by batch size
- * (the default); -ENOTSUP when this CPU has no such kernel. */
+/* Pin the scrypt kernel to 1, 4, 8 or 16 lanes, or 0 to choose by batch
+ * size (the default); -ENOTSUP when this CPU has no such kernel. */
 int nomp_scrypt_set_lanes(int lanes);
-/* "1:<name> 8:<name> 16:<name>": the kernel behind each lane count. */
+/* Build the scrypt kernels from at most "portable", "sse2", "avx2",
+ * "avx512f" or "avx512vl" instructions, or NULL for the best this CPU runs
+ * (the default); -ENOTSUP when this CPU has no such instructions. A pinned
+ * lane count the new set has no kernel for goes back to 0. For tests and
+ * benchmarks. */
+int nomp_scrypt_use_kernels(const char *isa);
+/* "1:<name> 4:<name> 8:<name> 16:<name>": the kernel behind each lane count. */
 const char *nomp_scrypt_kernels(void);
 
 /* Send the same `length` bytes on each of `count` non-blocking sockets

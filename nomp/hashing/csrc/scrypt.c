@@ -117,6 +117,7 @@ static void pbkdf2_second(const hmac_key *h, const uint32_t words[32], uint8_t o
     } while (0)
 
 typedef uint32_t vec1 __attribute__((vector_size(4)));
+typedef uint32_t vec4 __attribute__((vector_size(16)));
 typedef uint32_t vec8 __attribute__((vector_size(32)));
 typedef uint32_t vec16 __attribute__((vector_size(64)));
 
@@ -126,6 +127,16 @@ typedef uint32_t vec16 __attribute__((vector_size(64)));
 #define LANES 1
 #define VEC vec1
 #define FUNC romix_1
+#define ATTRS
+#include "scrypt_lanes.h"
+#undef FUNC
+#undef ATTRS
+#undef LANES
+#undef VEC
+
+#define LANES 4
+#define VEC vec4
+#define FUNC romix_4_portable
 #define ATTRS
 #include "scrypt_lanes.h"
 #undef FUNC
@@ -259,12 +270,79 @@ transpose8(__m256i out[8], const __m256i r[8])
         }                                                                      \
     } while (0)
 
+/* And for four lanes in SSE2 registers (every x86-64 CPU has them): a 4x4 transpose. */
+__attribute__((always_inline)) static inline void transpose4(__m128i out[4], const __m128i r[4])
+{
+    __m128i t0 = _mm_unpacklo_epi32(r[0], r[1]);
+    __m128i t1 = _mm_unpacklo_epi32(r[2], r[3]);
+    __m128i t2 = _mm_unpackhi_epi32(r[0], r[1]);
+    __m128i t3 = _mm_unpackhi_epi32(r[2], r[3]);
+    out[0] = _mm_unpacklo_epi64(t0, t1);
+    out[1] = _mm_unpackhi_epi64(t0, t1);
+    out[2] = _mm_unpacklo_epi64(t2, t3);
+    out[3] = _mm_unpackhi_epi64(t2, t3);
+}
+
+#define STORE_V_SSE2(x, V, i)                                                  \
+    do {                                                                       \
+        __m128i *v_ = (__m128i *)(V) + (size_t)(i) * 32;                       \
+        for (int b = 0; b < 8; b++) {                                          \
+            __m128i t_[4];                                                     \
+            transpose4(t_, (const __m128i *)&x[4 * b]);                        \
+            for (int l = 0; l < 4; l++)                                        \
+                _mm_store_si128(&v_[8 * l + b], t_[l]);                        \
+        }                                                                      \
+    } while (0)
+#define XOR_V_SSE2(x, V)                                                       \
+    do {                                                                       \
+        uint32_t j_[4] __attribute__((aligned(16)));                           \
+        const __m128i *row_[4];                                                \
+        _mm_store_si128((__m128i *)j_, (__m128i)x[16]);                        \
+        for (int l = 0; l < 4; l++)                                            \
+            row_[l] = (const __m128i *)(V) + (size_t)(j_[l] & 1023) * 32 + 8 * l; \
+        for (int b = 0; b < 8; b++) {                                          \
+            __m128i in_[4], t_[4];                                             \
+            for (int l = 0; l < 4; l++)                                        \
+                in_[l] = _mm_load_si128(&row_[l][b]);                          \
+            transpose4(t_, in_);                                               \
+            for (int k = 0; k < 4; k++)                                        \
+                x[4 * b + k] ^= (VEC)t_[k];                                    \
+        }                                                                      \
+    } while (0)
+
+/* Each lane layout twice: as the CPU's base instructions allow, and with
+ * AVX-512VL, whose single-instruction rotate shortens every step of
+ * salsa20/8 (the base instructions rotate with two shifts and an or). */
+#define STORE_V STORE_V_SSE2
+#define XOR_V XOR_V_SSE2
+#define LANES 4
+#define VEC vec4
+#define FUNC romix_4_sse2
+#define ATTRS
+#include "scrypt_lanes.h"
+#undef FUNC
+#undef ATTRS
+#define FUNC romix_4_avx512vl
+#define ATTRS __attribute__((target("avx512f,avx512vl")))
+#include "scrypt_lanes.h"
+#undef FUNC
+#undef ATTRS
+#undef LANES
+#undef VEC
+#undef STORE_V
+#undef XOR_V
+
 #define STORE_V STORE_V_AVX2
 #define XOR_V XOR_V_AVX2
 #define LANES 8
 #define VEC vec8
 #define FUNC romix_8_avx2
 #define ATTRS __attribute__((target("avx2")))
+#include "scrypt_lanes.h"
+#undef FUNC
+#undef ATTRS
+#define FUNC romix_8_avx512vl
+#define ATTRS __attribute__((target("avx2,avx512f,avx512vl")))
 #include "scrypt_lanes.h"
 #undef FUNC
 #undef ATTRS
@@ -312,29 +390,62 @@ static uint32_t *thread_scratch(void)
     return p;
 }
 
-/* The ROMix kernels this CPU can run, by lane count; picked at load time. */
+/* The ROMix kernels by lane count: the best this CPU runs, picked at load
+ * time (nomp_scrypt_use_kernels may pick from fewer instruction sets). */
 typedef void (*romix_fn)(uint32_t *X, uint32_t *V);
 typedef struct {
     romix_fn run;
     const char *name;
 } romix_kernel;
 
-static romix_kernel kernel_1 = {romix_1, "portable"};
-static romix_kernel kernel_8 = {romix_8_portable, "portable"};
-static romix_kernel kernel_16 = {NULL, "none"};
-static char kernel_names[64];
+static const romix_kernel kernel_1 = {romix_1, "portable"};
+static romix_kernel kernel_4, kernel_8, kernel_16;
+static char kernel_names[80];
 
-__attribute__((constructor)) static void select_kernels(void)
+/* Instruction sets, each including those before it. */
+static const char *const isa_names[] = {"portable", "sse2", "avx2", "avx512f", "avx512vl"};
+enum { ISA_PORTABLE, ISA_SSE2, ISA_AVX2, ISA_AVX512F, ISA_AVX512VL, ISA_COUNT };
+
+static int cpu_isa(void)
 {
 #if defined(__x86_64__)
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2"))
-        kernel_8 = (romix_kernel){romix_8_avx2, "avx2"};
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl"))
+        return ISA_AVX512VL;
     if (__builtin_cpu_supports("avx512f"))
-        kernel_16 = (romix_kernel){romix_16_avx512, "avx512f"};
+        return ISA_AVX512F;
+    if (__builtin_cpu_supports("avx2"))
+        return ISA_AVX2;
+    return ISA_SSE2;
+#else
+    return ISA_PORTABLE;
 #endif
-    snprintf(kernel_names, sizeof kernel_names, "1:%s 8:%s 16:%s", kernel_1.name, kernel_8.name,
-             kernel_16.name);
+}
+
+static void use_isa(int isa)
+{
+    kernel_4 = (romix_kernel){romix_4_portable, "portable"};
+    kernel_8 = (romix_kernel){romix_8_portable, "portable"};
+    kernel_16 = (romix_kernel){NULL, "none"};
+#if defined(__x86_64__)
+    if (isa >= ISA_SSE2)
+        kernel_4 = (romix_kernel){romix_4_sse2, "sse2"};
+    if (isa >= ISA_AVX2)
+        kernel_8 = (romix_kernel){romix_8_avx2, "avx2"};
+    if (isa >= ISA_AVX512F)
+        kernel_16 = (romix_kernel){romix_16_avx512, "avx512f"};
+    if (isa >= ISA_AVX512VL) {
+        kernel_4 = (romix_kernel){romix_4_avx512vl, "avx512vl"};
+        kernel_8 = (romix_kernel){romix_8_avx512vl, "avx512vl"};
+    }
+#endif
+    snprintf(kernel_names, sizeof kernel_names, "1:%s 4:%s 8:%s 16:%s", kernel_1.name, kernel_4.name,
+             kernel_8.name, kernel_16.name);
+}
+
+__attribute__((constructor)) static void select_kernels(void)
+{
+    use_isa(cpu_isa());
 }
 
 const char *nomp_scrypt_kernels(void)
@@ -347,6 +458,8 @@ static const romix_kernel *kernel_for(int lanes)
     switch (lanes) {
     case 1:
         return &kernel_1;
+    case 4:
+        return &kernel_4;
     case 8:
         return &kernel_8;
     case 16:
@@ -356,15 +469,18 @@ static const romix_kernel *kernel_for(int lanes)
     }
 }
 
-/* Lanes for `count` waiting headers. A lane kernel costs about the same
- * whether its lanes are full or not: one header alone is cheapest on the
- * single-lane kernel, three or more fill enough of a wide one to win. */
+/* Lanes for `count` waiting headers. One hash is a chain of dependent
+ * steps that leaves most of a core's vector units idle, so a kernel costs
+ * about the same whether its lanes are full or not, and a wider one a
+ * little more: the narrowest kernel that takes them all is the cheapest. */
 static int lanes_for(size_t count)
 {
     if (count >= 9 && kernel_16.run)
         return 16;
-    if (count >= 3)
+    if (count >= 5)
         return 8;
+    if (count >= 2)
+        return 4;
     return 1;
 }
 
@@ -399,6 +515,25 @@ int nomp_scrypt_set_lanes(int lanes)
     if (lanes != 0 && kernel_for(lanes) == NULL)
         return -ENOTSUP;
     fixed_lanes = lanes;
+    return 0;
+}
+
+int nomp_scrypt_use_kernels(const char *isa)
+{
+    int level = cpu_isa();
+    if (isa != NULL) {
+        int named = -1;
+        for (int i = 0; i < ISA_COUNT; i++) {
+            if (strcmp(isa, isa_names[i]) == 0)
+                named = i;
+        }
+        if (named < 0 || named > level)
+            return -ENOTSUP;
+        level = named;
+    }
+    use_isa(level);
+    if (fixed_lanes != 0 && kernel_for(fixed_lanes) == NULL)
+        fixed_lanes = 0;
     return 0;
 }
 
