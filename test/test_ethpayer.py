@@ -6,7 +6,9 @@ whatever the node answers."""
 
 from __future__ import annotations
 
+import json
 import os
+import random
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from decimal import Decimal
@@ -325,6 +327,149 @@ class LedgerTests(RedisTestCase):
             self.redis("HSET", self.keys.miner(login), "balance", whole, dust_field("balance"), dust)
         self.redis("HSET", self.keys.miner(ALICE), "lastShare", 5)
         self.assertEqual(await self.ledger().balances(), {**balances, ALICE: 0})
+
+
+class NonceIndexTests(RedisTestCase):
+    """The index of the nonces in use (EthPayLedger.nonces): a new payout's nonce is checked
+    in one lookup, with the answers the check over every journal and unconfirmed entry
+    gave."""
+
+    async def asyncSetUp(self) -> None:
+        await super().asyncSetUp()
+        self.payout_ledger = self.ledger()
+        token = await self.payout_ledger.acquire(60)
+        assert token is not None
+        self.token = token
+        self.credit({login: 1000 * ETHER for login in (ALICE, BOB, CAROL)})
+
+    def stored_nonces(self) -> list[int]:
+        """Every nonce the journal and the unconfirmed payouts hold, read from the entries."""
+        entries = [*self.hash(self.keys.payouts_journal).values()]
+        entries += self.hash(self.keys.payouts_unconfirmed).values()
+        return [int(json.loads(text)["nonce"]) for text in entries]
+
+    async def reserve(self, login: str, nonce: int) -> JournalEntry:
+        reserved = JournalEntry(login, 1, 1, nonce, LEGACY, 1.0)
+        await self.payout_ledger.reserve(self.token, reserved)
+        return reserved
+
+    async def pay(self, reserved: JournalEntry) -> Unconfirmed:
+        """The reserved entry signed (a made-up transaction) and recorded paid."""
+        tx_hash = "0x" + os.urandom(32).hex()
+        signed = reserved.signed(tx_hash, "0x01")
+        self.assertTrue(await self.payout_ledger.record_signed(self.token, signed))
+        self.assertTrue(await self.payout_ledger.record_paid(signed, 2.0))
+        (payout,) = [u for u in await self.payout_ledger.unconfirmed() if u.tx_hash == tx_hash]
+        return payout
+
+    async def test_against_the_scan_of_every_entry(self) -> None:
+        """Reserves, give-backs, records, mined and failed payouts, entries deleted by hand and
+        the index deleted, in a random order: each reserve is refused for its nonce exactly
+        when a nonce at or above it is in an entry."""
+        rng = random.Random(14)
+        refused = accepted = 0
+        for _ in range(300):
+            journal = {e.login: e for e in await self.payout_ledger.journal()}
+            watched = await self.payout_ledger.unconfirmed()
+            action = rng.choice(["reserve"] * 4 + ["give back", "pay", "mined", "failed", "by hand", "index"])
+            if action == "reserve":
+                login = rng.choice([ALICE, BOB, CAROL])
+                if login in journal or login in self.hash(self.keys.payouts_aside):
+                    continue
+                nonce = rng.randrange(16)
+                above = all(nonce > n for n in self.stored_nonces())
+                try:
+                    await self.reserve(login, nonce)
+                except ResponseError as e:
+                    self.assertFalse(above, str(e))
+                    self.assertTrue(str(e).startswith("NONCE"), str(e))
+                    refused += 1
+                else:
+                    self.assertTrue(above, nonce)
+                    accepted += 1
+            elif action == "give back" and journal:
+                self.assertTrue(
+                    await self.payout_ledger.give_back(self.token, rng.choice(list(journal.values())))
+                )
+            elif action == "pay" and journal:
+                await self.pay(rng.choice(list(journal.values())))
+            elif action == "mined" and watched:
+                self.assertTrue(await self.payout_ledger.mined(rng.choice(watched)))
+            elif action == "failed" and watched:
+                payout = rng.choice(watched)
+                self.assertTrue(await self.payout_ledger.failed(payout, "reverted"))
+                self.redis("HDEL", self.keys.payouts_aside, payout.login)
+            elif action == "by hand" and journal:
+                self.redis("HDEL", self.keys.payouts_journal, rng.choice(list(journal)))
+            elif action == "index":
+                self.redis("DEL", self.payout_ledger.nonces)
+        self.assertGreater(refused, 20)
+        self.assertGreater(accepted, 20)
+
+    async def test_one_lookup(self) -> None:
+        """Once built, a reserve reads no whole hash, however many payouts are watched."""
+        for nonce in range(50):
+            await self.pay(await self.reserve(ALICE, nonce))
+        hash_reads = ("cmdstat_hgetall", "cmdstat_hvals")
+        before = self.command_calls(hash_reads)
+        await self.reserve(BOB, 50)
+        with self.assertRaisesRegex(ResponseError, "^NONCE"):
+            await self.reserve(CAROL, 49)
+        self.assertEqual(self.command_calls(hash_reads), before)
+
+    def command_calls(self, names: tuple[str, ...]) -> dict[str, int]:
+        """How often this redis-server ran each command, scripts' calls included."""
+        found = dict.fromkeys(names, 0)
+        for line in str(self.redis("INFO", "commandstats")).splitlines():
+            name, _, stats = line.partition(":")
+            if name in found:
+                found[name] = int(stats.split(",")[0].removeprefix("calls="))
+        return found
+
+    async def test_built_for_an_existing_deployment(self) -> None:
+        """Entries from before the index (none of them in it): the first reserve builds it
+        from both hashes, and refuses a nonce at or below theirs."""
+        self.redis("HSET", self.keys.payouts_journal, ALICE, entry(7).to_json())
+        self.redis("HSET", self.keys.payouts_unconfirmed, unconfirmed(9).tx_hash, unconfirmed(9).to_json())
+        for nonce in (7, 9):
+            with self.assertRaisesRegex(ResponseError, "^NONCE"):
+                await self.reserve(BOB, nonce)
+        await self.reserve(BOB, 10)
+        self.assertEqual(
+            self.redis("ZRANGE", self.payout_ledger.nonces, 0, -1),
+            [
+                "-built",
+                f"{7:020d}:j:{ALICE}",
+                f"{9:020d}:u:{unconfirmed().tx_hash}",
+                f"{10:020d}:j:{BOB}",
+            ],
+        )
+
+    async def test_given_back_nonce_used_again(self) -> None:
+        """A nonce given back is free: the next payout may take it."""
+        reserved = await self.reserve(ALICE, 5)
+        self.assertTrue(await self.payout_ledger.give_back(self.token, reserved))
+        await self.reserve(BOB, 5)
+
+    async def test_new_payout_key(self) -> None:
+        """The old key's payouts at high nonces: a new key's nonce 0 waits while they are
+        watched, and is taken once they are mined (the index keeps no high-water mark)."""
+        old = [await self.pay(await self.reserve(login, 100 + i)) for i, login in enumerate((ALICE, BOB))]
+        with self.assertRaisesRegex(ResponseError, "^NONCE"):
+            await self.reserve(CAROL, 0)
+        for payout in old:
+            self.assertTrue(await self.payout_ledger.mined(payout))
+        self.assertEqual(self.redis("ZRANGE", self.payout_ledger.nonces, 0, -1), ["-built"])
+        await self.reserve(CAROL, 0)
+
+    async def test_entry_deleted_by_hand(self) -> None:
+        """A journal entry the operator deleted (a payout settled by hand) holds no nonce."""
+        await self.reserve(ALICE, 7)
+        self.redis("HDEL", self.keys.payouts_journal, ALICE)
+        await self.reserve(BOB, 3)
+        self.assertEqual(
+            self.redis("ZRANGE", self.payout_ledger.nonces, 0, -1), ["-built", f"{3:020d}:j:{BOB}"]
+        )
 
 
 class PayerTestCase(RedisTestCase):

@@ -14,7 +14,15 @@ and paid, ``payments:pending``, ``payments:all``, ``payments:<login>``,
   transaction, to be sent again if a node forgets it, and are dropped once
   mined, or given back if the chain ran them and they failed;
 - logins set aside (``payouts_aside``, login -> why), never paid again
-  until the operator deletes the field.
+  until the operator deletes the field;
+- the nonces in use (``EthPayLedger.nonces``, ``<coin>:payouts:nonces``): an
+  index of the journal's and the unconfirmed payouts' nonces, kept by the
+  scripts that add and remove their entries, so that a new payout's nonce
+  is checked above every one in use in one lookup. A nonce given back, or
+  whose payout was mined, leaves it and may be used again (a new payout
+  key starts at nonce 0 once the old key's payouts are mined); where it is
+  missing (a deployment from before it) the first script that needs it
+  builds it from the two hashes.
 
 Amounts are OEP's whole Shannon with their wei below a Shannon in the
 ``dust_field`` beside them: Lua's numbers are doubles, and wei pass 2^53
@@ -112,15 +120,44 @@ local function amounts_problem(checks)
   end
   return nil
 end
-local function highest_nonce(hash)
-  local highest = -1
-  for _, text in ipairs(redis.call('HVALS', hash)) do
-    local ok, e = pcall(cjson.decode, text)
-    if ok and type(e) == 'table' and tonumber(e.nonce) and tonumber(e.nonce) > highest then
-      highest = tonumber(e.nonce)
+-- The nonces in use: a sorted set beside the journal and the unconfirmed payouts,
+-- kept by the scripts that add and remove their entries, so that the check of a new
+-- nonce is one lookup, not a decode of every entry (the unconfirmed payouts grow by
+-- one a payout). Every score is 0 and the members sort as text: '<nonce, 20
+-- digits>:j:<login>' for a journal entry, '<nonce>:u:<tx hash>' for an unconfirmed
+-- payout, and BUILT, below every digit, once the index holds every entry.
+local BUILT = '-built'
+local function nonce_member(nonce, kind, id)
+  return string.format('%020.0f', nonce) .. ':' .. kind .. ':' .. id
+end
+local function entry_nonce(text)
+  local ok, e = pcall(cjson.decode, text)
+  if ok and type(e) == 'table' then return tonumber(e.nonce) end
+  return nil
+end
+-- A deployment from before the index (or an index deleted): built once from the hashes.
+local function index_nonces(index, journal, unconfirmed)
+  if redis.call('EXISTS', index) == 1 then return end
+  for _, hash in ipairs({{journal, 'j'}, {unconfirmed, 'u'}}) do
+    local flat = redis.call('HGETALL', hash[1])
+    for i = 1, #flat, 2 do
+      local nonce = entry_nonce(flat[i + 1])
+      if nonce then redis.call('ZADD', index, 0, nonce_member(nonce, hash[2], flat[i])) end
     end
   end
-  return highest
+  redis.call('ZADD', index, 0, BUILT)
+end
+-- The highest nonce of an entry still there, -1 if none. A member whose entry is gone
+-- (an operator's HDEL of a payout settled by hand) no longer holds its nonce: dropped.
+local function highest_nonce(index, journal, unconfirmed)
+  while true do
+    local top = redis.call('ZREVRANGEBYLEX', index, '+', '[0', 'LIMIT', 0, 1)[1]
+    if not top then return -1 end
+    local digits, kind, id = string.match(top, '^(%d+):([ju]):(.*)$')
+    local text = digits and redis.call('HGET', kind == 'j' and journal or unconfirmed, id)
+    if text and entry_nonce(text) == tonumber(digits) then return tonumber(digits) end
+    redis.call('ZREM', index, top)
+  end
 end
 """,
     ]
@@ -151,7 +188,7 @@ return {step[1], found}
 
 _HGETALL = "return redis.call('HGETALL', KEYS[1])"
 
-# KEYS: lock, journal, unconfirmed, miner, finances, payments:pending, aside.
+# KEYS: lock, journal, unconfirmed, miner, finances, payments:pending, aside, nonces.
 # ARGV: token, login, entry JSON, amount's Shannon, its dust, nonce, now.
 _RESERVE = (
     _LOCKED
@@ -164,7 +201,8 @@ if redis.call('HEXISTS', KEYS[7], ARGV[2]) == 1 then
   return redis.error_reply('ASIDE payouts to ' .. ARGV[2] .. ' are set aside')
 end
 local nonce = tonumber(ARGV[6])
-if highest_nonce(KEYS[2]) >= nonce or highest_nonce(KEYS[3]) >= nonce then
+index_nonces(KEYS[8], KEYS[2], KEYS[3])
+if highest_nonce(KEYS[8], KEYS[2], KEYS[3]) >= nonce then
   return redis.error_reply('NONCE nonce ' .. ARGV[6] .. ' is not above every payout known')
 end
 local bad = amounts_problem({{KEYS[4], BALANCE}, {KEYS[4], PENDING}, {KEYS[5], BALANCE}, {KEYS[5], PENDING}})
@@ -177,6 +215,7 @@ transfer(KEYS[4], BALANCE, PENDING, a)
 transfer(KEYS[5], BALANCE, PENDING, a)
 redis.call('ZADD', KEYS[6], ARGV[7], pending_member(ARGV[2], ARGV[4]))
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('ZADD', KEYS[8], 0, nonce_member(nonce, 'j', ARGV[2]))
 return 1
 """
 )
@@ -195,13 +234,15 @@ return 1
 """
 )
 
-# KEYS: journal, miner, finances, payments:pending, payments:all, payments:<login>, unconfirmed.
-# ARGV: login, tx hash, now, amount's Shannon, its dust, unconfirmed JSON.
+# KEYS: journal, miner, finances, payments:pending, payments:all, payments:<login>, unconfirmed,
+# nonces. ARGV: login, tx hash, now, amount's Shannon, its dust, unconfirmed JSON.
 _PAID = (
     _PRELUDE
     + """
 local open = redis.call('HGET', KEYS[1], ARGV[1])
-if not open or cjson.decode(open).tx_hash ~= ARGV[2] then return 0 end
+if not open then return 0 end
+local entry = cjson.decode(open)
+if entry.tx_hash ~= ARGV[2] then return 0 end
 local bad = amounts_problem({{KEYS[2], PENDING}, {KEYS[2], PAID}, {KEYS[3], PENDING}, {KEYS[3], PAID}})
 if bad then return bad end
 local a = amount(ARGV[4], ARGV[5])
@@ -210,43 +251,66 @@ transfer(KEYS[3], PENDING, PAID, a)
 redis.call('ZREM', KEYS[4], pending_member(ARGV[1], ARGV[4]))
 redis.call('ZADD', KEYS[5], ARGV[3], payment_member(ARGV[2], ARGV[1], ARGV[4]))
 redis.call('ZADD', KEYS[6], ARGV[3], login_payment_member(ARGV[2], ARGV[4]))
+index_nonces(KEYS[8], KEYS[1], KEYS[7])
 redis.call('HSET', KEYS[7], ARGV[2], ARGV[6])
 redis.call('HDEL', KEYS[1], ARGV[1])
+local nonce = tonumber(entry.nonce)
+redis.call('ZREM', KEYS[8], nonce_member(nonce, 'j', ARGV[1]))
+redis.call('ZADD', KEYS[8], 0, nonce_member(nonce, 'u', ARGV[2]))
 return 1
 """
 )
 
-# KEYS: lock, journal, miner, finances, payments:pending.
+# KEYS: lock, journal, miner, finances, payments:pending, unconfirmed, nonces.
 # ARGV: token, login, nonce, amount's Shannon, its dust.
 _GIVE_BACK = (
     _LOCKED
     + _PRELUDE
     + """
 local open = redis.call('HGET', KEYS[2], ARGV[2])
-if not open or tostring(cjson.decode(open).nonce) ~= ARGV[3] then return 0 end
+if not open then return 0 end
+local nonce = cjson.decode(open).nonce
+if tostring(nonce) ~= ARGV[3] then return 0 end
 local bad = amounts_problem({{KEYS[3], PENDING}, {KEYS[3], BALANCE}, {KEYS[4], PENDING}, {KEYS[4], BALANCE}})
 if bad then return bad end
 local a = amount(ARGV[4], ARGV[5])
 transfer(KEYS[3], PENDING, BALANCE, a)
 transfer(KEYS[4], PENDING, BALANCE, a)
 redis.call('ZREM', KEYS[5], pending_member(ARGV[2], ARGV[4]))
+index_nonces(KEYS[7], KEYS[2], KEYS[6])
 redis.call('HDEL', KEYS[2], ARGV[2])
+redis.call('ZREM', KEYS[7], nonce_member(tonumber(nonce), 'j', ARGV[2]))
 return 1
 """
 )
 
-# KEYS: unconfirmed. ARGV: tx hash.
-_MINED = "return redis.call('HDEL', KEYS[1], ARGV[1])"
+# KEYS: unconfirmed, journal, nonces. ARGV: tx hash.
+_MINED = (
+    _PRELUDE
+    + """
+local payout = redis.call('HGET', KEYS[1], ARGV[1])
+if not payout then return 0 end
+index_nonces(KEYS[3], KEYS[2], KEYS[1])
+redis.call('HDEL', KEYS[1], ARGV[1])
+local nonce = entry_nonce(payout)
+if nonce then redis.call('ZREM', KEYS[3], nonce_member(nonce, 'u', ARGV[1])) end
+return 1
+"""
+)
 
-# KEYS: unconfirmed, miner, finances, payments:all, payments:<login>, aside.
+# KEYS: unconfirmed, miner, finances, payments:all, payments:<login>, aside, journal, nonces.
 # ARGV: tx hash, login, amount's Shannon (as recorded), the amount's Shannon, its dust, why.
 _FAILED = (
     _PRELUDE
     + """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+local payout = redis.call('HGET', KEYS[1], ARGV[1])
+if not payout then return 0 end
 local bad = amounts_problem({{KEYS[2], PAID}, {KEYS[2], BALANCE}, {KEYS[3], PAID}, {KEYS[3], BALANCE}})
 if bad then return bad end
+index_nonces(KEYS[8], KEYS[7], KEYS[1])
 redis.call('HDEL', KEYS[1], ARGV[1])
+local nonce = entry_nonce(payout)
+if nonce then redis.call('ZREM', KEYS[8], nonce_member(nonce, 'u', ARGV[1])) end
 local a = amount(ARGV[4], ARGV[5])
 transfer(KEYS[2], PAID, BALANCE, a)
 transfer(KEYS[3], PAID, BALANCE, a)
@@ -430,6 +494,9 @@ class EthPayLedger:
         # before the run goes on (see acquire and record_signed); None: as
         # config.yaml's redis.journal_replicas says, through RedisService's client.
         self._journal_writes = JournalWrites(redis, journal_replicas)
+        # The index of the nonces the journal and the unconfirmed payouts hold (the
+        # scripts' nonce_member), beside them under the payer's own prefix.
+        self.nonces = f"{keys.coin}:payouts:nonces"
 
     async def _eval(self, script: str, keys: list[str], args: list[Any]) -> Any:
         return await self._redis.eval(script, keys, args)
@@ -531,6 +598,7 @@ class EthPayLedger:
                 keys.finances,
                 keys.payments_pending,
                 keys.payouts_aside,
+                self.nonces,
             ],
             [token, entry.login, entry.to_json(), *_parts(entry.amount), entry.nonce, repr(entry.created)],
         )
@@ -563,6 +631,7 @@ class EthPayLedger:
                 keys.payments_all,
                 keys.payments_of(entry.login),
                 keys.payouts_unconfirmed,
+                self.nonces,
             ],
             [
                 entry.login,
@@ -580,13 +649,22 @@ class EthPayLedger:
         keys = self.keys
         done = await self._eval(
             _GIVE_BACK,
-            [self.lock, keys.payouts_journal, keys.miner(entry.login), keys.finances, keys.payments_pending],
+            [
+                self.lock,
+                keys.payouts_journal,
+                keys.miner(entry.login),
+                keys.finances,
+                keys.payments_pending,
+                keys.payouts_unconfirmed,
+                self.nonces,
+            ],
             [token, entry.login, entry.nonce, *_parts(entry.amount)],
         )
         return bool(done)
 
     async def mined(self, payout: Unconfirmed) -> bool:
-        return bool(await self._eval(_MINED, [self.keys.payouts_unconfirmed], [payout.tx_hash]))
+        keys = [self.keys.payouts_unconfirmed, self.keys.payouts_journal, self.nonces]
+        return bool(await self._eval(_MINED, keys, [payout.tx_hash]))
 
     async def failed(self, payout: Unconfirmed, why: str) -> bool:
         """A payout the chain ran and reverted: its amount back to the balance, its payment
@@ -605,6 +683,8 @@ class EthPayLedger:
                 keys.payments_all,
                 keys.payments_of(payout.login),
                 keys.payouts_aside,
+                keys.payouts_journal,
+                self.nonces,
             ],
             [payout.tx_hash, payout.login, shannon(payout.amount), *_parts(payout.amount), why],
         )
