@@ -31,7 +31,9 @@ made ready beforehand). It sends it two ways, one server each:
 - ``write``: ``transport.write`` to each connection, Twisted's own way
   (the bytes leave as the reactor finds each socket writable);
 - ``send``: ``socket.send`` on each socket in a plain Python loop, in the
-  reactor thread, before returning to the reactor.
+  reactor thread, before returning to the reactor;
+- ``send_each``: one call of the pool's C send loop on every socket, on
+  the reactor thread alone: the kernel's sends with no Python between them.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ from bench.stratum_load import (  # noqa: E402
     summarise,
     wait_port,
 )
+from nomp.hashing import send_each  # noqa: E402
 from test.servers import free_port  # noqa: E402
 
 USER = "bench.floor"
@@ -220,6 +223,13 @@ class FanOutServer:
             for miner in self.miners:
                 miner.transport.write(line)  # type: ignore[union-attr]
             return
+        if self.how == "send_each":
+            transports: list[Any] = [miner.transport for miner in self.miners]
+            taken = send_each([t.socket.fileno() for t in transports], line)
+            for queued, count in zip(transports, taken, strict=True):
+                if count != len(line):
+                    queued.write(line[max(count, 0) :])
+            return
         for miner in self.miners:
             transport: Any = miner.transport
             try:
@@ -260,7 +270,7 @@ def run_fan_out_floor(options: argparse.Namespace) -> None:
         "line on an open control connection each; times from its send until the job is in each "
         "miner's socket"
     )
-    for how in ("write", "send"):
+    for how in ("write", "send", "send_each"):
         port, control = free_port(), free_port()
         command = [sys.executable, __file__, "--serve-fan-out", how, str(port), str(control)]
         server = subprocess.Popen(command)

@@ -28,9 +28,10 @@ from nomp.stratum.connection import Connection
 from nomp.stratum.protocol import encode_notification
 from nomp.stratum.registry import ConnectionRegistry
 
-CHUNK = 256  # sockets per C call: a few milliseconds of sends
-# Below this many sockets per thread, a thread costs more than it saves.
-MIN_PER_THREAD = 512
+CHUNK = 128  # sockets per C call: about a millisecond of sends
+# Below this many sockets per thread, a thread costs more than it saves
+# (starting one costs about as much as a dozen loopback sends).
+MIN_PER_THREAD = 128
 MAX_THREADS = 4
 
 _Chunk = tuple[list[Connection], list[int]]
