@@ -77,8 +77,9 @@ class PaymentsBenchTests(SynchronousTestCase):
         self.assertEqual(int(matured[1]), 2)
         payer = matching(PAYER, lines)
         self.assertEqual(int(payer[1]), MINERS)
-        # Per payout: the lock extended, the reserve, the signed entry, the record.
-        self.assertGreaterEqual(int(payer[3]), 4 * MINERS)
+        # The payouts go in batches (of 1, 2 and 4 here), each its reserve, its signed
+        # entries and its record: fewer round trips than the four a payout took alone.
+        self.assertLess(int(payer[3]), 4 * MINERS)
         self.assertEqual(int(matching(SIGNING, lines)[1]), MINERS)
         matching(FLOOR, lines)
         matching(TARGET, lines)

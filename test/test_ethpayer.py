@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
+from unittest import mock
 
 from eth._utils.address import generate_contract_address
 from eth_keys.datatypes import PrivateKey
@@ -25,6 +26,7 @@ from nomp.config import DaemonConfig, EthPaymentsConfig, EthPoolConfig, RedisCon
 from nomp.daemon.clients import DaemonClients
 from nomp.daemon.errors import DaemonUnreachable, RPCError
 from nomp.daemon.rpc import DaemonRPC
+from nomp.payments import ethpayer
 from nomp.payments.ethpayer import (
     FAILPOINTS,
     EthPayer,
@@ -46,6 +48,7 @@ from nomp.payments.ethsigner import (
     KeyFileError,
     LegacyPricing,
     PayoutKey,
+    SigningError,
     load_key,
     sign_transfer,
 )
@@ -196,19 +199,23 @@ def kill_at(step: str) -> Callable[[str], None]:
 
 class Node:
     """The node's RPC as the payer sees it, with the faults of a real one on demand:
-    ``before_send`` runs (once) just before a transaction goes; ``lose_reply`` sends
-    it and then fails as a lost answer; ``refuse`` answers every send with that
-    error message, as geth refuses, without passing it on."""
+    ``before_send`` runs (once) just before a transaction goes; ``on_send`` before
+    each, told how many went before it; ``lose_reply`` sends it and then fails as a
+    lost answer; ``refuse`` answers every send with that error message, as geth
+    refuses, without passing it on."""
 
     def __init__(self, rpc: DaemonRPC) -> None:
         self.rpc = rpc
         self.before_send: Callable[[], None] | None = None
+        self.on_send: Callable[[int], None] | None = None
         self.lose_reply = False
         self.refuse: str | None = None
         self.sent: list[str] = []
 
     async def call(self, method: str, *params: Any) -> Any:
         if method == "eth_sendRawTransaction":
+            if self.on_send is not None:
+                self.on_send(len(self.sent))
             self.sent.append(params[0])
             hook, self.before_send = self.before_send, None
             if hook is not None:
@@ -318,6 +325,66 @@ class LedgerTests(RedisTestCase):
         self.assertEqual(self.amount(self.keys.miner(BOB), "balance"), ETHER)
         self.assertEqual(self.amount(self.keys.miner(BOB), "pending"), 0)
         self.assertEqual([e.login for e in await ledger.journal()], [ALICE])
+
+    async def test_reserve_batch_stops_at_the_first_refusal(self) -> None:
+        """A batch is reserved in order up to the payout that cannot be: the ones before it
+        written, it and the ones after it not; the refusal says why."""
+        ledger = self.ledger()
+        self.credit({ALICE: ETHER, BOB: ETHER, CAROL: ETHER})
+        token = await ledger.acquire(10)
+        assert token is not None
+        batch = [
+            JournalEntry(ALICE, ETHER, ETHER, 0, LEGACY, 1.0),
+            JournalEntry(BOB, ETHER + 1, ETHER + 1, 1, LEGACY, 1.0),
+            JournalEntry(CAROL, ETHER, ETHER, 2, LEGACY, 1.0),
+        ]
+        reserved = await ledger.reserve_batch(token, batch)
+        self.assertEqual(reserved.count, 1)
+        assert reserved.refusal is not None
+        self.assertTrue(reserved.refusal.startswith(f"NOFUNDS the balance of {BOB}"), reserved.refusal)
+        self.assertEqual(await ledger.journal(), batch[:1])
+        for login in (BOB, CAROL):
+            self.assertEqual(self.amount(self.keys.miner(login), "balance"), ETHER)
+        self.assertEqual(self.amount(self.keys.finances, "pending"), ETHER)
+        for refused_batch, why in (
+            ([JournalEntry(CAROL, 1, 1, 0, LEGACY, 1.0)], "^NONCE"),
+            (
+                [JournalEntry(CAROL, 1, 1, 3, LEGACY, 1.0), JournalEntry(CAROL, 1, 1, 4, LEGACY, 1.0)],
+                "^JOURNALOPEN",
+            ),
+        ):
+            reserved = await ledger.reserve_batch(token, refused_batch)
+            self.assertRegex(reserved.refusal or "", why)
+        with self.assertRaisesRegex(ResponseError, "^NOLOCK"):
+            await ledger.reserve_batch(token + 1, [JournalEntry(BOB, 1, 1, 9, LEGACY, 1.0)])
+        self.assertEqual([e.login for e in await ledger.journal()], [ALICE, CAROL])
+
+    async def test_batch_records_check_every_amount_first(self) -> None:
+        """A record of paid, or a give-back, with one login's amounts not OEP's numbers writes
+        nothing, for no payout of its batch."""
+        ledger = self.ledger()
+        self.credit({ALICE: ETHER, BOB: ETHER})
+        token = await ledger.acquire(10)
+        assert token is not None
+        entries = [JournalEntry(login, ETHER, ETHER, n, LEGACY, 1.0) for n, login in enumerate((ALICE, BOB))]
+        await ledger.reserve_batch(token, entries)
+        signed = [e.signed("0x" + f"{n:064x}", "0x01") for n, e in enumerate(entries, 1)]
+        self.assertEqual(await ledger.record_signed_batch(token, signed), [True, True])
+        self.assertEqual(await ledger.record_signed_batch(token, signed), [False, False])
+        self.redis("HSET", self.keys.miner(BOB), "paid", "0.5")
+        with self.assertRaisesRegex(ResponseError, f"^BADAMOUNT .*{BOB}.* paid is not an integer"):
+            await ledger.record_paid_batch(signed, 2.0)
+        self.redis("HSET", self.keys.miner(BOB), "balance", "x")
+        with self.assertRaisesRegex(ResponseError, f"^BADAMOUNT .*{BOB}.* balance is not an integer"):
+            await ledger.give_back_batch(token, entries)
+        self.assertEqual(await ledger.journal(), signed)
+        self.assertEqual(self.amount(self.keys.miner(ALICE), "pending"), ETHER)
+        self.assertEqual(self.redis("ZCARD", self.keys.payments_all), 0)
+        self.redis("HSET", self.keys.miner(BOB), "paid", "0", "balance", "0")
+        self.assertEqual(await ledger.record_paid_batch(signed[:1], 2.0), [True])
+        self.assertEqual(await ledger.record_paid_batch(signed, 2.0), [False, True])
+        self.assertEqual(await ledger.give_back_batch(token, entries), [False, False])
+        self.assertEqual(self.redis("ZCARD", self.keys.payments_all), 2)
 
     async def test_balances_scan(self) -> None:
         """Every miners:<login> hash's balance, across SCAN pages."""
@@ -674,6 +741,253 @@ class KilledRunTests(PayerTestCase):
         self.assertEqual(self.rpc.sent, [])
         await self.run_payer()
         self.assertEqual(self.rpc.sent, [open_entry.raw])
+
+
+# Seven logins, in the order a run pays them: in batches of 1, 2 and 4.
+SEVEN = ["0x" + f"{n:02x}" * 20 for n in (0x17, 0xA1, 0xB2, 0xC3, 0xD4, 0xE5, 0xF6)]
+
+
+class CountingLedger(EthPayLedger):
+    """The payer's ledger, each batch script's size noted, and each lock extension."""
+
+    def __init__(self, redis: Any, keys: OepKeys) -> None:
+        super().__init__(redis, keys)
+        self.sizes: dict[str, list[int]] = {"reserve": [], "signed": [], "paid": []}
+        self.extensions = 0
+
+    async def reserve_batch(self, token: int, entries: Any, lock_timeout: float | None = None) -> Any:
+        self.sizes["reserve"].append(len(entries))
+        return await super().reserve_batch(token, entries, lock_timeout)
+
+    async def record_signed_batch(self, token: int, entries: Any, lock_timeout: float | None = None) -> Any:
+        self.sizes["signed"].append(len(entries))
+        return await super().record_signed_batch(token, entries, lock_timeout)
+
+    async def record_paid_batch(self, entries: Any, now: float) -> Any:
+        self.sizes["paid"].append(len(entries))
+        return await super().record_paid_batch(entries, now)
+
+    async def extend(self, token: int, timeout: float) -> bool:
+        self.extensions += 1
+        return await super().extend(token, timeout)
+
+
+def kill_at_nth(step: str, nth: int) -> Callable[[str], None]:
+    """As kill_at, the ``nth`` time the run passes ``step``."""
+    times = 0
+
+    def reached(name: str) -> None:
+        nonlocal times
+        if name == step:
+            times += 1
+            if times == nth:
+                raise Killed(f"{step} #{nth}")
+
+    return reached
+
+
+class BatchTests(PayerTestCase):
+    """Payouts in batches: one script reserves a batch, one records its transactions, one
+    records its paid; a run stopped inside a batch still pays each login once."""
+
+    def credit_seven(self, round_number: int = 1) -> dict[str, int]:
+        amounts = {login: ETHER + 1000 * i + round_number for i, login in enumerate(SEVEN)}
+        self.credit(amounts)
+        return amounts
+
+    def batch_payer(self, failpoint: Callable[[str], None] | None = None, batch: int = 200) -> EthPayer:
+        client = self.redis_service.client()
+        assert client is not None
+        self.counting = CountingLedger(client, self.keys)
+        return EthPayer(
+            self.config, self.counting, self.rpc, KEY, failpoint=failpoint, confirmations=1, batch=batch
+        )
+
+    async def test_batches_grow(self) -> None:
+        """A run's first batch is one payout, each next twice the last, up to the batch size;
+        the lock is kept by the batch scripts, with no extension of its own."""
+        amounts = self.credit_seven()
+        report = await self.batch_payer().run()
+        self.assertIsNone(report.error)
+        self.assertEqual(self.counting.sizes, {"reserve": [1, 2, 4], "signed": [1, 2, 4], "paid": [1, 2, 4]})
+        self.assertEqual(self.counting.extensions, 0)
+        self.chain.mine()
+        self.assertEqual({login: self.received(login) for login in SEVEN}, amounts)
+        self.assert_books(amounts)
+        self.assertEqual(self.chain.nonce(POOL_ACCOUNT), 7)
+
+        self.credit_seven(2)
+        report = await self.batch_payer(batch=2).run()
+        self.assertIsNone(report.error)
+        self.assertEqual(self.counting.sizes["reserve"], [1, 2, 2, 2])
+        self.chain.mine()
+        self.assertEqual(self.chain.nonce(POOL_ACCOUNT), 14)
+
+    async def test_scripts_keep_the_lock(self) -> None:
+        """A batch's reserve and its signed record start the lock's timeout again: each time
+        the run is past one, the lock's timeout is the full one again, though the step
+        before cut it to a second."""
+        self.credit_seven()
+        ttls: list[int] = []
+        steps = [""]
+
+        def cut_short(step: str) -> None:
+            if step != steps[-1] and step in ("after_reserving", "after_signing"):
+                ttls.append(int(self.redis("PTTL", self.keys.unlocker_lock)))
+                self.redis("PEXPIRE", self.keys.unlocker_lock, 1000)
+            steps.append(step)
+
+        report = await self.batch_payer(cut_short).run()
+        self.assertIsNone(report.error)
+        self.assertEqual(len(ttls), 6)
+        self.assertTrue(all(ttl > 1000 for ttl in ttls), ttls)
+
+    async def test_killed_inside_a_batch(self) -> None:
+        """Stopped inside the third batch at each step (reserved; signed; 3 of its 4 sent;
+        recorded), then run again: each login paid once, its nonce the next."""
+        paid = dict.fromkeys(SEVEN, 0)
+        cases = (("after_reserving", 4), ("after_signing", 5), ("after_sending", 6), ("after_recording", 5))
+        for round_number, (step, nth) in enumerate(cases, 1):
+            amounts = self.credit_seven(round_number)
+            with self.assertRaises(Killed):
+                await self.batch_payer(kill_at_nth(step, nth)).run()
+            report = await self.batch_payer().run()
+            self.assertIsNone(report.error, step)
+            self.chain.mine()
+            for login, wei in amounts.items():
+                paid[login] += wei
+                self.assertEqual(self.received(login), paid[login], step)
+                self.assertEqual(len(self.payments_of(login)), round_number, step)
+            self.assert_books(paid)
+            self.assertEqual(self.chain.pending_transactions, (), step)
+            self.assertEqual(self.chain.nonce(POOL_ACCOUNT), 7 * round_number, step)
+
+    async def test_refused_inside_a_batch(self) -> None:
+        """The node refuses the second payout of the third batch: the ones before it are
+        paid, it goes back to its balance, and the two after it (signed, never sent) too,
+        so that no payout waits behind a nonce left free; the next run pays them."""
+        amounts = self.credit_seven()
+
+        def refuse_fifth(sent_before: int) -> None:
+            self.rpc.refuse = "transaction underpriced" if sent_before == 4 else None
+
+        self.rpc.on_send = refuse_fifth
+        report = await self.batch_payer().run()
+        assert report.error is not None
+        self.assertIn(f"the node refused the payout to {SEVEN[4]} (transaction underpriced)", report.error)
+        self.assertIn("the 2 payouts after it in its batch, never sent", report.error)
+        self.assertEqual(report.given_back, {SEVEN[4]: "transaction underpriced"})
+        self.assertEqual(report.withdrawn, SEVEN[5:])
+        self.assertEqual(set(report.paid), set(SEVEN[:4]))
+        self.assertEqual(len(self.rpc.sent), 5)
+        for login in SEVEN[4:]:
+            self.assertEqual(self.amount(self.keys.miner(login), "balance"), amounts[login], login)
+            self.assertEqual(self.amount(self.keys.miner(login), "pending"), 0, login)
+        self.assertEqual(self.hash(self.keys.payouts_journal), {})
+        self.rpc.on_send = None
+        self.rpc.refuse = None
+        report = await self.batch_payer().run()
+        self.assertEqual(set(report.paid), set(SEVEN[4:]))
+        self.chain.mine()
+        self.assertEqual({login: self.received(login) for login in SEVEN}, amounts)
+        self.assert_books(amounts)
+        self.assertEqual(self.chain.nonce(POOL_ACCOUNT), 7)
+
+    async def test_node_unreachable_inside_a_batch(self) -> None:
+        """The fifth send and the looks after it fail: the four before are recorded paid,
+        the fifth stays open in the journal, the two after it go back to their balances;
+        the next run settles the fifth and pays the two."""
+        amounts = self.credit_seven()
+
+        def cut(sent_before: int) -> None:
+            if sent_before == 4:
+                self.node.rpc.disconnect = {"eth_sendRawTransaction", "eth_getTransactionByHash"}
+
+        self.rpc.on_send = cut
+        report = await self.batch_payer().run()
+        assert report.error is not None
+        self.assertIn("the node failed", report.error)
+        self.assertEqual(set(report.paid), set(SEVEN[:4]))
+        self.assertEqual(report.withdrawn, SEVEN[5:])
+        (open_entry,) = await self.ledger().journal()
+        self.assertEqual((open_entry.login, open_entry.state), (SEVEN[4], "signed"))
+        for login in SEVEN[5:]:
+            self.assertEqual(self.amount(self.keys.miner(login), "balance"), amounts[login], login)
+        self.rpc.on_send = None
+        self.node.rpc.disconnect = set()
+        report = await self.batch_payer().run()
+        self.assertIsNone(report.error)
+        self.assertEqual(set(report.paid), set(SEVEN[4:]))
+        self.chain.mine()
+        self.assertEqual({login: self.received(login) for login in SEVEN}, amounts)
+        self.assert_books(amounts)
+        self.assertEqual(self.chain.nonce(POOL_ACCOUNT), 7)
+
+    async def test_signing_fails_inside_a_batch(self) -> None:
+        """The signer fails on the fifth payout: the four before it are paid, it and the two
+        after it are back in their balances, the run says why; the next run pays them."""
+        amounts = self.credit_seven()
+
+        def failing(key: PayoutKey, chain_id: int, nonce: int, to: str, value: int, pricing: Any) -> Any:
+            if to == SEVEN[4]:
+                raise SigningError("signing failed (RuntimeError)")
+            return sign_transfer(key, chain_id, nonce, to, value, pricing)
+
+        with mock.patch.object(ethpayer, "sign_transfer", failing):
+            report = await self.batch_payer().run()
+        assert report.error is not None
+        self.assertIn(f"the payout to {SEVEN[4]} could not be signed", report.error)
+        self.assertEqual(report.given_back, {SEVEN[4]: "signing failed (RuntimeError)"})
+        self.assertEqual(report.withdrawn, SEVEN[5:])
+        self.assertEqual(set(report.paid), set(SEVEN[:4]))
+        self.assertEqual(self.hash(self.keys.payouts_journal), {})
+        report = await self.batch_payer().run()
+        self.assertEqual(set(report.paid), set(SEVEN[4:]))
+        self.chain.mine()
+        self.assertEqual({login: self.received(login) for login in SEVEN}, amounts)
+        self.assert_books(amounts)
+
+    async def test_balance_moved_inside_a_batch(self) -> None:
+        """A login's balance below what the run read when its batch is reserved: it waits
+        (NOFUNDS), the rest of the batch is paid with the nonces after the ones before."""
+        amounts = self.credit_seven()
+        payer = self.batch_payer()
+        read = payer.ledger.balances
+
+        async def stale() -> dict[str, int]:
+            balances = await read()
+            self.redis("HINCRBY", self.keys.miner(SEVEN[4]), "balance", -1)
+            return balances
+
+        payer.ledger.balances = stale  # type: ignore[method-assign]
+        report = await payer.run()
+        self.assertIsNone(report.error)
+        self.assertTrue(report.skipped[SEVEN[4]].startswith("NOFUNDS"), report.skipped)
+        self.assertEqual(set(report.paid), set(SEVEN) - {SEVEN[4]})
+        self.chain.mine()
+        self.assertEqual(self.chain.nonce(POOL_ACCOUNT), 6)
+        self.assertEqual(self.received(SEVEN[4]), 0)
+        self.assertEqual(self.amount(self.keys.miner(SEVEN[4]), "balance"), amounts[SEVEN[4]] - GWEI)
+
+    async def test_signing_yields_to_the_reactor(self) -> None:
+        """Signing a batch gives the reactor a turn between slices: a call scheduled at the
+        first signature of the second batch runs before its second signature."""
+        self.credit({login: ETHER for login in SEVEN[:3]})
+        order: list[str] = []
+
+        def noted(key: PayoutKey, chain_id: int, nonce: int, to: str, value: int, pricing: Any) -> Any:
+            order.append(f"sign {nonce}")
+            if nonce == 1:
+                reactor.callLater(0, order.append, "reactor")
+            return sign_transfer(key, chain_id, nonce, to, value, pricing)
+
+        with (
+            mock.patch.object(ethpayer, "sign_transfer", noted),
+            mock.patch.object(ethpayer, "SIGNING_SLICE", 0),
+        ):
+            report = await self.batch_payer().run()
+        self.assertIsNone(report.error)
+        self.assertEqual(order, ["sign 0", "sign 1", "reactor", "sign 2"])
 
 
 class NodeFaultTests(PayerTestCase):

@@ -39,6 +39,18 @@ LOCK_TIMEOUT = 1.5
 STEPS = ("after_matured", *PAYER_STEPS)
 RESTART_AT = "after_sending"  # Redis restarts between this kill and the run after it
 MINERS = (ALICE, BOB)
+# Seven logins, paid in batches of 1, 2 and 4 (a run's first batch is one payout, each next
+# twice the last), the run killed the Nth time it passes a step: (step, N, entries then open
+# in the journal, transactions then in the node's pool). Inside the third batch: reserved,
+# none signed; signed, none sent; 3 of its 4 sent, none recorded. And at the second batch's
+# record, the third not reserved yet.
+BATCH_MINERS = (ALICE, BOB, *("0x" + f"{n:02x}" * 20 for n in (0xC3, 0xD4, 0xE5, 0xF6, 0x17)))
+MID_BATCH = (
+    ("after_reserving", 4, 4, 3),
+    ("after_signing", 5, 4, 3),
+    ("after_sending", 6, 4, 6),
+    ("after_recording", 2, 0, 3),
+)
 
 
 def account(login: str) -> bytes:
@@ -99,3 +111,55 @@ class KilledEthPaymentRunTests(TestCase):
             redis_server.command("ZCARD", keys.payments_all, db=DB), len(STEPS) * len(MINERS), "once each"
         )
         self.assertEqual(chain.pending_transactions, ())
+
+    async def test_killed_inside_a_batch(self) -> None:
+        """Seven miners a round, the run killed inside its third batch (4 payouts) at each
+        step, then run again: each miner paid its credit exactly once, the audit clean. Killed
+        after 3 of the batch's 4 sends, Redis restarts before the next run."""
+        redis_server = RedisServer(persistent=True).start()
+        self.addCleanup(redis_server.stop)
+        node = start_dev_node(self, POOL_ACCOUNT, difficulty=1, alloc={POOL_ACCOUNT: FUNDS})
+        chain = node.chain
+        key_file = write_key(Path(self.mktemp()))
+        conf = write_eth_conf(
+            Path(self.mktemp()), node.url, redis_server.port, DB, key_file, lock_timeout=LOCK_TIMEOUT
+        )
+        keys = OepKeys.for_coin(COIN)
+        paid_before = 0
+
+        for round_number, (step, nth, left_open, pooled) in enumerate(MID_BATCH, 1):
+            before = {login: chain.balance(account(login)) for login in BATCH_MINERS}
+            credited = matured_credits(redis_server, DB)
+            shares = {login: 1 for login in BATCH_MINERS} | {ALICE: round_number}
+            find_block(chain, redis_server, DB, shares)
+            chain.mine_blocks(DEPTH)
+
+            killed = await nomp_payments(conf, "run", "dev", entry=("test.failpoints_nth", step, str(nth)))
+            self.assertEqual((killed.returncode, killed.stdout), (-9, ""), f"{step}: {killed.stderr}")
+            journal = hash_of(redis_server, DB, keys.payouts_journal)
+            self.assertEqual(len(journal), left_open, step)
+            signed = sum('"state": "signed"' in entry for entry in journal.values())
+            self.assertEqual(signed, 0 if step == "after_reserving" else left_open, step)
+            self.assertEqual(len(chain.pending_transactions), pooled, step)
+            if step == RESTART_AT:
+                redis_server.restart()
+            await until(lambda: redis_server.command("EXISTS", keys.unlocker_lock, db=DB) == 0, timeout=10)
+
+            again = await nomp_payments(conf, "run", "dev")
+            self.assertEqual(again.returncode, 0, f"{step}: {again.stdout}{again.stderr}")
+            chain.mine()
+
+            rose = {login: chain.balance(account(login)) - before[login] for login in BATCH_MINERS}
+            now_credited = matured_credits(redis_server, DB)
+            expected = {login: now_credited[login] - credited.get(login, 0) for login in BATCH_MINERS}
+            self.assertEqual(rose, expected, step)
+            self.assertTrue(all(wei > 0 for wei in expected.values()), step)
+            self.assertEqual(hash_of(redis_server, DB, keys.payouts_journal), {}, step)
+            self.assertEqual(redis_server.command("ZCARD", keys.payments_pending, db=DB), 0, step)
+            paid_before += len(BATCH_MINERS)
+            self.assertEqual(redis_server.command("ZCARD", keys.payments_all, db=DB), paid_before, step)
+            self.assertEqual(chain.pending_transactions, (), step)
+            self.assertEqual(chain.nonce(POOL_ACCOUNT), paid_before, f"{step}: a transaction a payout")
+            status, out, err = await nomp_payments_here(conf, "audit", "dev")
+            self.assertEqual((status, err), (0, ""), f"{step}: {out}")
+            self.assertTrue(out.endswith("  clean: every difference is zero\n"), f"{step}: {out}")

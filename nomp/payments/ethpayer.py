@@ -12,19 +12,25 @@ never overlap) and
    node, their same raw transaction is sent again;
 3. settles every payout the journal holds open (a run stopped half way);
 4. pays each login whose balance is at least ``minimum_payment``, lowest
-   login first, one transaction each.
+   login first, one transaction each, in batches (up to BATCH payouts, a
+   run's first batch one payout and each next twice the last): one script
+   reserves a batch (nonces consecutive), its payouts are signed, one script
+   records their transactions, each is sent, and one script records the
+   ones the node took paid. So a payout costs no Redis round trip of its
+   own, and the lock is kept by the scripts that check it.
 
 Why a login is never paid twice. A payout's account nonce is chosen, and
 written to the journal with its amount and gas price, in the same script
 that moves the amount from the balance to pending, before anything is
-signed. The transaction is signed from the journal entry alone (the same
-entry signs the same bytes) and its hash and raw bytes are recorded before
-it is sent. The chain runs at most one transaction of an account at each
-nonce, so whatever happens after that (no answer, a crash, the same bytes
-sent again) at most one payout can be mined for the entry. A payout is
-recorded paid once the node answers its hash, or, when the answer is
-anything else, once the node shows the transaction (pooled or mined). What
-the node says is never guessed at:
+signed (for a whole batch, each payout checked before its writes). The
+transaction is signed from the journal entry alone (the same entry signs
+the same bytes) and its hash and raw bytes are recorded, the whole batch's
+at once, before the first of them is sent. The chain runs at most one
+transaction of an account at each nonce, so whatever happens after that
+(no answer, a crash, the same bytes sent again) at most one payout can be
+mined for the entry. A payout is recorded paid once the node answers its
+hash, or, when the answer is anything else, once the node shows the
+transaction (pooled or mined). What the node says is never guessed at:
 
 - the transaction found: paid;
 - not found, and the account's mined nonce already past the entry's: another
@@ -36,7 +42,10 @@ the node says is never guessed at:
 A payout goes back to the balance only when it is certain no node has it:
 a transaction signed in this run, whose every send the node answered with a
 refusal (underpriced, insufficient funds, ...), and which the node then
-does not show.
+does not show; or one signed in this run and never sent, after a payout of
+its batch the run stopped at (its nonce would come after one left open, so
+it could not be mined until that one is settled; it is paid by a later run
+instead).
 
 OEP paid with ``eth_sendTransaction`` from an account unlocked on the node,
 and its ``RESOLVE_PAYOUT`` credited back every pending payout, broadcast or
@@ -46,15 +55,17 @@ on a guess.
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections import deque
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal, NoReturn, Protocol
+from typing import Any, Literal, Protocol, cast
 
 from twisted.application.service import Service
 from twisted.internet import defer, task
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from txredisapi import ResponseError
 
@@ -108,6 +119,16 @@ REFUSALS = (
 )
 # Errors meaning the node holds the transaction, or the chain has the nonce.
 KNOWN = ("already known", "known transaction", "already imported")
+
+# The most payouts one script reserves, records signed or records paid: a batch's
+# scripts keep redis-server (which serves nothing else meanwhile) for a few
+# milliseconds. A run's first batch is one payout and each next one twice the last:
+# a node that refuses every transfer, or a fault at a run's first payout, leaves one
+# payout to settle or give back, not a batch.
+BATCH = 200
+# Signing yields to the reactor once it has computed this long (seconds): the
+# signatures of a batch never hold the reactor much longer.
+SIGNING_SLICE = 0.005
 
 LOCK_RETRY = 5.0  # seconds between tries while the unlocker holds the lock
 STARTUP_DELAY = 5.0  # after the unlocker's run at start
@@ -250,6 +271,9 @@ class PayoutReport:
     paid: dict[str, str] = field(default_factory=dict)  # login -> tx hash, recorded this run
     amounts: dict[str, int] = field(default_factory=dict)  # login -> wei debited, recorded this run
     given_back: dict[str, str] = field(default_factory=dict)  # login -> why
+    # logins whose payout this run reserved and signed and never sent, because the run
+    # stopped at a payout before it in its batch: back in their balances, paid next run
+    withdrawn: list[str] = field(default_factory=list)
     confirmed: list[str] = field(default_factory=list)  # tx hashes mined deep enough
     failed: dict[str, str] = field(default_factory=dict)  # tx hash -> login, reverted
     waiting: list[str] = field(default_factory=list)  # tx hashes not mined deep enough yet
@@ -269,7 +293,10 @@ class EthPayer:
     """Pays one pool's balances from ``key`` through ``node``.
 
     ``failpoint``, a test seam, is called with each name of FAILPOINTS as a
-    payout passes that step; the pool passes none.
+    payout passes that step; the pool passes none. ``batch``: the most payouts
+    a script writes at once (BATCH). ``reactor``: the one signing yields to
+    between slices, the global reactor by default (the node's and Redis'
+    connections are served there).
     """
 
     log = Logger()
@@ -283,7 +310,11 @@ class EthPayer:
         wall_clock: Callable[[], float] = time.time,
         failpoint: Callable[[str], None] | None = None,
         confirmations: int = CONFIRMATIONS,
+        reactor: IReactorTime | None = None,
+        batch: int = BATCH,
     ) -> None:
+        if batch < 1:
+            raise ValueError(f"a batch is at least one payout, not {batch}")
         self.config = config
         self.payments = config.payments
         self.ledger = ledger
@@ -295,6 +326,12 @@ class EthPayer:
         self._wall_clock = wall_clock
         self._failpoint = failpoint
         self._confirmations = confirmations
+        if reactor is None:
+            from twisted.internet import reactor as global_reactor  # noqa: PLC0415 - only as the default
+
+            reactor = cast(IReactorTime, global_reactor)
+        self._reactor = reactor  # what signing yields to between slices
+        self._batch = batch
         self._unmined: set[str] = set()  # payouts of this run's view not in a block yet
 
     def _reached(self, step: str) -> None:
@@ -314,10 +351,8 @@ class EthPayer:
         self._unmined = set()
         try:
             await self._checks()
-            await self._watch(report)
-            for entry in await self.ledger.journal():
-                await self._keep_lock(token)
-                await self._settle(token, entry, report)
+            await self._watch(token, report)
+            await self._settle(token, await self.ledger.journal(), report)
             await self._pay(token, report)
         except PayoutStopped as e:
             report.error = str(e)
@@ -396,47 +431,70 @@ class EthPayer:
 
     # -- the watch --
 
-    async def _watch(self, report: PayoutReport) -> None:
+    async def _watch(self, token: int, report: PayoutReport) -> None:
         watched = await self.ledger.unconfirmed()
         if not watched:
             return
         tip = _quantity(await self.node.call("eth_blockNumber"), "eth_blockNumber")
         latest = await self._nonce("latest")
-        for payout in watched:
-            seen = await self._seen(payout.tx_hash)
-            decision = watch_decision(payout, seen, tip, latest, self._confirmations)
-            if decision is Watch.CONFIRMED:
-                await self.ledger.mined(payout)
-                report.confirmed.append(payout.tx_hash)
-            elif decision is Watch.FAILED:
-                why = f"transfer {payout.tx_hash} reverted on chain"
-                if await self.ledger.failed(payout, why):
-                    report.failed[payout.tx_hash] = payout.login
-                    self.log.error(
-                        "pool {pool}: payout of {value} wei to {login} in {tx} reverted (status 0): "
-                        "the value is back in its balance and its payouts are set aside "
-                        "(HDEL {aside} {login} to pay it again)",
-                        pool=self._name,
-                        value=payout.value,
-                        login=payout.login,
-                        tx=payout.tx_hash,
-                        aside=self.ledger.keys.payouts_aside,
-                    )
-            elif decision is Watch.WAITING:
-                report.waiting.append(payout.tx_hash)
-                if seen is None or not seen.mined:
-                    self._unmined.add(payout.tx_hash)
-            elif decision is Watch.FOREIGN:
-                raise PayoutHalted(
-                    f"payout {payout.tx_hash} to {payout.login} ({payout.value} wei, nonce {payout.nonce}) "
-                    f"was recorded paid but is on no chain the node knows, and nonce {payout.nonce} went to "
-                    "another transaction of the pool's key: the login was not paid; check the key's "
-                    "transactions, then pay it by hand or credit it back"
+        confirmed: list[Unconfirmed] = []
+        try:
+            for payout in watched:
+                if await self._watch_one(payout, tip, latest, report):
+                    confirmed.append(payout)
+                if len(confirmed) >= self._batch:
+                    await self._confirmed(token, confirmed, report)
+                    confirmed = []
+        except (PayoutStopped, DaemonError):
+            await self._confirmed(token, confirmed, report)
+            raise
+        await self._confirmed(token, confirmed, report)
+
+    async def _confirmed(self, token: int, payouts: list[Unconfirmed], report: PayoutReport) -> None:
+        """Payouts mined deep enough leave the watch, a batch in one script."""
+        if not payouts:
+            return
+        await self._keep_lock(token)  # the watch asks the node of every payout: it takes a while
+        await self.ledger.mined_batch(payouts)
+        report.confirmed.extend(p.tx_hash for p in payouts)
+
+    async def _watch_one(self, payout: Unconfirmed, tip: int, latest: int, report: PayoutReport) -> bool:
+        """What became of one payout recorded paid: True when it is confirmed (the caller
+        records it); the rest is done here."""
+        seen = await self._seen(payout.tx_hash)
+        decision = watch_decision(payout, seen, tip, latest, self._confirmations)
+        if decision is Watch.CONFIRMED:
+            return True
+        if decision is Watch.FAILED:
+            why = f"transfer {payout.tx_hash} reverted on chain"
+            if await self.ledger.failed(payout, why):
+                report.failed[payout.tx_hash] = payout.login
+                self.log.error(
+                    "pool {pool}: payout of {value} wei to {login} in {tx} reverted (status 0): "
+                    "the value is back in its balance and its payouts are set aside "
+                    "(HDEL {aside} {login} to pay it again)",
+                    pool=self._name,
+                    value=payout.value,
+                    login=payout.login,
+                    tx=payout.tx_hash,
+                    aside=self.ledger.keys.payouts_aside,
                 )
-            else:
-                await self._rebroadcast(payout)
-                report.waiting.append(payout.tx_hash)
+        elif decision is Watch.WAITING:
+            report.waiting.append(payout.tx_hash)
+            if seen is None or not seen.mined:
                 self._unmined.add(payout.tx_hash)
+        elif decision is Watch.FOREIGN:
+            raise PayoutHalted(
+                f"payout {payout.tx_hash} to {payout.login} ({payout.value} wei, nonce {payout.nonce}) "
+                f"was recorded paid but is on no chain the node knows, and nonce {payout.nonce} went to "
+                "another transaction of the pool's key: the login was not paid; check the key's "
+                "transactions, then pay it by hand or credit it back"
+            )
+        else:
+            await self._rebroadcast(payout)
+            report.waiting.append(payout.tx_hash)
+            self._unmined.add(payout.tx_hash)
+        return False
 
     async def _rebroadcast(self, payout: Unconfirmed) -> None:
         self.log.warn(
@@ -456,9 +514,31 @@ class EthPayer:
 
     # -- the journal --
 
-    async def _settle(self, token: int, entry: JournalEntry, report: PayoutReport) -> None:
-        """An entry a run left open: made paid, or sent (again)."""
-        decision = Settle.SIGN if entry.tx_hash is None else await self._look(entry)
+    async def _settle(self, token: int, entries: list[JournalEntry], report: PayoutReport) -> None:
+        """The entries a run left open (lowest nonce first): made paid, or sent (again).
+        Entries reserved and never signed go as one batch, as a new payout's do."""
+        at = 0
+        while at < len(entries):
+            entry = entries[at]
+            if entry.tx_hash is None:
+                unsigned = list(itertools.takewhile(lambda e: e.tx_hash is None, entries[at:]))
+                for e in unsigned:
+                    self._settling(e, Settle.SIGN)
+                await self._sign_and_send(token, unsigned, report)
+                at += len(unsigned)
+                continue
+            await self._keep_lock(token)
+            decision = await self._look(entry)
+            self._settling(entry, decision)
+            if decision is Settle.PAID:
+                await self._record([entry], report)
+            elif decision is Settle.FOREIGN:
+                raise self._foreign(entry)
+            else:
+                await self._send(token, [entry], report, fresh=False)
+            at += 1
+
+    def _settling(self, entry: JournalEntry, decision: Settle) -> None:
         self.log.warn(
             "pool {pool}: payout to {login} (nonce {nonce}) was left {state}: {decision}",
             pool=self._name,
@@ -467,14 +547,6 @@ class EthPayer:
             state=entry.state,
             decision=decision.value,
         )
-        if decision is Settle.PAID:
-            await self._record(entry, report)
-        elif decision is Settle.FOREIGN:
-            raise self._foreign(entry)
-        elif decision is Settle.SIGN:
-            await self._send(token, await self._sign(token, entry, report), report, fresh=True)
-        else:
-            await self._send(token, entry, report, fresh=False)
 
     async def _look(self, entry: JournalEntry) -> Settle:
         assert entry.tx_hash is not None
@@ -491,29 +563,110 @@ class EthPayer:
             f"({self.ledger.keys.payouts_journal}) until the operator settles it"
         )
 
-    async def _sign(self, token: int, entry: JournalEntry, report: PayoutReport) -> JournalEntry:
-        try:
-            signed = sign_transfer(
-                self.key, self.config.coin.chain_id, entry.nonce, entry.login, entry.value, entry.pricing
-            )
-        except (SignerError, TypeError, ValueError) as e:
-            # Never signed, so never sent: its amount can go back.
-            if await self.ledger.give_back(token, entry):
-                report.given_back[entry.login] = str(e)
-            raise PayoutStopped(
-                f"the payout to {entry.login} could not be signed ({e}); its amount is back in its balance"
-            ) from None
-        entry = entry.signed(signed.tx_hash, signed.raw_hex)
-        if not await self.ledger.record_signed(token, entry):
-            stored = {e.login: e for e in await self.ledger.journal()}.get(entry.login)
-            if stored is None or stored.tx_hash != entry.tx_hash:
-                raise PayoutStopped(f"the journal entry of {entry.login} changed while it was signed")
-        self._reached("after_signing")
-        return entry
+    # -- a batch: signed, recorded signed, sent, recorded paid --
 
-    async def _send(self, token: int, entry: JournalEntry, report: PayoutReport, fresh: bool) -> None:
-        """Send the entry's transaction and record it paid; when the node does not answer
-        its hash, settle by what the node shows. ``fresh``: signed in this run, never sent."""
+    async def _sign_and_send(self, token: int, entries: list[JournalEntry], report: PayoutReport) -> None:
+        """Entries reserved and never signed (nonces rising): each signed, the batch's
+        transactions recorded in one script, each sent, the batch's paid recorded in one."""
+        if not entries:
+            return
+        signed, failure = await self._sign(entries)
+        stop: PayoutStopped | None = None
+        if failure is not None:
+            failed, unsent = entries[len(signed)], entries[len(signed) + 1 :]
+            # Never signed, so never sent: its amount can go back, and those of the
+            # payouts after it (signed or not, none was sent).
+            given = await self.ledger.give_back_batch(token, [failed, *unsent], self.payments.lock_timeout)
+            if given[0]:
+                report.given_back[failed.login] = str(failure)
+            report.withdrawn.extend(e.login for e, back in zip(unsent, given[1:], strict=True) if back)
+            stop = PayoutStopped(
+                f"the payout to {failed.login} could not be signed ({failure}); its amount is back in "
+                "its balance" + self._also_back(unsent)
+            )
+        if signed:
+            await self._record_signed(token, signed)
+            await self._send(token, signed, report, fresh=True)
+        if stop is not None:
+            raise stop
+
+    @staticmethod
+    def _also_back(unsent: Sequence[JournalEntry]) -> str:
+        if not unsent:
+            return ""
+        return f", and so are those of the {len(unsent)} payouts after it in its batch, never sent"
+
+    async def _sign(self, entries: list[JournalEntry]) -> tuple[list[JournalEntry], Exception | None]:
+        """The entries signed, from each journal entry alone (the same entry signs the same
+        bytes), up to the first that cannot be, and why it cannot. The reactor gets a turn
+        between slices of SIGNING_SLICE seconds: a batch's signatures never hold it long."""
+        signed: list[JournalEntry] = []
+        chain_id = self.config.coin.chain_id
+        started = time.perf_counter()
+        for entry in entries:
+            try:
+                transfer = sign_transfer(
+                    self.key, chain_id, entry.nonce, entry.login, entry.value, entry.pricing
+                )
+            except (SignerError, TypeError, ValueError) as e:
+                return signed, e
+            signed.append(entry.signed(transfer.tx_hash, transfer.raw_hex))
+            if time.perf_counter() - started >= SIGNING_SLICE:
+                await task.deferLater(self._reactor, 0, lambda: None)
+                started = time.perf_counter()
+        return signed, None
+
+    async def _record_signed(self, token: int, entries: list[JournalEntry]) -> None:
+        done = await self.ledger.record_signed_batch(token, entries, self.payments.lock_timeout)
+        if not all(done):
+            stored = {e.login: e for e in await self.ledger.journal()}
+            for entry, recorded in zip(entries, done, strict=True):
+                found = stored.get(entry.login)
+                if not recorded and (found is None or found.tx_hash != entry.tx_hash):
+                    raise PayoutStopped(f"the journal entry of {entry.login} changed while it was signed")
+        for _ in entries:
+            self._reached("after_signing")
+
+    async def _send(self, token: int, entries: list[JournalEntry], report: PayoutReport, fresh: bool) -> None:
+        """Send each entry's transaction, in nonce order, then record the ones the node took
+        paid, in one script. ``fresh``: signed in this run, never sent.
+
+        A run stopped at a payout (no answer, a refusal, its nonce taken) still records
+        the ones before it; the ones after it, fresh and never sent, go back to their
+        balances (paid by a later run): past a nonce left open, they could not be mined."""
+        taken: list[JournalEntry] = []
+        stop: PayoutStopped | DaemonError | None = None
+        refusal: tuple[JournalEntry, DaemonError] | None = None
+        unsent: list[JournalEntry] = []
+        for at, entry in enumerate(entries):
+            try:
+                refused_with = await self._send_one(entry, fresh)
+            except (PayoutStopped, DaemonError) as e:
+                stop, unsent = e, entries[at + 1 :]
+                break
+            if refused_with is not None:
+                refusal, unsent = (entry, refused_with), entries[at + 1 :]
+                break
+            taken.append(entry)
+        # What went out first: the rest is settled by the next run if this fails.
+        await self._record(taken, report)
+        if refusal is not None:
+            raise await self._give_back(token, *refusal, unsent, report)
+        if unsent and fresh:
+            given = await self.ledger.give_back_batch(token, unsent, self.payments.lock_timeout)
+            report.withdrawn.extend(e.login for e, back in zip(unsent, given, strict=True) if back)
+            if isinstance(stop, PayoutStopped) and not isinstance(stop, PayoutHalted):
+                stop = PayoutStopped(
+                    f"{stop}; the {len(unsent)} payouts after it in its batch, never sent, "
+                    "are back in their balances"
+                )
+        if stop is not None:
+            raise stop
+
+    async def _send_one(self, entry: JournalEntry, fresh: bool) -> DaemonError | None:
+        """Send the entry's transaction until the node takes it (it answers its hash, or
+        shows it): None; or, ``fresh`` and every send refused with the node not holding
+        it, the refusal. Raises PayoutStopped when it cannot be settled now."""
         assert entry.tx_hash is not None and entry.raw is not None
         error: DaemonError | None = None
         answered = True
@@ -526,8 +679,7 @@ class EthPayer:
             else:
                 if isinstance(reply, str) and reply.lower() == entry.tx_hash:
                     self._reached("after_sending")
-                    await self._record(entry, report)
-                    return
+                    return None
                 error = None
                 answered = False
                 self.log.error(
@@ -538,44 +690,59 @@ class EthPayer:
                 )
             decision = await self._look(entry)
             if decision is Settle.PAID:
-                await self._record(entry, report)
-                return
+                return None
             if decision is Settle.FOREIGN:
                 raise self._foreign(entry)
             if fresh and answered and error is not None and refused(error):
-                await self._give_back(token, entry, error, report)
+                return error
         raise PayoutStopped(
             f"the node did not take payout {entry.tx_hash} to {entry.login} (nonce {entry.nonce}): "
             f"{error or 'an unexpected answer'}; the next run sends the same transaction again"
         )
 
     async def _give_back(
-        self, token: int, entry: JournalEntry, error: DaemonError, report: PayoutReport
-    ) -> NoReturn:
+        self,
+        token: int,
+        entry: JournalEntry,
+        error: DaemonError,
+        unsent: list[JournalEntry],
+        report: PayoutReport,
+    ) -> PayoutStopped:
+        """A payout the node refused and does not hold back to its balance, with the
+        payouts after it in its batch (never sent); the stop saying so."""
         why = error.message if isinstance(error, RPCError) else str(error)
-        if not await self.ledger.give_back(token, entry):
-            raise PayoutStopped(f"the journal entry of {entry.login} changed before it could be given back")
+        given = await self.ledger.give_back_batch(token, [entry, *unsent], self.payments.lock_timeout)
+        report.withdrawn.extend(e.login for e, back in zip(unsent, given[1:], strict=True) if back)
+        if not given[0]:
+            return PayoutStopped(f"the journal entry of {entry.login} changed before it could be given back")
         report.given_back[entry.login] = why
-        raise PayoutStopped(
+        return PayoutStopped(
             f"the node refused the payout to {entry.login} ({why}) and does not hold it: its "
-            f"{entry.amount} wei are back in its balance"
+            f"{entry.amount} wei are back in its balance" + self._also_back(unsent)
         )
 
-    async def _record(self, entry: JournalEntry, report: PayoutReport) -> None:
-        assert entry.tx_hash is not None
-        self._unmined.add(entry.tx_hash)  # mined or not: counted against the account's funds
-        if await self.ledger.record_paid(entry, self._wall_clock()):
-            report.paid[entry.login] = entry.tx_hash
-            report.amounts[entry.login] = entry.amount
-            self.log.info(
-                "pool {pool}: paid {value} wei to {login} in {tx} ({amount} wei from its balance)",
-                pool=self._name,
-                value=entry.value,
-                login=entry.login,
-                tx=entry.tx_hash,
-                amount=entry.amount,
-            )
-        self._reached("after_recording")
+    async def _record(self, entries: list[JournalEntry], report: PayoutReport) -> None:
+        """The payouts the node took recorded paid, in one script."""
+        if not entries:
+            return
+        for entry in entries:
+            assert entry.tx_hash is not None
+            self._unmined.add(entry.tx_hash)  # mined or not: counted against the account's funds
+        done = await self.ledger.record_paid_batch(entries, self._wall_clock())
+        for entry, recorded in zip(entries, done, strict=True):
+            if recorded and entry.tx_hash is not None:
+                report.paid[entry.login] = entry.tx_hash
+                report.amounts[entry.login] = entry.amount
+                self.log.info(
+                    "pool {pool}: paid {value} wei to {login} in {tx} ({amount} wei from its balance)",
+                    pool=self._name,
+                    value=entry.value,
+                    login=entry.login,
+                    tx=entry.tx_hash,
+                    amount=entry.amount,
+                )
+        for _ in entries:
+            self._reached("after_recording")
 
     # -- new payouts --
 
@@ -591,7 +758,6 @@ class EthPayer:
         if not payees.due:
             return
         pricing = await self._pricing()
-        max_cost = GasPolicy.fee(pricing)
         watched = await self.ledger.unconfirmed()
         known = [p.nonce for p in watched] + [e.nonce for e in await self.ledger.journal()]
         nonce = next_nonce(await self._nonce("pending"), known)
@@ -600,33 +766,68 @@ class EthPayer:
         )
         # What the payouts not mined yet may still take from it.
         available -= sum(p.value + p.max_cost for p in watched if p.tx_hash in self._unmined)
+        due = deque(payees.due)
+        size = 1
+        while due:
+            batch, short = self._next_batch(due, size, nonce, pricing, available, report)
+            size = min(2 * size, self._batch)
+            reserved = await self.ledger.reserve_batch(token, batch, self.payments.lock_timeout)
+            entries = batch[: reserved.count]
+            stop = short
+            if reserved.refusal is not None:
+                refused_entry, rest = batch[reserved.count], batch[reserved.count + 1 :]
+                if reserved.refusal.startswith("NOFUNDS"):
+                    # Its balance moved since it was read: it waits; the rest go on, their
+                    # nonces and the funds counted again.
+                    report.skipped[refused_entry.login] = reserved.refusal
+                    due.extendleft((e.login, e.amount) for e in reversed(rest))
+                    stop = None
+                else:
+                    stop = PayoutStopped(
+                        f"the payout to {refused_entry.login} could not be reserved: {reserved.refusal}"
+                    )
+            for _ in entries:
+                self._reached("after_reserving")
+            nonce += len(entries)
+            available -= sum(e.value + e.max_cost for e in entries)
+            await self._sign_and_send(token, entries, report)
+            if stop is not None:
+                raise stop
+
+    def _next_batch(
+        self,
+        due: deque[tuple[str, int]],
+        size: int,
+        nonce: int,
+        pricing: Pricing,
+        available: int,
+        report: PayoutReport,
+    ) -> tuple[list[JournalEntry], PayoutStopped | None]:
+        """Up to ``size`` payouts taken from ``due``, nonces from ``nonce`` on; and the stop
+        when the pool's account cannot cover the next one."""
+        max_cost = GasPolicy.fee(pricing)
         who: Literal["pool", "miner"] = "miner" if self.payments.transaction_fee == "miners" else "pool"
-        for login, amount in payees.due:
-            await self._keep_lock(token)
+        now = self._wall_clock()
+        batch: list[JournalEntry] = []
+        while due and len(batch) < size:
+            login, amount = due[0]
             try:
                 value = deduct_fee(amount, max_cost, who)
             except FeeNotCovered as e:
                 report.skipped[login] = str(e)
+                due.popleft()
                 continue
             cost = value + max_cost
             if available < cost:
-                raise PayoutStopped(
+                return batch, PayoutStopped(
                     f"the pool's account {self.key.address} holds {max(available, 0)} wei available, and "
                     f"paying {login} takes up to {cost} wei ({value} and at most {max_cost} of gas): nothing "
                     "withheld; fund the account and the next run pays"
                 )
-            entry = JournalEntry(login, amount, value, nonce, pricing, self._wall_clock())
-            try:
-                await self.ledger.reserve(token, entry)
-            except ResponseError as e:
-                if str(e).startswith("NOFUNDS"):
-                    report.skipped[login] = str(e)
-                    continue
-                raise PayoutStopped(f"the payout to {login} could not be reserved: {e}") from None
-            self._reached("after_reserving")
-            await self._send(token, await self._sign(token, entry, report), report, fresh=True)
-            nonce += 1
+            batch.append(JournalEntry(login, amount, value, nonce + len(batch), pricing, now))
             available -= cost
+            due.popleft()
+        return batch, None
 
     async def _pricing(self) -> Pricing:
         gas_price = _quantity(await self.node.call("eth_gasPrice"), "eth_gasPrice")

@@ -41,9 +41,11 @@ whoever does it.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
+
+from txredisapi import ResponseError
 
 from nomp.payments.ethsigner import DynamicPricing, LegacyPricing, Pricing
 from nomp.store.client import JournalWrites, NotReplicated, RedisClient
@@ -113,11 +115,16 @@ local function amount_problem(key, name)
   end
   return nil
 end
-local function amounts_problem(checks)
+local function amounts_why(checks)
   for _, c in ipairs(checks) do
     local problem = amount_problem(c[1], c[2])
-    if problem then return redis.error_reply('BADAMOUNT ' .. problem) end
+    if problem then return 'BADAMOUNT ' .. problem end
   end
+  return nil
+end
+local function amounts_problem(checks)
+  local why = amounts_why(checks)
+  if why then return redis.error_reply(why) end
   return nil
 end
 -- The nonces in use: a sorted set beside the journal and the unconfirmed payouts,
@@ -163,7 +170,15 @@ end
     ]
 )
 
-_LOCKED = still_held("payout")
+# ARGV[1] the run's token, ARGV[2] the lock's new timeout in ms (0: left as it is). The
+# scripts that check the lock start its timeout again, so that a run writing batch after
+# batch keeps its lock without a round trip of its own.
+_LOCKED = (
+    still_held("payout")
+    + """
+if ARGV[2] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+"""
+)
 
 
 # ARGV: cursor, coin, count. One SCAN step over miners:*: the next cursor and,
@@ -188,113 +203,178 @@ return {step[1], found}
 
 _HGETALL = "return redis.call('HGETALL', KEYS[1])"
 
-# KEYS: lock, journal, unconfirmed, miner, finances, payments:pending, aside, nonces.
-# ARGV: token, login, entry JSON, amount's Shannon, its dust, nonce, now.
+# Each script takes a batch of payouts: their arguments one payout after another,
+# a fixed number each, and the keys of each payout's login after the shared ones.
+
+# KEYS: lock, journal, unconfirmed, finances, payments:pending, aside, nonces, then each
+# payout's miners:<login>. ARGV: token, lock ms, then per payout: login, entry JSON, amount's
+# Shannon, its dust, nonce, now. The payouts are reserved in order, each checked before its
+# writes, up to the first that cannot be: {reserved} when all were, else {reserved, why}.
 _RESERVE = (
     _LOCKED
     + _PRELUDE
     + """
-if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then
-  return redis.error_reply('JOURNALOPEN a payout to ' .. ARGV[2] .. ' is open already')
+index_nonces(KEYS[7], KEYS[2], KEYS[3])
+local reserved = 0
+for i = 3, #ARGV, 6 do
+  local login, entry, whole, part, nonce_text, now = unpack(ARGV, i, i + 5)
+  local miner = KEYS[8 + reserved]
+  local nonce = tonumber(nonce_text)
+  local a = amount(whole, part)
+  local why
+  if redis.call('HEXISTS', KEYS[2], login) == 1 then
+    why = 'JOURNALOPEN a payout to ' .. login .. ' is open already'
+  elseif redis.call('HEXISTS', KEYS[6], login) == 1 then
+    why = 'ASIDE payouts to ' .. login .. ' are set aside'
+  elseif highest_nonce(KEYS[7], KEYS[2], KEYS[3]) >= nonce then
+    why = 'NONCE nonce ' .. nonce_text .. ' is not above every payout known'
+  else
+    why = amounts_why({{miner, BALANCE}, {miner, PENDING}, {KEYS[4], BALANCE}, {KEYS[4], PENDING}})
+    if not why and not at_least(held(miner, BALANCE), a) then
+      why = 'NOFUNDS the balance of ' .. login .. ' is below its payout'
+    end
+  end
+  if why then return {reserved, why} end
+  transfer(miner, BALANCE, PENDING, a)
+  transfer(KEYS[4], BALANCE, PENDING, a)
+  redis.call('ZADD', KEYS[5], now, pending_member(login, whole))
+  redis.call('HSET', KEYS[2], login, entry)
+  redis.call('ZADD', KEYS[7], 0, nonce_member(nonce, 'j', login))
+  reserved = reserved + 1
 end
-if redis.call('HEXISTS', KEYS[7], ARGV[2]) == 1 then
-  return redis.error_reply('ASIDE payouts to ' .. ARGV[2] .. ' are set aside')
-end
-local nonce = tonumber(ARGV[6])
-index_nonces(KEYS[8], KEYS[2], KEYS[3])
-if highest_nonce(KEYS[8], KEYS[2], KEYS[3]) >= nonce then
-  return redis.error_reply('NONCE nonce ' .. ARGV[6] .. ' is not above every payout known')
-end
-local bad = amounts_problem({{KEYS[4], BALANCE}, {KEYS[4], PENDING}, {KEYS[5], BALANCE}, {KEYS[5], PENDING}})
-if bad then return bad end
-local a = amount(ARGV[4], ARGV[5])
-if not at_least(held(KEYS[4], BALANCE), a) then
-  return redis.error_reply('NOFUNDS the balance of ' .. ARGV[2] .. ' is below its payout')
-end
-transfer(KEYS[4], BALANCE, PENDING, a)
-transfer(KEYS[5], BALANCE, PENDING, a)
-redis.call('ZADD', KEYS[6], ARGV[7], pending_member(ARGV[2], ARGV[4]))
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-redis.call('ZADD', KEYS[8], 0, nonce_member(nonce, 'j', ARGV[2]))
-return 1
+return {reserved}
 """
 )
 
-# KEYS: lock, journal. ARGV: token, login, nonce, the signed entry JSON.
+# KEYS: lock, journal. ARGV: token, lock ms, then per payout: login, nonce, the signed entry
+# JSON. Per payout 1 when recorded, 0 when its entry is no longer the reserved one.
 _SIGNED = (
     _LOCKED
     + """
-local open = redis.call('HGET', KEYS[2], ARGV[2])
-if not open then return 0 end
-local entry = cjson.decode(open)
-local unsigned = entry.tx_hash == nil or entry.tx_hash == cjson.null
-if tostring(entry.nonce) ~= ARGV[3] or not unsigned then return 0 end
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[4])
-return 1
+local recorded = {}
+for i = 3, #ARGV, 3 do
+  local open = redis.call('HGET', KEYS[2], ARGV[i])
+  local done = 0
+  if open then
+    local entry = cjson.decode(open)
+    local unsigned = entry.tx_hash == nil or entry.tx_hash == cjson.null
+    if tostring(entry.nonce) == ARGV[i + 1] and unsigned then
+      redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2])
+      done = 1
+    end
+  end
+  recorded[#recorded + 1] = done
+end
+return recorded
 """
 )
 
-# KEYS: journal, miner, finances, payments:pending, payments:all, payments:<login>, unconfirmed,
-# nonces. ARGV: login, tx hash, now, amount's Shannon, its dust, unconfirmed JSON.
+# KEYS: journal, finances, payments:pending, payments:all, unconfirmed, nonces, then per payout
+# its miners:<login> and payments:<login>. ARGV: now, then per payout: login, tx hash, amount's
+# Shannon, its dust, unconfirmed JSON. Per payout 1 when recorded, 0 when its entry is not
+# open with that transaction (recorded already).
 _PAID = (
     _PRELUDE
     + """
-local open = redis.call('HGET', KEYS[1], ARGV[1])
-if not open then return 0 end
-local entry = cjson.decode(open)
-if entry.tx_hash ~= ARGV[2] then return 0 end
-local bad = amounts_problem({{KEYS[2], PENDING}, {KEYS[2], PAID}, {KEYS[3], PENDING}, {KEYS[3], PAID}})
+local open = {}
+for i = 2, #ARGV, 5 do
+  local n = (i + 3) / 5
+  local text = redis.call('HGET', KEYS[1], ARGV[i])
+  if text and cjson.decode(text).tx_hash == ARGV[i + 1] then
+    open[n] = cjson.decode(text)
+    local miner = KEYS[5 + 2 * n]
+    local bad = amounts_problem({{miner, PENDING}, {miner, PAID}})
+    if bad then return bad end
+  end
+end
+local bad = amounts_problem({{KEYS[2], PENDING}, {KEYS[2], PAID}})
 if bad then return bad end
-local a = amount(ARGV[4], ARGV[5])
-transfer(KEYS[2], PENDING, PAID, a)
-transfer(KEYS[3], PENDING, PAID, a)
-redis.call('ZREM', KEYS[4], pending_member(ARGV[1], ARGV[4]))
-redis.call('ZADD', KEYS[5], ARGV[3], payment_member(ARGV[2], ARGV[1], ARGV[4]))
-redis.call('ZADD', KEYS[6], ARGV[3], login_payment_member(ARGV[2], ARGV[4]))
-index_nonces(KEYS[8], KEYS[1], KEYS[7])
-redis.call('HSET', KEYS[7], ARGV[2], ARGV[6])
-redis.call('HDEL', KEYS[1], ARGV[1])
-local nonce = tonumber(entry.nonce)
-redis.call('ZREM', KEYS[8], nonce_member(nonce, 'j', ARGV[1]))
-redis.call('ZADD', KEYS[8], 0, nonce_member(nonce, 'u', ARGV[2]))
-return 1
+index_nonces(KEYS[6], KEYS[1], KEYS[5])
+local recorded = {}
+for i = 2, #ARGV, 5 do
+  local n = (i + 3) / 5
+  local login, tx_hash, whole, part, payout = unpack(ARGV, i, i + 4)
+  local entry = open[n]
+  -- a login twice in one batch (never sent so) is recorded once
+  if entry and redis.call('HEXISTS', KEYS[1], login) == 1 then
+    local a = amount(whole, part)
+    transfer(KEYS[5 + 2 * n], PENDING, PAID, a)
+    transfer(KEYS[2], PENDING, PAID, a)
+    redis.call('ZREM', KEYS[3], pending_member(login, whole))
+    redis.call('ZADD', KEYS[4], ARGV[1], payment_member(tx_hash, login, whole))
+    redis.call('ZADD', KEYS[6 + 2 * n], ARGV[1], login_payment_member(tx_hash, whole))
+    redis.call('HSET', KEYS[5], tx_hash, payout)
+    redis.call('HDEL', KEYS[1], login)
+    local nonce = tonumber(entry.nonce)
+    redis.call('ZREM', KEYS[6], nonce_member(nonce, 'j', login))
+    redis.call('ZADD', KEYS[6], 0, nonce_member(nonce, 'u', tx_hash))
+    recorded[n] = 1
+  else
+    recorded[n] = 0
+  end
+end
+return recorded
 """
 )
 
-# KEYS: lock, journal, miner, finances, payments:pending, unconfirmed, nonces.
-# ARGV: token, login, nonce, amount's Shannon, its dust.
+# KEYS: lock, journal, finances, payments:pending, unconfirmed, nonces, then per payout its
+# miners:<login>. ARGV: token, lock ms, then per payout: login, nonce, amount's Shannon, its
+# dust. Per payout 1 when given back, 0 when its entry is not open at that nonce.
 _GIVE_BACK = (
     _LOCKED
     + _PRELUDE
     + """
-local open = redis.call('HGET', KEYS[2], ARGV[2])
-if not open then return 0 end
-local nonce = cjson.decode(open).nonce
-if tostring(nonce) ~= ARGV[3] then return 0 end
-local bad = amounts_problem({{KEYS[3], PENDING}, {KEYS[3], BALANCE}, {KEYS[4], PENDING}, {KEYS[4], BALANCE}})
+local open = {}
+for i = 3, #ARGV, 4 do
+  local n = (i + 1) / 4
+  local text = redis.call('HGET', KEYS[2], ARGV[i])
+  if text and tostring(cjson.decode(text).nonce) == ARGV[i + 1] then
+    open[n] = true
+    local miner = KEYS[6 + n]
+    local bad = amounts_problem({{miner, PENDING}, {miner, BALANCE}})
+    if bad then return bad end
+  end
+end
+local bad = amounts_problem({{KEYS[3], PENDING}, {KEYS[3], BALANCE}})
 if bad then return bad end
-local a = amount(ARGV[4], ARGV[5])
-transfer(KEYS[3], PENDING, BALANCE, a)
-transfer(KEYS[4], PENDING, BALANCE, a)
-redis.call('ZREM', KEYS[5], pending_member(ARGV[2], ARGV[4]))
-index_nonces(KEYS[7], KEYS[2], KEYS[6])
-redis.call('HDEL', KEYS[2], ARGV[2])
-redis.call('ZREM', KEYS[7], nonce_member(tonumber(nonce), 'j', ARGV[2]))
-return 1
+index_nonces(KEYS[6], KEYS[2], KEYS[5])
+local given = {}
+for i = 3, #ARGV, 4 do
+  local n = (i + 1) / 4
+  local login, nonce, whole, part = unpack(ARGV, i, i + 3)
+  if open[n] and redis.call('HEXISTS', KEYS[2], login) == 1 then
+    local a = amount(whole, part)
+    transfer(KEYS[6 + n], PENDING, BALANCE, a)
+    transfer(KEYS[3], PENDING, BALANCE, a)
+    redis.call('ZREM', KEYS[4], pending_member(login, whole))
+    redis.call('HDEL', KEYS[2], login)
+    redis.call('ZREM', KEYS[6], nonce_member(tonumber(nonce), 'j', login))
+    given[n] = 1
+  else
+    given[n] = 0
+  end
+end
+return given
 """
 )
 
-# KEYS: unconfirmed, journal, nonces. ARGV: tx hash.
+# KEYS: unconfirmed, journal, nonces. ARGV: tx hashes. Per payout 1 when it was watched.
 _MINED = (
     _PRELUDE
     + """
-local payout = redis.call('HGET', KEYS[1], ARGV[1])
-if not payout then return 0 end
 index_nonces(KEYS[3], KEYS[2], KEYS[1])
-redis.call('HDEL', KEYS[1], ARGV[1])
-local nonce = entry_nonce(payout)
-if nonce then redis.call('ZREM', KEYS[3], nonce_member(nonce, 'u', ARGV[1])) end
-return 1
+local dropped = {}
+for i = 1, #ARGV do
+  local payout = redis.call('HGET', KEYS[1], ARGV[i])
+  dropped[i] = 0
+  if payout then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    local nonce = entry_nonce(payout)
+    if nonce then redis.call('ZREM', KEYS[3], nonce_member(nonce, 'u', ARGV[i])) end
+    dropped[i] = 1
+  end
+end
+return dropped
 """
 )
 
@@ -471,6 +551,20 @@ def _parts(wei: int) -> list[str]:
     return [str(whole), str(dust)]
 
 
+def _millis(timeout: float | None) -> int:
+    """A lock timeout as the scripts take it: milliseconds, 0 to leave the lock's as it is."""
+    return 0 if timeout is None else max(1, int(timeout * 1000))
+
+
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    """What ``reserve_batch`` did: the first ``count`` entries reserved, and why the next
+    one was not (None when every one was)."""
+
+    count: int
+    refusal: str | None
+
+
 def _hash(flat: list[Any] | None) -> dict[str, str]:
     flat = flat or []
     return dict(zip(flat[::2], flat[1::2], strict=True))
@@ -580,91 +674,144 @@ class EthPayLedger:
 
     # -- writing --
 
-    async def reserve(self, token: int, entry: JournalEntry) -> None:
-        """Move the entry's amount from balance to pending and open it in the journal, at once.
+    async def reserve_batch(
+        self, token: int, entries: Sequence[JournalEntry], lock_timeout: float | None = None
+    ) -> Reserved:
+        """For each entry in order, in one script: its amount moved from balance to pending
+        and the entry opened in the journal, at once; up to the first that cannot be, whose
+        refusal says why (JOURNALOPEN, ASIDE, NONCE, NOFUNDS or BADAMOUNT), nothing of it
+        written. ``lock_timeout``: the lock's timeout started again.
 
-        Raises txredisapi's ResponseError (its message starting JOURNALOPEN,
-        ASIDE, NONCE, NOFUNDS, BADAMOUNT or NOLOCK) when it cannot; nothing is
-        written then.
+        Raises txredisapi's ResponseError (NOLOCK) when the lock is no longer the run's:
+        nothing is written then.
         """
+        if not entries:
+            return Reserved(0, None)
         keys = self.keys
-        await self._eval(
+        args: list[Any] = [token, _millis(lock_timeout)]
+        for entry in entries:
+            args += [entry.login, entry.to_json(), *_parts(entry.amount), entry.nonce, repr(entry.created)]
+        reply = await self._eval(
             _RESERVE,
             [
                 self.lock,
                 keys.payouts_journal,
                 keys.payouts_unconfirmed,
-                keys.miner(entry.login),
                 keys.finances,
                 keys.payments_pending,
                 keys.payouts_aside,
                 self.nonces,
+                *(keys.miner(e.login) for e in entries),
             ],
-            [token, entry.login, entry.to_json(), *_parts(entry.amount), entry.nonce, repr(entry.created)],
+            args,
         )
+        return Reserved(int(reply[0]), str(reply[1]) if len(reply) > 1 else None)
+
+    async def reserve(self, token: int, entry: JournalEntry) -> None:
+        """``reserve_batch`` of one entry, its refusal raised as a ResponseError."""
+        reserved = await self.reserve_batch(token, [entry])
+        if reserved.refusal is not None:
+            raise ResponseError(reserved.refusal)
+
+    async def record_signed_batch(
+        self, token: int, entries: Sequence[JournalEntry], lock_timeout: float | None = None
+    ) -> list[bool]:
+        """Keep each entry's transaction (hash and raw) before it is sent, in one script;
+        False for an entry no longer the reserved one. With journal replicas, only once they
+        have them (and the reservations before them); NotReplicated otherwise: the run stops
+        before sending."""
+        if not entries:
+            return []
+        assert all(e.state == "signed" for e in entries)
+        args: list[Any] = [token, _millis(lock_timeout)]
+        for entry in entries:
+            args += [entry.login, entry.nonce, entry.to_json()]
+        what = f"the signed journal entry of the payout to {entries[0].login}"
+        if len(entries) > 1:
+            what = f"the signed journal entries of {len(entries)} payouts, from {entries[0].login}"
+        done = await self._journal_writes.eval(
+            _SIGNED, [self.lock, self.keys.payouts_journal], args, what=what
+        )
+        return [bool(d) for d in done]
 
     async def record_signed(self, token: int, entry: JournalEntry) -> bool:
-        """Keep the entry's transaction (hash and raw) before it is sent; False if the entry
-        is no longer the reserved one. With journal replicas, only once they have it (and
-        the reservation before it); NotReplicated otherwise: the run stops before sending."""
-        assert entry.state == "signed"
-        done = await self._journal_writes.eval(
-            _SIGNED,
-            [self.lock, self.keys.payouts_journal],
-            [token, entry.login, entry.nonce, entry.to_json()],
-            what=f"the signed journal entry of the payout to {entry.login}",
-        )
-        return bool(done)
+        [done] = await self.record_signed_batch(token, [entry])
+        return done
 
-    async def record_paid(self, entry: JournalEntry, now: float) -> bool:
-        """OEP's WritePayment: pending to paid, the payment in payments:all and payments:<login>,
-        the entry closed and watched until mined; False if it was recorded already."""
-        assert entry.tx_hash is not None
+    async def record_paid_batch(self, entries: Sequence[JournalEntry], now: float) -> list[bool]:
+        """OEP's WritePayment of each entry, in one script: pending to paid, the payment in
+        payments:all and payments:<login>, the entry closed and watched until mined; False
+        for one recorded already."""
+        if not entries:
+            return []
         keys = self.keys
+        per_login: list[str] = []
+        args: list[Any] = [repr(now)]
+        for entry in entries:
+            assert entry.tx_hash is not None
+            per_login += [keys.miner(entry.login), keys.payments_of(entry.login)]
+            args += [entry.login, entry.tx_hash, *_parts(entry.amount), Unconfirmed.of(entry, now).to_json()]
         done = await self._eval(
             _PAID,
             [
                 keys.payouts_journal,
-                keys.miner(entry.login),
                 keys.finances,
                 keys.payments_pending,
                 keys.payments_all,
-                keys.payments_of(entry.login),
                 keys.payouts_unconfirmed,
                 self.nonces,
+                *per_login,
             ],
-            [
-                entry.login,
-                entry.tx_hash,
-                repr(now),
-                *_parts(entry.amount),
-                Unconfirmed.of(entry, now).to_json(),
-            ],
+            args,
         )
-        return bool(done)
+        return [bool(d) for d in done]
 
-    async def give_back(self, token: int, entry: JournalEntry) -> bool:
-        """OEP's RollbackBalance of one entry: pending back to balance, the entry closed.
-        Only for a payout known never to have reached any node."""
+    async def record_paid(self, entry: JournalEntry, now: float) -> bool:
+        [done] = await self.record_paid_batch([entry], now)
+        return done
+
+    async def give_back_batch(
+        self, token: int, entries: Sequence[JournalEntry], lock_timeout: float | None = None
+    ) -> list[bool]:
+        """OEP's RollbackBalance of each entry, in one script: pending back to balance, the
+        entry closed; False for one not open at its nonce. Only for payouts known never to
+        have reached any node."""
+        if not entries:
+            return []
         keys = self.keys
+        args: list[Any] = [token, _millis(lock_timeout)]
+        for entry in entries:
+            args += [entry.login, entry.nonce, *_parts(entry.amount)]
         done = await self._eval(
             _GIVE_BACK,
             [
                 self.lock,
                 keys.payouts_journal,
-                keys.miner(entry.login),
                 keys.finances,
                 keys.payments_pending,
                 keys.payouts_unconfirmed,
                 self.nonces,
+                *(keys.miner(e.login) for e in entries),
             ],
-            [token, entry.login, entry.nonce, *_parts(entry.amount)],
+            args,
         )
-        return bool(done)
+        return [bool(d) for d in done]
+
+    async def give_back(self, token: int, entry: JournalEntry) -> bool:
+        [done] = await self.give_back_batch(token, [entry])
+        return done
+
+    async def mined_batch(self, payouts: Sequence[Unconfirmed]) -> list[bool]:
+        """Each payout mined deep enough no longer watched, in one script; False for one
+        that was not watched."""
+        if not payouts:
+            return []
+        keys = [self.keys.payouts_unconfirmed, self.keys.payouts_journal, self.nonces]
+        return [bool(d) for d in await self._eval(_MINED, keys, [p.tx_hash for p in payouts])]
 
     async def mined(self, payout: Unconfirmed) -> bool:
-        keys = [self.keys.payouts_unconfirmed, self.keys.payouts_journal, self.nonces]
-        return bool(await self._eval(_MINED, keys, [payout.tx_hash]))
+        [done] = await self.mined_batch([payout])
+        return done
 
     async def failed(self, payout: Unconfirmed, why: str) -> bool:
         """A payout the chain ran and reverted: its amount back to the balance, its payment
