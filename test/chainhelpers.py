@@ -90,3 +90,21 @@ def coinbase_outputs(pair: RegtestPair, block_hash: str) -> Sequence[tuple[str, 
     """(scriptPubKey hex, satoshis) of a block's coinbase, as the node decodes it."""
     block = pair.miner.rpc("getblock", block_hash, 2)
     return [(out["scriptPubKey"]["hex"], satoshis(out["value"])) for out in block["tx"][0]["vout"]]
+
+
+def main_chain_and_side_branches(
+    pair: RegtestPair, block_hashes: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """The pending blocks the node holds in its main chain, and those it keeps on a side
+    branch (a second block found on one job, beaten at its height: pending until the
+    payments orphan it); AssertionError for one the node does not know."""
+    main, side = [], []
+    for block_hash in block_hashes:
+        confirmations = pair.miner.rpc("getblock", block_hash)["confirmations"]
+        if confirmations >= 1:
+            main.append(block_hash)
+        elif confirmations == -1:
+            side.append(block_hash)
+        else:
+            raise AssertionError(f"block {block_hash}: {confirmations} confirmations")
+    return main, side

@@ -17,6 +17,7 @@ from nomp.hashing import ALGORITHMS, ShareWork
 from nomp.miner import Miner, connect
 from nomp.service import NompService
 from nomp.tap import build_service
+from test.chainhelpers import main_chain_and_side_branches
 from test.fakedaemon import FakeDaemon
 from test.poolconf import write_conf
 from test.rediscli import redis, redis_hash
@@ -87,11 +88,14 @@ class MiningThroughThePoolTests(TestCase):
             block = pair.miner.rpc("getblock", pair.miner.rpc("getblockhash", height), 2)
             if block["tx"][0]["vout"][0]["scriptPubKey"]["hex"] == pool_script:
                 ours.add((block["hash"], block["tx"][0]["txid"], height))
+        # Besides them, pending holds the blocks a block of ours beat at their height (found on
+        # the same job a moment later): the node keeps them on a side branch.
         pending = redis(redis_port, db, "SMEMBERS", f"{COIN}:blocksPending")
         recorded = {(h, txid, int(height)) for h, txid, height, *_ in (m.split(":") for m in pending)}
-        self.assertEqual(recorded, ours)
+        _, side = main_chain_and_side_branches(pair, [h for h, _, _ in recorded])
+        self.assertEqual({r for r in recorded if r[0] not in side}, ours)
         self.assertEqual(len(pending), len(recorded))
-        self.assertEqual(int(counters["validBlocks"]), len(ours))
+        self.assertEqual(int(counters["validBlocks"]), len(recorded))
         self.assertGreaterEqual(len(ours), 10)
         for block_hash, _, height in ours:
             detail = redis_hash(redis_port, db, f"{COIN}:block:{block_hash}")
@@ -154,12 +158,8 @@ class RedisAndShutdownWhileMiningTests(TestCase):
         hashes = [member.split(":")[0] for member in pending]
         self.assertEqual(len(hashes), len(set(hashes)))
         self.assertEqual(int(counters["validBlocks"]), len(hashes))
-        # Every pending block is the node's: in the main chain, or (a second block found on
-        # one job, beaten at its height) on a side branch the payments orphan if it stays there.
-        confirmations = [pair.miner.rpc("getblock", block_hash)["confirmations"] for block_hash in hashes]
-        self.assertTrue(all(c >= 1 or c == -1 for c in confirmations), confirmations)
-        if hashes:
-            self.assertGreaterEqual(max(confirmations), 1)
+        main, _ = main_chain_and_side_branches(pair, hashes)
+        self.assertEqual(bool(main), bool(hashes))
 
 
 class SharesThatAreNotBlocksTests(TestCase):

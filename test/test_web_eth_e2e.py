@@ -87,10 +87,13 @@ class SiteTests(TestCase):
         found = node.chain.height
         self.assertGreaterEqual(found, 1, "the pool found blocks")
         # Until a collection after the last share and candidate were written.
+        path = "/api/pools/{pool}/miners/{address}"
         for _ in range(200):
             pools: list[Any] = await api.get("/api/pools", schema_path="/api/pools")
             if pools[0]["workers"] == 1 and pools[0]["blocks"]["pending"] == found:
-                break
+                account = await api.get(f"/api/pools/dev/miners/{LOGIN_CHECKSUMMED}", schema_path=path)
+                if account["shares"] == miner.stats.accepted * SHARE_DIFF:
+                    break
             await deferLater(reactor, 0.05, lambda: None)
         (dev,) = pools
         self.assertEqual(
@@ -99,7 +102,6 @@ class SiteTests(TestCase):
         self.assertEqual(dev["blocks"], {"pending": found, "confirmed": 0, "orphaned": 0})
         self.assertGreater(dev["hashrate"], 0)
         self.assertGreaterEqual(dev["network"]["height"], found)
-        path = "/api/pools/{pool}/miners/{address}"
         account = await api.get(f"/api/pools/dev/miners/{LOGIN_CHECKSUMMED}", schema_path=path)
         self.assertEqual(account["address"], LOGIN)
         self.assertEqual([w["name"] for w in account["workers"]], [f"{LOGIN}.proxy"])

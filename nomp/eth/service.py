@@ -326,6 +326,9 @@ class EthPoolService(OrderedMultiService):
             self._recorder.block_settled(candidate.block_hash, True)
             await self._name_block(candidate, params[0])
         elif refused:
+            # The same work sealed again would be refused again (its parent and
+            # contents are the node's verdict, not the nonce): no second candidate.
+            self._sealed.append(candidate.block_hash)
             self.blocks["rejected"] += 1
             self._recorder.block_settled(candidate.block_hash, False)
         else:
