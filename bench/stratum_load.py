@@ -881,19 +881,16 @@ def run_fan_out(options: argparse.Namespace, run: RunningPool) -> None:
         f"fan-out: each of {options.blocks} new blocks per size announced with blocknotify on an open "
         f"control connection; times from that line's send until the new job is in each miner's socket"
     )
-    measured_rss = False
     for miners in options.miners:
         runs = fan_out(
             swarm, miners, options.blocks, new_block, notify, pool_side(run.conf / "pool.log", miners)
         )
-        if not measured_rss:
-            rss_after = rss_bytes(run.pool.pid)
-            print(
-                f"idle     {miners} miners subscribed: pool RSS {rss_before / 2**20:.1f} -> "
-                f"{rss_after / 2**20:.1f} MiB, "
-                f"{(rss_after - rss_before) / miners / 1024:.2f} KiB per connection"
-            )
-            measured_rss = True
+        rss_after = rss_bytes(run.pool.pid)
+        print(
+            f"idle     {miners} miners subscribed: pool RSS {rss_before / 2**20:.1f} -> "
+            f"{rss_after / 2**20:.1f} MiB, "
+            f"{(rss_after - rss_before) / miners / 1024:.2f} KiB per connection"
+        )
         print(f"notify   {summarise(runs)}")
         for r in runs:
             lost = f" ({miners - r.received} never got it)" if r.received != miners else ""
