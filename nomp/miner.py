@@ -10,6 +10,11 @@ It grinds nonces with nomp's own C share check (scrypt or sha256d), submits
 every share that meets the difficulty the pool set, and prints how many
 were accepted and rejected. It is a test tool, not a fast miner.
 
+It follows ``client.reconnect`` as a careful miner does: no more shares on
+that connection, the pool's answers to the ones sent read, the connection
+closed, ``wait`` seconds (the third parameter) waited, then a new
+connection to the host and port given, or to the same ones without them.
+
 ``stratum+ssl://`` and ``stratum+tls://`` (the same thing) connect with TLS.
 The pool's certificate must then chain to a trusted CA and name the host of
 the URL: the system's CAs, or those of ``--ca FILE``; ``--insecure`` takes
@@ -83,6 +88,33 @@ class MinerJob:
     generation: int  # bumped on every clean job
 
 
+@dataclass
+class Reconnection:
+    """One ``client.reconnect`` the miner followed, timed on its reactor's clock."""
+
+    asked: float  # the pool's client.reconnect read
+    host: str
+    port: int
+    left: float | None = None  # the old connection closed, each answer on it read
+    connected: float | None = None  # the new connection made
+    accepted: float | None = None  # the first share accepted on the new connection
+    failed: str | None = None  # why there is no new connection
+
+
+def reconnect_address(params: list[Any], host: str, port: int) -> tuple[str, int, float]:
+    """(host, port, wait) of ``client.reconnect``'s params, the current host and
+    port where they are left out or null; ValueError when they cannot be read."""
+    try:
+        new_host = str(params[0]) if len(params) > 0 and params[0] else host
+        new_port = int(params[1]) if len(params) > 1 and params[1] not in (None, "") else port
+        wait = float(params[2]) if len(params) > 2 and params[2] is not None else 0.0
+    except (TypeError, ValueError):
+        raise ValueError(f"client.reconnect with params it cannot read: {params!r}") from None
+    if not 0 < new_port < 65536 or not 0 <= wait < 3600:
+        raise ValueError(f"client.reconnect with params it cannot read: {params!r}")
+    return new_host, new_port, wait
+
+
 class StratumClient(LineOnlyReceiver):
     """The miner's connection: JSON-RPC calls and the pool's notifications."""
 
@@ -100,11 +132,15 @@ class StratumClient(LineOnlyReceiver):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         # The miner hears the real reason first: its calls fail only with "closed".
-        self.miner.connection_lost(reason if reason is not None else Failure(ConnectionError()))
+        self.miner.connection_lost(self, reason if reason is not None else Failure(ConnectionError()))
         pending, self._pending = self._pending, {}
         for waiting in pending.values():
             waiting.errback(ConnectionError("connection closed"))
         self.closed.callback(None)
+
+    def answered(self) -> defer.Deferred[Any]:
+        """Fires once every call sent so far has its answer, or failed with the connection."""
+        return defer.DeferredList(list(self._pending.values()), consumeErrors=True)
 
     def call(self, method: str, params: list[Any]) -> defer.Deferred[Any]:
         """Send a request; the Deferred fires with the whole reply."""
@@ -127,7 +163,13 @@ class StratumClient(LineOnlyReceiver):
 
 
 class Miner:
-    """Connects, subscribes, authorizes and grinds until stopped."""
+    """Connects, subscribes, authorizes and grinds until stopped; follows
+    ``client.reconnect``.
+
+    ``authorized`` is the first connection's answer. The miner stops
+    grinding when the pool closes its connection, or a reconnection fails
+    (``gone``).
+    """
 
     def __init__(
         self, reactor: Any, algorithm: Algorithm, user: str, password: str = "x", threads: int = 1
@@ -150,31 +192,55 @@ class Miner:
         self._pool = ThreadPool(minthreads=0, maxthreads=threads, name="nomp-miner")
         self._grinders: list[defer.Deferred[None]] = []
         self._replies: list[defer.Deferred[Any]] = []
+        # Where it connects (set by ``connect``), for a client.reconnect to the same place.
+        self.host = ""
+        self.port = 0
+        self.tls: IOpenSSLClientConnectionCreator | None = None
+        self.connections = 0  # connections made: the first, then one per reconnection
+        self.connect_failures = 0  # connection attempts that failed (refused, timed out)
+        self.accepted_here = 0  # shares accepted on the connection it has now
+        self.reconnections: list[Reconnection] = []
+        self._leaving: StratumClient | None = None  # the connection a client.reconnect closes
+        self._reconnecting: defer.Deferred[None] | None = None
+        self.gone = False
 
     def connection_made(self, client: StratumClient) -> None:
         self.client = client
+        self.connections += 1
+        self.accepted_here = 0
         subscribed = client.call("mining.subscribe", ["nomp-miner/1.0"])
-        subscribed.addCallback(self._subscribed)
-        subscribed.addErrback(self._not_authorized)
+        subscribed.addCallback(self._subscribed, client)
+        subscribed.addCallbacks(self._authorization, self._not_authorized)
 
-    def _subscribed(self, reply: dict[str, Any]) -> defer.Deferred[None]:
-        assert self.client is not None
+    def _subscribed(self, reply: dict[str, Any], client: StratumClient) -> defer.Deferred[bool]:
         _, extranonce1, size = reply["result"]
         self.extranonce1 = bytes.fromhex(extranonce1)
         self.extranonce2_size = int(size)
-        authorizing = self.client.call("mining.authorize", [self.user, self.password])
-        return authorizing.addCallback(lambda r: self.authorized.callback(bool(r.get("result"))))
+        authorizing = client.call("mining.authorize", [self.user, self.password])
+        return authorizing.addCallback(lambda r: bool(r.get("result")))
+
+    def _authorization(self, authorized: bool) -> None:
+        if not self.authorized.called:
+            self.authorized.callback(authorized)
+        elif not authorized:  # a reconnection the pool did not take
+            self.gone = True
+            if self.reconnections:
+                self.reconnections[-1].failed = f"{self.user} was not authorized"
 
     def _not_authorized(self, failure: Failure) -> None:
         if not self.authorized.called:
             self.authorized.errback(failure)
 
-    def connection_lost(self, reason: Failure) -> None:
+    def connection_lost(self, client: StratumClient, reason: Failure) -> None:
         """Before authorization, ``authorized`` fails with why (a refused TLS certificate...)."""
         self._not_authorized(reason)
+        if client is self.client and client is not self._leaving:
+            self.gone = True  # the pool closed it: no more grinding
 
     def notification(self, method: str, params: list[Any]) -> None:
-        if method == "mining.set_difficulty":
+        if method == "client.reconnect":
+            self._follow_reconnect(params)
+        elif method == "mining.set_difficulty":
             self.difficulty = float(params[0])
         elif method == "mining.notify":
             job_id, prevhash, coinb1, coinb2, branch, version, nbits, ntime, clean = params[:9]
@@ -192,6 +258,44 @@ class Miner:
             )
             self.job = MinerJob(job_id, hasher, int(version, 16), int(ntime, 16), self._generation)
 
+    def _follow_reconnect(self, params: list[Any]) -> None:
+        if self.client is None or self._leaving is not None:
+            return  # leaving already
+        host, port = self.host, self.port
+        if not host and self.client.transport is not None:  # connected by other means than ``connect``
+            peer = self.client.transport.getPeer()
+            host, port = getattr(peer, "host", ""), getattr(peer, "port", 0)
+        host, port, wait = reconnect_address(params, host, port)
+        record = Reconnection(self.reactor.seconds(), host, port)
+        self.reconnections.append(record)
+        self._reconnecting = defer.Deferred.fromCoroutine(self._reconnect(record, wait))
+
+    async def _reconnect(self, record: Reconnection, wait: float) -> None:
+        old = self._leaving = self.client
+        assert old is not None
+        # No share more on this connection: the grinders wait for the next job.
+        self.job = None
+        self.extranonce1 = b""
+        # The pool answers what was sent before it asked (it keeps the
+        # connection while it drains): each accepted share is known as such.
+        await old.answered()
+        if old.transport is not None:
+            old.transport.loseConnection()
+        await old.closed
+        record.left = self.reactor.seconds()
+        if wait > 0:
+            await task.deferLater(self.reactor, wait)
+        try:
+            await connect(self, record.host, record.port, self.tls)
+        except Exception as e:
+            self.connect_failures += 1
+            record.failed = f"{type(e).__name__}: {e}"
+            self.gone = True
+        else:
+            record.connected = self.reactor.seconds()
+        finally:
+            self._leaving = None
+
     def start(self) -> None:
         """Grind on every thread until stop()."""
         self._running = True
@@ -202,6 +306,8 @@ class Miner:
         """Stop grinding, wait for the pool's answers to what was sent, disconnect."""
         self._running = False
         await defer.DeferredList(self._grinders)
+        if self._reconnecting is not None:
+            await self._reconnecting
         await defer.DeferredList(self._replies)
         if not self._pool.joined:  # stop() may be called again
             self._pool.stop()
@@ -210,7 +316,7 @@ class Miner:
             await self.client.closed
 
     async def _grind(self) -> None:
-        while self._running and not (self.client is not None and self.client.closed.called):
+        while self._running and not self.gone:
             job = self.job
             if job is None or not self.extranonce1:
                 await task.deferLater(self.reactor, 0.05)
@@ -242,6 +348,10 @@ class Miner:
     def _answered(self, reply: dict[str, Any]) -> None:
         if reply.get("result") is True:
             self.stats.accepted += 1
+            self.accepted_here += 1
+            back = self.reconnections[-1] if self.reconnections else None
+            if back is not None and back.connected is not None and back.accepted is None:
+                back.accepted = self.reactor.seconds()
         else:
             error = reply.get("error") or [0, "unknown"]
             assert self.stats.rejected is not None
@@ -256,6 +366,7 @@ async def connect(
     A TLS handshake is still going on when this returns: a refused
     certificate shows as ``miner.authorized`` failing.
     """
+    miner.host, miner.port, miner.tls = host, port, tls
     endpoint: IStreamClientEndpoint = TCP4ClientEndpoint(miner.reactor, host, port, timeout=10)
     if tls is not None:
         endpoint = wrapClientTLS(tls, endpoint)
@@ -293,6 +404,8 @@ async def run(reactor: Any, options: argparse.Namespace) -> int:
     assert stats.rejected is not None
     for reason, count in stats.rejected.most_common():
         print(f"  rejected {count}: {reason}")
+    for moved in miner.reconnections:
+        print(f"  client.reconnect to {moved.host}:{moved.port}: {moved.failed or 'reconnected'}")
     # Stale shares (21) are normal when blocks come fast: they are no failure.
     failed = sum(n for reason, n in stats.rejected.items() if not reason.startswith("21 "))
     return 0 if stats.accepted > 0 and failed == 0 else 1

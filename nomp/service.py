@@ -8,11 +8,11 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from twisted.application.service import IServiceCollection
+from twisted.application.service import IServiceCollection, Service
 from twisted.internet import defer
 from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
@@ -20,11 +20,19 @@ from twisted.python.components import Componentized
 from nomp.background import background
 from nomp.config import Config
 from nomp.services import OrderedMultiService
+from nomp.stratum.service import Drained
+from nomp.systemd import ServiceNotifier
 
 if TYPE_CHECKING:
     from nomp.reload import Reloader
 
 SWITCH_INTERVAL = 0.0005  # seconds a thread waits for the GIL before asking for it
+
+
+class Drains(Protocol):
+    """A pool's miner side, as a stop drains it (a StratumService)."""
+
+    def drain(self, seconds: float) -> defer.Deferred[Drained]: ...
 
 
 class NompService(OrderedMultiService):
@@ -35,6 +43,10 @@ class NompService(OrderedMultiService):
     process with exit status 1, and owns the Reloader: with
     ``reload_on_hangup`` (twistd's process) SIGHUP reloads the conf folder
     as the control port's ``reload`` does.
+
+    A stop drains the miners first (``drain``), then stops the tree. It
+    tells systemd (``Type=notify``) when every pool has its first job, and
+    when it begins to stop.
     """
 
     log = Logger()
@@ -48,6 +60,7 @@ class NompService(OrderedMultiService):
         shutdown: Callable[[], object] | None = None,
         tune_runtime: bool = False,
         reload_on_hangup: bool = False,
+        notifier: ServiceNotifier | None = None,
     ) -> None:
         super().__init__()
         self.setName("nomp")
@@ -63,6 +76,11 @@ class NompService(OrderedMultiService):
         self._previous_hangup: Any = None
         self.reloader: Reloader  # set by nomp.tap once the tree is built
         self.started_at: float | None = None  # reactor seconds
+        self.notifier = notifier or ServiceNotifier(None)
+        # The pools' miner sides, as a stop drains them (nomp.tap sets it).
+        self.drainers: Callable[[], Iterable[Drains]] = tuple
+        self._without_work: set[str] = set()  # pools with no job yet: not ready for systemd
+        self._ready_told = False
 
     def replace_config(self, config: Config) -> None:
         """What runs after a reload (the Reloader's)."""
@@ -72,9 +90,28 @@ class NompService(OrderedMultiService):
         """Stop the process as SIGTERM does (the control port's shutdown)."""
         self._shutdown()
 
+    def await_work(self, pools: Sequence[str]) -> None:
+        """Tell systemd the process is ready once each of these pools has had
+        its first job (``has_work``); before start."""
+        self._without_work = set(pools)
+
+    def has_work(self, pool: str) -> None:
+        """``pool`` has a job for its miners (a job listener: called for every job)."""
+        if pool in self._without_work:
+            self._without_work.discard(pool)
+            self._tell_ready()
+
+    def _tell_ready(self) -> None:
+        if self._without_work or self._ready_told or not self.running:
+            return
+        self._ready_told = True
+        self.log.info("every pool has work: ready")
+        self.notifier.send("READY=1", "STATUS=every pool has work")
+
     def startService(self) -> None:
         super().startService()
         self.started_at = self._reactor.seconds()
+        self._tell_ready()  # a process without pools is ready now
         if self._reload_on_hangup and threading.current_thread() is threading.main_thread():
             self._previous_hangup = signal.signal(signal.SIGHUP, self._hangup)
         if self._tune_runtime:
@@ -94,7 +131,40 @@ class NompService(OrderedMultiService):
         if self._previous_hangup is not None:
             signal.signal(signal.SIGHUP, self._previous_hangup)
             self._previous_hangup = None
-        return super().stopService()
+        Service.stopService(self)  # not running from now: no reload, no second stop
+        return defer.Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        await self.drain(self.config.settings.drain_seconds)
+        await super().stopService()
+
+    async def drain(self, seconds: float) -> None:
+        """Ask every pool's Stratum miners to reconnect, and wait up to
+        ``seconds`` for them to leave (the tree's stop closes the others).
+
+        The ports stop accepting first: a miner that reconnects reaches
+        whoever else holds the listening socket (systemd, which queues the
+        connection until the next process takes it, or a process already
+        started on it), or is refused when nobody does.
+        """
+        self.notifier.send("STOPPING=1", "STATUS=stopping: the miners are asked to reconnect")
+        started = self._reactor.seconds()
+        results = await defer.DeferredList(
+            [defer.maybeDeferred(side.drain, seconds) for side in self.drainers()], consumeErrors=True
+        )
+        asked = stayed = 0
+        for succeeded, result in results:
+            if succeeded:
+                asked, stayed = asked + result.asked, stayed + result.stayed
+            else:  # a bug: the stop goes on, and closes that pool's miners
+                failure: Any = result  # DeferredList gives the Failure in the result's place
+                self.log.failure("a pool's drain failed", failure)
+        self.log.info(
+            "drained in {elapsed:.3f} s: {asked} miners asked to reconnect, {stayed} left to close",
+            elapsed=self._reactor.seconds() - started,
+            asked=asked,
+            stayed=stayed,
+        )
 
     def _hangup(self, signum: int, frame: FrameType | None) -> None:
         # A signal handler runs between two bytecodes of whatever the main

@@ -11,6 +11,7 @@ import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from twisted.application.service import IService, Service
@@ -53,6 +54,7 @@ from nomp.store.schema import PoolKeys
 from nomp.store.service import RecorderService
 from nomp.stratum.service import StratumService
 from nomp.stratum.stratumpool import StratumPool
+from nomp.systemd import ServiceNotifier
 from nomp.web.metrics import Metrics, MetricsService
 from nomp.web.service import WebService
 
@@ -86,7 +88,13 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
         config = load_config(options["config"])
     except ConfigErrors as e:
         raise SystemExit(f"nomp: {e}") from None
-    return build_service(config, reactor, tune_runtime=True, reload_on_hangup=True)
+    return build_service(
+        config,
+        reactor,
+        tune_runtime=True,
+        reload_on_hangup=True,
+        notifier=ServiceNotifier.from_environment(),
+    )
 
 
 def _ready_daemons(pool: PoolService) -> Callable[[], DaemonGroup | None]:
@@ -105,6 +113,11 @@ def _node_states(redis: Callable[[], RedisClient | None], keys: OepKeys) -> Node
     return write
 
 
+def _has_work(root: NompService, pool: str, work: object) -> None:
+    """A pool's job listener: its first job may make the process ready."""
+    root.has_work(pool)
+
+
 def _control_token(settings: GlobalConfig) -> str | None:
     path = settings.control.token_file
     return None if path is None else load_token(path)
@@ -113,7 +126,8 @@ def _control_token(settings: GlobalConfig) -> str | None:
 def build_service(config: Config, reactor: Any, **root_options: Any) -> NompService:
     """The service tree for a loaded configuration.
 
-    Services stop in the reverse order of this one: each pool closes its
+    Services stop in the reverse order of this one, after the drain (the
+    miners asked to reconnect, see NompService.drain): each pool closes its
     miners' connections, waits for the shares being checked and writes them
     to Redis before the hashing threads and the Redis connection go.
     ``root_options`` go to NompService (tests replace its exit and shutdown).
@@ -156,14 +170,20 @@ def build_service(config: Config, reactor: Any, **root_options: Any) -> NompServ
         lambda: assembly.token,
         (rates.timer(),),
     ).setServiceParent(root)
+    root.await_work([pool.name for pool in config.pools] + [pool.name for pool in config.eth_pools])
     for pool_config in config.pools:
-        assembly.build_pool(pool_config, root.fatal).service.setServiceParent(root)
+        bitcoin = assembly.build_pool(pool_config, root.fatal)
+        bitcoin.service.add_job_listener(partial(_has_work, root, pool_config.name))
+        bitcoin.service.setServiceParent(root)
     for eth_config in config.eth_pools:
         try:  # the payout key is read now: a missing or unsafe file stops the start
             parts = assembly.build_eth_pool(eth_config, root.fatal)
         except KeyFileError as e:
             raise SystemExit(f"nomp: {eth_config.file}: {e}") from None
+        parts.service.add_work_listener(partial(_has_work, root, eth_config.name))
         parts.service.setServiceParent(root)
+    # At a stop, every pool's miners at once (a pool a reload added too).
+    root.drainers = lambda: [parts.stratum for parts in assembly.parts.values()]
     web = config.settings.web
     if web.enabled:
         web_service = WebService(

@@ -39,7 +39,9 @@ POOL_KEYS = (
     "hashrate_window, job_rebroadcast_timeout, p2p, payments, pool_signature, ports, reward_recipients, "
     "usernames, version_mask"
 )
-GLOBAL_KEYS = "coins, control, instance, instance_state, logging, pool_defaults, redis, threads, web"
+GLOBAL_KEYS = (
+    "coins, control, drain_seconds, instance, instance_state, logging, pool_defaults, redis, threads, web"
+)
 DEFAULT_KEYS = "banning, block_refresh_interval, connection_timeout, job_rebroadcast_timeout, pool_signature"
 
 

@@ -276,6 +276,11 @@ class GlobalConfig:
     instance_state: str | None = checked(
         lambda v: "must be a file path" if not v or "\0" in v else None, None
     )
+    # At a stop, how long the Stratum miners asked to reconnect
+    # (client.reconnect) have to leave before the ones left are closed; they
+    # find the new process on a listening socket that outlives this one
+    # (systemd's). 0: no one is asked, every connection closes at once.
+    drain_seconds: float = checked(non_negative, 5.0)
     redis: RedisConfig = field(default_factory=RedisConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     control: ControlConfig = field(default_factory=ControlConfig)

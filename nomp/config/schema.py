@@ -81,8 +81,20 @@ def endpoint(value: Any) -> str | None:
     try:
         serverFromString(_NoReactor(), value)
     except Exception as e:  # Twisted raises ValueError, KeyError, OSError...
+        if value.startswith("systemd:") and isinstance(e, KeyError | IndexError):
+            return f"invalid endpoint {value!r}: {_not_passed(e)}"
         return f"invalid endpoint {value!r}: {e}"
     return None
+
+
+def _not_passed(error: KeyError | IndexError) -> str:
+    """Why a ``systemd:`` endpoint has no socket: the one it names was not passed."""
+    if isinstance(error, KeyError):
+        return (
+            f"systemd passed no socket named {error.args[0]!r}: is the process started with the "
+            "socket unit whose FileDescriptorName it is?"
+        )
+    return "systemd passed no socket at that index: is the process started with its socket units?"
 
 
 def ip_networks(value: tuple[str, ...]) -> tuple[Network, ...]:

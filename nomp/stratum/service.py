@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import Service
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
@@ -23,11 +24,15 @@ from nomp.stratum.proxyproto import ProxyProtocolFactory
 from nomp.stratum.registry import ConnectionRegistry
 
 QUIET_CHECK_INTERVAL = 5.0  # seconds between looks for miners gone quiet
+DRAIN_CHECK_INTERVAL = 0.05  # seconds between counts of the miners still there, in a drain
 
 C = TypeVar("C", PoolConfig, EthPoolConfig)
 
 
 class _PoolConfig(Protocol):
+    @property
+    def name(self) -> str: ...
+
     @property
     def banning(self) -> BanningConfig: ...
 
@@ -59,9 +64,28 @@ class MinerSide(Protocol):
     def idle(self) -> defer.Deferred[None]: ...
 
 
+@runtime_checkable
+class AsksToReconnect(Protocol):
+    """A miner side whose miners can be asked to come back (StratumPool's
+    ``client.reconnect``; eth-proxy has no such message)."""
+
+    def ask_to_reconnect(self) -> int:
+        """Ask every miner to reconnect to where it is; how many were asked."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Drained:
+    """What a drain did: miners asked to reconnect, and connections still open at its end."""
+
+    asked: int
+    stayed: int
+
+
 class StratumService(OrderedMultiService):
     """Listens on a pool's ports; at stop, closes connections and waits for
     the shares still being checked, so the recorder gets all of them.
+    ``drain``, before a stop, lets the miners leave first.
 
     ``apply`` takes a reloaded configuration without closing a connection
     that stays: ports open and close, a kept port's connections get its new
@@ -145,8 +169,53 @@ class StratumService(OrderedMultiService):
         """The ports listened on (or to be, before start)."""
         return tuple(self._ports.values())
 
+    def drain(self, seconds: float) -> defer.Deferred[Drained]:
+        """Stop accepting, ask the miners to reconnect, and wait up to
+        ``seconds`` for them to leave (0: ask nobody).
+
+        A miner that honours ``client.reconnect`` first waits for the
+        answers to the shares it sent, so it leaves knowing each was
+        accepted or not; the others are closed by ``stopService``.
+        """
+        return defer.Deferred.fromCoroutine(self._drain(seconds))
+
+    async def _drain(self, seconds: float) -> Drained:
+        # Before anyone is asked: a miner that reconnects must not come back here.
+        await defer.gatherResults(
+            [defer.maybeDeferred(listening.stopService) for listening in self._listening.values()]
+        )
+        connections = self.server.connections
+        if seconds <= 0 or not isinstance(self.server, AsksToReconnect) or not len(connections):
+            return Drained(0, len(connections))
+        asked = self.server.ask_to_reconnect()
+        await self._until_gone(seconds)
+        stayed = len(connections)
+        self.log.info(
+            "pool {pool}: {left} of {asked} miners asked to reconnect left, {stayed} to close",
+            pool=self.server.config.name,
+            left=max(asked - stayed, 0),
+            asked=asked,
+            stayed=stayed,
+        )
+        return Drained(asked, stayed)
+
+    def _until_gone(self, seconds: float) -> defer.Deferred[task.LoopingCall]:
+        """Fires once every connection is closed, or after ``seconds``."""
+        connections = self.server.connections
+        deadline = self._reactor.seconds() + seconds
+
+        def look() -> None:
+            if not len(connections) or self._reactor.seconds() >= deadline:
+                watch.stop()
+
+        watch = task.LoopingCall(look)
+        watch.clock = self._reactor
+        watching: defer.Deferred[task.LoopingCall] = watch.start(DRAIN_CHECK_INTERVAL, now=True)
+        return watching
+
     def stopService(self) -> defer.Deferred[None]:
-        stopping: defer.Deferred[None] = super().stopService()  # no new connections
+        # No new connections (a drain may have closed the ports already: stopping one again is nothing).
+        stopping: defer.Deferred[None] = super().stopService()
         stopping.addCallback(lambda _: self.server.close_all())
         stopping.addCallback(lambda _: self.server.idle())
         shared_bans = self.server.bans.shared

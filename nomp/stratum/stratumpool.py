@@ -1,10 +1,10 @@
 """StratumPool: one pool's Stratum side, assembled from its parts.
 
-Only wiring, and the three calls that span several parts (a new job, the
-sweep for quiet miners, shutdown). The parts: the ConnectionRegistry, the
-BanEnforcer, the Broadcaster, Subscriptions (extranonce1s), the
-SharePipeline with the Bitcoin family's rules, StratumMethods (the
-connections' handler) and OperatorMessages.
+Only wiring, and the calls that span several parts (a new job, the sweep
+for quiet miners, the drain and shutdown). The parts: the
+ConnectionRegistry, the BanEnforcer, the Broadcaster, Subscriptions
+(extranonce1s), the SharePipeline with the Bitcoin family's rules,
+StratumMethods (the connections' handler) and OperatorMessages.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from nomp.stratum.registry import ConnectionRegistry
 from nomp.stratum.sharerules import BitcoinShareRules
 from nomp.stratum.shares import ShareLedger, Submission
 from nomp.stratum.subscriptions import Subscriptions
+from nomp.stratum.targets import MinerTarget
 
 
 class StratumPool:
@@ -117,6 +118,11 @@ class StratumPool:
         now = self.clock.seconds()
         for connection in self.connections.snapshot():
             difficulty.quiet_check(connection, now)
+
+    def ask_to_reconnect(self) -> int:
+        """``client.reconnect`` without an address to every miner: come back to
+        where you are (a drain before a stop; see StratumService.drain); how many."""
+        return self.messages.send_reconnect(MinerTarget())
 
     def close_all(self) -> None:
         """Close every miner connection (at shutdown)."""
