@@ -12,16 +12,19 @@ new one started once it is gone (``systemctl restart``).
 
 from __future__ import annotations
 
+import json
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import yaml
-from twisted.internet import reactor
+from twisted.internet import reactor, threads
 from twisted.logger import Logger
 from twisted.trial.unittest import SkipTest, TestCase
 
+from nomp.cli import send
 from nomp.hashing import ALGORITHMS
 from nomp.miner import Miner, connect
 from test.poolconf import write_conf
@@ -195,6 +198,53 @@ class RestartTests(TestCase):
         await harness.mine_on()
         await harness.stop(new)
         harness.check_every_share_once()
+
+
+class InheritedSocketTests(TestCase):
+    """What a pool process does with the sockets it is given, and without them."""
+
+    timeout = 180
+
+    async def test_proxy_protocol(self) -> None:
+        """A PROXY-protocol port on an inherited socket reads the proxy's header:
+        the connection is the miner's address, as the control port lists it."""
+        listen = InheritedSockets.endpoint("stratum")
+        harness = RestartHarness(
+            self, ports=[{"listen": listen, "diff": DIFFICULTY, "proxy_protocol": ["127.0.0.1"]}]
+        )
+        process = harness.process()
+        await harness.ready(process)
+        stratum = harness.sockets.port("stratum")
+        header = f"PROXY TCP4 203.0.113.7 127.0.0.1 4444 {stratum}\r\n".encode()
+        subscribe = b'{"id": 1, "method": "mining.subscribe", "params": []}\n'
+        connection = socket.create_connection(("127.0.0.1", stratum), timeout=30)
+        self.addCleanup(connection.close)
+        reply = await threads.deferToThread(exchange, connection, header + subscribe)
+        self.assertEqual(json.loads(reply)["id"], 1)
+        control = ("127.0.0.1", harness.sockets.port("control"))
+        listed = await threads.deferToThread(send, control, "miners litecoin all", 30)
+        self.assertIn("1 miner (all miners): 203.0.113.7:4444 (", listed)
+        connection.close()  # it would not heed client.reconnect: the stop would wait for it
+        process.terminate()
+        self.assertEqual(await process.ended, -15, process.log())
+
+    async def test_socket_not_passed(self) -> None:
+        """A port on a socket the process was not given stops its start, status 1,
+        with the socket's name."""
+        harness = RestartHarness(self)
+        harness.sockets = InheritedSockets(["control", "web"])  # no "stratum"
+        self.addCleanup(harness.sockets.close)
+        process = harness.process()
+        self.assertEqual(await process.ended, 1, process.log())
+        self.assertIn("systemd passed no socket named 'stratum'", process.log())
+        self.assertFalse(process.ready.called)
+
+
+def exchange(connection: socket.socket, data: bytes) -> bytes:
+    """Send ``data`` and read one line back (blocking: run in a thread); the connection stays open."""
+    connection.sendall(data)
+    with connection.makefile("rb") as lines:
+        return lines.readline()
 
 
 class UnitFileTests(TestCase):
