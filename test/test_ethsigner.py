@@ -4,14 +4,17 @@ back by eth-account and rlp, the gas ceiling and who pays the fee."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import pickle
+import random
 from dataclasses import FrozenInstanceError
 from decimal import Decimal
 from typing import Any
 from unittest import mock
 
+import coincurve
 import rlp  # type: ignore[import-untyped]
 from eth_account import Account
 from eth_account.typed_transactions.typed_transaction import TypedTransaction
@@ -22,6 +25,7 @@ from eth_utils.crypto import keccak
 from hexbytes import HexBytes
 from twisted.trial.unittest import SynchronousTestCase
 
+from nomp.payments import ethsigner, ethtx
 from nomp.payments.ethsigner import (
     TRANSFER_GAS,
     DynamicPricing,
@@ -66,6 +70,15 @@ EIP155_SENDER = "0x9d8A62f656a8d1615C1294fd71e9CFb3E4855A4F"
 SECRET = keccak(b"nomp payout signer test key")
 SECRET_HEX = SECRET.hex()
 MINER = to_checksum_address("0x" + keccak(b"a miner")[:20].hex())
+
+
+def signing_with(library: str) -> contextlib.AbstractContextManager[object]:
+    """The keys made within sign with ``library``: "coincurve" (nomp.payments.ethtx) or
+    "eth-account" (as where coincurve is not installed)."""
+    if library == "eth-account":
+        return mock.patch.object(ethsigner, "coincurve", None)
+    assert library == "coincurve"
+    return contextlib.nullcontext()
 
 
 def anything(value: object) -> Any:
@@ -237,25 +250,48 @@ class SecrecyTests(SynchronousTestCase):
         self.assertRaises(TypeError, vars, key)
 
     def test_signing_failure_hides_library_message(self) -> None:
-        """A library error that quoted the key does not reach the payer's log."""
-        key = PayoutKey(SECRET)
+        """A library error that quoted the key does not reach the payer's log: coincurve's,
+        or eth-account's where coincurve is missing."""
 
-        def leaky(*args: object) -> None:
+        def leaky(*args: object, **kwargs: object) -> None:
             raise ValueError(f"bad key {SECRET_HEX}")
 
-        with mock.patch.object(Account, "sign_transaction", leaky):
-            e = self.assertRaises(SigningError, sign_transfer, key, 1, 0, MINER, 1, LegacyPricing(GWEI))
-        self.assertIn("ValueError", str(e))
-        self.assertNotIn(SECRET_HEX, str(e))
-        self.assertIsNone(e.__cause__)
-        self.assertTrue(e.__suppress_context__)
+        for library, failing in (
+            ("coincurve", mock.patch.object(coincurve.PrivateKey, "sign_recoverable", leaky)),
+            ("eth-account", mock.patch.object(Account, "sign_transaction", leaky)),
+        ):
+            with self.subTest(library), signing_with(library), failing:
+                key = PayoutKey(SECRET)
+                e = self.assertRaises(SigningError, sign_transfer, key, 1, 0, MINER, 1, LegacyPricing(GWEI))
+            self.assertIn("ValueError", str(e))
+            self.assertNotIn(SECRET_HEX, str(e))
+            self.assertIsNone(e.__cause__)
+            self.assertTrue(e.__suppress_context__)
 
     def test_signer_checks_the_sender(self) -> None:
-        """A signature that recovers to another address is not handed out."""
-        key = PayoutKey(SECRET)
-        with mock.patch.object(Account, "recover_transaction", lambda *a: EIP155_SENDER):
-            e = self.assertRaises(SigningError, sign_transfer, key, 1, 0, MINER, 1, LegacyPricing(GWEI))
-        self.assertIn(EIP155_SENDER, str(e))
+        """A signature that recovers to another address is not handed out: coincurve's
+        signature recovered to another public key, or eth-account's transaction to another
+        sender where coincurve is missing."""
+        other = coincurve.PrivateKey(EIP155_KEY).public_key
+        for library, recovering in (
+            (
+                "coincurve",
+                mock.patch.object(coincurve.PublicKey, "from_signature_and_message", lambda *a, **k: other),
+            ),
+            ("eth-account", mock.patch.object(Account, "recover_transaction", lambda *a: EIP155_SENDER)),
+        ):
+            with self.subTest(library), signing_with(library), recovering:
+                key = PayoutKey(SECRET)
+                e = self.assertRaises(SigningError, sign_transfer, key, 1, 0, MINER, 1, LegacyPricing(GWEI))
+            self.assertIn(EIP155_SENDER, str(e))
+
+    def test_no_key_in_the_signer(self) -> None:
+        """libsecp256k1's copy of the key, behind the PayoutKey, does not show it either."""
+        signer = PayoutKey(SECRET)._signer
+        assert signer is not None
+        for text in (repr(signer), str(signer)):
+            for form in secret_forms():
+                self.assertNotIn(form, text)
 
     def test_bad_keys_from_bytes(self) -> None:
         for secret in (b"", SECRET[:31], SECRET + b"\0", bytes(32), SECPK1_N.to_bytes(32, "big")):
@@ -539,3 +575,105 @@ class DeductFeeTests(SynchronousTestCase):
         value = deduct_fee(amount, GasPolicy.fee(pricing), "miner")
         signed = sign_transfer(PayoutKey(SECRET), 1, 3, MINER, value, pricing)
         self.assertEqual(signed.max_debit, amount)
+
+
+# The curve order's half: a signature's s must not be above it (EIP-2).
+HALF_ORDER = SECPK1_N // 2
+
+
+def random_quantity(rng: random.Random, bits: int) -> int:
+    """Small, word-sized or the field's full width, and RLP's edges (0, 127, 128)."""
+    top = 1 << bits
+    choices = [0, 1, 127, 128, 255, 256, rng.randrange(256), rng.randrange(1 << 64), rng.randrange(top)]
+    return rng.choice(choices) % top
+
+
+class FastSignerTests(SynchronousTestCase):
+    """nomp.payments.ethtx against eth-account, the reference: the same bytes and hash for
+    every random transfer of both kinds."""
+
+    def test_rlp_as_the_rlp_package(self) -> None:
+        """Byte strings of every length class (one byte below 0x80, short, long, long past
+        255 bytes), and lists of them, short and long."""
+        rng = random.Random(1)
+        strings = [b"", b"\x00", b"\x7f", b"\x80", b"\xff"]
+        strings += [rng.randbytes(n) for n in (2, 54, 55, 56, 57, 255, 256, 1024, 70_000)]
+        for item in strings:
+            self.assertEqual(ethtx.rlp_bytes(item), rlp.encode(item), len(item))
+        for count in range(0, 40):
+            items = [rng.choice(strings[:12]) for _ in range(count)]
+            encoded = b"".join(ethtx.rlp_bytes(i) for i in items)
+            self.assertEqual(ethtx.rlp_list(encoded), rlp.encode(items), count)
+        self.assertEqual(ethtx.rlp_list(b""), rlp.encode([]))
+        for value in (0, 1, 127, 128, 255, 256, 2**64 - 1, 2**256 - 1):
+            self.assertEqual(ethtx.rlp_bytes(ethtx.quantity(value)), rlp.encode(value), value)
+
+    def test_transfers_as_eth_account(self) -> None:
+        """Hundreds of random legacy and type-2 transfers (keys, chain ids, nonces, values,
+        gas prices and limits, recipients): sign_transfer's bytes and hash are
+        eth-account's; every s is low and both recovery ids come up."""
+        rng = random.Random(14)
+        recovery_ids: set[int] = set()
+        for n in range(600):
+            secret = rng.randrange(1, SECPK1_N).to_bytes(32, "big")
+            chain_id = rng.choice([1, 61, 63, 1337, rng.randrange(1, 2**32), rng.randrange(1, 2**64)])
+            nonce = random_quantity(rng, 64) % (2**64 - 1)
+            value = random_quantity(rng, 256) or 1
+            gas = TRANSFER_GAS + random_quantity(rng, 32)
+            to = rng.choice(["0x" + "00" * 19 + "01", "0x" + rng.randbytes(20).hex()])
+            pricing: LegacyPricing | DynamicPricing
+            transaction: dict[str, Any] = {
+                "chainId": chain_id,
+                "nonce": nonce,
+                "gas": gas,
+                "to": to_checksum_address(to),
+                "value": value,
+                "data": b"",
+            }
+            if n % 2:
+                pricing = LegacyPricing(random_quantity(rng, 256), gas)
+                transaction["gasPrice"] = pricing.gas_price
+            else:
+                max_fee = random_quantity(rng, 256)
+                pricing = DynamicPricing(max_fee, rng.randrange(max_fee + 1), gas)
+                transaction |= {
+                    "type": 2,
+                    "maxFeePerGas": pricing.max_fee_per_gas,
+                    "maxPriorityFeePerGas": pricing.max_priority_fee_per_gas,
+                    "accessList": [],
+                }
+            reference = Account.sign_transaction(transaction, secret)
+            signed = sign_transfer(PayoutKey(secret), chain_id, nonce, to, value, pricing)
+            self.assertEqual(signed.raw, bytes(reference.raw_transaction), transaction)
+            self.assertEqual(signed.tx_hash, "0x" + bytes(reference.hash).hex())
+            self.assertLessEqual(reference.s, HALF_ORDER)
+            recovery_ids.add(reference.v - 35 - 2 * chain_id if n % 2 else reference.v)
+        self.assertEqual(recovery_ids, {0, 1})
+
+    def test_fallback_signs_the_same(self) -> None:
+        """Without coincurve, eth-account signs: the same transfer, the same bytes."""
+        for pricing in (LegacyPricing(GWEI), DynamicPricing(30 * GWEI, 2 * GWEI)):
+            fast = sign_transfer(PayoutKey(SECRET), 61, 7, MINER, 10**18, pricing)
+            with signing_with("eth-account"):
+                key = PayoutKey(SECRET)
+                self.assertIsNone(key._signer)
+                self.assertEqual(sign_transfer(key, 61, 7, MINER, 10**18, pricing), fast)
+
+    def test_eip55_as_eth_utils(self) -> None:
+        """checked_address's checksum is eth-utils' over random addresses; a mixed-case one
+        with any letter's case turned is refused."""
+        rng = random.Random(55)
+        for _ in range(300):
+            lower = "0x" + rng.randbytes(20).hex()
+            if int(lower, 16) == 0:
+                continue
+            expected = to_checksum_address(lower)
+            self.assertEqual(checked_address(lower), expected)
+            self.assertEqual(checked_address(lower.upper().replace("0X", "0x")), expected)
+            self.assertEqual(checked_address(expected), expected)
+            letters = [i for i, c in enumerate(expected) if c.isalpha() and i > 1]
+            if letters and expected[2:] not in (expected[2:].lower(), expected[2:].upper()):
+                i = rng.choice(letters)
+                turned = expected[:i] + expected[i].swapcase() + expected[i + 1 :]
+                if turned[2:] not in (turned[2:].lower(), turned[2:].upper()):
+                    self.assertRaises(ValueError, checked_address, turned)
