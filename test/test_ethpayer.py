@@ -41,7 +41,7 @@ from nomp.payments.ethpayer import (
     settle_decision,
     watch_decision,
 )
-from nomp.payments.ethpayledger import EthPayLedger, JournalEntry, Unconfirmed
+from nomp.payments.ethpayledger import EthPayLedger, JournalEntry, Reserved, Unconfirmed
 from nomp.payments.ethsigner import (
     TRANSFER_GAS,
     DynamicPricing,
@@ -325,6 +325,43 @@ class LedgerTests(RedisTestCase):
         self.assertEqual(self.amount(self.keys.miner(BOB), "balance"), ETHER)
         self.assertEqual(self.amount(self.keys.miner(BOB), "pending"), 0)
         self.assertEqual([e.login for e in await ledger.journal()], [ALICE])
+
+    async def test_amounts_past_doubles(self) -> None:
+        """Balances whose Shannon pass 2^52 (where the scripts leave the sums to Redis,
+        whose integers are exact) and amounts that borrow and carry dust: every field
+        exact, to the wei, through a reserve, a give-back, a reserve again and a record.
+        A payout of 2^53 Shannon (9 million ether) or more is refused before any script."""
+        ledger = self.ledger()
+        huge = 2**60 * GWEI + 7
+        amount = (2**52 - 1) * GWEI + 999_999_999
+        self.credit({ALICE: huge, BOB: ETHER})
+        token = await ledger.acquire(10)
+        assert token is not None
+        entries = [
+            JournalEntry(ALICE, amount, amount, 0, LEGACY, 1.0),
+            JournalEntry(BOB, 5, 5, 1, LEGACY, 1.0),
+        ]
+        self.assertEqual(await ledger.reserve_batch(token, entries), Reserved(2, None))
+        miner, finances = self.keys.miner(ALICE), self.keys.finances
+        self.assertEqual(self.amount(miner, "balance"), huge - amount)
+        self.assertEqual(self.amount(miner, "pending"), amount)
+        self.assertEqual(self.amount(finances, "pending"), amount + 5)
+        self.assertEqual(await ledger.give_back_batch(token, entries), [True, True])
+        self.assertEqual((self.amount(miner, "balance"), self.amount(miner, "pending")), (huge, 0))
+        self.assertEqual(self.amount(finances, "balance"), huge + ETHER)
+        await ledger.reserve_batch(token, entries)
+        signed = [e.signed("0x" + f"{n:064x}", "0x01") for n, e in enumerate(entries, 1)]
+        self.assertEqual(await ledger.record_signed_batch(token, signed), [True, True])
+        self.assertEqual(await ledger.record_paid_batch(signed, 2.0), [True, True])
+        self.assertEqual(self.amount(miner, "paid"), amount)
+        self.assertEqual(self.amount(miner, "balance"), huge - amount)
+        self.assertEqual(self.amount(finances, "paid"), amount + 5)
+        self.assertEqual(self.amount(finances, "balance"), huge + ETHER - amount - 5)
+        self.assertEqual(self.amount(finances, "pending"), 0)
+        too_much = JournalEntry(ALICE, 2**53 * GWEI, 2**53 * GWEI, 2, LEGACY, 1.0)
+        with self.assertRaisesRegex(ValueError, "2\\^53 Shannon"):
+            await ledger.reserve_batch(token, [too_much])
+        self.assertEqual(self.amount(miner, "balance"), huge - amount)
 
     async def test_reserve_batch_stops_at_the_first_refusal(self) -> None:
         """A batch is reserved in order up to the payout that cannot be: the ones before it

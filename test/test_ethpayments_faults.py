@@ -41,15 +41,15 @@ RESTART_AT = "after_sending"  # Redis restarts between this kill and the run aft
 MINERS = (ALICE, BOB)
 # Seven logins, paid in batches of 1, 2 and 4 (a run's first batch is one payout, each next
 # twice the last), the run killed the Nth time it passes a step: (step, N, entries then open
-# in the journal, transactions then in the node's pool). Inside the third batch: reserved,
-# none signed; signed, none sent; 3 of its 4 sent, none recorded. And at the second batch's
-# record, the third not reserved yet.
+# in the journal, how many of them signed, transactions then in the node's pool). Inside the
+# third batch: reserved, none signed; signed, none sent; 3 of its 4 sent, none recorded. And
+# at the second batch's record, which goes after the third batch's reserve.
 BATCH_MINERS = (ALICE, BOB, *("0x" + f"{n:02x}" * 20 for n in (0xC3, 0xD4, 0xE5, 0xF6, 0x17)))
 MID_BATCH = (
-    ("after_reserving", 4, 4, 3),
-    ("after_signing", 5, 4, 3),
-    ("after_sending", 6, 4, 6),
-    ("after_recording", 2, 0, 3),
+    ("after_reserving", 4, 4, 0, 3),
+    ("after_signing", 5, 4, 4, 3),
+    ("after_sending", 6, 4, 4, 6),
+    ("after_recording", 2, 4, 0, 3),
 )
 
 
@@ -127,7 +127,7 @@ class KilledEthPaymentRunTests(TestCase):
         keys = OepKeys.for_coin(COIN)
         paid_before = 0
 
-        for round_number, (step, nth, left_open, pooled) in enumerate(MID_BATCH, 1):
+        for round_number, (step, nth, left_open, signed_open, pooled) in enumerate(MID_BATCH, 1):
             before = {login: chain.balance(account(login)) for login in BATCH_MINERS}
             credited = matured_credits(redis_server, DB)
             shares = {login: 1 for login in BATCH_MINERS} | {ALICE: round_number}
@@ -139,7 +139,7 @@ class KilledEthPaymentRunTests(TestCase):
             journal = hash_of(redis_server, DB, keys.payouts_journal)
             self.assertEqual(len(journal), left_open, step)
             signed = sum('"state": "signed"' in entry for entry in journal.values())
-            self.assertEqual(signed, 0 if step == "after_reserving" else left_open, step)
+            self.assertEqual(signed, signed_open, step)
             self.assertEqual(len(chain.pending_transactions), pooled, step)
             if step == RESTART_AT:
                 redis_server.restart()

@@ -571,6 +571,19 @@ class EthPayer:
         if not entries:
             return
         signed, failure = await self._sign(entries)
+        await self._record(await self._signed_and_sent(token, entries, signed, failure, report), report)
+
+    async def _signed_and_sent(
+        self,
+        token: int,
+        entries: list[JournalEntry],
+        signed: list[JournalEntry],
+        failure: Exception | None,
+        report: PayoutReport,
+    ) -> list[JournalEntry]:
+        """A batch after ``_sign``: the ones signed recorded signed and sent, and the ones
+        the node took returned, for the caller to record paid. When the run stops here
+        (the signing failed, a send did), those are recorded first and the stop raised."""
         stop: PayoutStopped | None = None
         if failure is not None:
             failed, unsent = entries[len(signed)], entries[len(signed) + 1 :]
@@ -584,11 +597,13 @@ class EthPayer:
                 f"the payout to {failed.login} could not be signed ({failure}); its amount is back in "
                 "its balance" + self._also_back(unsent)
             )
+        taken: list[JournalEntry] = []
         if signed:
             await self._record_signed(token, signed)
-            await self._send(token, signed, report, fresh=True)
+            taken = await self._send(token, signed, report, fresh=True, record=stop is not None)
         if stop is not None:
             raise stop
+        return taken
 
     @staticmethod
     def _also_back(unsent: Sequence[JournalEntry]) -> str:
@@ -627,9 +642,12 @@ class EthPayer:
         for _ in entries:
             self._reached("after_signing")
 
-    async def _send(self, token: int, entries: list[JournalEntry], report: PayoutReport, fresh: bool) -> None:
+    async def _send(
+        self, token: int, entries: list[JournalEntry], report: PayoutReport, fresh: bool, record: bool = True
+    ) -> list[JournalEntry]:
         """Send each entry's transaction, in nonce order, then record the ones the node took
-        paid, in one script. ``fresh``: signed in this run, never sent.
+        paid, in one script, and return them; with ``record`` False they are returned
+        unrecorded, for the caller to record. ``fresh``: signed in this run, never sent.
 
         A run stopped at a payout (no answer, a refusal, its nonce taken) still records
         the ones before it; the ones after it, fresh and never sent, go back to their
@@ -648,6 +666,10 @@ class EthPayer:
                 refusal, unsent = (entry, refused_with), entries[at + 1 :]
                 break
             taken.append(entry)
+        if refusal is None and stop is None:
+            if record:
+                await self._record(taken, report)
+            return taken
         # What went out first: the rest is settled by the next run if this fails.
         await self._record(taken, report)
         if refusal is not None:
@@ -660,8 +682,8 @@ class EthPayer:
                     f"{stop}; the {len(unsent)} payouts after it in its batch, never sent, "
                     "are back in their balances"
                 )
-        if stop is not None:
-            raise stop
+        assert stop is not None
+        raise stop
 
     async def _send_one(self, entry: JournalEntry, fresh: bool) -> DaemonError | None:
         """Send the entry's transaction until the node takes it (it answers its hash, or
@@ -768,31 +790,55 @@ class EthPayer:
         available -= sum(p.value + p.max_cost for p in watched if p.tx_hash in self._unmined)
         due = deque(payees.due)
         size = 1
-        while due:
-            batch, short = self._next_batch(due, size, nonce, pricing, available, report)
-            size = min(2 * size, self._batch)
-            reserved = await self.ledger.reserve_batch(token, batch, self.payments.lock_timeout)
-            entries = batch[: reserved.count]
-            stop = short
-            if reserved.refusal is not None:
-                refused_entry, rest = batch[reserved.count], batch[reserved.count + 1 :]
-                if reserved.refusal.startswith("NOFUNDS"):
-                    # Its balance moved since it was read: it waits; the rest go on, their
-                    # nonces and the funds counted again.
-                    report.skipped[refused_entry.login] = reserved.refusal
-                    due.extendleft((e.login, e.amount) for e in reversed(rest))
-                    stop = None
-                else:
-                    stop = PayoutStopped(
-                        f"the payout to {refused_entry.login} could not be reserved: {reserved.refusal}"
-                    )
-            for _ in entries:
-                self._reached("after_reserving")
-            nonce += len(entries)
-            available -= sum(e.value + e.max_cost for e in entries)
-            await self._sign_and_send(token, entries, report)
-            if stop is not None:
-                raise stop
+        # The payouts of the batch before that the node took, and their record paid once
+        # sent: it goes after the next batch's reserve, so that redis-server runs it while
+        # this process signs that batch.
+        unrecorded: list[JournalEntry] = []
+        recording: defer.Deferred[None] | None = None
+        try:
+            while due:
+                batch, stop = self._next_batch(due, size, nonce, pricing, available, report)
+                size = min(2 * size, self._batch)
+                reserving = defer.ensureDeferred(
+                    self.ledger.reserve_batch(token, batch, self.payments.lock_timeout)
+                )
+                recording, unrecorded = defer.ensureDeferred(self._record(unrecorded, report)), []
+                reserved = await reserving
+                entries = batch[: reserved.count]
+                if reserved.refusal is not None:
+                    refused_entry, rest = batch[reserved.count], batch[reserved.count + 1 :]
+                    if reserved.refusal.startswith("NOFUNDS"):
+                        # Its balance moved since it was read: it waits; the rest go on,
+                        # their nonces and the funds counted again.
+                        report.skipped[refused_entry.login] = reserved.refusal
+                        due.extendleft((e.login, e.amount) for e in reversed(rest))
+                        stop = None
+                    else:
+                        stop = PayoutStopped(
+                            f"the payout to {refused_entry.login} could not be reserved: {reserved.refusal}"
+                        )
+                nonce += len(entries)
+                available -= sum(e.value + e.max_cost for e in entries)
+                signed, failure = await self._sign(entries)
+                last, recording = recording, None
+                await last
+                for _ in entries:
+                    self._reached("after_reserving")
+                unrecorded = await self._signed_and_sent(token, entries, signed, failure, report)
+                if stop is not None:
+                    await self._record(unrecorded, report)
+                    raise stop
+            await self._record(unrecorded, report)
+        finally:
+            if recording is not None:
+                # The run stops for another reason, which it reports; this record is
+                # still waited for (what went out is in the report), and if it failed,
+                # its payouts are settled by the next run.
+                last, recording = recording, None
+                try:
+                    await last
+                except Exception:
+                    self.log.failure("pool {pool}: payouts sent were not recorded paid", pool=self._name)
 
     def _next_batch(
         self,

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from txredisapi import ResponseError
@@ -127,6 +127,46 @@ local function amounts_problem(checks)
   if why then return redis.error_reply(why) end
   return nil
 end
+-- The batch scripts' way, in fewer calls: two fields of a hash and their dust read at
+-- once and checked, {{shannon, dust}, {shannon, dust}}; or nil and why not.
+local function two_held(key, a_name, b_name)
+  local names = {a_name, dust(a_name), b_name, dust(b_name)}
+  local v = redis.call('HMGET', key, unpack(names))
+  for i = 1, 4, 2 do
+    if v[i] and not string.match(v[i], '^%-?%d+$') then
+      return nil, 'BADAMOUNT ' .. key .. ' ' .. names[i] .. ' is not an integer: ' .. v[i]
+    end
+    local d = v[i + 1]
+    if d and not (string.match(d, '^%d+$') and #d <= 9) then
+      return nil, 'BADAMOUNT ' .. key .. ' ' .. names[i + 1] .. ' is not below a Shannon: ' .. d
+    end
+  end
+  return {{tonumber(v[1] or '0'), tonumber(v[2] or '0')}, {tonumber(v[3] or '0'), tonumber(v[4] or '0')}}
+end
+-- An amount moved from one field of a hash to another, which hold ``have`` (as two_held
+-- read them), carrying between Shannon and dust; what they hold after it. Lua's doubles
+-- add integers exactly below 2^53: with every Shannon figure below 2^52 the new ones are
+-- written in one HSET, else Redis adds them (HINCRBY, int64).
+local EXACT = 2 ^ 52
+local function shift(key, from, to, have, a)
+  local d_from, d_to = have[1][2] - a[2], have[2][2] + a[2]
+  local c_from, c_to = math.floor(d_from / SHANNON), math.floor(d_to / SHANNON)
+  d_from, d_to = d_from - c_from * SHANNON, d_to - c_to * SHANNON
+  local s_from, s_to = c_from - a[1], a[1] + c_to
+  local f, t = have[1][1], have[2][1]
+  if math.abs(f) < EXACT and math.abs(t) < EXACT and math.abs(s_from) < EXACT and s_to < EXACT then
+    redis.call(
+      'HSET', key,
+      from, string.format('%d', f + s_from), dust(from), string.format('%d', d_from),
+      to, string.format('%d', t + s_to), dust(to), string.format('%d', d_to)
+    )
+  else
+    redis.call('HINCRBY', key, from, string.format('%d', s_from))
+    redis.call('HINCRBY', key, to, string.format('%d', s_to))
+    redis.call('HSET', key, dust(from), string.format('%d', d_from), dust(to), string.format('%d', d_to))
+  end
+  return {{f + s_from, d_from}, {t + s_to, d_to}}
+end
 -- The nonces in use: a sorted set beside the journal and the unconfirmed payouts,
 -- kept by the scripts that add and remove their entries, so that the check of a new
 -- nonce is one lookup, not a decode of every entry (the unconfirmed payouts grow by
@@ -181,10 +221,16 @@ if ARGV[2] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 )
 
 
-# ARGV: cursor, coin, count. One SCAN step over miners:*: the next cursor and,
-# flat, each hash's login, balance and balance dust.
+# Replies that would be long arrays of strings come as one JSON text: txredisapi reads
+# each string of an array in a reactor turn of its own, tens of thousands of turns for a
+# pool's ten thousand logins.
+_JSON_ARRAY = "local function json_array(t) if #t == 0 then return '[]' end return cjson.encode(t) end\n"
+
+# ARGV: cursor, coin, count. One SCAN step over miners:*: the next cursor and, flat in
+# a JSON array, each hash's login, balance and balance dust.
 _SCAN = (
     _PRELUDE
+    + _JSON_ARRAY
     + """
 local prefix = miner_key(ARGV[2], '')
 local step = redis.call('SCAN', ARGV[1], 'MATCH', prefix .. '*', 'COUNT', ARGV[3])
@@ -197,184 +243,196 @@ for _, key in ipairs(step[2]) do
     found[#found + 1] = v[2] or '0'
   end
 end
-return {step[1], found}
+return {step[1], json_array(found)}
 """
 )
 
-_HGETALL = "return redis.call('HGETALL', KEYS[1])"
+# KEYS: a hash. Its fields and values, flat in a JSON array.
+_HGETALL = _JSON_ARRAY + "return json_array(redis.call('HGETALL', KEYS[1]))"
 
-# Each script takes a batch of payouts: their arguments one payout after another,
-# a fixed number each, and the keys of each payout's login after the shared ones.
+# Each script takes a batch of payouts as one JSON array, each payout an array of
+# strings (numbers too: cjson would read them as doubles), and the keys of each
+# payout's login after the shared ones. One argument for the batch, not several a
+# payout: txredisapi spends more on each argument it sends than the script on it. For
+# the same reason what a script says of each payout comes as one string, a letter a
+# payout: y done, n not (letters: a client that reads numbers would turn digits into
+# an integer).
 
 # KEYS: lock, journal, unconfirmed, finances, payments:pending, aside, nonces, then each
-# payout's miners:<login>. ARGV: token, lock ms, then per payout: login, entry JSON, amount's
-# Shannon, its dust, nonce, now. The payouts are reserved in order, each checked before its
-# writes, up to the first that cannot be: {reserved} when all were, else {reserved, why}.
+# payout's miners:<login>. ARGV: token, lock ms, the payouts: [login, entry JSON, amount's
+# Shannon, its dust, nonce, now] each. The payouts are reserved in order, each checked before its
+# writes (each payout's writes whole), up to the first that cannot be: {reserved} when all
+# were, else {reserved, why}. The nonce is checked against the index for the first; each
+# next must be above the one before it.
 _RESERVE = (
     _LOCKED
     + _PRELUDE
     + """
 index_nonces(KEYS[7], KEYS[2], KEYS[3])
-local reserved = 0
-for i = 3, #ARGV, 6 do
-  local login, entry, whole, part, nonce_text, now = unpack(ARGV, i, i + 5)
+local finances, why = two_held(KEYS[4], BALANCE, PENDING)
+if not finances then return {0, why} end
+local reserved, above = 0, highest_nonce(KEYS[7], KEYS[2], KEYS[3])
+for _, payout in ipairs(cjson.decode(ARGV[3])) do
+  local login, entry, whole, part, nonce_text, now = unpack(payout)
   local miner = KEYS[8 + reserved]
   local nonce = tonumber(nonce_text)
   local a = amount(whole, part)
-  local why
+  local have
   if redis.call('HEXISTS', KEYS[2], login) == 1 then
     why = 'JOURNALOPEN a payout to ' .. login .. ' is open already'
   elseif redis.call('HEXISTS', KEYS[6], login) == 1 then
     why = 'ASIDE payouts to ' .. login .. ' are set aside'
-  elseif highest_nonce(KEYS[7], KEYS[2], KEYS[3]) >= nonce then
+  elseif above >= nonce then
     why = 'NONCE nonce ' .. nonce_text .. ' is not above every payout known'
   else
-    why = amounts_why({{miner, BALANCE}, {miner, PENDING}, {KEYS[4], BALANCE}, {KEYS[4], PENDING}})
-    if not why and not at_least(held(miner, BALANCE), a) then
+    have, why = two_held(miner, BALANCE, PENDING)
+    if have and not at_least(have[1], a) then
       why = 'NOFUNDS the balance of ' .. login .. ' is below its payout'
     end
   end
   if why then return {reserved, why} end
-  transfer(miner, BALANCE, PENDING, a)
-  transfer(KEYS[4], BALANCE, PENDING, a)
+  shift(miner, BALANCE, PENDING, have, a)
+  finances = shift(KEYS[4], BALANCE, PENDING, finances, a)
   redis.call('ZADD', KEYS[5], now, pending_member(login, whole))
   redis.call('HSET', KEYS[2], login, entry)
   redis.call('ZADD', KEYS[7], 0, nonce_member(nonce, 'j', login))
-  reserved = reserved + 1
+  reserved, above = reserved + 1, nonce
 end
 return {reserved}
 """
 )
 
-# KEYS: lock, journal. ARGV: token, lock ms, then per payout: login, nonce, the signed entry
-# JSON. Per payout 1 when recorded, 0 when its entry is no longer the reserved one.
+# KEYS: lock, journal. ARGV: token, lock ms, the payouts: [login, nonce, the signed entry
+# JSON] each. Per payout y when recorded, n when its entry is no longer the reserved one.
 _SIGNED = (
     _LOCKED
     + """
 local recorded = {}
-for i = 3, #ARGV, 3 do
-  local open = redis.call('HGET', KEYS[2], ARGV[i])
-  local done = 0
+for n, payout in ipairs(cjson.decode(ARGV[3])) do
+  local login, nonce, signed = unpack(payout)
+  local open = redis.call('HGET', KEYS[2], login)
+  recorded[n] = 'n'
   if open then
     local entry = cjson.decode(open)
     local unsigned = entry.tx_hash == nil or entry.tx_hash == cjson.null
-    if tostring(entry.nonce) == ARGV[i + 1] and unsigned then
-      redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2])
-      done = 1
+    if tostring(entry.nonce) == nonce and unsigned then
+      redis.call('HSET', KEYS[2], login, signed)
+      recorded[n] = 'y'
     end
   end
-  recorded[#recorded + 1] = done
 end
-return recorded
+return table.concat(recorded)
 """
 )
 
 # KEYS: journal, finances, payments:pending, payments:all, unconfirmed, nonces, then per payout
-# its miners:<login> and payments:<login>. ARGV: now, then per payout: login, tx hash, amount's
-# Shannon, its dust, unconfirmed JSON. Per payout 1 when recorded, 0 when its entry is not
-# open with that transaction (recorded already).
+# its miners:<login> and payments:<login>. ARGV: now, the payouts: [login, tx hash, amount's
+# Shannon, its dust, unconfirmed JSON] each. Per payout y when recorded, n when its entry is not
+# open with that transaction (recorded already). Every amount is checked before the first
+# write.
 _PAID = (
     _PRELUDE
     + """
-local open = {}
-for i = 2, #ARGV, 5 do
-  local n = (i + 3) / 5
-  local text = redis.call('HGET', KEYS[1], ARGV[i])
-  if text and cjson.decode(text).tx_hash == ARGV[i + 1] then
-    open[n] = cjson.decode(text)
-    local miner = KEYS[5 + 2 * n]
-    local bad = amounts_problem({{miner, PENDING}, {miner, PAID}})
-    if bad then return bad end
+local finances, why = two_held(KEYS[2], PENDING, PAID)
+if not finances then return redis.error_reply(why) end
+local payouts = cjson.decode(ARGV[2])
+local open, held_by = {}, {}
+for n, payout in ipairs(payouts) do
+  local text = redis.call('HGET', KEYS[1], payout[1])
+  local entry = text and cjson.decode(text)
+  if entry and entry.tx_hash == payout[2] then
+    local have
+    have, why = two_held(KEYS[5 + 2 * n], PENDING, PAID)
+    if not have then return redis.error_reply(why) end
+    open[n], held_by[n] = entry, have
   end
 end
-local bad = amounts_problem({{KEYS[2], PENDING}, {KEYS[2], PAID}})
-if bad then return bad end
 index_nonces(KEYS[6], KEYS[1], KEYS[5])
-local recorded = {}
-for i = 2, #ARGV, 5 do
-  local n = (i + 3) / 5
-  local login, tx_hash, whole, part, payout = unpack(ARGV, i, i + 4)
+local recorded, done = {}, {}
+for n, payout in ipairs(payouts) do
+  local login, tx_hash, whole, part, watched = unpack(payout)
   local entry = open[n]
   -- a login twice in one batch (never sent so) is recorded once
-  if entry and redis.call('HEXISTS', KEYS[1], login) == 1 then
+  if entry and not done[login] then
     local a = amount(whole, part)
-    transfer(KEYS[5 + 2 * n], PENDING, PAID, a)
-    transfer(KEYS[2], PENDING, PAID, a)
+    shift(KEYS[5 + 2 * n], PENDING, PAID, held_by[n], a)
+    finances = shift(KEYS[2], PENDING, PAID, finances, a)
     redis.call('ZREM', KEYS[3], pending_member(login, whole))
     redis.call('ZADD', KEYS[4], ARGV[1], payment_member(tx_hash, login, whole))
     redis.call('ZADD', KEYS[6 + 2 * n], ARGV[1], login_payment_member(tx_hash, whole))
-    redis.call('HSET', KEYS[5], tx_hash, payout)
+    redis.call('HSET', KEYS[5], tx_hash, watched)
     redis.call('HDEL', KEYS[1], login)
     local nonce = tonumber(entry.nonce)
     redis.call('ZREM', KEYS[6], nonce_member(nonce, 'j', login))
     redis.call('ZADD', KEYS[6], 0, nonce_member(nonce, 'u', tx_hash))
-    recorded[n] = 1
+    recorded[n], done[login] = 'y', true
   else
-    recorded[n] = 0
+    recorded[n] = 'n'
   end
 end
-return recorded
+return table.concat(recorded)
 """
 )
 
 # KEYS: lock, journal, finances, payments:pending, unconfirmed, nonces, then per payout its
-# miners:<login>. ARGV: token, lock ms, then per payout: login, nonce, amount's Shannon, its
-# dust. Per payout 1 when given back, 0 when its entry is not open at that nonce.
+# miners:<login>. ARGV: token, lock ms, the payouts: [login, nonce, amount's Shannon, its
+# dust] each. Per payout y when given back, n when its entry is not open at that nonce. Every
+# amount is checked before the first write.
 _GIVE_BACK = (
     _LOCKED
     + _PRELUDE
     + """
+local finances, why = two_held(KEYS[3], PENDING, BALANCE)
+if not finances then return redis.error_reply(why) end
+local payouts = cjson.decode(ARGV[3])
 local open = {}
-for i = 3, #ARGV, 4 do
-  local n = (i + 1) / 4
-  local text = redis.call('HGET', KEYS[2], ARGV[i])
-  if text and tostring(cjson.decode(text).nonce) == ARGV[i + 1] then
-    open[n] = true
-    local miner = KEYS[6 + n]
-    local bad = amounts_problem({{miner, PENDING}, {miner, BALANCE}})
-    if bad then return bad end
+for n, payout in ipairs(payouts) do
+  local text = redis.call('HGET', KEYS[2], payout[1])
+  if text and tostring(cjson.decode(text).nonce) == payout[2] then
+    local have
+    have, why = two_held(KEYS[6 + n], PENDING, BALANCE)
+    if not have then return redis.error_reply(why) end
+    open[n] = have
   end
 end
-local bad = amounts_problem({{KEYS[3], PENDING}, {KEYS[3], BALANCE}})
-if bad then return bad end
 index_nonces(KEYS[6], KEYS[2], KEYS[5])
-local given = {}
-for i = 3, #ARGV, 4 do
-  local n = (i + 1) / 4
-  local login, nonce, whole, part = unpack(ARGV, i, i + 3)
-  if open[n] and redis.call('HEXISTS', KEYS[2], login) == 1 then
+local given, done = {}, {}
+for n, payout in ipairs(payouts) do
+  local login, nonce, whole, part = unpack(payout)
+  if open[n] and not done[login] then
     local a = amount(whole, part)
-    transfer(KEYS[6 + n], PENDING, BALANCE, a)
-    transfer(KEYS[3], PENDING, BALANCE, a)
+    shift(KEYS[6 + n], PENDING, BALANCE, open[n], a)
+    finances = shift(KEYS[3], PENDING, BALANCE, finances, a)
     redis.call('ZREM', KEYS[4], pending_member(login, whole))
     redis.call('HDEL', KEYS[2], login)
     redis.call('ZREM', KEYS[6], nonce_member(tonumber(nonce), 'j', login))
-    given[n] = 1
+    given[n], done[login] = 'y', true
   else
-    given[n] = 0
+    given[n] = 'n'
   end
 end
-return given
+return table.concat(given)
 """
 )
 
-# KEYS: unconfirmed, journal, nonces. ARGV: tx hashes. Per payout 1 when it was watched.
+# KEYS: unconfirmed, journal, nonces. ARGV: the tx hashes, a JSON array. Per payout y when
+# it was watched, else n.
 _MINED = (
     _PRELUDE
     + """
 index_nonces(KEYS[3], KEYS[2], KEYS[1])
 local dropped = {}
-for i = 1, #ARGV do
-  local payout = redis.call('HGET', KEYS[1], ARGV[i])
-  dropped[i] = 0
+for i, tx_hash in ipairs(cjson.decode(ARGV[1])) do
+  local payout = redis.call('HGET', KEYS[1], tx_hash)
+  dropped[i] = 'n'
   if payout then
-    redis.call('HDEL', KEYS[1], ARGV[i])
+    redis.call('HDEL', KEYS[1], tx_hash)
     local nonce = entry_nonce(payout)
-    if nonce then redis.call('ZREM', KEYS[3], nonce_member(nonce, 'u', ARGV[i])) end
-    dropped[i] = 1
+    if nonce then redis.call('ZREM', KEYS[3], nonce_member(nonce, 'u', tx_hash)) end
+    dropped[i] = 'y'
   end
 end
-return dropped
+return table.concat(dropped)
 """
 )
 
@@ -453,7 +511,17 @@ class JournalEntry:
         return self.pricing.gas_limit * self.pricing.max_price
 
     def signed(self, tx_hash: str, raw: str) -> JournalEntry:
-        return replace(self, state="signed", tx_hash=tx_hash, raw=raw)
+        return JournalEntry(
+            self.login,
+            self.amount,
+            self.value,
+            self.nonce,
+            self.pricing,
+            self.created,
+            "signed",
+            tx_hash,
+            raw,
+        )
 
     def to_json(self) -> str:
         return json.dumps(
@@ -551,6 +619,11 @@ def _parts(wei: int) -> list[str]:
     return [str(whole), str(dust)]
 
 
+def _flags(letters: str) -> list[bool]:
+    """A batch script's word on each payout, "y" done or "n" not, as booleans."""
+    return [c == "y" for c in letters]
+
+
 def _millis(timeout: float | None) -> int:
     """A lock timeout as the scripts take it: milliseconds, 0 to leave the lock's as it is."""
     return 0 if timeout is None else max(1, int(timeout * 1000))
@@ -629,15 +702,16 @@ class EthPayLedger:
     # -- reading --
 
     async def hash(self, key: str) -> dict[str, str]:
-        return _hash(await self._eval(_HGETALL, [key], []))
+        return _hash(json.loads(await self._eval(_HGETALL, [key], [])))
 
     async def balances(self) -> dict[str, int]:
         """Every login's balance in wei (SCAN over ``miners:*``, as OEP's payer reads them)."""
         found: dict[str, int] = {}
         cursor = "0"
         while True:
-            cursor, flat = await self._eval(_SCAN, [], [cursor, self.keys.coin, SCAN_COUNT])
-            for i in range(0, len(flat or []), 3):
+            cursor, text = await self._eval(_SCAN, [], [cursor, self.keys.coin, SCAN_COUNT])
+            flat = json.loads(text)
+            for i in range(0, len(flat), 3):
                 try:
                     found[flat[i]] = wei_of(flat[i + 1], flat[i + 2])
                 except ValueError:
@@ -687,10 +761,16 @@ class EthPayLedger:
         """
         if not entries:
             return Reserved(0, None)
-        keys = self.keys
-        args: list[Any] = [token, _millis(lock_timeout)]
         for entry in entries:
-            args += [entry.login, entry.to_json(), *_parts(entry.amount), entry.nonce, repr(entry.created)]
+            # The scripts add an amount's Shannon as a Lua double: exact below 2^53.
+            if shannon(entry.amount) >= 2**53:
+                raise ValueError(
+                    f"the payout of {entry.amount} wei to {entry.login} is 2^53 Shannon or more, "
+                    "past what the payout scripts add exactly"
+                )
+        keys = self.keys
+        payouts = [[e.login, e.to_json(), *_parts(e.amount), str(e.nonce), repr(e.created)] for e in entries]
+        args = [token, _millis(lock_timeout), json.dumps(payouts)]
         reply = await self._eval(
             _RESERVE,
             [
@@ -723,16 +803,15 @@ class EthPayLedger:
         if not entries:
             return []
         assert all(e.state == "signed" for e in entries)
-        args: list[Any] = [token, _millis(lock_timeout)]
-        for entry in entries:
-            args += [entry.login, entry.nonce, entry.to_json()]
+        payouts = [[e.login, str(e.nonce), e.to_json()] for e in entries]
+        args = [token, _millis(lock_timeout), json.dumps(payouts)]
         what = f"the signed journal entry of the payout to {entries[0].login}"
         if len(entries) > 1:
             what = f"the signed journal entries of {len(entries)} payouts, from {entries[0].login}"
         done = await self._journal_writes.eval(
             _SIGNED, [self.lock, self.keys.payouts_journal], args, what=what
         )
-        return [bool(d) for d in done]
+        return _flags(done)
 
     async def record_signed(self, token: int, entry: JournalEntry) -> bool:
         [done] = await self.record_signed_batch(token, [entry])
@@ -746,11 +825,13 @@ class EthPayLedger:
             return []
         keys = self.keys
         per_login: list[str] = []
-        args: list[Any] = [repr(now)]
+        payouts: list[list[str]] = []
         for entry in entries:
             assert entry.tx_hash is not None
             per_login += [keys.miner(entry.login), keys.payments_of(entry.login)]
-            args += [entry.login, entry.tx_hash, *_parts(entry.amount), Unconfirmed.of(entry, now).to_json()]
+            watched = Unconfirmed.of(entry, now).to_json()
+            payouts.append([entry.login, entry.tx_hash, *_parts(entry.amount), watched])
+        args = [repr(now), json.dumps(payouts)]
         done = await self._eval(
             _PAID,
             [
@@ -764,7 +845,7 @@ class EthPayLedger:
             ],
             args,
         )
-        return [bool(d) for d in done]
+        return _flags(done)
 
     async def record_paid(self, entry: JournalEntry, now: float) -> bool:
         [done] = await self.record_paid_batch([entry], now)
@@ -779,9 +860,8 @@ class EthPayLedger:
         if not entries:
             return []
         keys = self.keys
-        args: list[Any] = [token, _millis(lock_timeout)]
-        for entry in entries:
-            args += [entry.login, entry.nonce, *_parts(entry.amount)]
+        payouts = [[e.login, str(e.nonce), *_parts(e.amount)] for e in entries]
+        args = [token, _millis(lock_timeout), json.dumps(payouts)]
         done = await self._eval(
             _GIVE_BACK,
             [
@@ -795,7 +875,7 @@ class EthPayLedger:
             ],
             args,
         )
-        return [bool(d) for d in done]
+        return _flags(done)
 
     async def give_back(self, token: int, entry: JournalEntry) -> bool:
         [done] = await self.give_back_batch(token, [entry])
@@ -807,7 +887,8 @@ class EthPayLedger:
         if not payouts:
             return []
         keys = [self.keys.payouts_unconfirmed, self.keys.payouts_journal, self.nonces]
-        return [bool(d) for d in await self._eval(_MINED, keys, [p.tx_hash for p in payouts])]
+        hashes = json.dumps([p.tx_hash for p in payouts])
+        return _flags(await self._eval(_MINED, keys, [hashes]))
 
     async def mined(self, payout: Unconfirmed) -> bool:
         [done] = await self.mined_batch([payout])
