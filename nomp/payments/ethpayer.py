@@ -93,7 +93,11 @@ from nomp.store.client import RedisClient
 from nomp.store.oepschema import OepKeys, pending_payment_member, shannon
 
 # The steps of a payout a ``failpoint`` hook is told of, in order: a test
-# stops the run at each and checks that a later run pays exactly once.
+# stops the run at each and checks that a later run pays exactly once. Each is
+# passed once a payout, where nothing the run wrote is still on its way to
+# Redis: after_reserving once the batch before is recorded paid (that record
+# runs while this batch is signed), after_recording with the next batch
+# reserved.
 FAILPOINTS = ("after_reserving", "after_signing", "after_sending", "after_recording")
 
 # Blocks on top of a payout's before it leaves the watch: a reorganisation
