@@ -33,6 +33,7 @@ from nomp.payments.ethpayer import (
     EthPayerService,
     PayoutReport,
     Settle,
+    StopKind,
     TxSeen,
     Watch,
     next_nonce,
@@ -394,7 +395,17 @@ class LedgerTests(RedisTestCase):
             self.assertRegex(reserved.refusal or "", why)
         with self.assertRaisesRegex(ResponseError, "^NOLOCK"):
             await ledger.reserve_batch(token + 1, [JournalEntry(BOB, 1, 1, 9, LEGACY, 1.0)])
+        self.redis("HSET", self.keys.payouts_aside, BOB, "reverted")
+        reserved = await ledger.reserve_batch(token, [JournalEntry(BOB, 1, 1, 9, LEGACY, 1.0)])
+        self.assertEqual(reserved, Reserved(0, f"ASIDE payouts to {BOB} are set aside"))
+        self.redis("HDEL", self.keys.payouts_aside, BOB)
+        self.redis("HSET", self.keys.miner(BOB), "pending", "x")
+        reserved = await ledger.reserve_batch(token, [JournalEntry(BOB, 1, 1, 9, LEGACY, 1.0)])
+        self.assertRegex(
+            reserved.refusal or "", f"^BADAMOUNT {self.keys.miner(BOB)} pending is not an integer"
+        )
         self.assertEqual([e.login for e in await ledger.journal()], [ALICE, CAROL])
+        self.assertEqual(self.amount(self.keys.miner(BOB), "balance"), ETHER)
 
     async def test_batch_records_check_every_amount_first(self) -> None:
         """A record of paid, or a give-back, with one login's amounts not OEP's numbers writes
@@ -418,6 +429,13 @@ class LedgerTests(RedisTestCase):
         self.assertEqual(self.amount(self.keys.miner(ALICE), "pending"), ETHER)
         self.assertEqual(self.redis("ZCARD", self.keys.payments_all), 0)
         self.redis("HSET", self.keys.miner(BOB), "paid", "0", "balance", "0")
+        self.redis("HSET", self.keys.finances, dust_field("paid"), "1000000000")
+        with self.assertRaisesRegex(
+            ResponseError, f"^BADAMOUNT .*finances {dust_field('paid')} is not below a Shannon"
+        ):
+            await ledger.record_paid_batch(signed, 2.0)
+        self.redis("HSET", self.keys.finances, dust_field("paid"), "0")
+        self.assertEqual(await ledger.journal(), signed)
         self.assertEqual(await ledger.record_paid_batch(signed[:1], 2.0), [True])
         self.assertEqual(await ledger.record_paid_batch(signed, 2.0), [False, True])
         self.assertEqual(await ledger.give_back_batch(token, entries), [False, False])
@@ -1005,6 +1023,63 @@ class BatchTests(PayerTestCase):
         self.assertEqual(self.chain.nonce(POOL_ACCOUNT), 6)
         self.assertEqual(self.received(SEVEN[4]), 0)
         self.assertEqual(self.amount(self.keys.miner(SEVEN[4]), "balance"), amounts[SEVEN[4]] - GWEI)
+
+    async def test_entry_changed_before_its_record(self) -> None:
+        """A journal entry not the one reserved when its transaction is recorded (something
+        else wrote it): the run stops before sending anything."""
+        self.credit({ALICE: ETHER})
+
+        def rewrite(step: str) -> None:
+            if step == "after_reserving":
+                self.redis("HSET", self.keys.payouts_journal, ALICE, entry(nonce=99).to_json())
+
+        report = await self.batch_payer(rewrite).run()
+        self.assertEqual(report.error, f"the journal entry of {ALICE} changed while it was signed")
+        self.assertEqual(self.rpc.sent, [])
+
+    async def test_entry_gone_before_its_give_back(self) -> None:
+        """A payout refused whose journal entry went meanwhile (settled by hand): nothing is
+        given back twice, and the run says so."""
+        self.credit({ALICE: ETHER})
+        self.rpc.refuse = "transaction underpriced"
+        self.rpc.before_send = lambda: self.redis("HDEL", self.keys.payouts_journal, ALICE)
+        report = await self.batch_payer().run()
+        self.assertEqual(report.error, f"the journal entry of {ALICE} changed before it could be given back")
+        self.assertEqual(report.given_back, {})
+        self.assertEqual(self.amount(self.keys.miner(ALICE), "pending"), ETHER)
+
+    async def test_record_lost_when_the_run_stops(self) -> None:
+        """The next batch's reserve fails while the batch before's record is on its way and
+        fails too: the run stops for the first, and the lost record is logged, its payouts
+        left in the journal for the next run, which records them paid."""
+        amounts = self.credit_seven()
+        payer = self.batch_payer()
+        reserve, record = payer.ledger.reserve_batch, payer.ledger.record_paid_batch
+
+        async def failing_reserve(token: int, entries: Any, lock_timeout: float | None = None) -> Any:
+            if self.counting.sizes["reserve"] == [1, 2]:
+                raise ResponseError("ERR reserve refused")
+            return await reserve(token, entries, lock_timeout)
+
+        async def failing_record(entries: Any, now: float) -> Any:
+            if len(entries) == 2:
+                raise ResponseError("ERR record refused")
+            return await record(entries, now)
+
+        payer.ledger.reserve_batch = failing_reserve  # type: ignore[method-assign]
+        payer.ledger.record_paid_batch = failing_record  # type: ignore[method-assign]
+        report = await payer.run()
+        self.assertEqual(report.stop, StopKind.REDIS)
+        self.assertIn("ERR reserve refused", report.error or "")
+        self.assertEqual(len(self.flushLoggedErrors(ResponseError)), 1, "the lost record, logged")
+        self.assertEqual(set(report.paid), set(SEVEN[:1]))
+        self.assertEqual({e.login for e in await self.ledger().journal()}, set(SEVEN[1:3]))
+        report = await self.batch_payer().run()
+        self.assertIsNone(report.error)
+        self.assertEqual(set(report.paid), set(SEVEN[1:]))
+        self.chain.mine()
+        self.assertEqual({login: self.received(login) for login in SEVEN}, amounts)
+        self.assert_books(amounts)
 
     async def test_signing_yields_to_the_reactor(self) -> None:
         """Signing a batch gives the reactor a turn between slices: a call scheduled at the
