@@ -35,7 +35,9 @@ made ready beforehand). It sends it two ways, one server each:
 - ``send_each``: one call of the pool's C send loop on every socket, on
   the reactor thread alone: the kernel's sends with no Python between them;
 - ``halves``: the same loop on half the sockets each in two threads at
-  once, the reactor thread one of them: the kernel's sends on both cores.
+  once, the reactor thread one of them: the kernel's sends on both cores;
+- ``broadcast``: the pool's own ``broadcast`` (nomp/stratum/broadcast.py)
+  on these connections: its send code without the rest of the pool.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
@@ -76,6 +78,8 @@ from bench.stratum_load import (  # noqa: E402
     wait_port,
 )
 from nomp.hashing import send_each  # noqa: E402
+from nomp.stratum.broadcast import broadcast, default_threads  # noqa: E402
+from nomp.stratum.connection import Connection  # noqa: E402
 from test.servers import free_port  # noqa: E402
 
 USER = "bench.floor"
@@ -195,6 +199,19 @@ class FanOutMiner(LineOnlyReceiver):
     def __init__(self, server: FanOutServer) -> None:
         self.server = server
 
+    # What the pool's broadcast asks of a connection.
+    def direct_fd(self) -> int | None:
+        transport: Any = self.transport
+        if transport.dataBuffer or transport._tempDataBuffer:
+            return None
+        fd: int = transport.socket.fileno()
+        return fd
+
+    def send_line(self, line: bytes) -> None:
+        self.transport.write(line)  # type: ignore[union-attr]
+
+    send_rest = send_line
+
     def lineReceived(self, line: bytes) -> None:
         message = json.loads(line)
         request_id, method = message.get("id"), message.get("method")
@@ -225,6 +242,9 @@ class FanOutServer:
         if self.how == "write":
             for miner in self.miners:
                 miner.transport.write(line)  # type: ignore[union-attr]
+            return
+        if self.how == "broadcast":
+            broadcast(cast(list[Connection], self.miners), line, default_threads())
             return
         if self.how in ("send_each", "halves"):
             transports: list[Any] = [miner.transport for miner in self.miners]
@@ -283,7 +303,7 @@ def run_fan_out_floor(options: argparse.Namespace) -> None:
         "line on an open control connection each; times from its send until the job is in each "
         "miner's socket"
     )
-    for how in ("write", "send", "send_each", "halves"):
+    for how in ("write", "send", "send_each", "halves", "broadcast"):
         port, control = free_port(), free_port()
         command = [sys.executable, __file__, "--serve-fan-out", how, str(port), str(control)]
         server = subprocess.Popen(command)

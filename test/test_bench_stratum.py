@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARES = re.compile(r"^scrypt +(\d+)/s offered: accepted (\d+)/(\d+) \((\d+) rejected\), .* reply p50 ")
 NOTIFY = re.compile(r"^notify +(\d+) miners: first .* last .* over (\d+) blocks$")
 BLOCK = re.compile(r"^ +first [\d.]+, last [\d.]+ ms(.*); pool: template fetched .* sent to (\d+) miners in ")
-FLOOR = re.compile(r"^(write|send|send_each|halves) +(\d+) miners: first .* over (\d+) blocks$")
+FLOOR = re.compile(r"^(write|send|send_each|halves|broadcast) +(\d+) miners: first .* over (\d+) blocks$")
 
 
 def run(test: SynchronousTestCase, script: str, *args: str) -> list[str]:
@@ -57,11 +57,17 @@ class StratumLoadBenchTests(SynchronousTestCase):
         self.assertEqual([m[1] for m in blocks], [""] * 4, "a miner never got a new block")
 
     def test_fan_out_floor(self) -> None:
-        """The floor's four ways of sending each reach a small swarm."""
+        """The floor's five ways of sending each reach a small swarm."""
         lines = run(self, "floor.py", "--fan-out", "--miners", "20", "--blocks", "2")
         floors = [m for m in map(FLOOR.match, lines) if m]
         self.assertEqual(
             [(m[1], int(m[2]), int(m[3])) for m in floors],
-            [("write", 20, 2), ("send", 20, 2), ("send_each", 20, 2), ("halves", 20, 2)],
+            [
+                ("write", 20, 2),
+                ("send", 20, 2),
+                ("send_each", 20, 2),
+                ("halves", 20, 2),
+                ("broadcast", 20, 2),
+            ],
             lines,
         )
