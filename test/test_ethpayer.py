@@ -441,6 +441,16 @@ class LedgerTests(RedisTestCase):
         self.assertEqual(await ledger.give_back_batch(token, entries), [False, False])
         self.assertEqual(self.redis("ZCARD", self.keys.payments_all), 2)
 
+    async def test_balances_of_any_login(self) -> None:
+        """The scan's JSON reply keeps a login that is any text (a pool with usernames: any):
+        quotes, slashes, backslashes, non-ASCII."""
+        odd = 'rig "farm" \\ a/b \u00fc\u4e2d'
+        self.redis("HSET", self.keys.miner(odd), "balance", 3, dust_field("balance"), 4)
+        self.redis("HSET", self.keys.miner(ALICE), "balance", 1)
+        self.assertEqual(await self.ledger().balances(), {odd: 3 * GWEI + 4, ALICE: GWEI})
+        self.redis("HSET", self.keys.payouts_aside, odd, 'a "reason"')
+        self.assertEqual(await self.ledger().aside(), {odd: 'a "reason"'})
+
     async def test_balances_scan(self) -> None:
         """Every miners:<login> hash's balance, across SCAN pages."""
         balances = {f"0x{i:040x}": i * GWEI + i for i in range(1, 1200)}
