@@ -45,6 +45,7 @@ pool's own address as a miner balance, as OEP's ``poolFeeAddress``.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -367,7 +368,13 @@ return 1
 )
 
 _ZRANGE_TO = "return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES')"
-_HGETALL = "return redis.call('HGETALL', KEYS[1])"
+# One bulk string, not an array: the client spends a reactor turn on each element
+# of an array reply, and a round may hold 10,000 logins.
+_HGETALL_JSON = """
+local flat = redis.call('HGETALL', KEYS[1])
+if #flat == 0 then return '[]' end
+return cjson.encode(flat)
+"""
 
 
 def _pairs(flat: list[Any] | None) -> list[tuple[str, str]]:
@@ -410,7 +417,11 @@ class EthLedger:
         return _pairs(await self._eval(_ZRANGE_TO, [self.keys.blocks_immature], [max_height]))
 
     async def hash(self, key: str) -> dict[str, str]:
-        return dict(_pairs(await self._eval(_HGETALL, [key], [])))
+        reply = await self._eval(_HGETALL_JSON, [key], [])
+        flat = json.loads(reply.decode() if isinstance(reply, bytes) else reply)
+        if not isinstance(flat, list) or not all(isinstance(v, str) for v in flat):
+            raise ValueError(f"{key}: not a hash of strings")
+        return dict(_pairs(flat))
 
     async def round_shares(self, height: int, nonce: str) -> dict[str, str]:
         """The round a candidate closed: login -> summed share difficulty."""
