@@ -29,9 +29,7 @@ into a log record, a queue or a crash dump by accident.
 from __future__ import annotations
 
 import functools
-import os
 import re
-import stat
 from dataclasses import dataclass
 from typing import Literal, NoReturn, SupportsIndex, final
 
@@ -43,6 +41,7 @@ from eth_keys.datatypes import PrivateKey
 from eth_typing import ChecksumAddress, HexAddress, HexStr
 
 from nomp.payments.ethtx import dynamic_transfer, legacy_transfer
+from nomp.secretfile import SecretFileError, read_secret_file
 
 try:
     import coincurve
@@ -60,8 +59,6 @@ _MAX_CHAIN_ID = 2**64 - 1
 
 # A key file holds 64 hex digits, maybe 0x and whitespace: anything much
 # longer is not a key file, and is not read whole.
-_KEY_FILE_LIMIT = 4096
-_KEY_MODES = (0o600, 0o400)
 
 _HEX_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}\Z")
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{64}\Z")
@@ -234,33 +231,12 @@ def parse_key(text: str) -> PayoutKey:
 
 
 def load_key(path: str) -> PayoutKey:
-    """Read the payout key from ``path``, refusing a file others could read.
-
-    The file must be a regular file (a symlink is followed, and what it
-    points to is checked) owned by this process's effective user, with mode
-    0600 or 0400. The checks are made on the opened file, so the file read
-    is the file checked.
-    """
-    flags = os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC | os.O_NONBLOCK  # a FIFO must not block the open
+    """Read the payout key from ``path``, refusing a file others could read (the rules of
+    nomp.secretfile)."""
     try:
-        fd = os.open(path, flags)
-    except OSError as e:
-        raise KeyFileError(f"cannot open the payout key file {path}: {e.strerror}") from None
-    try:
-        info = os.fstat(fd)
-        _check_key_file(path, info)
-        data = b""
-        while len(data) <= _KEY_FILE_LIMIT:
-            chunk = os.read(fd, _KEY_FILE_LIMIT + 1 - len(data))
-            if not chunk:
-                break
-            data += chunk
-    except OSError as e:
-        raise KeyFileError(f"cannot read the payout key file {path}: {e.strerror}") from None
-    finally:
-        os.close(fd)
-    if len(data) > _KEY_FILE_LIMIT:
-        raise KeyFileError(f"the payout key file {path} is too long to hold one key")
+        data = read_secret_file(path, "the payout key file")
+    except SecretFileError as e:
+        raise KeyFileError(str(e)) from None
     try:
         text = data.decode("ascii")
     except UnicodeDecodeError:
@@ -269,25 +245,6 @@ def load_key(path: str) -> PayoutKey:
         return parse_key(text)
     except KeyFileError as e:
         raise KeyFileError(f"the payout key file {path}: {e}") from None
-
-
-def _check_key_file(path: str, info: os.stat_result) -> None:
-    if not stat.S_ISREG(info.st_mode):
-        raise KeyFileError(f"the payout key file {path} is not a regular file")
-    uid = os.geteuid()
-    if info.st_uid != uid:
-        raise KeyFileError(
-            f"the payout key file {path} is owned by uid {info.st_uid}, "
-            f"not by this process's user (uid {uid})"
-        )
-    mode = stat.S_IMODE(info.st_mode)
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(
-            f"the payout key file {path} has mode {mode:04o}, open to group or others; "
-            f"it must be 0600 or 0400 (chmod 600 {path})"
-        )
-    if mode not in _KEY_MODES:
-        raise KeyFileError(f"the payout key file {path} has mode {mode:04o}; it must be 0600 or 0400")
 
 
 # --- gas -------------------------------------------------------------------
