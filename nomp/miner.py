@@ -96,7 +96,10 @@ class Reconnection:
     host: str
     port: int
     left: float | None = None  # the old connection closed, each answer on it read
-    connected: float | None = None  # the new connection made
+    # The new connection made: by the kernel, for a listening socket no
+    # process takes from yet (systemd's, in a restart), before any answer.
+    connected: float | None = None
+    job: float | None = None  # the first job on the new connection: mining again
     accepted: float | None = None  # the first share accepted on the new connection
     failed: str | None = None  # why there is no new connection
 
@@ -257,6 +260,9 @@ class Miner:
                 int(nbits, 16),
             )
             self.job = MinerJob(job_id, hasher, int(version, 16), int(ntime, 16), self._generation)
+            back = self.reconnections[-1] if self.reconnections else None
+            if back is not None and back.connected is not None and back.job is None:
+                back.job = self.reactor.seconds()
 
     def _follow_reconnect(self, params: list[Any]) -> None:
         if self.client is None or self._leaving is not None:

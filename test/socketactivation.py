@@ -87,15 +87,17 @@ class _NotifyReader(protocol.DatagramProtocol):
 class PoolProcess(protocol.ProcessProtocol):
     """``twistd -n nomp -c CONF`` started as systemd starts a socket-activated
     ``Type=notify`` service: the sockets as descriptors 3..., LISTEN_* and
-    NOTIFY_SOCKET set. ``ready`` fires at its READY=1, ``ended`` with its exit
-    status (a negative number: the signal that ended it)."""
+    NOTIFY_SOCKET set. ``ready`` fires at its READY=1; ``ended`` gives a
+    Deferred of its exit status (a negative number: the signal that ended it),
+    as often as asked."""
 
     def __init__(self, name: str, conf: Path, sockets: InheritedSockets) -> None:
         self.name = name
         self.conf = conf
         self.sockets = sockets
         self.output = bytearray()
-        self.ended: defer.Deferred[int] = defer.Deferred()
+        self.status: int | None = None  # once it has ended
+        self._waiting: list[defer.Deferred[int]] = []
         # A short path: a Unix socket's address has room for about 100 bytes.
         self._folder = Path(tempfile.mkdtemp(prefix="nomp-notify-"))
         self._notify = _NotifyReader()
@@ -142,11 +144,23 @@ class PoolProcess(protocol.ProcessProtocol):
             status = -int(value.signal)
         else:
             status = int(getattr(value, "exitCode", 0) or 0)
-        self.ended.callback(status)
+        self.status = status
+        waiting, self._waiting = self._waiting, []
+        for waiter in waiting:
+            waiter.callback(status)
+
+    @property
+    def ended(self) -> defer.Deferred[int]:
+        """Fires with the exit status once the process has ended."""
+        if self.status is not None:
+            return defer.succeed(self.status)
+        waiter: defer.Deferred[int] = defer.Deferred()
+        self._waiting.append(waiter)
+        return waiter
 
     @property
     def running(self) -> bool:
-        return not self.ended.called
+        return self.status is None
 
     @property
     def pid(self) -> int:

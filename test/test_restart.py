@@ -106,14 +106,15 @@ class RestartHarness:
             for m in self.miners
         )
 
-    def back_after(self, signalled: float) -> list[float]:
-        """Seconds from the SIGTERM to each miner's first share accepted on the new process."""
+    def back_after(self, signalled: float) -> list[tuple[float, float]]:
+        """Seconds from the SIGTERM to each miner's first job from the new
+        process, and to its first share the new process accepted."""
         back = []
         for miner in self.miners:
             moved = miner.reconnections[-1]
             self.test.assertIsNone(moved.failed, miner.user)
-            assert moved.accepted is not None
-            back.append(moved.accepted - signalled)
+            assert moved.job is not None and moved.accepted is not None
+            back.append((round(moved.job - signalled, 3), round(moved.accepted - signalled, 3)))
         return back
 
     async def mine_on(self, shares: int = 2) -> None:
@@ -169,7 +170,7 @@ class RestartTests(TestCase):
         self.assertEqual(old.told[-2:], ["STOPPING=1", "STATUS=stopping: the miners are asked to reconnect"])
         self.assertIn("drained in", old.log())
         self.assertIn(f"{MINERS} miners asked to reconnect, 0 left to close", old.log())
-        log.info("handover: miners back after {back} s", back=sorted(back))
+        log.info("handover: (first job, first share accepted) after {back} s", back=sorted(back))
 
         await harness.mine_on()
         await harness.stop(new)
@@ -193,7 +194,7 @@ class RestartTests(TestCase):
         new = harness.process()
         await until(lambda: harness.all_back(1), timeout=BACK_TIMEOUT)
         back = harness.back_after(signalled)
-        log.info("stop then start: miners back after {back} s", back=sorted(back))
+        log.info("stop then start: (first job, first share accepted) after {back} s", back=sorted(back))
 
         await harness.mine_on()
         await harness.stop(new)
