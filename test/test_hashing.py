@@ -7,6 +7,8 @@ import hashlib
 import json
 import os
 import random
+import select
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,16 @@ from twisted.internet import defer, reactor
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from nomp.chain.merkle import root_from_branch
-from nomp.hashing import ALGORITHMS, DIFF1_TARGET, JobHasher, ShareHash, ShareWork, scrypt, sha256d
+from nomp.hashing import (
+    ALGORITHMS,
+    DIFF1_TARGET,
+    JobHasher,
+    ShareCheckThreads,
+    ShareHash,
+    ShareWork,
+    scrypt,
+    sha256d,
+)
 from nomp.hashing._native import ffi, lib
 from nomp.hashing.pool import HashPoolService
 
@@ -325,3 +336,94 @@ class HashPoolServiceTests(TestCase):
         answered = self.service.check(job, ShareWork(b"x", 1, 2, 1))
         self.assertEqual(await answered, job.check([ShareWork(b"x", 1, 2, 1)])[0])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    async def test_job_batches_on_the_c_threads(self) -> None:
+        """A JobHasher's batches are checked by the C extension's threads, not Python's."""
+        import threading
+
+        job = JobHasher(ALGORITHMS["scrypt"], b"a" * 70, b"b" * 40, [bytes(32)] * 3, bytes(32), 5)
+        works = [ShareWork(os.urandom(8), 1, 2, n) for n in range(5)]
+        python_threads = {thread.native_id for thread in threading.enumerate()}
+        checked = await defer.gatherResults([self.service.check(job, work) for work in works])
+        self.assertEqual(checked, job.check(works))
+        names = {task.name: (task / "comm").read_text().strip() for task in Path("/proc/self/task").iterdir()}
+        c_threads = {int(tid) for tid, name in names.items() if name.startswith("nomp-hash-")}
+        self.assertEqual(len(c_threads), 2)
+        self.assertFalse(c_threads & python_threads)
+
+    async def test_malformed_record_fails(self) -> None:
+        """A record the C check refuses fails its share on the C threads too; the next share is checked."""
+
+        class Malformed:
+            def pack(self) -> bytes:
+                return bytes(32)  # an extranonce of length 0
+
+        job = JobHasher(ALGORITHMS["sha256d"], b"a", b"b", [], bytes(32), 0)
+        with self.assertRaises(ValueError):
+            await self.service.check(job, Malformed())
+        self.assertEqual(len((await self.service.check(job, ShareWork(b"x", 1, 2, 1))).header), 80)
+
+    def test_stop_answers_what_was_queued(self) -> None:
+        """Shares waiting or being checked when the service stops still get their results."""
+        job = JobHasher(ALGORITHMS["scrypt"], b"a", b"b", [], bytes(32), 0)
+        works = [ShareWork(b"x", 1, 2, n) for n in range(40)]
+        results: dict[int, object] = {}
+        for n, work in enumerate(works):
+            self.service.submit(job, work, partial(results.__setitem__, n))
+        self.service.stopService()
+        self.assertEqual([results[n] for n in range(40)], job.check(works))
+        self.assertEqual((self.service.queued, self.service.busy), (0, 0))
+
+
+class ShareCheckThreadsTests(SynchronousTestCase):
+    """The C threads batch queued shares by job themselves."""
+
+    def threads(self, full: int, linger: float) -> tuple[ShareCheckThreads, int]:
+        read, write = os.pipe()
+        self.addCleanup(os.close, read)
+        self.addCleanup(os.close, write)
+        checks = ShareCheckThreads(1, write, full, linger)
+        self.addCleanup(checks.stop)
+        return checks, read
+
+    def collect(self, checks: ShareCheckThreads, read: int, count: int) -> dict[int, Any]:
+        results: dict[int, Any] = {}
+        while len(results) < count:
+            select.select([read], [], [], 10)
+            os.read(read, 4096)
+            results.update(checks.finished())
+        return results
+
+    def test_a_full_batch_goes_without_its_wait(self) -> None:
+        """``full`` shares of a job are checked at once, in one batch, however long the linger."""
+        checks, read = self.threads(full=5, linger=3600)
+        job = JobHasher(ALGORITHMS["scrypt"], b"a" * 50, b"b" * 50, [bytes(32)], bytes(32), 3)
+        works = [ShareWork(os.urandom(8), 1, 2, n) for n in range(5)]
+        for tag, work in enumerate(works):
+            checks.submit(job, work.pack(), tag)
+        results = self.collect(checks, read, 5)
+        self.assertEqual([results[tag] for tag in range(5)], job.check(works))
+        self.assertEqual(checks.counts(), (0, 0, 1))
+
+    def test_jobs_keep_their_own_batches(self) -> None:
+        """Shares of two jobs queued in turn are checked per job, each with its own job's data."""
+        checks, read = self.threads(full=4, linger=3600)
+        jobs = [JobHasher(ALGORITHMS["sha256d"], bytes([n]) * 9, b"b", [], bytes(32), n) for n in range(2)]
+        works = [ShareWork(os.urandom(4), 1, 2, n) for n in range(8)]
+        for tag, work in enumerate(works):
+            checks.submit(jobs[tag % 2], work.pack(), tag)
+        results = self.collect(checks, read, 8)
+        for tag, work in enumerate(works):
+            self.assertEqual(results[tag], jobs[tag % 2].check([work])[0])
+        self.assertEqual(checks.counts()[2], 2)
+
+    def test_stop_checks_what_is_queued(self) -> None:
+        """Stopping does not wait out the linger, and hands back every queued share's result."""
+        checks, _ = self.threads(full=32, linger=3600)
+        job = JobHasher(ALGORITHMS["sha256d"], b"a", b"b", [], bytes(32), 0)
+        works = [ShareWork(b"x", 1, 2, n) for n in range(3)]
+        for tag, work in enumerate(works):
+            checks.submit(job, work.pack(), tag)
+        results = dict(checks.stop())
+        self.assertEqual([results[tag] for tag in range(3)], job.check(works))
+        self.assertRaises(RuntimeError, checks.submit, job, works[0].pack(), 9)

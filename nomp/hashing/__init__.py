@@ -8,6 +8,7 @@ pure; :mod:`nomp.hashing.pool` decides which thread runs it.
 
 from __future__ import annotations
 
+import errno
 import struct
 import threading
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ __all__ = [
     "ALGORITHMS",
     "Algorithm",
     "JobHasher",
+    "ShareCheckThreads",
     "ShareHash",
     "ShareWork",
     "implementation",
@@ -189,12 +191,106 @@ class JobHasher:
         rc = lib.nomp_job_check(self._job, records, count, out)
         if rc != 0:
             raise ValueError(f"share check failed ({rc})")
-        raw = ffi.buffer(out, _RESULT_SIZE * count)[:]
-        return [
-            ShareHash(raw[i : i + 80], raw[i + 80 : i + _RESULT_SIZE])
-            for i in range(0, _RESULT_SIZE * count, _RESULT_SIZE)
-        ]
+        return _share_hashes(out, count)
 
     def check(self, shares: Sequence[ShareWork]) -> list[ShareHash]:
         """Header and PoW hash of each share, in order."""
         return self.check_packed(b"".join(share.pack() for share in shares), len(shares))
+
+
+def _share_hashes(results: Any, count: int) -> list[ShareHash]:
+    raw = ffi.buffer(results, _RESULT_SIZE * count)[:]
+    return [
+        ShareHash(raw[i : i + 80], raw[i + 80 : i + _RESULT_SIZE])
+        for i in range(0, _RESULT_SIZE * count, _RESULT_SIZE)
+    ]
+
+
+_MAX_BATCH: Final = int(lib.NOMP_WORKERS_MAX_BATCH)
+_FINISHED_AT_ONCE: Final = 2 * _MAX_BATCH
+
+
+class ShareCheckThreads:
+    """Threads of the C extension that check JobHasher shares without ever
+    taking the GIL, batching them by job themselves (csrc/workers.c).
+
+    ``submit`` queues one share under a tag. The threads check the shares of
+    a job together: at once when ``full`` of them are queued, otherwise
+    once the oldest, if it came while no batch was being checked, has waited
+    ``linger`` seconds for company (shares that come while a batch is being
+    checked gather meanwhile and do not wait). After a batch a byte is
+    written to ``notify_fd`` (once for all the batches that finish before
+    ``finished`` takes them), and ``finished`` hands back each share's tag
+    with its ShareHash, or the error of its batch. Both are called from one
+    thread, the one that watches ``notify_fd``; it must read that file
+    before calling ``finished``.
+    """
+
+    def __init__(self, threads: int, notify_fd: int, full: int, linger: float) -> None:
+        workers = lib.nomp_workers_new(threads, notify_fd, full, int(linger * 1e9))
+        if workers == ffi.NULL:
+            raise RuntimeError(f"cannot start {threads} share checking threads")
+        self._workers: Any = workers
+        self._jobs: dict[int, JobHasher] = {}  # by tag: what each queued share's C side points into
+        self._tags = ffi.new("uint64_t[]", _FINISHED_AT_ONCE)
+        self._statuses = ffi.new("int[]", _FINISHED_AT_ONCE)
+        self._results = ffi.new("unsigned char[]", _FINISHED_AT_ONCE * _RESULT_SIZE)
+        self._counts = ffi.new("size_t[2]")
+        self._batches = ffi.new("uint64_t *")
+        self._batches_when_stopped = 0
+
+    @staticmethod
+    def can_check(hasher: object) -> bool:
+        """Whether ``hasher`` is a JobHasher whose check these threads can make themselves."""
+        return isinstance(hasher, JobHasher) and type(hasher).check_packed is JobHasher.check_packed
+
+    def counts(self) -> tuple[int, int, int]:
+        """Shares queued for a thread, batches being checked, and batches taken since the start."""
+        if self._workers is None:
+            return 0, 0, self._batches_when_stopped
+        lib.nomp_workers_counts(self._workers, self._counts, self._counts + 1, self._batches)
+        return int(self._counts[0]), int(self._counts[1]), int(self._batches[0])
+
+    def submit(self, job: JobHasher, record: bytes, tag: int) -> None:
+        """Queue one packed share record of ``job`` (see ShareWork.pack) under ``tag``."""
+        if len(record) != _SHARE.size:
+            raise ValueError("a share record is 32 bytes")
+        if self._workers is None:
+            raise RuntimeError("the share checking threads are stopped")
+        rc = lib.nomp_workers_submit(self._workers, job._job, record, tag)
+        if rc == -errno.ENOMEM:
+            raise MemoryError("cannot queue a share")
+        if rc != 0:
+            raise RuntimeError(f"the share checking threads refused a share ({rc})")
+        self._jobs[tag] = job
+
+    def finished(self) -> list[tuple[int, ShareHash | Exception]]:
+        """The shares checked since the last call: each tag with its result or its batch's error."""
+        if self._workers is None:
+            return []
+        done: list[tuple[int, ShareHash | Exception]] = []
+        jobs, tags, statuses = self._jobs, self._tags, self._statuses
+        while taken := lib.nomp_workers_finished(
+            self._workers, tags, statuses, self._results, _FINISHED_AT_ONCE
+        ):
+            raw = ffi.buffer(self._results, _RESULT_SIZE * taken)[:]
+            for i in range(taken):
+                tag, status = int(tags[i]), int(statuses[i])
+                del jobs[tag]
+                if status == 0:
+                    at = i * _RESULT_SIZE
+                    done.append((tag, ShareHash(raw[at : at + 80], raw[at + 80 : at + _RESULT_SIZE])))
+                else:
+                    done.append((tag, ValueError(f"share check failed ({status})")))
+        return done
+
+    def stop(self) -> list[tuple[int, ShareHash | Exception]]:
+        """Check what is queued, stop the threads (waiting for them), and hand back the rest."""
+        if self._workers is None:
+            return []
+        lib.nomp_workers_stop(self._workers)
+        done = self.finished()
+        self._batches_when_stopped = self.counts()[2]
+        lib.nomp_workers_free(self._workers)
+        self._workers = None
+        return done

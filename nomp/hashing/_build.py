@@ -14,7 +14,7 @@ from cffi import FFI
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _CSRC = os.path.join(_HERE, "csrc")
-_SOURCES = ["sha256.c", "scrypt.c", "share.c", "send.c", "keccak.c", "ethash.c"]
+_SOURCES = ["sha256.c", "scrypt.c", "share.c", "workers.c", "send.c", "keccak.c", "ethash.c"]
 
 
 def _compile_args() -> list[str]:

@@ -1,7 +1,9 @@
-"""The thread pool share checks run in, so the reactor thread never hashes."""
+"""The threads share checks run in, so the reactor thread never hashes."""
 
 from __future__ import annotations
 
+import itertools
+import os
 import queue
 import threading
 from collections.abc import Callable, Sequence
@@ -10,8 +12,12 @@ from typing import Any, Protocol
 
 from twisted.application.service import Service
 from twisted.internet import defer
+from twisted.internet.interfaces import IReadDescriptor
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from nomp.hashing import JobHasher, ShareCheckThreads
 
 
 class Hasher(Protocol):
@@ -30,13 +36,16 @@ class Work(Protocol):
 # Two 16-lane scrypt runs: large enough to fill the SIMD lanes under load,
 # small enough that one batch stays well under a millisecond.
 MAX_BATCH = 32
-# A batch this large goes at once; a smaller one waits up to BATCH_WAIT for
-# more shares of its job. One scrypt share alone costs several times what
-# each of sixteen hashed together costs. While a batch is hashed the next one
-# gathers anyway, so the wait only has to gather the first: a longer wait
-# saves no CPU under load and costs reply latency (bench/stratum_load.py).
+# A batch this large goes at once; a smaller one waits for more shares of
+# its job: up to LINGER on the C threads, which wait on their own, and up to
+# BATCH_WAIT on a reactor timer for the Python threads (the epoll reactor
+# rounds a timer up to the millisecond). One scrypt share alone costs nearly
+# what four hashed together do. While a batch is hashed the next one gathers
+# anyway, so the wait only has to gather the first: a longer wait saves
+# little CPU under load and costs reply latency (bench/stalls.py).
 FULL_BATCH = 16
 BATCH_WAIT = 0.0005
+LINGER = 0.0005
 
 # Told the result of one share check: what its hasher made of it, or the Failure of its batch.
 ShareDone = Callable[[Any], None]
@@ -46,13 +55,39 @@ _Waiting = list[tuple[bytes, ShareDone]]
 _Task = tuple[Callable[..., Any], tuple[Any, ...], Callable[[Any], None]] | None
 
 
+@implementer(IReadDescriptor)
+class _FinishedShares:
+    """The read end of the pipe the C share checking threads write to when batches finish."""
+
+    def __init__(self, fd: int, take: Callable[[], None]) -> None:
+        self._fd = fd
+        self.doRead = take
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def connectionLost(self, reason: Failure) -> None:
+        pass
+
+    def logPrefix(self) -> str:
+        return "hashing"
+
+
 class HashPoolService(Service):
-    """Owns a thread pool for share checks and batches them per job.
+    """Owns the share checking threads; shares are checked in batches per job.
 
     Shares of one job are checked together in one C call, which fills the
     SIMD lanes: a batch goes to a free thread once it is full or its first
-    share has waited BATCH_WAIT; while every thread is busy, shares queue and
-    the next free thread takes them at once.
+    share has waited for company (see FULL_BATCH); while every thread is
+    busy, shares queue and the next free thread takes them at once.
+
+    A JobHasher's shares go one by one to threads of the C extension, which
+    never take the GIL and make the batches themselves (ShareCheckThreads):
+    a share costs the reactor one C call, the wait for company is the
+    threads' (no reactor timer), and the results of every batch finished
+    since the reactor last looked come back for one read of a pipe, with no
+    GIL to hand back and forth. Other hashers (the Ethereum family's) and
+    ``run`` go to Python threads, batched here.
     """
 
     name = "hashing"
@@ -72,16 +107,30 @@ class HashPoolService(Service):
         self._waiting: dict[Hasher, _Waiting] = {}
         self._busy = 0
         self._timer: Any = None
+        self._checks: ShareCheckThreads | None = None
+        self._checking: dict[int, ShareDone] = {}  # by tag: the shares the C threads have
+        self._tags = itertools.count(1)
+        self._pipe: tuple[int, int] | None = None
+        self._finished_reader: _FinishedShares | None = None
+        self._python_batches = 0  # share batches handed to the Python threads, ever
+        self._c_batches = 0  # those the C threads made, as of their last stop
 
     @property
     def queued(self) -> int:
         """Shares waiting for a thread."""
-        return sum(len(items) for items in self._waiting.values())
+        in_c = self._checks.counts()[0] if self._checks is not None else 0
+        return in_c + sum(len(items) for items in self._waiting.values())
 
     @property
     def busy(self) -> int:
-        """Batches handed to the threads and not finished yet (at most ``threads`` while running)."""
-        return self._busy
+        """Batches being checked (at most ``threads`` on the C threads and as many on the Python ones)."""
+        return self._busy + (self._checks.counts()[1] if self._checks is not None else 0)
+
+    @property
+    def batches(self) -> int:
+        """Share batches checked or being checked, ever."""
+        in_c = self._checks.counts()[2] if self._checks is not None else 0
+        return self._python_batches + self._c_batches + in_c
 
     def startService(self) -> None:
         self._workers = [
@@ -90,6 +139,13 @@ class HashPoolService(Service):
         ]
         for worker in self._workers:
             worker.start()
+        read, write = os.pipe()
+        os.set_blocking(read, False)
+        os.set_blocking(write, False)  # a full pipe holds a wake-up already: the writer need not wait
+        self._pipe = (read, write)
+        self._checks = ShareCheckThreads(self.threads, write, FULL_BATCH, LINGER)
+        self._finished_reader = _FinishedShares(read, self._take_finished)
+        self._reactor.addReader(self._finished_reader)
         super().startService()
 
     def stopService(self) -> defer.Deferred[None] | None:
@@ -104,6 +160,19 @@ class HashPoolService(Service):
             self._tasks.put(None)
         for worker in workers:
             worker.join()
+        checks, self._checks = self._checks, None
+        if checks is not None:
+            # The C threads check what they were given, then stop: its results are told now.
+            finished = checks.stop()
+            self._c_batches += checks.counts()[2]
+            self._deliver(finished)
+        if self._finished_reader is not None:
+            self._reactor.removeReader(self._finished_reader)
+            self._finished_reader = None
+        if self._pipe is not None:
+            for fd in self._pipe:
+                os.close(fd)
+            self._pipe = None
         return None
 
     def _work(self) -> None:
@@ -145,8 +214,20 @@ class HashPoolService(Service):
     def submit(self, job: Hasher, work: Work, done: ShareDone) -> None:
         """``check`` for the Stratum server's hot path: ``done`` is called on
         the reactor thread with the result, with no Deferred made per share."""
+        record = work.pack()
+        checks = self._checks
+        if checks is not None and ShareCheckThreads.can_check(job):
+            assert isinstance(job, JobHasher)
+            tag = next(self._tags)
+            try:
+                checks.submit(job, record, tag)
+            except Exception:
+                self._tell(done, Failure())
+            else:
+                self._checking[tag] = done
+            return
         waiting = self._waiting.setdefault(job, [])
-        waiting.append((work.pack(), done))
+        waiting.append((record, done))
         if len(waiting) >= FULL_BATCH:
             self._dispatch()
         elif self._timer is None:
@@ -169,8 +250,27 @@ class HashPoolService(Service):
             if rest:
                 self._waiting[job] = rest  # behind the other jobs: fair turns
             self._busy += 1
+            self._python_batches += 1
             records = b"".join(record for record, _ in batch)
             self._tasks.put((job.check_packed, (records, len(batch)), partial(self._finished, batch=batch)))
+
+    def _take_finished(self) -> None:
+        """The C threads wrote to the pipe: take the results of every batch they have finished."""
+        assert self._pipe is not None
+        # The pipe is read before the results are taken: a batch finished in
+        # between writes again, so none is left unseen.
+        try:
+            while os.read(self._pipe[0], 4096):
+                pass
+        except BlockingIOError:
+            pass
+        if self._checks is not None:
+            self._deliver(self._checks.finished())
+
+    def _deliver(self, finished: list[tuple[int, Any]]) -> None:
+        checking = self._checking
+        for tag, result in finished:
+            self._tell(checking.pop(tag), Failure(result) if isinstance(result, Exception) else result)
 
     def _finished(self, result: Sequence[Any] | Failure, batch: _Waiting) -> None:
         self._busy -= 1

@@ -33,6 +33,32 @@ void nomp_job_free(nomp_job *job);
 int nomp_job_check(const nomp_job *job, const unsigned char *shares, size_t count,
                    unsigned char *results);
 
+/* Threads that check shares without Python (workers.c). Each share is
+ * queued on its own with a tag; the threads batch them by job, up to
+ * NOMP_WORKERS_MAX_BATCH, at once when `full` of a job are queued and
+ * otherwise once its oldest share, if it came while no batch was being
+ * checked, is `linger_ns` old. When the finished list was empty a byte is
+ * written to `notify_fd`; read it before nomp_workers_finished, which
+ * copies out whole finished batches (each share's tag, nomp_job_check's
+ * status and its NOMP_RESULT_SIZE result) up to `max` shares (at least
+ * NOMP_WORKERS_MAX_BATCH), and returns how many; call it until it returns 0.
+ * Each share's job must stay allocated until its result is taken.
+ * nomp_workers_new: NULL when out of memory or given threads < 1 or a
+ * `full` outside 1..NOMP_WORKERS_MAX_BATCH. nomp_workers_submit: 0,
+ * -ENOMEM, or -EINVAL once stopping. nomp_workers_counts: shares queued,
+ * batches being checked and batches taken since the start. nomp_workers_stop lets the threads check what
+ * is queued, then joins them; nomp_workers_free stops them first if needed. */
+#define NOMP_WORKERS_MAX_BATCH 32
+typedef struct nomp_workers nomp_workers;
+nomp_workers *nomp_workers_new(int threads, int notify_fd, size_t full, uint64_t linger_ns);
+int nomp_workers_submit(nomp_workers *workers, const nomp_job *job, const unsigned char *record,
+                        uint64_t tag);
+size_t nomp_workers_finished(nomp_workers *workers, uint64_t *tags, int *statuses, unsigned char *results,
+                             size_t max);
+void nomp_workers_counts(nomp_workers *workers, size_t *waiting, size_t *checking, uint64_t *batches);
+void nomp_workers_stop(nomp_workers *workers);
+void nomp_workers_free(nomp_workers *workers);
+
 void nomp_sha256d(const unsigned char *data, size_t len, unsigned char *out);
 /* scrypt(N=1024, r=1, p=1) of `count` 80-byte headers into 32 bytes each. */
 int nomp_scrypt(const unsigned char *headers, size_t count, unsigned char *out);
