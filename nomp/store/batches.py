@@ -45,6 +45,12 @@ from nomp.store.redis import refusal, unavailable_reply
 from nomp.store.schema import BLOCK_RECORDS, RecorderKeys, encode_set_aside, record_kind
 
 WRITE_TIMEOUT = 10.0
+# Records per script call, by default. Making a batch's call (its records
+# joined, then encoded for Redis) is one turn of the reactor thread that
+# grows with the batch, a little faster than the batch does: a thousand keep
+# that turn under the millisecond a periodic task may hold the reactor, and a
+# backlog drains one batch per Redis round trip, each its own turn.
+MAX_BATCH = 1000
 CANDIDATE_TIMEOUT = 1.0  # seconds block_found waits, by default, for its candidate to be in Redis
 RECORDER_TTL = 7 * 24 * 3600  # a stopped recorder's batch number is forgotten after a week
 ZADD_CHUNK = 500  # score/member pairs per ZADD in a batch script (Lua's unpack has a stack limit)
@@ -165,7 +171,7 @@ class BatchRecorder(Generic[K]):
         keys: K,
         redis: Callable[[], RedisClient | None],
         clock: IReactorTime,
-        max_batch: int = 5000,
+        max_batch: int = MAX_BATCH,
         max_buffered: int = 500_000,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:

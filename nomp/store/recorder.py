@@ -28,6 +28,7 @@ from nomp.candidate import BlockCandidate
 from nomp.store.batches import (
     CANDIDATE_TIMEOUT,
     LUA_BATCH_START,
+    MAX_BATCH,
     ZADD_CHUNK,
     BatchRecorder,
     RecorderFull,
@@ -174,7 +175,7 @@ class ShareRecorder(BatchRecorder[PoolKeys]):
         clock: IReactorTime,
         round_policy: RoundClosing,
         hashrate_window: float = 300.0,
-        max_batch: int = 5000,
+        max_batch: int = MAX_BATCH,
         max_buffered: int = 500_000,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
