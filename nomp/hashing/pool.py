@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import queue
@@ -258,12 +259,10 @@ class HashPoolService(Service):
         """The C threads wrote to the pipe: take the results of every batch they have finished."""
         assert self._pipe is not None
         # The pipe is read before the results are taken: a batch finished in
-        # between writes again, so none is left unseen.
-        try:
-            while os.read(self._pipe[0], 4096):
-                pass
-        except BlockingIOError:
-            pass
+        # between writes again, so none is left unseen. It holds a byte or
+        # two: one read takes them (anything left wakes the reactor again).
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._pipe[0], 4096)
         if self._checks is not None:
             self._deliver(self._checks.finished())
 
