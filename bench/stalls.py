@@ -613,8 +613,8 @@ async def measure(
             r["scripts_per_s"] = (pool.redis_scripts() - scripts_before) / options.seconds
             report = pool.report()
             by_thread: dict[str, float] = {}
-            if start and report:
-                r["shares_per_batch"] = r["accepted"] / max(report["batches"] - start["batches"], 1)
+            if start and report and report["batches"] > start["batches"]:
+                r["shares_per_batch"] = r["accepted"] / (report["batches"] - start["batches"])
             names = report["threads"] if report else {}
             for tid, seconds in threads_after.items():
                 name = names.get(str(tid), "other")
@@ -626,11 +626,11 @@ async def measure(
                 r[f"{name}_us"] = seconds / max(r["accepted"], 1) * 1e6
             runs.setdefault(rate, []).append((r, floor_run))
             ratio = f", {r['p99_ms'] / floor_run['p99_ms']:.1f}x the floor's p99" if floor_run else ""
+            threads = ", ".join(f"{n} {r[f'{n}_us']:.0f}" for n in sorted(by_thread))
+            batches = f"{r['shares_per_batch']:.1f} shares a batch, " if "shares_per_batch" in r else ""
             print(
                 f"{rate:5g}/s pool:  {r['shares_per_s']:.0f}/s, CPU {r['cpu_us_per_share']:.0f} us/share "
-                f"(threads: " + ", ".join(f"{n} {r[f'{n}_us']:.0f}" for n in sorted(by_thread)) + "), "
-                f"{r.get('shares_per_batch', 0):.1f} shares a batch, "
-                f"{r['scripts_per_s']:.0f} Redis scripts/s, "
+                f"(threads: {threads}), {batches}{r['scripts_per_s']:.0f} Redis scripts/s, "
                 f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, max {r['max_ms']:.1f} ms{ratio}",
                 flush=True,
             )
