@@ -27,7 +27,7 @@ from test.webclient import ApiClient
 DB = 12  # of the shared redis-server, emptied first
 SHARE_DIFF = 8
 NETWORK_DIFF = 32  # one share in four is a block
-SHARES = 12
+SHARES = 32  # none of 32 shares a block: a 1-in-10,000 run
 
 
 class SiteTests(TestCase):
