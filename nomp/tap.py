@@ -203,17 +203,12 @@ def build_service(config: Config, reactor: Any, **root_options: Any) -> NompServ
     return root
 
 
-@dataclass(eq=False)
-class BitcoinParts:
-    """A Bitcoin-family pool's services, as the assembly keeps them (a RunningPool of
-    nomp.control.operations)."""
+class _RunningFace:
+    """What the control port and reload read of a running pool, either family's."""
 
-    config: PoolConfig
-    service: PoolService
-    server: StratumPool
-    stratum: StratumService
-    payer: PaymentService | None = None
-    notifier: Service | None = None
+    config: PoolConfig | EthPoolConfig
+    service: PoolService | EthPoolService
+    server: StratumPool | EthStratumPool
 
     @property
     def name(self) -> str:
@@ -234,6 +229,19 @@ class BitcoinParts:
     @property
     def accepted_shares(self) -> int:
         return self.server.pipeline.shares["accepted"]
+
+
+@dataclass(eq=False)
+class BitcoinParts(_RunningFace):
+    """A Bitcoin-family pool's services, as the assembly keeps them (a RunningPool of
+    nomp.control.operations)."""
+
+    config: PoolConfig
+    service: PoolService
+    server: StratumPool
+    stratum: StratumService
+    payer: PaymentService | None = None
+    notifier: Service | None = None
 
     def payments(self, action: str) -> defer.Deferred[str]:
         return defer.Deferred.fromCoroutine(self._payments(action))
@@ -257,7 +265,7 @@ class BitcoinParts:
 
 
 @dataclass(eq=False)
-class EthParts:
+class EthParts(_RunningFace):
     """An Ethereum-family pool's services, as the assembly keeps them (a RunningPool)."""
 
     config: EthPoolConfig
@@ -269,26 +277,6 @@ class EthParts:
     unlocker: EthUnlockerService | None = None
     payer: EthPayerService | None = None
     run_listeners: tuple[Any, Any] | None = None  # the metrics' (unlocker, payer) observers, made once
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    @property
-    def coin(self) -> str:
-        return self.config.coin.name
-
-    @property
-    def ready(self) -> bool:
-        return self.service.ready
-
-    @property
-    def miners(self) -> int:
-        return len(self.server.connections)
-
-    @property
-    def accepted_shares(self) -> int:
-        return self.server.pipeline.shares["accepted"]
 
     def payments(self, action: str) -> defer.Deferred[str]:
         return defer.Deferred.fromCoroutine(self._payments(action))
