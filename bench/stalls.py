@@ -186,15 +186,18 @@ class ReactorProbe:
         reactor._doReadOrWrite = lambda selectable, fd, event: self.timed(
             self.io_label(selectable), do_read_or_write, selectable, fd, event
         )
-        call_later = reactor.callLater
-        reactor.callLater = lambda delay, f, *a, **kw: call_later(
-            delay, partial(self.timed, self.label(f)), f, *a, **kw
-        )
-        call_from_thread = reactor.callFromThread
-        reactor.callFromThread = lambda f, *a, **kw: call_from_thread(
-            partial(self.timed, "from a thread: " + self.label(f)), f, *a, **kw
-        )
+        # partials, not lambdas: a library that copies ``reactor.callLater`` into a
+        # class attribute at import (txredisapi does) would bind a function to its
+        # instances, passing itself as the delay; a partial does not bind.
+        reactor.callLater = partial(self._timed_call_later, reactor.callLater)
+        reactor.callFromThread = partial(self._timed_call_from_thread, reactor.callFromThread)
         gc.callbacks.append(self.collected)
+
+    def _timed_call_later(self, call_later: Any, delay: float, f: Any, *a: Any, **kw: Any) -> Any:
+        return call_later(delay, partial(self.timed, self.label(f)), f, *a, **kw)
+
+    def _timed_call_from_thread(self, call_from_thread: Any, f: Any, *a: Any, **kw: Any) -> Any:
+        return call_from_thread(partial(self.timed, "from a thread: " + self.label(f)), f, *a, **kw)
 
     def label(self, f: Any) -> str:
         if isinstance(f, partial):

@@ -309,10 +309,12 @@ class TwoCoinsInOneProcessTests(TestCase):
             main_chain[coin.pool] = ours
         return main_chain
 
-    async def pay(self, main_chain: dict[str, set[str]]) -> dict[str, RunReport]:
+    async def pay(self, main_chain: dict[str, set[str]]) -> dict[str, tuple[RunReport, list[str]]]:
         """Both pools' payments, run at once: first the blocks are immature, then, once
         both chains have matured them, each pool pays its miners on its own chain.
-        ``main_chain``: each pool's blocks in its chain, by pool name."""
+        ``main_chain``: each pool's blocks in its chain, by pool name. By pool name: the
+        paying run's report and every block either run orphaned (a side-branch block
+        can already be deep enough to orphan at the first run)."""
         port = self.redis.port
 
         async def run(coin: Coin) -> RunReport:
@@ -346,7 +348,7 @@ class TwoCoinsInOneProcessTests(TestCase):
 
         reports = {}
         for coin, other, before, report in zip(self.coins, self.coins[::-1], first, second, strict=True):
-            reports[coin.pool] = report
+            reports[coin.pool] = (report, before.orphaned + report.orphaned)
             self.assertEqual(set(report.confirmed), main_chain[coin.pool])
             self.assertEqual(
                 sorted(report.confirmed + report.orphaned + before.orphaned),
@@ -374,7 +376,9 @@ class TwoCoinsInOneProcessTests(TestCase):
             self.assertFalse(known_to(other.pair, "getrawtransaction", report.txid))
         return reports
 
-    async def check_web(self, root: NompService, api: ApiClient, reports: dict[str, RunReport]) -> None:
+    async def check_web(
+        self, root: NompService, api: ApiClient, reports: dict[str, tuple[RunReport, list[str]]]
+    ) -> None:
         """The API lists both pools, each with its own blocks, payout and miners; each
         pool has its own page."""
         web = root.getServiceNamed("web")
@@ -389,20 +393,18 @@ class TwoCoinsInOneProcessTests(TestCase):
         stats = await api.get("/api/stats", schema_path="/api/stats")
         self.assertEqual(set(stats["pools"]), {c.coin for c in self.coins})
         for coin, other in zip(self.coins, self.coins[::-1], strict=True):
-            report = reports[coin.pool]
+            report, orphaned = reports[coin.pool]
             pool = await api.get(f"/api/pools/{coin.pool}", schema_path="/api/pools/{pool}")
             self.assertEqual(
                 pool["blocks"],
-                {"pending": 0, "confirmed": len(report.confirmed), "orphaned": len(report.orphaned)},
+                {"pending": 0, "confirmed": len(report.confirmed), "orphaned": len(orphaned)},
             )
             self.assertEqual((pool["miners"], pool["workers"]), (2, 2))
             self.assertEqual(pool["network"]["height"], coin.pair.height())
             blocks = await api.get(
                 f"/api/pools/{coin.pool}/blocks?per_page=500", schema_path="/api/pools/{pool}/blocks"
             )
-            self.assertEqual(
-                sorted(b["hash"] for b in blocks["items"]), sorted(report.confirmed + report.orphaned)
-            )
+            self.assertEqual(sorted(b["hash"] for b in blocks["items"]), sorted(report.confirmed + orphaned))
             payments = await api.get(
                 f"/api/pools/{coin.pool}/payments", schema_path="/api/pools/{pool}/payments"
             )
