@@ -150,7 +150,7 @@ class NotifyTests(TestCase):
             "nomp-notify: a pool name is one word of 1 to 100 bytes, without spaces or control characters"
         )
         timeout_error = "nomp-notify: -t takes a number of seconds above 0 and at most 60, not"
-        usage = "usage: nomp-notify [-t SECONDS] ADDRESS POOL BLOCKHASH\n"
+        usage = "usage: nomp-notify [-t SECONDS] [-k TOKEN_FILE] ADDRESS POOL BLOCKHASH\n"
         cases: dict[tuple[str, ...], str] = {
             (self.address, "litecoin", "0f" * 31): f"{hash_error} '{'0f' * 31}'\n",
             (self.address, "litecoin", "0f" * 32 + "0"): hash_error,
@@ -211,6 +211,73 @@ class NotifyTests(TestCase):
         status, out, err = await run_notifier("-h")
         self.assertEqual((status, err), (0, ""))
         self.assertIn("blocknotify=/path/to/nomp-notify 127.0.0.1:17117 litecoin %s", out)
+
+
+class TokenTests(TestCase):
+    """nomp-notify with ``-k``, against a real control port that has a token."""
+
+    TOKEN = "4f" * 16
+
+    def setUp(self) -> None:
+        self.pool = RecordingPool()
+        port = free_port()
+        self.address = f"127.0.0.1:{port}"
+        service = control_service(
+            f"tcp:{port}:interface=127.0.0.1", {"litecoin": self.pool}, reactor, token=lambda: self.TOKEN
+        )
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(service.stopService)
+
+    def token_file(self, text: str, mode: int = 0o600) -> str:
+        path = Path(self.mktemp())
+        path.write_text(text)
+        path.chmod(mode)
+        return str(path)
+
+    async def test_token_sent_first(self) -> None:
+        """The token file's first line (blanks around it dropped) is sent as ``auth``, then the
+        block; a port with a token refuses the block without one."""
+        path = self.token_file(f"  {self.TOKEN} \nsecond line\n")
+        self.assertEqual(await run_notifier("-k", path, self.address, "litecoin", BLOCK_HASH), (0, "", ""))
+        self.assertEqual(self.pool.notified, [BLOCK_HASH])
+        status, _, err = await run_notifier(self.address, "litecoin", BLOCK_HASH)
+        self.assertEqual(status, 1)
+        self.assertIn("answered: error authentication required", err)
+        self.assertEqual(self.pool.notified, [BLOCK_HASH])
+
+    async def test_wrong_token(self) -> None:
+        """A wrong token exits 1 with the pool's answer, and the block is not sent."""
+        path = self.token_file("5e" * 16 + "\n")
+        self.assertEqual(
+            await run_notifier("-k", path, self.address, "litecoin", BLOCK_HASH),
+            (1, "", f"nomp-notify: the pool at {self.address} refused the token: error wrong token\n"),
+        )
+        self.assertEqual(self.pool.notified, [])
+
+    async def test_unusable_token_files(self) -> None:
+        """A token file others can read, missing, not a file, or without a usable token exits 2
+        with the reason, and nothing is sent."""
+        folder = Path(self.mktemp())
+        folder.mkdir()
+        missing = str(folder / "missing")
+        cases = [
+            (self.token_file(self.TOKEN, 0o644), "must have mode 0600 or 0400"),
+            (self.token_file(self.TOKEN, 0o640), "must have mode 0600 or 0400"),
+            (missing, f"cannot open the token file {missing}: No such file or directory"),
+            (str(folder), "is not a regular file"),
+            (self.token_file("short\n"), "must hold one token of at least 16 characters"),
+            (self.token_file(""), "must hold one token of at least 16 characters"),
+            (self.token_file("a" * 10 + " " + "b" * 10), "must hold one token of at least 16 characters"),
+            (self.token_file("x" * 5000), "is too long to hold one token"),
+        ]
+        for path, reason in cases:
+            status, out, err = await run_notifier("-k", path, self.address, "litecoin", BLOCK_HASH)
+            self.assertEqual((status, out), (2, ""), path)
+            self.assertIn(reason, err)
+        status, _, err = await run_notifier(self.address, "litecoin", BLOCK_HASH, "-k")
+        self.assertEqual(status, 2)
+        self.assertEqual(self.pool.notified, [])
 
 
 class UnansweredTests(TestCase):

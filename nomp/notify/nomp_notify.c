@@ -1,17 +1,21 @@
 /* nomp-notify: a coin daemon's -blocknotify, sent to a running pool's control port.
  *
- *   nomp-notify [-t SECONDS] ADDRESS POOL BLOCKHASH
+ *   nomp-notify [-t SECONDS] [-k TOKEN_FILE] ADDRESS POOL BLOCKHASH
  *
  * ADDRESS is the control port: IP:PORT, [IPV6]:PORT, or the absolute path
  * of a unix socket (a control port listening on unix:PATH); a host name is
  * refused, so that no DNS lookup can hold up a notification. It sends the
  * one line "blocknotify POOL BLOCKHASH" and waits for the pool's one-line
- * answer, all within SECONDS (default 2).
+ * answer, all within SECONDS (default 2). With TOKEN_FILE (the pool's
+ * control.token_file), it first sends "auth TOKEN" and waits for
+ * "ok authenticated"; the file is held to the pool's rules for secret files:
+ * a regular file owned by this user, mode 0600 or 0400, checked on the
+ * opened file.
  *
  * Exit status:
  *   0  the pool answered "ok" (nothing is printed)
  *   1  the pool answered something else: its answer is printed on stderr
- *   2  bad arguments: nothing is sent
+ *   2  bad arguments, or a token file that cannot be used: nothing is sent
  *   3  the control port cannot be reached, or gave no answer in time
  *
  * It is C rather than Python because it runs once per block on the daemon's
@@ -27,7 +31,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -44,17 +50,20 @@ enum {
 #define MAX_POOL_NAME 100 /* bytes: well within the control port's line limit */
 #define BLOCK_HASH_DIGITS 64
 #define MAX_ANSWER 4096 /* the control port's own line limit */
+#define MIN_TOKEN 16   /* characters, as the pool requires of a token */
+#define MAX_TOKEN 4096 /* bytes of a token file: the pool's limit for any secret file */
 #define SHOWN 80        /* characters of a bad argument repeated in its error */
 #define ADDRESS_FORMS "the control port's address is IP:PORT, [IPV6]:PORT or /path/of/unix/socket"
 
 static const char USAGE[] =
-    "usage: nomp-notify [-t SECONDS] ADDRESS POOL BLOCKHASH\n"
-    "  ADDRESS    the pool's control port: IP:PORT, [IPV6]:PORT or /path/of/unix/socket\n"
-    "  POOL       the pool's name or its coin's\n"
-    "  BLOCKHASH  the new block's hash, 64 hex digits (the daemon's %s)\n"
-    "  -t SECONDS give up after this long (default 2, at most 60)\n"
+    "usage: nomp-notify [-t SECONDS] [-k TOKEN_FILE] ADDRESS POOL BLOCKHASH\n"
+    "  ADDRESS        the pool's control port: IP:PORT, [IPV6]:PORT or /path/of/unix/socket\n"
+    "  POOL           the pool's name or its coin's\n"
+    "  BLOCKHASH      the new block's hash, 64 hex digits (the daemon's %s)\n"
+    "  -t SECONDS     give up after this long (default 2, at most 60)\n"
+    "  -k TOKEN_FILE  the control port's token file (control.token_file), mode 0600 or 0400\n"
     "In litecoin.conf: blocknotify=/path/to/nomp-notify 127.0.0.1:17117 litecoin %s\n"
-    "Exit status: 0 ok, 1 the pool's error answer, 2 bad arguments, 3 the control port down or silent.\n";
+    "Exit status: 0 ok, 1 the pool's error answer, 2 bad arguments or token file, 3 the control port down or silent.\n";
 
 static const char *address_text; /* ADDRESS as given, for the messages */
 static struct timespec deadline;
@@ -304,6 +313,85 @@ static int read_answer(int fd, char *answer, size_t size) {
     }
 }
 
+/* The token in path (its first line, blanks around it dropped) into token, or
+ * EXIT_USAGE with the reason printed: the pool's own rules for its token file. */
+static int read_token(const char *path, char *token, size_t size) {
+    int fd = open(path, O_RDONLY | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        return fail(EXIT_USAGE, "cannot open the token file %s: %s", path, strerror(errno));
+    }
+    struct stat info;
+    if (fstat(fd, &info) != 0) {
+        int error = errno;
+        close(fd);
+        return fail(EXIT_USAGE, "cannot read the token file %s: %s", path, strerror(error));
+    }
+    mode_t mode = info.st_mode & 07777;
+    const char *refused = NULL;
+    if (!S_ISREG(info.st_mode)) {
+        refused = "is not a regular file";
+    } else if (info.st_uid != geteuid()) {
+        refused = "is not owned by this user";
+    } else if (mode != 0600 && mode != 0400) {
+        refused = "must have mode 0600 or 0400 (chmod 600 it)";
+    }
+    if (refused != NULL) {
+        close(fd);
+        return fail(EXIT_USAGE, "the token file %s %s", path, refused);
+    }
+    static char data[MAX_TOKEN + 1];
+    size_t have = 0;
+    for (;;) {
+        ssize_t got = read(fd, data + have, sizeof data - have);
+        if (got > 0) {
+            have += (size_t)got;
+            if (have == sizeof data) {
+                break;
+            }
+            continue;
+        }
+        if (got < 0 && errno == EINTR) {
+            continue;
+        }
+        if (got < 0) {
+            int error = errno;
+            close(fd);
+            return fail(EXIT_USAGE, "cannot read the token file %s: %s", path, strerror(error));
+        }
+        break;
+    }
+    close(fd);
+    if (have > MAX_TOKEN) {
+        return fail(EXIT_USAGE, "the token file %s is too long to hold one token", path);
+    }
+    size_t start = 0;
+    size_t end = 0;
+    while (end < have && data[end] != '\n' && data[end] != '\r') {
+        end++;
+    }
+    while (start < end && (data[start] == ' ' || data[start] == '\t')) {
+        start++;
+    }
+    while (end > start && (data[end - 1] == ' ' || data[end - 1] == '\t')) {
+        end--;
+    }
+    size_t length = end - start;
+    int blank = 0;
+    for (size_t i = start; i < end; i++) {
+        unsigned char c = (unsigned char)data[i];
+        blank |= c <= 0x20 || c == 0x7f;
+    }
+    if (length < MIN_TOKEN || length >= size || blank) {
+        return fail(EXIT_USAGE,
+                    "the token file %s must hold one token of at least %d characters without blanks "
+                    "on its first line",
+                    path, MIN_TOKEN);
+    }
+    memcpy(token, data + start, length);
+    token[length] = '\0';
+    return EXIT_OK;
+}
+
 static int valid_pool_name(const char *name) {
     size_t length = strlen(name);
     if (length == 0 || length > MAX_POOL_NAME) {
@@ -324,6 +412,7 @@ static int valid_block_hash(const char *hash) {
 
 int main(int argc, char **argv) {
     double timeout = DEFAULT_TIMEOUT;
+    const char *token_file = NULL;
     int first = 1;
     while (first < argc && argv[first][0] == '-') {
         const char *option = argv[first];
@@ -334,6 +423,15 @@ int main(int argc, char **argv) {
         if (strcmp(option, "-h") == 0 || strcmp(option, "--help") == 0) {
             fputs(USAGE, stdout);
             return EXIT_OK;
+        }
+        if (strcmp(option, "-k") == 0) {
+            if (first + 1 == argc) {
+                fputs("nomp-notify: -k needs the token file's path\n", stderr);
+                return EXIT_USAGE;
+            }
+            token_file = argv[first + 1];
+            first += 2;
+            continue;
         }
         if (strcmp(option, "-t") != 0) {
             bad_argument("unknown option", option);
@@ -367,6 +465,14 @@ int main(int argc, char **argv) {
         return bad_argument("a block hash is 64 hex digits", block_hash);
     }
 
+    static char token[MAX_TOKEN + 1];
+    if (token_file != NULL) {
+        int read_status = read_token(token_file, token, sizeof token);
+        if (read_status != EXIT_OK) {
+            return read_status;
+        }
+    }
+
     clock_gettime(CLOCK_MONOTONIC, &deadline);
     long long nanoseconds = (long long)(timeout * 1e9);
     deadline.tv_sec += (time_t)(nanoseconds / 1000000000);
@@ -384,7 +490,24 @@ int main(int argc, char **argv) {
     char line[sizeof "blocknotify " + MAX_POOL_NAME + 1 + BLOCK_HASH_DIGITS + 1];
     int length = snprintf(line, sizeof line, "blocknotify %s %s\n", pool, block_hash);
     static char answer[MAX_ANSWER + 1];
-    status = send_line(fd, line, (size_t)length);
+    if (token_file != NULL) {
+        static char auth[sizeof "auth " + MAX_TOKEN + 1];
+        int auth_length = snprintf(auth, sizeof auth, "auth %s\n", token);
+        status = send_line(fd, auth, (size_t)auth_length);
+        if (status == EXIT_OK) {
+            status = read_answer(fd, answer, MAX_ANSWER);
+        }
+        if (status == EXIT_OK && strcmp(answer, "ok authenticated") != 0) {
+            close(fd);
+            fprintf(stderr, "nomp-notify: the pool at %s refused the token: ", address_text);
+            print_shown(stderr, answer, MAX_ANSWER);
+            fputc('\n', stderr);
+            return EXIT_POOL_ERROR;
+        }
+    }
+    if (status == EXIT_OK) {
+        status = send_line(fd, line, (size_t)length);
+    }
     if (status == EXIT_OK) {
         status = read_answer(fd, answer, MAX_ANSWER);
     }
