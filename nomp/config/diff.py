@@ -25,6 +25,9 @@ What needs a restart, and why:
 - a port's ``proxy_protocol``, ``protocol`` and ``max_body`` (its listener
   is built by them). A port is known by its ``listen``: another endpoint
   is another port, and the old one closes.
+- config.yaml's ``switching`` (each switch's ports and miners are built at
+  start); a pool a running switch switches to stays when its file goes,
+  until a restart.
 
 Everything else changes live; ``nomp.reload`` applies it.
 """
@@ -53,6 +56,7 @@ GLOBAL_RESTART = (
     "logging.file",
     "control.listen",
     "web",
+    "switching",
 )
 # Folded into each pool by the loader, or only where other files are: not
 # reported as changes of config.yaml itself.
@@ -131,6 +135,7 @@ class ReloadPlan:
     changed: tuple[PoolChange, ...] = ()
     settings_live: tuple[str, ...] = ()  # config.yaml, "path: old -> new"
     settings_restart: tuple[str, ...] = ()  # config.yaml paths
+    kept: tuple[str, ...] = ()  # "file: why", pools removed from the files but kept until a restart
 
     @property
     def empty(self) -> bool:
@@ -140,6 +145,7 @@ class ReloadPlan:
     def restart(self) -> tuple[str, ...]:
         """Everything that needs a restart, as ``file: path``."""
         found = [f"config.yaml: {path}" for path in self.settings_restart]
+        found += self.kept
         for change in self.changed:
             found += [f"{change.file}: {path}" for path in change.restart]
         return tuple(found)
@@ -161,6 +167,7 @@ def diff_configs(running: Config, read: Config, only: str | None = None) -> Relo
     added: list[AnyPool] = []
     removed: list[AnyPool] = []
     changed: list[PoolChange] = []
+    kept: list[str] = []
     result = dict(old_pools)
     for name in names:
         old, new = old_pools.get(name), new_pools.get(name)
@@ -168,8 +175,12 @@ def diff_configs(running: Config, read: Config, only: str | None = None) -> Relo
             added.append(new)
             result[name] = new
         elif new is None and old is not None:
-            removed.append(old)
-            del result[name]
+            switch = _switch_of(running.settings, name)
+            if switch is not None:  # the running switch holds it: its section changes at a restart
+                kept.append(f"{old.file}: removed, but switch {switch} switches to it")
+            else:
+                removed.append(old)
+                del result[name]
         elif old is not None and new is not None and old != new:
             change = _pool_change(old, new)
             changed.append(change)
@@ -186,7 +197,12 @@ def diff_configs(running: Config, read: Config, only: str | None = None) -> Relo
         pools=tuple(p for p in pools if isinstance(p, PoolConfig)),
         eth_pools=tuple(p for p in pools if isinstance(p, EthPoolConfig)),
     )
-    return ReloadPlan(plan_config, tuple(added), tuple(removed), tuple(changed), live, restart)
+    return ReloadPlan(plan_config, tuple(added), tuple(removed), tuple(changed), live, restart, tuple(kept))
+
+
+def _switch_of(settings: GlobalConfig, pool: str) -> str | None:
+    """The first switch that switches to ``pool``, if any."""
+    return next((name for name, switch in settings.switching.items() if pool in switch.pools), None)
 
 
 def _settings_change(

@@ -24,6 +24,7 @@ from nomp.config.model import (
     PoolConfig,
     PoolDefaults,
     RedisConfig,
+    SwitchConfig,
 )
 from nomp.config.schema import Reader
 
@@ -96,6 +97,7 @@ def load_config(directory: str | os.PathLike[str]) -> Config:
         errors.raise_if_any()
 
     settings = GlobalConfig()
+    data: Any = None
     if (conf / "config.yaml").exists():
         data = _read_yaml(conf / "config.yaml", "config.yaml", errors)
         if data is not None:
@@ -111,6 +113,7 @@ def load_config(directory: str | os.PathLike[str]) -> Config:
     listens = [("control.listen", settings.control.listen)]
     if settings.web.enabled:
         listens.append(("web.listen", settings.web.listen))
+    listens += _switch_listens(data)
     claims = [_Claims("config.yaml", None, listens)]
     pool_files = sorted((conf / "pools").glob("*.yaml")) if (conf / "pools").is_dir() else []
     if not pool_files:
@@ -123,6 +126,7 @@ def load_config(directory: str | os.PathLike[str]) -> Config:
             pools.append(pool)
 
     _check_conflicts(claims, errors)
+    _check_switches(settings.switching, {path.stem for path in pool_files}, pools, eth_pools, errors)
     errors.raise_if_any()
     return Config(directory=conf, settings=settings, pools=tuple(pools), eth_pools=tuple(eth_pools))
 
@@ -240,6 +244,51 @@ def _read_coin(
         else:
             coins[stem] = _Coin(PoolConfig, Reader(shown, errors).read(CoinConfig, data))
     return coins[stem]
+
+
+def _switch_listens(data: Any) -> list[tuple[str, str]]:
+    """The switches' ports as config.yaml gives them, for the port conflicts
+    (from the raw data: a switch with errors still claims its ports)."""
+    switching = data.get("switching") if isinstance(data, Mapping) else None
+    found = []
+    for name, switch in switching.items() if isinstance(switching, Mapping) else ():
+        ports = switch.get("ports") if isinstance(switch, Mapping) else None
+        for i, port in enumerate(ports if isinstance(ports, list) else []):
+            if isinstance(port, Mapping) and isinstance(port.get("listen"), str):
+                found.append((f"switching.{name}.ports[{i}].listen", port["listen"]))
+    return found
+
+
+def _check_switches(
+    switching: Mapping[str, SwitchConfig],
+    pool_files: set[str],
+    pools: list[PoolConfig],
+    eth_pools: list[EthPoolConfig],
+    errors: ErrorLog,
+) -> None:
+    """Each pool a switch names is an enabled Bitcoin-family pool of the switch's algorithm."""
+    bitcoin = {pool.name: pool for pool in pools}
+    eth = {pool.name for pool in eth_pools}
+    for switch_name, switch in switching.items():
+        for i, name in enumerate(switch.pools):
+            path = f"switching.{switch_name}.pools[{i}]"
+            pool = bitcoin.get(name)
+            if name in eth:
+                errors.add(
+                    "config.yaml",
+                    path,
+                    f"pool {name} is an Ethereum-family pool: only Bitcoin-family pools switch",
+                )
+            elif pool is not None and pool.coin.algorithm.name != switch.algorithm:
+                errors.add(
+                    "config.yaml",
+                    path,
+                    f"pool {name} mines {pool.coin.algorithm.name}, the switch {switch.algorithm}",
+                )
+            elif pool is None and name in pool_files:
+                errors.add("config.yaml", path, f"pool {name} is not enabled (pools/{name}.yaml)")
+            elif pool is None:
+                errors.add("config.yaml", path, f"unknown pool {name!r}: no pools/{name}.yaml")
 
 
 def listen_address(description: str) -> tuple[str, int] | None:

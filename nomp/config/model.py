@@ -258,6 +258,44 @@ class PoolDefaults:
 POOL_DEFAULT_KEYS = frozenset(PoolDefaults.__dataclass_fields__)
 
 
+def _switch_algorithm(name: str) -> str | None:
+    if name in ETH_ALGORITHMS:
+        return f"{name} is an Ethereum-family algorithm: only Bitcoin-family pools switch"
+    if name not in ALGORITHMS:
+        return f"unknown algorithm {name!r} (known: {', '.join(sorted(ALGORITHMS))})"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchConfig:
+    """One switch of config.yaml's ``switching``: Stratum ports whose miners
+    mine for one of ``pools`` at a time (the first until told otherwise),
+    moved between them without reconnecting (nomp.switching).
+
+    ``banning`` and ``connection_timeout`` hold for the switch's ports; None:
+    ``pool_defaults``'.
+    """
+
+    algorithm: str = checked(_switch_algorithm)
+    pools: tuple[str, ...] = checked(lambda v: None if len(v) >= 2 else "must name at least two pools")
+    ports: tuple[PortConfig, ...] = checked(non_empty)
+    banning: BanningConfig | None = None
+    connection_timeout: float | None = checked(positive, None)
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = [
+            (f"pools[{i}]", f"{name!r} is named twice")
+            for i, name in enumerate(self.pools)
+            if name in self.pools[:i]
+        ]
+        found += [
+            (f"ports[{i}].protocol", "getwork is for Ethereum-family pools")
+            for i, port in enumerate(self.ports)
+            if port.protocol == "getwork"
+        ]
+        return found
+
+
 @dataclass(frozen=True, slots=True)
 class GlobalConfig:
     """``config.yaml``."""
@@ -286,6 +324,7 @@ class GlobalConfig:
     control: ControlConfig = field(default_factory=ControlConfig)
     web: WebConfig = field(default_factory=WebConfig)
     pool_defaults: PoolDefaults = field(default_factory=PoolDefaults)
+    switching: dict[str, SwitchConfig] = field(default_factory=dict)  # by switch name
 
 
 def network_magic(value: str) -> bytes:
