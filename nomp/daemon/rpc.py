@@ -46,7 +46,7 @@ class HTTPPoster(Protocol):
     ) -> defer.Deferred[Any]: ...
 
 
-class _BodyReader(TwistedProtocol):
+class BoundedBody(TwistedProtocol):
     """Collects a response body, aborting once it passes ``limit`` bytes."""
 
     def __init__(self, limit: int, done: defer.Deferred[bytes]) -> None:
@@ -149,7 +149,7 @@ class DaemonRPC:
                 self._http.post(self.url, data=body, headers=self._headers, unbuffered=True)
             )
             done: defer.Deferred[bytes] = defer.Deferred()
-            response.deliverBody(_BodyReader(self._max_response, done))
+            response.deliverBody(BoundedBody(self._max_response, done))
             raw = await done
         except defer.CancelledError:
             raise
