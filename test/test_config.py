@@ -40,8 +40,8 @@ POOL_KEYS = (
     "usernames, version_mask"
 )
 GLOBAL_KEYS = (
-    "coins, control, drain_seconds, instance, instance_state, logging, pool_defaults, redis, switching, "
-    "threads, web"
+    "coins, control, drain_seconds, instance, instance_state, logging, pool_defaults, profit_switching, "
+    "redis, switching, threads, web"
 )
 DEFAULT_KEYS = "banning, block_refresh_interval, connection_timeout, job_rebroadcast_timeout, pool_signature"
 

@@ -13,7 +13,8 @@ What needs a restart, and why:
   (the hashing pool's size), ``instance`` and ``instance_state`` (the
   extranonce1s handed out), ``logging.format`` and ``logging.file`` (twistd
   holds the observer), ``control.listen`` (the port this reload may have
-  come through) and ``web`` (its site and pages are built at start);
+  come through), ``web`` (its site and pages are built at start) and
+  ``profit_switching`` (its service is built at start);
 - a pool's ``coin`` (its Redis keys, algorithm and chain), ``usernames``
   and ``version_mask`` (read once by its miners' methods),
   ``hashrate_window``, and ``payments.scheme`` and ``payments.pplns_window``:
@@ -57,6 +58,7 @@ GLOBAL_RESTART = (
     "control.listen",
     "web",
     "switching",
+    "profit_switching",
 )
 # Folded into each pool by the loader, or only where other files are: not
 # reported as changes of config.yaml itself.

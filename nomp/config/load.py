@@ -127,6 +127,8 @@ def load_config(directory: str | os.PathLike[str]) -> Config:
 
     _check_conflicts(claims, errors)
     _check_switches(settings.switching, {path.stem for path in pool_files}, pools, eth_pools, errors)
+    if settings.profit_switching is not None and not settings.switching:
+        errors.add("config.yaml", "profit_switching", "needs a switching section: the switches it moves")
     errors.raise_if_any()
     return Config(directory=conf, settings=settings, pools=tuple(pools), eth_pools=tuple(eth_pools))
 

@@ -296,6 +296,77 @@ class SwitchConfig:
         return found
 
 
+def _file_path(value: str) -> str | None:
+    return "must be a file path" if not value or "\0" in value else None
+
+
+def _price_path(value: str) -> str | None:
+    """Dotted keys, none empty, with ``{symbol}`` exactly once (nomp.switching.prices reads them)."""
+    if any(not key for key in value.split(".")):
+        return "must be keys separated by dots, none empty, e.g. data.{symbol}.price"
+    if value.count("{symbol}") != 1:
+        return "must hold {symbol} exactly once, where each coin's symbol goes"
+    return None
+
+
+def _fraction(value: Decimal) -> Fraction:
+    """A decimal number kept exact."""
+    return Fraction(value)
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPPricesConfig:
+    """Prices from an HTTP endpoint answering JSON."""
+
+    url: str = checked(http_url)
+    timeout: float = checked(positive, 10.0)  # seconds for the whole exchange
+
+
+@dataclass(frozen=True, slots=True)
+class PricesConfig:
+    """Where profit switching finds each coin's price: ``http`` or ``file`` (one of them).
+
+    ``path``: the keys down to a price in the JSON document, ``{symbol}`` in
+    one of them; ``names``: a coin symbol's key in the source where it is not
+    the symbol itself; ``unit``: what a price is in (for display).
+    """
+
+    http: HTTPPricesConfig | None = None
+    file: str | None = checked(_file_path, None)  # read again at every interval
+    path: str = checked(_price_path, "{symbol}")
+    names: dict[str, str] = field(default_factory=dict)
+    unit: str = checked(non_empty, "USD")
+    max_bytes: int = checked(positive, 1024 * 1024)  # the largest document read
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.http is None and self.file is None:
+            return [("http", "missing: give http (an endpoint) or file")]
+        if self.http is not None and self.file is not None:
+            return [("file", "not with http: give one price source")]
+        return []
+
+
+@dataclass(frozen=True, slots=True)
+class ProfitSwitchingConfig:
+    """Switching each switch to its most profitable pool (nomp.switching.profitservice).
+
+    Every ``interval`` seconds each switch's pools are ranked by expected
+    revenue; the best is switched to when it earns more than ``1 +
+    hysteresis`` times what the current one earns and the current one has
+    been current for ``minimum_stay`` seconds. A pool whose latest block
+    template is older than ``max_template_age`` seconds is not ranked.
+    """
+
+    prices: PricesConfig
+    interval: float = checked(positive, 60.0)
+    # Read as a decimal number and kept exact. (parsed builds a field: RUF009 does not apply.)
+    hysteresis: Fraction = parsed(  # noqa: RUF009
+        Decimal, _fraction, Fraction(1, 20), check=lambda v: None if v >= 0 else "must be >= 0"
+    )
+    minimum_stay: float = checked(non_negative, 600.0)
+    max_template_age: float = checked(positive, 120.0)
+
+
 @dataclass(frozen=True, slots=True)
 class GlobalConfig:
     """``config.yaml``."""
@@ -325,6 +396,7 @@ class GlobalConfig:
     web: WebConfig = field(default_factory=WebConfig)
     pool_defaults: PoolDefaults = field(default_factory=PoolDefaults)
     switching: dict[str, SwitchConfig] = field(default_factory=dict)  # by switch name
+    profit_switching: ProfitSwitchingConfig | None = None  # None: no profit switching
 
 
 def network_magic(value: str) -> bytes:
