@@ -84,6 +84,23 @@ class PoolServiceTests(TestCase):
         self.assertTrue(self.jobs[1].clean)
         self.assertEqual(self.jobs[1].template.previous_block_hash, new_tip)
 
+    async def test_latest_template(self) -> None:
+        """The last usable template and when it was read, for profit switching: none before
+        the start, the first job's after it, the new block's after a blocknotify."""
+        pool = pool_for(self.pair)
+        self.assertIsNone(PoolService(pool, reactor, self.fatal.append, self.blocks).latest_template)
+        service = await self.start(pool)
+        first = service.latest_template
+        assert first is not None
+        self.assertEqual(first.template, self.jobs[0].template)
+        self.assertLessEqual(first.read_at, reactor.seconds())
+        (new_tip,) = self.pair.generate(1)
+        await service.block_notify(new_tip)
+        latest = service.latest_template
+        assert latest is not None
+        self.assertEqual(latest.template.height, first.template.height + 1)
+        self.assertGreaterEqual(latest.read_at, first.read_at)
+
     async def test_own_block_and_next_job(self) -> None:
         """A solved job is accepted by the node and the next job follows at once."""
         service = await self.start(pool_for(self.pair))

@@ -154,6 +154,12 @@ class RankTests(TestCase):
         self.assertEqual(ranking.estimate("d"), ranking.estimates[1])
         self.assertIsNone(ranking.estimate("b"))
 
+    def test_already_skipped(self) -> None:
+        """A pool the caller already skipped stays skipped with its reason."""
+        ranking = rank([Skipped("gone", "", "not running"), facts("a")], 1010.0, 60.0)
+        self.assertEqual(ranking.skipped, (Skipped("gone", "", "not running"),))
+        self.assertEqual([e.pool for e in ranking.estimates], ["a"])
+
     def test_ties(self) -> None:
         """Equal revenues keep the switch's order (its default first)."""
         ranking = rank([facts("x"), facts("y"), facts("z")], 1010.0, 60.0)

@@ -115,13 +115,13 @@ def estimate(facts: PoolFacts, now: float, max_template_age: float) -> Estimate 
     )
 
 
-def rank(pools: Sequence[PoolFacts], now: float, max_template_age: float) -> Ranking:
+def rank(pools: Sequence[PoolFacts | Skipped], now: float, max_template_age: float) -> Ranking:
     """The pools valued, best first; equal revenues keep the order of ``pools``
-    (the switch's, default first)."""
+    (the switch's, default first). A pool already Skipped stays skipped."""
     estimates: list[Estimate] = []
     skipped: list[Skipped] = []
     for facts in pools:
-        valued = estimate(facts, now, max_template_age)
+        valued = facts if isinstance(facts, Skipped) else estimate(facts, now, max_template_age)
         if isinstance(valued, Estimate):
             estimates.append(valued)
         else:
