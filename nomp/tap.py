@@ -16,14 +16,16 @@ from typing import Any
 
 from twisted.application.service import IService, Service
 from twisted.internet import defer
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger, LogLevel, LogLevelFilterPredicate
 from twisted.python import usage
 
 from nomp.background import background
 from nomp.config import Config, ConfigErrors, EthPoolConfig, GlobalConfig, PoolConfig, load_config
 from nomp.config.diff import AnyPool, PoolChange, match_ports
+from nomp.config.model import MAX_WORKERS
 from nomp.control.operations import ProcessOperations, ShareRates
-from nomp.control.service import control_service
+from nomp.control.service import ControlProtocol, control_service
 from nomp.control.token import TokenFileError, load_token
 from nomp.daemon import DaemonGroup
 from nomp.daemon.clients import DaemonClients
@@ -57,6 +59,9 @@ from nomp.stratum.stratumpool import StratumPool
 from nomp.systemd import ServiceNotifier
 from nomp.web.metrics import Metrics, MetricsService
 from nomp.web.service import WebService
+from nomp.workers.channel import MainChannelService
+from nomp.workers.sockets import HeldSockets, InheritedSockets, unbound
+from nomp.workers.supervisor import WorkerSpawner, WorkerSupervisor
 
 
 class Options(usage.Options):
@@ -67,11 +72,43 @@ class Options(usage.Options):
         "Run the nomp mining pool. CONFIG_FOLDER holds config.yaml and pools/*.yaml; "
         "coin files are found through config.yaml's 'coins' key. SIGHUP reloads it."
     )
-    optParameters = [["config", "c", "conf", "The configuration folder."]]
+    optParameters = [
+        ["config", "c", "conf", "The configuration folder."],
+        [
+            "role",
+            None,
+            "all",
+            "What this process runs: stratum (the pools' ports), payments, web, "
+            "several of them separated by commas, or all.",
+        ],
+        ["worker", None, None, "Set by the main process in the worker processes it starts: their number."],
+    ]
 
     def postOptions(self) -> None:
         if not os.path.isdir(self["config"]):
             raise usage.UsageError(f"configuration folder {self['config']!r} does not exist")
+        process_roles(self)  # UsageError
+
+
+ROLES = ("stratum", "payments", "web")
+
+
+def process_roles(options: Options | dict[str, Any]) -> tuple[frozenset[str], int | None]:
+    """The roles ``--role`` gives and the worker number ``--worker`` gives
+    (None: not a worker); UsageError for values that are neither."""
+    words = [word.strip() for word in str(options.get("role") or "all").split(",")]
+    roles = frozenset(ROLES) if words == ["all"] else frozenset(words)
+    unknown = sorted(roles - set(ROLES))
+    if unknown:
+        raise usage.UsageError(f"--role: {', '.join(map(repr, unknown))}: expected all or {', '.join(ROLES)}")
+    worker = options.get("worker")
+    if worker is None:
+        return roles, None
+    if not str(worker).isdigit() or not 1 <= int(worker) <= MAX_WORKERS:
+        raise usage.UsageError(f"--worker: {worker!r}: expected a number 1-{MAX_WORKERS}")
+    if roles != frozenset(ROLES) and roles != {"stratum"}:
+        raise usage.UsageError("--worker: a worker serves the Stratum ports only: no other --role")
+    return frozenset({"stratum"}), int(worker)
 
 
 def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IService:
@@ -85,15 +122,22 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> IServ
 
         reactor = global_reactor
     try:
+        roles, worker = process_roles(options)
+    except usage.UsageError as e:
+        raise SystemExit(f"nomp: {e}") from None
+    try:
         config = load_config(options["config"])
     except ConfigErrors as e:
         raise SystemExit(f"nomp: {e}") from None
     return build_service(
         config,
         reactor,
+        roles=roles,
+        worker=worker,
         tune_runtime=True,
         reload_on_hangup=True,
-        notifier=ServiceNotifier.from_environment(),
+        # A worker's main process is the one systemd hears from.
+        notifier=ServiceNotifier(None) if worker is not None else ServiceNotifier.from_environment(),
     )
 
 
@@ -123,8 +167,39 @@ def _control_token(settings: GlobalConfig) -> str | None:
     return None if path is None else load_token(path)
 
 
-def build_service(config: Config, reactor: Any, **root_options: Any) -> NompService:
+def _port_endpoints(
+    reactor: Any, roles: frozenset[str], worker: int | None, held: HeldSockets | None
+) -> Callable[[str], IStreamServerEndpoint] | None:
+    """How this process's StratumServices listen (None: on what each port's
+    ``listen`` says)."""
+    if worker is not None:
+        try:
+            return InheritedSockets.from_environment(reactor).endpoint
+        except ValueError as e:
+            raise SystemExit(f"nomp: worker {worker}: {e}") from None
+    if held is not None:
+        return held.endpoint
+    return None if "stratum" in roles else unbound
+
+
+def build_service(
+    config: Config,
+    reactor: Any,
+    roles: frozenset[str] = frozenset(ROLES),
+    worker: int | None = None,
+    **root_options: Any,
+) -> NompService:
     """The service tree for a loaded configuration.
+
+    ``roles`` picks the subtrees (ROLES): ``stratum`` the pools' ports and
+    what serves them (the instance byte, the hashing threads, P2P),
+    ``payments`` the payment timers, ``web`` the web site and its
+    collector; every process has the pools' daemons and templates and a
+    control port. With ``workers`` above 1 in config.yaml, a process with
+    the stratum role holds the ports' sockets for that many worker
+    processes it supervises (nomp.workers) instead of serving them; a
+    ``worker`` (its number) serves them, on the sockets it was given, and
+    takes its control commands from the main process.
 
     Services stop in the reverse order of this one, after the drain (the
     miners asked to reconnect, see NompService.drain): each pool closes its
@@ -134,14 +209,28 @@ def build_service(config: Config, reactor: Any, **root_options: Any) -> NompServ
     """
     levels = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(config.settings.logging.level))
     root = NompService(config, reactor, make_observer(config.settings.logging, levels=levels), **root_options)
+    if worker is not None:
+        roles = frozenset({"stratum"})
+    held = (
+        HeldSockets(reactor)
+        if worker is None and "stratum" in roles and config.settings.workers > 1
+        else None
+    )
+    serving = "stratum" in roles and held is None  # this process accepts miners
     redis = RedisService(config.settings.redis)
     redis.setServiceParent(root)
-    # After Redis and before the pools: the byte is given back once their miners are gone.
-    instance_lease = InstanceLeaseService(
-        redis.client, reactor, configured=config.settings.instance, state_file=config.settings.instance_state
-    )
-    instance_lease.setServiceParent(root)
-    hashing = HashPoolService(reactor, config.settings.threads or os.cpu_count() or 1)
+    instance_lease = None
+    if serving:
+        state_file = config.settings.instance_state
+        if state_file is not None and worker is not None:
+            state_file = f"{state_file}.{worker}"  # one file per process
+        # After Redis and before the pools: the byte is given back once their miners are gone.
+        instance_lease = InstanceLeaseService(
+            redis.client, reactor, configured=config.settings.instance, state_file=state_file
+        )
+        instance_lease.setServiceParent(root)
+    # A process that serves no miners hashes no shares.
+    hashing = HashPoolService(reactor, (config.settings.threads or os.cpu_count() or 1) if serving else 1)
     hashing.setServiceParent(root)
     metrics = Metrics()
     metrics.watch_hashing(hashing)
@@ -149,7 +238,19 @@ def build_service(config: Config, reactor: Any, **root_options: Any) -> NompServ
         token = _control_token(config.settings)
     except TokenFileError as e:
         raise SystemExit(f"nomp: config.yaml: control.token_file: {e}") from None
-    assembly = PoolAssembly(root, reactor, redis, hashing, metrics, instance_lease, levels, token)
+    assembly = PoolAssembly(
+        root,
+        reactor,
+        redis,
+        hashing,
+        metrics,
+        instance_lease,
+        levels,
+        token,
+        endpoint=_port_endpoints(reactor, roles, worker, held),
+        serving=serving,
+        payments="payments" in roles,
+    )
     rates = ShareRates(assembly.accepted_shares, reactor)
     operations = ProcessOperations(
         lambda: list(assembly.parts.values()),
@@ -161,15 +262,33 @@ def build_service(config: Config, reactor: Any, **root_options: Any) -> NompServ
         lambda pool: defer.Deferred.fromCoroutine(root.reloader.reload(pool)),
         root.shutdown,
     )
-    control_service(
-        config.settings.control.listen,
-        assembly.pools,
-        reactor,
-        assembly.servers,
-        operations,
-        lambda: assembly.token,
-        (rates.timer(),),
-    ).setServiceParent(root)
+    supervisor = None
+    if held is not None:
+        supervisor = WorkerSupervisor(
+            config.settings.workers,
+            WorkerSpawner(reactor, str(config.directory), held),
+            reactor,
+            # Each drains its miners, then writes its shares (15 s at most, see nomp.store.service).
+            stop_timeout=config.settings.drain_seconds + 30,
+        )
+    if worker is not None:
+        MainChannelService(
+            ControlProtocol(assembly.pools, assembly.servers, operations, None, reactor),
+            reactor,
+            root.shutdown,
+        ).setServiceParent(root)
+        rates.timer().setServiceParent(root)
+    else:
+        control_service(
+            config.settings.control.listen,
+            assembly.pools,
+            reactor,
+            assembly.servers,
+            operations,
+            lambda: assembly.token,
+            (rates.timer(),),
+            forward=None if supervisor is None else _forwarder(supervisor),
+        ).setServiceParent(root)
     root.await_work([pool.name for pool in config.pools] + [pool.name for pool in config.eth_pools])
     for pool_config in config.pools:
         bitcoin = assembly.build_pool(pool_config, root.fatal)
@@ -185,7 +304,7 @@ def build_service(config: Config, reactor: Any, **root_options: Any) -> NompServ
     # At a stop, every pool's miners at once (a pool a reload added too).
     root.drainers = lambda: [parts.stratum for parts in assembly.parts.values()]
     web = config.settings.web
-    if web.enabled:
+    if web.enabled and "web" in roles:
         web_service = WebService(
             web,
             config.pools,
@@ -199,8 +318,15 @@ def build_service(config: Config, reactor: Any, **root_options: Any) -> NompServ
         # Under the web service: its timers feed only /metrics, which the web port serves.
         MetricsService(metrics, redis.client, reactor).setServiceParent(web_service)
         web_service.setServiceParent(root)
+    if supervisor is not None:
+        # Last: at a stop, the workers drain and exit before the rest stops.
+        supervisor.setServiceParent(root)
     root.reloader = Reloader(assembly, lambda: root.config, root.replace_config)
     return root
+
+
+def _forwarder(supervisor: WorkerSupervisor) -> Callable[[str], defer.Deferred[list[tuple[str, str]]]]:
+    return lambda line: defer.Deferred.fromCoroutine(supervisor.ask_all(line))
 
 
 class _RunningFace:
@@ -322,15 +448,24 @@ class PoolAssembly:
     redis: RedisService
     hashing: HashPoolService
     metrics: Metrics
-    instance_lease: InstanceLeaseService
+    instance_lease: InstanceLeaseService | None  # None in a process that serves no miners
     levels: LogLevelFilterPredicate
     token: str | None
+    # How the pools' ports listen (None: as their ``listen`` says; see nomp.workers).
+    endpoint: Callable[[str], IStreamServerEndpoint] | None = None
+    serving: bool = True  # whether this process's ports accept miners
+    payments: bool = True  # whether it runs the pools' payments
     pools: dict[str, PoolService] = field(default_factory=dict)
     servers: dict[str, StratumPool] = field(default_factory=dict)
     parts: dict[str, Parts] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.instance_lease.add_listener(self._set_instance)
+        if self.instance_lease is not None:
+            self.instance_lease.add_listener(self._set_instance)
+
+    @property
+    def instance(self) -> int | None:
+        return None if self.instance_lease is None else self.instance_lease.instance
 
     def _set_instance(self, instance: int | None) -> None:
         for parts in self.parts.values():
@@ -362,18 +497,19 @@ class PoolAssembly:
             recorder,
             reactor,
             BanStore(recorder.keys, redis.client),
-            instance=self.instance_lease.instance,  # None: subscribes wait for the lease
+            instance=self.instance,  # None: subscribes wait for the lease
         )
         self.metrics.watch_pool(pool_config.name, stratum, recorder, pool)
         pool.add_job_listener(stratum.new_job)
-        stratum_service = StratumService(stratum, pool_config.ports, reactor)
+        stratum_service = StratumService(stratum, pool_config.ports, reactor, self.endpoint)
         stratum_service.setServiceParent(pool)
         parts = BitcoinParts(pool_config, pool, stratum, stratum_service)
-        notifier = p2p_notifier(pool_config, pool, reactor)  # None without an enabled p2p section
+        # None without an enabled p2p section; a process without miners needs no early templates.
+        notifier = p2p_notifier(pool_config, pool, reactor) if self.serving else None
         if notifier is not None:
             notifier.setServiceParent(pool)
             parts.notifier = notifier
-        if pool_config.payments.enabled:
+        if pool_config.payments.enabled and self.payments:
             parts.payer = self._payment_service(pool_config, pool)
             parts.payer.setServiceParent(pool)
         self.pools[pool_config.name] = pool
@@ -420,11 +556,11 @@ class PoolAssembly:
             reactor,
             # nomp's own bans, in its key for them (OEP has none).
             BanStore(PoolKeys.for_coin(eth_config.coin.name), redis.client),
-            instance=self.instance_lease.instance,
+            instance=self.instance,
         )
-        stratum_service = StratumService(miners, eth_config.ports, reactor)
+        stratum_service = StratumService(miners, eth_config.ports, reactor, self.endpoint)
         parts = EthParts(eth_config, eth_pool, miners, stratum_service, redis.client, reactor)
-        if eth_config.payments.enabled:
+        if eth_config.payments.enabled and self.payments:
             parts.unlocker, parts.payer = self._eth_payments(parts, eth_config)  # KeyFileError first
         self.metrics.watch_pool(eth_config.name, miners, eth_recorder, eth_pool)
         eth_pool.add_work_listener(miners.new_work)
@@ -527,7 +663,7 @@ class PoolAssembly:
         if running.p2p != old.p2p:
             if parts.notifier is not None:
                 await defer.maybeDeferred(parts.notifier.disownServiceParent)
-            parts.notifier = p2p_notifier(running, parts.service, self.reactor)
+            parts.notifier = p2p_notifier(running, parts.service, self.reactor) if self.serving else None
             if parts.notifier is not None:
                 parts.notifier.setServiceParent(parts.service)
         parts.service.config = parts.config = running
@@ -537,6 +673,8 @@ class PoolAssembly:
         return running, outcome
 
     async def _change_payments(self, parts: BitcoinParts, running: PoolConfig) -> None:
+        if not self.payments:
+            return
         if running.payments.enabled and parts.payer is None:
             parts.payer = self._payment_service(running, parts.service)
             parts.payer.setServiceParent(parts.service)
@@ -556,7 +694,7 @@ class PoolAssembly:
         outcome.done += done
         outcome.refused += refused
         paying = ("payments", "address", "daemons")
-        if any(getattr(running, key) != getattr(old, key) for key in paying):
+        if self.payments and any(getattr(running, key) != getattr(old, key) for key in paying):
             try:
                 running = await self._change_eth_payments(parts, running)
             except KeyFileError as e:

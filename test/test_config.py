@@ -41,7 +41,7 @@ POOL_KEYS = (
 )
 GLOBAL_KEYS = (
     "coins, control, drain_seconds, instance, instance_state, logging, pool_defaults, profit_switching, "
-    "redis, switching, threads, web"
+    "redis, switching, threads, web, workers"
 )
 DEFAULT_KEYS = "banning, block_refresh_interval, connection_timeout, job_rebroadcast_timeout, pool_signature"
 

@@ -11,10 +11,11 @@ What needs a restart, and why:
 
 - config.yaml: ``redis`` (every part holds the connection), ``threads``
   (the hashing pool's size), ``instance`` and ``instance_state`` (the
-  extranonce1s handed out), ``logging.format`` and ``logging.file`` (twistd
-  holds the observer), ``control.listen`` (the port this reload may have
-  come through), ``web`` (its site and pages are built at start) and
-  ``profit_switching`` (its service is built at start);
+  extranonce1s handed out), ``workers`` (the processes started),
+  ``logging.format`` and ``logging.file`` (twistd holds the observer),
+  ``control.listen`` (the port this reload may have come through), ``web``
+  (its site and pages are built at start) and ``profit_switching`` (its
+  service is built at start);
 - a pool's ``coin`` (its Redis keys, algorithm and chain), ``usernames``
   and ``version_mask`` (read once by its miners' methods),
   ``hashrate_window``, and ``payments.scheme`` and ``payments.pplns_window``:
@@ -53,6 +54,7 @@ GLOBAL_RESTART = (
     "threads",
     "instance",
     "instance_state",
+    "workers",
     "logging.format",
     "logging.file",
     "control.listen",

@@ -296,6 +296,9 @@ class SwitchConfig:
         return found
 
 
+MAX_WORKERS = 256  # worker processes: one instance byte each
+
+
 def _file_path(value: str) -> str | None:
     return "must be a file path" if not value or "\0" in value else None
 
@@ -390,6 +393,11 @@ class GlobalConfig:
     # find the new process on a listening socket that outlives this one
     # (systemd's). 0: no one is asked, every connection closes at once.
     drain_seconds: float = checked(non_negative, 5.0)
+    # Processes serving the Stratum ports. 1: this process serves them;
+    # more: it keeps the control port, web and payments, and supervises
+    # that many worker processes, each on every Stratum port with an
+    # instance byte of its own (so at most 256 of them).
+    workers: int = checked(lambda v: None if 1 <= v <= MAX_WORKERS else f"must be 1-{MAX_WORKERS}", 1)
     redis: RedisConfig = field(default_factory=RedisConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
@@ -397,6 +405,12 @@ class GlobalConfig:
     pool_defaults: PoolDefaults = field(default_factory=PoolDefaults)
     switching: dict[str, SwitchConfig] = field(default_factory=dict)  # by switch name
     profit_switching: ProfitSwitchingConfig | None = None  # None: no profit switching
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.workers > 1 and self.instance is not None:
+            # One byte cannot be every worker's: each leases its own.
+            return [("instance", "must be null with workers > 1: each worker leases its own byte")]
+        return []
 
 
 def network_magic(value: str) -> bytes:

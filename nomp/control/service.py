@@ -80,6 +80,16 @@ HELP = (
 )
 
 
+# With worker processes (nomp.workers) every command but these also goes to
+# each worker, so a command added to the control port reaches them as it is:
+NOT_FORWARDED = frozenset({"help", "pools", "payments", "shutdown", "auth"})
+# and these run in the main process too, whose own state they are about
+# (the others are about miners, which only the workers have).
+ALSO_HERE = frozenset({"status", "loglevel", "reload", "reloadpool"})
+
+Forward = Callable[[str], "defer.Deferred[list[tuple[str, str]]]"]
+
+
 class CommandError(Exception):
     """A command that cannot be carried out; the text is the reply (after "error ")."""
 
@@ -125,10 +135,14 @@ class ControlProtocol(LineOnlyReceiver):
         operations: Operations | None = None,
         token: Callable[[], str | None] | None = None,
         clock: Any = None,
+        forward: Forward | None = None,
     ) -> None:
         """``token``: the shared secret now (None: none needed); ``clock`` runs
-        ``shutdown`` once its answer is written (the reactor)."""
+        ``shutdown`` once its answer is written (the reactor); ``forward``
+        sends a command line to every worker process and fires with each
+        one's (name, answer)."""
         self._pools = pools
+        self._forward = forward
         self._servers: Mapping[str, StratumPool] = servers if servers is not None else {}
         self._operations = operations
         self._token = token or (lambda: None)
@@ -179,21 +193,42 @@ class ControlProtocol(LineOnlyReceiver):
         if handler is None:
             self._answer(f"error unknown command {command[:40]!r}; {HELP}")
             return
-        try:
-            answer = handler(args)
-        except CommandError as e:
-            self._answer(f"error {e}")
-            return
-        except Exception:
-            self.log.failure("control command {command} failed", command=command)
-            self._answer("error internal error")
-            return
+        if self._forward is not None and command not in NOT_FORWARDED:
+            answer: Answer = self._everywhere(command, handler, args, " ".join(words))
+        else:
+            answer = self._run(command, handler, args)
         if isinstance(answer, str):
             self._answer(answer)
             return
         self._waiting = answer
         answer.addErrback(self._failed, command)
         answer.addCallback(self._answered)
+
+    def _run(self, command: str, handler: Callable[[list[str]], Answer], args: list[str]) -> Answer:
+        try:
+            return handler(args)
+        except CommandError as e:
+            return f"error {e}"
+        except Exception:
+            self.log.failure("control command {command} failed", command=command)
+            return "error internal error"
+
+    def _everywhere(
+        self, command: str, handler: Callable[[list[str]], Answer], args: list[str], line: str
+    ) -> defer.Deferred[str]:
+        """The command run by every worker (and here too if it is in ALSO_HERE)."""
+        return defer.Deferred.fromCoroutine(self._run_everywhere(command, handler, args, line))
+
+    async def _run_everywhere(
+        self, command: str, handler: Callable[[list[str]], Answer], args: list[str], line: str
+    ) -> str:
+        assert self._forward is not None
+        there = self._forward(line)
+        here: str | None = None
+        if command in ALSO_HERE:
+            answer = self._run(command, handler, args)
+            here = answer if isinstance(answer, str) else await answer
+        return combine_answers(here, await there)
 
     def _failed(self, failure: Any, command: str) -> str:
         self.log.failure("control command {command} failed", failure, command=command)
@@ -421,6 +456,18 @@ class ControlProtocol(LineOnlyReceiver):
         return f"ok {server.config.name}: {ip} was not banned"
 
 
+def combine_answers(here: str | None, there: list[tuple[str, str]]) -> str:
+    """One answer line from the main process's (None: it did not run the
+    command) and the workers': ok when the main process's is and at least
+    one worker's is (a command about miners finds them in some workers only),
+    with every answer listed."""
+    ok = (here is None or here.startswith("ok")) and any(answer.startswith("ok") for _, answer in there)
+    listed = [f"{name}: {answer}" for name, answer in there] or ["no worker is running"]
+    if here is not None:
+        listed.insert(0, f"main: {here}")
+    return ("ok " if ok else "error ") + " | ".join(listed)
+
+
 def _sent(server: StratumPool, method: str, sent: int, target: MinerTarget) -> str:
     if sent == 0:
         raise CommandError(f"{server.config.name}: no miner matches {target.describe()}")
@@ -465,15 +512,19 @@ class ControlFactory(Factory):
         operations: Operations | None = None,
         token: Callable[[], str | None] | None = None,
         clock: Any = None,
+        forward: Forward | None = None,
     ) -> None:
         self.pools = pools
         self.servers = servers
         self.operations = operations
         self.token = token
         self.clock = clock
+        self.forward = forward
 
     def buildProtocol(self, addr: IAddress | None) -> ControlProtocol:
-        return ControlProtocol(self.pools, self.servers, self.operations, self.token, self.clock)
+        return ControlProtocol(
+            self.pools, self.servers, self.operations, self.token, self.clock, self.forward
+        )
 
 
 def control_service(
@@ -484,15 +535,17 @@ def control_service(
     operations: Operations | None = None,
     token: Callable[[], str | None] | None = None,
     timers: tuple[Any, ...] = (),
+    forward: Forward | None = None,
 ) -> MultiService:
     """The control port as a service of the tree. ``servers``: each pool's
     StratumPool by pool name, for the commands about miners and bans;
     ``operations``: the process, for status, reload and the rest; ``token``:
     the secret a connection must give first, if any; ``timers``: services
-    the control port's answers rely on (the share rates of ``status``)."""
+    the control port's answers rely on (the share rates of ``status``);
+    ``forward``: the worker processes' channels, when there are workers."""
     service = MultiService()
     service.setName("control")
-    factory = ControlFactory(pools, servers, operations, token, reactor)
+    factory = ControlFactory(pools, servers, operations, token, reactor, forward)
     listening = StreamServerEndpointService(serverFromString(reactor, listen), factory)
     listening._raiseSynchronously = True
     listening.setServiceParent(service)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
 
 from nomp.config import BanningConfig, EthPoolConfig, PoolConfig, PortConfig
@@ -94,11 +96,21 @@ class StratumService(OrderedMultiService):
 
     log = Logger()
 
-    def __init__(self, server: MinerSide, ports: tuple[PortConfig, ...], reactor: Any) -> None:
+    def __init__(
+        self,
+        server: MinerSide,
+        ports: tuple[PortConfig, ...],
+        reactor: Any,
+        endpoint: Callable[[str], IStreamServerEndpoint] | None = None,
+    ) -> None:
+        """``endpoint`` makes a port's listening endpoint from its ``listen``
+        (default: the endpoint the string describes; nomp.workers gives
+        sockets held for worker processes, or inherited from the main one)."""
         super().__init__()
         self.setName("stratum")
         self.server = server
         self._reactor = reactor
+        self._endpoint = endpoint or partial(serverFromString, reactor)
         banning = server.config.banning
         self._sync: TimerService | None = None
         shared_bans = server.bans.shared
@@ -135,7 +147,7 @@ class StratumService(OrderedMultiService):
         self._ports[port.listen] = port
         if port.proxy_protocol:
             factory = ProxyProtocolFactory(factory, list(port.proxy_protocol), self._reactor)
-        listening = StreamServerEndpointService(serverFromString(self._reactor, port.listen), factory)
+        listening = StreamServerEndpointService(self._endpoint(port.listen), factory)
         # A port that cannot be bound stops start-up instead of being logged and skipped.
         listening._raiseSynchronously = True
         self._listening[port.listen] = listening

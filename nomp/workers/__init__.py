@@ -1,0 +1,1 @@
+"""Worker processes: the Stratum ports served by several processes on one machine."""
