@@ -43,7 +43,8 @@ def decode_address(text: str, network: NetworkConfig) -> Address:
     if network.bech32_hrp and hrp == network.bech32_hrp:
         return _decode_segwit(text, network.bech32_hrp)
     data = text.lower().rsplit("1", 1)[-1]
-    if hrp and len(data) >= 7 and all(c in _BECH32_INDEX for c in data):
+    single_case = text in (text.lower(), text.upper())  # bech32 never mixes cases; base58 mostly does
+    if hrp and single_case and len(data) >= 7 and all(c in _BECH32_INDEX for c in data):
         raise AddressError(f"prefix {hrp!r} is not this network's ({network.bech32_hrp!r})")
     return _decode_base58(text, network)
 
@@ -127,3 +128,52 @@ def _regroup(five_bit: list[int]) -> bytes:
     if bits >= 5 or (accumulator << (8 - bits)) & 0xFF:
         raise AddressError("bad padding")
     return bytes(out)
+
+
+def address_of(script: bytes, network: NetworkConfig) -> str:
+    """The address on ``network`` that pays ``script`` (decode_address's
+    inverse), or AddressError for a script the network has no address for."""
+    if len(script) == 25 and script[:3] == b"\x76\xa9\x14" and script[23:] == b"\x88\xac":
+        return _encode_base58(bytes([network.pubkey_address_prefix]) + script[3:23])
+    if len(script) == 23 and script[:2] == b"\xa9\x14" and script[22:] == b"\x87":
+        return _encode_base58(bytes([network.script_address_prefixes[0]]) + script[2:22])
+    opcode = script[0] if script else -1
+    if (opcode == 0 or 0x51 <= opcode <= 0x60) and len(script) >= 2 and script[1] == len(script) - 2:
+        if network.bech32_hrp is None:
+            raise AddressError(f"chain {network.chain} has no segwit (bech32) addresses")
+        return _encode_segwit(network.bech32_hrp, 0 if opcode == 0 else opcode - 0x50, script[2:])
+    raise AddressError(f"no address pays script {script.hex()}")
+
+
+def _encode_base58(payload: bytes) -> str:
+    raw = payload + hashlib.sha256(hashlib.sha256(payload).digest()).digest()[:4]
+    number = int.from_bytes(raw, "big")
+    digits = []
+    while number:
+        number, digit = divmod(number, 58)
+        digits.append(_BASE58[digit])
+    leading_zeros = len(raw) - len(raw.lstrip(b"\0"))
+    return "1" * leading_zeros + "".join(reversed(digits))
+
+
+def _encode_segwit(hrp: str, version: int, program: bytes) -> str:
+    data = [version, *_to_five_bits(program)]
+    expanded = [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
+    constant = _BECH32_CONST if version == 0 else _BECH32M_CONST
+    checksum = _polymod(expanded + data + [0] * 6) ^ constant
+    data += [(checksum >> 5 * (5 - i)) & 31 for i in range(6)]
+    return hrp + "1" + "".join(_BECH32[value] for value in data)
+
+
+def _to_five_bits(data: bytes) -> list[int]:
+    accumulator = bits = 0
+    out = []
+    for byte in data:
+        accumulator = (accumulator << 8) | byte
+        bits += 8
+        while bits >= 5:
+            bits -= 5
+            out.append((accumulator >> bits) & 31)
+    if bits:
+        out.append((accumulator << (5 - bits)) & 31)
+    return out

@@ -76,7 +76,8 @@ class JobRegistry:
     """The jobs miners may submit shares for.
 
     All jobs on the current previous block stay valid (up to ``max_jobs``,
-    oldest dropped first); a new previous block drops them all.
+    oldest dropped first); a new previous block drops them all. Job ids
+    count up in hex from ``first_id``.
     """
 
     def __init__(
@@ -85,13 +86,14 @@ class JobRegistry:
         plan: PayoutPlan,
         layout: CoinbaseLayout,
         max_jobs: int = 16,
+        first_id: int = 1,
     ) -> None:
         self.algorithm = algorithm
         self.plan = plan
         self.layout = layout
         self._max_jobs = max_jobs
         self._jobs: OrderedDict[str, Job] = OrderedDict()
-        self._ids = itertools.count(1)
+        self._ids = itertools.count(first_id)
         self.current: Job | None = None
 
     def get(self, job_id: str) -> Job | None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from twisted.internet import defer, task
@@ -66,14 +66,6 @@ class BlockRecords(Protocol):
     def flush(self) -> defer.Deferred[None]: ...
 
 
-@dataclass(frozen=True, slots=True)
-class TemplateRead:
-    """A usable template a daemon gave, and when (reactor seconds) it was read."""
-
-    template: BlockTemplate
-    read_at: float
-
-
 class PoolService(OrderedMultiService):
     """A pool: waits for its daemon, keeps jobs current, submits blocks.
 
@@ -113,7 +105,6 @@ class PoolService(OrderedMultiService):
         self._refresh_again: bool | None = None  # None: nothing queued; else force flag
         self._waiters: list[defer.Deferred[None]] = []
         self._template_error: str | None = None
-        self._latest_template: TemplateRead | None = None
         self.ready = False
         self._recorder = recorder
         self._wall_clock = wall_clock if wall_clock is not None else time.time
@@ -122,12 +113,6 @@ class PoolService(OrderedMultiService):
         self._blocks_in_flight = KeyedWork()  # by block hash: its record, submission and settlement
         self._settle: task.LoopingCall | None = None
         self._clients: DaemonClients | None = None  # where a reload's daemons are made
-
-    @property
-    def latest_template(self) -> TemplateRead | None:
-        """The last template that made a job or matched the current one (None before
-        the first): what the network pays and asks now, as profit switching reads it."""
-        return self._latest_template
 
     def add_job_listener(self, listener: JobListener) -> None:
         """Call ``listener(job)`` for every new job (Stratum sends them on)."""
@@ -158,6 +143,9 @@ class PoolService(OrderedMultiService):
             coin.algorithm,
             plan,
             CoinbaseLayout(tx_version=coin.transactions.version, signature=pool.pool_signature.encode()),
+            # Ids from a random start: a miner a switching port moves between
+            # pools keeps the jobs of the one it left, and tells them apart by id.
+            first_id=secrets.randbits(32),
         )
         self.log.info(
             "pool {pool}: {coin} on chain {chain}, paying to {address} (script {script})",
@@ -271,7 +259,6 @@ class PoolService(OrderedMultiService):
         if self._template_error is not None:
             self.log.info("pool {pool}: templates are back", pool=self.config.name)
             self._template_error = None
-        self._latest_template = TemplateRead(template, fetched)
         if job is not None:
             made = self._reactor.seconds()
             self._announce(job, (fetched - started, read - fetched, made - read))

@@ -206,6 +206,19 @@ class InstanceKeys:
 
 
 @dataclass(frozen=True, slots=True)
+class SwitchKeys:
+    """The keys of the coin-switching ports (nomp.switching). NOMP kept the
+    current coin in one ``proxyState`` hash by algorithm; nomp keeps it per
+    switch, by the switch's name, so two switches of one algorithm are apart."""
+
+    namespace: str = "nomp"
+
+    def current(self, switch: str) -> str:
+        """string: the name of the pool switch ``switch``'s miners mine for."""
+        return f"{self.namespace}:switching:{switch}:current"
+
+
+@dataclass(frozen=True, slots=True)
 class WebKeys:
     """The keys of the web API, shared by every pool (NOMP's portal keys)."""
 

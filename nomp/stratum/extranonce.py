@@ -84,6 +84,16 @@ class Extranonce1Allocator:
         self._next = base | ((value + 1) % _SUFFIXES)
         return value.to_bytes(EXTRANONCE1_SIZE, "big")
 
+    def claim(self, extranonce1: bytes) -> bool:
+        """Hold a value handed out elsewhere in this process (a miner a
+        switching port moves in from another pool) if it is of the byte
+        handed out now and free here; whether it is now held."""
+        value = int.from_bytes(extranonce1, "big")
+        if self.instance is None or value >> _SUFFIX_BITS != self.instance or value in self._used:
+            return False
+        self._used.add(value)
+        return True
+
     def release(self, extranonce1: bytes) -> None:
         # A value of an earlier partition is not in the set: nothing happens.
         self._used.discard(int.from_bytes(extranonce1, "big"))
