@@ -7,6 +7,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from twisted.internet import defer, task
@@ -66,6 +67,14 @@ class BlockRecords(Protocol):
     def flush(self) -> defer.Deferred[None]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class TemplateRead:
+    """A usable template a daemon gave, and when (reactor seconds) it was read."""
+
+    template: BlockTemplate
+    read_at: float
+
+
 class PoolService(OrderedMultiService):
     """A pool: waits for its daemon, keeps jobs current, submits blocks.
 
@@ -105,6 +114,7 @@ class PoolService(OrderedMultiService):
         self._refresh_again: bool | None = None  # None: nothing queued; else force flag
         self._waiters: list[defer.Deferred[None]] = []
         self._template_error: str | None = None
+        self._latest_template: TemplateRead | None = None
         self.ready = False
         self._recorder = recorder
         self._wall_clock = wall_clock if wall_clock is not None else time.time
@@ -113,6 +123,12 @@ class PoolService(OrderedMultiService):
         self._blocks_in_flight = KeyedWork()  # by block hash: its record, submission and settlement
         self._settle: task.LoopingCall | None = None
         self._clients: DaemonClients | None = None  # where a reload's daemons are made
+
+    @property
+    def latest_template(self) -> TemplateRead | None:
+        """The last template that made a job or matched the current one (None before
+        the first): what the network pays and asks now, as profit switching reads it."""
+        return self._latest_template
 
     def add_job_listener(self, listener: JobListener) -> None:
         """Call ``listener(job)`` for every new job (Stratum sends them on)."""
@@ -259,6 +275,7 @@ class PoolService(OrderedMultiService):
         if self._template_error is not None:
             self.log.info("pool {pool}: templates are back", pool=self.config.name)
             self._template_error = None
+        self._latest_template = TemplateRead(template, fetched)
         if job is not None:
             made = self._reactor.seconds()
             self._announce(job, (fetched - started, read - fetched, made - read))
