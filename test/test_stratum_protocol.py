@@ -15,6 +15,7 @@ from nomp.candidate import BlockCandidate
 from nomp.chain.encoding import block_hash, txid
 from nomp.chain.jobs import Job
 from nomp.config import NetworkConfig, PortConfig, VardiffConfig
+from nomp.stratum.difficulty import QUIET_STEPS
 from nomp.stratum.extranonce import Extranonce1Allocator
 from nomp.stratum.methods import SUBSCRIPTION_ID
 from nomp.stratum.protocol import (
@@ -1285,3 +1286,27 @@ class VardiffProtocolTests(_StratumCase):
             sent += [m["params"][0] for m in miner.read()]
         self.assertEqual(sent, [0.000164835, VARDIFF.min_diff])
         self.assertEqual(miner.session.difficulty, VARDIFF.min_diff)
+
+    def test_quiet_miners_looked_at_in_steps(self) -> None:
+        """The timer's steps look at each quiet miner once in QUIET_STEPS steps, a
+        slice each step; one gone since the round began is passed over, one
+        come since is in the next round."""
+        miners = [self.harness.miner(WORKER, port=VARDIFF_PORT) for _ in range(2 * QUIET_STEPS + 1)]
+        self.clock.advance(91)
+        self.server.retarget_quiet_step()  # the round starts from the miners open now
+        lowered = [m for m in miners if m.read()]
+        self.assertEqual(len(lowered), 3)
+        gone = next(m for m in miners if m not in lowered)
+        miners.remove(gone)
+        gone.lose()
+        late = self.harness.miner(WORKER, port=VARDIFF_PORT)
+        for _ in range(QUIET_STEPS - 1):
+            self.server.retarget_quiet_step()
+            lowered += [m for m in miners if m.read()]
+        self.assertEqual(gone.read(), [])
+        self.assertEqual(sorted(map(id, lowered)), sorted(map(id, miners)))
+        self.assertEqual({m.session.difficulty for m in miners}, {tidy(VARDIFF_PORT.diff * 15 / 91)})
+        self.clock.advance(91)
+        for _ in range(QUIET_STEPS):  # the next round has the late miner in it
+            self.server.retarget_quiet_step()
+        self.assertEqual(len(late.read()), 1)

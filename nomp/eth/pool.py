@@ -65,6 +65,7 @@ class EthStratumPool:
         )
         self.broadcaster = EthBroadcaster(config.name, self.connections, clock)
         self.getwork: list[GetworkResource] = []
+        self.quiet = difficulty.QuietSweep(self.connections)
 
     def factory(self, port: PortConfig) -> Any:
         """The factory of one of the pool's ports (a getwork port's is a web site)."""
@@ -105,10 +106,17 @@ class EthStratumPool:
         """Lower the difficulty of miners whose shares stopped coming; forget
         getwork miners gone for good."""
         now = self.clock.seconds()
-        for connection in self.connections.snapshot():
-            difficulty.quiet_check(connection, now)
+        self.quiet.all(now)
         for resource in self.getwork:
             resource.forget_idle(now)
+
+    def retarget_quiet_step(self) -> None:
+        """``retarget_quiet`` for a slice of the miners (the service's timer); the
+        getwork miners gone for good are forgotten once a round."""
+        now = self.clock.seconds()
+        if self.quiet.step(now):
+            for resource in self.getwork:
+                resource.forget_idle(now)
 
     def close_all(self) -> None:
         for connection in self.connections.snapshot():

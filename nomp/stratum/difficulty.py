@@ -7,8 +7,16 @@ themselves are the pure core's (``VarDiff``, ``clamp_difficulty``).
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from nomp.stratum.configure import clamp_difficulty
 from nomp.stratum.connection import Connection, PortSettings
+
+# Every connection is looked at for quietness once a round, a slice of
+# them a step: with ten thousand miners a whole round in one reactor turn
+# would hold it for milliseconds.
+QUIET_ROUND = 5.0  # seconds
+QUIET_STEPS = 10  # steps a round
 
 
 def set_difficulty(connection: Connection, difficulty: float) -> None:
@@ -43,6 +51,48 @@ def quiet_check(connection: Connection, now: float) -> None:
         new = vardiff.on_quiet(session.vardiff, now, session.difficulty)
         if new is not None:
             _vardiff_changed(connection, new)
+
+
+class QuietSweep:
+    """The look for quiet miners (``quiet_check``), spread over steps.
+
+    A round starts from the connections open at its first step and looks
+    at an equal slice of them each step, so each is looked at once every
+    ``steps`` steps; one closed since the round started is passed over,
+    one opened since waits for the next round.
+    """
+
+    def __init__(self, connections: Collection[Connection], steps: int = QUIET_STEPS) -> None:
+        self._connections = connections
+        self._steps = steps
+        self._round: list[Connection] = []
+        self._per_step = 0
+        self._next = 0  # the round's next connection
+        self._steps_left = 0
+
+    def step(self, now: float) -> bool:
+        """Look at the next slice; whether this step started a round."""
+        started = self._steps_left == 0
+        if started:
+            self._round = list(self._connections)
+            self._per_step = -(-len(self._round) // self._steps)
+            self._next = 0
+            self._steps_left = self._steps
+        self._steps_left -= 1
+        end = len(self._round) if self._steps_left == 0 else self._next + self._per_step
+        connections = self._connections
+        for connection in self._round[self._next : end]:
+            if connection in connections:
+                quiet_check(connection, now)
+        self._next = end
+        if self._steps_left == 0:
+            self._round = []  # no closed connection kept alive until the next round
+        return started
+
+    def all(self, now: float) -> None:
+        """Look at every open connection now (a round of its own, beside the steps')."""
+        for connection in list(self._connections):
+            quiet_check(connection, now)
 
 
 def miner_asked(connection: Connection, requested: float, now: float) -> None:

@@ -25,7 +25,6 @@ from nomp.stratum.protocol import StratumFactory
 from nomp.stratum.proxyproto import ProxyProtocolFactory
 from nomp.stratum.registry import ConnectionRegistry
 
-QUIET_CHECK_INTERVAL = 5.0  # seconds between looks for miners gone quiet
 DRAIN_CHECK_INTERVAL = 0.05  # seconds between counts of the miners still there, in a drain
 
 C = TypeVar("C", PoolConfig, EthPoolConfig)
@@ -59,7 +58,14 @@ class MinerSide(Protocol):
         """Take a reloaded pool configuration (its banning section above all)."""
         ...
 
-    def retarget_quiet(self) -> None: ...
+    def retarget_quiet(self) -> None:
+        """Look at every miner for quietness now (see nomp.stratum.difficulty.QuietSweep)."""
+        ...
+
+    def retarget_quiet_step(self) -> None:
+        """One step of the look for quiet miners: a slice of them, all of
+        them in QUIET_STEPS steps."""
+        ...
 
     def close_all(self) -> None: ...
 
@@ -130,7 +136,7 @@ class StratumService(OrderedMultiService):
         self.unopened: list[str] = []
         for port in ports:
             self._listener(port).setServiceParent(self)
-        self._timer(QUIET_CHECK_INTERVAL, server.retarget_quiet)
+        self._timer(difficulty.QUIET_ROUND / difficulty.QUIET_STEPS, server.retarget_quiet_step)
 
     def _timer(self, step: float, call: Callable[[], object]) -> TimerService:
         timer = TimerService(step, call)

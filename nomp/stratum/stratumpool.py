@@ -79,6 +79,7 @@ class StratumPool:
             clock,
         )
         self.messages = OperatorMessages(config.name, self.connections)
+        self.quiet = difficulty.QuietSweep(self.connections)
 
     def factory(self, port: PortConfig) -> StratumFactory:
         """The factory of one of the pool's ports."""
@@ -115,9 +116,11 @@ class StratumPool:
 
     def retarget_quiet(self) -> None:
         """Lower the difficulty of miners whose shares stopped coming."""
-        now = self.clock.seconds()
-        for connection in self.connections.snapshot():
-            difficulty.quiet_check(connection, now)
+        self.quiet.all(self.clock.seconds())
+
+    def retarget_quiet_step(self) -> None:
+        """``retarget_quiet`` for a slice of the miners (the service's timer)."""
+        self.quiet.step(self.clock.seconds())
 
     def ask_to_reconnect(self) -> int:
         """``client.reconnect`` without an address to every miner: come back to
