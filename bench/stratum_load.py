@@ -2,6 +2,7 @@
 
 Run: python bench/stratum_load.py [--template realistic|empty] [--rates 600,1000,2000,3000]
     [--seconds 10] [--connections 50] [--miners 1000,5000,10000] [--blocks 5] [--threads 1]
+    [--workers 1,2]
 
 Starts a redis-server, a fake coin daemon and ``twistd -n nomp`` with a
 scrypt pool and a sha256d pool whose ports accept every hash as a share.
@@ -23,6 +24,13 @@ The miners are other processes: the share connections this one, the idle
 miners a swarm process of their own; both decode every line they get.
 Pool figures are read from /proc for the pool process only.
 bench/floor.py --fan-out runs the same swarm against a bare Twisted server.
+
+With --workers 1,2 it runs the shares and the fan-out on a pool of each
+worker count (``workers`` in config.yaml: the main process and that many
+worker processes on the Stratum ports; pool CPU is theirs together), then
+under bench/floor.py's bare Twisted servers, and prints side by side the
+highest rate answered with a reply p99 under 5 ms and the fan-out, each
+also as a ratio to bare Twisted's (the load client shares the cores).
 
 With --limits it measures the defences instead: the scrypt pool runs with
 connection limits and bans on, legitimate miners on 127.0.0.2 submit
@@ -98,6 +106,26 @@ def thread_cpu(pid: int) -> dict[int, float]:
     return {int(t.name): cpu_seconds(pid, int(t.name)) for t in Path(f"/proc/{pid}/task").iterdir()}
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its child processes (a pool's workers)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == pid:  # its parent
+            children.append(int(entry.name))
+    return [pid, *children]
+
+
+def tree_cpu(pids: list[int]) -> tuple[float, float]:
+    """CPU seconds of these processes, and of their main (reactor) threads alone."""
+    return sum(cpu_seconds(p) for p in pids), sum(cpu_seconds(p, p) for p in pids)
+
+
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -126,9 +154,11 @@ def write_conf(
     threads: int = 1,
     banning: dict[str, Any] | None = None,
     web: int | None = None,
+    workers: int = 1,
 ) -> None:
     (folder / "pools").mkdir(parents=True)
     settings = {
+        "workers": workers,
         "coins": str(ROOT / "coins"),
         "threads": threads,
         "redis": {"port": redis_port},
@@ -330,8 +360,8 @@ async def load_phase(
     per_tick = rate * tick
     debt = 0.0
     turn = 0
-    cpu_start, wall_start = cpu_seconds(pool_pid), time.perf_counter()
-    threads_start = thread_cpu(pool_pid)
+    pids = process_tree(pool_pid)  # with workers, the pool is several processes
+    (cpu_start, reactor_start), wall_start = tree_cpu(pids), time.perf_counter()
     end = wall_start + seconds
 
     def send() -> None:
@@ -350,9 +380,8 @@ async def load_phase(
     loop.stop()
     sending = time.perf_counter() - wall_start  # the rate is over the sends, not the wait after
     await task.deferLater(reactor, 1.0)  # let the last replies come
-    cpu = cpu_seconds(pool_pid) - cpu_start
-    threads_end = thread_cpu(pool_pid)
-    reactor_cpu = threads_end[pool_pid] - threads_start.get(pool_pid, 0)
+    cpu_end, reactor_end = tree_cpu(pids)
+    cpu, reactor_cpu = cpu_end - cpu_start, reactor_end - reactor_start
     for client in clients:
         if client.transport is not None:
             client.transport.loseConnection()
@@ -719,8 +748,10 @@ def running_pool(
     web: int | None = None,
     template: str = "realistic",
     transactions: int = TRANSACTIONS,
+    workers: int = 1,
 ) -> Iterator[RunningPool]:
-    """Start redis-server, the fake daemon and ``twistd -n nomp``; stop them all at the end."""
+    """Start redis-server, the fake daemon and ``twistd -n nomp`` (with
+    ``workers`` worker processes); stop them all at the end."""
     python = sys.executable
     twistd = str(Path(python).parent / "twistd")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -732,7 +763,9 @@ def running_pool(
         processes.append(subprocess.Popen(daemon, env=env))
         wait_port(daemon_port)
         conf = Path(tempfile.mkdtemp(prefix="nomp-bench-"))
-        write_conf(conf, daemon_port, redis.port, scrypt_port, sha_port, control_port, threads, banning, web)
+        write_conf(
+            conf, daemon_port, redis.port, scrypt_port, sha_port, control_port, threads, banning, web, workers
+        )
         profile = (
             ["--profile=/tmp/pool.prof", "--profiler=cprofile", "--savestats"]
             if os.environ.get("BENCH_PROFILE")
@@ -743,12 +776,25 @@ def running_pool(
         wait_port(scrypt_port)
         wait_port(sha_port)
         time.sleep(2)  # first templates
+        if workers > 1:
+            wait_workers(control_port, workers)
         yield RunningPool(env, redis, processes, daemon_port, scrypt_port, sha_port, control_port, conf, pool)
     finally:
         for process in reversed(processes):
             process.terminate()
             process.wait(timeout=30)
         redis.stop()
+
+
+def wait_workers(control_port: int, workers: int, timeout: float = 120) -> None:
+    """Until the main process's status has every worker with both pools ready."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        parts = control(control_port, "status").split(" | ")[1:]
+        if len(parts) == workers and all(part.count(": ready") == 2 for part in parts):
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"the {workers} workers were not ready within {timeout:g} s")
 
 
 def run_limits(options: argparse.Namespace) -> None:
@@ -898,6 +944,143 @@ def run_fan_out(options: argparse.Namespace, run: RunningPool) -> None:
     swarm.close()
 
 
+P99_LIMIT_MS = 5.0  # the reply p99 a share rate must keep to count in --workers' comparison
+FLOOR = ROOT / "bench" / "floor.py"
+
+
+@dataclass
+class Measured:
+    """One server's figures in the --workers comparison."""
+
+    name: str
+    rates: list[tuple[float, dict[str, float]]]  # (offered, load_phase's figures)
+    fan_outs: dict[int, list[FanOut]]  # by miners
+
+    def best(self) -> tuple[float, dict[str, float]] | None:
+        """The highest rate sustained with its reply p99 under P99_LIMIT_MS
+        and every share answered."""
+        kept = [
+            (rate, r)
+            for rate, r in self.rates
+            if r["p99_ms"] < P99_LIMIT_MS and r["accepted"] + r["rejected"] >= r["sent"]
+        ]
+        return max(kept, key=lambda pair: pair[1]["shares_per_s"]) if kept else None
+
+    def last(self, miners: int) -> float:
+        """The median over its blocks of the last miner's time, ms."""
+        return statistics.median(run.last for run in self.fan_outs[miners])
+
+
+def worker_spread(control_port: int) -> str:
+    """Each worker's open connections, from the main process's status."""
+    parts = control(control_port, "status").split(" | ")[1:]
+    counts = [re.findall(r"scrypt \([^)]*\): \w+, (\d+) miner", part) for part in parts]
+    return "/".join(found[0] if found else "?" for found in counts)
+
+
+async def measure_pool(options: argparse.Namespace, workers: int) -> Measured:
+    """Shares at each rate, then the fan-out, on a pool of ``workers`` worker processes."""
+    name = f"workers {workers}"
+    with running_pool(
+        options.threads, template=options.template, transactions=options.transactions, workers=workers
+    ) as run:
+        pids = process_tree(run.pool.pid)
+        print(f"{name}: pool pids {pids} ({len(pids)} processes)")
+        measured = Measured(name, [], {})
+        for rate in options.rates:
+            r = await load_phase(
+                run.scrypt_port, SCRYPT_ADDRESS, options.connections, rate, options.seconds, run.pool.pid
+            )
+            measured.rates.append((rate, r))
+            print(f"{name:12} {format_shares(rate, r)}")
+        swarm = SwarmProcess(run.scrypt_port, run.env)
+        run.processes.append(swarm.process)
+        new_block = partial(rpc, run.daemon_port, "bench_newblock")
+        notify = line_sender(run.control_port, "blocknotify scrypt")
+        for miners in options.miners:
+            measured.fan_outs[miners] = fan_out(swarm, miners, options.blocks, new_block, notify)
+            spread = f"; connections per worker {worker_spread(run.control_port)}" if workers > 1 else ""
+            print(f"{name:12} {summarise(measured.fan_outs[miners])}{spread}")
+        swarm.close()
+    return measured
+
+
+async def measure_floor(options: argparse.Namespace) -> Measured:
+    """bench/floor.py's bare Twisted servers under the same load and the same swarm."""
+    measured = Measured("bare Twisted", [], {})
+    port = free_port()
+    server = subprocess.Popen([sys.executable, str(FLOOR), "--serve", "twisted", str(port)])
+    try:
+        wait_port(port)
+        for rate in options.rates:
+            r = await load_phase(port, SCRYPT_ADDRESS, options.connections, rate, options.seconds, server.pid)
+            measured.rates.append((rate, r))
+            print(f"{measured.name:12} {format_shares(rate, r)}")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    port, control_port = free_port(), free_port()
+    command = [sys.executable, str(FLOOR), "--serve-fan-out", "write", str(port), str(control_port)]
+    server = subprocess.Popen(command)
+    try:
+        wait_port(port)
+        wait_port(control_port)
+        swarm = SwarmProcess(port, {**os.environ, "PYTHONPATH": str(ROOT)})
+        try:
+            notify = line_sender(control_port, "blocknotify")
+            for miners in options.miners:
+                measured.fan_outs[miners] = fan_out(swarm, miners, options.blocks, lambda: None, notify)
+                print(f"{measured.name:12} {summarise(measured.fan_outs[miners])}")
+        finally:
+            swarm.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return measured
+
+
+def format_shares(rate: float, r: dict[str, float]) -> str:
+    return (
+        f"{rate:5g}/s offered: {r['shares_per_s']:.0f}/s answered ({r['accepted']:.0f} accepted of "
+        f"{r['sent']:.0f}), CPU {r['cpu_us_per_share']:.0f} us/share "
+        f"(reactor threads {r['reactor_us_per_share']:.0f}), p50 {r['p50_ms']:.2f} ms, "
+        f"p99 {r['p99_ms']:.2f} ms, max {r['max_ms']:.1f} ms"
+    )
+
+
+def run_workers(options: argparse.Namespace) -> None:
+    """Pools of each --workers count, then the bare Twisted floor, in one run."""
+    measured: list[Measured] = []
+
+    async def phases(_: Any) -> None:
+        for workers in options.workers:
+            measured.append(await measure_pool(options, workers))
+        measured.append(await measure_floor(options))
+
+    run_until_done(phases(None))
+    floor = measured[-1]
+    floor_best = floor.best()
+    print(
+        f"\nshares: the highest of {','.join(f'{r:g}' for r in options.rates)}/s offered from "
+        f"{options.connections} connections with every share answered and reply p99 under "
+        f"{P99_LIMIT_MS:g} ms; fan-out: the last miner's job, median of {options.blocks} blocks"
+    )
+    for row in measured:
+        best = row.best()
+        shares = (
+            "none" if best is None else f"{best[1]['shares_per_s']:.0f}/s (p99 {best[1]['p99_ms']:.2f} ms)"
+        )
+        ratio = ""
+        if row is not floor and best is not None and floor_best is not None:
+            ratio = f", {best[1]['shares_per_s'] / floor_best[1]['shares_per_s']:.2f} of bare Twisted's"
+        fans = []
+        for miners in options.miners:
+            last = row.last(miners)
+            versus = "" if row is floor else f" ({last / floor.last(miners):.2f} x bare Twisted's)"
+            fans.append(f"{miners} miners {last:.1f} ms{versus}")
+        print(f"{row.name:12} shares {shares}{ratio}; fan-out {'; '.join(fans)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -920,6 +1103,11 @@ def main() -> None:
     parser.add_argument("--limits", action="store_true", help="measure the connection limits and bans")
     parser.add_argument("--sources", type=int, default=40, help="--limits: flood source addresses")
     parser.add_argument("--flood", nargs=3, type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--workers",
+        type=numbers,
+        help="compare pools of these worker counts (e.g. 1,2) and the bare Twisted floor, side by side",
+    )
     options = parser.parse_args()
     if options.flood:
         run_flood(*options.flood)
@@ -937,6 +1125,9 @@ def main() -> None:
         return
     if options.rate is not None:
         options.rates = [options.rate]
+    if options.workers:
+        run_workers(options)
+        return
     with running_pool(options.threads, template=options.template, transactions=options.transactions) as run:
         size = len(rpc_template(run.daemon_port))
         print(
