@@ -119,8 +119,9 @@ def messages(events: Sequence[LogEvent], level: LogLevel | None = None) -> list[
     return [formatEvent(e) for e in events if level is None or e["log_level"] == level]
 
 
-class ProfitServiceTests(TestCase):
-    """Two scrypt pools, ltc (the default) and doge, ranked every 60 s."""
+class ProfitTestCase(TestCase):
+    """Two scrypt pools, ltc (the default) and doge, ranked every 60 s; the prices
+    from an exchange behind StubTreq."""
 
     def setUp(self) -> None:
         self.clock = Clock()
@@ -157,6 +158,10 @@ class ProfitServiceTests(TestCase):
         """Let ``seconds`` pass and deliver the exchange's answers."""
         self.clock.advance(seconds)
         self.http.flush()
+
+
+class ProfitServiceTests(ProfitTestCase):
+    """The service's rounds, decisions and switches."""
 
     def test_no_round_before_the_interval(self) -> None:
         """The first ranking comes one interval after the start."""

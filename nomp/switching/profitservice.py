@@ -60,11 +60,12 @@ class ProfitPool:
 
 
 @dataclass(frozen=True, slots=True)
-class SwitchState:
+class ProfitState:
     """What profit switching last did with one switch."""
 
     switch: str
     algorithm: str
+    current: str  # the pool it is on after the round
     since: float  # reactor seconds its current pool has been current (as far as this process saw)
     ranking: Ranking
     decision: Decision
@@ -76,11 +77,12 @@ class ProfitSnapshot:
     """Everything the API, the site and the metrics show of profit switching."""
 
     unit: str  # what prices are in
-    source: str  # where they come from
+    source: str  # where they come from (an address not for the public)
+    source_kind: str  # http or file
     interval: float
     prices_error: str | None  # why the last read of the prices failed; None: it worked (or none yet)
     prices_read_at: float | None  # reactor seconds of the last good read
-    switches: tuple[SwitchState, ...]
+    switches: tuple[ProfitState, ...]
     switches_made: Mapping[tuple[str, str], int]  # (switch, one of SWITCH_RESULTS) -> count
 
 
@@ -90,7 +92,7 @@ class _Tracked:
 
     current: str | None = None
     since: float = 0.0
-    last: SwitchState | None = None
+    last: ProfitState | None = None
     skipped: dict[str, str] = field(default_factory=dict)  # pool -> the reason logged last
 
 
@@ -202,8 +204,14 @@ class ProfitSwitchingService(Service):
                 tracked.current, tracked.since = target, self._clock.seconds()
         else:
             self._log_stay(tracked, decision, ranking)
-        tracked.last = SwitchState(
-            switch, self._switches.algorithm(switch), tracked.since, ranking, decision, outcome
+        tracked.last = ProfitState(
+            switch,
+            self._switches.algorithm(switch),
+            self._switches.current(switch),
+            tracked.since,
+            ranking,
+            decision,
+            outcome,
         )
 
     def _facts(self, name: str, prices: Mapping[str, Fraction | str]) -> PoolFacts | Skipped:
@@ -286,6 +294,7 @@ class ProfitSwitchingService(Service):
         return ProfitSnapshot(
             unit=self.config.prices.unit,
             source=self._source.description,
+            source_kind="http" if self.config.prices.http is not None else "file",
             interval=self.config.interval,
             prices_error=self._prices_error,
             prices_read_at=self._prices_read_at,

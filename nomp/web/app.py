@@ -24,6 +24,7 @@ from nomp.payments.split import payout_address
 from nomp.web.collector import BLOCK_STATUSES, Snapshot
 from nomp.web.live import LiveStream
 from nomp.web.openapi import DOCUMENT
+from nomp.web.profitapi import ProfitView, profit_document
 from nomp.web.stats import BlockInfo, PaymentInfo, PoolStats, WorkerStats, block_counts, miner_address
 
 MAX_PER_PAGE = 500
@@ -234,8 +235,10 @@ class WebApp:
         pages: IResource | None = None,
         live: LiveStream | None = None,
         oep: IResource | None = None,
+        profit: ProfitView | None = None,
     ) -> None:
         self._snapshot = snapshot
+        self._profit = profit  # profit switching's state; None: not configured
         self._oep = oep  # open-ethereum-pool's API of the Ethereum-family pools, under /oep/
         self._metrics = metrics  # () -> (Prometheus text, its content type)
         self._pages = pages  # the site's pages, for every path outside /api and /metrics
@@ -347,6 +350,10 @@ class WebApp:
     @app.route("/api/pools/<string:name>/network", methods=["GET"])
     def network(self, request: IRequest, name: str) -> bytes:
         return self._document(request, network_document(self._pool(name)))
+
+    @app.route("/api/switching/profit", methods=["GET"])
+    def profit(self, request: IRequest) -> bytes:
+        return self._document(request, profit_document(None if self._profit is None else self._profit()))
 
     @app.route("/metrics", methods=["GET"])
     def metrics(self, request: IRequest) -> bytes:

@@ -39,6 +39,7 @@ from nomp.store.client import RedisClient
 from nomp.stratum.banning import Refusal
 from nomp.stratum.connection import Connection
 from nomp.stratum.pipeline import SHARE_RESULTS
+from nomp.switching.profitservice import SWITCH_RESULTS, ProfitSnapshot
 from nomp.web.collector import Snapshot
 
 # Daemon calls run from milliseconds (getblocktemplate on a small mempool)
@@ -257,6 +258,7 @@ class Metrics:
         self._pools: list[_WatchedPool] = []
         self._hashing: HashingLoad | None = None
         self._snapshot: Callable[[], Snapshot] | None = None
+        self._profit: Callable[[], ProfitSnapshot] | None = None
         self._unlockers: list[_UnlockerRuns] = []
         self._payers: list[_PayerRuns] = []
         self.daemon_call_seconds = Histogram(
@@ -296,8 +298,18 @@ class Metrics:
             buckets=REACTOR_LAG_BUCKETS,
             registry=self.registry,
         )
+        self.coin_switches = Counter(
+            "nomp_coin_switches",
+            "Moves of a switching port's miners to another of its pools, by switch and the pool moved to.",
+            ["switch", "pool"],
+            registry=self.registry,
+        )
         ProcessCollector(registry=self.registry)
         self.registry.register(_StateCollector(self))
+
+    def switched(self, switch: str, before: str, pool: str) -> None:
+        """A switch's miners moved from pool ``before`` to ``pool`` (a SwitchingService listener)."""
+        self.coin_switches.labels(switch, pool).inc()
 
     def watch_pool(
         self, name: str, server: MinerServer, recorder: BufferedRecords, pool: PoolCounters
@@ -318,6 +330,10 @@ class Metrics:
     def watch_snapshot(self, snapshot: Callable[[], Snapshot]) -> None:
         """Export the stats of the collector's current snapshot."""
         self._snapshot = snapshot
+
+    def watch_profit(self, snapshot: Callable[[], ProfitSnapshot]) -> None:
+        """Export profit switching's revenue estimates and switches."""
+        self._profit = snapshot
 
     def daemon_observer(self, pool: str) -> CallObserver:
         """The observer for the DaemonRPCs of the pool called ``pool``."""
@@ -365,6 +381,9 @@ class Metrics:
     def current_snapshot(self) -> Snapshot | None:
         return self._snapshot() if self._snapshot is not None else None
 
+    def profit_snapshot(self) -> ProfitSnapshot | None:
+        return self._profit() if self._profit is not None else None
+
 
 class _StateCollector(Collector):
     """State the pool keeps anyway, read at every scrape."""
@@ -381,6 +400,7 @@ class _StateCollector(Collector):
         yield from self._stats()
         yield from self._unlockers()
         yield from self._payers()
+        yield from self._profit()
 
     def _stratum(self) -> Iterable[Metric]:
         connections = GaugeMetricFamily(
@@ -510,6 +530,34 @@ class _StateCollector(Collector):
             for kind in _with_known(PAYMENT_TOTALS, stats.payment_totals):
                 totals.add_metric([name, kind], stats.payment_totals.get(kind, 0))
         yield from (hashrate, workers, miners, blocks, totals, payments)
+
+    def _profit(self) -> Iterable[Metric]:
+        snapshot = self._metrics.profit_snapshot()
+        if snapshot is None:
+            return
+        revenue = GaugeMetricFamily(
+            "nomp_profit_revenue_per_hash",
+            "Profit switching's estimate of what a hash earns on each pool it could value at its last "
+            "ranking, in the price unit: block reward * price * (target + 1) / 2^256.",
+            labels=["switch", "pool"],
+        )
+        switches = CounterMetricFamily(
+            "nomp_profit_switches",
+            "Switches profit switching asked for, by result: done, refused (by the switch) or failed.",
+            labels=["switch", "result"],
+        )
+        for state in snapshot.switches:
+            for estimate in state.ranking.estimates:
+                revenue.add_metric([state.switch, estimate.pool], float(estimate.revenue))
+            for result in SWITCH_RESULTS:
+                switches.add_metric(
+                    [state.switch, result], snapshot.switches_made.get((state.switch, result), 0)
+                )
+        up = snapshot.prices_error is None and snapshot.prices_read_at is not None
+        yield GaugeMetricFamily(
+            "nomp_profit_prices_up", "1 if the last read of the prices worked, else 0.", value=1 if up else 0
+        )
+        yield from (revenue, switches)
 
     def _unlockers(self) -> Iterable[Metric]:
         runs = CounterMetricFamily(

@@ -226,6 +226,57 @@ SCHEMAS: dict[str, Any] = {
     "MinerPage": _page("Miner"),
     "BlockPage": _page("Block"),
     "PaymentPage": _page("Payment"),
+    "ProfitEstimate": _object(
+        {
+            "pool": _STRING,
+            "symbol": _STRING,
+            "price": {**_STRING, "description": "Per whole coin, in the price unit (exact)"},
+            "reward": {**_INTEGER, "description": "The template's block reward in base units"},
+            "height": _INTEGER,
+            "target": {**_STRING, "description": "The network target, 64 hex digits"},
+            "revenuePerHash": {**_STRING, "description": "Expected price units a hash earns (12 digits)"},
+            "revenuePerGigahashDay": {**_STRING, "description": "The same for 1 GH/s over a day"},
+        }
+    ),
+    "ProfitSwitch": _object(
+        {
+            "name": _STRING,
+            "algorithm": _STRING,
+            "current": _STRING,
+            "since": {**_NUMBER, "description": "Unix seconds the current pool has been current"},
+            "decision": _object(
+                {
+                    "action": {"type": "string", "enum": ["stay", "switch"]},
+                    "from": _STRING,
+                    "to": _nullable(_STRING),
+                    "best": _nullable(_STRING),
+                    "reason": _STRING,
+                    "time": _NUMBER,
+                }
+            ),
+            "outcome": _nullable({**_STRING, "description": "The switch's answer, or why it was refused"}),
+            "ranking": {"type": "array", "items": _ref("ProfitEstimate")},
+            "skipped": {
+                "type": "array",
+                "items": _object({"pool": _STRING, "symbol": _nullable(_STRING), "reason": _STRING}),
+            },
+            "switches": _object({"done": _INTEGER, "refused": _INTEGER, "failed": _INTEGER}),
+        }
+    ),
+    "Profit": _object(
+        {
+            "enabled": {"type": "boolean"},
+            "unit": _nullable(_STRING),
+            "source": _nullable({**_STRING, "description": "Where prices come from: http or file"}),
+            "interval": _nullable(_NUMBER),
+            "prices": _nullable(
+                _object(
+                    {"ok": {"type": "boolean"}, "error": _nullable(_STRING), "readAt": _nullable(_NUMBER)}
+                )
+            ),
+            "switches": {"type": "array", "items": _ref("ProfitSwitch")},
+        }
+    ),
 }
 
 DOCUMENT: dict[str, Any] = {
@@ -300,6 +351,12 @@ DOCUMENT: dict[str, Any] = {
             "What each of the pool's daemons says of the network",
             _json("The daemons", _ref("Network")),
         ),
+        "/api/switching/profit": {
+            "get": {
+                "summary": "Profit switching: each switch's last ranking (best first) and decision",
+                "responses": {"200": _json("Profit switching's state", _ref("Profit"))},
+            }
+        },
         "/api/live_stats": {
             "get": {
                 "summary": "Server-sent events: the body of /api/stats after each collection",

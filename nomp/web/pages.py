@@ -122,8 +122,9 @@ class Pages:
 
     app = Klein()
 
-    def __init__(self, snapshot: Callable[[], Snapshot] | None = None) -> None:
+    def __init__(self, snapshot: Callable[[], Snapshot] | None = None, profit: bool = False) -> None:
         self._snapshot = snapshot
+        self._profit = profit  # profit switching runs: its page is linked and served
         self._static = load_static_files()
 
     def resource(self) -> IResource:
@@ -181,7 +182,7 @@ class Pages:
 <body{attributes}>
 <header class="site-header">
 <a class="brand" href="/">nomp</a>
-<nav class="site-nav"><a href="/">Pools</a></nav>
+<nav class="site-nav"><a href="/">Pools</a>{self._profit_link}</nav>
 <span id="live" class="live" hidden></span>
 </header>
 <main>
@@ -191,6 +192,10 @@ class Pages:
 </html>
 """
         return page.encode()
+
+    @property
+    def _profit_link(self) -> str:
+        return ' <a href="/switching/profit">Profit switching</a>' if self._profit else ""
 
     def _not_found(self, request: IRequest, message: str) -> bytes:
         main = f"""<h1>Not found</h1>
@@ -422,6 +427,17 @@ class Pages:
 <nav class="pager" id="pager" aria-label="Pages"></nav>"""
         title = f"{self._pool_title(pool)} payments"
         return self._render(request, title, main, "payments", {"pool": pool})
+
+    @app.route("/switching/profit", methods=["GET", "HEAD"])
+    def profit(self, request: IRequest) -> bytes:
+        """Each switch's last ranking and decision (from /api/switching/profit)."""
+        if not self._profit:
+            return self._not_found(request, "Profit switching is not configured.")
+        main = """<h1>Profit switching</h1>
+<p class="notice" id="profit-error" hidden></p>
+<p id="profit-summary"></p>
+<div id="profit-switches"><p class="empty">Loading…</p></div>"""
+        return self._render(request, "Profit switching", main, "profit")
 
     @app.route("/", branch=True)
     def not_found(self, request: IRequest) -> bytes:

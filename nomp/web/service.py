@@ -19,6 +19,7 @@ from nomp.web.collector import StatsCollector
 from nomp.web.live import LiveStream
 from nomp.web.oepapi import OepApi, OepApiResource
 from nomp.web.pages import Pages
+from nomp.web.profitapi import ProfitView
 
 
 class WebService(OrderedMultiService):
@@ -34,8 +35,10 @@ class WebService(OrderedMultiService):
         daemons: Callable[[str], DaemonGroup | None] = lambda name: None,
         eth_pools: Sequence[EthPoolConfig] = (),
         clock: IReactorTime | None = None,
+        profit: ProfitView | None = None,
     ) -> None:
-        """``clock`` times the collections and dates their stats; the reactor's by default."""
+        """``clock`` times the collections and dates their stats; the reactor's by default.
+        ``profit``: profit switching's state, when it runs."""
         super().__init__()
         self.setName("web")
         self.collector = StatsCollector(
@@ -48,7 +51,7 @@ class WebService(OrderedMultiService):
             eth_pools=eth_pools,
         )
         self.collector.setServiceParent(self)
-        pages = Pages(lambda: self.collector.snapshot).resource()
+        pages = Pages(lambda: self.collector.snapshot, profit=profit is not None).resource()
         self.live = LiveStream(config.max_live_clients)
         self.collector.add_listener(self.live.publish)
         oep = (
@@ -56,7 +59,7 @@ class WebService(OrderedMultiService):
             if eth_pools
             else None
         )
-        site = WebSite(WebApp(lambda: self.collector.snapshot, metrics, pages, self.live, oep))
+        site = WebSite(WebApp(lambda: self.collector.snapshot, metrics, pages, self.live, oep, profit))
         self.endpoint = StreamServerEndpointService(serverFromString(reactor, config.listen), site)
         self.endpoint._raiseSynchronously = True  # a port already taken stops the start
         self.endpoint.setServiceParent(self)
