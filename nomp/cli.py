@@ -14,6 +14,7 @@
     nomp-cli loglevel debug
     nomp-cli payments litecoin run
     nomp-cli reloadpool litecoin
+    nomp-cli coinswitch scrypt copycoin            (move a switching port's miners)
     nomp-cli reload
     nomp-cli shutdown
 

@@ -56,6 +56,8 @@ from nomp.store.schema import PoolKeys
 from nomp.store.service import RecorderService
 from nomp.stratum.service import StratumService
 from nomp.stratum.stratumpool import StratumPool
+from nomp.switching.ports import SwitchedPool, SwitchPorts
+from nomp.switching.service import SwitchingService
 from nomp.systemd import ServiceNotifier
 from nomp.web.metrics import Metrics, MetricsService
 from nomp.web.service import WebService
@@ -208,7 +210,8 @@ def build_service(
     ``root_options`` go to NompService (tests replace its exit and shutdown).
     """
     levels = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(config.settings.logging.level))
-    root = NompService(config, reactor, make_observer(config.settings.logging, levels=levels), **root_options)
+    observer = make_observer(config.settings.logging, levels=levels, worker=worker)
+    root = NompService(config, reactor, observer, **root_options)
     if worker is not None:
         roles = frozenset({"stratum"})
     held = (
@@ -252,6 +255,7 @@ def build_service(
         payments="payments" in roles,
     )
     rates = ShareRates(assembly.accepted_shares, reactor)
+    switching: SwitchingService | None = None  # built after the pools it switches between
     operations = ProcessOperations(
         lambda: list(assembly.parts.values()),
         lambda: redis.client() is not None,
@@ -261,6 +265,7 @@ def build_service(
         lambda: root.started_at,
         lambda pool: defer.Deferred.fromCoroutine(root.reloader.reload(pool)),
         root.shutdown,
+        lambda: [] if switching is None else switching.status_lines(),
     )
     supervisor = None
     if held is not None:
@@ -288,6 +293,7 @@ def build_service(
             lambda: assembly.token,
             (rates.timer(),),
             forward=None if supervisor is None else _forwarder(supervisor),
+            switches=lambda: switching,
         ).setServiceParent(root)
     root.await_work([pool.name for pool in config.pools] + [pool.name for pool in config.eth_pools])
     for pool_config in config.pools:
@@ -301,8 +307,17 @@ def build_service(
             raise SystemExit(f"nomp: {eth_config.file}: {e}") from None
         parts.service.add_work_listener(partial(_has_work, root, eth_config.name))
         parts.service.setServiceParent(root)
-    # At a stop, every pool's miners at once (a pool a reload added too).
-    root.drainers = lambda: [parts.stratum for parts in assembly.parts.values()]
+    if serving and config.settings.switching:
+        # After the pools: its ports close before theirs at a stop.
+        switching = _switching(config, assembly, redis, reactor)
+        switching.add_listener(metrics.switched)
+        switching.setServiceParent(root)
+    # At a stop, every pool's miners at once (a pool a reload added too), and
+    # the switching ports' listeners (their miners are the pools').
+    root.drainers = lambda: (
+        [parts.stratum for parts in assembly.parts.values()]
+        + ([] if switching is None else switching.stratum_services)
+    )
     web = config.settings.web
     if web.enabled and "web" in roles:
         web_service = WebService(
@@ -323,6 +338,24 @@ def build_service(
         supervisor.setServiceParent(root)
     root.reloader = Reloader(assembly, lambda: root.config, root.replace_config)
     return root
+
+
+def _switching(config: Config, assembly: PoolAssembly, redis: RedisService, reactor: Any) -> SwitchingService:
+    """The switching ports of config.yaml's ``switching``, over the pools built."""
+    defaults = config.settings.pool_defaults
+    switches = {}
+    for name, switch in config.settings.switching.items():
+        pools = [SwitchedPool(pool, assembly.servers[pool], assembly.pools[pool]) for pool in switch.pools]
+        ports = SwitchPorts(
+            name,
+            pools,
+            switch.banning or defaults.banning,
+            switch.connection_timeout or defaults.connection_timeout,
+            reactor,
+        )
+        switches[name] = (ports, StratumService(ports, switch.ports, reactor, assembly.endpoint))
+    algorithms = {name: switch.algorithm for name, switch in config.settings.switching.items()}
+    return SwitchingService(switches, algorithms, lambda: list(assembly.parts), redis.client, reactor)
 
 
 def _forwarder(supervisor: WorkerSupervisor) -> Callable[[str], defer.Deferred[list[tuple[str, str]]]]:

@@ -115,8 +115,10 @@ def _registry(harness: StratumHarness, first_id: int) -> JobRegistry:
     return registry
 
 
-class _SwitchCase(SynchronousTestCase):
+class SwitchSetup:
     """Two pools (ltc and copy, each a StratumPool on fakes with a job) and a switch over them."""
+
+    assertEqual: Any
 
     def setUp(self) -> None:
         self.clock = task.Clock()
@@ -172,6 +174,10 @@ class _SwitchCase(SynchronousTestCase):
         address, _, rig = login.partition(".")
         script = bytes.fromhex(f"76a914{address}88ac")
         return f"{address_of(script, harness.config.coin.network)}.{rig}"
+
+
+class _SwitchCase(SwitchSetup, SynchronousTestCase):
+    pass
 
 
 class AttachTests(_SwitchCase):

@@ -187,6 +187,14 @@ class SwitchingErrorTests(SwitchingConfTestCase):
             "config.yaml: switching.scrypt.ports[0].protocol: getwork is for Ethereum-family pools"
         )
 
+    def test_not_with_worker_processes(self) -> None:
+        """Switching ports are served by one process: not with workers > 1."""
+        self.settings["workers"] = 2
+        self.assertErrors(
+            "config.yaml: switching: not with workers > 1: a switch moves its miners between pools "
+            "within one process"
+        )
+
     def test_every_error_at_once(self) -> None:
         """Every problem of every switch is reported, each with its path."""
         self.switch["pools"] = ["nowhere", "other", "etc"]

@@ -95,9 +95,12 @@ class ProcessOperations:
         started: Callable[[], float | None],
         reload: Callable[[str | None], defer.Deferred[Any]],
         shutdown: Callable[[], object],
+        switches: Callable[[], Sequence[str]] = tuple,
     ) -> None:
         """``started``: when the process started (reactor seconds); ``reload``
-        fires with a nomp.reload.ReloadAnswer; ``shutdown`` stops the process."""
+        fires with a nomp.reload.ReloadAnswer; ``shutdown`` stops the process;
+        ``switches``: a line on each switching port's switch, for ``status``."""
+        self._switches = switches
         self._pools = pools
         self._redis_up = redis_up
         self._levels = levels
@@ -118,7 +121,7 @@ class ProcessOperations:
             state = "ready" if pool.ready else "starting"
             listed.append(f"{pool.name} ({pool.coin}): {state}, {miners}, {shown}")
         redis = "Redis up" if self._redis_up() else "Redis down"
-        return "; ".join([uptime, *(listed or ["no pools"]), redis])
+        return "; ".join([uptime, *(listed or ["no pools"]), *self._switches(), redis])
 
     def set_log_level(self, level: str) -> str:
         before = self._levels.logLevelForNamespace("")

@@ -17,6 +17,7 @@ coin's; ``<target>`` picks miners (see nomp.stratum.targets):
     loglevel <level>                              debug, info, warn, error or critical
     payments <pool> run|audit                     one payment run now, or the audit
     reload | reloadpool <pool>                    re-read the conf folder (see nomp.reload)
+    coinswitch <switch> <pool>                    move a switch's miners to another of its pools
     shutdown                                      stop the process, as SIGTERM does
 
 With ``control.token_file`` set, a connection's first line must be
@@ -47,6 +48,7 @@ from nomp.pool.service import PoolService
 from nomp.stratum.banning import normalise_ip
 from nomp.stratum.stratumpool import StratumPool
 from nomp.stratum.targets import TARGET_SYNTAX, MinerTarget, TargetError, describe_connection, parse_target
+from nomp.switching import Switches, SwitchRefused
 
 _BLOCK_HASH = re.compile(r"[0-9a-fA-F]{64}")
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
@@ -70,6 +72,7 @@ USAGE = {
     "payments": "payments <pool> run|audit",
     "reload": "reload",
     "reloadpool": "reloadpool <pool>",
+    "coinswitch": "coinswitch <switch> <pool>",
     "shutdown": "shutdown",
 }
 HELP = (
@@ -136,12 +139,15 @@ class ControlProtocol(LineOnlyReceiver):
         token: Callable[[], str | None] | None = None,
         clock: Any = None,
         forward: Forward | None = None,
+        switches: Callable[[], Switches | None] = lambda: None,
     ) -> None:
         """``token``: the shared secret now (None: none needed); ``clock`` runs
         ``shutdown`` once its answer is written (the reactor); ``forward``
         sends a command line to every worker process and fires with each
-        one's (name, answer)."""
+        one's (name, answer); ``switches``: the switching ports, once built
+        (None: there are none)."""
         self._pools = pools
+        self._switches = switches
         self._forward = forward
         self._servers: Mapping[str, StratumPool] = servers if servers is not None else {}
         self._operations = operations
@@ -166,6 +172,7 @@ class ControlProtocol(LineOnlyReceiver):
             "payments": self._payments,
             "reload": self._reload,
             "reloadpool": self._reloadpool,
+            "coinswitch": self._coinswitch,
             "shutdown": self._shutdown,
             "auth": self._auth_again,
         }
@@ -406,6 +413,20 @@ class ControlProtocol(LineOnlyReceiver):
     def _reloadpool(self, args: list[str]) -> Answer:
         return self._process("reloadpool", args, (1,)).reload(args[0])
 
+    def _coinswitch(self, args: list[str]) -> Answer:
+        if len(args) != 2:
+            raise CommandError(f"usage: {USAGE['coinswitch']}")
+        switches = self._switches()
+        if switches is None:
+            raise CommandError("no switches: config.yaml has no switching section")
+
+        def refused(failure: Any) -> str:
+            failure.trap(SwitchRefused)
+            return f"error {failure.value.message}"
+
+        answer = switches.switch(args[0], args[1], "operator")
+        return answer.addCallbacks(lambda line: f"ok {line}", refused)
+
     def _shutdown(self, args: list[str]) -> str:
         operations = self._process("shutdown", args)
         self.log.info("shutdown asked on the control port")
@@ -513,8 +534,10 @@ class ControlFactory(Factory):
         token: Callable[[], str | None] | None = None,
         clock: Any = None,
         forward: Forward | None = None,
+        switches: Callable[[], Switches | None] = lambda: None,
     ) -> None:
         self.pools = pools
+        self.switches = switches
         self.servers = servers
         self.operations = operations
         self.token = token
@@ -523,7 +546,7 @@ class ControlFactory(Factory):
 
     def buildProtocol(self, addr: IAddress | None) -> ControlProtocol:
         return ControlProtocol(
-            self.pools, self.servers, self.operations, self.token, self.clock, self.forward
+            self.pools, self.servers, self.operations, self.token, self.clock, self.forward, self.switches
         )
 
 
@@ -536,16 +559,18 @@ def control_service(
     token: Callable[[], str | None] | None = None,
     timers: tuple[Any, ...] = (),
     forward: Forward | None = None,
+    switches: Callable[[], Switches | None] = lambda: None,
 ) -> MultiService:
     """The control port as a service of the tree. ``servers``: each pool's
     StratumPool by pool name, for the commands about miners and bans;
     ``operations``: the process, for status, reload and the rest; ``token``:
     the secret a connection must give first, if any; ``timers``: services
     the control port's answers rely on (the share rates of ``status``);
-    ``forward``: the worker processes' channels, when there are workers."""
+    ``forward``: the worker processes' channels, when there are workers;
+    ``switches``: the switching ports (coinswitch), once built."""
     service = MultiService()
     service.setName("control")
-    factory = ControlFactory(pools, servers, operations, token, reactor, forward)
+    factory = ControlFactory(pools, servers, operations, token, reactor, forward, switches)
     listening = StreamServerEndpointService(serverFromString(reactor, listen), factory)
     listening._raiseSynchronously = True
     listening.setServiceParent(service)

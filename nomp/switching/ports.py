@@ -150,6 +150,9 @@ class SwitchPorts:
     def retarget_quiet(self) -> None:
         """Nothing: the pool each connection is attached to sweeps it with its own."""
 
+    def retarget_quiet_step(self) -> None:
+        """Nothing, as ``retarget_quiet``."""
+
     def close_all(self) -> None:
         for connection in self.connections.snapshot():
             connection.close()
