@@ -4,6 +4,7 @@ inherited, and the roles the composition root builds."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
@@ -14,12 +15,14 @@ import yaml
 from twisted.internet import defer, error, reactor, task
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
+from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from nomp.config import load_config
+from nomp.config import LoggingConfig, load_config
 from nomp.control.service import ALSO_HERE, NOT_FORWARDED, ControlProtocol, combine_answers
+from nomp.logs import make_observer
 from nomp.payments.service import PaymentService
 from nomp.store.instance import InstanceLeaseService
 from nomp.tap import Options, build_service, process_roles
@@ -80,6 +83,21 @@ class WorkersConfigTests(ConfTestCase):
         )
         self.settings["workers"] = 1
         self.assertEqual([e for e in self.errors() if "TLS" in e], [])
+
+
+class WorkerLogTests(SynchronousTestCase):
+    """A worker's log lines say which worker wrote them."""
+
+    def test_text_and_json(self) -> None:
+        text, lines = io.StringIO(), io.StringIO()
+        for settings, stream in ((LoggingConfig(), text), (LoggingConfig(format="json"), lines)):
+            log = Logger(namespace="nomp.pool", observer=make_observer(settings, stream, worker=2))
+            log.info("new block {height}", height=7)
+        self.assertRegex(text.getvalue(), r"^\S+ \[worker 2 nomp\.pool#info\] new block 7\n$")
+        self.assertEqual(json.loads(lines.getvalue().strip("\x1e\n"))["worker"], 2)
+        plain = io.StringIO()
+        Logger(namespace="nomp.pool", observer=make_observer(LoggingConfig(), plain)).info("main")
+        self.assertIn("[nomp.pool#info] main", plain.getvalue())
 
 
 class FakeProcessTransport:
