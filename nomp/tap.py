@@ -23,7 +23,7 @@ from twisted.python import usage
 from nomp.background import background
 from nomp.config import Config, ConfigErrors, EthPoolConfig, GlobalConfig, PoolConfig, load_config
 from nomp.config.diff import AnyPool, PoolChange, match_ports
-from nomp.config.model import MAX_WORKERS
+from nomp.config.model import MAX_WORKERS, ProfitSwitchingConfig
 from nomp.control.operations import ProcessOperations, ShareRates
 from nomp.control.service import ControlProtocol, control_service
 from nomp.control.token import TokenFileError, load_token
@@ -57,6 +57,8 @@ from nomp.store.service import RecorderService
 from nomp.stratum.service import StratumService
 from nomp.stratum.stratumpool import StratumPool
 from nomp.switching.ports import SwitchedPool, SwitchPorts
+from nomp.switching.prices import price_source
+from nomp.switching.profitservice import ProfitPool, ProfitSwitchingService
 from nomp.switching.service import SwitchingService
 from nomp.systemd import ServiceNotifier
 from nomp.web.metrics import Metrics, MetricsService
@@ -312,6 +314,11 @@ def build_service(
         switching = _switching(config, assembly, redis, reactor)
         switching.add_listener(metrics.switched)
         switching.setServiceParent(root)
+    profit = None
+    if switching is not None and config.settings.profit_switching is not None:
+        profit = _profit_switching(config.settings.profit_switching, switching, assembly, reactor)
+        metrics.watch_profit(profit.snapshot)
+        profit.setServiceParent(root)
     # At a stop, every pool's miners at once (a pool a reload added too), and
     # the switching ports' listeners (their miners are the pools').
     root.drainers = lambda: (
@@ -328,6 +335,7 @@ def build_service(
             metrics=metrics.render,
             daemons=lambda name: _ready_daemons(assembly.pools[name])() if name in assembly.pools else None,
             eth_pools=config.eth_pools,
+            profit=None if profit is None else profit.snapshot,
         )
         metrics.watch_snapshot(lambda: web_service.collector.snapshot)
         # Under the web service: its timers feed only /metrics, which the web port serves.
@@ -356,6 +364,18 @@ def _switching(config: Config, assembly: PoolAssembly, redis: RedisService, reac
         switches[name] = (ports, StratumService(ports, switch.ports, reactor, assembly.endpoint))
     algorithms = {name: switch.algorithm for name, switch in config.settings.switching.items()}
     return SwitchingService(switches, algorithms, lambda: list(assembly.parts), redis.client, reactor)
+
+
+def _profit_switching(
+    config: ProfitSwitchingConfig, switching: SwitchingService, assembly: PoolAssembly, reactor: Any
+) -> ProfitSwitchingService:
+    """Profit switching over the switches, valuing each pool from its PoolService."""
+
+    def pool(name: str) -> ProfitPool | None:
+        service = assembly.pools.get(name)
+        return None if service is None else ProfitPool(service.config.coin.symbol, service)
+
+    return ProfitSwitchingService(config, switching, pool, price_source(config.prices, reactor), reactor)
 
 
 def _forwarder(supervisor: WorkerSupervisor) -> Callable[[str], defer.Deferred[list[tuple[str, str]]]]:

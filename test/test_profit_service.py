@@ -144,7 +144,9 @@ class ProfitTestCase(TestCase):
     ) -> ProfitSwitchingService:
         if source is None:
             source = HTTPPriceSource(self.http, URL, self.clock, timeout=5.0, max_bytes=4096)
-        service = ProfitSwitchingService(config or self.config, self.switches, self.pools, source, self.clock)
+        service = ProfitSwitchingService(
+            config or self.config, self.switches, self.pools.get, source, self.clock
+        )
         service.startService()
         self.addCleanup(service.stopService)
         return service

@@ -24,12 +24,15 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Protocol
 
+from treq.client import HTTPClient
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
+from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
 from nomp.background import cancellable
+from nomp.config.model import PricesConfig
 from nomp.daemon.rpc import BoundedBody
 
 SYMBOL = "{symbol}"
@@ -179,6 +182,17 @@ class HTTPPriceSource:
         if response.code != 200:
             raise PriceSourceError(f"HTTP status {response.code}")
         return raw
+
+
+def price_source(prices: PricesConfig, reactor: Any) -> PriceSource:
+    """The source ``prices`` configures. An HTTP one opens a connection per read and
+    keeps none (a read every interval): nothing is left open between reads, and a
+    read under way is cancelled by its service's stop."""
+    if prices.http is None:
+        assert prices.file is not None  # the configuration gives one of them
+        return FilePriceSource(prices.file, prices.max_bytes)
+    agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False))
+    return HTTPPriceSource(HTTPClient(agent), prices.http.url, reactor, prices.http.timeout, prices.max_bytes)
 
 
 class FilePriceSource:

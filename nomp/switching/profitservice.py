@@ -10,7 +10,7 @@ it is back, and no decision meanwhile.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Protocol
@@ -105,14 +105,16 @@ class ProfitSwitchingService(Service):
         self,
         config: ProfitSwitchingConfig,
         switches: Switches,
-        pools: Mapping[str, ProfitPool],
+        pools: Callable[[str], ProfitPool | None],
         source: PriceSource,
         clock: IReactorTime,
     ) -> None:
+        """``pools`` gives the running pool of a name (None for one this process does
+        not run): looked up at every round, so a pool a reload made again is found."""
         self.setName("profit-switching")
         self.config = config
         self._switches = switches
-        self._pools = dict(pools)
+        self._pools = pools
         self._source = source
         self._clock = clock
         self._path = PricePath.parse(config.prices.path, config.prices.names)
@@ -166,7 +168,12 @@ class ProfitSwitchingService(Service):
         return self._running_round
 
     async def _round(self) -> None:
-        symbols = sorted({pool.symbol for pool in self._pools.values()})
+        running = [
+            self._pools(name)
+            for switch in self._switches.switch_names()
+            for name in self._switches.pools(switch)
+        ]
+        symbols = sorted({pool.symbol for pool in running if pool is not None})
         self._fetching = defer.Deferred.fromCoroutine(self._source.fetch())
         try:
             document = await self._fetching
@@ -215,7 +222,7 @@ class ProfitSwitchingService(Service):
         )
 
     def _facts(self, name: str, prices: Mapping[str, Fraction | str]) -> PoolFacts | Skipped:
-        pool = self._pools.get(name)
+        pool = self._pools(name)
         if pool is None:
             return Skipped(name, "", "not a pool of this process")
         read = pool.templates.latest_template
