@@ -335,6 +335,7 @@ def build_service(
             metrics=metrics.render,
             daemons=lambda name: _ready_daemons(assembly.pools[name])() if name in assembly.pools else None,
             eth_pools=config.eth_pools,
+            switching=None if switching is None else switching.documents,
             profit=None if profit is None else profit.snapshot,
         )
         metrics.watch_snapshot(lambda: web_service.collector.snapshot)

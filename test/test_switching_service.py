@@ -6,7 +6,9 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable
+from typing import Any, cast
 
+from treq.testing import StubTreq
 from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogLevelFilterPredicate, capturedLogs
@@ -20,6 +22,8 @@ from nomp.store.schema import SwitchKeys
 from nomp.stratum.service import StratumService
 from nomp.switching import Switches, SwitchRefused
 from nomp.switching.service import STATE_INTERVAL, SwitchingService
+from nomp.web.app import WebApp
+from nomp.web.pages import Pages
 from test.rediscli import redis
 from test.servers import shared_redis
 from test.test_stratum_protocol import NOW
@@ -261,3 +265,27 @@ class CoinswitchCommandTests(_ServiceCase):
             operations.status(),
             "up 0s; no pools; switch scrypt (scrypt): on ltc of ltc, copy, 0 miners; Redis up",
         )
+
+
+class SwitchingWebTests(TestCase):
+    """/api/switching and the site's page of the switches."""
+
+    async def test_api(self) -> None:
+        """/api/switching lists each switch's document; an empty list without switches."""
+        documents = [{"name": "scrypt", "current": "ltc"}]
+        with_switches: Any = StubTreq(WebApp(cast(Any, None), switching=lambda: documents).app.resource())
+        response = await with_switches.get("http://pool/api/switching")
+        self.assertEqual((response.code, await response.json()), (200, documents))
+        without: Any = StubTreq(WebApp(cast(Any, None)).app.resource())
+        self.assertEqual(await (await without.get("http://pool/api/switching")).json(), [])
+
+    async def test_page(self) -> None:
+        """The site links and serves its switching page only when there are switches."""
+        with_switches: Any = StubTreq(Pages(switching=True).resource())
+        response = await with_switches.get("http://pool/switching")
+        body = (await response.content()).decode()
+        self.assertEqual(response.code, 200)
+        self.assertIn('<a href="/switching">Switching</a>', body)
+        self.assertIn("/static/switching.js", body)
+        without: Any = StubTreq(Pages().resource())
+        self.assertEqual((await without.get("http://pool/switching")).code, 404)

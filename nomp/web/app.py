@@ -236,8 +236,10 @@ class WebApp:
         live: LiveStream | None = None,
         oep: IResource | None = None,
         profit: ProfitView | None = None,
+        switching: Callable[[], list[dict[str, Any]]] | None = None,
     ) -> None:
         self._snapshot = snapshot
+        self._switching = switching  # each switch's documents; None: no switching section
         self._profit = profit  # profit switching's state; None: not configured
         self._oep = oep  # open-ethereum-pool's API of the Ethereum-family pools, under /oep/
         self._metrics = metrics  # () -> (Prometheus text, its content type)
@@ -350,6 +352,10 @@ class WebApp:
     @app.route("/api/pools/<string:name>/network", methods=["GET"])
     def network(self, request: IRequest, name: str) -> bytes:
         return self._document(request, network_document(self._pool(name)))
+
+    @app.route("/api/switching", methods=["GET"])
+    def switching(self, request: IRequest) -> bytes:
+        return self._document(request, [] if self._switching is None else self._switching())
 
     @app.route("/api/switching/profit", methods=["GET"])
     def profit(self, request: IRequest) -> bytes:

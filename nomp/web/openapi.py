@@ -263,6 +263,21 @@ SCHEMAS: dict[str, Any] = {
             "switches": _object({"done": _INTEGER, "refused": _INTEGER, "failed": _INTEGER}),
         }
     ),
+    "Switch": _object(
+        {
+            "name": _STRING,
+            "algorithm": _STRING,
+            "pools": {
+                "type": "array",
+                "items": _STRING,
+                "description": "The switch's pools, its default first",
+            },
+            "current": {**_STRING, "description": "The pool its miners mine for now"},
+            "miners": {**_INTEGER, "description": "Open connections on the switch's ports"},
+            "switches": {**_INTEGER, "description": "Moves to another pool since the process started"},
+            "last_reason": _nullable({**_STRING, "description": "Why the last move was made"}),
+        }
+    ),
     "Profit": _object(
         {
             "enabled": {"type": "boolean"},
@@ -351,6 +366,17 @@ DOCUMENT: dict[str, Any] = {
             "What each of the pool's daemons says of the network",
             _json("The daemons", _ref("Network")),
         ),
+        "/api/switching": {
+            "get": {
+                "summary": "The switching ports' switches: each one's pools and the pool it is on",
+                "responses": {
+                    "200": _json(
+                        "Every switch (none without a switching section)",
+                        {"type": "array", "items": _ref("Switch")},
+                    )
+                },
+            }
+        },
         "/api/switching/profit": {
             "get": {
                 "summary": "Profit switching: each switch's last ranking (best first) and decision",

@@ -122,9 +122,12 @@ class Pages:
 
     app = Klein()
 
-    def __init__(self, snapshot: Callable[[], Snapshot] | None = None, profit: bool = False) -> None:
+    def __init__(
+        self, snapshot: Callable[[], Snapshot] | None = None, profit: bool = False, switching: bool = False
+    ) -> None:
         self._snapshot = snapshot
         self._profit = profit  # profit switching runs: its page is linked and served
+        self._switching = switching  # there are switching ports: their page is linked and served
         self._static = load_static_files()
 
     def resource(self) -> IResource:
@@ -182,7 +185,7 @@ class Pages:
 <body{attributes}>
 <header class="site-header">
 <a class="brand" href="/">nomp</a>
-<nav class="site-nav"><a href="/">Pools</a>{self._profit_link}</nav>
+<nav class="site-nav"><a href="/">Pools</a>{self._switching_link}{self._profit_link}</nav>
 <span id="live" class="live" hidden></span>
 </header>
 <main>
@@ -192,6 +195,10 @@ class Pages:
 </html>
 """
         return page.encode()
+
+    @property
+    def _switching_link(self) -> str:
+        return ' <a href="/switching">Switching</a>' if self._switching else ""
 
     @property
     def _profit_link(self) -> str:
@@ -427,6 +434,16 @@ class Pages:
 <nav class="pager" id="pager" aria-label="Pages"></nav>"""
         title = f"{self._pool_title(pool)} payments"
         return self._render(request, title, main, "payments", {"pool": pool})
+
+    @app.route("/switching", methods=["GET", "HEAD"])
+    def switching(self, request: IRequest) -> bytes:
+        """Each switching port's switch and the pool it is on (from /api/switching)."""
+        if not self._switching:
+            return self._not_found(request, "There are no switching ports.")
+        main = """<h1>Switching ports</h1>
+<p class="notice" id="switching-error" hidden></p>
+<div id="switches"><p class="empty">Loading…</p></div>"""
+        return self._render(request, "Switching ports", main, "switching")
 
     @app.route("/switching/profit", methods=["GET", "HEAD"])
     def profit(self, request: IRequest) -> bytes:

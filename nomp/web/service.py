@@ -36,9 +36,11 @@ class WebService(OrderedMultiService):
         eth_pools: Sequence[EthPoolConfig] = (),
         clock: IReactorTime | None = None,
         profit: ProfitView | None = None,
+        switching: Callable[[], list[dict[str, Any]]] | None = None,
     ) -> None:
         """``clock`` times the collections and dates their stats; the reactor's by default.
-        ``profit``: profit switching's state, when it runs."""
+        ``profit``: profit switching's state, when it runs; ``switching``: the
+        switches' states (SwitchingService.documents), when there are switches."""
         super().__init__()
         self.setName("web")
         self.collector = StatsCollector(
@@ -51,7 +53,9 @@ class WebService(OrderedMultiService):
             eth_pools=eth_pools,
         )
         self.collector.setServiceParent(self)
-        pages = Pages(lambda: self.collector.snapshot, profit=profit is not None).resource()
+        pages = Pages(
+            lambda: self.collector.snapshot, profit=profit is not None, switching=switching is not None
+        ).resource()
         self.live = LiveStream(config.max_live_clients)
         self.collector.add_listener(self.live.publish)
         oep = (
@@ -59,7 +63,9 @@ class WebService(OrderedMultiService):
             if eth_pools
             else None
         )
-        site = WebSite(WebApp(lambda: self.collector.snapshot, metrics, pages, self.live, oep, profit))
+        site = WebSite(
+            WebApp(lambda: self.collector.snapshot, metrics, pages, self.live, oep, profit, switching)
+        )
         self.endpoint = StreamServerEndpointService(serverFromString(reactor, config.listen), site)
         self.endpoint._raiseSynchronously = True  # a port already taken stops the start
         self.endpoint.setServiceParent(self)
