@@ -18,6 +18,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
+from nomp.config.model import HTTPPricesConfig, PricesConfig
 from nomp.switching.prices import (
     FilePriceSource,
     HTTPPriceSource,
@@ -25,6 +26,7 @@ from nomp.switching.prices import (
     PriceSourceError,
     parse_document,
     parse_price,
+    price_source,
 )
 
 FLAT = PricePath.parse("{symbol}", {})
@@ -112,6 +114,22 @@ class HTTPPriceSourceTests(TestCase):
         clock.advance(3.0)
         with self.assertRaisesRegex(PriceSourceError, "no answer in 3 s"):
             await fetching
+
+    async def test_configured(self) -> None:
+        """price_source builds the configured HTTP source: prices read over a connection of
+        its own each time, the document's size limit the configuration's."""
+        url = self.source.url
+        source = price_source(
+            PricesConfig(http=HTTPPricesConfig(url=url, timeout=5.0), max_bytes=64), reactor
+        )
+        assert isinstance(source, HTTPPriceSource)
+        self.endpoint.body = b'{"LTC": "70"}'
+        for _ in range(2):
+            self.assertEqual(FLAT.prices(await source.fetch(), ["LTC"]), {"LTC": Fraction(70)})
+        self.endpoint.body = b'{"LTC": "70", "pad": "' + b"x" * 64 + b'"}'
+        with self.assertRaisesRegex(PriceSourceError, "larger than 64 bytes"):
+            await source.fetch()
+        self.assertEqual(self.endpoint.requests, 3)
 
     async def test_missing_symbol(self) -> None:
         """A coin the document does not have is that coin's reason, the others are read."""
@@ -244,6 +262,13 @@ class FilePriceSourceTests(TestCase):
         self.write(json.dumps({"pad": "x" * 2000}).encode())
         with self.assertRaisesRegex(PriceSourceError, "larger than 1024 bytes"):
             await self.source.fetch()
+
+    async def test_configured(self) -> None:
+        """price_source builds the configured file source."""
+        self.write(b'{"LTC": "70"}')
+        source = price_source(PricesConfig(file=self.path), reactor)
+        assert isinstance(source, FilePriceSource)
+        self.assertEqual(FLAT.prices(await source.fetch(), ["LTC"]), {"LTC": Fraction(70)})
 
     async def test_updated_between_reads(self) -> None:
         """Each fetch reads the file as it is then."""

@@ -16,6 +16,7 @@ from twisted.logger import LogEvent, LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import TestCase
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 
 from nomp.chain.template import BlockTemplate
 from nomp.config.model import HTTPPricesConfig, PricesConfig, ProfitSwitchingConfig
@@ -27,6 +28,15 @@ from nomp.switching.profitservice import ProfitPool, ProfitSwitchingService
 URL = "http://prices.test/v1"
 DIFF1 = 0xFFFF * 2**208
 COIN = 10**8
+
+
+class Hanging(Resource):
+    """An exchange that never answers."""
+
+    isLeaf = True
+
+    def render_GET(self, request: IRequest) -> int:
+        return NOT_DONE_YET
 
 
 class Prices(Resource):
@@ -58,6 +68,8 @@ class FakeSwitches:
         self.moves: list[tuple[str, str, str]] = []
         self.refuse: str | None = None
         self.hold: defer.Deferred[str] | None = None
+        self.broken: Exception | None = None  # raised by current(): a bug somewhere
+        self.failing: Exception | None = None  # switch() fails with it
 
     def switch_names(self) -> Sequence[str]:
         return ("scrypt",)
@@ -69,12 +81,16 @@ class FakeSwitches:
         return self._pools
 
     def current(self, switch: str) -> str:
+        if self.broken is not None:
+            raise self.broken
         return self.on
 
     def switch(self, switch: str, pool: str, reason: str) -> defer.Deferred[str]:
         self.moves.append((switch, pool, reason))
         if self.refuse is not None:
             return defer.fail(SwitchRefused(self.refuse))
+        if self.failing is not None:
+            return defer.fail(self.failing)
         self.on = pool
         answer = f"ok {switch}: now on {pool}"
         if self.hold is not None:
@@ -369,3 +385,69 @@ class ProfitServiceTests(ProfitTestCase):
         self.tick()
         skipped = {s.pool: s.reason for s in service.snapshot().switches[0].ranking.skipped}
         self.assertEqual(skipped, {"elsewhere": "not a pool of this process"})
+
+    def test_switch_fails(self) -> None:
+        """A switch that fails unexpectedly is logged with its traceback and counted, and
+        the next round runs."""
+        service = self.service()
+        self.clock.advance(240.0)
+        self.templates(ltc=COIN, doge=10**6 * COIN)
+        self.switches.failing = RuntimeError("ports gone")
+        with capturedLogs() as events:
+            self.tick()
+        self.assertEqual(service.snapshot().switches_made, {("scrypt", "failed"): 1})
+        (failure,) = [e for e in events if e.get("log_failure") is not None]
+        self.assertIn("switch to doge failed", formatEvent(failure))
+        self.flushLoggedErrors(RuntimeError)
+
+    def test_round_fails(self) -> None:
+        """A bug in a round (here the switches' current() raising) is logged, and the
+        timer goes on: the next round decides."""
+        service = self.service()
+        self.templates(ltc=COIN, doge=COIN)
+        self.switches.broken = KeyError("scrypt")
+        with capturedLogs() as events:
+            self.tick()
+        self.assertTrue(any("the round failed" in m for m in messages(events, LogLevel.critical)))
+        self.flushLoggedErrors(KeyError)
+        self.switches.broken = None
+        self.tick()
+        self.assertEqual(service.snapshot().switches[0].decision.reason, "ltc earns the most")
+
+    def test_stop_cancels_a_read(self) -> None:
+        """A stop while the prices are being read cancels the read at once: nothing is
+        left waiting, and no round completes."""
+        self.http = StubTreq(Hanging())
+        service = self.service()
+        self.templates(ltc=COIN, doge=COIN)
+        self.tick()
+        stopped = defer.maybeDeferred(service.stopService)
+        self.successResultOf(stopped)
+        self.assertEqual(service.snapshot().switches, ())
+        self.assertEqual(self.switches.moves, [])
+
+    def test_stays_logged_once_at_info(self) -> None:
+        """A stay is logged at info when its reason is new, at debug while it repeats."""
+        self.service()
+        self.templates(ltc=COIN, doge=COIN)
+        with capturedLogs() as events:
+            self.tick()
+            self.tick()
+            self.exchange.set({"LTC": "1", "DOGE": "1.01"})
+            self.tick()
+        stays = [(e["log_level"], formatEvent(e)) for e in events if "stays on" in e["log_format"]]
+        self.assertEqual(
+            stays,
+            [
+                (LogLevel.info, "profit switching scrypt: stays on ltc: ltc earns the most"),
+                (LogLevel.debug, "profit switching scrypt: stays on ltc: ltc earns the most"),
+                (
+                    LogLevel.info,
+                    "profit switching scrypt: stays on ltc: doge earns 1 % more than ltc, "
+                    "within the hysteresis (5 %)",
+                ),
+            ],
+        )
+        (first,) = [e for e in events if "stays on" in e["log_format"]][:1]
+        self.assertEqual((first["switch"], first["from_pool"], first["to_pool"]), ("scrypt", "ltc", None))
+        self.assertEqual(set(first["revenues"]), {"ltc", "doge"})

@@ -4,8 +4,10 @@ WebService on a loopback port showing a ProfitSwitchingService's state."""
 from __future__ import annotations
 
 from fractions import Fraction
+from typing import Any
 
 import treq
+from playwright.sync_api import expect
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
@@ -14,8 +16,9 @@ from nomp.switching.profitservice import ProfitSwitchingService
 from nomp.web.metrics import Metrics
 from nomp.web.profitapi import decimal_text, profit_document
 from nomp.web.service import WebService
+from test.browser import Session, browse, screenshot
 from test.fakes import pool_config
-from test.test_profit_service import COIN, ProfitTestCase
+from test.test_profit_service import COIN, FakeSwitches, ProfitTestCase
 from test.webclient import ApiClient, serve
 
 PATH = "/api/switching/profit"
@@ -121,6 +124,44 @@ class ProfitApiTests(ProfitTestCase):
         self.assertEqual(response.code, 404)
         self.assertNotIn("/switching/profit", await (await treq.get(off.base + "/", pool=off.http)).text())
         await response.content()
+
+    async def test_page_in_a_browser(self) -> None:
+        """The page draws each switch: where it is, the decision, the ranking best first and
+        the pools not ranked, with no script error."""
+        self.exchange.set({"LTC": "70", "DOGE": "0.1"})
+        self.switches = FakeSwitches(["ltc", "doge", "elsewhere"])
+        api = await self.web(self.switched())
+
+        def steps(session: Session) -> dict[str, Any]:
+            page = session.page
+            page.goto("/switching/profit")
+            section = page.locator("section[data-switch=scrypt]")
+            expect(section.locator("tbody tr")).to_have_count(2)
+            found = {
+                "heading": section.locator("h2").inner_text(),
+                "decision": section.locator(".decision").inner_text(),
+                "rows": [row.all_inner_texts() for row in section.locator("tbody tr").all()],
+                "skipped": section.locator(".skipped li").all_inner_texts(),
+                "summary": page.inner_text("#profit-summary"),
+                "where": section.locator("p").first.inner_text(),
+                "errors": session.watch.script_errors + session.watch.console_errors,
+            }
+            screenshot(page, "profit")
+            return found
+
+        found = await browse(api.base, steps)
+        self.assertEqual(found["errors"], [])
+        self.assertEqual(found["heading"], "scrypt scrypt")
+        self.assertEqual(
+            found["decision"],
+            "Switched ltc → doge: doge earns 128.57 % more than ltc (ok scrypt: now on doge)",
+        )
+        doge, ltc = (row[0].split("\t") if len(row) == 1 else row for row in found["rows"])
+        self.assertEqual(doge[:4], ["doge DOGE current", "0.1", "10,000.00000000 DOGE", "200"])
+        self.assertEqual(ltc[:4], ["ltc LTC", "70", "6.25000000 LTC", "200"])
+        self.assertEqual(found["skipped"], ["elsewhere: not a pool of this process"])
+        self.assertRegex(found["where"], r"^On doge since .* ago · 1 switch made, 0 refused or failed$")
+        self.assertIn("Prices in USD from an HTTP endpoint, ranked every 60 s", found["summary"])
 
     def test_metrics(self) -> None:
         """Each valued pool's revenue estimate, the switches by result, and whether the

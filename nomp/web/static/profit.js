@@ -5,6 +5,10 @@
   const { el, cell } = NOMP;
   const REFRESH_MS = 30000;
 
+  function plural(count, one, many) {
+    return `${NOMP.formatCount(count)} ${count === 1 ? one : many}`;
+  }
+
   function decisionText(decision, outcome) {
     if (decision.action === "switch") {
       return `Switched ${decision.from} → ${decision.to}: ${decision.reason}${outcome ? ` (${outcome})` : ""}`;
@@ -44,7 +48,7 @@
     section.append(el("h2", null, state.name, " ", el("span", { className: "badge", text: state.algorithm })));
     const counts = state.switches;
     section.append(
-      el("p", null, `On ${state.current} since `, NOMP.timeAgo(state.since), ` · ${NOMP.formatCount(counts.done)} switches made, ${NOMP.formatCount(counts.refused + counts.failed)} refused or failed`),
+      el("p", null, `On ${state.current} since `, NOMP.timeAgo(state.since), ` · ${plural(counts.done, "switch", "switches")} made, ${NOMP.formatCount(counts.refused + counts.failed)} refused or failed`),
       el("p", { className: "decision", text: decisionText(state.decision, state.outcome) }),
       rankingTable(state, unit),
     );
@@ -67,7 +71,8 @@
         return;
       }
       const summary = document.getElementById("profit-summary");
-      summary.replaceChildren(`Prices in ${profit.unit} from a ${profit.source} source, ranked every ${profit.interval} s; last read `, NOMP.timeAgo(profit.prices.readAt), ".");
+      const source = profit.source === "http" ? "an HTTP endpoint" : "a file";
+      summary.replaceChildren(`Prices in ${profit.unit} from ${source}, ranked every ${profit.interval} s; last read `, NOMP.timeAgo(profit.prices.readAt), ".");
       if (profit.prices.error) NOMP.showNotice("profit-error", `The prices cannot be read: ${profit.prices.error}. No switch is made meanwhile.`);
       const sections = profit.switches.map((state) => switchSection(state, profit.unit));
       if (sections.length === 0) sections.push(el("p", { className: "empty", text: "No ranking yet." }));
