@@ -312,6 +312,19 @@ class MoveTests(_SwitchCase):
         self.assertEqual([m["method"] for m in miner.read()], ["client.reconnect"])
         self.assertTrue(miner.closing)
 
+    def test_value_held_in_the_pool_left(self) -> None:
+        """The pool a miner left keeps its extranonce1 from its own miners while the
+        miner may still send shares of its jobs, and frees it once the miner is gone."""
+        miner = self.miner()
+        extranonce1 = miner.session.extranonce1
+        assert extranonce1 is not None
+        self.ports.move_to("copy")
+        ltc_values = self.ltc.server.subscriptions.extranonces
+        self.assertFalse(ltc_values.claim(extranonce1))
+        miner.lose()
+        self.assertTrue(ltc_values.claim(extranonce1))
+        self.assertTrue(self.copy.server.subscriptions.extranonces.claim(extranonce1))
+
     def test_back_and_forth(self) -> None:
         """Moved back, the miner mines for the first pool again with its value."""
         miner = self.miner()

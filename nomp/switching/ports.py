@@ -14,7 +14,8 @@ for the pool whose job it is. Job ids of different pools do not meet
 (each pool's start at random).
 
 ``move_to`` moves every miner without a reconnect: detached from the old
-pool, attached to the new one with its extranonce1 if the new pool does
+pool (which keeps its extranonce1 out of other miners' hands until it
+disconnects, for its late shares), attached to the new one with its extranonce1 if the new pool does
 not hand that value out already (else a new one with
 ``mining.set_extranonce`` to a miner that takes it, and a
 ``client.reconnect`` to one that does not), its difficulty as it was, and
@@ -96,6 +97,10 @@ class _Attached:
     pool: SwitchedPool
     logins: dict[str, dict[str, str]] = field(default_factory=dict)  # login -> pool -> worker name
     earlier: dict[str, str] = field(default_factory=dict)  # job id -> the pool it left that sent it
+    # The extranonce1 it mined with in each pool it left, still held in that
+    # pool's allocator: a late share of that pool's job is made with it, and
+    # no miner of that pool may be given it meanwhile. Given back at the close.
+    held: list[tuple[str, bytes]] = field(default_factory=list)  # (pool, extranonce1)
 
 
 class SwitchPorts:
@@ -183,6 +188,8 @@ class SwitchPorts:
         if attached is not None:
             attached.pool.stratum.connections.discard(connection)
             attached.pool.stratum.subscriptions.released(connection)
+            for name, extranonce1 in attached.held:
+                self.pools[name].stratum.subscriptions.extranonces.release(extranonce1)
 
     def malformed(self, connection: Connection) -> None:
         connection.session.malformed += 1
@@ -274,9 +281,10 @@ class SwitchPorts:
                 continue
             moved += 1
             left = attached.pool
-            left.stratum.connections.discard(connection)
-            left.stratum.subscriptions.released(connection)
+            left.stratum.connections.discard(connection)  # its extranonce1 stays held there
             session = connection.session
+            if session.extranonce1 is not None:
+                attached.held.append((left.name, session.extranonce1))
             earlier = {**attached.earlier, **{j: left.name for j in session.sent if left.job(j)}}
             attached.earlier = {j: p for j, p in earlier.items() if self.pools[p].job(j)}
             attached.pool = new
@@ -286,7 +294,10 @@ class SwitchPorts:
             if extranonce1 is None:
                 continue  # not subscribed yet: it subscribes with the new pool
             extranonces = new.stratum.subscriptions.extranonces
-            if extranonces.claim(extranonce1):
+            if (new.name, extranonce1) in attached.held:
+                attached.held.remove((new.name, extranonce1))  # back where it holds its value
+                kept += 1
+            elif extranonces.claim(extranonce1):
                 kept += 1
             elif session.extranonce_subscribed:
                 fresh = extranonces.take()
