@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from decimal import Decimal
@@ -19,6 +20,7 @@ from eth._utils.address import generate_contract_address
 from eth_keys.datatypes import PrivateKey
 from eth_typing import Address
 from twisted.internet import defer, reactor
+from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from txredisapi import ResponseError
 
@@ -860,12 +862,21 @@ class BatchTests(PayerTestCase):
         self.credit(amounts)
         return amounts
 
+    signing: ThreadPool | None = None  # the payers' signing threads; None: the reactor's thread
+
     def batch_payer(self, failpoint: Callable[[str], None] | None = None, batch: int = 200) -> EthPayer:
         client = self.redis_service.client()
         assert client is not None
         self.counting = CountingLedger(client, self.keys)
         return EthPayer(
-            self.config, self.counting, self.rpc, KEY, failpoint=failpoint, confirmations=1, batch=batch
+            self.config,
+            self.counting,
+            self.rpc,
+            KEY,
+            failpoint=failpoint,
+            confirmations=1,
+            batch=batch,
+            signing=self.signing,
         )
 
     async def test_batches_grow(self) -> None:
@@ -1110,6 +1121,41 @@ class BatchTests(PayerTestCase):
             report = await self.batch_payer().run()
         self.assertIsNone(report.error)
         self.assertEqual(order, ["sign 0", "sign 1", "reactor", "sign 2"])
+
+
+class ThreadedBatchTests(BatchTests):
+    """The same batches signed in threads, as EthPayerService signs them: three threads, so
+    that the third batch (four payouts) is signed in two parts and the second (two) in two."""
+
+    async def asyncSetUp(self) -> None:
+        await super().asyncSetUp()
+        self.signing = ThreadPool(minthreads=0, maxthreads=3, name="test-payer-signing")
+        self.signing.start()
+        self.addCleanup(self.signing.stop)
+
+    async def test_signing_yields_to_the_reactor(self) -> None:
+        """Only signing on the reactor's thread goes in slices."""
+
+    test_signing_yields_to_the_reactor.skip = "signed in threads: the reactor's thread never signs"  # type: ignore[attr-defined]
+
+    async def test_signed_in_threads(self) -> None:
+        """Every payout is signed in a signing thread, none on the reactor's, and the batch's
+        parts come back in nonce order: the node takes each transaction at its nonce."""
+        self.credit({login: ETHER for login in SEVEN})
+        threads: dict[int, threading.Thread] = {}
+
+        def noted(key: PayoutKey, chain_id: int, nonce: int, to: str, value: int, pricing: Any) -> Any:
+            threads[nonce] = threading.current_thread()
+            return sign_transfer(key, chain_id, nonce, to, value, pricing)
+
+        with mock.patch.object(ethpayer, "sign_transfer", noted):
+            report = await self.batch_payer().run()
+        self.assertIsNone(report.error)
+        self.assertEqual(sorted(threads), list(range(7)))
+        self.assertNotIn(threading.main_thread(), threads.values())
+        self.assertEqual(set(report.paid), set(SEVEN))
+        self.chain.mine()
+        self.assertEqual(self.chain.nonce(POOL_ACCOUNT), 7)
 
 
 class NodeFaultTests(PayerTestCase):
@@ -1396,6 +1442,27 @@ class ServiceTests(PayerTestCase):
         self.assertEqual(set(report.paid), {ALICE})
         self.chain.mine()
         self.assertEqual(self.received(ALICE), ETHER)
+
+    async def test_signs_in_its_threads(self) -> None:
+        """The service's runs sign in its own threads, not the reactor's, which end when it
+        stops."""
+        self.credit({ALICE: ETHER, BOB: ETHER})
+        signers: list[str] = []
+
+        def noted(key: PayoutKey, chain_id: int, nonce: int, to: str, value: int, pricing: Any) -> Any:
+            signers.append(threading.current_thread().name)
+            return sign_transfer(key, chain_id, nonce, to, value, pricing)
+
+        service = self.service()
+        service.startService()
+        with mock.patch.object(ethpayer, "sign_transfer", noted):
+            report = await service.run_once()
+        assert report is not None
+        self.assertEqual(set(report.paid), {ALICE, BOB})
+        self.assertEqual(len(signers), 2)
+        self.assertTrue(all("nomp-payer-dev" in name for name in signers), signers)
+        await service.stopService()
+        self.assertEqual([t for t in threading.enumerate() if "nomp-payer-dev" in t.name], [])
 
     def test_unsafe_key_file(self) -> None:
         """A key file others can read is refused when the service is made, saying how to fix it."""

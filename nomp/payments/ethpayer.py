@@ -56,6 +56,7 @@ on a guess.
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -65,8 +66,10 @@ from typing import Any, Literal, Protocol, cast
 
 from twisted.application.service import Service
 from twisted.internet import defer, task
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
 from txredisapi import ResponseError
 
 from nomp.config import DaemonConfig, EthPoolConfig
@@ -130,9 +133,17 @@ KNOWN = ("already known", "known transaction", "already imported")
 # a node that refuses every transfer, or a fault at a run's first payout, leaves one
 # payout to settle or give back, not a batch.
 BATCH = 200
-# Signing yields to the reactor once it has computed this long (seconds): the
-# signatures of a batch never hold the reactor much longer.
+# Signing on the reactor's thread (a payer given no signing threads) yields to the
+# reactor once it has computed this long (seconds): the signatures of a batch never
+# hold the reactor much longer.
 SIGNING_SLICE = 0.005
+# The payer service's signing threads. libsecp256k1 signs and recovers without the
+# GIL, but the Python around each signature (encoding, hashing, the checks) takes it,
+# a handful of times a signature: a thread hands it back and forth with the reactor's
+# thread and the other signing threads at each. One core is left to the reactor's
+# thread (and a local redis-server): on two cores a second signing thread is slower
+# than one.
+SIGNING_THREADS = max(1, min(4, (os.cpu_count() or 1) - 1))
 
 LOCK_RETRY = 5.0  # seconds between tries while the unlocker holds the lock
 STARTUP_DELAY = 5.0  # after the unlocker's run at start
@@ -195,6 +206,27 @@ def select_payees(balances: Mapping[str, int], minimum: int, aside: Collection[s
             continue
         due.append((login, amount))
     return Payees(due, unpayable)
+
+
+def sign_entries(
+    key: PayoutKey, chain_id: int, entries: Sequence[JournalEntry]
+) -> tuple[list[JournalEntry], Exception | None]:
+    """Each entry signed from itself alone (the same entry signs the same bytes), in order,
+    up to the first that cannot be; and why that one cannot (None when all were). Safe in
+    any thread: it reads the entries and the key, and writes nothing shared."""
+    signed: list[JournalEntry] = []
+    for entry in entries:
+        try:
+            signed.append(signed_entry(key, chain_id, entry))
+        except (SignerError, TypeError, ValueError) as e:
+            return signed, e
+    return signed, None
+
+
+def signed_entry(key: PayoutKey, chain_id: int, entry: JournalEntry) -> JournalEntry:
+    """The entry with its transaction: signed from the entry alone."""
+    transfer = sign_transfer(key, chain_id, entry.nonce, entry.login, entry.value, entry.pricing)
+    return entry.signed(transfer.tx_hash, transfer.raw_hex)
 
 
 def next_nonce(pending_count: int, known: Iterable[int]) -> int:
@@ -316,6 +348,7 @@ class EthPayer:
         confirmations: int = CONFIRMATIONS,
         reactor: IReactorTime | None = None,
         batch: int = BATCH,
+        signing: ThreadPool | None = None,
     ) -> None:
         if batch < 1:
             raise ValueError(f"a batch is at least one payout, not {batch}")
@@ -334,8 +367,9 @@ class EthPayer:
             from twisted.internet import reactor as global_reactor  # noqa: PLC0415 - only as the default
 
             reactor = cast(IReactorTime, global_reactor)
-        self._reactor = reactor  # what signing yields to between slices
+        self._reactor = reactor  # what signing yields to between slices, or hands back to
         self._batch = batch
+        self._signing = signing
         self._unmined: set[str] = set()  # payouts of this run's view not in a block yet
 
     def _reached(self, step: str) -> None:
@@ -617,19 +651,41 @@ class EthPayer:
 
     async def _sign(self, entries: list[JournalEntry]) -> tuple[list[JournalEntry], Exception | None]:
         """The entries signed, from each journal entry alone (the same entry signs the same
-        bytes), up to the first that cannot be, and why it cannot. The reactor gets a turn
-        between slices of SIGNING_SLICE seconds: a batch's signatures never hold it long."""
+        bytes), up to the first that cannot be, and why it cannot: in the signing threads,
+        each a contiguous part of the batch; without them on the reactor's thread, which
+        gets a turn between slices of SIGNING_SLICE seconds."""
+        if self._signing is None:
+            return await self._sign_here(entries)
+        chain_id = self.config.coin.chain_id
+        parts = max(1, min(self._signing.max, len(entries)))
+        size = -(-len(entries) // parts)
+        reactor = cast(IReactorFromThreads, self._reactor)
+        signing = [
+            deferToThreadPool(reactor, self._signing, sign_entries, self.key, chain_id, part)
+            for part in (entries[at : at + size] for at in range(0, len(entries), size))
+        ]
+        try:
+            results = await defer.gatherResults(signing, consumeErrors=True)
+        except defer.FirstError as e:
+            e.subFailure.raiseException()
+        signed: list[JournalEntry] = []
+        for part, failure in results:
+            signed.extend(part)
+            if failure is not None:
+                # The parts after it were signed too, and are dropped: their entries
+                # follow one left unsigned, and go back as the caller decides.
+                return signed, failure
+        return signed, None
+
+    async def _sign_here(self, entries: list[JournalEntry]) -> tuple[list[JournalEntry], Exception | None]:
         signed: list[JournalEntry] = []
         chain_id = self.config.coin.chain_id
         started = time.perf_counter()
         for entry in entries:
             try:
-                transfer = sign_transfer(
-                    self.key, chain_id, entry.nonce, entry.login, entry.value, entry.pricing
-                )
+                signed.append(signed_entry(self.key, chain_id, entry))
             except (SignerError, TypeError, ValueError) as e:
                 return signed, e
-            signed.append(entry.signed(transfer.tx_hash, transfer.raw_hex))
             if time.perf_counter() - started >= SIGNING_SLICE:
                 await task.deferLater(self._reactor, 0, lambda: None)
                 started = time.perf_counter()
@@ -935,6 +991,10 @@ class EthPayerService(Service):
 
     ``run_listener`` is told of every run, each one locked out included; a
     run skipped because Redis is not connected is no run.
+
+    The service owns the threads payouts are signed in (SIGNING_THREADS), from
+    its start to its stop, apart from the reactor's pool: a DNS lookup never
+    waits behind a batch's signatures.
     """
 
     log = Logger()
@@ -964,9 +1024,13 @@ class EthPayerService(Service):
         self._starting: IDelayedCall | None = None
         self._running: defer.Deferred[PayoutReport | None] | None = None
         self._waiting: defer.Deferred[None] | None = None
+        self._signing: ThreadPool | None = None
 
     def startService(self) -> None:
         super().startService()
+        name = f"nomp-payer-{self.config.name}"
+        self._signing = ThreadPool(minthreads=0, maxthreads=SIGNING_THREADS, name=name)
+        self._signing.start()
         if self.key.address.lower() != self.config.address.lower():
             self.log.warn(
                 "pool {pool}: the payout key's account {key} is not the pool's address {address}, where "
@@ -998,7 +1062,9 @@ class EthPayerService(Service):
                 self.log.info("pool {pool}: payout run skipped: Redis is not ready", pool=self.config.name)
                 return None
             ledger = EthPayLedger(redis, OepKeys.for_coin(self.config.coin.name))
-            payer = EthPayer(self.config, ledger, node, self.key, self._wall_clock)
+            # The signatures come back on the reactor the node's and Redis' connections are
+            # served on (EthPayer's default), whatever clock the service's timers run on.
+            payer = EthPayer(self.config, ledger, node, self.key, self._wall_clock, signing=self._signing)
             try:
                 report = await payer.run()
             except Exception:
@@ -1051,6 +1117,9 @@ class EthPayerService(Service):
         # stopped between its send and its record is settled by the next start.
         if self._running is not None and not self._running.called:
             await self._running
+        signing, self._signing = self._signing, None
+        if signing is not None:
+            signing.stop()  # its threads idle now: they end at once
         clients, self._clients = self._clients, None
         if clients is not None:
             await clients.close()

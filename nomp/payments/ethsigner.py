@@ -35,11 +35,11 @@ from typing import Literal, NoReturn, SupportsIndex, final
 
 from eth_account import Account
 from eth_account.types import TransactionDictType
-from eth_hash.auto import keccak
 from eth_keys.constants import SECPK1_N
 from eth_keys.datatypes import PrivateKey
 from eth_typing import ChecksumAddress, HexAddress, HexStr
 
+from nomp.hashing.ethash import keccak_256 as keccak
 from nomp.payments.ethtx import dynamic_transfer, legacy_transfer
 from nomp.secretfile import SecretFileError, read_secret_file
 
