@@ -64,6 +64,7 @@ from nomp.systemd import ServiceNotifier
 from nomp.web.metrics import Metrics, MetricsService
 from nomp.web.service import WebService
 from nomp.workers.channel import MainChannelService
+from nomp.workers.reload import MainReloader
 from nomp.workers.sockets import HeldSockets, InheritedSockets, unbound
 from nomp.workers.supervisor import WorkerSpawner, WorkerSupervisor
 
@@ -345,7 +346,10 @@ def build_service(
     if supervisor is not None:
         # Last: at a stop, the workers drain and exit before the rest stops.
         supervisor.setServiceParent(root)
-    root.reloader = Reloader(assembly, lambda: root.config, root.replace_config)
+    if supervisor is not None and held is not None:
+        root.reloader = MainReloader(assembly, lambda: root.config, root.replace_config, supervisor, held)
+    else:
+        root.reloader = Reloader(assembly, lambda: root.config, root.replace_config)
     return root
 
 

@@ -215,6 +215,28 @@ class SupervisorTests(SynchronousTestCase):
         ended(self.spawned[1], signal=9)
         self.successResultOf(stopping)
 
+    def test_replace_all(self) -> None:
+        """Each worker in turn: SIGTERM, started again at once (not as a death:
+        no backoff), and the next only once the new one answers."""
+        self.supervisor.startService()
+        first, second = self.spawned
+        replacing = defer.Deferred.fromCoroutine(self.supervisor.replace_all())
+        self.assertEqual(self.transport(first).signals, ["TERM"])
+        self.assertEqual(self.transport(second).signals, [])
+        ended(first, signal=15)
+        new_first = self.supervisor.workers[1]
+        self.assertEqual(self.transport(new_first).written, [(COMMANDS_FD, b"pools\n")])
+        self.assertEqual(self.transport(second).signals, [])
+        new_first.childDataReceived(ANSWERS_FD, b"ok litecoin (litecoin-regtest, ready)\n")
+        self.assertEqual(self.transport(second).signals, ["TERM"])
+        ended(second, signal=15)
+        self.supervisor.workers[2].childDataReceived(
+            ANSWERS_FD, b"ok litecoin (litecoin-regtest, starting)\n"
+        )
+        self.successResultOf(replacing)
+        self.assertEqual(len(self.spawned), 4)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_ask_all(self) -> None:
         """A line goes to every running worker's command pipe; the answers come
         back by worker, each the line read on its answer pipe, in order."""
@@ -318,7 +340,32 @@ class ForwardingTests(SynchronousTestCase):
             self.transport.value().decode(),
             "ok main: ok log level debug (was info) | worker 1: ok log level debug (was info)\n",
         )
-        self.assertEqual(ALSO_HERE, {"status", "loglevel", "reload", "reloadpool"})
+        self.assertEqual(ALSO_HERE, {"status", "loglevel"})
+
+    def test_status_adds_up(self) -> None:
+        """status lists the main process's and each worker's, then each pool's
+        miners and shares/s over every worker."""
+        self.send("status")
+        main = self.operations.status()
+        self.answers[0].callback(
+            [
+                (
+                    "worker 1 (pid 5)",
+                    "ok up 9s; litecoin (litecoin-regtest): ready, 3 miners, 1.25 shares/s; Redis up",
+                ),
+                (
+                    "worker 2 (pid 6)",
+                    "ok up 9s; litecoin (litecoin-regtest): ready, 1 miner, 0.50 shares/s; Redis up",
+                ),
+                (
+                    "worker 3 (pid 7)",
+                    "ok up 1s; litecoin (litecoin-regtest): starting, 0 miners, shares/s not known yet",
+                ),
+            ]
+        )
+        answer = self.transport.value().decode()
+        self.assertTrue(answer.startswith(f"ok main: ok {main} | worker 1 (pid 5): ok up 9s;"), answer)
+        self.assertTrue(answer.endswith(" | all workers: litecoin: 4 miners, 1.75 shares/s\n"), answer)
 
     def test_main_only_commands(self) -> None:
         """help, pools, payments and shutdown are the main process's alone."""
@@ -326,7 +373,7 @@ class ForwardingTests(SynchronousTestCase):
         self.send("payments litecoin run")
         self.assertEqual(self.operations.asked, [("payments run", "litecoin")])
         self.assertEqual(self.forwarded, [])
-        self.assertTrue({"help", "pools", "payments", "shutdown"} <= NOT_FORWARDED)
+        self.assertTrue({"help", "pools", "payments", "shutdown", "reload", "reloadpool"} <= NOT_FORWARDED)
 
     def test_an_unknown_command_is_not_forwarded(self) -> None:
         self.assertTrue(self.send("coinswap litecoin").startswith("error unknown command 'coinswap'"))

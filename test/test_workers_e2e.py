@@ -155,14 +155,31 @@ class TwoWorkersTests(TestCase):
         for probe in probes:
             await self.close(probe)
 
-        # A reload reaches both too: from now on they poll the node every second.
+        # A reload reaches both too: from now on they poll the node every
+        # second, and a second port opens. Its socket is the main process's,
+        # and the workers are replaced one after the other to be given it.
         pool_file = folder / "pools" / "litecoin.yaml"
         pool = yaml.safe_load(pool_file.read_text())
         pool["block_refresh_interval"] = 1
+        second_port = free_port()
+        pool["ports"].append({"listen": f"tcp:{second_port}:interface=127.0.0.1", "diff": PORT_DIFFICULTY})
         pool_file.write_text(yaml.safe_dump(pool))
         answer = await main.ask("reload")
         self.assertTrue(answer.startswith("ok main: ok reloaded"), answer)
         self.assertEqual(answer.count("): ok reloaded"), 2, answer)
+        self.assertTrue(answer.endswith("the workers are replaced one at a time to serve the ports opened"))
+
+        async def replaced() -> bool:
+            found = await statuses()
+            return len(found) == 2 and all(s.ready and s.pid not in pids.values() for s in found.values())
+
+        await eventually(replaced, "both workers are replaced", timeout=START_TIMEOUT)
+        on_second = await probe_from("127.0.0.1", "127.0.0.1", second_port)
+        self.addCleanup(self.close, on_second)
+        on_second.send(1, "mining.subscribe", ["probe/1.0"])
+        on_second.send(2, "mining.authorize", [f"{address}.probe", "x"])
+        await eventually(lambda: bool(self.jobs(on_second)), "a worker serves the new port")
+        await self.close(on_second)
 
         # Miners on both workers.
         miners = [

@@ -8,6 +8,7 @@ added or removed some.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -146,6 +147,32 @@ class ProcessOperations:
             if wanted in (pool.name.lower(), pool.coin.lower()):
                 return pool
         return None
+
+
+# A pool's part of ``status`` as ProcessOperations.status writes it.
+_POOL_STATUS = re.compile(
+    r"(?:^|; )([^;()]+) \([^)]*\): (?:ready|starting), (\d+) miners?, "
+    r"(?:([\d.]+) shares/s|shares/s not known yet)"
+)
+
+
+def status_totals(answers: Sequence[tuple[str, str]]) -> str:
+    """Each pool's miners and shares/s added up over worker processes'
+    ``status`` answers (name, answer line), as `` | all workers: ...``; empty
+    when none gave a pool's figures."""
+    miners: dict[str, int] = {}
+    rates: dict[str, float] = {}
+    for _, answer in answers:
+        if not answer.startswith("ok "):
+            continue
+        for name, count, rate in _POOL_STATUS.findall(answer[3:]):
+            miners[name] = miners.get(name, 0) + int(count)
+            rates[name] = rates.get(name, 0.0) + (float(rate) if rate else 0.0)
+    listed = [
+        f"{name}: {count} miner{'' if count == 1 else 's'}, {rates[name]:.2f} shares/s"
+        for name, count in miners.items()
+    ]
+    return " | all workers: " + "; ".join(listed) if listed else ""
 
 
 def _duration(seconds: float) -> str:

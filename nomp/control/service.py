@@ -43,6 +43,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 
+from nomp.control.operations import status_totals
 from nomp.control.token import token_matches
 from nomp.pool.service import PoolService
 from nomp.stratum.banning import normalise_ip
@@ -84,11 +85,13 @@ HELP = (
 
 
 # With worker processes (nomp.workers) every command but these also goes to
-# each worker, so a command added to the control port reaches them as it is:
-NOT_FORWARDED = frozenset({"help", "pools", "payments", "shutdown", "auth"})
+# each worker, so a command added to the control port reaches them as it is
+# (a reload reaches them through the main process's reload itself, as
+# SIGHUP's does: nomp.workers.reload):
+NOT_FORWARDED = frozenset({"help", "pools", "payments", "shutdown", "auth", "reload", "reloadpool"})
 # and these run in the main process too, whose own state they are about
 # (the others are about miners, which only the workers have).
-ALSO_HERE = frozenset({"status", "loglevel", "reload", "reloadpool"})
+ALSO_HERE = frozenset({"status", "loglevel"})
 
 Forward = Callable[[str], "defer.Deferred[list[tuple[str, str]]]"]
 
@@ -235,7 +238,9 @@ class ControlProtocol(LineOnlyReceiver):
         if command in ALSO_HERE:
             answer = self._run(command, handler, args)
             here = answer if isinstance(answer, str) else await answer
-        return combine_answers(here, await there)
+        answers = await there
+        combined = combine_answers(here, answers)
+        return combined + status_totals(answers) if command == "status" else combined
 
     def _failed(self, failure: Any, command: str) -> str:
         self.log.failure("control command {command} failed", failure, command=command)

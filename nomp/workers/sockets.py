@@ -141,13 +141,13 @@ class InheritedSockets:
         return tuple(self._sockets)
 
     def endpoint(self, listen: str) -> IStreamServerEndpoint:
-        """The port's inherited socket; a port the main process did not give
-        (one a reload added since this worker started) is listened on anew,
-        which fails while the main process holds it."""
+        """The port's inherited socket. A port the main process did not give
+        (one a reload added since this worker started) is listened on by
+        nothing here: the main process holds its socket, and replaces its
+        workers so that each is given it (nomp.workers.reload)."""
         inherited = self._sockets.pop(listen, None)  # an adopted descriptor is closed: once only
         if inherited is None:
-            endpoint: IStreamServerEndpoint = serverFromString(self._reactor, listen)
-            return endpoint
+            return unbound(listen)
         fd, family = inherited
         return AdoptedStreamServerEndpoint(self._reactor, fd, socket.AddressFamily(family))
 

@@ -56,6 +56,8 @@ class WorkerProcess(ProcessProtocol):
         self.pid: int | None = None
         self.started_at = clock.seconds()
         self.exit_status: int | None = None  # once ended: the status, or minus the signal
+        self.exited: defer.Deferred[int] = defer.Deferred()  # fires with exit_status
+        self.retiring = False  # stopped on purpose, to be replaced at once
         self._clock = clock
         self._ended = ended
         self._buffer = bytearray()
@@ -117,6 +119,7 @@ class WorkerProcess(ProcessProtocol):
             if not waiter.called:
                 waiter.errback(WorkerGone(f"{self.name} ended before it answered"))
         self._ended(self, self.exit_status)
+        self.exited.callback(self.exit_status)
 
 
 class WorkerSupervisor(Service):
@@ -168,6 +171,10 @@ class WorkerSupervisor(Service):
             if not self.workers and self._all_ended is not None and not self._all_ended.called:
                 self._all_ended.callback(None)
             return
+        if worker.retiring:
+            log.info("{worker} exited with status {status}: replaced", worker=worker.name, status=status)
+            self._start(worker.index)
+            return
         if ran >= STABLE_SECONDS:
             self._quick_deaths[worker.index] = 0
         delay = self._restart_later(worker.index)
@@ -214,6 +221,27 @@ class WorkerSupervisor(Service):
                 timeout=self._stop_timeout,
             )
             worker.signal("KILL")
+
+    async def replace_all(self) -> None:
+        """Each worker in turn drained (SIGTERM) and started again, so that every
+        one serves the sockets held now: its miners reconnect to the others
+        meanwhile. The next waits until the new one answers on its channel."""
+        for index in range(1, self.count + 1):
+            worker = self.workers.get(index)
+            if worker is None or not self.running:
+                continue  # one not running gets every socket when it starts again
+            worker.retiring = True
+            worker.signal("TERM")
+            await worker.exited
+            replacement = self.workers.get(index)
+            if replacement is None or not self.running:
+                continue
+            try:
+                await replacement.ask("pools")
+            except (WorkerGone, defer.TimeoutError) as e:
+                log.error(
+                    "{worker} did not answer after its start: {error}", worker=replacement.name, error=e
+                )
 
     async def ask_all(self, line: str) -> list[tuple[str, str]]:
         """Send ``line`` to every worker; each one's name and answer line, in
