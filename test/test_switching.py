@@ -150,7 +150,8 @@ class SwitchSetup:
 
     def connect(self, ip: str = "10.1.1.1") -> Connection:
         protocol = self.factory.buildProtocol(IPv4Address("TCP", ip, 40000))
-        assert protocol is not None
+        if protocol is None:
+            raise ConnectionRefusedError(f"the switch's port refused {ip}")
         transport = RecordingTransport(peerAddress=IPv4Address("TCP", ip, 40000))
         protocol.makeConnection(transport)
         return Connection(protocol, transport)
@@ -223,6 +224,26 @@ class AttachTests(_SwitchCase):
         replies = miner.submit(self.share(miner, self.ltc_job, self.worker(self.ltc)))
         self.assertEqual(replies[-1]["error"][:2], [24, "unauthorized worker"])
         self.assertEqual(self.ltc.recorder.valid, [])
+
+    def test_bans_and_limits(self) -> None:
+        """The switch's own limits hold on its ports, and an IP the current pool
+        banned for its shares is refused there too."""
+        self.ports = SwitchPorts(
+            "scrypt",
+            list(self.ports.pools.values()),
+            BanningConfig(connections_per_ip=1),
+            600.0,
+            self.clock,
+        )
+        self.factory = self.ports.factory(SWITCH_PORT)
+        self.connect("10.1.1.1")
+        with self.assertRaises(ConnectionRefusedError):
+            self.connect("10.1.1.1")
+        self.ltc.server.bans.ban("10.2.2.2", None, "invalid shares")
+        with self.assertRaises(ConnectionRefusedError):
+            self.connect("10.2.2.2")
+        self.ports.move_to("copy")
+        self.connect("10.2.2.2")  # not banned by the pool it is on now
 
     def test_disconnect_releases(self) -> None:
         """A closed connection leaves the switch and its pool, its extranonce1 free again."""
