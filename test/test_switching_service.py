@@ -244,7 +244,8 @@ class CoinswitchCommandTests(_ServiceCase):
         """Without a switching section the command says so."""
         send = self.control(None)
         self.assertEqual(
-            await send("coinswitch scrypt copy"), "error no switches: config.yaml has no switching section\n"
+            await send("coinswitch scrypt copy"),
+            "error no switching ports in this process (config.yaml: switching)\n",
         )
 
     async def test_status(self) -> None:

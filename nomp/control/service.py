@@ -423,7 +423,7 @@ class ControlProtocol(LineOnlyReceiver):
             raise CommandError(f"usage: {USAGE['coinswitch']}")
         switches = self._switches()
         if switches is None:
-            raise CommandError("no switches: config.yaml has no switching section")
+            raise CommandError("no switching ports in this process (config.yaml: switching)")
 
         def refused(failure: Any) -> str:
             failure.trap(SwitchRefused)
