@@ -3,7 +3,7 @@ bad value reported with its path."""
 
 from __future__ import annotations
 
-from fractions import Fraction
+from decimal import Decimal
 from typing import Any
 
 from nomp.config.diff import diff_configs
@@ -32,7 +32,7 @@ class ProfitSwitchingConfigTests(SwitchingConfTestCase):
             ProfitSwitchingConfig(
                 prices=PricesConfig(http=HTTPPricesConfig(url="https://prices.example/v1")),
                 interval=60.0,
-                hysteresis=Fraction(1, 20),
+                hysteresis=Decimal("0.05"),
                 minimum_stay=600.0,
                 max_template_age=120.0,
             ),
@@ -55,7 +55,7 @@ class ProfitSwitchingConfigTests(SwitchingConfTestCase):
         )
         profit = self.load().settings.profit_switching
         assert profit is not None
-        self.assertEqual(profit.hysteresis, Fraction(1, 10))
+        self.assertEqual(profit.hysteresis, Decimal("0.1"))
         self.assertEqual((profit.interval, profit.minimum_stay, profit.max_template_age), (30.0, 0.0, 20.0))
         self.assertEqual(
             profit.prices,
@@ -70,7 +70,7 @@ class ProfitSwitchingConfigTests(SwitchingConfTestCase):
         self.settings["profit_switching"]["hysteresis"] = 0.1
         profit = self.load().settings.profit_switching
         assert profit is not None
-        self.assertEqual(profit.hysteresis, Fraction(1, 10))
+        self.assertEqual(profit.hysteresis, Decimal("0.1"))
 
     def test_bad_values(self) -> None:
         """Every bad value is reported at once, each with its path."""
@@ -152,3 +152,6 @@ class ProfitSwitchingConfigTests(SwitchingConfTestCase):
         plan = diff_configs(running, self.load())
         self.assertEqual(plan.settings_restart, ("profit_switching.interval: 60 -> 5",))
         self.assertEqual(plan.running.settings.profit_switching, running.settings.profit_switching)
+        self.section(hysteresis="0.1")
+        plan = diff_configs(running, self.load())
+        self.assertEqual(plan.settings_restart, ("profit_switching.hysteresis: 0.05 -> 0.1",))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from fractions import Fraction
+from decimal import Decimal
 from typing import Any
 
 from treq.testing import StubTreq
@@ -150,7 +150,7 @@ class ProfitTestCase(TestCase):
         self.config = ProfitSwitchingConfig(
             prices=PricesConfig(http=HTTPPricesConfig(url=URL), unit="USD"),
             interval=60.0,
-            hysteresis=Fraction(1, 20),
+            hysteresis=Decimal("0.05"),
             minimum_stay=300.0,
             max_template_age=120.0,
         )

@@ -312,11 +312,6 @@ def _price_path(value: str) -> str | None:
     return None
 
 
-def _fraction(value: Decimal) -> Fraction:
-    """A decimal number kept exact."""
-    return Fraction(value)
-
-
 @dataclass(frozen=True, slots=True)
 class HTTPPricesConfig:
     """Prices from an HTTP endpoint answering JSON."""
@@ -362,10 +357,7 @@ class ProfitSwitchingConfig:
 
     prices: PricesConfig
     interval: float = checked(positive, 60.0)
-    # Read as a decimal number and kept exact. (parsed builds a field: RUF009 does not apply.)
-    hysteresis: Fraction = parsed(  # noqa: RUF009
-        Decimal, _fraction, Fraction(1, 20), check=lambda v: None if v >= 0 else "must be >= 0"
-    )
+    hysteresis: Decimal = checked(lambda v: None if v >= 0 else "must be >= 0", Decimal("0.05"))  # exact
     minimum_stay: float = checked(non_negative, 600.0)
     max_template_age: float = checked(positive, 120.0)
 

@@ -118,7 +118,7 @@ class ProfitSwitchingService(Service):
         self._source = source
         self._clock = clock
         self._path = PricePath.parse(config.prices.path, config.prices.names)
-        self._rules = Rules(config.hysteresis, config.minimum_stay)
+        self._rules = Rules(Fraction(config.hysteresis), config.minimum_stay)
         self._outage = Outage(
             self.log, f"profit switching: prices from {source.description}", clock, (PriceSourceError,)
         )
