@@ -16,6 +16,7 @@ from nomp.chain.coinbase import CoinbaseLayout, PayoutPlan
 from nomp.chain.jobs import Job, JobRegistry
 from nomp.config import BanningConfig, NetworkConfig, PortConfig
 from nomp.hashing import ALGORITHMS
+from nomp.stratum.methods import MAX_WORKERS
 from nomp.switching.logins import LoginRefused, payout_workers
 from nomp.switching.ports import SwitchedPool, SwitchPorts
 from test.fakes import (
@@ -218,6 +219,17 @@ class AttachTests(_SwitchCase):
         )
         self.assertEqual(miner.authorize("bad:name")["error"][0], 24)
 
+    def test_authorize_refusals(self) -> None:
+        """No username is an invalid request; more logins than a connection may hold are refused."""
+        miner = self.connect()
+        (reply,) = miner.request("mining.authorize", [])
+        self.assertEqual(reply["error"][:2], [20, "invalid params: expected username, password"])
+        for rig in range(MAX_WORKERS):
+            self.assertEqual(miner.authorize(f"{KEY_HASH}.r{rig}")["result"], True)
+        reply = miner.authorize(f"{KEY_HASH}.one-more")
+        self.assertEqual(reply["error"][:2], [24, f"at most {MAX_WORKERS} workers per connection"])
+        self.assertEqual(miner.authorize(f"{KEY_HASH}.r0")["result"], True)  # one it has already
+
     def test_submit_under_a_pool_name_refused(self) -> None:
         """A share names its login: a per-coin name it was recorded under is not a login."""
         miner = self.miner()
@@ -361,6 +373,14 @@ class MoveTests(_SwitchCase):
         """A pool with no job yet cannot take the miners."""
         self.copy.pool.registry = None
         self.assertEqual(self.ports.can_move_to("copy"), "pool copy has no job yet: it is still starting")
+
+    def test_not_without_an_instance_byte(self) -> None:
+        """While no extranonce1 instance byte is held, no miner is moved."""
+        self.copy.server.set_instance(None)
+        self.assertEqual(
+            self.ports.can_move_to("copy"),
+            "no extranonce1 instance byte is held yet (it is leased from Redis): try again shortly",
+        )
 
     def test_unsubscribed_miner_subscribes_with_the_new_pool(self) -> None:
         """A connection that has not subscribed yet does so with the pool it was moved to."""
