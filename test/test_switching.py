@@ -5,6 +5,7 @@ StringTransports on a task.Clock)."""
 from __future__ import annotations
 
 import dataclasses
+from ipaddress import ip_network
 from typing import Any
 
 from twisted.internet import task
@@ -256,6 +257,15 @@ class AttachTests(_SwitchCase):
             self.connect("10.2.2.2")
         self.ports.move_to("copy")
         self.connect("10.2.2.2")  # not banned by the pool it is on now
+
+    def test_pool_reload_counts_its_own_connections(self) -> None:
+        """A pool's reloaded whitelist recounts the connections its own ports admitted,
+        not the switch's attached to it."""
+        self.miner()
+        self.ltc.connect(ip="10.1.1.1")
+        banning = dataclasses.replace(self.ltc.config.banning, whitelist=(ip_network("10.9.0.0/16"),))
+        self.ltc.server.apply(dataclasses.replace(self.ltc.config, banning=banning))
+        self.assertEqual(self.ltc.server.bans.gatekeeper.connections("10.1.1.1"), 1)
 
     def test_disconnect_releases(self) -> None:
         """A closed connection leaves the switch and its pool, its extranonce1 free again."""

@@ -98,10 +98,12 @@ class StratumPool:
     def apply(self, config: PoolConfig) -> None:
         """A reloaded configuration: its bans and limits from now on (the
         StratumService retunes the ports)."""
+        # The connections its own ports admitted: a switching port's (nomp.switching)
+        # are its switch's to count.
+        own = {port.listen for port in (*self.config.ports, *config.ports)}
         self.config = config
-        self.bans.gatekeeper.apply_policy(
-            ban_policy(config.banning), [c.ip for c in self.connections if c.ip is not None]
-        )
+        admitted = [c.ip for c in self.connections if c.ip is not None and c.settings.port.listen in own]
+        self.bans.gatekeeper.apply_policy(ban_policy(config.banning), admitted)
 
     def new_job(self, job: Job) -> None:
         """Send a new job to every subscribed miner, then forget dead jobs."""
