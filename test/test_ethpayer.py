@@ -830,9 +830,11 @@ class CountingLedger(EthPayLedger):
         self.sizes["signed"].append(len(entries))
         return await super().record_signed_batch(token, entries, lock_timeout)
 
-    async def record_paid_batch(self, entries: Any, now: float) -> Any:
+    async def record_paid_batch(
+        self, entries: Any, now: float, token: int | None = None, lock_timeout: float | None = None
+    ) -> Any:
         self.sizes["paid"].append(len(entries))
-        return await super().record_paid_batch(entries, now)
+        return await super().record_paid_batch(entries, now, token, lock_timeout)
 
     async def extend(self, token: int, timeout: float) -> bool:
         self.extensions += 1
@@ -969,6 +971,37 @@ class BatchTests(PayerTestCase):
         self.assert_books(amounts)
         self.assertEqual(self.chain.nonce(POOL_ACCOUNT), 7)
 
+    async def test_refused_with_the_next_batch_reserved(self) -> None:
+        """The node refuses the first payout of the second batch while the third is reserved
+        ahead: the second's other payout and the whole third go back to their balances,
+        never signed or never sent, and the next run pays them."""
+        amounts = self.credit_seven()
+
+        def refuse_second(sent_before: int) -> None:
+            self.rpc.refuse = "transaction underpriced" if sent_before == 1 else None
+
+        self.rpc.on_send = refuse_second
+        report = await self.batch_payer().run()
+        assert report.error is not None
+        self.assertIn(f"the node refused the payout to {SEVEN[1]} (transaction underpriced)", report.error)
+        self.assertEqual(self.counting.sizes["reserve"], [1, 2, 4])
+        self.assertEqual(report.given_back, {SEVEN[1]: "transaction underpriced"})
+        self.assertEqual(report.withdrawn, SEVEN[2:])
+        self.assertEqual(set(report.paid), {SEVEN[0]})
+        for login in SEVEN[1:]:
+            self.assertEqual(self.amount(self.keys.miner(login), "balance"), amounts[login], login)
+            self.assertEqual(self.amount(self.keys.miner(login), "pending"), 0, login)
+        self.assertEqual(self.hash(self.keys.payouts_journal), {})
+        self.assertEqual(self.redis("ZCARD", self.keys.payments_pending), 0)
+        self.rpc.on_send = None
+        self.rpc.refuse = None
+        report = await self.batch_payer().run()
+        self.assertEqual(set(report.paid), set(SEVEN[1:]))
+        self.chain.mine()
+        self.assertEqual({login: self.received(login) for login in SEVEN}, amounts)
+        self.assert_books(amounts)
+        self.assertEqual(self.chain.nonce(POOL_ACCOUNT), 7)
+
     async def test_node_unreachable_inside_a_batch(self) -> None:
         """The fifth send and the looks after it fail: the four before are recorded paid,
         the fifth stays open in the journal, the two after it go back to their balances;
@@ -1082,10 +1115,12 @@ class BatchTests(PayerTestCase):
                 raise ResponseError("ERR reserve refused")
             return await reserve(token, entries, lock_timeout)
 
-        async def failing_record(entries: Any, now: float) -> Any:
+        async def failing_record(
+            entries: Any, now: float, token: int | None = None, lock_timeout: float | None = None
+        ) -> Any:
             if len(entries) == 2:
                 raise ResponseError("ERR record refused")
-            return await record(entries, now)
+            return await record(entries, now, token, lock_timeout)
 
         payer.ledger.reserve_batch = failing_reserve  # type: ignore[method-assign]
         payer.ledger.record_paid_batch = failing_record  # type: ignore[method-assign]

@@ -78,7 +78,7 @@ from nomp.daemon.clients import DaemonClients
 from nomp.daemon.errors import RPCError
 from nomp.daemon.rpc import CallObserver, HTTPPoster
 from nomp.eth.work import WorkError, parse_quantity
-from nomp.payments.ethpayledger import EthPayLedger, JournalEntry, Unconfirmed
+from nomp.payments.ethpayledger import EthPayLedger, JournalEntry, Reserved, Unconfirmed
 from nomp.payments.ethsigner import (
     FeeNotCovered,
     GasPolicy,
@@ -307,8 +307,9 @@ class PayoutReport:
     paid: dict[str, str] = field(default_factory=dict)  # login -> tx hash, recorded this run
     amounts: dict[str, int] = field(default_factory=dict)  # login -> wei debited, recorded this run
     given_back: dict[str, str] = field(default_factory=dict)  # login -> why
-    # logins whose payout this run reserved and signed and never sent, because the run
-    # stopped at a payout before it in its batch: back in their balances, paid next run
+    # logins whose payout this run reserved and never sent, because the run stopped at a
+    # payout before it in its batch or in the batch before (reserved ahead of it): back in
+    # their balances, paid next run
     withdrawn: list[str] = field(default_factory=list)
     confirmed: list[str] = field(default_factory=list)  # tx hashes mined deep enough
     failed: dict[str, str] = field(default_factory=dict)  # tx hash -> login, reverted
@@ -569,7 +570,7 @@ class EthPayer:
             decision = await self._look(entry)
             self._settling(entry, decision)
             if decision is Settle.PAID:
-                await self._record([entry], report)
+                await self._record(token, [entry], report)
             elif decision is Settle.FOREIGN:
                 raise self._foreign(entry)
             else:
@@ -609,7 +610,8 @@ class EthPayer:
         if not entries:
             return
         signed, failure = await self._sign(entries)
-        await self._record(await self._signed_and_sent(token, entries, signed, failure, report), report)
+        taken = await self._signed_and_sent(token, entries, signed, failure, report)
+        await self._record(token, taken, report)
 
     async def _signed_and_sent(
         self,
@@ -728,10 +730,10 @@ class EthPayer:
             taken.append(entry)
         if refusal is None and stop is None:
             if record:
-                await self._record(taken, report)
+                await self._record(token, taken, report)
             return taken
         # What went out first: the rest is settled by the next run if this fails.
-        await self._record(taken, report)
+        await self._record(token, taken, report)
         if refusal is not None:
             raise await self._give_back(token, *refusal, unsent, report)
         if unsent and fresh:
@@ -803,14 +805,17 @@ class EthPayer:
             f"{entry.amount} wei are back in its balance" + self._also_back(unsent)
         )
 
-    async def _record(self, entries: list[JournalEntry], report: PayoutReport) -> None:
-        """The payouts the node took recorded paid, in one script."""
+    async def _record(self, token: int, entries: list[JournalEntry], report: PayoutReport) -> None:
+        """The payouts the node took recorded paid, in one script, which keeps the lock while
+        ``token`` holds it."""
         if not entries:
             return
         for entry in entries:
             assert entry.tx_hash is not None
             self._unmined.add(entry.tx_hash)  # mined or not: counted against the account's funds
-        done = await self.ledger.record_paid_batch(entries, self._wall_clock())
+        done = await self.ledger.record_paid_batch(
+            entries, self._wall_clock(), token, self.payments.lock_timeout
+        )
         for entry, recorded in zip(entries, done, strict=True):
             if recorded and entry.tx_hash is not None:
                 report.paid[entry.login] = entry.tx_hash
@@ -855,14 +860,20 @@ class EthPayer:
         # this process signs that batch.
         unrecorded: list[JournalEntry] = []
         recording: defer.Deferred[None] | None = None
+        # From the run's second batch on, the batch after is reserved while this one is
+        # signed, so that its reserve is done when its turn comes; the run's first payout
+        # still goes alone, and a stop gives the batch reserved ahead back.
+        ahead: tuple[list[JournalEntry], PayoutStopped | None, defer.Deferred[Reserved]] | None = None
+        sent = False  # a batch of this run's went out
         try:
-            while due:
-                batch, stop = self._next_batch(due, size, nonce, pricing, available, report)
-                size = min(2 * size, self._batch)
-                reserving = defer.ensureDeferred(
-                    self.ledger.reserve_batch(token, batch, self.payments.lock_timeout)
-                )
-                recording, unrecorded = defer.ensureDeferred(self._record(unrecorded, report)), []
+            while due or ahead is not None:
+                if ahead is None:
+                    batch, stop = self._next_batch(due, size, nonce, pricing, available, report)
+                    size = min(2 * size, self._batch)
+                    reserving = self._reserve(token, batch)
+                else:
+                    (batch, stop, reserving), ahead = ahead, None
+                recording, unrecorded = defer.ensureDeferred(self._record(token, unrecorded, report)), []
                 reserved = await reserving
                 entries = batch[: reserved.count]
                 if reserved.refusal is not None:
@@ -879,16 +890,28 @@ class EthPayer:
                         )
                 nonce += len(entries)
                 available -= sum(e.value + e.max_cost for e in entries)
-                signed, failure = await self._sign(entries)
-                last, recording = recording, None
-                await last
-                for _ in entries:
-                    self._reached("after_reserving")
-                unrecorded = await self._signed_and_sent(token, entries, signed, failure, report)
+                if stop is None and due and sent:
+                    # Its nonces and funds follow this batch's; its own count is added in its turn.
+                    following, following_stop = self._next_batch(due, size, nonce, pricing, available, report)
+                    size = min(2 * size, self._batch)
+                    ahead = (following, following_stop, self._reserve(token, following))
+                try:
+                    signed, failure = await self._sign(entries)
+                    last, recording = recording, None
+                    await last
+                    for _ in entries:
+                        self._reached("after_reserving")
+                    unrecorded = await self._signed_and_sent(token, entries, signed, failure, report)
+                    sent = True
+                except BaseException:
+                    if ahead is not None:
+                        await self._withdraw(token, ahead[0], ahead[2], report)
+                        ahead = None
+                    raise
                 if stop is not None:
-                    await self._record(unrecorded, report)
+                    await self._record(token, unrecorded, report)
                     raise stop
-            await self._record(unrecorded, report)
+            await self._record(token, unrecorded, report)
         finally:
             if recording is not None:
                 # The run stops for another reason, which it reports; this record is
@@ -899,6 +922,28 @@ class EthPayer:
                     await last
                 except Exception:
                     self.log.failure("pool {pool}: payouts sent were not recorded paid", pool=self._name)
+
+    def _reserve(self, token: int, batch: list[JournalEntry]) -> defer.Deferred[Reserved]:
+        return defer.ensureDeferred(self.ledger.reserve_batch(token, batch, self.payments.lock_timeout))
+
+    async def _withdraw(
+        self, token: int, batch: list[JournalEntry], reserving: defer.Deferred[Reserved], report: PayoutReport
+    ) -> None:
+        """The batch reserved ahead of one the run stops in, never signed: back in the
+        balances. If that fails, its entries stay open, reserved, and the next run signs
+        and pays them."""
+        try:
+            reserved = await reserving
+            entries = batch[: reserved.count]
+            given = await self.ledger.give_back_batch(token, entries, self.payments.lock_timeout)
+        except Exception:
+            self.log.failure(
+                "pool {pool}: the payouts reserved ahead of the stop were not given back; the next "
+                "run pays them",
+                pool=self._name,
+            )
+            return
+        report.withdrawn.extend(e.login for e, back in zip(entries, given, strict=True) if back)
 
     def _next_batch(
         self,

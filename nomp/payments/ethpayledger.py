@@ -325,14 +325,18 @@ return table.concat(recorded)
 """
 )
 
-# KEYS: journal, finances, payments:pending, payments:all, unconfirmed, nonces, then per payout
-# its miners:<login> and payments:<login>. ARGV: now, the payouts: [login, tx hash, amount's
-# Shannon, its dust, unconfirmed JSON] each. Per payout y when recorded, n when its entry is not
-# open with that transaction (recorded already). Every amount is checked before the first
-# write.
+# KEYS: journal, finances, payments:pending, payments:all, unconfirmed, nonces, lock, then per
+# payout its miners:<login> and payments:<login>. ARGV: now, the payouts: [login, tx hash,
+# amount's Shannon, its dust, unconfirmed JSON] each, a token, the lock's new timeout in ms (0:
+# left as it is). Per payout y when recorded, n when its entry is not open with that
+# transaction (recorded already). Every amount is checked before the first write. The record
+# does not need the lock (it records what the node took, whoever does it), but keeps it while
+# the token holds it: with the next batch reserved ahead, it is the one script of a run's
+# between a batch's signed record and the next's.
 _PAID = (
     _PRELUDE
     + """
+if ARGV[4] ~= '0' and redis.call('GET', KEYS[7]) == ARGV[3] then redis.call('PEXPIRE', KEYS[7], ARGV[4]) end
 local finances, why = two_held(KEYS[2], PENDING, PAID)
 if not finances then return redis.error_reply(why) end
 local payouts = cjson.decode(ARGV[2])
@@ -342,7 +346,7 @@ for n, payout in ipairs(payouts) do
   local entry = text and cjson.decode(text)
   if entry and entry.tx_hash == payout[2] then
     local have
-    have, why = two_held(KEYS[5 + 2 * n], PENDING, PAID)
+    have, why = two_held(KEYS[6 + 2 * n], PENDING, PAID)
     if not have then return redis.error_reply(why) end
     open[n], held_by[n] = entry, have
   end
@@ -355,11 +359,11 @@ for n, payout in ipairs(payouts) do
   -- a login twice in one batch (never sent so) is recorded once
   if entry and not done[login] then
     local a = amount(whole, part)
-    shift(KEYS[5 + 2 * n], PENDING, PAID, held_by[n], a)
+    shift(KEYS[6 + 2 * n], PENDING, PAID, held_by[n], a)
     finances = shift(KEYS[2], PENDING, PAID, finances, a)
     redis.call('ZREM', KEYS[3], pending_member(login, whole))
     redis.call('ZADD', KEYS[4], ARGV[1], payment_member(tx_hash, login, whole))
-    redis.call('ZADD', KEYS[6 + 2 * n], ARGV[1], login_payment_member(tx_hash, whole))
+    redis.call('ZADD', KEYS[7 + 2 * n], ARGV[1], login_payment_member(tx_hash, whole))
     redis.call('HSET', KEYS[5], tx_hash, watched)
     redis.call('HDEL', KEYS[1], login)
     local nonce = tonumber(entry.nonce)
@@ -819,10 +823,17 @@ class EthPayLedger:
         [done] = await self.record_signed_batch(token, [entry])
         return done
 
-    async def record_paid_batch(self, entries: Sequence[JournalEntry], now: float) -> list[bool]:
+    async def record_paid_batch(
+        self,
+        entries: Sequence[JournalEntry],
+        now: float,
+        token: int | None = None,
+        lock_timeout: float | None = None,
+    ) -> list[bool]:
         """OEP's WritePayment of each entry, in one script: pending to paid, the payment in
         payments:all and payments:<login>, the entry closed and watched until mined; False
-        for one recorded already."""
+        for one recorded already. With ``token`` and ``lock_timeout``, the lock's timeout
+        starts again if the token still holds it (the record is made either way)."""
         if not entries:
             return []
         keys = self.keys
@@ -833,7 +844,8 @@ class EthPayLedger:
             per_login += [keys.miner(entry.login), keys.payments_of(entry.login)]
             watched = Unconfirmed.of(entry, now).to_json()
             payouts.append([entry.login, entry.tx_hash, *_parts(entry.amount), watched])
-        args = [repr(now), json.dumps(payouts)]
+        keep = 0 if token is None else _millis(lock_timeout)
+        args = [repr(now), json.dumps(payouts), "" if token is None else token, keep]
         done = await self._eval(
             _PAID,
             [
@@ -843,6 +855,7 @@ class EthPayLedger:
                 keys.payments_all,
                 keys.payouts_unconfirmed,
                 self.nonces,
+                self.lock,
                 *per_login,
             ],
             args,

@@ -13,7 +13,7 @@ ten thousand payouts. What is here is only these two fixed shapes:
   the ``rlp`` package's general encoder, inferring a serializer for each item,
   costs more than the signature;
 - Keccak-256 from nomp's own C code (nomp.hashing.ethash, the one that checks ethash
-  shares): a third of eth-hash's time a call, two calls a transfer;
+  shares): one C call, where eth-hash passes through layers of Python to pycryptodome's;
 - the signature from libsecp256k1 through coincurve, recoverable and in low-s form
   (EIP-2) as libsecp256k1 always makes it, with its recovery id as v (EIP-155) or
   y-parity (EIP-1559).
