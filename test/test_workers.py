@@ -108,8 +108,11 @@ class FakeProcessTransport:
         self.pid = pid
         self.written: list[tuple[int, bytes]] = []
         self.signals: list[str] = []
+        self.closed = False
 
     def writeToChild(self, childFD: int, data: bytes) -> None:  # noqa: N803 - Twisted names it
+        if self.closed:
+            raise KeyError(childFD)  # as Process does once the child closed its end
         self.written.append((childFD, data))
 
     def signalProcess(self, name: str) -> None:
@@ -274,6 +277,17 @@ class SupervisorTests(SynchronousTestCase):
                 ("worker 2 (pid 1001)", f"error no answer within {ANSWER_TIMEOUT:g} s"),
             ],
         )
+        self.transport(slow).closed = True  # ending: its pipe closed, its end not yet reported
+        closing = defer.Deferred.fromCoroutine(self.supervisor.ask_all("status"))
+        self.supervisor.workers[1].childDataReceived(ANSWERS_FD, b"ok up 109s\n")  # restarted meanwhile
+        self.assertEqual(
+            self.successResultOf(closing),
+            [
+                ("worker 1 (pid 1002)", "ok up 109s"),
+                ("worker 2 (pid 1001)", "error worker 2 (pid 1001) is ending"),
+            ],
+        )
+        self.transport(slow).closed = False
         again = defer.Deferred.fromCoroutine(self.supervisor.ask_all("status"))
         self.clock.advance(0)
         restarted = self.supervisor.workers[1]

@@ -75,9 +75,12 @@ class WorkerProcess(ProcessProtocol):
         """Send one control line; fires with the answer line."""
         if self.transport is None or self.exit_status is not None:
             return defer.fail(WorkerGone(f"{self.name} is not running"))
+        try:
+            self.transport.writeToChild(COMMANDS_FD, line.encode("utf-8") + b"\n")
+        except KeyError:  # its end of the pipe closed: it is ending
+            return defer.fail(WorkerGone(f"{self.name} is ending"))
         answer: defer.Deferred[str] = defer.Deferred()
         self._waiting.append(answer)
-        self.transport.writeToChild(COMMANDS_FD, line.encode("utf-8") + b"\n")
         # A late answer still comes in its turn: it is read, and dropped then.
         answer.addTimeout(ANSWER_TIMEOUT, self._clock)
         return answer
