@@ -488,16 +488,20 @@ async def bench_ethereum(reactor: Any, miners: int, floor_samples: int) -> None:
         due = sorted(login for login, wei in balances.items() if wei >= minimum and login != pool_login)
 
         signing = TimedSigning()
-        # The payer service's signing threads, as it makes them.
-        threads = ThreadPool(minthreads=0, maxthreads=ethpayer.SIGNING_THREADS, name="bench-payer")
-        threads.start()
+        # The payer service's signing threads, as it makes them (none: it signs on the
+        # reactor's thread).
+        threads: ThreadPool | None = None
+        if ethpayer.SIGNING_THREADS:
+            threads = ThreadPool(minthreads=0, maxthreads=ethpayer.SIGNING_THREADS, name="bench-payer")
+            threads.start()
         payer = EthPayer(config, ledger, node, key, signing=threads)
         # The payer calls the real sign_transfer through the timer.
         try:
             with mock.patch.object(ethpayer, "sign_transfer", signing.sign):
                 paid, payout = await measured(payer.run, node, counting, server)
         finally:
-            threads.stop()
+            if threads is not None:
+                threads.stop()
         assert paid.error is None, paid.error
         assert sorted(paid.paid) == due, (len(paid.paid), len(due))
         assert sorted(paid.paid.values()) == sorted(stub.sent), "every payout recorded is a transaction sent"
@@ -535,8 +539,10 @@ async def bench_ethereum(reactor: Any, miners: int, floor_samples: int) -> None:
         f"{payout.redis_cpu / max(payouts, 1) * 1e6:.0f} us in redis-server), "
         f"{payout.round_trips / max(payouts, 1):.2f} Redis round trips"
     )
+    threads_used = ethpayer.SIGNING_THREADS
+    where = f"{threads_used} signing threads" if threads_used else "the reactor's thread"
     print(
-        f"  signing: {signing.calls} calls of sign_transfer, cpu {ms(signing.spent)}, "
+        f"  signing ({where}): {signing.calls} calls of sign_transfer, cpu {ms(signing.spent)}, "
         f"{100 * signing.spent / max(payout.own_cpu, 1e-9):.0f}% of the payer's cpu here, "
         f"{signing.spent / max(signing.calls, 1) * 1e6:.0f} us per payout"
     )

@@ -1479,25 +1479,40 @@ class ServiceTests(PayerTestCase):
         self.assertEqual(self.received(ALICE), ETHER)
 
     async def test_signs_in_its_threads(self) -> None:
-        """The service's runs sign in its own threads, not the reactor's, which end when it
-        stops."""
-        self.credit({ALICE: ETHER, BOB: ETHER})
-        signers: list[str] = []
+        """With signing threads, the service's runs sign in its own, not the reactor's,
+        which end when it stops; without, on the reactor's thread."""
+        for threads in (2, 0):
+            self.credit({ALICE: ETHER, BOB: ETHER})
+            signers: list[threading.Thread] = []
 
-        def noted(key: PayoutKey, chain_id: int, nonce: int, to: str, value: int, pricing: Any) -> Any:
-            signers.append(threading.current_thread().name)
-            return sign_transfer(key, chain_id, nonce, to, value, pricing)
+            def noted(
+                key: PayoutKey,
+                chain_id: int,
+                nonce: int,
+                to: str,
+                value: int,
+                pricing: Any,
+                signers: list[threading.Thread] = signers,
+            ) -> Any:
+                signers.append(threading.current_thread())
+                return sign_transfer(key, chain_id, nonce, to, value, pricing)
 
-        service = self.service()
-        service.startService()
-        with mock.patch.object(ethpayer, "sign_transfer", noted):
-            report = await service.run_once()
-        assert report is not None
-        self.assertEqual(set(report.paid), {ALICE, BOB})
-        self.assertEqual(len(signers), 2)
-        self.assertTrue(all("nomp-payer-dev" in name for name in signers), signers)
-        await service.stopService()
-        self.assertEqual([t for t in threading.enumerate() if "nomp-payer-dev" in t.name], [])
+            with mock.patch.object(ethpayer, "SIGNING_THREADS", threads):
+                service = self.service()
+                service.startService()
+            with mock.patch.object(ethpayer, "sign_transfer", noted):
+                report = await service.run_once()
+            await service.stopService()
+            assert report is not None
+            self.assertEqual(set(report.paid), {ALICE, BOB}, threads)
+            self.assertEqual(len(signers), 2, threads)
+            names = [t.name for t in signers]
+            if threads:
+                self.assertTrue(all("nomp-payer-dev" in name for name in names), names)
+            else:
+                self.assertEqual(signers, [threading.main_thread()] * 2)
+            self.assertEqual([t for t in threading.enumerate() if "nomp-payer-dev" in t.name], [])
+            self.chain.mine()
 
     def test_unsafe_key_file(self) -> None:
         """A key file others can read is refused when the service is made, saying how to fix it."""

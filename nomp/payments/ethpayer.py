@@ -138,12 +138,12 @@ BATCH = 200
 # hold the reactor much longer.
 SIGNING_SLICE = 0.005
 # The payer service's signing threads. libsecp256k1 signs and recovers without the
-# GIL, but the Python around each signature (encoding, hashing, the checks) takes it,
-# a handful of times a signature: a thread hands it back and forth with the reactor's
-# thread and the other signing threads at each. One core is left to the reactor's
-# thread (and a local redis-server): on two cores a second signing thread is slower
-# than one.
-SIGNING_THREADS = max(1, min(4, (os.cpu_count() or 1) - 1))
+# GIL, but the Python around each signature (encoding, hashing, the checks) takes it
+# back after each C call, while the reactor's thread works on the batches before and
+# after (their scripts' records, the sends) and a local redis-server runs their
+# scripts: a signing thread only gains where cores are left past those two. Without
+# (0), the service's runs sign on the reactor's thread, in slices.
+SIGNING_THREADS = max(0, min(4, (os.cpu_count() or 1) - 2))
 
 LOCK_RETRY = 5.0  # seconds between tries while the unlocker holds the lock
 STARTUP_DELAY = 5.0  # after the unlocker's run at start
@@ -1037,9 +1037,9 @@ class EthPayerService(Service):
     ``run_listener`` is told of every run, each one locked out included; a
     run skipped because Redis is not connected is no run.
 
-    The service owns the threads payouts are signed in (SIGNING_THREADS), from
-    its start to its stop, apart from the reactor's pool: a DNS lookup never
-    waits behind a batch's signatures.
+    The service owns the threads payouts are signed in (SIGNING_THREADS, if
+    any), from its start to its stop, apart from the reactor's pool: a DNS
+    lookup never waits behind a batch's signatures.
     """
 
     log = Logger()
@@ -1073,9 +1073,10 @@ class EthPayerService(Service):
 
     def startService(self) -> None:
         super().startService()
-        name = f"nomp-payer-{self.config.name}"
-        self._signing = ThreadPool(minthreads=0, maxthreads=SIGNING_THREADS, name=name)
-        self._signing.start()
+        if SIGNING_THREADS:
+            name = f"nomp-payer-{self.config.name}"
+            self._signing = ThreadPool(minthreads=0, maxthreads=SIGNING_THREADS, name=name)
+            self._signing.start()
         if self.key.address.lower() != self.config.address.lower():
             self.log.warn(
                 "pool {pool}: the payout key's account {key} is not the pool's address {address}, where "
