@@ -363,15 +363,6 @@ class HashPoolServiceTests(TestCase):
             await self.service.check(job, Malformed())
         self.assertEqual(len((await self.service.check(job, ShareWork(b"x", 1, 2, 1))).header), 80)
 
-    async def test_shares_of_one_turn_make_one_batch(self) -> None:
-        """The shares submitted in one reactor turn go to the C threads as one batch."""
-        job = JobHasher(ALGORITHMS["scrypt"], b"a" * 70, b"b" * 40, [bytes(32)], bytes(32), 5)
-        works = [ShareWork(os.urandom(8), 1, 2, n) for n in range(5)]
-        before = self.service.batches
-        checked = await defer.gatherResults([self.service.check(job, work) for work in works])
-        self.assertEqual(checked, job.check(works))
-        self.assertEqual(self.service.batches - before, 1)
-
     def test_stop_answers_what_was_queued(self) -> None:
         """Shares waiting or being checked when the service stops still get their results."""
         job = JobHasher(ALGORITHMS["scrypt"], b"a", b"b", [], bytes(32), 0)
@@ -425,29 +416,6 @@ class ShareCheckThreadsTests(SynchronousTestCase):
         for tag, work in enumerate(works):
             self.assertEqual(results[tag], jobs[tag % 2].check([work])[0])
         self.assertEqual(checks.counts()[2], 2)
-
-    def test_held_shares_wait_for_wake(self) -> None:
-        """Shares submitted without a wake stay queued until ``wake``, then make one batch."""
-        checks, read = self.threads(full=16, linger=0)
-        job = JobHasher(ALGORITHMS["sha256d"], b"a", b"b", [], bytes(32), 0)
-        works = [ShareWork(b"x", 1, 2, n) for n in range(3)]
-        for tag, work in enumerate(works):
-            checks.submit(job, work.pack(), tag, wake=False)
-        self.assertEqual(checks.counts(), (3, 0, 0))
-        checks.wake()
-        results = self.collect(checks, read, 3)
-        self.assertEqual([results[tag] for tag in range(3)], job.check(works))
-        self.assertEqual(checks.counts(), (0, 0, 1))
-
-    def test_held_full_batch_goes_at_once(self) -> None:
-        """Held shares that make a full batch are checked without a wake."""
-        checks, read = self.threads(full=4, linger=0)
-        job = JobHasher(ALGORITHMS["sha256d"], b"a", b"b", [], bytes(32), 0)
-        works = [ShareWork(b"x", 1, 2, n) for n in range(4)]
-        for tag, work in enumerate(works):
-            checks.submit(job, work.pack(), tag, wake=False)
-        results = self.collect(checks, read, 4)
-        self.assertEqual([results[tag] for tag in range(4)], job.check(works))
 
     def test_stop_checks_what_is_queued(self) -> None:
         """Stopping does not wait out the linger, and hands back every queued share's result."""

@@ -218,10 +218,7 @@ class ShareCheckThreads:
     a job together: at once when ``full`` of them are queued, otherwise
     once the oldest, if it came while no batch was being checked, has waited
     ``linger`` seconds for company (shares that come while a batch is being
-    checked gather meanwhile and do not wait). A share submitted with
-    ``wake=False`` waits for the next ``wake`` (unless a full batch is
-    queued): shares submitted in a row then make one batch for one
-    wake-up of a thread. After a batch a byte is
+    checked gather meanwhile and do not wait). After a batch a byte is
     written to ``notify_fd`` (once for all the batches that finish before
     ``finished`` takes them), and ``finished`` hands back each share's tag
     with its ShareHash, or the error of its batch. Both are called from one
@@ -254,24 +251,18 @@ class ShareCheckThreads:
         lib.nomp_workers_counts(self._workers, self._counts, self._counts + 1, self._batches)
         return int(self._counts[0]), int(self._counts[1]), int(self._batches[0])
 
-    def submit(self, job: JobHasher, record: bytes, tag: int, wake: bool = True) -> None:
-        """Queue one packed share record of ``job`` (see ShareWork.pack) under
-        ``tag``; with ``wake`` False it waits for ``wake``."""
+    def submit(self, job: JobHasher, record: bytes, tag: int) -> None:
+        """Queue one packed share record of ``job`` (see ShareWork.pack) under ``tag``."""
         if len(record) != _SHARE.size:
             raise ValueError("a share record is 32 bytes")
         if self._workers is None:
             raise RuntimeError("the share checking threads are stopped")
-        rc = lib.nomp_workers_submit(self._workers, job._job, record, tag, wake)
+        rc = lib.nomp_workers_submit(self._workers, job._job, record, tag)
         if rc == -errno.ENOMEM:
             raise MemoryError("cannot queue a share")
         if rc != 0:
             raise RuntimeError(f"the share checking threads refused a share ({rc})")
         self._jobs[tag] = job
-
-    def wake(self) -> None:
-        """Wake threads for the shares submitted with ``wake=False``."""
-        if self._workers is not None:
-            lib.nomp_workers_wake(self._workers)
 
     def finished(self) -> list[tuple[int, ShareHash | Exception]]:
         """The shares checked since the last call: each tag with its result or its batch's error."""

@@ -37,18 +37,16 @@ class Work(Protocol):
 # Two 16-lane scrypt runs: large enough to fill the SIMD lanes under load,
 # small enough that one batch stays well under a millisecond.
 MAX_BATCH = 32
-# A batch this large goes at once. The C threads are woken once at the end
-# of the reactor's turn for the shares it queued (so the shares read in one
-# turn make one batch), and do not wait for more: a thread's timed wait
-# costs it a second wake-up, as dear on a VM as a small scrypt batch's
-# extra lanes, and the reply half a millisecond. For the Python threads a
-# smaller batch waits up to BATCH_WAIT on a reactor timer for more shares
-# of its job (the epoll reactor rounds a timer up to the millisecond). One
-# scrypt share alone costs nearly what four hashed together do; while a
-# batch is hashed the next one gathers anyway.
+# A batch this large goes at once; a smaller one waits for more shares of
+# its job: up to LINGER on the C threads, which wait on their own, and up to
+# BATCH_WAIT on a reactor timer for the Python threads (the epoll reactor
+# rounds a timer up to the millisecond). One scrypt share alone costs nearly
+# what four hashed together do. While a batch is hashed the next one gathers
+# anyway, so the wait only has to gather the first: a longer wait saves
+# little CPU under load and costs reply latency (bench/stalls.py).
 FULL_BATCH = 16
 BATCH_WAIT = 0.0005
-LINGER = 0.0
+LINGER = 0.0005
 
 # Told the result of one share check: what its hasher made of it, or the Failure of its batch.
 ShareDone = Callable[[Any], None]
@@ -86,10 +84,10 @@ class HashPoolService(Service):
 
     A JobHasher's shares go one by one to threads of the C extension, which
     never take the GIL and make the batches themselves (ShareCheckThreads):
-    a share costs the reactor one C call, the threads are woken once at the
-    end of the reactor's turn for every share it queued, and the results of
-    every batch finished since the reactor last looked come back for one
-    read of a pipe, with no GIL to hand back and forth. Other hashers (the Ethereum family's) and
+    a share costs the reactor one C call, the wait for company is the
+    threads' (no reactor timer), and the results of every batch finished
+    since the reactor last looked come back for one read of a pipe, with no
+    GIL to hand back and forth. Other hashers (the Ethereum family's) and
     ``run`` go to Python threads, batched here.
     """
 
@@ -114,7 +112,6 @@ class HashPoolService(Service):
         self._checking: dict[int, ShareDone] = {}  # by tag: the shares the C threads have
         self._tags = itertools.count(1)
         self._pipe: tuple[int, int] | None = None
-        self._wake: Any = None  # the call at the end of this turn that wakes the C threads
         self._finished_reader: _FinishedShares | None = None
         self._python_batches = 0  # share batches handed to the Python threads, ever
         self._c_batches = 0  # those the C threads made, as of their last stop
@@ -157,9 +154,6 @@ class HashPoolService(Service):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        if self._wake is not None and self._wake.active():
-            self._wake.cancel()  # the stop below checks what is queued
-        self._wake = None
         self._dispatch(everything=True)
         workers, self._workers = self._workers, []
         # Queued work finishes first: each worker stops at its None, behind it.
@@ -227,13 +221,11 @@ class HashPoolService(Service):
             assert isinstance(job, JobHasher)
             tag = next(self._tags)
             try:
-                checks.submit(job, record, tag, wake=False)
+                checks.submit(job, record, tag)
             except Exception:
                 self._tell(done, Failure())
             else:
                 self._checking[tag] = done
-                if self._wake is None:
-                    self._wake = self._reactor.callLater(0, self._wake_threads)
             return
         waiting = self._waiting.setdefault(job, [])
         waiting.append((record, done))
@@ -241,11 +233,6 @@ class HashPoolService(Service):
             self._dispatch()
         elif self._timer is None:
             self._timer = self._reactor.callLater(BATCH_WAIT, self._waited)
-
-    def _wake_threads(self) -> None:
-        self._wake = None
-        if self._checks is not None:
-            self._checks.wake()
 
     def _waited(self) -> None:
         # What a busy pool cannot take now, the next thread to finish takes.

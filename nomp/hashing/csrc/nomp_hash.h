@@ -45,17 +45,14 @@ int nomp_job_check(const nomp_job *job, const unsigned char *shares, size_t coun
  * Each share's job must stay allocated until its result is taken.
  * nomp_workers_new: NULL when out of memory or given threads < 1 or a
  * `full` outside 1..NOMP_WORKERS_MAX_BATCH. nomp_workers_submit: 0,
- * -ENOMEM, or -EINVAL once stopping; with `wake` 0 the share waits for
- * nomp_workers_wake (or for a full batch) before a thread is woken for it.
- * nomp_workers_counts: shares queued,
+ * -ENOMEM, or -EINVAL once stopping. nomp_workers_counts: shares queued,
  * batches being checked and batches taken since the start. nomp_workers_stop lets the threads check what
  * is queued, then joins them; nomp_workers_free stops them first if needed. */
 #define NOMP_WORKERS_MAX_BATCH 32
 typedef struct nomp_workers nomp_workers;
 nomp_workers *nomp_workers_new(int threads, int notify_fd, size_t full, uint64_t linger_ns);
 int nomp_workers_submit(nomp_workers *workers, const nomp_job *job, const unsigned char *record,
-                        uint64_t tag, int wake);
-void nomp_workers_wake(nomp_workers *workers);
+                        uint64_t tag);
 size_t nomp_workers_finished(nomp_workers *workers, uint64_t *tags, int *statuses, unsigned char *results,
                              size_t max);
 void nomp_workers_counts(nomp_workers *workers, size_t *waiting, size_t *checking, uint64_t *batches);

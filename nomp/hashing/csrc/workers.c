@@ -8,10 +8,7 @@
  * call's SIMD lanes. When fewer than `full` of them are queued and the
  * oldest arrived less than `linger_ns` ago, it waits until then for more
  * first: the wait is the thread's, the reactor's turn is not held and no
- * timer wakes it. A share may also be queued without waking a thread
- * (`wake` 0): the caller then wakes them once for all the shares it queued
- * in a row (nomp_workers_wake), so they make one batch and cost one wake-up
- * of a thread instead of one each. A checked batch goes on the finished list; when that list
+ * timer wakes it. A checked batch goes on the finished list; when that list
  * goes from empty to not empty the thread writes a byte to `notify_fd`, so
  * the reactor wakes once for however many batches finish before it looks,
  * and takes their results with nomp_workers_finished. The caller keeps each
@@ -240,8 +237,7 @@ nomp_workers *nomp_workers_new(int threads, int notify_fd, size_t full, uint64_t
     return w;
 }
 
-int nomp_workers_submit(nomp_workers *w, const nomp_job *job, const unsigned char *record, uint64_t tag,
-                        int wake)
+int nomp_workers_submit(nomp_workers *w, const nomp_job *job, const unsigned char *record, uint64_t tag)
 {
     share *s = malloc(sizeof *s);
     if (s == NULL)
@@ -264,29 +260,15 @@ int nomp_workers_submit(nomp_workers *w, const nomp_job *job, const unsigned cha
     w->tail = s;
     w->waiting++;
     s->may_wait = w->linger_ns > 0 && w->checking == 0;
-    /* Held shares wait for nomp_workers_wake, unless they make a full batch already. */
-    if (wake || w->waiting >= w->full) {
-        /* An idle thread is woken unless one lingering over this share's job will take it. */
-        if (w->idle > 0 && (w->lingering == 0 || job != w->head->job))
-            pthread_cond_signal(&w->queued);
-        /* A lingering thread takes this share without a signal, unless it may
-         * make the oldest share's job a full batch: then it looks again. */
-        if (w->lingering > 0 && job == w->head->job && w->waiting >= w->full)
-            pthread_cond_broadcast(&w->company);
-    }
+    /* An idle thread is woken unless one lingering over this share's job will take it. */
+    if (w->idle > 0 && (w->lingering == 0 || job != w->head->job))
+        pthread_cond_signal(&w->queued);
+    /* A lingering thread takes this share without a signal, unless it may
+     * make the oldest share's job a full batch: then it looks again. */
+    if (w->lingering > 0 && job == w->head->job && w->waiting >= w->full)
+        pthread_cond_broadcast(&w->company);
     pthread_mutex_unlock(&w->lock);
     return 0;
-}
-
-void nomp_workers_wake(nomp_workers *w)
-{
-    pthread_mutex_lock(&w->lock);
-    /* A thread for every full batch's worth of queued shares, at least one;
-     * a busy thread takes what is queued when it is done anyway. */
-    size_t wanted = (w->waiting + w->full - 1) / w->full;
-    for (size_t n = 0; n < wanted && n < w->idle; n++)
-        pthread_cond_signal(&w->queued);
-    pthread_mutex_unlock(&w->lock);
 }
 
 size_t nomp_workers_finished(nomp_workers *w, uint64_t *tags, int *statuses, unsigned char *results, size_t max)
