@@ -44,7 +44,7 @@ from nomp.payments.ethpayer import (
     settle_decision,
     watch_decision,
 )
-from nomp.payments.ethpayledger import EthPayLedger, JournalEntry, Reserved, Unconfirmed
+from nomp.payments.ethpayledger import EthPayLedger, JournalEntry, Reserved, Unconfirmed, pricing_to_json
 from nomp.payments.ethsigner import (
     TRANSFER_GAS,
     DynamicPricing,
@@ -176,6 +176,43 @@ class JournalEntryTests(SynchronousTestCase):
             self.assertEqual(JournalEntry.from_json(signed.to_json()), signed)
         payout = unconfirmed()
         self.assertEqual(Unconfirmed.from_json(payout.tx_hash, payout.to_json()), payout)
+
+    def test_json_as_the_encoder_writes_it(self) -> None:
+        """The records written out by hand are, byte for byte, what json's encoder writes of
+        their fields with the keys sorted: any login text, either pricing, any wall time."""
+        rng = random.Random(7)
+        logins = [BOB, 'a "quoted" \\ login', "l\u00f6gin \u2603", "\x00\n\t"]
+        times = [12.5, 1_764_612_345.678912, 0.1, 3, 1e22, float("inf")]
+        for login in logins:
+            for created in times:
+                for pricing in (LEGACY, DynamicPricing(30 * GWEI, 2 * GWEI, 25_000)):
+                    amount, value = rng.getrandbits(90), rng.getrandbits(80)
+                    stored = JournalEntry(login, amount, value, 2**40, pricing, created)
+                    signed = stored.signed("0x" + rng.randbytes(32).hex(), "0x" + rng.randbytes(110).hex())
+                    for e in (stored, signed):
+                        fields = {
+                            "login": e.login,
+                            "amount": str(e.amount),
+                            "value": str(e.value),
+                            "nonce": e.nonce,
+                            "pricing": pricing_to_json(e.pricing),
+                            "created": e.created,
+                            "state": e.state,
+                            "tx_hash": e.tx_hash,
+                            "raw": e.raw,
+                        }
+                        self.assertEqual(e.to_json(), json.dumps(fields, sort_keys=True))
+                    payout = Unconfirmed.of(signed, created)
+                    fields = {
+                        "login": payout.login,
+                        "amount": str(payout.amount),
+                        "value": str(payout.value),
+                        "nonce": payout.nonce,
+                        "max_cost": str(payout.max_cost),
+                        "raw": payout.raw,
+                        "recorded": payout.recorded,
+                    }
+                    self.assertEqual(payout.to_json(), json.dumps(fields, sort_keys=True))
 
     def test_signing_again_gives_the_same_transaction(self) -> None:
         stored = JournalEntry.from_json(entry(5).to_json())
