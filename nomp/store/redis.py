@@ -59,7 +59,13 @@ import txredisapi
 from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.interfaces import IProtocol, IProtocolFactory, IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IProtocol,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamClientEndpoint,
+    ITCPTransport,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -341,9 +347,27 @@ class PrimaryEndpoint:
         await _check_role(self._reactor, address, self._password)
 
 
-class _FollowingFactory(txredisapi.RedisFactory):  # type: ignore[misc]  # txredisapi is untyped
-    """txredisapi's connection pool, trying again soon after a connection is lost: the
-    Sentinels are asked at each attempt, and a failover takes seconds."""
+class _Protocol(txredisapi.RedisProtocol):  # type: ignore[misc]  # txredisapi is untyped
+    """txredisapi's protocol with Nagle's algorithm off: a command longer than a segment
+    (a batch script's arguments) would otherwise wait, for its last part, for the
+    server's delayed acknowledgement of the first, which the server sends only after
+    tens of milliseconds since it answers nothing until it has the whole command."""
+
+    def connectionMade(self) -> Any:
+        if ITCPTransport.providedBy(self.transport):
+            self.transport.setTcpNoDelay(True)
+        return super().connectionMade()
+
+
+class _Factory(txredisapi.RedisFactory):  # type: ignore[misc]  # txredisapi is untyped
+    """txredisapi's connection pool, its connections without Nagle's algorithm."""
+
+    protocol = _Protocol
+
+
+class _FollowingFactory(_Factory):
+    """The pool, trying again soon after a connection is lost: the Sentinels are asked at
+    each attempt, and a failover takes seconds."""
 
     def retryDelay(self, attempt: int) -> float:
         return float(min(FIRST_RETRY * 2 ** max(0, attempt - 1), MAX_RETRY))
@@ -460,15 +484,19 @@ class RedisService(Service):
         config = self.config
         on_demoted = None
         if config.sentinels is None:
-            self._handler = txredisapi.lazyConnectionPool(
-                host=config.host,
-                port=config.port,
-                dbid=config.db,
-                poolsize=self._pool_size,
+            # txredisapi's lazyConnectionPool, with the protocol above.
+            factory = _Factory(
+                f"{config.host}:{config.port}",
+                config.db,
+                self._pool_size,
+                isLazy=True,
                 password=config.password,
-                connectTimeout=CONNECT_TIMEOUT,
                 replyTimeout=REPLY_TIMEOUT,
             )
+            factory.startConnecting(
+                HostnameEndpoint(_default_reactor(), config.host, config.port, timeout=CONNECT_TIMEOUT)
+            )
+            self._handler = factory.handler
         else:
             assert config.master_name is not None  # RedisConfig's checks
             self._locator = SentinelLocator(
