@@ -56,9 +56,11 @@ from nomp.store.schema import PoolKeys
 from nomp.store.service import RecorderService
 from nomp.stratum.service import StratumService
 from nomp.stratum.stratumpool import StratumPool
+from nomp.switching import Switches
 from nomp.switching.ports import SwitchedPool, SwitchPorts
 from nomp.switching.prices import price_source
 from nomp.switching.profitservice import ProfitPool, ProfitSwitchingService
+from nomp.switching.relay import RelayedSwitches
 from nomp.switching.service import SwitchingService
 from nomp.systemd import ServiceNotifier
 from nomp.web.metrics import Metrics, MetricsService
@@ -259,6 +261,12 @@ def build_service(
     )
     rates = ShareRates(assembly.accepted_shares, reactor)
     switching: SwitchingService | None = None  # built after the pools it switches between
+    relayed: RelayedSwitches | None = None  # instead, in the main process of workers
+
+    def switch_lines() -> list[str]:
+        switches = switching or relayed
+        return [] if switches is None else switches.status_lines()
+
     operations = ProcessOperations(
         lambda: list(assembly.parts.values()),
         lambda: redis.client() is not None,
@@ -268,7 +276,7 @@ def build_service(
         lambda: root.started_at,
         lambda pool: defer.Deferred.fromCoroutine(root.reloader.reload(pool)),
         root.shutdown,
-        lambda: [] if switching is None else switching.status_lines(),
+        switch_lines,
     )
     supervisor = None
     if held is not None:
@@ -281,7 +289,9 @@ def build_service(
         )
     if worker is not None:
         MainChannelService(
-            ControlProtocol(assembly.pools, assembly.servers, operations, None, reactor),
+            ControlProtocol(
+                assembly.pools, assembly.servers, operations, None, reactor, switches=lambda: switching
+            ),
             reactor,
             root.shutdown,
         ).setServiceParent(root)
@@ -296,7 +306,7 @@ def build_service(
             lambda: assembly.token,
             (rates.timer(),),
             forward=None if supervisor is None else _forwarder(supervisor),
-            switches=lambda: switching,
+            switches=lambda: switching or relayed,
         ).setServiceParent(root)
     root.await_work([pool.name for pool in config.pools] + [pool.name for pool in config.eth_pools])
     for pool_config in config.pools:
@@ -315,9 +325,15 @@ def build_service(
         switching = _switching(config, assembly, redis, reactor)
         switching.add_listener(metrics.switched)
         switching.setServiceParent(root)
+    elif supervisor is not None and config.settings.switching:
+        relayed = _relayed_switching(config, assembly, redis, supervisor, reactor)
+        relayed.add_listener(metrics.switched)
+        relayed.setServiceParent(root)
     profit = None
-    if switching is not None and config.settings.profit_switching is not None:
-        profit = _profit_switching(config.settings.profit_switching, switching, assembly, reactor)
+    # With workers, the main process decides for all of them.
+    moves: Switches | None = None if worker is not None else (relayed or switching)
+    if moves is not None and config.settings.profit_switching is not None:
+        profit = _profit_switching(config.settings.profit_switching, moves, assembly, reactor)
         metrics.watch_profit(profit.snapshot)
         profit.setServiceParent(root)
     # At a stop, every pool's miners at once (a pool a reload added too), and
@@ -353,8 +369,10 @@ def build_service(
     return root
 
 
-def _switching(config: Config, assembly: PoolAssembly, redis: RedisService, reactor: Any) -> SwitchingService:
-    """The switching ports of config.yaml's ``switching``, over the pools built."""
+def _switch_ports(
+    config: Config, assembly: PoolAssembly, reactor: Any
+) -> dict[str, tuple[SwitchPorts, StratumService]]:
+    """Each switch's ports over the pools built, and the StratumService listening on them."""
     defaults = config.settings.pool_defaults
     switches = {}
     for name, switch in config.settings.switching.items():
@@ -367,12 +385,34 @@ def _switching(config: Config, assembly: PoolAssembly, redis: RedisService, reac
             reactor,
         )
         switches[name] = (ports, StratumService(ports, switch.ports, reactor, assembly.endpoint))
+    return switches
+
+
+def _switching(config: Config, assembly: PoolAssembly, redis: RedisService, reactor: Any) -> SwitchingService:
+    """The switching ports of config.yaml's ``switching``, over the pools built."""
+    switches = _switch_ports(config, assembly, reactor)
     algorithms = {name: switch.algorithm for name, switch in config.settings.switching.items()}
     return SwitchingService(switches, algorithms, lambda: list(assembly.parts), redis.client, reactor)
 
 
+def _relayed_switching(
+    config: Config, assembly: PoolAssembly, redis: RedisService, supervisor: WorkerSupervisor, reactor: Any
+) -> RelayedSwitches:
+    """The main process's switches: moved by its workers, their ports' sockets held for them."""
+    switching = config.settings.switching
+    return RelayedSwitches(
+        {name: switch.pools for name, switch in switching.items()},
+        {name: switch.algorithm for name, switch in switching.items()},
+        supervisor.ask_each,
+        lambda: list(assembly.parts),
+        redis.client,
+        reactor,
+        ports={name: service for name, (_, service) in _switch_ports(config, assembly, reactor).items()},
+    )
+
+
 def _profit_switching(
-    config: ProfitSwitchingConfig, switching: SwitchingService, assembly: PoolAssembly, reactor: Any
+    config: ProfitSwitchingConfig, switching: Switches, assembly: PoolAssembly, reactor: Any
 ) -> ProfitSwitchingService:
     """Profit switching over the switches, valuing each pool from its PoolService."""
 

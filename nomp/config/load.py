@@ -127,12 +127,6 @@ def load_config(directory: str | os.PathLike[str]) -> Config:
 
     _check_conflicts(claims, errors)
     _check_switches(settings.switching, {path.stem for path in pool_files}, pools, eth_pools, errors)
-    if settings.switching and settings.workers > 1:
-        errors.add(
-            "config.yaml",
-            "switching",
-            "not with workers > 1: a switch moves its miners between pools within one process",
-        )
     if settings.profit_switching is not None and not settings.switching:
         errors.add("config.yaml", "profit_switching", "needs a switching section: the switches it moves")
     if settings.workers > 1:
@@ -306,7 +300,8 @@ def _check_worker_ports(claims: list[_Claims], errors: ErrorLog) -> None:
     process as a plain socket: a TLS endpoint's handshake is its own."""
     for claim in claims:
         for path, description in claim.listens:
-            if path.startswith("ports[") and _split_endpoint(description)[0] == "ssl":
+            stratum = path.startswith("ports[") or path.startswith("switching.")
+            if stratum and _split_endpoint(description)[0] == "ssl":
                 errors.add(
                     claim.file,
                     path,

@@ -87,8 +87,11 @@ HELP = (
 # With worker processes (nomp.workers) every command but these also goes to
 # each worker, so a command added to the control port reaches them as it is
 # (a reload reaches them through the main process's reload itself, as
-# SIGHUP's does: nomp.workers.reload):
-NOT_FORWARDED = frozenset({"help", "pools", "payments", "shutdown", "auth", "reload", "reloadpool"})
+# SIGHUP's does: nomp.workers.reload; a coinswitch through the main
+# process's switches, as profit switching's moves do: nomp.switching.relay):
+NOT_FORWARDED = frozenset(
+    {"help", "pools", "payments", "shutdown", "auth", "reload", "reloadpool", "coinswitch"}
+)
 # and these run in the main process too, whose own state they are about
 # (the others are about miners, which only the workers have).
 ALSO_HERE = frozenset({"status", "loglevel"})

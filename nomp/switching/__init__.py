@@ -8,12 +8,12 @@ decide when to move (the control port, a profit-switching service);
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
 from twisted.internet import defer
 
-__all__ = ["SwitchRefused", "Switches"]
+__all__ = ["SwitchRefused", "Switches", "already_on", "request_refusal"]
 
 
 class SwitchRefused(Exception):
@@ -54,3 +54,27 @@ class Switches(Protocol):
         for a bad request. ``reason`` goes to the log ("operator",
         "profit: ...")."""
         ...
+
+
+def request_refusal(
+    switches: Mapping[str, Sequence[str]], known_pools: Collection[str], switch: str, pool: str
+) -> str | None:
+    """Why ``coinswitch <switch> <pool>`` names what is not there, or None.
+
+    ``switches``: each switch's pools by its name; ``known_pools``: every
+    pool of the process (for a clear answer)."""
+    pools = switches.get(switch)
+    if pools is None:
+        known = ", ".join(switches) or "none configured"
+        return f"no switch {switch[:64]!r} (switches: {known})"
+    if pool not in pools:
+        if pool not in known_pools:
+            return f"no pool {pool[:64]!r}"
+        return f"pool {pool} is not one of switch {switch}'s ({', '.join(pools)})"
+    return None
+
+
+def already_on(switch: str, pool: str) -> str:
+    """The refusal of a move to the pool the switch is on (the main process
+    of worker processes knows it from each worker's answer)."""
+    return f"switch {switch} is on {pool} already"

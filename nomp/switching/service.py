@@ -27,7 +27,7 @@ from nomp.services import OrderedMultiService
 from nomp.store.client import REDIS_DOWN, RedisClient, RedisUnavailable
 from nomp.store.schema import SwitchKeys
 from nomp.stratum.service import StratumService
-from nomp.switching import SwitchRefused
+from nomp.switching import SwitchRefused, already_on, request_refusal
 from nomp.switching.ports import SwitchPorts
 
 STATE_INTERVAL = 1.0  # seconds between looks at what Redis still has to be told or asked
@@ -126,16 +126,13 @@ class SwitchingService(OrderedMultiService):
         return defer.Deferred.fromCoroutine(self._switch(switch, pool, reason))
 
     async def _switch(self, switch: str, pool: str, reason: str) -> str:
-        ports = self._ports.get(switch)
-        if ports is None:
-            known = ", ".join(self._ports) or "none configured"
-            raise SwitchRefused(f"no switch {switch[:64]!r} (switches: {known})")
-        if pool not in ports.pools:
-            if pool not in self._known_pools():
-                raise SwitchRefused(f"no pool {pool[:64]!r}")
-            raise SwitchRefused(f"pool {pool} is not one of switch {switch}'s ({', '.join(ports.pools)})")
+        pools = {name: list(ports.pools) for name, ports in self._ports.items()}
+        problem = request_refusal(pools, self._known_pools(), switch, pool)
+        if problem is not None:
+            raise SwitchRefused(problem)
+        ports = self._ports[switch]
         if pool == ports.current.name:
-            raise SwitchRefused(f"switch {switch} is on {pool} already")
+            raise SwitchRefused(already_on(switch, pool))
         problem = ports.can_move_to(pool)
         if problem is not None:
             raise SwitchRefused(problem)

@@ -249,12 +249,27 @@ class WorkerSupervisor(Service):
     async def ask_all(self, line: str) -> list[tuple[str, str]]:
         """Send ``line`` to every worker; each one's name and answer line, in
         index order (an error answer for one that is not running)."""
-        answers: list[tuple[str, str]] = []
+        return [
+            (name, f"error {answer}" if isinstance(answer, WorkerGone) else answer)
+            for name, answer in await self._ask_every(line)
+        ]
+
+    async def ask_each(self, line: str) -> list[tuple[str, str | None]]:
+        """Send ``line`` to every worker; each one's name and answer line, in
+        index order. None for a worker that is not running or ended before it
+        answered: it did none of it, and starts afresh."""
+        return [
+            (name, None if isinstance(answer, WorkerGone) else answer)
+            for name, answer in await self._ask_every(line)
+        ]
+
+    async def _ask_every(self, line: str) -> list[tuple[str, str | WorkerGone]]:
+        answers: list[tuple[str, str | WorkerGone]] = []
         asked = []
         for index in range(1, self.count + 1):
             worker = self.workers.get(index)
             if worker is None:
-                answers.append((f"worker {index}", "error not running: it is started again shortly"))
+                answers.append((f"worker {index}", WorkerGone("not running: it is started again shortly")))
                 continue
             asked.append((worker, worker.ask(line)))
         for worker, answer in asked:
@@ -263,7 +278,7 @@ class WorkerSupervisor(Service):
             except defer.TimeoutError:
                 answers.append((worker.name, f"error no answer within {ANSWER_TIMEOUT:g} s"))
             except WorkerGone as e:
-                answers.append((worker.name, f"error {e}"))
+                answers.append((worker.name, e))
         answers.sort(key=lambda named: int(named[0].split()[1]))
         return answers
 
