@@ -304,6 +304,27 @@ class SupervisorTests(SynchronousTestCase):
         )
 
 
+    def test_ask_each(self) -> None:
+        """As ask_all, but a worker not running, or one that ends before it
+        answers, answers None: it did nothing of what was asked."""
+        self.supervisor.startService()
+        dead, ending = self.spawned
+        ended(dead, signal=9)
+        asked = defer.Deferred.fromCoroutine(self.supervisor.ask_each("coinswitch scrypt copy"))
+        ended(ending, status=1)
+        self.assertEqual(self.successResultOf(asked), [("worker 1", None), ("worker 2 (pid 1001)", None)])
+        self.clock.advance(RESTART_DELAY)
+        asked = defer.Deferred.fromCoroutine(self.supervisor.ask_each("coinswitch scrypt copy"))
+        self.clock.advance(ANSWER_TIMEOUT)
+        self.assertEqual(
+            self.successResultOf(asked),
+            [
+                ("worker 1 (pid 1002)", f"error no answer within {ANSWER_TIMEOUT:g} s"),
+                ("worker 2 (pid 1003)", f"error no answer within {ANSWER_TIMEOUT:g} s"),
+            ],
+        )
+
+
 class ForwardingTests(SynchronousTestCase):
     """The main process's control port with workers: which commands reach
     them, which also run here, and the one answer made of all."""
