@@ -303,7 +303,6 @@ class SupervisorTests(SynchronousTestCase):
             ],
         )
 
-
     def test_ask_each(self) -> None:
         """As ask_all, but a worker not running, or one that ends before it
         answers, answers None: it did nothing of what was asked."""
