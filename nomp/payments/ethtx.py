@@ -25,6 +25,7 @@ caller passes its coincurve PrivateKey.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple, Protocol
 
 from nomp.hashing.ethash import keccak_256 as keccak
@@ -75,8 +76,19 @@ def quantity(value: int) -> bytes:
     return value.to_bytes((value.bit_length() + 7) // 8, "big")
 
 
-def _fields(*values: bytes) -> bytes:
-    return b"".join(rlp_bytes(v) for v in values)
+def _int(value: int) -> bytes:
+    """RLP of an integer (``rlp_bytes(quantity(value))``)."""
+    if value < 0x80:
+        return bytes((value,)) if value else b"\x80"
+    data = value.to_bytes((value.bit_length() + 7) // 8, "big")
+    return rlp_length(len(data), 0x80) + data
+
+
+# A run signs every payout at one price and on one chain: the fields those fix are
+# encoded once.
+@functools.lru_cache(maxsize=64)
+def _ints(*values: int) -> bytes:
+    return b"".join([_int(v) for v in values])
 
 
 def _signature(signer: RecoverableSigner, digest: bytes) -> tuple[bytes, int]:
@@ -102,11 +114,11 @@ def legacy_transfer(
     """A legacy transfer with EIP-155 replay protection: the digest signed is that of
     [nonce, gas price, gas, to, value, data, chain id, 0, 0], v is 35 + 2 chain id + the
     recovery id."""
-    head = _fields(quantity(nonce), quantity(gas_price), quantity(gas), to, quantity(value), b"")
-    digest = keccak(rlp_list(head + _fields(quantity(chain_id), b"", b"")))
+    head = _int(nonce) + _ints(gas_price, gas) + rlp_bytes(to) + _int(value) + b"\x80"
+    digest = keccak(rlp_list(head + _ints(chain_id) + b"\x80\x80"))
     rs, recovery = _signature(signer, digest)
     v = chain_id * 2 + 35 + recovery
-    raw = rlp_list(head + _fields(quantity(v), rs[:32].lstrip(b"\0"), rs[32:].lstrip(b"\0")))
+    raw = rlp_list(head + _int(v) + rlp_bytes(rs[:32].lstrip(b"\0")) + rlp_bytes(rs[32:].lstrip(b"\0")))
     return SignedTx(raw, keccak(raw), digest, rs + bytes((recovery,)))
 
 
@@ -124,20 +136,16 @@ def dynamic_transfer(
     priority fee, max fee, gas, to, value, data, access list]; the signature's y-parity,
     r and s follow in the transaction."""
     head = (
-        _fields(
-            quantity(chain_id),
-            quantity(nonce),
-            quantity(max_priority_fee),
-            quantity(max_fee),
-            quantity(gas),
-            to,
-            quantity(value),
-            b"",
-        )
+        _ints(chain_id)
+        + _int(nonce)
+        + _ints(max_priority_fee, max_fee, gas)
+        + rlp_bytes(to)
+        + _int(value)
+        + b"\x80"
         + _EMPTY_LIST
     )
     digest = keccak(TYPE_2 + rlp_list(head))
     rs, recovery = _signature(signer, digest)
-    signed = head + _fields(quantity(recovery), rs[:32].lstrip(b"\0"), rs[32:].lstrip(b"\0"))
+    signed = head + _int(recovery) + rlp_bytes(rs[:32].lstrip(b"\0")) + rlp_bytes(rs[32:].lstrip(b"\0"))
     raw = TYPE_2 + rlp_list(signed)
     return SignedTx(raw, keccak(raw), digest, rs + bytes((recovery,)))
