@@ -90,51 +90,12 @@ class SwitchingTwoChainsTests(TestCase):
     timeout = 240
 
     def setUp(self) -> None:
-        pairs = shared_regtests("multicoin-litecoin", "multicoin-copycoin")
-        for pair in pairs:
-            prepare_chain(pair)
-        self.coins = [
-            Coin("litecoin", "litecoin-regtest", "rLTC", pairs[0]),
-            Coin("copycoin", "copycoin-regtest", "rCPY", pairs[1]),
-        ]
+        self.coins = two_coins()
         self.redis = RedisServer().start()
         self.addCleanup(self.redis.stop)
 
     def write_conf(self) -> Path:
-        pools = []
-        for coin in self.coins:
-            coin.pool_address = coin.pair.new_address()
-            options = {"block_refresh_interval": 3600, "job_rebroadcast_timeout": 0}
-            pools.append(
-                CoinPool(
-                    coin.pool,
-                    coin.coin,
-                    coin.pair.miner.url,
-                    coin.pool_address,
-                    RPC_USER,
-                    RPC_PASSWORD,
-                    options=options,
-                )
-            )
-        conf, _ = write_pools_conf(
-            Path(self.mktemp()),
-            pools,
-            self.redis.port,
-            DB,
-            coins={"copycoin-regtest": renamed_coin("litecoin-regtest", "copycoin-regtest", "rCPY")},
-            web={"stats_interval": 3600},
-        )
-        self.switch_port = free_port()
-        settings = yaml.safe_load((conf / "config.yaml").read_text())
-        settings["drain_seconds"] = 0
-        settings["switching"] = {
-            "scrypt": {
-                "algorithm": "scrypt",
-                "pools": ["litecoin", "copycoin"],
-                "ports": [{"listen": f"tcp:{self.switch_port}:interface=127.0.0.1", "diff": SWITCH_DIFF}],
-            }
-        }
-        (conf / "config.yaml").write_text(yaml.safe_dump(settings))
+        conf, self.switch_port = write_switch_conf(Path(self.mktemp()), self.coins, self.redis.port)
         return conf
 
     async def start(self, conf: Path) -> NompService:
@@ -281,6 +242,61 @@ class SwitchingTwoChainsTests(TestCase):
             ("scrypt", "copycoin", ["litecoin", "copycoin"]),
         )
         self.assertEqual((switch["miners"], switch["switches"], switch["last_reason"]), (1, 1, "operator"))
+
+
+def two_coins() -> list[Coin]:
+    """The switch's two pools: the shipped Litecoin regtest coin and its renamed
+    copy, each on a litecoind regtest pair of its own, past MWEB's activation."""
+    pairs = shared_regtests("multicoin-litecoin", "multicoin-copycoin")
+    for pair in pairs:
+        prepare_chain(pair)
+    return [
+        Coin("litecoin", "litecoin-regtest", "rLTC", pairs[0]),
+        Coin("copycoin", "copycoin-regtest", "rCPY", pairs[1]),
+    ]
+
+
+def write_switch_conf(
+    folder: Path, coins: list[Coin], redis_port: int, diff: float = SWITCH_DIFF, refresh: float = 3600
+) -> tuple[Path, int]:
+    """A conf folder with a pool for each coin (each paying a new address of its
+    chain, kept in ``pool_address``) and a switch ``scrypt`` over them on one
+    port; (folder, the switch's port). ``refresh``: each pool's block_refresh_interval."""
+    pools = []
+    for coin in coins:
+        coin.pool_address = coin.pair.new_address()
+        options = {"block_refresh_interval": refresh, "job_rebroadcast_timeout": 0}
+        pools.append(
+            CoinPool(
+                coin.pool,
+                coin.coin,
+                coin.pair.miner.url,
+                coin.pool_address,
+                RPC_USER,
+                RPC_PASSWORD,
+                options=options,
+            )
+        )
+    conf, _ = write_pools_conf(
+        folder,
+        pools,
+        redis_port,
+        DB,
+        coins={"copycoin-regtest": renamed_coin("litecoin-regtest", "copycoin-regtest", "rCPY")},
+        web={"stats_interval": 3600},
+    )
+    switch_port = free_port()
+    settings = yaml.safe_load((conf / "config.yaml").read_text())
+    settings["drain_seconds"] = 0
+    settings["switching"] = {
+        "scrypt": {
+            "algorithm": "scrypt",
+            "pools": [coin.pool for coin in coins],
+            "ports": [{"listen": f"tcp:{switch_port}:interface=127.0.0.1", "diff": diff}],
+        }
+    }
+    (conf / "config.yaml").write_text(yaml.safe_dump(settings))
+    return conf, switch_port
 
 
 def pool_network(root: NompService, pool: str) -> Any:
