@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import socket
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from nomp.workers.supervisor import (
     WorkerProcess,
     WorkerSupervisor,
 )
+from test.poolconf import renamed_coin
 from test.test_config import ConfTestCase
 from test.test_config_paths import SHIPPED_CONF
 from test.test_control import FakeOperations, RecordingPool
@@ -548,6 +550,42 @@ class RoleTests(SynchronousTestCase):
         self.assertNotIn("PaymentService", web)
         for found in (stratum, payments, web):
             self.assertIn("StreamServerEndpointService", found)  # the control port, in every one
+
+    def test_switching_with_workers(self) -> None:
+        """With workers: 2 and a switch, each worker serves the switch's ports
+        (SwitchingService); the main process holds their sockets, relays the
+        moves (RelayedSwitches) and alone runs profit switching."""
+        conf = self.conf(
+            workers=2,
+            instance=None,
+            switching={
+                "scrypt": {
+                    "algorithm": "scrypt",
+                    "pools": ["litecoin", "copycoin"],
+                    "ports": [{"listen": "tcp:3999:interface=127.0.0.1", "diff": 8}],
+                }
+            },
+            profit_switching={"prices": {"file": "prices.json"}},
+        )
+        shutil.copytree(SHIPPED_CONF.parent / "coins", conf / "coins")
+        settings = yaml.safe_load((conf / "config.yaml").read_text())
+        settings["coins"] = "coins"
+        (conf / "config.yaml").write_text(yaml.safe_dump(settings))
+        copycoin = renamed_coin("litecoin-regtest", "copycoin-regtest", "rCPY")
+        (conf / "coins" / "copycoin-regtest.yaml").write_text(yaml.safe_dump(copycoin))
+        pool = yaml.safe_load((conf / "pools" / "litecoin.yaml").read_text())
+        pool.update(coin="copycoin-regtest", ports=[{"listen": "tcp:3998:interface=127.0.0.1", "diff": 8}])
+        (conf / "pools" / "copycoin.yaml").write_text(yaml.safe_dump(pool))
+        main = self.services(conf)
+        self.assertIn("RelayedSwitches", main)
+        self.assertIn("ProfitSwitchingService", main)
+        self.assertNotIn("SwitchingService", main)
+        self.assertEqual(main.count("StratumService"), 3)  # both pools' ports and the switch's, held
+        worker = self.services(conf, worker=1)
+        self.assertIn("SwitchingService", worker)
+        self.assertNotIn("RelayedSwitches", worker)
+        self.assertNotIn("ProfitSwitchingService", worker)
+        self.assertEqual(worker.count("StratumService"), 3)
 
     def test_main_with_workers(self) -> None:
         """With workers: 2 the main process supervises them, holds the ports
