@@ -188,18 +188,9 @@ class SwitchingErrorTests(SwitchingConfTestCase):
         )
 
     def test_with_worker_processes(self) -> None:
-        """With workers > 1 every worker serves the switch's ports; a TLS one is
-        refused, as a pool's is (a worker is given a plain listening socket)."""
+        """With workers > 1 every worker serves the switch's ports."""
         self.settings["workers"] = 2
         self.assertEqual(self.load().settings.workers, 2)
-        self.switch["ports"][0]["listen"] = "ssl:3400:interface=127.0.0.1:privateKey=key.pem"
-        self.assertEqual(
-            [e for e in self.errors() if "TLS" in e],
-            [
-                "config.yaml: switching.scrypt.ports[0].listen: a TLS port is not served by worker "
-                "processes (workers > 1): terminate TLS in front of the pool (HAProxy) or run workers: 1"
-            ],
-        )
 
     def test_every_error_at_once(self) -> None:
         """Every problem of every switch is reported, each with its path."""

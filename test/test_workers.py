@@ -14,7 +14,9 @@ from typing import Any
 
 import yaml
 from twisted.internet import defer, error, reactor, task
+from twisted.internet.endpoints import SSL4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.testing import StringTransport
 from twisted.logger import Logger
 from twisted.python import usage
@@ -42,6 +44,8 @@ from test.poolconf import renamed_coin
 from test.test_config import ConfTestCase
 from test.test_config_paths import SHIPPED_CONF
 from test.test_control import FakeOperations, RecordingPool
+from test.tlscerts import self_signed
+from test.waiting import until
 
 
 class WorkersConfigTests(ConfTestCase):
@@ -68,23 +72,13 @@ class WorkersConfigTests(ConfTestCase):
         self.settings["workers"] = 1
         self.assertEqual(self.load().settings.instance, 7)
 
-    def test_no_tls_port_with_workers(self) -> None:
-        """A TLS port is refused with workers > 1, every one named, and only then."""
+    def test_tls_port_with_workers(self) -> None:
+        """A TLS port is served by worker processes as by one (each does the TLS
+        on the socket it is given): no error is about workers."""
         self.pool["ports"][1]["listen"] = "ssl:3334:privateKey=key.pem"
         self.other_pool("ssl:4444:privateKey=key.pem")
         self.settings["workers"] = 3
-        errors = [e for e in self.errors() if "TLS" in e]
-        self.assertEqual(
-            errors,
-            [
-                "pools/ltc.yaml: ports[1].listen: a TLS port is not served by worker processes "
-                "(workers > 1): terminate TLS in front of the pool (HAProxy) or run workers: 1",
-                "pools/other.yaml: ports[0].listen: a TLS port is not served by worker processes "
-                "(workers > 1): terminate TLS in front of the pool (HAProxy) or run workers: 1",
-            ],
-        )
-        self.settings["workers"] = 1
-        self.assertEqual([e for e in self.errors() if "TLS" in e], [])
+        self.assertEqual([e for e in self.errors() if "worker" in e], [])
 
 
 class WorkerLogTests(SynchronousTestCase):
@@ -458,6 +452,36 @@ class SocketTests(TestCase):
         self.assertEqual(len(accepted), 1)
         await defer.maybeDeferred(listening.stopListening)
         self.assertEqual(held.sockets(), [])
+
+    async def test_tls_port(self) -> None:
+        """An ssl: port's socket is held as a plain one; the worker given it
+        does the TLS handshake with the key and certificate its listen names."""
+        certificate = self_signed(Path(self.mktemp()))
+        listen = certificate.listen(0)
+        held = HeldSockets(reactor)
+        listening = self.successResultOf(held.endpoint(listen).listen(_factory()))
+        self.addCleanup(listening.stopListening)
+        (entry,) = held.sockets()
+        copy = os.dup(entry.fileno)
+        environ = {SOCKETS_VARIABLE: json.dumps([[entry.listen, copy, entry.family]])}
+        inherited = InheritedSockets.from_environment(reactor, environ)
+        received: list[bytes] = []
+
+        class Noted(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                received.append(data)
+
+        served = await inherited.endpoint(listen).listen(Factory.forProtocol(Noted))
+        self.addCleanup(served.stopListening)
+        host: Any = listening.getHost()
+        trust = Certificate.loadPEM(certificate.cert.read_bytes())
+        client = await SSL4ClientEndpoint(
+            reactor, "127.0.0.1", host.port, optionsForClientTLS("127.0.0.1", trustRoot=trust)
+        ).connect(Factory.forProtocol(Protocol))
+        self.addCleanup(client.transport.loseConnection)
+        client.transport.write(b'{"id": 1, "method": "mining.subscribe", "params": []}\n')
+        await until(lambda: b"".join(received).endswith(b"\n"))
+        self.assertEqual(b"".join(received), b'{"id": 1, "method": "mining.subscribe", "params": []}\n')
 
     def test_bad_variable(self) -> None:
         """A variable that is not the main process's list is refused, saying so."""

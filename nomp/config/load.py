@@ -129,8 +129,6 @@ def load_config(directory: str | os.PathLike[str]) -> Config:
     _check_switches(settings.switching, {path.stem for path in pool_files}, pools, eth_pools, errors)
     if settings.profit_switching is not None and not settings.switching:
         errors.add("config.yaml", "profit_switching", "needs a switching section: the switches it moves")
-    if settings.workers > 1:
-        _check_worker_ports(claims, errors)
     errors.raise_if_any()
     return Config(directory=conf, settings=settings, pools=tuple(pools), eth_pools=tuple(eth_pools))
 
@@ -293,21 +291,6 @@ def _check_switches(
                 errors.add("config.yaml", path, f"pool {name} is not enabled (pools/{name}.yaml)")
             elif pool is None:
                 errors.add("config.yaml", path, f"unknown pool {name!r}: no pools/{name}.yaml")
-
-
-def _check_worker_ports(claims: list[_Claims], errors: ErrorLog) -> None:
-    """Worker processes take each port's listening socket from the main
-    process as a plain socket: a TLS endpoint's handshake is its own."""
-    for claim in claims:
-        for path, description in claim.listens:
-            stratum = path.startswith("ports[") or path.startswith("switching.")
-            if stratum and _split_endpoint(description)[0] == "ssl":
-                errors.add(
-                    claim.file,
-                    path,
-                    "a TLS port is not served by worker processes (workers > 1): "
-                    "terminate TLS in front of the pool (HAProxy) or run workers: 1",
-                )
 
 
 def listen_address(description: str) -> tuple[str, int] | None:

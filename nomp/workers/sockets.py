@@ -24,6 +24,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 # The environment variable a worker finds its sockets in: a JSON list of
@@ -144,12 +145,50 @@ class InheritedSockets:
         """The port's inherited socket. A port the main process did not give
         (one a reload added since this worker started) is listened on by
         nothing here: the main process holds its socket, and replaces its
-        workers so that each is given it (nomp.workers.reload)."""
+        workers so that each is given it (nomp.workers.reload). A TLS port's
+        socket is a plain listening one: the worker does the TLS itself, with
+        the key and certificate its ``listen`` names."""
         inherited = self._sockets.pop(listen, None)  # an adopted descriptor is closed: once only
         if inherited is None:
             return unbound(listen)
         fd, family = inherited
+        if _endpoint_type(listen) == "ssl":
+            # The ssl: endpoint as Twisted reads the string (its key, certificate,
+            # chain and options), listening through _AdoptingTLS on the socket given.
+            tls: IStreamServerEndpoint = serverFromString(
+                _AdoptingTLS(self._reactor, fd, socket.AddressFamily(family)), listen
+            )
+            return tls
         return AdoptedStreamServerEndpoint(self._reactor, fd, socket.AddressFamily(family))
+
+
+def _endpoint_type(listen: str) -> str:
+    return listen.split(":", 1)[0].strip().lower()
+
+
+@dataclass(frozen=True, slots=True)
+class _AdoptingTLS:
+    """What an ``ssl:`` endpoint listens through: for its port, the
+    inherited socket, each connection's bytes through TLS with the
+    endpoint's context."""
+
+    reactor: Any
+    fd: int
+    family: socket.AddressFamily
+
+    def listenSSL(
+        self,
+        port: int,
+        factory: IProtocolFactory,
+        contextFactory: Any,  # noqa: N803
+        backlog: int = 50,
+        interface: str = "",
+    ) -> IListeningPort:
+        tls = TLSMemoryBIOFactory(contextFactory, False, factory)
+        os.set_blocking(self.fd, False)
+        adopted: IListeningPort = self.reactor.adoptStreamPort(self.fd, self.family, tls)
+        os.close(self.fd)  # the port holds a copy of its own (as AdoptedStreamServerEndpoint does)
+        return adopted
 
 
 @implementer(IListeningPort)
