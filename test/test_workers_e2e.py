@@ -16,19 +16,24 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
+from nomp.miner import Miner, connect
+from nomp.minerkit import tls_options
 from test.poolconf import write_conf
 from test.servers import RPC_PASSWORD, RPC_USER, RedisServer, free_port, shared_regtest
 from test.test_haproxy import (
     COIN,
     POOL,
+    SCRYPT,
     LineProbe,
     PoolProcess,
     ReconnectingMiner,
     eventually,
     probe_from,
 )
+from test.tlscerts import self_signed
 
 PORT_DIFFICULTY = 0.125  # a few shares a second from the test miners; on regtest each is a block
 MINERS = 6
@@ -290,5 +295,77 @@ class TwoWorkersTests(TestCase):
             await probe.closed
 
     async def stop_all(self, miners: list[ReconnectingMiner]) -> None:
+        for miner in miners:
+            await miner.stop()
+
+
+class TLSOverWorkersTests(TestCase):
+    """An ssl: port with workers: 2: each worker does the TLS on the socket
+    the main process holds, and miners verifying the pool's certificate mine
+    on both."""
+
+    timeout = 240
+
+    async def test_tls_port(self) -> None:
+        pair = shared_regtest("workers")
+        redis = RedisServer().start()
+        self.addCleanup(redis.stop)
+        address = pair.new_address()
+        certificate = self_signed(Path(self.mktemp()).resolve() / "tls")  # the pool runs in its folder
+        folder, stratum_port = write_conf(
+            Path(self.mktemp()),
+            pair.miner.url,
+            RPC_USER,
+            RPC_PASSWORD,
+            address,
+            redis.port,
+            tls=certificate,
+            web={"enabled": False},
+            payments={"enabled": False},
+            block_refresh_interval=1,
+        )
+        settings_file = folder / "config.yaml"
+        settings = yaml.safe_load(settings_file.read_text())
+        settings.update(workers=2, drain_seconds=1)
+        settings_file.write_text(yaml.safe_dump(settings))
+        main = PoolProcess("main", folder, stratum_port)
+        main.start()
+        self.addCleanup(main.kill_if_running)
+
+        async def both_ready() -> bool:
+            if not main.running:
+                raise AssertionError(f"the main process exited:\n{main.log()}")
+            try:
+                found = worker_statuses(await main.ask("status"))
+            except OSError:
+                return False
+            return len(found) == 2 and all(s.ready for s in found.values())
+
+        await eventually(both_ready, "both workers have work", timeout=START_TIMEOUT)
+
+        def leased() -> dict[str, int]:
+            held = {}
+            for key in redis.command("KEYS", "nomp:instance:*"):
+                holder = redis.command("GET", key)
+                held[f"{int(key.rsplit(':', 1)[1]):02x}"] = int(holder.split(":")[1])
+            return held
+
+        await eventually(lambda: len(leased()) == 2, "each worker leased a byte")
+        miners: list[Miner] = []
+        self.addCleanup(self.stop_all, miners)
+        while len({leased()[m.extranonce1.hex()[:2]] for m in miners}) < 2:
+            self.assertLess(len(miners), MAX_PROBES, "every TLS miner reached one worker")
+            miner = Miner(reactor, SCRYPT, f"{address}.tls{len(miners)}")
+            await connect(miner, "127.0.0.1", stratum_port, tls_options("127.0.0.1", str(certificate.cert)))
+            self.assertTrue(await miner.authorized)
+            miners.append(miner)
+            miner.start()
+        await eventually(
+            lambda: all(m.stats.accepted >= 2 for m in miners), "every TLS miner has shares accepted"
+        )
+        await self.stop_all(miners)
+        self.assertEqual(main.stop(), -signal.SIGTERM, main.log())
+
+    async def stop_all(self, miners: list[Miner]) -> None:
         for miner in miners:
             await miner.stop()
