@@ -129,6 +129,9 @@ class RelayedSwitchesTests(TestCase):
         self.assertEqual((warning["moved"], warning["refused"]), (1, 1))
         self.assertEqual((service.current("scrypt"), self.switched), ("ltc", []))
 
+        self.workers.answers = [("worker 1 (pid 11)", ALREADY), ("worker 2 (pid 12)", NO_JOB)]
+        message = await self.refusal(service, "copy")
+        self.assertTrue(message.startswith("switch scrypt: moved to copy by some workers only: "), message)
         self.workers.answers = [("worker 1 (pid 11)", ALREADY), ("worker 2 (pid 12)", MOVED)]
         answer = await service.switch("scrypt", "copy", "operator")
         self.assertTrue(answer.startswith("switch scrypt: ltc -> copy on every worker: "), answer)

@@ -121,7 +121,7 @@ class RelayedSwitches(OrderedMultiService):
             for name, answer in answers
         )
         if refused:
-            if moved:
+            if moved or on_it:
                 split = f"moved to {pool} by some workers only: the same move asked again moves the rest"
             else:
                 split = "no worker moved"
