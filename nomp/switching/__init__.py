@@ -2,7 +2,9 @@
 several pools at a time, and move between them without reconnecting.
 
 `Switches` is what the service named "switching" offers the parts that
-decide when to move (the control port, a profit-switching service);
+decide when to move (the control port, a profit-switching service): the
+SwitchingService of the process that serves the miners, or the
+RelayedSwitches of a main process whose workers serve them;
 `SwitchRefused` is how it says no to a bad request.
 """
 
