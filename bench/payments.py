@@ -15,7 +15,10 @@ unlocker run credits it immature, a second, at maturity depth, makes the
 credits balances; then one payer run pays every login over the minimum,
 one signed transaction each. The node is ``StubNode`` below, in this
 process: it answers from dicts at once, and the time spent in it is
-summed and subtracted, as the wallet's is for ``btc``. The dev node
+summed and subtracted, as the wallet's is for ``btc``. The process runs as
+the pool's does once started (its heap frozen out of the cyclic collector's
+sight, its GIL switch interval), and signs as the payer service does, in
+its signing threads (nomp.payments.ethpayer.SIGNING_THREADS). The dev node
 (test/ethnode) would do for the unlocker, but a py-evm node taking,
 checking and mining --miners transactions spends minutes on work that is
 the node's, not the pool's, so the payer's figures would be a measure of
@@ -31,6 +34,7 @@ Redis EVAL round trip on loopback, and the stub node's time per call.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import random
@@ -67,6 +71,7 @@ from nomp.payments.ethsigner import PayoutKey, Pricing, SignedTransfer, load_key
 from nomp.payments.ethunlocker import EthUnlocker  # noqa: E402
 from nomp.payments.ledger import PaymentLedger  # noqa: E402
 from nomp.payments.processor import PaymentProcessor  # noqa: E402
+from nomp.service import SWITCH_INTERVAL  # noqa: E402
 from nomp.store.oepschema import OepKeys, candidate_member  # noqa: E402
 from nomp.store.redis import RedisService  # noqa: E402
 from nomp.store.schema import PoolKeys  # noqa: E402
@@ -457,6 +462,11 @@ async def bench_ethereum(reactor: Any, miners: int, floor_samples: int) -> None:
     reward = config.coin.rewards.block_reward(CANDIDATE_HEIGHT)
 
     load_before = os.getloadavg()[0]
+    # The runtime as the pool process runs (NompService, once started): the heap made so
+    # far out of the cyclic collector's sight, and its switch interval, which bounds how
+    # long the signing threads wait for the GIL.
+    gc.freeze()
+    sys.setswitchinterval(SWITCH_INTERVAL)
     server, service = await started_redis(reactor)
     try:
         keys = OepKeys.for_coin(config.coin.name)
@@ -540,11 +550,11 @@ async def bench_ethereum(reactor: Any, miners: int, floor_samples: int) -> None:
         f"{payout.round_trips / max(payouts, 1):.2f} Redis round trips"
     )
     threads_used = ethpayer.SIGNING_THREADS
-    where = f"{threads_used} signing threads" if threads_used else "the reactor's thread"
+    where = f"in {threads_used} signing thread(s)" if threads_used else "on the reactor's thread"
     print(
-        f"  signing ({where}): {signing.calls} calls of sign_transfer, cpu {ms(signing.spent)}, "
+        f"  signing: {signing.calls} calls of sign_transfer, cpu {ms(signing.spent)}, "
         f"{100 * signing.spent / max(payout.own_cpu, 1e-9):.0f}% of the payer's cpu here, "
-        f"{signing.spent / max(signing.calls, 1) * 1e6:.0f} us per payout"
+        f"{signing.spent / max(signing.calls, 1) * 1e6:.0f} us per payout, {where}"
     )
     print(
         f"  floor: eth-account sign_transaction {sign_floor * 1e6:.0f} us cpu per call, "

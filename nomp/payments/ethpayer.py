@@ -138,12 +138,12 @@ BATCH = 200
 # hold the reactor much longer.
 SIGNING_SLICE = 0.005
 # The payer service's signing threads. libsecp256k1 signs and recovers without the
-# GIL, but the Python around each signature (encoding, hashing, the checks) takes it
-# back after each C call, while the reactor's thread works on the batches before and
-# after (their scripts' records, the sends) and a local redis-server runs their
-# scripts: a signing thread only gains where cores are left past those two. Without
-# (0), the service's runs sign on the reactor's thread, in slices.
-SIGNING_THREADS = max(0, min(4, (os.cpu_count() or 1) - 2))
+# GIL; the Python around each signature (encoding, hashing, the checks) takes it back
+# after each C call, within the switch interval the pool process sets (nomp.service),
+# while the reactor's thread works on the batches around it. One core is left to the
+# reactor's thread (and a local redis-server); past a few threads, the Python around
+# the signatures is what holds them back.
+SIGNING_THREADS = max(1, min(4, (os.cpu_count() or 1) - 1))
 
 LOCK_RETRY = 5.0  # seconds between tries while the unlocker holds the lock
 STARTUP_DELAY = 5.0  # after the unlocker's run at start
@@ -1037,9 +1037,9 @@ class EthPayerService(Service):
     ``run_listener`` is told of every run, each one locked out included; a
     run skipped because Redis is not connected is no run.
 
-    The service owns the threads payouts are signed in (SIGNING_THREADS, if
-    any), from its start to its stop, apart from the reactor's pool: a DNS
-    lookup never waits behind a batch's signatures.
+    The service owns the threads payouts are signed in (SIGNING_THREADS), from
+    its start to its stop, apart from the reactor's pool: a DNS lookup never
+    waits behind a batch's signatures.
     """
 
     log = Logger()
