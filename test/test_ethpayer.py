@@ -1115,6 +1115,28 @@ class BatchTests(PayerTestCase):
         self.assertEqual(self.received(SEVEN[4]), 0)
         self.assertEqual(self.amount(self.keys.miner(SEVEN[4]), "balance"), amounts[SEVEN[4]] - GWEI)
 
+    async def test_balance_moved_at_a_batch_start(self) -> None:
+        """The first payout of the third batch cannot be reserved (NOFUNDS): the batch signs
+        nothing at first, the rest of it is paid with the nonces after the second batch's."""
+        amounts = self.credit_seven()
+        payer = self.batch_payer()
+        read = payer.ledger.balances
+
+        async def stale() -> dict[str, int]:
+            balances = await read()
+            self.redis("HINCRBY", self.keys.miner(SEVEN[3]), "balance", -1)
+            return balances
+
+        payer.ledger.balances = stale  # type: ignore[method-assign]
+        report = await payer.run()
+        self.assertIsNone(report.error)
+        self.assertTrue(report.skipped[SEVEN[3]].startswith("NOFUNDS"), report.skipped)
+        self.assertEqual(set(report.paid), set(SEVEN) - {SEVEN[3]})
+        self.chain.mine()
+        self.assertEqual(self.chain.nonce(POOL_ACCOUNT), 6)
+        self.assertEqual(self.received(SEVEN[3]), 0)
+        self.assertEqual(self.amount(self.keys.miner(SEVEN[3]), "balance"), amounts[SEVEN[3]] - GWEI)
+
     async def test_entry_changed_before_its_record(self) -> None:
         """A journal entry not the one reserved when its transaction is recorded (something
         else wrote it): the run stops before sending anything."""

@@ -656,6 +656,8 @@ class EthPayer:
         bytes), up to the first that cannot be, and why it cannot: in the signing threads,
         each a contiguous part of the batch; without them on the reactor's thread, which
         gets a turn between slices of SIGNING_SLICE seconds."""
+        if not entries:
+            return [], None
         if self._signing is None:
             return await self._sign_here(entries)
         chain_id = self.config.coin.chain_id
