@@ -313,6 +313,45 @@ async def probe_from(source: str, host: str, port: int) -> LineProbe:
     return probe
 
 
+def hashrate_members(redis: RedisServer) -> list[tuple[float, str, str]]:
+    """(difficulty, worker, unique id) of every ``<coin>:hashrate`` member;
+    the difficulty is negative for an invalid share."""
+    members = []
+    for member in redis.command("ZRANGE", f"{COIN}:hashrate", 0, -1):
+        difficulty, rest = member.split(":", 1)
+        worker, _ms, unique = rest.rsplit(":", 2)
+        members.append((float(difficulty), worker, unique))
+    return members
+
+
+def recorded_shares(redis: RedisServer, worker: str) -> tuple[int, int]:
+    """(valid, invalid) shares of ``worker`` in ``<coin>:hashrate``."""
+    shares = [d for d, w, _ in hashrate_members(redis) if w == worker]
+    return sum(1 for d in shares if d > 0), sum(1 for d in shares if d < 0)
+
+
+def assert_every_answer_recorded(test: TestCase, redis: RedisServer, miners: list[ReconnectingMiner]) -> int:
+    """Redis holds each share every miner was told was accepted or refused, once, and
+    the pool's counters agree; a refusal other than a stale job fails ``test``.
+    The number of shares accepted."""
+    for miner in miners:
+        rejected = miner.rejected()
+        test.assertEqual(set(rejected) - {"21 job not found"}, set(), miner.user)  # stale at a new block
+        test.assertEqual(recorded_shares(redis, miner.user), (miner.accepted(), sum(rejected.values())))
+    accepted = sum(m.accepted() for m in miners)
+    rejected_total = sum(sum(m.rejected().values()) for m in miners)
+    flat = redis.command("HGETALL", f"{COIN}:stats")
+    stats = dict(zip(flat[::2], flat[1::2], strict=True))
+    test.assertEqual(int(stats["validShares"]), accepted)
+    test.assertEqual(int(stats.get("invalidShares", 0)), rejected_total)
+    return accepted
+
+
+async def stop_miners(miners: list[ReconnectingMiner]) -> None:
+    for miner in miners:
+        await miner.stop()
+
+
 class HAProxyInFrontOfTwoPoolsTests(TestCase):
     """Miners spread over both pools, a ban made by one holds on the other,
     a killed pool's miners mine on the other, and Redis counts every share
@@ -349,21 +388,6 @@ class HAProxyInFrontOfTwoPoolsTests(TestCase):
         pool.start()
         self.addCleanup(pool.kill_if_running)
         return pool
-
-    def redis_members(self, redis: RedisServer) -> list[tuple[float, str, str]]:
-        """(difficulty, worker, unique id) of every ``<coin>:hashrate`` member;
-        the difficulty is negative for an invalid share."""
-        members = []
-        for member in redis.command("ZRANGE", f"{COIN}:hashrate", 0, -1):
-            difficulty, rest = member.split(":", 1)
-            worker, _ms, unique = rest.rsplit(":", 2)
-            members.append((float(difficulty), worker, unique))
-        return members
-
-    def recorded(self, redis: RedisServer, worker: str) -> tuple[int, int]:
-        """(valid, invalid) shares of ``worker`` in ``<coin>:hashrate``."""
-        shares = [d for d, w, _ in self.redis_members(redis) if w == worker]
-        return sum(1 for d in shares if d > 0), sum(1 for d in shares if d < 0)
 
     def instance_bytes(self, redis: RedisServer) -> dict[int, str]:
         """Process id -> the extranonce1 instance byte it leased (two hex digits)."""
@@ -404,7 +428,7 @@ class HAProxyInFrontOfTwoPoolsTests(TestCase):
         ]
         for miner in miners:
             await miner.start()  # one after the other: least connections alternates
-        self.addCleanup(lambda: defer.Deferred.fromCoroutine(self.stop_all(miners)))
+        self.addCleanup(lambda: defer.Deferred.fromCoroutine(stop_miners(miners)))
         by_local = {miner.current.local: miner for miner in miners}
         self.assertEqual({local[0] for local in by_local}, set(MINER_ADDRESSES))
         served: dict[str, list[ReconnectingMiner]] = {}
@@ -495,18 +519,9 @@ class HAProxyInFrontOfTwoPoolsTests(TestCase):
         # Stop mining, stop the survivor as systemd would (it drains its
         # records), and count: Redis holds every share each miner was told
         # was accepted (and refused), once.
-        await self.stop_all(miners)
+        await stop_miners(miners)
         self.assertEqual(survivor.stop(), -signal.SIGTERM)
-        for miner in miners:
-            rejected = miner.rejected()
-            self.assertEqual(set(rejected) - {"21 job not found"}, set(), miner.user)  # stale at a new block
-            self.assertEqual(self.recorded(redis, miner.user), (miner.accepted(), sum(rejected.values())))
-        accepted = sum(m.accepted() for m in miners)
-        rejected_total = sum(sum(m.rejected().values()) for m in miners)
-        flat = redis.command("HGETALL", f"{COIN}:stats")
-        stats = dict(zip(flat[::2], flat[1::2], strict=True))
-        self.assertEqual(int(stats["validShares"]), accepted)
-        self.assertEqual(int(stats.get("invalidShares", 0)), rejected_total)
+        accepted = assert_every_answer_recorded(self, redis, miners)
         credited = 0.0
         for key in [f"{COIN}:shares:roundCurrent", *redis.command("KEYS", f"{COIN}:shares:round[0-9]*")]:
             for worker in {m.user for m in miners}:
@@ -520,8 +535,8 @@ class HAProxyInFrontOfTwoPoolsTests(TestCase):
         self.assertEqual(len(recorders), 2)
         per_recorder = sorted(
             (
-                sum(1 for d, _, u in self.redis_members(redis) if u.startswith(r) and d > 0),
-                sum(1 for d, _, u in self.redis_members(redis) if u.startswith(r) and d < 0),
+                sum(1 for d, _, u in hashrate_members(redis) if u.startswith(r) and d > 0),
+                sum(1 for d, _, u in hashrate_members(redis) if u.startswith(r) and d < 0),
             )
             for r in recorders
         )
@@ -537,11 +552,7 @@ class HAProxyInFrontOfTwoPoolsTests(TestCase):
 
     def recording(self, redis: RedisServer, worker: str, answered: tuple[int, int]) -> Callable[[], bool]:
         """Whether Redis holds ``answered``, (valid, invalid), shares of ``worker``."""
-        return lambda: self.recorded(redis, worker) == answered
+        return lambda: recorded_shares(redis, worker) == answered
 
     async def lists_ban(self, pool: PoolProcess) -> bool:
         return BANNED_ADDRESS in await pool.bans()
-
-    async def stop_all(self, miners: list[ReconnectingMiner]) -> None:
-        for miner in miners:
-            await miner.stop()

@@ -30,8 +30,11 @@ from test.test_haproxy import (
     LineProbe,
     PoolProcess,
     ReconnectingMiner,
+    assert_every_answer_recorded,
     eventually,
     probe_from,
+    recorded_shares,
+    stop_miners,
 )
 from test.tlscerts import self_signed
 
@@ -191,7 +194,7 @@ class TwoWorkersTests(TestCase):
             ReconnectingMiner(f"{address}.rig{i}", f"127.0.0.{11 + i}", "127.0.0.1", stratum_port)
             for i in range(MINERS)
         ]
-        self.addCleanup(self.stop_all, miners)
+        self.addCleanup(stop_miners, miners)
         for miner in miners:
             await miner.start()
         await eventually(lambda: all(m.accepted() >= 2 for m in miners), "every miner has shares accepted")
@@ -222,7 +225,7 @@ class TwoWorkersTests(TestCase):
         for miner in moving:
             answered = (miner.accepted(), sum(miner.rejected().values()))
             await eventually(
-                lambda: self.recorded(redis, miner.user) == answered,  # noqa: B023
+                lambda: recorded_shares(redis, miner.user) == answered,  # noqa: B023
                 f"Redis holds every share {miner.user} was answered for",
             )
         links_before_kill = {miner.user: miner.current for miner in miners}
@@ -253,19 +256,10 @@ class TwoWorkersTests(TestCase):
 
         # Stop mining, stop the main process as systemd would: its workers
         # drain and write their shares, then it exits.
-        await self.stop_all(miners)
+        await stop_miners(miners)
         self.assertEqual(main.stop(), -signal.SIGTERM, main.log())
         self.assertIn("stopping 2 workers", main.log_path.read_text())
-        for miner in miners:
-            rejected = miner.rejected()
-            self.assertEqual(set(rejected) - {"21 job not found"}, set(), miner.user)  # stale at a new block
-            self.assertEqual(self.recorded(redis, miner.user), (miner.accepted(), sum(rejected.values())))
-        accepted = sum(m.accepted() for m in miners)
-        rejected_total = sum(sum(m.rejected().values()) for m in miners)
-        flat = redis.command("HGETALL", f"{COIN}:stats")
-        stats = dict(zip(flat[::2], flat[1::2], strict=True))
-        self.assertEqual(int(stats["validShares"]), accepted)
-        self.assertEqual(int(stats.get("invalidShares", 0)), rejected_total)
+        assert_every_answer_recorded(self, redis, miners)
 
     @staticmethod
     def jobs(probe: LineProbe) -> list[list[Any]]:
@@ -279,24 +273,11 @@ class TwoWorkersTests(TestCase):
         words = b"".join(raw[i : i + 4][::-1] for i in range(0, 32, 4))
         return words[::-1].hex()
 
-    def recorded(self, redis: RedisServer, worker: str) -> tuple[int, int]:
-        """(valid, invalid) shares of ``worker`` in ``<coin>:hashrate``."""
-        valid = invalid = 0
-        for member in redis.command("ZRANGE", f"{COIN}:hashrate", 0, -1):
-            difficulty, rest = member.split(":", 1)
-            if rest.rsplit(":", 2)[0] == worker:
-                valid, invalid = (valid + 1, invalid) if float(difficulty) > 0 else (valid, invalid + 1)
-        return valid, invalid
-
     async def close(self, probe: LineProbe) -> None:
         if not probe.closed.called:
             assert probe.transport is not None
             probe.transport.loseConnection()
             await probe.closed
-
-    async def stop_all(self, miners: list[ReconnectingMiner]) -> None:
-        for miner in miners:
-            await miner.stop()
 
 
 class TLSOverWorkersTests(TestCase):
