@@ -290,7 +290,14 @@ def build_service(
     if worker is not None:
         MainChannelService(
             ControlProtocol(
-                assembly.pools, assembly.servers, operations, None, reactor, switches=lambda: switching
+                assembly.pools,
+                assembly.servers,
+                operations,
+                None,
+                reactor,
+                switches=lambda: switching,
+                # The main process sums its workers' miners from these (nomp.switching.relay).
+                switch_documents=lambda: [] if switching is None else switching.documents(),
             ),
             reactor,
             root.shutdown,
@@ -343,6 +350,7 @@ def build_service(
         + ([] if switching is None else switching.stratum_services)
     )
     web = config.settings.web
+    shown = switching or relayed  # with workers, the main process's: their miners summed
     if web.enabled and "web" in roles:
         web_service = WebService(
             web,
@@ -352,7 +360,7 @@ def build_service(
             metrics=metrics.render,
             daemons=lambda name: _ready_daemons(assembly.pools[name])() if name in assembly.pools else None,
             eth_pools=config.eth_pools,
-            switching=None if switching is None else switching.documents,
+            switching=None if shown is None else shown.documents,
             profit=None if profit is None else profit.snapshot,
         )
         metrics.watch_snapshot(lambda: web_service.collector.snapshot)

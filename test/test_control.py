@@ -135,6 +135,21 @@ class ControlProtocolTests(SynchronousTestCase):
         """An empty line gets no answer."""
         self.assertEqual(self.send(b""), "")
 
+    def test_switches(self) -> None:
+        """switches answers each switch of the process as JSON on one line
+        (what a main process sums its workers' miners from); refused with
+        arguments, and where the process has no such figures."""
+        documents = [{"name": "scrypt", "current": "litecoin", "miners": 3}]
+        protocol = ControlProtocol({}, switch_documents=lambda: documents)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"switches\n")
+        self.assertEqual(transport.value(), b'ok [{"name":"scrypt","current":"litecoin","miners":3}]\n')
+        transport.clear()
+        protocol.dataReceived(b"switches scrypt\n")
+        self.assertEqual(transport.value(), b"error usage: switches\n")
+        self.assertEqual(self.send(b"switches"), "error switches is not available on this control port\n")
+
 
 class NompCliTests(TestCase):
     """nomp-cli against a real control port."""

@@ -6,6 +6,7 @@ runs real ones)."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 
@@ -19,7 +20,7 @@ from nomp.control.service import ControlProtocol
 from nomp.store.redis import RedisService
 from nomp.store.schema import SwitchKeys
 from nomp.switching import SwitchRefused
-from nomp.switching.relay import RelayedSwitches
+from nomp.switching.relay import MINERS_INTERVAL, RelayedSwitches, worker_switch_miners
 from nomp.switching.service import STATE_INTERVAL
 from test.rediscli import redis
 from test.servers import shared_redis
@@ -34,8 +35,15 @@ NO_JOB = "error pool copy has no job yet: it is still starting"
 ALREADY = "error switch scrypt is on copy already"
 
 
+def switches_answer(miners: int, name: str = "scrypt") -> str:
+    """A worker's answer to ``switches``: one switch with ``miners``."""
+    document = {"name": name, "algorithm": "scrypt", "pools": ["ltc", "copy"], "current": "ltc"}
+    return "ok " + json.dumps([{**document, "miners": miners, "switches": 0, "last_reason": None}])
+
+
 class Workers:
-    """Two workers' answers to the control lines sent them, set by each test."""
+    """Two workers' answers to the control lines sent them, set by each test:
+    ``answers`` to the moves, ``counts`` to ``switches``."""
 
     def __init__(self) -> None:
         self.asked: list[str] = []
@@ -43,8 +51,19 @@ class Workers:
             ("worker 1 (pid 11)", MOVED),
             ("worker 2 (pid 12)", MOVED),
         ]
+        self.counted = 0  # ``switches`` asked
+        self.counts: list[tuple[str, str | None]] = [
+            ("worker 1 (pid 11)", switches_answer(0)),
+            ("worker 2 (pid 12)", switches_answer(0)),
+        ]
+        self.failing: Exception | None = None  # ``switches`` fails with it
 
     def ask_each(self, line: str) -> defer.Deferred[Sequence[tuple[str, str | None]]]:
+        if line == "switches":
+            self.counted += 1
+            if self.failing is not None:
+                return defer.fail(self.failing)
+            return defer.succeed(list(self.counts))
         self.asked.append(line)
         return defer.succeed(list(self.answers))
 
@@ -232,6 +251,91 @@ class RelayedSwitchesTests(TestCase):
         connection.append(await self.connected())
         await self.read(service)
         self.assertEqual(service.current("scrypt"), "ltc")
+
+    async def test_miners_summed_over_the_workers(self) -> None:
+        """Every MINERS_INTERVAL the workers are asked for their switches; the
+        documents show the miners summed, the pool moved to, the moves made."""
+        service = self.service(None)
+        self.assertEqual(self.workers.counted, 1)  # at the start
+        self.workers.counts = [
+            ("worker 1 (pid 11)", switches_answer(3)),
+            ("worker 2 (pid 12)", switches_answer(4)),
+        ]
+        self.assertEqual(service.documents()[0]["miners"], 0)  # the last figures, until the next ask
+        self.clock.advance(MINERS_INTERVAL)
+        self.assertEqual(self.workers.counted, 2)
+        self.assertEqual(
+            service.documents(),
+            [
+                {
+                    "name": "scrypt",
+                    "algorithm": "scrypt",
+                    "pools": ["ltc", "copy"],
+                    "current": "ltc",
+                    "miners": 7,
+                    "switches": 0,
+                    "last_reason": None,
+                }
+            ],
+        )
+        await service.switch("scrypt", "copy", "operator")
+        self.workers.counts[1] = ("worker 2", None)  # not running: no miner
+        self.clock.advance(MINERS_INTERVAL)
+        (document,) = service.documents()
+        self.assertEqual(
+            (document["current"], document["miners"], document["switches"], document["last_reason"]),
+            ("copy", 3, 1, "operator"),
+        )
+
+    def test_bad_switches_answers(self) -> None:
+        """A worker's answer that is not its switches is logged, its miners left
+        out; another switch's miners (a worker on an older config) are not counted."""
+        service = self.service(None)
+        self.workers.counts = [
+            ("worker 1 (pid 11)", "error unknown command 'switches'"),
+            ("worker 2 (pid 12)", switches_answer(2)),
+            ("worker 3 (pid 13)", switches_answer(5, "sha")),
+        ]
+        with capturedLogs() as events:
+            self.clock.advance(MINERS_INTERVAL)
+        self.assertEqual(service.documents()[0]["miners"], 2)
+        (error,) = [e for e in events if e.get("worker") == "worker 1 (pid 11)"]
+        self.assertEqual(error["error"], "not an ok answer")
+
+    def test_switches_answer_checked(self) -> None:
+        """Each way a ``switches`` answer can be wrong, named."""
+        cases = [
+            ("error no", "not an ok answer"),
+            ("ok {", "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
+            ('ok {"name": "scrypt"}', "not a list of switches"),
+            ("ok [1]", "a switch that is not an object"),
+            ('ok [{"name": "scrypt"}]', "a switch without a name and a count of miners"),
+            ('ok [{"name": "scrypt", "miners": -1}]', "a switch without a name and a count of miners"),
+            ('ok [{"name": "scrypt", "miners": true}]', "a switch without a name and a count of miners"),
+            ('ok [{"name": 1, "miners": 1}]', "a switch without a name and a count of miners"),
+        ]
+        for answer, problem in cases:
+            with self.assertRaises(ValueError) as caught:
+                worker_switch_miners(answer)
+            self.assertEqual(str(caught.exception), problem, answer)
+        self.assertEqual(worker_switch_miners(switches_answer(2)), {"scrypt": 2})
+
+    def test_asking_fails(self) -> None:
+        """Asking the workers failing is logged with its traceback; the last
+        figures stand and the next ask is made."""
+        service = self.service(None)
+        self.workers.counts = [("worker 1 (pid 11)", switches_answer(3))]
+        self.clock.advance(MINERS_INTERVAL)
+        self.workers.failing = RuntimeError("a broken channel")
+        with capturedLogs() as events:
+            self.clock.advance(MINERS_INTERVAL)
+        (failure,) = [e for e in events if "log_failure" in e]
+        self.assertIsInstance(failure["log_failure"].value, RuntimeError)
+        self.flushLoggedErrors(RuntimeError)
+        self.assertEqual(service.documents()[0]["miners"], 3)
+        self.workers.failing = None
+        self.clock.advance(MINERS_INTERVAL)
+        self.assertEqual(self.workers.counted, 4)
 
 
 class CoinswitchWithWorkersTests(TestCase):

@@ -6,8 +6,9 @@ Miners on the switch's port spread over both workers (each worker leases
 its own instance byte, the first byte of the extranonce1s it hands out).
 ``nomp-cli coinswitch`` on the main process moves every one of them to the
 second pool without a reconnect; their next shares are the second coin's,
-and Redis holds the second pool as the switch's. A worker killed with
-SIGKILL is started again on that pool.
+and Redis holds the second pool as the switch's. The main process's
+GET /api/switching shows the switch on its pool with every worker's miners.
+A worker killed with SIGKILL is started again on that pool.
 """
 
 from __future__ import annotations
@@ -15,18 +16,20 @@ from __future__ import annotations
 import os
 import re
 import signal
+from functools import partial
 from pathlib import Path
 
 import yaml
 from twisted.trial.unittest import TestCase
 
 from nomp.chain.address import address_of
-from nomp.config.load import load_config
+from nomp.config.load import listen_address, load_config
 from test.rediscli import redis
 from test.servers import RedisServer
 from test.test_control import run_nomp_cli
 from test.test_haproxy import PoolProcess, ReconnectingMiner, eventually
 from test.test_switching_regtest import DB, KEY_HASH, two_coins, write_switch_conf
+from test.webclient import ApiClient
 
 PORT_DIFFICULTY = 0.125  # a few shares a second from the test miners; on regtest each is a block
 MINERS = 4  # at least; more are started until both workers have some
@@ -69,7 +72,10 @@ class SwitchingOverWorkersTests(TestCase):
             Path(self.mktemp()), self.coins, self.redis.port, diff=PORT_DIFFICULTY, refresh=1
         )
         settings = yaml.safe_load((conf / "config.yaml").read_text())
-        settings.update(workers=2, drain_seconds=1, web={"enabled": False})
+        settings.update(workers=2, drain_seconds=1)
+        web = listen_address(settings["web"]["listen"])
+        assert web is not None
+        api = ApiClient(self, f"http://127.0.0.1:{web[1]}")
         settings["logging"]["level"] = "info"
         (conf / "config.yaml").write_text(yaml.safe_dump(settings))
         network = {pool.name: pool.coin.network for pool in load_config(conf).pools}
@@ -118,6 +124,10 @@ class SwitchingOverWorkersTests(TestCase):
         await eventually(
             lambda: on_litecoin <= self.workers_credited(litecoin.coin), "litecoin has every miner's shares"
         )
+        await eventually(
+            partial(self.switch_shown, api, ("litecoin", len(miners), 0, None)),
+            "/api/switching shows every worker's miners on litecoin",
+        )
 
         # The switch, from the main process's control port, through both workers.
         status, output = await run_nomp_cli("-c", str(conf), "coinswitch", "scrypt", "copycoin")
@@ -144,6 +154,10 @@ class SwitchingOverWorkersTests(TestCase):
             lambda: on_copycoin <= self.workers_credited(copycoin.coin), "copycoin has every miner's shares"
         )
         self.assertEqual([len(m.links) for m in miners], [1] * len(miners))
+        await eventually(
+            partial(self.switch_shown, api, ("copycoin", len(miners), 1, "operator")),
+            "/api/switching shows every worker's miners on copycoin",
+        )
         self.assertTrue(all(m.connected for m in miners))
         status, output = await run_nomp_cli("-c", str(conf), "coinswitch", "scrypt", "copycoin")
         self.assertEqual((status, output), (1, "error switch scrypt is on copycoin already\n"))
@@ -166,6 +180,16 @@ class SwitchingOverWorkersTests(TestCase):
         )
         await self.stop_all(miners)
         self.assertEqual(main.stop(), -signal.SIGTERM, main.log())
+
+    async def switch_shown(self, api: ApiClient, expected: tuple[str, int, int, str | None]) -> bool:
+        """Whether the main process's /api/switching shows the switch as
+        ``expected``: (current pool, miners, switches, last reason)."""
+        (switch,) = await api.get("/api/switching", schema_path="/api/switching")
+        self.assertEqual(
+            (switch["name"], switch["algorithm"], switch["pools"]),
+            ("scrypt", "scrypt", ["litecoin", "copycoin"]),
+        )
+        return (switch["current"], switch["miners"], switch["switches"], switch["last_reason"]) == expected
 
     async def stop_all(self, miners: list[ReconnectingMiner]) -> None:
         for miner in miners:

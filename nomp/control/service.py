@@ -28,6 +28,7 @@ meanwhile are answered after, in order.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections import deque
@@ -74,6 +75,7 @@ USAGE = {
     "reload": "reload",
     "reloadpool": "reloadpool <pool>",
     "coinswitch": "coinswitch <switch> <pool>",
+    "switches": "switches",
     "shutdown": "shutdown",
 }
 HELP = (
@@ -146,14 +148,18 @@ class ControlProtocol(LineOnlyReceiver):
         clock: Any = None,
         forward: Forward | None = None,
         switches: Callable[[], Switches | None] = lambda: None,
+        switch_documents: Callable[[], list[dict[str, Any]]] | None = None,
     ) -> None:
         """``token``: the shared secret now (None: none needed); ``clock`` runs
         ``shutdown`` once its answer is written (the reactor); ``forward``
         sends a command line to every worker process and fires with each
         one's (name, answer); ``switches``: the switching ports, once built
-        (None: there are none)."""
+        (None: there are none); ``switch_documents``: each switch as
+        /api/switching shows it, for ``switches`` (None: the command is not
+        served here)."""
         self._pools = pools
         self._switches = switches
+        self._switch_documents = switch_documents
         self._forward = forward
         self._servers: Mapping[str, StratumPool] = servers if servers is not None else {}
         self._operations = operations
@@ -179,6 +185,7 @@ class ControlProtocol(LineOnlyReceiver):
             "reload": self._reload,
             "reloadpool": self._reloadpool,
             "coinswitch": self._coinswitch,
+            "switches": self._switch_states,
             "shutdown": self._shutdown,
             "auth": self._auth_again,
         }
@@ -434,6 +441,14 @@ class ControlProtocol(LineOnlyReceiver):
 
         answer = switches.switch(args[0], args[1], "operator")
         return answer.addCallbacks(lambda line: f"ok {line}", refused)
+
+    def _switch_states(self, args: list[str]) -> str:
+        """Machine-readable: the main process of workers sums their miners from it."""
+        if args:
+            raise CommandError(f"usage: {USAGE['switches']}")
+        if self._switch_documents is None:
+            raise CommandError("switches is not available on this control port")
+        return "ok " + json.dumps(self._switch_documents(), separators=(",", ":"))
 
     def _shutdown(self, args: list[str]) -> str:
         operations = self._process("shutdown", args)

@@ -16,10 +16,17 @@ it reads the new pool from Redis, where the others wrote it. A worker that
 refused (its pool has no job yet) leaves the switch split: the answer says
 so, the switch is still taken for being on the pool it was on, and the
 same move asked again moves the rest.
+
+Each switch's miners are the workers': every MINERS_INTERVAL the workers are
+asked ``switches`` (each one's switches as JSON) and the miners summed, so
+that ``documents`` (GET /api/switching) answers from the last figures at
+once, never waiting on a worker.
 """
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any
 
@@ -33,8 +40,9 @@ from nomp.services import OrderedMultiService
 from nomp.store.client import REDIS_DOWN, RedisClient, RedisUnavailable
 from nomp.store.schema import SwitchKeys
 from nomp.switching import SwitchRefused, already_on, request_refusal
-from nomp.switching.service import STATE_INTERVAL, SwitchListener
+from nomp.switching.service import STATE_INTERVAL, SwitchListener, SwitchState
 
+MINERS_INTERVAL = 5.0  # seconds between asks of the workers for their switches' miners
 _GET = "return redis.call('GET', KEYS[1])"
 
 # Sends one control line to every worker: each one's name and answer, None
@@ -72,6 +80,9 @@ class RelayedSwitches(OrderedMultiService):
         self._keys = keys or SwitchKeys()
         self._current = {name: names[0] for name, names in self._pools.items()}
         self._read: set[str] = set()  # switches whose pool Redis was read for (or that moved since)
+        self._miners: dict[str, int] = {}  # each switch's miners summed over the workers at the last ask
+        self.switch_counts: Counter[str] = Counter()
+        self._reasons: dict[str, str] = {}
         self._listeners: list[SwitchListener] = []
         self.outage = Outage(self.log, "switching: Redis", reactor, REDIS_DOWN)
         for name, service in (ports or {}).items():
@@ -80,6 +91,9 @@ class RelayedSwitches(OrderedMultiService):
         timer = TimerService(STATE_INTERVAL, self._keep_state)
         timer.clock = reactor
         timer.setServiceParent(self)
+        counting = TimerService(MINERS_INTERVAL, lambda: defer.Deferred.fromCoroutine(self._count_miners()))
+        counting.clock = reactor
+        counting.setServiceParent(self)
 
     def add_listener(self, listener: SwitchListener) -> None:
         """Call ``listener(switch, from_pool, to_pool)`` after every move."""
@@ -143,6 +157,8 @@ class RelayedSwitches(OrderedMultiService):
         self._read.add(switch)  # a stored pool read later is older than this move
         if not moved:
             raise SwitchRefused(already_on(switch, pool))
+        self.switch_counts[switch] += 1
+        self._reasons[switch] = reason
         self.log.info(
             "switch {switch}: {before} -> {pool} ({reason}) on every worker: {answers}",
             switch=switch,
@@ -161,6 +177,48 @@ class RelayedSwitches(OrderedMultiService):
             f"switch {name} ({self._algorithms[name]}): on {self._current[name]} of {', '.join(pools)}"
             for name, pools in self._pools.items()
         ]
+
+    # What the web shows: the miners as the workers last counted them.
+    def states(self) -> list[SwitchState]:
+        return [
+            SwitchState(
+                name,
+                self._algorithms[name],
+                pools,
+                self._current[name],
+                self._miners.get(name, 0),
+                self.switch_counts[name],
+                self._reasons.get(name),
+            )
+            for name, pools in self._pools.items()
+        ]
+
+    def documents(self) -> list[dict[str, Any]]:
+        return [state.document() for state in self.states()]
+
+    async def _count_miners(self) -> None:
+        try:
+            answers = await self._ask("switches")
+        except Exception:  # logged; the timer asks again, the last figures stand meanwhile
+            self.log.failure("asking the workers for their switches' miners failed")
+            return
+        counted: Counter[str] = Counter()
+        for worker, answer in answers:
+            if answer is None:  # not running: it holds no miner
+                continue
+            try:
+                for name, miners in worker_switch_miners(answer).items():
+                    if name in self._pools:
+                        counted[name] += miners
+            except ValueError as e:
+                # Its miners are left out of the sums until it answers as it should.
+                self.log.error(
+                    "{worker}: switches answered {answer!r}: {error}",
+                    worker=worker,
+                    answer=answer[:200],
+                    error=str(e),
+                )
+        self._miners = dict(counted)
 
     # Redis: the pool each switch was left on.
     @property
@@ -201,3 +259,22 @@ class RelayedSwitches(OrderedMultiService):
                 )
                 continue
             self._current[switch] = stored
+
+
+def worker_switch_miners(answer: str) -> dict[str, int]:
+    """Each switch's miners from a worker's answer to ``switches``
+    (``ok`` and its documents as JSON); ValueError for any other answer."""
+    if not answer.startswith("ok "):
+        raise ValueError("not an ok answer")
+    documents = json.loads(answer[3:])  # a JSONDecodeError is a ValueError
+    if not isinstance(documents, list):
+        raise ValueError("not a list of switches")
+    miners = {}
+    for document in documents:
+        if not isinstance(document, dict):
+            raise ValueError("a switch that is not an object")
+        name, count = document.get("name"), document.get("miners")
+        if not isinstance(name, str) or type(count) is not int or count < 0:
+            raise ValueError("a switch without a name and a count of miners")
+        miners[name] = count
+    return miners
