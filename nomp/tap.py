@@ -63,7 +63,7 @@ from nomp.switching.profitservice import ProfitPool, ProfitSwitchingService
 from nomp.switching.relay import RelayedSwitches
 from nomp.switching.service import SwitchingService
 from nomp.systemd import ServiceNotifier
-from nomp.web.metrics import Metrics, MetricsService
+from nomp.web.metrics import Metrics, MetricsService, WorkerMetricsService
 from nomp.web.service import WebService
 from nomp.workers.channel import MainChannelService
 from nomp.workers.reload import MainReloader
@@ -298,6 +298,8 @@ def build_service(
                 switches=lambda: switching,
                 # The main process sums its workers' miners from these (nomp.switching.relay).
                 switch_documents=lambda: [] if switching is None else switching.documents(),
+                # It shows these on its /metrics, labelled worker (nomp.web.metrics).
+                miner_metrics=metrics.miner_exposition,
             ),
             reactor,
             root.shutdown,
@@ -366,6 +368,10 @@ def build_service(
         metrics.watch_snapshot(lambda: web_service.collector.snapshot)
         # Under the web service: its timers feed only /metrics, which the web port serves.
         MetricsService(metrics, redis.client, reactor).setServiceParent(web_service)
+        if supervisor is not None:
+            worker_metrics = WorkerMetricsService(supervisor.ask_each, reactor)
+            metrics.watch_workers(worker_metrics.families)
+            worker_metrics.setServiceParent(web_service)
         web_service.setServiceParent(root)
     if supervisor is not None:
         # Last: at a stop, the workers drain and exit before the rest stops.

@@ -150,6 +150,20 @@ class ControlProtocolTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"error usage: switches\n")
         self.assertEqual(self.send(b"switches"), "error switches is not available on this control port\n")
 
+    def test_metrics(self) -> None:
+        """metrics answers the process's miner-side Prometheus text as one JSON
+        string (what a main process shows its workers' figures from); refused
+        with arguments, and where the process has no such figures."""
+        protocol = ControlProtocol({}, miner_metrics=lambda: "nomp_hashing_threads 2.0\n")
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"metrics\n")
+        self.assertEqual(transport.value(), b'ok "nomp_hashing_threads 2.0\\n"\n')
+        transport.clear()
+        protocol.dataReceived(b"metrics all\n")
+        self.assertEqual(transport.value(), b"error usage: metrics\n")
+        self.assertEqual(self.send(b"metrics"), "error metrics is not available on this control port\n")
+
 
 class NompCliTests(TestCase):
     """nomp-cli against a real control port."""

@@ -4,6 +4,7 @@ served at GET /metrics by a real web service over a real Redis."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from collections import Counter
@@ -14,6 +15,7 @@ import treq
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, reactor, task
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import HTTPConnectionPool
 
@@ -31,7 +33,14 @@ from nomp.store.redis import RedisService
 from nomp.store.schema import PoolKeys, WebKeys
 from nomp.tap import build_service
 from nomp.web.collector import build_snapshot, empty_stats
-from nomp.web.metrics import Metrics, MetricsService
+from nomp.web.metrics import (
+    MINER_FAMILIES,
+    WORKER_METRICS_INTERVAL,
+    Metrics,
+    MetricsService,
+    WorkerMetricsService,
+    worker_families,
+)
 from nomp.web.service import WebService
 from test.ethpool import eth_pool_config, stratum_port
 from test.fakedaemon import FakeDaemon, FakeRPCError
@@ -586,3 +595,149 @@ def as_reactor_time(provider: Any) -> IReactorTime:
     """The reactor as the IReactorTime it provides."""
     clock: IReactorTime = provider
     return clock
+
+
+@dataclasses.dataclass
+class HashingFigures:
+    """A hashing pool's figures as the metrics read them."""
+
+    threads: int
+    queued: int
+    busy: int = 0
+
+
+def metrics_answer(metrics: Metrics) -> str:
+    """A worker's answer to ``metrics``, as its control channel sends it."""
+    return "ok " + json.dumps(metrics.miner_exposition())
+
+
+class WorkerMetricsTests(SynchronousTestCase):
+    """The main process of workers: each worker's miner-side families, asked
+    on a timer, shown on its /metrics with a ``worker`` label. The workers'
+    answers are written by hand for the cases real ones cannot give (a bad
+    answer, a failed ask); test_switching_workers scrapes real workers."""
+
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        self.asked: list[str] = []
+        self.answers: list[tuple[str, str | None]] = []
+        self.failing: Exception | None = None
+
+    def ask_each(self, line: str) -> defer.Deferred[list[tuple[str, str | None]]]:
+        self.asked.append(line)
+        if self.failing is not None:
+            return defer.fail(self.failing)
+        return defer.succeed(list(self.answers))
+
+    def worker(self, threads: int, queued: int) -> Metrics:
+        """A worker's Metrics: a hashing pool of ``threads`` with ``queued`` shares."""
+        metrics = Metrics()
+        metrics.watch_hashing(HashingFigures(threads, queued))
+        return metrics
+
+    def main(self) -> tuple[Metrics, WorkerMetricsService]:
+        service = WorkerMetricsService(self.ask_each, self.clock)
+        metrics = self.worker(1, 0)
+        metrics.watch_workers(service.families)
+        service.startService()
+        self.addCleanup(service.stopService)
+        return metrics, service
+
+    def test_miner_exposition(self) -> None:
+        """A worker's snapshot holds its miner-side families only."""
+        text = self.worker(4, 2).miner_exposition()
+        names = {family.name for family in text_string_to_metric_families(text)}
+        self.assertEqual(names, MINER_FAMILIES)
+        self.assertNotIn("nomp_reactor_lag_seconds", text)
+
+    def test_workers_labelled(self) -> None:
+        """Each worker's samples show with its index as ``worker``, next to the
+        main process's own; the figures are the last answers until the next ask."""
+        self.answers = [
+            ("worker 1 (pid 11)", metrics_answer(self.worker(4, 2))),
+            ("worker 2 (pid 12)", metrics_answer(self.worker(3, 5))),
+        ]
+        metrics, _ = self.main()
+        self.assertEqual(self.asked, ["metrics"])  # at the start
+        samples = scrape(metrics)
+        self.assertEqual(value(samples, "nomp_hashing_threads"), 1)
+        self.assertEqual(value(samples, "nomp_hashing_threads", worker="1"), 4)
+        self.assertEqual(value(samples, "nomp_hashing_queued_shares", worker="2"), 5)
+        self.answers = [("worker 1", None), ("worker 2 (pid 12)", metrics_answer(self.worker(3, 6)))]
+        self.assertEqual(value(scrape(metrics), "nomp_hashing_queued_shares", worker="2"), 5)
+        self.clock.advance(WORKER_METRICS_INTERVAL)
+        samples = scrape(metrics)
+        self.assertNotIn(("nomp_hashing_threads", frozenset({("worker", "1")})), samples)  # not running
+        self.assertEqual(value(samples, "nomp_hashing_queued_shares", worker="2"), 6)
+
+    def test_bad_answers(self) -> None:
+        """A worker's answer that cannot be read is logged and its figures left
+        out; the others' show."""
+        self.answers = [
+            ("worker 1 (pid 11)", "error unknown command 'metrics'"),
+            ("worker 2 (pid 12)", metrics_answer(self.worker(3, 5))),
+        ]
+        with capturedLogs() as events:
+            metrics, _ = self.main()
+        samples = scrape(metrics)
+        self.assertEqual(value(samples, "nomp_hashing_threads", worker="2"), 3)
+        self.assertNotIn(("nomp_hashing_threads", frozenset({("worker", "1")})), samples)
+        (error,) = [e for e in events if e.get("worker") == "worker 1 (pid 11)"]
+        self.assertEqual(error["error"], "not an ok answer")
+
+    def test_answers_checked(self) -> None:
+        """Each way a ``metrics`` answer can be wrong, named."""
+        cases = [
+            ("error no", "not an ok answer"),
+            ("ok [", "Expecting value: line 1 column 2 (char 1)"),
+            ("ok 3", "not the text of the metrics"),
+            (
+                "ok " + json.dumps("# TYPE nomp_reactor_lag_seconds gauge\nnomp_reactor_lag_seconds 1\n"),
+                "family 'nomp_reactor_lag_seconds' is not one a worker serves",
+            ),
+            (
+                "ok " + json.dumps('nomp_hashing_threads{worker="3"} 1\n'),
+                "family nomp_hashing_threads has a worker label already",
+            ),
+        ]
+        for answer, problem in cases:
+            with self.assertRaises(ValueError) as caught:
+                worker_families(answer)
+            self.assertEqual(str(caught.exception), problem, answer)
+        with self.assertRaises(ValueError):
+            worker_families("ok " + json.dumps("nomp_hashing_threads{ 1\n"))  # the parser's own error
+        self.assertEqual(
+            [family.name for family in worker_families(metrics_answer(self.worker(1, 0)))],
+            [
+                "nomp_stratum_connections",
+                "nomp_stratum_connections_refused",
+                "nomp_stratum_shares",
+                "nomp_stratum_shares_in_flight",
+                "nomp_blocks_found",
+                "nomp_pool_job_failures",
+                "nomp_share_records_buffered",
+                "nomp_share_records_set_aside",
+                "nomp_hashing_threads",
+                "nomp_hashing_queued_shares",
+                "nomp_hashing_busy_batches",
+            ],
+        )
+
+    def test_asking_fails(self) -> None:
+        """A failed ask is logged with its traceback; the last figures stand and
+        the timer asks again."""
+        self.answers = [("worker 1 (pid 11)", metrics_answer(self.worker(4, 2)))]
+        metrics, service = self.main()
+        self.failing = RuntimeError("a broken channel")
+        with capturedLogs() as events:
+            self.clock.advance(WORKER_METRICS_INTERVAL)
+        (failure,) = [e for e in events if "log_failure" in e]
+        self.assertIsInstance(failure["log_failure"].value, RuntimeError)
+        self.flushLoggedErrors(RuntimeError)
+        self.assertEqual(value(scrape(metrics), "nomp_hashing_threads", worker="1"), 4)
+        self.failing = None
+        self.clock.advance(WORKER_METRICS_INTERVAL)
+        self.assertEqual(len(self.asked), 3)
+        service.stopService()
+        self.clock.advance(WORKER_METRICS_INTERVAL)
+        self.assertEqual(len(self.asked), 3)  # stopped: no more asks

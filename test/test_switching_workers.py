@@ -7,7 +7,8 @@ its own instance byte, the first byte of the extranonce1s it hands out).
 ``nomp-cli coinswitch`` on the main process moves every one of them to the
 second pool without a reconnect; their next shares are the second coin's,
 and Redis holds the second pool as the switch's. The main process's
-GET /api/switching shows the switch on its pool with every worker's miners.
+GET /api/switching shows the switch on its pool with every worker's miners,
+and its /metrics each worker's connections and shares, labelled ``worker``.
 A worker killed with SIGKILL is started again on that pool.
 """
 
@@ -19,7 +20,9 @@ import signal
 from functools import partial
 from pathlib import Path
 
+import treq
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 from twisted.trial.unittest import TestCase
 
 from nomp.chain.address import address_of
@@ -128,6 +131,26 @@ class SwitchingOverWorkersTests(TestCase):
             partial(self.switch_shown, api, ("litecoin", len(miners), 0, None)),
             "/api/switching shows every worker's miners on litecoin",
         )
+        accepted_by_miners = sum(m.accepted() for m in miners)
+
+        async def metrics_of_workers() -> bool:
+            samples = await self.scraped(api)
+            connections = samples["nomp_stratum_connections"]
+            shares = samples["nomp_stratum_shares_total"]
+            self.assertEqual(
+                {labels.get("worker") for labels, _ in samples["nomp_hashing_threads"]}, {None, "1", "2"}
+            )
+            on_litecoin = sum(
+                v for labels, v in connections if labels["pool"] == "litecoin" and "worker" in labels
+            )
+            accepted = sum(
+                v
+                for labels, v in shares
+                if (labels["pool"], labels["result"]) == ("litecoin", "accepted") and "worker" in labels
+            )
+            return on_litecoin == len(miners) and accepted >= accepted_by_miners
+
+        await eventually(metrics_of_workers, "/metrics shows every worker's miners and shares on litecoin")
 
         # The switch, from the main process's control port, through both workers.
         status, output = await run_nomp_cli("-c", str(conf), "coinswitch", "scrypt", "copycoin")
@@ -190,6 +213,16 @@ class SwitchingOverWorkersTests(TestCase):
             ("scrypt", "scrypt", ["litecoin", "copycoin"]),
         )
         return (switch["current"], switch["miners"], switch["switches"], switch["last_reason"]) == expected
+
+    async def scraped(self, api: ApiClient) -> dict[str, list[tuple[dict[str, str], float]]]:
+        """The main process's /metrics: each sample's labels and value, by sample name."""
+        response = await treq.get(f"{api.base}/metrics", pool=api.http)
+        self.assertEqual(response.code, 200)
+        samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+        for family in text_string_to_metric_families((await response.content()).decode()):
+            for sample in family.samples:
+                samples.setdefault(sample.name, []).append((sample.labels, sample.value))
+        return samples
 
     async def stop_all(self, miners: list[ReconnectingMiner]) -> None:
         for miner in miners:

@@ -76,6 +76,7 @@ USAGE = {
     "reloadpool": "reloadpool <pool>",
     "coinswitch": "coinswitch <switch> <pool>",
     "switches": "switches",
+    "metrics": "metrics",
     "shutdown": "shutdown",
 }
 HELP = (
@@ -149,17 +150,20 @@ class ControlProtocol(LineOnlyReceiver):
         forward: Forward | None = None,
         switches: Callable[[], Switches | None] = lambda: None,
         switch_documents: Callable[[], list[dict[str, Any]]] | None = None,
+        miner_metrics: Callable[[], str] | None = None,
     ) -> None:
         """``token``: the shared secret now (None: none needed); ``clock`` runs
         ``shutdown`` once its answer is written (the reactor); ``forward``
         sends a command line to every worker process and fires with each
         one's (name, answer); ``switches``: the switching ports, once built
         (None: there are none); ``switch_documents``: each switch as
-        /api/switching shows it, for ``switches`` (None: the command is not
-        served here)."""
+        /api/switching shows it, for ``switches``; ``miner_metrics``: the
+        miners' Prometheus families as text, for ``metrics`` (None: the
+        command is not served here)."""
         self._pools = pools
         self._switches = switches
         self._switch_documents = switch_documents
+        self._miner_metrics = miner_metrics
         self._forward = forward
         self._servers: Mapping[str, StratumPool] = servers if servers is not None else {}
         self._operations = operations
@@ -186,6 +190,7 @@ class ControlProtocol(LineOnlyReceiver):
             "reloadpool": self._reloadpool,
             "coinswitch": self._coinswitch,
             "switches": self._switch_states,
+            "metrics": self._metrics,
             "shutdown": self._shutdown,
             "auth": self._auth_again,
         }
@@ -449,6 +454,14 @@ class ControlProtocol(LineOnlyReceiver):
         if self._switch_documents is None:
             raise CommandError("switches is not available on this control port")
         return "ok " + json.dumps(self._switch_documents(), separators=(",", ":"))
+
+    def _metrics(self, args: list[str]) -> str:
+        """Machine-readable: the main process of workers shows their figures on its /metrics."""
+        if args:
+            raise CommandError(f"usage: {USAGE['metrics']}")
+        if self._miner_metrics is None:
+            raise CommandError("metrics is not available on this control port")
+        return "ok " + json.dumps(self._miner_metrics())
 
     def _shutdown(self, args: list[str]) -> str:
         operations = self._process("shutdown", args)

@@ -9,12 +9,21 @@ reactor's lateness) are observed as they happen.
 
 Every metric lives in the registry of one ``Metrics`` object, never in
 prometheus_client's global one: tests build many pools in one process.
+
+With worker processes (nomp.workers) the miners are the workers': the main
+process's ``WorkerMetricsService`` asks each worker for its miner-side
+families (MINER_FAMILIES, as Prometheus text: ``miner_exposition``) at
+intervals, and the main process's /metrics shows each worker's samples
+with a ``worker`` label next to its own (which read 0, bar the job
+failures of the templates it polls too). Prometheus scrapes one port; a
+scrape answers from the last figures and never waits on a worker.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import Protocol
@@ -22,11 +31,15 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+from twisted.application.internet import TimerService
 from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
 from nomp.config import PortConfig
 from nomp.config.load import listen_address
@@ -40,6 +53,7 @@ from nomp.stratum.banning import Refusal
 from nomp.stratum.connection import Connection
 from nomp.stratum.pipeline import SHARE_RESULTS
 from nomp.switching.profitservice import SWITCH_RESULTS, ProfitSnapshot
+from nomp.switching.relay import AskWorkers
 from nomp.web.collector import Snapshot
 
 # Daemon calls run from milliseconds (getblocktemplate on a small mempool)
@@ -71,6 +85,25 @@ UNLOCKER_BLOCK_KINDS = ("candidates", "immature", "uncles", "matured", "orphaned
 # A payer run's errors: a StopKind, or failed (the run raised).
 PAYER_ERROR_KINDS = (*(kind.value for kind in StopKind), "failed")
 WEI_PER_ETHER = 10**18
+
+# The families of a process's miners, which a worker serves (_StateCollector's
+# _stratum and _hashing): a worker's snapshot may hold these only.
+MINER_FAMILIES = frozenset(
+    {
+        "nomp_stratum_connections",
+        "nomp_stratum_connections_refused",
+        "nomp_stratum_shares",
+        "nomp_stratum_shares_in_flight",
+        "nomp_blocks_found",
+        "nomp_pool_job_failures",
+        "nomp_share_records_buffered",
+        "nomp_share_records_set_aside",
+        "nomp_hashing_threads",
+        "nomp_hashing_queued_shares",
+        "nomp_hashing_busy_batches",
+    }
+)
+WORKER_METRICS_INTERVAL = 5.0  # seconds between asks of the workers for their miner-side families
 
 
 class BufferedRecords(Protocol):
@@ -261,6 +294,9 @@ class Metrics:
         self._profit: Callable[[], ProfitSnapshot] | None = None
         self._unlockers: list[_UnlockerRuns] = []
         self._payers: list[_PayerRuns] = []
+        self._workers: Callable[[], Mapping[str, Sequence[Metric]]] = dict
+        self._miner_registry = CollectorRegistry(auto_describe=False)
+        self._miner_registry.register(_MinerCollector(self))
         self.daemon_call_seconds = Histogram(
             "nomp_daemon_rpc_duration_seconds",
             "Time taken by JSON-RPC calls to coin daemons, failed ones included.",
@@ -327,6 +363,10 @@ class Metrics:
     def watch_hashing(self, hashing: HashingLoad) -> None:
         self._hashing = hashing
 
+    def watch_workers(self, families: Callable[[], Mapping[str, Sequence[Metric]]]) -> None:
+        """Export each worker's miner-side families (by its ``worker`` label value)."""
+        self._workers = families
+
     def watch_snapshot(self, snapshot: Callable[[], Snapshot]) -> None:
         """Export the stats of the collector's current snapshot."""
         self._snapshot = snapshot
@@ -361,6 +401,11 @@ class Metrics:
         """Every metric in Prometheus's text format, and that format's content type."""
         return generate_latest(self.registry), CONTENT_TYPE
 
+    def miner_exposition(self) -> str:
+        """The MINER_FAMILIES alone in Prometheus's text format: what a worker
+        answers its main process's ``metrics``."""
+        return generate_latest(self._miner_registry).decode("utf-8")
+
     # Read by _StateCollector.
     @property
     def pools(self) -> tuple[_WatchedPool, ...]:
@@ -377,6 +422,9 @@ class Metrics:
     @property
     def payers(self) -> tuple[_PayerRuns, ...]:
         return tuple(self._payers)
+
+    def worker_families(self) -> Mapping[str, Sequence[Metric]]:
+        return self._workers()
 
     def current_snapshot(self) -> Snapshot | None:
         return self._snapshot() if self._snapshot is not None else None
@@ -395,12 +443,14 @@ class _StateCollector(Collector):
         return ()  # no fixed names to check against the registry's others
 
     def collect(self) -> Iterable[Metric]:
-        yield from self._stratum()
-        yield from self._hashing()
+        yield from _with_workers(self._miners(), self._metrics.worker_families())
         yield from self._stats()
         yield from self._unlockers()
         yield from self._payers()
         yield from self._profit()
+
+    def _miners(self) -> list[Metric]:
+        return [*self._stratum(), *self._hashing()]
 
     def _stratum(self) -> Iterable[Metric]:
         connections = GaugeMetricFamily(
@@ -649,6 +699,97 @@ class _StateCollector(Collector):
             outstanding.add_metric([name, "unconfirmed"], payer.outstanding.unconfirmed)
             halted.add_metric([name], 1 if payer.halted else 0)
         yield from (runs, errors, last_success, payouts, paid, outstanding, halted)
+
+
+class _MinerCollector(_StateCollector):
+    """The MINER_FAMILIES of this process alone."""
+
+    def collect(self) -> Iterable[Metric]:
+        return self._miners()
+
+
+def _with_workers(own: Sequence[Metric], workers: Mapping[str, Sequence[Metric]]) -> list[Metric]:
+    """``own`` families with each worker's samples of the same name added,
+    labelled ``worker``; a family only workers have is added whole."""
+    merged = {family.name: family for family in own}
+    for worker, families in workers.items():
+        for family in families:
+            target = merged.get(family.name)
+            if target is None:
+                target = merged[family.name] = Metric(family.name, family.documentation, family.type)
+            target.samples.extend(
+                Sample(sample.name, {**sample.labels, "worker": worker}, sample.value)
+                for sample in family.samples
+            )
+    return list(merged.values())
+
+
+def worker_families(answer: str) -> list[Metric]:
+    """The families of a worker's answer to ``metrics`` (``ok`` and its
+    Prometheus text as a JSON string); ValueError for any other answer, or
+    a family that is not one of MINER_FAMILIES or carries a ``worker`` label."""
+    if not answer.startswith("ok "):
+        raise ValueError("not an ok answer")
+    text = json.loads(answer[3:])  # a JSONDecodeError is a ValueError
+    if not isinstance(text, str):
+        raise ValueError("not the text of the metrics")
+    families = list(text_string_to_metric_families(text))  # ValueError for text it cannot read
+    for family in families:
+        if family.name not in MINER_FAMILIES:
+            raise ValueError(f"family {family.name[:80]!r} is not one a worker serves")
+        if any("worker" in sample.labels for sample in family.samples):
+            raise ValueError(f"family {family.name} has a worker label already")
+    return families
+
+
+class WorkerMetricsService(Service):
+    """Every ``interval`` seconds, asks every worker for its MINER_FAMILIES
+    (the control command ``metrics``); ``families`` holds the last answers,
+    by worker index. A worker not running, or whose answer cannot be read
+    (logged), has none: its miners' figures are not known."""
+
+    name = "worker metrics"
+    log = Logger()
+
+    def __init__(
+        self, ask: AskWorkers, clock: IReactorTime, interval: float = WORKER_METRICS_INTERVAL
+    ) -> None:
+        self._ask = ask
+        self._families: dict[str, list[Metric]] = {}
+        self._timer = TimerService(interval, lambda: defer.Deferred.fromCoroutine(self._refresh()))
+        self._timer.clock = clock
+
+    def families(self) -> Mapping[str, Sequence[Metric]]:
+        return self._families
+
+    def startService(self) -> None:
+        super().startService()
+        self._timer.startService()
+
+    def stopService(self) -> defer.Deferred[None] | None:
+        super().stopService()
+        # An ask under way is not waited for: it only updates metrics.
+        self._timer.stopService()
+        return None
+
+    async def _refresh(self) -> None:
+        try:
+            answers = await self._ask("metrics")
+        except Exception:  # logged; the timer asks again, the last figures stand meanwhile
+            self.log.failure("asking the workers for their metrics failed")
+            return
+        families: dict[str, list[Metric]] = {}
+        for worker, answer in answers:
+            if answer is None:
+                continue
+            index = worker.split()[1]  # "worker N" or "worker N (pid P)"
+            try:
+                families[index] = worker_families(answer)
+            except ValueError as e:
+                self.log.error(
+                    "{worker}: metrics answered what cannot be read: {error}", worker=worker, error=str(e)
+                )
+        self._families = families
 
 
 def _with_known(known: tuple[str, ...], present: Iterable[str]) -> list[str]:
