@@ -818,18 +818,37 @@ class EthPayer:
         done = await self.ledger.record_paid_batch(
             entries, self._wall_clock(), token, self.payments.lock_timeout
         )
-        for entry, recorded in zip(entries, done, strict=True):
-            if recorded and entry.tx_hash is not None:
-                report.paid[entry.login] = entry.tx_hash
-                report.amounts[entry.login] = entry.amount
-                self.log.info(
-                    "pool {pool}: paid {value} wei to {login} in {tx} ({amount} wei from its balance)",
-                    pool=self._name,
-                    value=entry.value,
-                    login=entry.login,
-                    tx=entry.tx_hash,
-                    amount=entry.amount,
-                )
+        paid = [e for e, recorded in zip(entries, done, strict=True) if recorded and e.tx_hash is not None]
+        for entry in paid:
+            report.paid[entry.login] = entry.tx_hash  # type: ignore[assignment]
+            report.amounts[entry.login] = entry.amount
+            # Each payout at debug: an info line a payout, formatted and written on the
+            # reactor's thread, costs about as much as the payout's share of its scripts.
+            # Redis keeps each one too (payments:all, payments:<login>).
+            self.log.debug(
+                "pool {pool}: paid {value} wei to {login} in {tx} at nonce {nonce} ({amount} wei from its "
+                "balance)",
+                pool=self._name,
+                value=entry.value,
+                login=entry.login,
+                tx=entry.tx_hash,
+                nonce=entry.nonce,
+                amount=entry.amount,
+            )
+        if paid:
+            self.log.info(
+                "pool {pool}: paid {count} payouts, {value} wei in all ({amount} wei from balances), "
+                "nonces {first}-{last}, {first_login} to {last_login}, the last in {tx}",
+                pool=self._name,
+                count=len(paid),
+                value=sum(e.value for e in paid),
+                amount=sum(e.amount for e in paid),
+                first=paid[0].nonce,
+                last=paid[-1].nonce,
+                first_login=paid[0].login,
+                last_login=paid[-1].login,
+                tx=paid[-1].tx_hash,
+            )
         for _ in entries:
             self._reached("after_recording")
 

@@ -252,20 +252,21 @@ return {step[1], json_array(found)}
 # KEYS: a hash. Its fields and values, flat in a JSON array.
 _HGETALL = _JSON_ARRAY + "return json_array(redis.call('HGETALL', KEYS[1]))"
 
-# Each script takes a batch of payouts as one JSON array, each payout an array of
-# strings (numbers too: cjson would read them as doubles), and the keys of each
-# payout's login after the shared ones. One argument for the batch, not several a
-# payout: txredisapi spends more on each argument it sends than the script on it. For
-# the same reason what a script says of each payout comes as one string, a letter a
-# payout: y done, n not (letters: a client that reads numbers would turn digits into
-# an integer).
+# Each script takes a batch of payouts as one JSON array, each payout an array of strings
+# (numbers too: cjson would read them as doubles), after the keys shared by the batch; the
+# keys of each payout's login are built in the script from the coin and the login
+# (nomp.store.oepschema's templates made Lua), as _SCAN builds them. One argument for the
+# batch, not several a payout: txredisapi spends more on each argument it sends than the
+# script on it, and redis-server parses each one. For the same reason what a script says of
+# each payout comes as one string, a letter a payout: y done, n not (letters: a client that
+# reads numbers would turn digits into an integer).
 
-# KEYS: lock, journal, unconfirmed, finances, payments:pending, aside, nonces, then each
-# payout's miners:<login>. ARGV: token, lock ms, the payouts: [login, entry JSON, amount's
-# Shannon, its dust, nonce, now] each. The payouts are reserved in order, each checked before its
-# writes (each payout's writes whole), up to the first that cannot be: {reserved} when all
-# were, else {reserved, why}. The nonce is checked against the index for the first; each
-# next must be above the one before it.
+# KEYS: lock, journal, unconfirmed, finances, payments:pending, aside, nonces. ARGV: token,
+# lock ms, the payouts: [login, entry JSON, amount's Shannon, its dust, nonce, now] each, the
+# coin (each payout's miners:<login> is built here from it). The payouts are reserved in
+# order, each checked before its writes (each payout's writes whole), up to the first that
+# cannot be: {reserved} when all were, else {reserved, why}. The nonce is checked against the
+# index for the first; each next must be above the one before it.
 _RESERVE = (
     _LOCKED
     + _PRELUDE
@@ -276,7 +277,7 @@ if not finances then return {0, why} end
 local reserved, above = 0, highest_nonce(KEYS[7], KEYS[2], KEYS[3])
 for _, payout in ipairs(cjson.decode(ARGV[3])) do
   local login, entry, whole, part, nonce_text, now = unpack(payout)
-  local miner = KEYS[8 + reserved]
+  local miner = miner_key(ARGV[4], login)
   local nonce = tonumber(nonce_text)
   local a = amount(whole, part)
   local have
@@ -327,14 +328,14 @@ return table.concat(recorded)
 """
 )
 
-# KEYS: journal, finances, payments:pending, payments:all, unconfirmed, nonces, lock, then per
-# payout its miners:<login> and payments:<login>. ARGV: now, the payouts: [login, tx hash,
-# amount's Shannon, its dust, unconfirmed JSON] each, a token, the lock's new timeout in ms (0:
-# left as it is). Per payout y when recorded, n when its entry is not open with that
-# transaction (recorded already). Every amount is checked before the first write. The record
-# does not need the lock (it records what the node took, whoever does it), but keeps it while
-# the token holds it: with the next batch reserved ahead, it is the one script of a run's
-# between a batch's signed record and the next's.
+# KEYS: journal, finances, payments:pending, payments:all, unconfirmed, nonces, lock. ARGV:
+# now, the payouts: [login, tx hash, amount's Shannon, its dust, unconfirmed JSON] each, a
+# token, the lock's new timeout in ms (0: left as it is), the coin (each payout's
+# miners:<login> and payments:<login> are built here from it). Per payout y when recorded, n
+# when its entry is not open with that transaction (recorded already). Every amount is
+# checked before the first write. The record does not need the lock (it records what the node
+# took, whoever does it), but keeps it while the token holds it: with the next batch reserved
+# ahead, it is the one script of a run's between a batch's signed record and the next's.
 _PAID = (
     _PRELUDE
     + """
@@ -348,7 +349,7 @@ for n, payout in ipairs(payouts) do
   local entry = text and cjson.decode(text)
   if entry and entry.tx_hash == payout[2] then
     local have
-    have, why = two_held(KEYS[6 + 2 * n], PENDING, PAID)
+    have, why = two_held(miner_key(ARGV[5], payout[1]), PENDING, PAID)
     if not have then return redis.error_reply(why) end
     open[n], held_by[n] = entry, have
   end
@@ -361,11 +362,11 @@ for n, payout in ipairs(payouts) do
   -- a login twice in one batch (never sent so) is recorded once
   if entry and not done[login] then
     local a = amount(whole, part)
-    shift(KEYS[6 + 2 * n], PENDING, PAID, held_by[n], a)
+    shift(miner_key(ARGV[5], login), PENDING, PAID, held_by[n], a)
     finances = shift(KEYS[2], PENDING, PAID, finances, a)
     redis.call('ZREM', KEYS[3], pending_member(login, whole))
     redis.call('ZADD', KEYS[4], ARGV[1], payment_member(tx_hash, login, whole))
-    redis.call('ZADD', KEYS[7 + 2 * n], ARGV[1], login_payment_member(tx_hash, whole))
+    redis.call('ZADD', login_payments_key(ARGV[5], login), ARGV[1], login_payment_member(tx_hash, whole))
     redis.call('HSET', KEYS[5], tx_hash, watched)
     redis.call('HDEL', KEYS[1], login)
     local nonce = tonumber(entry.nonce)
@@ -380,10 +381,10 @@ return table.concat(recorded)
 """
 )
 
-# KEYS: lock, journal, finances, payments:pending, unconfirmed, nonces, then per payout its
-# miners:<login>. ARGV: token, lock ms, the payouts: [login, nonce, amount's Shannon, its
-# dust] each. Per payout y when given back, n when its entry is not open at that nonce. Every
-# amount is checked before the first write.
+# KEYS: lock, journal, finances, payments:pending, unconfirmed, nonces. ARGV: token, lock ms,
+# the payouts: [login, nonce, amount's Shannon, its dust] each, the coin (each payout's
+# miners:<login> is built here from it). Per payout y when given back, n when its entry is
+# not open at that nonce. Every amount is checked before the first write.
 _GIVE_BACK = (
     _LOCKED
     + _PRELUDE
@@ -396,7 +397,7 @@ for n, payout in ipairs(payouts) do
   local text = redis.call('HGET', KEYS[2], payout[1])
   if text and tostring(cjson.decode(text).nonce) == payout[2] then
     local have
-    have, why = two_held(KEYS[6 + n], PENDING, BALANCE)
+    have, why = two_held(miner_key(ARGV[4], payout[1]), PENDING, BALANCE)
     if not have then return redis.error_reply(why) end
     open[n] = have
   end
@@ -407,7 +408,7 @@ for n, payout in ipairs(payouts) do
   local login, nonce, whole, part = unpack(payout)
   if open[n] and not done[login] then
     local a = amount(whole, part)
-    shift(KEYS[6 + n], PENDING, BALANCE, open[n], a)
+    shift(miner_key(ARGV[4], login), PENDING, BALANCE, open[n], a)
     finances = shift(KEYS[3], PENDING, BALANCE, finances, a)
     redis.call('ZREM', KEYS[4], pending_member(login, whole))
     redis.call('HDEL', KEYS[2], login)
@@ -785,7 +786,7 @@ class EthPayLedger:
                 )
         keys = self.keys
         payouts = [[e.login, e.to_json(), *_parts(e.amount), str(e.nonce), repr(e.created)] for e in entries]
-        args = [token, _millis(lock_timeout), json.dumps(payouts)]
+        args = [token, _millis(lock_timeout), json.dumps(payouts), keys.coin]
         reply = await self._eval(
             _RESERVE,
             [
@@ -796,7 +797,6 @@ class EthPayLedger:
                 keys.payments_pending,
                 keys.payouts_aside,
                 self.nonces,
-                *(keys.miner(e.login) for e in entries),
             ],
             args,
         )
@@ -846,15 +846,13 @@ class EthPayLedger:
         if not entries:
             return []
         keys = self.keys
-        per_login: list[str] = []
         payouts: list[list[str]] = []
         for entry in entries:
             assert entry.tx_hash is not None
-            per_login += [keys.miner(entry.login), keys.payments_of(entry.login)]
             watched = Unconfirmed.of(entry, now).to_json()
             payouts.append([entry.login, entry.tx_hash, *_parts(entry.amount), watched])
         keep = 0 if token is None else _millis(lock_timeout)
-        args = [repr(now), json.dumps(payouts), "" if token is None else token, keep]
+        args = [repr(now), json.dumps(payouts), "" if token is None else token, keep, keys.coin]
         done = await self._eval(
             _PAID,
             [
@@ -865,7 +863,6 @@ class EthPayLedger:
                 keys.payouts_unconfirmed,
                 self.nonces,
                 self.lock,
-                *per_login,
             ],
             args,
         )
@@ -885,7 +882,7 @@ class EthPayLedger:
             return []
         keys = self.keys
         payouts = [[e.login, str(e.nonce), *_parts(e.amount)] for e in entries]
-        args = [token, _millis(lock_timeout), json.dumps(payouts)]
+        args = [token, _millis(lock_timeout), json.dumps(payouts), keys.coin]
         done = await self._eval(
             _GIVE_BACK,
             [
@@ -895,7 +892,6 @@ class EthPayLedger:
                 keys.payments_pending,
                 keys.payouts_unconfirmed,
                 self.nonces,
-                *(keys.miner(e.login) for e in entries),
             ],
             args,
         )
