@@ -40,7 +40,7 @@ from nomp.services import OrderedMultiService
 from nomp.store.client import REDIS_DOWN, RedisClient, RedisUnavailable
 from nomp.store.schema import SwitchKeys
 from nomp.switching import SwitchRefused, already_on, request_refusal
-from nomp.switching.service import STATE_INTERVAL, SwitchListener, SwitchState
+from nomp.switching.service import SwitchListener, SwitchState, add_ports_and_state_timer
 
 MINERS_INTERVAL = 5.0  # seconds between asks of the workers for their switches' miners
 _GET = "return redis.call('GET', KEYS[1])"
@@ -85,12 +85,7 @@ class RelayedSwitches(OrderedMultiService):
         self._reasons: dict[str, str] = {}
         self._listeners: list[SwitchListener] = []
         self.outage = Outage(self.log, "switching: Redis", reactor, REDIS_DOWN)
-        for name, service in (ports or {}).items():
-            service.setName(f"ports:{name}")
-            service.setServiceParent(self)
-        timer = TimerService(STATE_INTERVAL, self._keep_state)
-        timer.clock = reactor
-        timer.setServiceParent(self)
+        add_ports_and_state_timer(self, ports or {}, self._keep_state, reactor)
         counting = TimerService(MINERS_INTERVAL, lambda: defer.Deferred.fromCoroutine(self._count_miners()))
         counting.clock = reactor
         counting.setServiceParent(self)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.internet import TimerService
+from twisted.application.service import IService, MultiService
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -36,6 +37,20 @@ _GET = "return redis.call('GET', KEYS[1])"
 _SET = "redis.call('SET', KEYS[1], ARGV[1]) return 1"
 
 SwitchListener = Callable[[str, str, str], None]  # (switch, from pool, to pool)
+
+
+def add_ports_and_state_timer(
+    parent: MultiService, ports: Mapping[str, IService], keep_state: Callable[[], object], reactor: Any
+) -> None:
+    """Each switch's port service under ``parent`` (SwitchingService or
+    RelayedSwitches), named for the switch, and the timer that runs
+    ``keep_state`` (what Redis has yet to be told or asked) every STATE_INTERVAL."""
+    for name, service in ports.items():
+        service.setName(f"ports:{name}")  # each a StratumService, which names itself "stratum"
+        service.setServiceParent(parent)
+    timer = TimerService(STATE_INTERVAL, keep_state)
+    timer.clock = reactor
+    timer.setServiceParent(parent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,12 +113,9 @@ class SwitchingService(OrderedMultiService):
         self._restored: set[str] = set()  # switches whose stored pool was read (or that moved since)
         self._unsaved: dict[str, str] = {}  # switch -> pool Redis has yet to be told
         self.outage = Outage(self.log, "switching: Redis", reactor, REDIS_DOWN)
-        for name, (_, service) in switches.items():
-            service.setName(f"ports:{name}")  # each a StratumService, which names itself "stratum"
-            service.setServiceParent(self)
-        timer = TimerService(STATE_INTERVAL, self._keep_state)
-        timer.clock = reactor
-        timer.setServiceParent(self)
+        add_ports_and_state_timer(
+            self, {name: service for name, (_, service) in switches.items()}, self._keep_state, reactor
+        )
 
     def add_listener(self, listener: SwitchListener) -> None:
         """Call ``listener(switch, from_pool, to_pool)`` after every move."""
