@@ -273,7 +273,11 @@ SCHEMAS: dict[str, Any] = {
                 "description": "The switch's pools, its default first",
             },
             "current": {**_STRING, "description": "The pool its miners mine for now"},
-            "miners": {**_INTEGER, "description": "Open connections on the switch's ports"},
+            "miners": {
+                **_INTEGER,
+                "description": "Open connections on the switch's ports (with worker processes, "
+                "summed over the workers as they answered at most 5 s ago)",
+            },
             "switches": {**_INTEGER, "description": "Moves to another pool since the process started"},
             "last_reason": _nullable({**_STRING, "description": "Why the last move was made"}),
         }
