@@ -169,6 +169,17 @@ local function shift(key, from, to, have, a)
   end
   return {{f + s_from, d_from}, {t + s_to, d_to}}
 end
+-- The amounts a batch moves in a hash every payout of it moves in too (finances), summed
+-- as they come and moved at once: one write of that hash a batch, not one a payout. A sum
+-- stays exact: one that would pass 2^52 Shannon is moved first (add_to false) and the sum
+-- starts again from the amount, which an empty sum always takes (shift moves one past
+-- 2^52 as before); the dust of a batch sums far below 2^52.
+local function batch_sum() return {0, 0} end
+local function add_to(sum, a)
+  if sum[1] ~= 0 and sum[1] + a[1] >= EXACT then return false end
+  sum[1], sum[2] = sum[1] + a[1], sum[2] + a[2]
+  return true
+end
 -- The nonces in use: a sorted set beside the journal and the unconfirmed payouts,
 -- kept by the scripts that add and remove their entries, so that the check of a new
 -- nonce is one lookup, not a decode of every entry (the unconfirmed payouts grow by
@@ -275,6 +286,12 @@ index_nonces(KEYS[7], KEYS[2], KEYS[3])
 local finances, why = two_held(KEYS[4], BALANCE, PENDING)
 if not finances then return {0, why} end
 local reserved, above = 0, highest_nonce(KEYS[7], KEYS[2], KEYS[3])
+local moved = batch_sum()
+local function move_finances()
+  if moved[1] ~= 0 or moved[2] ~= 0 then
+    finances, moved = shift(KEYS[4], BALANCE, PENDING, finances, moved), batch_sum()
+  end
+end
 for _, payout in ipairs(cjson.decode(ARGV[3])) do
   local login, entry, whole, part, nonce_text, now = unpack(payout)
   local miner = miner_key(ARGV[4], login)
@@ -293,14 +310,21 @@ for _, payout in ipairs(cjson.decode(ARGV[3])) do
       why = 'NOFUNDS the balance of ' .. login .. ' is below its payout'
     end
   end
-  if why then return {reserved, why} end
+  if why then
+    move_finances()
+    return {reserved, why}
+  end
   shift(miner, BALANCE, PENDING, have, a)
-  finances = shift(KEYS[4], BALANCE, PENDING, finances, a)
+  if not add_to(moved, a) then
+    move_finances()
+    add_to(moved, a)
+  end
   redis.call('ZADD', KEYS[5], now, pending_member(login, whole))
   redis.call('HSET', KEYS[2], login, entry)
   redis.call('ZADD', KEYS[7], 0, nonce_member(nonce, 'j', login))
   reserved, above = reserved + 1, nonce
 end
+move_finances()
 return {reserved}
 """
 )
@@ -356,6 +380,12 @@ for n, payout in ipairs(payouts) do
 end
 index_nonces(KEYS[6], KEYS[1], KEYS[5])
 local recorded, done = {}, {}
+local moved = batch_sum()
+local function move_finances()
+  if moved[1] ~= 0 or moved[2] ~= 0 then
+    finances, moved = shift(KEYS[2], PENDING, PAID, finances, moved), batch_sum()
+  end
+end
 for n, payout in ipairs(payouts) do
   local login, tx_hash, whole, part, watched = unpack(payout)
   local entry = open[n]
@@ -363,7 +393,10 @@ for n, payout in ipairs(payouts) do
   if entry and not done[login] then
     local a = amount(whole, part)
     shift(miner_key(ARGV[5], login), PENDING, PAID, held_by[n], a)
-    finances = shift(KEYS[2], PENDING, PAID, finances, a)
+    if not add_to(moved, a) then
+      move_finances()
+      add_to(moved, a)
+    end
     redis.call('ZREM', KEYS[3], pending_member(login, whole))
     redis.call('ZADD', KEYS[4], ARGV[1], payment_member(tx_hash, login, whole))
     redis.call('ZADD', login_payments_key(ARGV[5], login), ARGV[1], login_payment_member(tx_hash, whole))
@@ -377,6 +410,7 @@ for n, payout in ipairs(payouts) do
     recorded[n] = 'n'
   end
 end
+move_finances()
 return table.concat(recorded)
 """
 )
