@@ -213,9 +213,19 @@ def _address_of(public: bytes) -> ChecksumAddress:
 def _eip55(digits: str) -> ChecksumAddress:
     """EIP-55: the 40 lower-case hex digits of an address, each letter upper-cased where
     the Keccak-256 of the digits has a nibble of 8 or more at its place."""
-    hashed = keccak(digits.encode("ascii")).hex()[: len(digits)]
-    mixed = "".join(d.upper() if h >= "8" else d for d, h in zip(digits, hashed, strict=True))
+    # In whole-string operations rather than a step a digit (a pool's first run checks
+    # every payee's address on the reactor's thread): the hash's hex digits made 0x20
+    # where 8 or more, the address's digits 0xff where a letter, and the two masks'
+    # AND (0x20 where a letter is upper-cased) taken from the digits' ASCII.
+    text = digits.encode("ascii")
+    high = keccak(text).hex().encode("ascii")[: len(text)].translate(_NIBBLE_HIGH)
+    upper = int.from_bytes(high, "big") & int.from_bytes(text.translate(_HEX_LETTER), "big")
+    mixed = (int.from_bytes(text, "big") - upper).to_bytes(len(text), "big").decode("ascii")
     return ChecksumAddress(HexAddress(HexStr("0x" + mixed)))
+
+
+_NIBBLE_HIGH = bytes.maketrans(b"0123456789abcdef", b"\0" * 8 + b"\x20" * 8)
+_HEX_LETTER = bytes.maketrans(b"0123456789abcdef", b"\0" * 10 + b"\xff" * 6)
 
 
 def parse_key(text: str) -> PayoutKey:
