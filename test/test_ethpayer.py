@@ -1001,11 +1001,7 @@ class BatchTests(PayerTestCase):
         self.assertEqual(self.hash(self.keys.payouts_journal), {})
         self.rpc.on_send = None
         self.rpc.refuse = None
-        report = await self.batch_payer().run()
-        self.assertEqual(set(report.paid), set(SEVEN[4:]))
-        self.chain.mine()
-        self.assertEqual({login: self.received(login) for login in SEVEN}, amounts)
-        self.assert_books(amounts)
+        await self.check_next_run_pays(SEVEN[4:], amounts)
         self.assertEqual(self.chain.nonce(POOL_ACCOUNT), 7)
 
     async def test_refused_with_the_next_batch_reserved(self) -> None:
@@ -1032,11 +1028,7 @@ class BatchTests(PayerTestCase):
         self.assertEqual(self.redis("ZCARD", self.keys.payments_pending), 0)
         self.rpc.on_send = None
         self.rpc.refuse = None
-        report = await self.batch_payer().run()
-        self.assertEqual(set(report.paid), set(SEVEN[1:]))
-        self.chain.mine()
-        self.assertEqual({login: self.received(login) for login in SEVEN}, amounts)
-        self.assert_books(amounts)
+        await self.check_next_run_pays(SEVEN[1:], amounts)
         self.assertEqual(self.chain.nonce(POOL_ACCOUNT), 7)
 
     async def test_node_unreachable_inside_a_batch(self) -> None:
@@ -1061,12 +1053,7 @@ class BatchTests(PayerTestCase):
             self.assertEqual(self.amount(self.keys.miner(login), "balance"), amounts[login], login)
         self.rpc.on_send = None
         self.node.rpc.disconnect = set()
-        report = await self.batch_payer().run()
-        self.assertIsNone(report.error)
-        self.assertEqual(set(report.paid), set(SEVEN[4:]))
-        self.chain.mine()
-        self.assertEqual({login: self.received(login) for login in SEVEN}, amounts)
-        self.assert_books(amounts)
+        await self.check_next_run_pays(SEVEN[4:], amounts)
         self.assertEqual(self.chain.nonce(POOL_ACCOUNT), 7)
 
     async def test_signing_fails_inside_a_batch(self) -> None:
@@ -1087,55 +1074,51 @@ class BatchTests(PayerTestCase):
         self.assertEqual(report.withdrawn, SEVEN[5:])
         self.assertEqual(set(report.paid), set(SEVEN[:4]))
         self.assertEqual(self.hash(self.keys.payouts_journal), {})
-        report = await self.batch_payer().run()
-        self.assertEqual(set(report.paid), set(SEVEN[4:]))
-        self.chain.mine()
-        self.assertEqual({login: self.received(login) for login in SEVEN}, amounts)
-        self.assert_books(amounts)
+        await self.check_next_run_pays(SEVEN[4:], amounts)
 
     async def test_balance_moved_inside_a_batch(self) -> None:
         """A login's balance below what the run read when its batch is reserved: it waits
         (NOFUNDS), the rest of the batch is paid with the nonces after the ones before."""
-        amounts = self.credit_seven()
-        payer = self.batch_payer()
-        read = payer.ledger.balances
-
-        async def stale() -> dict[str, int]:
-            balances = await read()
-            self.redis("HINCRBY", self.keys.miner(SEVEN[4]), "balance", -1)
-            return balances
-
-        payer.ledger.balances = stale  # type: ignore[method-assign]
-        report = await payer.run()
-        self.assertIsNone(report.error)
-        self.assertTrue(report.skipped[SEVEN[4]].startswith("NOFUNDS"), report.skipped)
-        self.assertEqual(set(report.paid), set(SEVEN) - {SEVEN[4]})
-        self.chain.mine()
-        self.assertEqual(self.chain.nonce(POOL_ACCOUNT), 6)
-        self.assertEqual(self.received(SEVEN[4]), 0)
-        self.assertEqual(self.amount(self.keys.miner(SEVEN[4]), "balance"), amounts[SEVEN[4]] - GWEI)
+        await self.check_balance_moved(4)
 
     async def test_balance_moved_at_a_batch_start(self) -> None:
         """The first payout of the third batch cannot be reserved (NOFUNDS): the batch signs
         nothing at first, the rest of it is paid with the nonces after the second batch's."""
+        await self.check_balance_moved(3)
+
+    async def check_next_run_pays(self, logins: list[str], amounts: dict[str, int]) -> None:
+        """The next run, with nothing failing, pays ``logins`` without an error; once mined,
+        each of the seven has received exactly ``amounts`` and the books agree."""
+        report = await self.batch_payer().run()
+        self.assertIsNone(report.error)
+        self.assertEqual(set(report.paid), set(logins))
+        self.chain.mine()
+        self.assertEqual({login: self.received(login) for login in SEVEN}, amounts)
+        self.assert_books(amounts)
+
+    async def check_balance_moved(self, index: int) -> None:
+        """The run pays the seven but ``SEVEN[index]``, whose balance drops by one wei
+        after the run read it: that login is skipped (NOFUNDS) and keeps its balance, the
+        six others are paid with six nonces."""
         amounts = self.credit_seven()
         payer = self.batch_payer()
         read = payer.ledger.balances
+        moved = SEVEN[index]
 
         async def stale() -> dict[str, int]:
             balances = await read()
-            self.redis("HINCRBY", self.keys.miner(SEVEN[3]), "balance", -1)
+            self.redis("HINCRBY", self.keys.miner(moved), "balance", -1)
             return balances
 
         payer.ledger.balances = stale  # type: ignore[method-assign]
         report = await payer.run()
         self.assertIsNone(report.error)
-        self.assertTrue(report.skipped[SEVEN[3]].startswith("NOFUNDS"), report.skipped)
-        self.assertEqual(set(report.paid), set(SEVEN) - {SEVEN[3]})
+        self.assertTrue(report.skipped[moved].startswith("NOFUNDS"), report.skipped)
+        self.assertEqual(set(report.paid), set(SEVEN) - {moved})
         self.chain.mine()
         self.assertEqual(self.chain.nonce(POOL_ACCOUNT), 6)
-        self.assertEqual(self.received(SEVEN[3]), 0)
-        self.assertEqual(self.amount(self.keys.miner(SEVEN[3]), "balance"), amounts[SEVEN[3]] - GWEI)
+        self.assertEqual(self.received(moved), 0)
+        self.assertEqual(self.amount(self.keys.miner(moved), "balance"), amounts[moved] - GWEI)
 
     async def test_entry_changed_before_its_record(self) -> None:
         """A journal entry not the one reserved when its transaction is recorded (something
