@@ -13,7 +13,7 @@ from twisted.trial.unittest import TestCase
 
 from nomp.payments.ethpayer import FAILPOINTS as PAYER_STEPS
 from nomp.store.oepschema import OepKeys
-from test.ethnode import start_dev_node
+from test.ethnode import DevChain, start_dev_node
 from test.servers import RedisServer
 from test.test_ethaudit import (
     ALICE,
@@ -60,22 +60,55 @@ def account(login: str) -> bytes:
 class KilledEthPaymentRunTests(TestCase):
     timeout = 300
 
-    async def test_killed_at_every_step(self) -> None:
-        """A block found each round; the run killed at the round's step and run again: each
-        miner's account rises by exactly what the unlocker credited it, once, and the audit
-        prints zero differences."""
+    def start_parts(self) -> tuple[RedisServer, DevChain, Path]:
+        """A persistent redis-server, a dev node whose pool account is funded, and the conf
+        folder of a pool paying from it (with its key file): the server, the chain, the folder."""
         redis_server = RedisServer(persistent=True).start()
         self.addCleanup(redis_server.stop)
         node = start_dev_node(self, POOL_ACCOUNT, difficulty=1, alloc={POOL_ACCOUNT: FUNDS})
-        chain = node.chain
         key_file = write_key(Path(self.mktemp()))
         conf = write_eth_conf(
             Path(self.mktemp()), node.url, redis_server.port, DB, key_file, lock_timeout=LOCK_TIMEOUT
         )
-        keys = OepKeys.for_coin(COIN)
+        return redis_server, node.chain, conf
 
-        def lock_free() -> bool:
-            return bool(redis_server.command("EXISTS", keys.unlocker_lock, db=DB) == 0)
+    async def run_again_and_check(
+        self,
+        step: str,
+        redis_server: RedisServer,
+        chain: DevChain,
+        conf: Path,
+        before: dict[str, int],
+        credited: dict[str, int],
+    ) -> None:
+        """Once the killed run's lock has expired, a run that ends well: each login of
+        ``before`` (its balance before the killed run) has received, once mined, exactly
+        what the unlocker credited it since ``credited``, and no payout is left open."""
+        keys = OepKeys.for_coin(COIN)
+        await until(lambda: redis_server.command("EXISTS", keys.unlocker_lock, db=DB) == 0, timeout=10)
+        again = await nomp_payments(conf, "run", "dev")
+        self.assertEqual(again.returncode, 0, f"{step}: {again.stdout}{again.stderr}")
+        chain.mine()
+        rose = {login: chain.balance(account(login)) - before[login] for login in before}
+        now_credited = matured_credits(redis_server, DB)
+        expected = {login: now_credited[login] - credited.get(login, 0) for login in before}
+        self.assertEqual(rose, expected, step)
+        self.assertTrue(all(wei > 0 for wei in expected.values()), step)
+        self.assertEqual(hash_of(redis_server, DB, keys.payouts_journal), {}, step)
+        self.assertEqual(redis_server.command("ZCARD", keys.payments_pending, db=DB), 0, step)
+
+    async def check_audit_clean(self, step: str, conf: Path) -> None:
+        """``nomp-payments audit`` finds every difference zero."""
+        status, out, err = await nomp_payments_here(conf, "audit", "dev")
+        self.assertEqual((status, err), (0, ""), f"{step}: {out}")
+        self.assertTrue(out.endswith("  clean: every difference is zero\n"), f"{step}: {out}")
+
+    async def test_killed_at_every_step(self) -> None:
+        """A block found each round; the run killed at the round's step and run again: each
+        miner's account rises by exactly what the unlocker credited it, once, and the audit
+        prints zero differences."""
+        redis_server, chain, conf = self.start_parts()
+        keys = OepKeys.for_coin(COIN)
 
         for round_number, step in enumerate(STEPS, 1):
             before = {login: chain.balance(account(login)) for login in MINERS}
@@ -90,22 +123,8 @@ class KilledEthPaymentRunTests(TestCase):
                 self.assertIn('"state": "signed"', entry)
                 self.assertEqual(len(chain.pending_transactions), 1, "sent, not recorded")
                 redis_server.restart()
-            await until(lock_free, timeout=10)  # the dead run's lock expires
-
-            again = await nomp_payments(conf, "run", "dev")
-            self.assertEqual(again.returncode, 0, f"{step}: {again.stdout}{again.stderr}")
-            chain.mine()
-
-            rose = {login: chain.balance(account(login)) - before[login] for login in MINERS}
-            now_credited = matured_credits(redis_server, DB)
-            expected = {login: now_credited[login] - credited.get(login, 0) for login in MINERS}
-            self.assertEqual(rose, expected, step)
-            self.assertTrue(all(wei > 0 for wei in expected.values()), step)
-            self.assertEqual(hash_of(redis_server, DB, keys.payouts_journal), {}, step)
-            self.assertEqual(redis_server.command("ZCARD", keys.payments_pending, db=DB), 0, step)
-            status, out, err = await nomp_payments_here(conf, "audit", "dev")
-            self.assertEqual((status, err), (0, ""), f"{step}: {out}")
-            self.assertTrue(out.endswith("  clean: every difference is zero\n"), f"{step}: {out}")
+            await self.run_again_and_check(step, redis_server, chain, conf, before, credited)
+            await self.check_audit_clean(step, conf)
 
         self.assertEqual(
             redis_server.command("ZCARD", keys.payments_all, db=DB), len(STEPS) * len(MINERS), "once each"
@@ -116,14 +135,7 @@ class KilledEthPaymentRunTests(TestCase):
         """Seven miners a round, the run killed inside its third batch (4 payouts) at each
         step, then run again: each miner paid its credit exactly once, the audit clean. Killed
         after 3 of the batch's 4 sends, Redis restarts before the next run."""
-        redis_server = RedisServer(persistent=True).start()
-        self.addCleanup(redis_server.stop)
-        node = start_dev_node(self, POOL_ACCOUNT, difficulty=1, alloc={POOL_ACCOUNT: FUNDS})
-        chain = node.chain
-        key_file = write_key(Path(self.mktemp()))
-        conf = write_eth_conf(
-            Path(self.mktemp()), node.url, redis_server.port, DB, key_file, lock_timeout=LOCK_TIMEOUT
-        )
+        redis_server, chain, conf = self.start_parts()
         keys = OepKeys.for_coin(COIN)
         paid_before = 0
 
@@ -143,23 +155,9 @@ class KilledEthPaymentRunTests(TestCase):
             self.assertEqual(len(chain.pending_transactions), pooled, step)
             if step == RESTART_AT:
                 redis_server.restart()
-            await until(lambda: redis_server.command("EXISTS", keys.unlocker_lock, db=DB) == 0, timeout=10)
-
-            again = await nomp_payments(conf, "run", "dev")
-            self.assertEqual(again.returncode, 0, f"{step}: {again.stdout}{again.stderr}")
-            chain.mine()
-
-            rose = {login: chain.balance(account(login)) - before[login] for login in BATCH_MINERS}
-            now_credited = matured_credits(redis_server, DB)
-            expected = {login: now_credited[login] - credited.get(login, 0) for login in BATCH_MINERS}
-            self.assertEqual(rose, expected, step)
-            self.assertTrue(all(wei > 0 for wei in expected.values()), step)
-            self.assertEqual(hash_of(redis_server, DB, keys.payouts_journal), {}, step)
-            self.assertEqual(redis_server.command("ZCARD", keys.payments_pending, db=DB), 0, step)
+            await self.run_again_and_check(step, redis_server, chain, conf, before, credited)
             paid_before += len(BATCH_MINERS)
             self.assertEqual(redis_server.command("ZCARD", keys.payments_all, db=DB), paid_before, step)
             self.assertEqual(chain.pending_transactions, (), step)
             self.assertEqual(chain.nonce(POOL_ACCOUNT), paid_before, f"{step}: a transaction a payout")
-            status, out, err = await nomp_payments_here(conf, "audit", "dev")
-            self.assertEqual((status, err), (0, ""), f"{step}: {out}")
-            self.assertTrue(out.endswith("  clean: every difference is zero\n"), f"{step}: {out}")
+            await self.check_audit_clean(step, conf)
