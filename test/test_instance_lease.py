@@ -18,7 +18,7 @@ from twisted.internet import reactor, task
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from nomp.config import RedisConfig, load_config
+from nomp.config import load_config
 from nomp.store.client import RedisClient
 from nomp.store.instance import INSTANCES, InstanceLeaseService
 from nomp.store.redis import RedisService
@@ -26,6 +26,7 @@ from nomp.store.schema import InstanceKeys
 from nomp.stratum.stratumpool import StratumPool
 from nomp.tap import build_service
 from test.fakes import StratumHarness, mainnet_template, pool_config
+from test.redisservice import connected_redis_service
 from test.servers import RedisServer, shared_redis
 from test.test_config_paths import SHIPPED_CONF
 from test.test_stratum_protocol import NOW, PORTS, WORKER
@@ -47,11 +48,7 @@ class LeaseTestCase(TestCase):
 
     async def connect(self, server: RedisServer | None = None) -> RedisService:
         """nomp's RedisService, started and connected."""
-        service = RedisService(RedisConfig(port=(server or self.server).port, db=DB))
-        service.startService()
-        self.addCleanup(service.stopService)
-        await until(lambda: service.client() is not None)
-        return service
+        return await connected_redis_service(self, (server or self.server).port, DB)
 
     def lease_service(
         self,

@@ -29,6 +29,7 @@ from nomp.store.redis import RedisService
 from nomp.store.schema import PoolKeys, StoredCandidate, decode_candidate, decode_set_aside
 from nomp.store.service import RecorderService
 from test.candidates import REWARD, candidate
+from test.redisservice import connected_redis_service
 from test.servers import RedisServer, shared_redis
 from test.waiting import until
 
@@ -120,11 +121,7 @@ class RecorderTestCase(TestCase):
 
     async def connect(self, server: RedisServer | None = None) -> RedisService:
         """nomp's RedisService, started and connected."""
-        service = RedisService(RedisConfig(port=(server or self.server).port, db=DB))
-        service.startService()
-        self.addCleanup(service.stopService)
-        await until(lambda: service.client() is not None)
-        return service
+        return await connected_redis_service(self, (server or self.server).port, DB)
 
     def redis(self, *args: str | int | float) -> Any:
         return self.server.command(*args, db=DB)

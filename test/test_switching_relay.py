@@ -15,7 +15,6 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import TestCase
 
-from nomp.config import RedisConfig
 from nomp.control.service import ControlProtocol
 from nomp.store.redis import RedisService
 from nomp.store.schema import SwitchKeys
@@ -23,6 +22,7 @@ from nomp.switching import SwitchRefused
 from nomp.switching.relay import MINERS_INTERVAL, RelayedSwitches, worker_switch_miners
 from nomp.switching.service import STATE_INTERVAL
 from test.rediscli import redis
+from test.redisservice import connected_redis_service
 from test.servers import shared_redis
 from test.waiting import until
 
@@ -79,11 +79,7 @@ class RelayedSwitchesTests(TestCase):
         self.switched: list[tuple[str, str, str]] = []
 
     async def connected(self) -> RedisService:
-        service = RedisService(RedisConfig(port=self.server.port, db=DB))
-        service.startService()
-        self.addCleanup(service.stopService)
-        await until(lambda: service.client() is not None)
-        return service
+        return await connected_redis_service(self, self.server.port, DB)
 
     def service(self, redis_service: RedisService | None) -> RelayedSwitches:
         service = RelayedSwitches(

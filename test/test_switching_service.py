@@ -14,7 +14,6 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogLevelFilterPredicate, capturedLogs
 from twisted.trial.unittest import TestCase
 
-from nomp.config import RedisConfig
 from nomp.control.operations import ProcessOperations, ShareRates
 from nomp.control.service import ControlProtocol
 from nomp.store.redis import RedisService
@@ -25,6 +24,7 @@ from nomp.switching.service import STATE_INTERVAL, SwitchingService
 from nomp.web.app import WebApp
 from nomp.web.pages import Pages
 from test.rediscli import redis
+from test.redisservice import connected_redis_service
 from test.servers import shared_redis
 from test.test_stratum_protocol import NOW
 from test.test_switching import SWITCH_PORT, SwitchSetup
@@ -48,11 +48,7 @@ class _ServiceCase(SwitchSetup, TestCase):
         self.switched: list[tuple[str, str, str]] = []
 
     async def connected(self) -> RedisService:
-        service = RedisService(RedisConfig(port=self.server.port, db=DB))
-        service.startService()
-        self.addCleanup(service.stopService)
-        await until(lambda: service.client() is not None)
-        return service
+        return await connected_redis_service(self, self.server.port, DB)
 
     def service(self, redis_service: RedisService | None) -> SwitchingService:
         port = dataclasses.replace(SWITCH_PORT, listen="tcp:0:interface=127.0.0.1")
