@@ -440,7 +440,7 @@ async def spread_phase(
     from twisted.internet.endpoints import TCP4ClientEndpoint  # noqa: PLC0415
     from twisted.internet.protocol import Factory  # noqa: PLC0415
 
-    from bench.stratum_load import Load, LoadClient, cpu_seconds, thread_cpu  # noqa: PLC0415
+    from bench.stratum_load import Load, LoadClient, cpu_seconds, disconnect, thread_cpu  # noqa: PLC0415
 
     load = Load(user)
     clients: list[LoadClient] = []
@@ -475,20 +475,8 @@ async def spread_phase(
     wall = time.perf_counter() - wall_start
     cpu = cpu_seconds(pid) - cpu_start
     reactor_cpu = thread_cpu(pid)[pid] - threads_start.get(pid, 0)
-    for client in clients:
-        if client.transport is not None:
-            client.transport.loseConnection()
-    latencies = sorted(load.latencies)
-    return {
-        "sent": sent,
-        "accepted": load.accepted,
-        "shares_per_s": load.accepted / wall,
-        "cpu_us_per_share": cpu / max(load.accepted, 1) * 1e6,
-        "reactor_us_per_share": reactor_cpu / max(load.accepted, 1) * 1e6,
-        "p50_ms": statistics.median(latencies) * 1e3,
-        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1e3,
-        "max_ms": latencies[-1] * 1e3,
-    }
+    disconnect(clients)
+    return {"sent": sent, **load.figures(wall, cpu, reactor_cpu)}
 
 
 def describe(report: dict[str, Any]) -> list[str]:

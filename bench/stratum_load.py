@@ -337,6 +337,27 @@ class Load:
         self.accepted = 0
         self.rejected = 0
 
+    def figures(self, seconds: float, cpu: float, reactor_cpu: float) -> dict[str, float]:
+        """The phase's accepted shares, their rate over ``seconds``, the pool's CPU
+        (``cpu``, ``reactor_cpu`` seconds) per share and the reply latencies."""
+        latencies = sorted(self.latencies)
+        return {
+            "accepted": self.accepted,
+            "shares_per_s": self.accepted / seconds,
+            "cpu_us_per_share": cpu / max(self.accepted, 1) * 1e6,
+            "reactor_us_per_share": reactor_cpu / max(self.accepted, 1) * 1e6,
+            "p50_ms": statistics.median(latencies) * 1e3,
+            "p99_ms": latencies[int(len(latencies) * 0.99)] * 1e3,
+            "max_ms": latencies[-1] * 1e3,
+        }
+
+
+def disconnect(clients: list[LoadClient]) -> None:
+    """Close every client still connected."""
+    for client in clients:
+        if client.transport is not None:
+            client.transport.loseConnection()
+
 
 async def load_phase(
     port: int,
@@ -382,21 +403,8 @@ async def load_phase(
     await task.deferLater(reactor, 1.0)  # let the last replies come
     cpu_end, reactor_end = tree_cpu(pids)
     cpu, reactor_cpu = cpu_end - cpu_start, reactor_end - reactor_start
-    for client in clients:
-        if client.transport is not None:
-            client.transport.loseConnection()
-    latencies = sorted(load.latencies)
-    return {
-        "sent": turn,
-        "accepted": load.accepted,
-        "rejected": load.rejected,
-        "shares_per_s": load.accepted / sending,
-        "cpu_us_per_share": cpu / max(load.accepted, 1) * 1e6,
-        "reactor_us_per_share": reactor_cpu / max(load.accepted, 1) * 1e6,
-        "p50_ms": statistics.median(latencies) * 1e3,
-        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1e3,
-        "max_ms": latencies[-1] * 1e3,
-    }
+    disconnect(clients)
+    return {"sent": turn, "rejected": load.rejected, **load.figures(sending, cpu, reactor_cpu)}
 
 
 # The swarm: many idle miners on raw sockets, in their own process
