@@ -35,22 +35,19 @@ from twisted.application.service import IService
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from nomp.outage import Outage
-from nomp.services import OrderedMultiService
-from nomp.store.client import REDIS_DOWN, RedisClient, RedisUnavailable
+from nomp.store.client import RedisClient, RedisUnavailable
 from nomp.store.schema import SwitchKeys
 from nomp.switching import SwitchRefused, already_on, request_refusal
-from nomp.switching.service import SwitchListener, SwitchState, add_ports_and_state_timer
+from nomp.switching.service import GET_SCRIPT, SwitchesService, SwitchState
 
 MINERS_INTERVAL = 5.0  # seconds between asks of the workers for their switches' miners
-_GET = "return redis.call('GET', KEYS[1])"
 
 # Sends one control line to every worker: each one's name and answer, None
 # for one that is not running or ended before it answered (WorkerSupervisor.ask_each).
 AskWorkers = Callable[[str], Awaitable[Sequence[tuple[str, str | None]]]]
 
 
-class RelayedSwitches(OrderedMultiService):
+class RelayedSwitches(SwitchesService):
     """Every switch of config.yaml's ``switching``, moved by the workers
     (nomp.switching.Switches)."""
 
@@ -70,10 +67,8 @@ class RelayedSwitches(OrderedMultiService):
         """``pools``: each switch's pools, its default first; ``ask``: the
         workers' control channels; ``ports``: each switch's StratumService,
         whose sockets are held for the workers."""
-        super().__init__()
-        self.setName("switching")
+        super().__init__(algorithms, ports or {}, reactor)
         self._pools = {name: tuple(names) for name, names in pools.items()}
-        self._algorithms = dict(algorithms)
         self._ask = ask
         self._known_pools = known_pools
         self._redis = redis
@@ -81,34 +76,19 @@ class RelayedSwitches(OrderedMultiService):
         self._current = {name: names[0] for name, names in self._pools.items()}
         self._read: set[str] = set()  # switches whose pool Redis was read for (or that moved since)
         self._miners: dict[str, int] = {}  # each switch's miners summed over the workers at the last ask
-        self.switch_counts: Counter[str] = Counter()
-        self._reasons: dict[str, str] = {}
-        self._listeners: list[SwitchListener] = []
-        self.outage = Outage(self.log, "switching: Redis", reactor, REDIS_DOWN)
-        add_ports_and_state_timer(self, ports or {}, self._keep_state, reactor)
         counting = TimerService(MINERS_INTERVAL, lambda: defer.Deferred.fromCoroutine(self._count_miners()))
         counting.clock = reactor
         counting.setServiceParent(self)
 
-    def add_listener(self, listener: SwitchListener) -> None:
-        """Call ``listener(switch, from_pool, to_pool)`` after every move."""
-        self._listeners.append(listener)
-
     # Switches.
     def switch_names(self) -> Sequence[str]:
         return list(self._pools)
-
-    def algorithm(self, switch: str) -> str:
-        return self._algorithms[switch]
 
     def pools(self, switch: str) -> Sequence[str]:
         return list(self._pools[switch])
 
     def current(self, switch: str) -> str:
         return self._current[switch]
-
-    def switch(self, switch: str, pool: str, reason: str) -> defer.Deferred[str]:
-        return defer.Deferred.fromCoroutine(self._switch(switch, pool, reason))
 
     async def _switch(self, switch: str, pool: str, reason: str) -> str:
         problem = request_refusal(self._pools, self._known_pools(), switch, pool)
@@ -152,8 +132,6 @@ class RelayedSwitches(OrderedMultiService):
         self._read.add(switch)  # a stored pool read later is older than this move
         if not moved:
             raise SwitchRefused(already_on(switch, pool))
-        self.switch_counts[switch] += 1
-        self._reasons[switch] = reason
         self.log.info(
             "switch {switch}: {before} -> {pool} ({reason}) on every worker: {answers}",
             switch=switch,
@@ -163,8 +141,7 @@ class RelayedSwitches(OrderedMultiService):
             answers=listed,
             moved=len(moved),
         )
-        for listener in self._listeners:
-            listener(switch, before, pool)
+        self._moved(switch, before, pool, reason)
         return f"switch {switch}: {before} -> {pool} on every worker: {listed}"
 
     def status_lines(self) -> list[str]:
@@ -187,9 +164,6 @@ class RelayedSwitches(OrderedMultiService):
             )
             for name, pools in self._pools.items()
         ]
-
-    def documents(self) -> list[dict[str, Any]]:
-        return [state.document() for state in self.states()]
 
     async def _count_miners(self) -> None:
         try:
@@ -234,7 +208,7 @@ class RelayedSwitches(OrderedMultiService):
             try:
                 if client is None:
                     raise RedisUnavailable("Redis is not connected")
-                stored = await client.eval(_GET, [self._keys.current(switch)], [])
+                stored = await client.eval(GET_SCRIPT, [self._keys.current(switch)], [])
             except Exception as e:
                 self.outage.failed(e, "the switches are taken for on their default pools until it answers")
                 return

@@ -33,7 +33,7 @@ from nomp.switching.ports import SwitchPorts
 
 STATE_INTERVAL = 1.0  # seconds between looks at what Redis still has to be told or asked
 
-_GET = "return redis.call('GET', KEYS[1])"
+GET_SCRIPT = "return redis.call('GET', KEYS[1])"
 _SET = "redis.call('SET', KEYS[1], ARGV[1]) return 1"
 
 SwitchListener = Callable[[str, str, str], None]  # (switch, from pool, to pool)
@@ -83,10 +83,57 @@ class SwitchState:
         )
 
 
-class SwitchingService(OrderedMultiService):
-    """Every switch of config.yaml's ``switching`` (nomp.switching.Switches)."""
+class SwitchesService(OrderedMultiService):
+    """What SwitchingService and RelayedSwitches share: the service named
+    "switching", each switch's algorithm, its ports and the state timer, the
+    moves counted with their reasons, the listeners told of each move, and the
+    web's documents. A subclass moves the miners (``_switch``), says each
+    switch's state (``states``) and keeps Redis told and asked (``_keep_state``)."""
 
     log = Logger()
+
+    def __init__(self, algorithms: Mapping[str, str], ports: Mapping[str, IService], reactor: Any) -> None:
+        super().__init__()
+        self.setName("switching")
+        self._algorithms = dict(algorithms)
+        self._listeners: list[SwitchListener] = []
+        self.switch_counts: Counter[str] = Counter()
+        self._reasons: dict[str, str] = {}
+        self.outage = Outage(self.log, "switching: Redis", reactor, REDIS_DOWN)
+        add_ports_and_state_timer(self, ports, self._keep_state, reactor)
+
+    def add_listener(self, listener: SwitchListener) -> None:
+        """Call ``listener(switch, from_pool, to_pool)`` after every move."""
+        self._listeners.append(listener)
+
+    def algorithm(self, switch: str) -> str:
+        return self._algorithms[switch]
+
+    def switch(self, switch: str, pool: str, reason: str) -> defer.Deferred[str]:
+        return defer.Deferred.fromCoroutine(self._switch(switch, pool, reason))
+
+    async def _switch(self, switch: str, pool: str, reason: str) -> str:
+        raise NotImplementedError
+
+    def _moved(self, switch: str, before: str, pool: str, reason: str) -> None:
+        """Count a move made, keep its reason and tell the listeners."""
+        self.switch_counts[switch] += 1
+        self._reasons[switch] = reason
+        for listener in self._listeners:
+            listener(switch, before, pool)
+
+    def states(self) -> list[SwitchState]:
+        raise NotImplementedError
+
+    def documents(self) -> list[dict[str, Any]]:
+        return [state.document() for state in self.states()]
+
+    def _keep_state(self) -> defer.Deferred[None] | None:
+        raise NotImplementedError
+
+
+class SwitchingService(SwitchesService):
+    """Every switch of config.yaml's ``switching`` (nomp.switching.Switches)."""
 
     def __init__(
         self,
@@ -99,43 +146,24 @@ class SwitchingService(OrderedMultiService):
     ) -> None:
         """``switches``: each switch's ports and their service, by name;
         ``known_pools``: every pool of the process (for a clear answer)."""
-        super().__init__()
-        self.setName("switching")
+        super().__init__(algorithms, {name: service for name, (_, service) in switches.items()}, reactor)
         self._ports = {name: ports for name, (ports, _) in switches.items()}
         self.stratum_services = [service for _, service in switches.values()]
-        self._algorithms = dict(algorithms)
         self._known_pools = known_pools
         self._redis = redis
         self._keys = keys or SwitchKeys()
-        self._listeners: list[SwitchListener] = []
-        self.switch_counts: Counter[str] = Counter()
-        self._reasons: dict[str, str] = {}
         self._restored: set[str] = set()  # switches whose stored pool was read (or that moved since)
         self._unsaved: dict[str, str] = {}  # switch -> pool Redis has yet to be told
-        self.outage = Outage(self.log, "switching: Redis", reactor, REDIS_DOWN)
-        add_ports_and_state_timer(
-            self, {name: service for name, (_, service) in switches.items()}, self._keep_state, reactor
-        )
-
-    def add_listener(self, listener: SwitchListener) -> None:
-        """Call ``listener(switch, from_pool, to_pool)`` after every move."""
-        self._listeners.append(listener)
 
     # Switches.
     def switch_names(self) -> Sequence[str]:
         return list(self._ports)
-
-    def algorithm(self, switch: str) -> str:
-        return self._algorithms[switch]
 
     def pools(self, switch: str) -> Sequence[str]:
         return list(self._ports[switch].pools)
 
     def current(self, switch: str) -> str:
         return self._ports[switch].current.name
-
-    def switch(self, switch: str, pool: str, reason: str) -> defer.Deferred[str]:
-        return defer.Deferred.fromCoroutine(self._switch(switch, pool, reason))
 
     async def _switch(self, switch: str, pool: str, reason: str) -> str:
         pools = {name: list(ports.pools) for name, ports in self._ports.items()}
@@ -157,8 +185,6 @@ class SwitchingService(OrderedMultiService):
     def _move(self, ports: SwitchPorts, pool: str, reason: str) -> str:
         before = ports.current.name
         moved = ports.move_to(pool)
-        self.switch_counts[ports.name] += 1
-        self._reasons[ports.name] = reason
         self.log.info(
             "switch {switch}: {before} -> {pool} ({reason}): {moved}",
             switch=ports.name,
@@ -168,8 +194,7 @@ class SwitchingService(OrderedMultiService):
             moved=moved.line(),
             miners=moved.miners,
         )
-        for listener in self._listeners:
-            listener(ports.name, before, pool)
+        self._moved(ports.name, before, pool, reason)
         return f"switch {ports.name}: {before} -> {pool}, {moved.line()}"
 
     # What the control port and the web show.
@@ -189,9 +214,6 @@ class SwitchingService(OrderedMultiService):
 
     def status_lines(self) -> list[str]:
         return [state.line() for state in self.states()]
-
-    def documents(self) -> list[dict[str, Any]]:
-        return [state.document() for state in self.states()]
 
     # Redis.
     async def _save(self, switch: str, pool: str) -> bool:
@@ -230,7 +252,7 @@ class SwitchingService(OrderedMultiService):
             if switch in self._restored:
                 continue
             try:
-                stored = await self._call(_GET, self._keys.current(switch))
+                stored = await self._call(GET_SCRIPT, self._keys.current(switch))
             except Exception as e:
                 self.outage.failed(e, "switches stay on their default pools until it answers")
                 return
