@@ -1,12 +1,15 @@
 """What one scrypt call costs by how many headers it hashes, per lane kernel.
 
-Run: python bench/scrypt_lanes.py [--counts 1,2,3,4,8,9,16] [--rounds 7]
+Run: python bench/scrypt_lanes.py [--counts 1,2,3,4,8,9,16] [--rounds 7] [--isa sse2]
 
 For each count of headers, the CPU time of one ``nomp_scrypt`` call (the
 best of --rounds rounds, in this thread) with the kernel chosen by batch
-size, and with each kernel this CPU has pinned. A small batch is what a
-pool at a low share rate hashes: the question is what a batch of one,
-two or three costs next to a full one. The process pins itself to one CPU.
+size, and with each kernel this CPU has pinned (--isa builds them from no more
+than that instruction set, as ``nomp_scrypt_use_kernels`` does). A small
+batch is what a pool at a low share rate hashes: the question is what a
+batch of one, two or three costs next to a full one, and whether a few
+one-lane calls in a row (the one-lane column runs up to three) beat one
+call of a wider kernel. The process pins itself to one CPU.
 """
 
 from __future__ import annotations
@@ -43,7 +46,10 @@ def main() -> None:
     )
     parser.add_argument("--counts", default="1,2,3,4,5,8,9,12,16")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--isa", help="portable, sse2, avx2, avx512f or avx512vl (default: the CPU's best)")
     options = parser.parse_args()
+    if options.isa and lib.nomp_scrypt_use_kernels(options.isa.encode()) != 0:
+        parser.error(f"this CPU has no {options.isa} scrypt kernels")
     with contextlib.suppress(OSError):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     rng = random.Random(7)
@@ -57,7 +63,7 @@ def main() -> None:
         headers = rng.randbytes(80 * count)
         cells = []
         for lanes in (0, *pinned):
-            if lanes and count > lanes * 2:
+            if lanes and count > max(3, lanes * 2):
                 cells.append(" " * 17)
                 continue
             lib.nomp_scrypt_set_lanes(lanes)
