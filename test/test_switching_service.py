@@ -11,14 +11,16 @@ from typing import Any, cast
 from treq.testing import StubTreq
 from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.logger import LogLevelFilterPredicate, capturedLogs
+from twisted.logger import LogLevelFilterPredicate, capturedLogs, formatEvent
 from twisted.trial.unittest import TestCase
 
+from nomp.config import load_config
 from nomp.control.operations import ProcessOperations, ShareRates
 from nomp.control.service import ControlProtocol
+from nomp.service import NompService
 from nomp.store.redis import RedisService
 from nomp.store.schema import SwitchKeys
-from nomp.stratum.service import StratumService
+from nomp.stratum.service import DRAIN_CHECK_INTERVAL, StratumService
 from nomp.switching import Switches, SwitchRefused
 from nomp.switching.service import STATE_INTERVAL, SwitchingService
 from nomp.web.app import WebApp
@@ -26,7 +28,8 @@ from nomp.web.pages import Pages
 from test.rediscli import redis
 from test.redisservice import connected_redis_service
 from test.servers import shared_redis
-from test.test_stratum_protocol import NOW
+from test.test_config_paths import SHIPPED_CONF
+from test.test_stratum_protocol import NOW, PLAIN_PORT
 from test.test_switching import SWITCH_PORT, SwitchSetup
 from test.waiting import until
 
@@ -262,6 +265,43 @@ class CoinswitchCommandTests(_ServiceCase):
             operations.status(),
             "up 0s; no pools; switch scrypt (scrypt): on ltc of ltc, copy, 0 miners; Redis up",
         )
+
+
+class DrainTests(_ServiceCase):
+    """A stop's drain and a switching port's miners, which are the pools' they mine for."""
+
+    async def test_each_miner_counted_once(self) -> None:
+        """A miner on the switch's port is asked to reconnect once, and counted
+        once: by the pool it is attached to, not by the switch as well."""
+        pool_port = dataclasses.replace(PLAIN_PORT, listen="tcp:0:interface=127.0.0.1")
+        switch_port = dataclasses.replace(SWITCH_PORT, listen="tcp:0:interface=127.0.0.1")
+        pool_side = StratumService(self.ltc.server, (pool_port,), self.clock)
+        switch_side = StratumService(self.ports, (switch_port,), self.clock)
+        # Not stopped after: on the memory reactor they hold nothing, and
+        # their stops would close each switched miner twice, which the
+        # StringTransport under it refuses.
+        for side in (pool_side, switch_side):
+            side.startService()
+        root = NompService(load_config(SHIPPED_CONF), self.clock)
+        root.drainers = lambda: [pool_side, switch_side]
+        switched = self.miner()
+        own = self.ltc.miner()
+        self.assertEqual(self.ports.attached_to(switched.protocol), "ltc")
+        self.assertIsNone(self.ports.attached_to(own.protocol))
+
+        with capturedLogs() as events:
+            draining = defer.Deferred.fromCoroutine(root.drain(1.0))
+            self.clock.pump([DRAIN_CHECK_INTERVAL] * 21)
+            await draining
+
+        for miner in (switched, own):
+            self.assertEqual(
+                [line for line in miner.read() if line.get("method") == "client.reconnect"],
+                [{"id": None, "method": "client.reconnect", "params": []}],
+            )
+        log = [formatEvent(event) for event in events]
+        self.assertIn("pool litecoin: 0 of 2 miners asked to reconnect left, 2 to close", log)
+        self.assertIn("2 miners asked to reconnect, 2 left to close", log[-1])
 
 
 class SwitchingWebTests(TestCase):

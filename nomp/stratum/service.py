@@ -19,7 +19,7 @@ from nomp.config import BanningConfig, EthPoolConfig, PoolConfig, PortConfig
 from nomp.config.diff import match_ports
 from nomp.services import OrderedMultiService
 from nomp.stratum import difficulty
-from nomp.stratum.connection import PortSettings
+from nomp.stratum.connection import Connection, PortSettings
 from nomp.stratum.enforcement import BanEnforcer
 from nomp.stratum.protocol import StratumFactory
 from nomp.stratum.proxyproto import ProxyProtocolFactory
@@ -79,6 +79,18 @@ class AsksToReconnect(Protocol):
 
     def ask_to_reconnect(self) -> int:
         """Ask every miner to reconnect to where it is; how many were asked."""
+        ...
+
+
+@runtime_checkable
+class AttachesToPools(Protocol):
+    """A miner side whose every connection is one of a pool's too (a switch's
+    ports, nomp.switching.ports): that pool's drain asks it to reconnect and
+    counts it, so this side's drain only stops its ports, and a stop counts
+    each connection once."""
+
+    def attached_to(self, connection: Connection) -> str | None:
+        """The name of the pool ``connection`` is one of (None: not this side's)."""
         ...
 
 
@@ -202,6 +214,8 @@ class StratumService(OrderedMultiService):
         await defer.gatherResults(
             [defer.maybeDeferred(listening.stopService) for listening in self._listening.values()]
         )
+        if isinstance(self.server, AttachesToPools):
+            return Drained(0, 0)  # its miners are the pools': their drains ask and count them
         connections = self.server.connections
         if seconds <= 0 or not isinstance(self.server, AsksToReconnect) or not len(connections):
             return Drained(0, len(connections))

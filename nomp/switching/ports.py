@@ -167,6 +167,13 @@ class SwitchPorts:
         waiting = [pool.stratum.idle() for pool in self.pools.values()]
         return defer.gatherResults(waiting).addCallback(lambda _: None)
 
+    def attached_to(self, connection: Connection) -> str | None:
+        """The pool ``connection`` mines for (None: not one of the switch's).
+        It is in that pool's ConnectionRegistry too, whose drain counts it
+        (nomp.stratum.service.AttachesToPools)."""
+        attached = self._attached.get(connection)
+        return None if attached is None else attached.pool.name
+
     def _admit(self, ip: str, now: float) -> bool:
         # An IP the current pool banned for its shares is refused here too.
         if self.current.stratum.bans.gatekeeper.bans.is_banned(ip, now):
