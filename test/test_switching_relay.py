@@ -125,7 +125,7 @@ class RelayedSwitchesTests(TestCase):
         self.assertEqual(self.workers.asked, ["coinswitch scrypt copy"])
         self.assertEqual(service.current("scrypt"), "copy")
         self.assertEqual(self.switched, [("scrypt", "ltc", "copy")])
-        self.assertEqual(service.status_lines(), ["switch scrypt (scrypt): on copy of ltc, copy"])
+        self.assertEqual(service.status_lines(), ["switch scrypt (scrypt): on copy of ltc, copy, 0 miners"])
 
     async def test_one_worker_refuses(self) -> None:
         """A worker that refused leaves the switch split: refused, the pool it
@@ -250,7 +250,8 @@ class RelayedSwitchesTests(TestCase):
 
     async def test_miners_summed_over_the_workers(self) -> None:
         """Every MINERS_INTERVAL the workers are asked for their switches; the
-        documents show the miners summed, the pool moved to, the moves made."""
+        documents and the status lines show the miners summed, the pool moved
+        to, the moves made."""
         service = self.service(None)
         self.assertEqual(self.workers.counted, 1)  # at the start
         self.workers.counts = [
@@ -260,6 +261,8 @@ class RelayedSwitchesTests(TestCase):
         self.assertEqual(service.documents()[0]["miners"], 0)  # the last figures, until the next ask
         self.clock.advance(MINERS_INTERVAL)
         self.assertEqual(self.workers.counted, 2)
+        # status says what the API says.
+        self.assertEqual(service.status_lines(), ["switch scrypt (scrypt): on ltc of ltc, copy, 7 miners"])
         self.assertEqual(
             service.documents(),
             [
@@ -282,6 +285,7 @@ class RelayedSwitchesTests(TestCase):
             (document["current"], document["miners"], document["switches"], document["last_reason"]),
             ("copy", 3, 1, "operator"),
         )
+        self.assertEqual(service.status_lines(), ["switch scrypt (scrypt): on copy of ltc, copy, 3 miners"])
 
     def test_bad_switches_answers(self) -> None:
         """A worker's answer that is not its switches is logged, its miners left

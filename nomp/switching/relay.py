@@ -144,13 +144,7 @@ class RelayedSwitches(SwitchesService):
         self._moved(switch, before, pool, reason)
         return f"switch {switch}: {before} -> {pool} on every worker: {listed}"
 
-    def status_lines(self) -> list[str]:
-        return [
-            f"switch {name} ({self._algorithms[name]}): on {self._current[name]} of {', '.join(pools)}"
-            for name, pools in self._pools.items()
-        ]
-
-    # What the web shows: the miners as the workers last counted them.
+    # What status and the web show: the miners as the workers last counted them.
     def states(self) -> list[SwitchState]:
         return [
             SwitchState(

@@ -86,9 +86,11 @@ class SwitchState:
 class SwitchesService(OrderedMultiService):
     """What SwitchingService and RelayedSwitches share: the service named
     "switching", each switch's algorithm, its ports and the state timer, the
-    moves counted with their reasons, the listeners told of each move, and the
-    web's documents. A subclass moves the miners (``_switch``), says each
-    switch's state (``states``) and keeps Redis told and asked (``_keep_state``)."""
+    moves counted with their reasons, the listeners told of each move, and
+    what ``status`` and the web show of each switch, read from the same
+    states (with workers, their miners summed). A subclass moves the miners
+    (``_switch``), says each switch's state (``states``) and keeps Redis told
+    and asked (``_keep_state``)."""
 
     log = Logger()
 
@@ -124,6 +126,10 @@ class SwitchesService(OrderedMultiService):
 
     def states(self) -> list[SwitchState]:
         raise NotImplementedError
+
+    def status_lines(self) -> list[str]:
+        """A line on each switch, for the control port's ``status``."""
+        return [state.line() for state in self.states()]
 
     def documents(self) -> list[dict[str, Any]]:
         return [state.document() for state in self.states()]
@@ -211,9 +217,6 @@ class SwitchingService(SwitchesService):
             )
             for name, ports in self._ports.items()
         ]
-
-    def status_lines(self) -> list[str]:
-        return [state.line() for state in self.states()]
 
     # Redis.
     async def _save(self, switch: str, pool: str) -> bool:
