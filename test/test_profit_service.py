@@ -451,3 +451,64 @@ class ProfitServiceTests(ProfitTestCase):
         (first,) = [e for e in events if "stays on" in e["log_format"]][:1]
         self.assertEqual((first["switch"], first["from_pool"], first["to_pool"]), ("scrypt", "ltc", None))
         self.assertEqual(set(first["revenues"]), {"ltc", "doge"})
+
+
+class StatusLineTests(ProfitTestCase):
+    """The control port's ``status``: a line on each switch, the pool it is on,
+    the last decision and what came of it, and whether the prices are up."""
+
+    def line(self, service: ProfitSwitchingService) -> str:
+        (line,) = service.status_lines()
+        return line
+
+    def test_stays_then_moves(self) -> None:
+        """No decision before the first round; a stay with its reason and age;
+        a move; the last decision kept while the prices are down."""
+        service = self.service()
+        self.assertEqual(
+            self.line(service), "profit switching scrypt: on ltc, no decision yet, prices not read yet"
+        )
+        self.templates(ltc=COIN, doge=COIN)
+        self.tick()
+        self.clock.advance(30.0)
+        self.assertEqual(
+            self.line(service),
+            "profit switching scrypt: on ltc, stayed 30 s ago (ltc earns the most), prices up",
+        )
+        self.templates(ltc=625 * COIN // 100, doge=10_000 * COIN)
+        self.tick(210.0)  # 300 s after the start: the minimum stay is over
+        self.assertEqual(
+            self.line(service),
+            "profit switching scrypt: on doge, moved ltc -> doge 0 s ago "
+            "(doge earns 128.57 % more than ltc), prices up",
+        )
+        self.exchange.status = 500
+        self.tick()
+        self.assertEqual(
+            self.line(service),
+            "profit switching scrypt: on doge, moved ltc -> doge 60 s ago "
+            "(doge earns 128.57 % more than ltc), prices down",
+        )
+        self.switches.on = "ltc"  # moved back by the operator: the line says where it is now
+        self.assertIn("scrypt: on ltc, moved ltc -> doge", self.line(service))
+
+    def test_refused_and_failed(self) -> None:
+        """A move the switches refused or that failed says so (the why is in the log and the API)."""
+        self.switches.refuse = "switch scrypt: moved to doge by some workers only: ... | ..."
+        service = self.service()
+        self.clock.advance(300.0)
+        self.templates(ltc=COIN, doge=10**6 * COIN)
+        with capturedLogs():
+            self.tick()
+        self.assertEqual(
+            self.line(service),
+            "profit switching scrypt: on ltc, move ltc -> doge refused 0 s ago "
+            "(doge earns 142757.14 % more than ltc), prices up",
+        )
+        self.switches.refuse = None
+        self.switches.failing = RuntimeError("ports gone")
+        self.templates(ltc=COIN, doge=10**6 * COIN)
+        with capturedLogs():
+            self.tick()
+        self.flushLoggedErrors(RuntimeError)
+        self.assertIn("scrypt: on ltc, move ltc -> doge failed 0 s ago (", self.line(service))

@@ -15,6 +15,7 @@ from twisted.logger import LogLevelFilterPredicate, capturedLogs, formatEvent
 from twisted.trial.unittest import TestCase
 
 from nomp.config import load_config
+from nomp.config.model import PricesConfig, ProfitSwitchingConfig
 from nomp.control.operations import ProcessOperations, ShareRates
 from nomp.control.service import ControlProtocol
 from nomp.service import NompService
@@ -22,6 +23,8 @@ from nomp.store.redis import RedisService
 from nomp.store.schema import SwitchKeys
 from nomp.stratum.service import DRAIN_CHECK_INTERVAL, StratumService
 from nomp.switching import Switches, SwitchRefused
+from nomp.switching.prices import FilePriceSource
+from nomp.switching.profitservice import ProfitSwitchingService
 from nomp.switching.service import STATE_INTERVAL, SwitchingService
 from nomp.web.app import WebApp
 from nomp.web.pages import Pages
@@ -264,6 +267,42 @@ class CoinswitchCommandTests(_ServiceCase):
         self.assertEqual(
             operations.status(),
             "up 0s; no pools; switch scrypt (scrypt): on ltc of ltc, copy, 0 miners; Redis up",
+        )
+
+    async def test_status_with_profit_switching(self) -> None:
+        """With profit switching, status has its line on each switch after the switches' own."""
+        service = self.service(None)
+        prices = self.mktemp()
+        with open(prices, "w") as file:
+            file.write('{"LTC": "70"}')
+        config = ProfitSwitchingConfig(prices=PricesConfig(file=os.path.abspath(prices)))
+        profit = ProfitSwitchingService(
+            config, service, lambda name: None, FilePriceSource(prices, 4096), self.clock
+        )
+        operations = ProcessOperations(
+            lambda: [],
+            lambda: True,
+            LogLevelFilterPredicate(),
+            ShareRates(dict, self.clock),
+            self.clock,
+            lambda: NOW,
+            lambda pool: defer.succeed(None),
+            lambda: None,
+            service.status_lines,
+        )
+        self.assertEqual(
+            operations.status(),
+            "up 0s; no pools; switch scrypt (scrypt): on ltc of ltc, copy, 0 miners; "
+            "profit switching scrypt: on ltc, no decision yet, prices not read yet; Redis up",
+        )
+        with capturedLogs():
+            profit.run_once()  # done at once: the file is read in the call
+        self.assertEqual(
+            operations.status().split("; ")[-2:],
+            [
+                "profit switching scrypt: on ltc, stayed 0 s ago (no pool could be valued), prices up",
+                "Redis up",
+            ],
         )
 
 

@@ -5,17 +5,19 @@ several pools at a time, and move between them without reconnecting.
 decide when to move (the control port, a profit-switching service): the
 SwitchingService of the process that serves the miners, or the
 RelayedSwitches of a main process whose workers serve them;
-`SwitchRefused` is how it says no to a bad request.
+`SwitchRefused` is how it says no to a bad request. `ShowsStatus` is how
+profit switching has its lines in the control port's ``status`` beside
+the switches'.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from typing import Protocol
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Protocol, runtime_checkable
 
 from twisted.internet import defer
 
-__all__ = ["SwitchRefused", "Switches", "already_on", "request_refusal"]
+__all__ = ["ShowsStatus", "SwitchRefused", "Switches", "already_on", "request_refusal"]
 
 
 class SwitchRefused(Exception):
@@ -55,6 +57,17 @@ class Switches(Protocol):
         job and the new pool is recorded; errbacks with `SwitchRefused`
         for a bad request. ``reason`` goes to the log ("operator",
         "profit: ...")."""
+        ...
+
+
+@runtime_checkable
+class ShowsStatus(Protocol):
+    """Switches whose ``status`` lines can carry another part's after their
+    own (SwitchesService): profit switching, built on the switches, shows
+    its lines through them."""
+
+    def add_status(self, lines: Callable[[], Sequence[str]]) -> None:
+        """Have each ``status`` end with ``lines()``."""
         ...
 
 

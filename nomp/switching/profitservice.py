@@ -2,7 +2,8 @@
 ranked and the switch moved to the best one when nomp.switching.profit says so.
 
 The service keeps, per switch, the last ranking, decision and what came of
-it, for the web API, the site and the metrics (``snapshot``). A price
+it, for the web API, the site and the metrics (``snapshot``), and a line on
+each switch for the control port's ``status`` (``status_lines``). A price
 source that is down is an outage (nomp.outage): one warning, one line when
 it is back, and no decision meanwhile.
 """
@@ -24,7 +25,7 @@ from twisted.python.failure import Failure
 from nomp.config.model import ProfitSwitchingConfig
 from nomp.outage import Outage
 from nomp.pool.service import TemplateRead
-from nomp.switching import Switches, SwitchRefused
+from nomp.switching import ShowsStatus, Switches, SwitchRefused
 from nomp.switching.prices import PricePath, PriceSource, PriceSourceError
 from nomp.switching.profit import (
     Decision,
@@ -70,6 +71,7 @@ class ProfitState:
     ranking: Ranking
     decision: Decision
     outcome: str | None  # the switch's answer, or why it refused; None when it stayed
+    result: str | None  # one of SWITCH_RESULTS for a switch asked for; None when it stayed
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,23 @@ class ProfitSnapshot:
     prices_read_at: float | None  # reactor seconds of the last good read
     switches: tuple[ProfitState, ...]
     switches_made: Mapping[tuple[str, str], int]  # (switch, one of SWITCH_RESULTS) -> count
+
+
+def status_line(switch: str, current: str, state: ProfitState | None, prices: str, now: float) -> str:
+    """One switch's line in ``status``: the pool it is on, the last decision
+    and what came of it, and ``prices`` (whether the prices are up). The
+    switch's answer or refusal is left to the log and the API: it can list
+    every worker's answer, too long for one line of several."""
+    if state is None:
+        return f"profit switching {switch}: on {current}, no decision yet, {prices}"
+    decision = state.decision
+    ago = f"{max(now - decision.decided_at, 0.0):.0f} s ago"
+    if state.result is None:
+        did = f"stayed {ago}"
+    else:
+        moved = f"{decision.current} -> {decision.target}"
+        did = f"moved {moved} {ago}" if state.result == "done" else f"move {moved} {state.result} {ago}"
+    return f"profit switching {switch}: on {current}, {did} ({decision.reason}), {prices}"
 
 
 @dataclass
@@ -130,6 +149,9 @@ class ProfitSwitchingService(Service):
         self._prices_error: str | None = None
         self._prices_read_at: float | None = None
         self.results: Counter[tuple[str, str]] = Counter()
+        if isinstance(switches, ShowsStatus):
+            # Its lines reach the control port through the switches' own, from now on.
+            switches.add_status(self.status_lines)
 
     def startService(self) -> None:
         super().startService()
@@ -203,10 +225,10 @@ class ProfitSwitchingService(Service):
         ranking = rank([self._facts(name, prices) for name in pool_names], now, self.config.max_template_age)
         self._log_skipped(switch, tracked, ranking)
         decision = decide(switch, current, tracked.since, now, ranking, self._rules)
-        outcome = None
+        outcome = result = None
         target = decision.target
         if target is not None:
-            outcome = await self._switch(switch, target, decision, ranking)
+            result, outcome = await self._switch(switch, target, decision, ranking)
             if self._switches.current(switch) == target:
                 tracked.current, tracked.since = target, self._clock.seconds()
         else:
@@ -219,6 +241,7 @@ class ProfitSwitchingService(Service):
             ranking,
             decision,
             outcome,
+            result,
         )
 
     def _facts(self, name: str, prices: Mapping[str, Fraction | str]) -> PoolFacts | Skipped:
@@ -270,7 +293,10 @@ class ProfitSwitchingService(Service):
             revenues=revenues(ranking),
         )
 
-    async def _switch(self, switch: str, target: str, decision: Decision, ranking: Ranking) -> str:
+    async def _switch(
+        self, switch: str, target: str, decision: Decision, ranking: Ranking
+    ) -> tuple[str, str]:
+        """The switch asked for: its result (one of SWITCH_RESULTS) and the answer or why not."""
         fields: dict[str, Any] = {
             "switch": switch,
             "from_pool": decision.current,
@@ -288,13 +314,29 @@ class ProfitSwitchingService(Service):
                 refusal=e.message,
                 **fields,
             )
-            return f"refused: {e.message}"
+            return "refused", f"refused: {e.message}"
         except Exception as e:
             self.results[(switch, "failed")] += 1
             self.log.failure("profit switching {switch}: switch to {to_pool} failed", **fields)
-            return f"failed: {type(e).__name__}: {e}"
+            return "failed", f"failed: {type(e).__name__}: {e}"
         self.results[(switch, "done")] += 1
-        return answer
+        return "done", answer
+
+    def status_lines(self) -> list[str]:
+        """A line on each switch for ``status`` (see ``status_line``)."""
+        if self._prices_error is not None:
+            prices = "prices down"
+        elif self._prices_read_at is None:
+            prices = "prices not read yet"
+        else:
+            prices = "prices up"
+        now = self._clock.seconds()
+        lines = []
+        for name in self._switches.switch_names():
+            tracked = self._tracked.get(name)
+            last = None if tracked is None else tracked.last
+            lines.append(status_line(name, self._switches.current(name), last, prices, now))
+        return lines
 
     def snapshot(self) -> ProfitSnapshot:
         """The state now, for the API, the site and the metrics."""

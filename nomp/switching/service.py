@@ -101,6 +101,7 @@ class SwitchesService(OrderedMultiService):
         self._listeners: list[SwitchListener] = []
         self.switch_counts: Counter[str] = Counter()
         self._reasons: dict[str, str] = {}
+        self._more_status: list[Callable[[], Sequence[str]]] = []  # profit switching's lines
         self.outage = Outage(self.log, "switching: Redis", reactor, REDIS_DOWN)
         add_ports_and_state_timer(self, ports, self._keep_state, reactor)
 
@@ -127,9 +128,15 @@ class SwitchesService(OrderedMultiService):
     def states(self) -> list[SwitchState]:
         raise NotImplementedError
 
+    def add_status(self, lines: Callable[[], Sequence[str]]) -> None:
+        """Have ``status_lines`` end with ``lines()`` (nomp.switching.ShowsStatus)."""
+        self._more_status.append(lines)
+
     def status_lines(self) -> list[str]:
-        """A line on each switch, for the control port's ``status``."""
-        return [state.line() for state in self.states()]
+        """A line on each switch, then the added ones, for the control port's ``status``."""
+        return [state.line() for state in self.states()] + [
+            line for lines in self._more_status for line in lines()
+        ]
 
     def documents(self) -> list[dict[str, Any]]:
         return [state.document() for state in self.states()]
