@@ -16,7 +16,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.server import Request
 from twisted.web.test.requesthelper import DummyRequest
 
-from nomp.config import RedisConfig, WebConfig
+from nomp.config import PortConfig, RedisConfig, WebConfig
 from nomp.daemon import DaemonGroup
 from nomp.daemon.errors import DaemonError
 from nomp.hashing import ALGORITHMS
@@ -26,6 +26,7 @@ from nomp.store.redis import RedisService
 from nomp.store.schema import PoolKeys, WebKeys
 from nomp.web.collector import STARTUP_RETRY, Snapshot, StatsCollector, build_snapshot, empty_stats
 from nomp.web.live import LiveStream
+from nomp.web.openapi import DOCUMENT
 from nomp.web.service import WebService
 from nomp.web.stats import RawPoolData, hashrate_string, pool_stats, sum_shares
 from test.fakes import pool_config
@@ -171,6 +172,28 @@ class ApiTests(TestCase):
         self.assertEqual((one["family"], one["unit"], one["decimals"]), ("bitcoin", "satoshi", 8))
         error = await self.get("/api/pools/nope", 404, schema_path="/api/pools/{pool}")
         self.assertIn("nope", error["error"])
+
+    async def test_port_numbers(self) -> None:
+        """A port's number is the one its listen names; null for a port on a socket
+        systemd passes (its number is in the socket unit) and for a unix socket's,
+        as the API's description says."""
+        ports = (
+            PortConfig(listen="systemd:domain=INET:name=stratum-3333", diff=16.0),
+            PortConfig(listen="unix:/run/nomp/stratum.sock", diff=16.0),
+            PortConfig(listen="ssl:3334:privateKey=key.pem", diff=16.0),
+            PortConfig(listen="tcp6:3335:interface=\\:\\:1", diff=16.0),
+        )
+        config = WebConfig(listen="tcp:0:interface=127.0.0.1", stats_interval=3600.0)
+        web = WebService(config, [dataclasses.replace(self.pool, ports=ports)], self.redis.client, reactor)
+        api = ApiClient(self, await serve(self, web))
+        await until(lambda: web.collector.snapshot.pools != ())
+        (listed,) = await api.get("/api/pools", 200, "/api/pools")
+        self.assertEqual(
+            [(port["port"], port["tls"]) for port in listed["ports"]],
+            [(None, False), (None, False), (3334, True), (3335, False)],
+        )
+        described = DOCUMENT["components"]["schemas"]["Port"]["properties"]["port"]["description"]
+        self.assertIn("null for a port on a socket systemd passes (systemd:", described)
 
     async def test_miners(self) -> None:
         """Miners are paginated, highest hashrate first."""

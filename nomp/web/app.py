@@ -34,7 +34,15 @@ _OPENAPI_JSON = json.dumps(DOCUMENT, separators=(",", ":")).encode()
 Item = TypeVar("Item")
 
 
-def _port(port: PortConfig) -> dict[str, Any]:
+def port_document(port: PortConfig) -> dict[str, Any]:
+    """One port of a pool as /api/pools lists it.
+
+    The number is the one the port's ``listen`` names (``tcp:``, ``tcp6:``,
+    ``ssl:``). A ``systemd:`` port names a socket, not a number: the socket
+    unit holds it, and the process serving the web (a ``--role web`` one
+    among them) need not be the one given the socket, so it is null, as
+    for a ``unix:`` port.
+    """
     address = listen_address(port.listen)
     vardiff = port.vardiff
     return {
@@ -63,7 +71,7 @@ def pool_document(stats: PoolStats) -> dict[str, Any]:
         "miners": len(stats.miners),
         "workers": len(stats.workers),
         "blocks": block_counts(stats.blocks),
-        "ports": [_port(p) for p in pool.ports],
+        "ports": [port_document(p) for p in pool.ports],
         "network": None
         if network is None
         else {"height": network.height, "difficulty": network.difficulty, "hashrate": network.hashrate},

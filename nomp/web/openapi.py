@@ -114,7 +114,13 @@ SCHEMAS: dict[str, Any] = {
     ),
     "Port": _object(
         {
-            "port": {"type": "integer", "nullable": True},
+            "port": {
+                "type": "integer",
+                "nullable": True,
+                "description": "The number the port's listen names (tcp:, tcp6:, ssl:); null for a "
+                "port on a socket systemd passes (systemd:, whose number is in its socket unit) "
+                "and for one on a unix socket",
+            },
             "difficulty": _NUMBER,
             "vardiff": {**_object({"min": _NUMBER, "max": _NUMBER}), "nullable": True},
             "tls": {"type": "boolean"},
