@@ -8,13 +8,14 @@ import json
 import os
 import random
 import select
+import threading
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from nomp.chain.merkle import root_from_branch
@@ -29,7 +30,7 @@ from nomp.hashing import (
     sha256d,
 )
 from nomp.hashing._native import ffi, lib
-from nomp.hashing.pool import HashPoolService
+from nomp.hashing.pool import NICENESS, HashPoolService
 
 VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "pow_headers_btc_ltc.json"
 
@@ -287,10 +288,35 @@ class HashPoolServiceTests(TestCase):
             self.assertEqual(result, jobs[n % 2].check([work])[0])
         self.assertEqual(self.service.queued, 0)
 
+    async def test_threads_below_the_reactor(self) -> None:
+        """Every hashing thread, C or Python, runs NICENESS steps below the reactor thread."""
+        if not os.path.isdir("/proc/self/task"):
+            raise SkipTest("thread nice values are read from Linux's /proc")
+        expected = min(19, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) + NICENESS)
+        ran_on = lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())  # noqa: E731
+        python_threads = await defer.gatherResults([self.service.run(ran_on) for _ in range(4)])
+        self.assertEqual(python_threads, [expected] * 4)
+        job = JobHasher(ALGORITHMS["scrypt"], b"a" * 50, b"b" * 50, [], bytes(32), 3)
+        await self.service.check(job, ShareWork(os.urandom(8), 1, 2, 3))
+
+        def c_threads() -> dict[str, int]:
+            found = {}
+            for entry in Path("/proc/self/task").iterdir():
+                stat = (entry / "stat").read_text()
+                if stat[stat.index("(") + 1 : stat.rindex(")")].startswith("nomp-hash-"):
+                    found[entry.name] = int(stat[stat.rindex(")") + 2 :].split()[16])  # the nice field
+            return found
+
+        # Each C thread lowers its own priority as it starts, which may come just after this test looks.
+        for _ in range(500):
+            seen = c_threads()
+            if len(seen) == 2 and set(seen.values()) == {expected}:
+                break
+            await task.deferLater(reactor, 0.01)
+        self.assertEqual(sorted(c_threads().values()), [expected, expected])
+
     async def test_not_on_the_reactor_thread(self) -> None:
         """The C call runs in a pool thread, not the reactor's."""
-        import threading
-
         seen: list[str] = []
 
         class Watched(JobHasher):
@@ -339,8 +365,6 @@ class HashPoolServiceTests(TestCase):
 
     async def test_job_batches_on_the_c_threads(self) -> None:
         """A JobHasher's batches are checked by the C extension's threads, not Python's."""
-        import threading
-
         job = JobHasher(ALGORITHMS["scrypt"], b"a" * 70, b"b" * 40, [bytes(32)] * 3, bytes(32), 5)
         works = [ShareWork(os.urandom(8), 1, 2, n) for n in range(5)]
         python_threads = {thread.native_id for thread in threading.enumerate()}

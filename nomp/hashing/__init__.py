@@ -218,7 +218,8 @@ class ShareCheckThreads:
     a job together: at once when ``full`` of them are queued, otherwise
     once the oldest, if it came while no batch was being checked, has waited
     ``linger`` seconds for company (shares that come while a batch is being
-    checked gather meanwhile and do not wait). After a batch a byte is
+    checked gather meanwhile and do not wait). Each thread runs ``niceness``
+    steps below the priority of the thread that starts them. After a batch a byte is
     written to ``notify_fd`` (once for all the batches that finish before
     ``finished`` takes them), and ``finished`` hands back each share's tag
     with its ShareHash, or the error of its batch. Both are called from one
@@ -226,8 +227,8 @@ class ShareCheckThreads:
     before calling ``finished``.
     """
 
-    def __init__(self, threads: int, notify_fd: int, full: int, linger: float) -> None:
-        workers = lib.nomp_workers_new(threads, notify_fd, full, int(linger * 1e9))
+    def __init__(self, threads: int, notify_fd: int, full: int, linger: float, niceness: int = 0) -> None:
+        workers = lib.nomp_workers_new(threads, notify_fd, full, int(linger * 1e9), niceness)
         if workers == ffi.NULL:
             raise RuntimeError(f"cannot start {threads} share checking threads")
         self._workers: Any = workers

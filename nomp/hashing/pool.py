@@ -6,6 +6,7 @@ import contextlib
 import itertools
 import os
 import queue
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -47,6 +48,13 @@ MAX_BATCH = 32
 FULL_BATCH = 16
 BATCH_WAIT = 0.0005
 LINGER = 0.0005
+# Nice steps the hashing threads run below the reactor thread. When every
+# core is busy (a busy coin daemon or Redis on the same machine, more
+# shares than the threads keep up with), the reactor thread, which reads
+# and answers every miner, then goes first: a hash waits a little rather
+# than every connection's replies and reads. A few steps suffice; far
+# below, the threads would starve under a busy reactor.
+NICENESS = 5
 
 # Told the result of one share check: what its hasher made of it, or the Failure of its batch.
 ShareDone = Callable[[Any], None]
@@ -144,7 +152,7 @@ class HashPoolService(Service):
         os.set_blocking(read, False)
         os.set_blocking(write, False)  # a full pipe holds a wake-up already: the writer need not wait
         self._pipe = (read, write)
-        self._checks = ShareCheckThreads(self.threads, write, FULL_BATCH, LINGER)
+        self._checks = ShareCheckThreads(self.threads, write, FULL_BATCH, LINGER, NICENESS)
         self._finished_reader = _FinishedShares(read, self._take_finished)
         self._reactor.addReader(self._finished_reader)
         super().startService()
@@ -178,6 +186,7 @@ class HashPoolService(Service):
 
     def _work(self) -> None:
         """A worker thread: run tasks until told to stop; results go back to the reactor thread."""
+        _lower_priority(NICENESS)
         while True:
             task = self._tasks.get()
             if task is None:
@@ -293,6 +302,15 @@ class HashPoolService(Service):
             done(result)
         except Exception:
             self.log.failure("a share check's result was not taken")
+
+
+def _lower_priority(niceness: int) -> None:
+    """Run this thread ``niceness`` steps below its maker (a Linux thread has a nice value of its own)."""
+    if not sys.platform.startswith("linux"):
+        return
+    thread = threading.get_native_id()
+    # Lowering one's own priority needs no privilege; past the bottom the kernel keeps it at 19.
+    os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + niceness)
 
 
 def _fire(done: defer.Deferred[Any], result: Any) -> None:

@@ -37,7 +37,9 @@ int nomp_job_check(const nomp_job *job, const unsigned char *shares, size_t coun
  * queued on its own with a tag; the threads batch them by job, up to
  * NOMP_WORKERS_MAX_BATCH, at once when `full` of a job are queued and
  * otherwise once its oldest share, if it came while no batch was being
- * checked, is `linger_ns` old. When the finished list was empty a byte is
+ * checked, is `linger_ns` old. Each thread runs `niceness` steps below
+ * the priority of the thread that made it (a Linux thread has a nice value
+ * of its own). When the finished list was empty a byte is
  * written to `notify_fd`; read it before nomp_workers_finished, which
  * copies out whole finished batches (each share's tag, nomp_job_check's
  * status and its NOMP_RESULT_SIZE result) up to `max` shares (at least
@@ -50,7 +52,7 @@ int nomp_job_check(const nomp_job *job, const unsigned char *shares, size_t coun
  * is queued, then joins them; nomp_workers_free stops them first if needed. */
 #define NOMP_WORKERS_MAX_BATCH 32
 typedef struct nomp_workers nomp_workers;
-nomp_workers *nomp_workers_new(int threads, int notify_fd, size_t full, uint64_t linger_ns);
+nomp_workers *nomp_workers_new(int threads, int notify_fd, size_t full, uint64_t linger_ns, int niceness);
 int nomp_workers_submit(nomp_workers *workers, const nomp_job *job, const unsigned char *record,
                         uint64_t tag);
 size_t nomp_workers_finished(nomp_workers *workers, uint64_t *tags, int *statuses, unsigned char *results,

@@ -21,6 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -60,6 +62,7 @@ struct nomp_workers {
     int notify_fd;
     size_t full;
     uint64_t linger_ns;
+    int niceness;
     size_t threads;
     pthread_t *ids;
 };
@@ -116,10 +119,31 @@ static const nomp_job *take_batch(nomp_workers *w, batch *b, unsigned char *reco
     return job;
 }
 
+/* Below the reactor thread: when the cores are all busy, the thread that
+ * reads and answers every miner goes first, and a hash waits a little
+ * instead of the replies of every connection. A new thread starts with its
+ * maker's nice value; lowering its own priority needs no privilege, and
+ * past the bottom the kernel keeps it at 19. */
+static void lower_priority(const nomp_workers *w)
+{
+#if defined(__linux__)
+    if (w->niceness > 0) {
+        id_t self = (id_t)syscall(SYS_gettid);
+        errno = 0;
+        int nice_now = getpriority(PRIO_PROCESS, self);
+        if (errno == 0)
+            setpriority(PRIO_PROCESS, self, nice_now + w->niceness);
+    }
+#else
+    (void)w;
+#endif
+}
+
 static void *work(void *arg)
 {
     nomp_workers *w = arg;
     unsigned char records[NOMP_WORKERS_MAX_BATCH * NOMP_SHARE_SIZE];
+    lower_priority(w);
     pthread_mutex_lock(&w->lock);
     for (;;) {
         while (w->head == NULL && !w->stopping) {
@@ -185,9 +209,9 @@ static void join_workers(nomp_workers *w)
     w->threads = 0;
 }
 
-nomp_workers *nomp_workers_new(int threads, int notify_fd, size_t full, uint64_t linger_ns)
+nomp_workers *nomp_workers_new(int threads, int notify_fd, size_t full, uint64_t linger_ns, int niceness)
 {
-    if (threads < 1 || full < 1 || full > NOMP_WORKERS_MAX_BATCH)
+    if (threads < 1 || full < 1 || full > NOMP_WORKERS_MAX_BATCH || niceness < 0)
         return NULL;
     nomp_workers *w = calloc(1, sizeof *w);
     if (w == NULL)
@@ -216,6 +240,7 @@ nomp_workers *nomp_workers_new(int threads, int notify_fd, size_t full, uint64_t
     w->notify_fd = notify_fd;
     w->full = full;
     w->linger_ns = linger_ns;
+    w->niceness = niceness;
     /* Signals stay with the process's other threads: these start with all of them blocked. */
     sigset_t all, previous;
     sigfillset(&all);
