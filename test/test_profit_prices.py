@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
 from treq.client import HTTPClient
 from twisted.internet import defer, reactor, task
+from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IListeningPort
+from twisted.logger import LogEvent, capturedLogs, formatEvent
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
@@ -24,6 +28,7 @@ from nomp.switching.prices import (
     HTTPPriceSource,
     PricePath,
     PriceSourceError,
+    address_for_logs,
     parse_document,
     parse_price,
     price_source,
@@ -44,9 +49,13 @@ class PriceEndpoint(Resource):
         self.body = b"{}"
         self.hang = False
         self.requests = 0
+        self.uri: bytes | None = None  # the last request's
+        self.authorization: bytes | None = None
 
     def render_GET(self, request: IRequest) -> bytes | int:
         self.requests += 1
+        self.uri = request.uri
+        self.authorization = request.getHeader(b"Authorization")
         if self.hang:
             return NOT_DONE_YET
         request.setResponseCode(self.status)
@@ -77,6 +86,7 @@ class HTTPPriceSourceTests(TestCase):
             {"LTC": Fraction("71.25"), "DOGE": Fraction(1, 10), "BTC": Fraction(60000)},
         )
         self.assertEqual(self.source.description, self.source.url)
+        self.assertIsNone(self.endpoint.authorization)
 
     async def test_server_error(self) -> None:
         """A 500: the source is down."""
@@ -154,6 +164,119 @@ class HTTPPriceSourceTests(TestCase):
         self.endpoint.body = b'[{"LTC": "70"}]'
         with self.assertRaisesRegex(PriceSourceError, "the document is a list, not an object"):
             FLAT.prices(await self.source.fetch(), ["LTC"])
+
+
+def secret_free(test: TestCase, error: str, events: Sequence[LogEvent]) -> None:
+    """Neither ``error`` nor any event (its text and every field) has the URL's
+    API key or password."""
+    for text in (error, *(formatEvent(e) for e in events), *(repr(e) for e in events)):
+        test.assertNotIn("SECRET", text)
+        test.assertNotIn("pass", text)
+
+
+class QuotingGetter:
+    """An HTTP client whose every request fails with an error quoting the URL it
+    was asked for, as some of Twisted's and hyperlink's errors do."""
+
+    def __init__(self) -> None:
+        self.urls: list[str] = []
+
+    def get(self, url: str, /, *, headers: Headers, unbuffered: bool) -> defer.Deferred[Any]:
+        self.urls.append(url)
+        return defer.fail(ConnectionRefusedError(f"connecting to {url}"))
+
+
+class SecretURLTests(TestCase):
+    """A price URL with an API key in its query string and a user and password
+    before its host: the source is named by scheme, host, port and path, and no
+    error or log line has the key or the password, whatever the failure."""
+
+    def setUp(self) -> None:
+        self.endpoint = PriceEndpoint()
+        site: Any = Site(self.endpoint)
+        site.noisy = False
+        # The exchange's own access log quotes the query: it is the exchange's, not the pool's.
+        site.log = lambda request: None
+        self.port: IListeningPort = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        self.http = HTTPClient(Agent(reactor, pool=pool))
+        where = f"127.0.0.1:{self.port.getHost().port}"  # type: ignore[attr-defined]
+        self.address = f"http://{where}/v1/prices"
+        self.url = f"http://user:pass@{where}/v1/prices?apikey=SECRET&x=1#SECRET"
+
+    def source(self, clock: Any = reactor) -> HTTPPriceSource:
+        return HTTPPriceSource(self.http, self.url, clock, timeout=3.0, max_bytes=1024)
+
+    async def failed(self, fetching: defer.Deferred[Any]) -> str:
+        """The error ``fetching`` fails with, checked free of secrets with the events
+        logged until then."""
+        with capturedLogs() as events, self.assertRaises(PriceSourceError) as caught:
+            await fetching
+        error = str(caught.exception)
+        secret_free(self, error, events)
+        return error
+
+    def test_address_for_logs(self) -> None:
+        """Scheme, host, port and path; no user-info, query or fragment."""
+        self.assertEqual(
+            address_for_logs("https://key:pass@api.example.com/v1/prices?apikey=SECRET#top"),
+            "https://api.example.com/v1/prices",
+        )
+        self.assertEqual(address_for_logs("http://[::1]:8080/p?k=SECRET"), "http://[::1]:8080/p")
+        self.assertEqual(address_for_logs("https://api.example.com"), "https://api.example.com")
+        self.assertEqual(self.source().description, self.address)
+
+    async def test_read(self) -> None:
+        """The query string is sent, the user and password as basic authentication
+        (not as part of the host), the fragment not at all."""
+        self.endpoint.body = b'{"LTC": "70"}'
+        with capturedLogs() as events:
+            document = await self.source().fetch()
+        self.assertEqual(FLAT.prices(document, ["LTC"]), {"LTC": Fraction(70)})
+        self.assertEqual(self.endpoint.uri, b"/v1/prices?apikey=SECRET&x=1")
+        self.assertEqual(self.endpoint.authorization, b"Basic dXNlcjpwYXNz")  # user:pass
+        secret_free(self, "", events)
+
+    async def test_refused(self) -> None:
+        """Nothing listening."""
+        await defer.maybeDeferred(self.port.stopListening)
+        error = await self.failed(defer.Deferred.fromCoroutine(self.source().fetch()))
+        self.assertIn("refused", error)
+
+    async def test_server_error(self) -> None:
+        """An HTTP 500."""
+        self.endpoint.status = 500
+        error = await self.failed(defer.Deferred.fromCoroutine(self.source().fetch()))
+        self.assertEqual(error, "HTTP status 500")
+
+    async def test_not_json(self) -> None:
+        """A page that is not JSON."""
+        self.endpoint.body = b"<html>bad key SECRET</html>"
+        error = await self.failed(defer.Deferred.fromCoroutine(self.source().fetch()))
+        self.assertIn("not JSON", error)
+
+    async def test_timeout(self) -> None:
+        """No answer within the timeout (on a test clock)."""
+        clock = task.Clock()
+        self.endpoint.hang = True
+        fetching = defer.Deferred.fromCoroutine(self.source(clock).fetch())
+        while self.endpoint.requests == 0:  # the request reaches the server
+            await task.deferLater(reactor, 0.01, lambda: None)
+        clock.advance(3.0)
+        self.assertEqual(await self.failed(fetching), "no answer in 3 s")
+
+    async def test_error_quoting_the_url(self) -> None:
+        """An error whose text quotes the URL asked for names the source by its
+        address instead."""
+        http = QuotingGetter()
+        source = HTTPPriceSource(http, self.url, reactor, timeout=3.0, max_bytes=1024)
+        error = await self.failed(defer.Deferred.fromCoroutine(source.fetch()))
+        self.assertEqual(
+            error,
+            f"ConnectionRefusedError: Connection was refused by other side: connecting to {self.address}.",
+        )
+        self.assertEqual(http.urls, [f"{self.address}?apikey=SECRET&x=1"])
 
 
 class PricePathTests(TestCase):

@@ -11,9 +11,11 @@ from typing import Any
 
 from treq.testing import StubTreq
 from twisted.internet import defer
+from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent, LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import TestCase
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
@@ -22,7 +24,7 @@ from nomp.chain.template import BlockTemplate
 from nomp.config.model import HTTPPricesConfig, PricesConfig, ProfitSwitchingConfig
 from nomp.pool.service import TemplateRead
 from nomp.switching import SwitchRefused
-from nomp.switching.prices import FilePriceSource, HTTPPriceSource
+from nomp.switching.prices import FilePriceSource, HTTPGetter, HTTPPriceSource
 from nomp.switching.profitservice import ProfitPool, ProfitSwitchingService
 
 URL = "http://prices.test/v1"
@@ -40,7 +42,7 @@ class Hanging(Resource):
 
 
 class Prices(Resource):
-    """The exchange: its current body and status."""
+    """The exchange: its current body and status (or no answer, with ``hang``)."""
 
     isLeaf = True
 
@@ -48,13 +50,23 @@ class Prices(Resource):
         super().__init__()
         self.body = json.dumps(prices).encode()
         self.status = 200
+        self.hang = False
 
     def set(self, prices: dict[str, Any]) -> None:
         self.body = json.dumps(prices).encode()
 
-    def render_GET(self, request: IRequest) -> bytes:
+    def render_GET(self, request: IRequest) -> bytes | int:
+        if self.hang:
+            return NOT_DONE_YET
         request.setResponseCode(self.status)
         return self.body
+
+
+class Refusing:
+    """An HTTP client refused at every request, with an error quoting the URL."""
+
+    def get(self, url: str, /, *, headers: Headers, unbuffered: bool) -> defer.Deferred[Any]:
+        return defer.fail(ConnectionRefusedError(f"connecting to {url}"))
 
 
 class FakeSwitches:
@@ -451,6 +463,98 @@ class ProfitServiceTests(ProfitTestCase):
         (first,) = [e for e in events if "stays on" in e["log_format"]][:1]
         self.assertEqual((first["switch"], first["from_pool"], first["to_pool"]), ("scrypt", "ltc", None))
         self.assertEqual(set(first["revenues"]), {"ltc", "doge"})
+
+
+class SecretURLTests(ProfitTestCase):
+    """A price URL with an API key in its query string and a user and password
+    before its host: the pool's log lines and errors name the source by its
+    address only, whichever way the source fails."""
+
+    SECRET_URL = "https://user:pass@prices.test/v1?apikey=SECRET"
+
+    def outages(self, source: HTTPPriceSource, fail: Any, recover: Any) -> list[LogEvent]:
+        """A round that fails, one that works, one that fails again and one that
+        works: everything the pool logged meanwhile."""
+        service = self.service(source)
+        self.templates(ltc=COIN, doge=COIN)
+        with capturedLogs() as events:
+            for broken in (True, False, True, False):
+                (fail if broken else recover)()
+                self.tick()
+                self.tick(5.0)  # a read that hangs times out
+                error = service.snapshot().prices_error
+                if broken:
+                    self.assertIsNotNone(error)
+                    self.assertNotIn("SECRET", str(error))
+                    self.assertNotIn("pass", str(error))
+        self.assertEqual(service.snapshot().source, "https://prices.test/v1")
+        named = [formatEvent(e) for e in events if "prices from" in formatEvent(e)]
+        self.assertEqual(len(named), 4)  # waiting, answered, unavailable, back
+        self.assertTrue(all("prices from https://prices.test/v1" in text for text in named))
+        for event in events:
+            for text in (formatEvent(event), repr(event)):
+                self.assertNotIn("SECRET", text)
+                self.assertNotIn("pass", text)
+        return list(events)
+
+    def source(self, http: Any) -> HTTPPriceSource:
+        return HTTPPriceSource(http, self.SECRET_URL, self.clock, timeout=5.0, max_bytes=4096)
+
+    def test_server_error(self) -> None:
+        """An HTTP 500."""
+
+        def fail() -> None:
+            self.exchange.status = 500
+
+        def recover() -> None:
+            self.exchange.status = 200
+
+        self.outages(self.source(self.http), fail, recover)
+
+    def test_not_json(self) -> None:
+        """An answer that is not JSON (one quoting the key, at that)."""
+        good = self.exchange.body
+
+        def fail() -> None:
+            self.exchange.body = b"<html>bad key SECRET</html>"
+
+        def recover() -> None:
+            self.exchange.body = good
+
+        self.outages(self.source(self.http), fail, recover)
+
+    def test_timeout(self) -> None:
+        """No answer within the timeout."""
+
+        def fail() -> None:
+            self.exchange.hang = True
+
+        def recover() -> None:
+            self.exchange.hang = False
+
+        self.outages(self.source(self.http), fail, recover)
+
+    def test_refused(self) -> None:
+        """A connection refused, with an error quoting the URL asked for."""
+        working: HTTPGetter = self.http
+        http = working
+
+        class Switchable:
+            def get(self, url: str, /, *, headers: Headers, unbuffered: bool) -> defer.Deferred[Any]:
+                return http.get(url, headers=headers, unbuffered=unbuffered)
+
+        def fail() -> None:
+            nonlocal http
+            http = Refusing()
+
+        def recover() -> None:
+            nonlocal http
+            http = working
+
+        events = self.outages(self.source(Switchable()), fail, recover)
+        refused = [formatEvent(e) for e in events if "refused" in formatEvent(e)]
+        self.assertTrue(refused)
+        self.assertTrue(all("connecting to https://prices.test/v1." in text for text in refused))
 
 
 class StatusLineTests(ProfitTestCase):

@@ -17,12 +17,14 @@ to be skipped, and the other coins are still valued.
 from __future__ import annotations
 
 import json
+from base64 import b64encode
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from treq.client import HTTPClient
 from twisted.internet import defer
@@ -140,23 +142,46 @@ class HTTPGetter(Protocol):
 
 class HTTPPriceSource:
     """A JSON document from an HTTP GET: within ``timeout`` seconds for the whole
-    exchange, at most ``max_bytes``, with status 200."""
+    exchange, at most ``max_bytes``, with status 200.
+
+    The URL may carry a secret (an API key in its query string, a user and
+    password before the host): log lines and errors name the source by
+    ``address_for_logs`` only, and the text of an error from treq or Twisted
+    has the URL's secret parts taken out before it goes anywhere. A user and
+    password are sent as HTTP basic authentication, not as part of the host.
+    """
 
     def __init__(
         self, http: HTTPGetter, url: str, clock: IReactorTime, timeout: float, max_bytes: int
     ) -> None:
-        self.url = url
+        self.url = url  # as configured, secrets and all: never for a log line
         self._http = http
         self._clock = clock
         self._timeout = timeout
         self._max_bytes = max_bytes
-        self._headers = Headers({"Accept": ["application/json"]})
+        parts = urlsplit(url)
+        self._description = address_for_logs(url)
+        self._request_url = urlunsplit(parts._replace(netloc=_host_and_port(parts), fragment=""))
+        headers = {"Accept": ["application/json"]}
+        if parts.username is not None or parts.password is not None:
+            credentials = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+            headers["Authorization"] = ["Basic " + b64encode(credentials.encode()).decode("ascii")]
+        self._headers = Headers(headers)
+        self._secrets = _secret_parts(parts)
 
     @property
     def description(self) -> str:
-        return self.url
+        return self._description
 
     async def fetch(self) -> Any:
+        try:
+            return await self._fetch()
+        except PriceSourceError as e:
+            # The one way out for an error's text: whatever quoted the URL, it
+            # leaves without the URL's secrets.
+            raise PriceSourceError(self._without_secrets(str(e))) from None
+
+    async def _fetch(self) -> Any:
         attempt = defer.Deferred.fromCoroutine(self._exchange())
         attempt.addTimeout(self._timeout, self._clock)
         try:
@@ -168,7 +193,7 @@ class HTTPPriceSource:
     async def _exchange(self) -> bytes:
         try:
             response: IResponse = await cancellable(
-                self._http.get(self.url, headers=self._headers, unbuffered=True)
+                self._http.get(self._request_url, headers=self._headers, unbuffered=True)
             )
             done: defer.Deferred[bytes] = defer.Deferred()
             response.deliverBody(BoundedBody(self._max_bytes, done))
@@ -182,6 +207,41 @@ class HTTPPriceSource:
         if response.code != 200:
             raise PriceSourceError(f"HTTP status {response.code}")
         return raw
+
+    def _without_secrets(self, text: str) -> str:
+        """``text`` with the URL named by its address for logs and any secret part left
+        in it (quoted as given, or percent-decoded) replaced."""
+        for url in (self.url, self._request_url):
+            text = text.replace(url, self._description)
+        for secret in self._secrets:
+            text = text.replace(secret, "[hidden]")
+        return text
+
+
+def address_for_logs(url: str) -> str:
+    """``url`` as log lines and errors name it: scheme, host, port and path
+    (``https://api.example.com/v1/prices``). The user-info, the query and the
+    fragment are left out, as an API key is often in one of them."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, _host_and_port(parts), parts.path, "", ""))
+
+
+def _host_and_port(parts: SplitResult) -> str:
+    """The URL's network location without its user-info."""
+    return parts.netloc.rpartition("@")[2]
+
+
+def _secret_parts(parts: SplitResult) -> tuple[str, ...]:
+    """The parts of a URL that may hold a secret, as written and percent-decoded,
+    longest first (so a part inside another does not break the longer one up)."""
+    user_info = parts.netloc.rpartition("@")[0]
+    found = {
+        text
+        for part in (user_info, parts.username, parts.password, parts.query, parts.fragment)
+        if part
+        for text in (part, unquote(part), unquote(part.replace("+", " ")))
+    }
+    return tuple(sorted(found, key=len, reverse=True))
 
 
 def price_source(prices: PricesConfig, reactor: Any) -> PriceSource:

@@ -79,7 +79,7 @@ class ProfitSnapshot:
     """Everything the API, the site and the metrics show of profit switching."""
 
     unit: str  # what prices are in
-    source: str  # where they come from (an address not for the public)
+    source: str  # where they come from: scheme, host, port and path, no secret (not for the public)
     source_kind: str  # http or file
     interval: float
     prices_error: str | None  # why the last read of the prices failed; None: it worked (or none yet)
