@@ -1061,6 +1061,46 @@ class CoinFileTests(ConfTestCase):
         self.assertErrors("pools/ltc.yaml: coin: no coin file nowhere/litecoin.yaml")
 
 
+class CoinDecimalsTests(ConfTestCase):
+    """A Bitcoin-family coin file's ``decimals``: how many base units make a coin."""
+
+    def test_default(self) -> None:
+        """A coin file without the key has 8 (satoshis)."""
+        self.assertEqual(self.load().pools[0].coin.decimals, 8)
+
+    def test_accepted(self) -> None:
+        """Any integer from 0 to 18."""
+        for decimals in (0, 6, 8, 18):
+            self.coin["decimals"] = decimals
+            self.assertEqual(self.load().pools[0].coin.decimals, decimals)
+
+    def test_out_of_range(self) -> None:
+        """Below 0 or above 18 is refused, against the coin file."""
+        for decimals in (-1, 19):
+            self.coin["decimals"] = decimals
+            self.assertErrors("coins/litecoin.yaml: decimals: must be 0-18")
+
+    def test_not_an_integer(self) -> None:
+        """A string, a fraction or a boolean is a type error."""
+        cases = [
+            ("8", "expected an integer, got a string ('8')"),
+            (6.5, "expected an integer, got a number (6.5)"),
+            (True, "expected an integer, got a boolean (true)"),
+        ]
+        for value, message in cases:
+            self.coin["decimals"] = value
+            self.assertErrors(f"coins/litecoin.yaml: decimals: {message}")
+
+    def test_reported_with_other_errors(self) -> None:
+        """A bad ``decimals`` is one of the coin file's errors, each with its path."""
+        self.coin["decimals"] = 30
+        self.coin["block_time"] = 0
+        self.assertErrors(
+            "coins/litecoin.yaml: block_time: must be > 0",
+            "coins/litecoin.yaml: decimals: must be 0-18",
+        )
+
+
 class YamlTests(ConfTestCase):
     """Files that are not valid YAML, or not the right shape of it."""
 
@@ -1732,9 +1772,12 @@ class EthErrorTests(EthConfTestCase):
     def test_unknown_coin_key(self) -> None:
         """An Ethereum coin file lists its own keys; Bitcoin-only ones are unknown."""
         self.eth_coin["network"] = {}
+        self.eth_coin["decimals"] = 18
         self.eth_coin["rewards"]["uncle"] = 1
         self.assertErrors(
             "coins/ethereum-classic.yaml: network: unknown key (expected one of: algorithm, block_time,"
+            " chain_id, ecip1099_block, name, rewards, symbol)",
+            "coins/ethereum-classic.yaml: decimals: unknown key (expected one of: algorithm, block_time,"
             " chain_id, ecip1099_block, name, rewards, symbol)",
             "coins/ethereum-classic.yaml: rewards.uncle: unknown key (expected one of: era_length,"
             " schedule, uncle_rule)",

@@ -160,6 +160,19 @@ class RankTests(TestCase):
         self.assertEqual(ranking.skipped, (Skipped("gone", "", "not running"),))
         self.assertEqual([e.pool for e in ranking.estimates], ["a"])
 
+    def test_decimals(self) -> None:
+        """A coin of 6 decimals: its reward of 10^6 base units is a whole coin, worth as
+        much as 10^8 of a coin of 8 at the same price."""
+        six = PoolFacts("six", "SIX", 6, template(reward=3 * 10**6), Fraction(5))
+        eight = PoolFacts("eight", "EIGHT", 8, template(reward=2 * 10**8), Fraction(5))
+        ranking = rank([eight, six], 1010.0, 60.0)
+        self.assertEqual([e.pool for e in ranking.estimates], ["six", "eight"])
+        by_pool = {e.pool: e.revenue for e in ranking.estimates}
+        self.assertEqual(by_pool["six"], Fraction(3 * 5 * (DIFF1 + 1), HASH_SPACE))
+        self.assertEqual(by_pool["eight"], Fraction(2 * 5 * (DIFF1 + 1), HASH_SPACE))
+        # Taken for 8 decimals, the same reward would be worth a hundredth of that.
+        self.assertEqual(by_pool["six"], 100 * revenue_per_hash(3 * 10**6, 8, Fraction(5), DIFF1))
+
     def test_ties(self) -> None:
         """Equal revenues keep the switch's order (its default first)."""
         ranking = rank([facts("x"), facts("y"), facts("z")], 1010.0, 60.0)

@@ -7,6 +7,7 @@ import json
 import os
 from collections.abc import Sequence
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 from treq.testing import StubTreq
@@ -223,6 +224,21 @@ class ProfitServiceTests(ProfitTestCase):
         self.assertEqual(state.since, self.clock.seconds())
         self.assertEqual([e.pool for e in state.ranking.estimates], ["doge", "ltc"])
         self.assertEqual(service.snapshot().switches_made, {("scrypt", "done"): 1})
+
+    def test_coin_decimals(self) -> None:
+        """Each pool's reward is counted in whole coins of its coin's decimals: doge of 6
+        decimals earns 100 times what the same reward of 8 would."""
+        self.pools["doge"] = ProfitPool("DOGE", self.doge, decimals=6)
+        self.templates(ltc=COIN, doge=1000 * 10**6)  # ltc 70 USD a block, doge 1000 * 0.1 = 100 USD
+        service = self.service()
+        self.clock.advance(240.0)
+        self.tick()
+        ranking = service.snapshot().switches[0].ranking
+        self.assertEqual([e.pool for e in ranking.estimates], ["doge", "ltc"])
+        revenue = {e.pool: e.revenue for e in ranking.estimates}
+        self.assertEqual(revenue["doge"], Fraction(100) * Fraction(DIFF1 + 1, 2**256))
+        self.assertEqual(revenue["ltc"], Fraction(70) * Fraction(DIFF1 + 1, 2**256))
+        self.assertEqual(self.switches.on, "doge")
 
     def test_minimum_stay_then_hysteresis(self) -> None:
         """Right after a switch, a better coin waits for the minimum stay; then a small

@@ -33,6 +33,7 @@ from nomp.config.schema import (
 from nomp.hashing import ALGORITHMS, Algorithm
 
 MAX_SIGNATURE_BYTES = 64  # the coinbase scriptSig is at most 100 bytes in all
+MAX_COIN_DECIMALS = 18  # the Ethereum family's (wei); a coin file giving more is taken for a mistake
 # A coin file with one of these algorithms is an EthCoinConfig, its pools EthPoolConfigs.
 ETH_ALGORITHMS = frozenset({"ethash", "etchash"})
 
@@ -457,6 +458,11 @@ class CoinConfig:
     transactions: TransactionOptions = field(default_factory=TransactionOptions)
     block_time: float = checked(positive, 600.0)
     coinbase_maturity: int = checked(positive, 100)
+    # A whole coin is 10^decimals base units (coinbasevalue's unit): what profit
+    # switching divides a block's reward by. Bitcoin and Litecoin have 8.
+    decimals: int = checked(
+        lambda v: None if 0 <= v <= MAX_COIN_DECIMALS else f"must be 0-{MAX_COIN_DECIMALS}", 8
+    )
 
 
 @dataclass(frozen=True, slots=True)

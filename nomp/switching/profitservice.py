@@ -39,8 +39,7 @@ from nomp.switching.profit import (
     revenues,
 )
 
-# Bitcoin-family coin files name no decimals: every amount of theirs is in
-# satoshis, 10^8 to a coin (nomp.payments.split).
+# A coin file's ``decimals`` when it gives none: satoshis, 10^8 to a coin.
 BITCOIN_FAMILY_DECIMALS = 8
 SWITCH_RESULTS = ("done", "refused", "failed")
 
@@ -54,10 +53,13 @@ class TemplateSource(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ProfitPool:
-    """A pool a switch may move to: its coin's symbol and where its templates are."""
+    """A pool a switch may move to: its coin's symbol, where its templates are, and
+    its coin's ``decimals`` (a whole coin is 10^decimals of the template's reward
+    units), which the coin file gives."""
 
     symbol: str
     templates: TemplateSource
+    decimals: int = BITCOIN_FAMILY_DECIMALS
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +262,7 @@ class ProfitSwitchingService(Service):
             )
         )
         price = prices.get(pool.symbol, f"no price for {pool.symbol}")
-        return PoolFacts(name, pool.symbol, BITCOIN_FAMILY_DECIMALS, template, price)
+        return PoolFacts(name, pool.symbol, pool.decimals, template, price)
 
     def _log_skipped(self, switch: str, tracked: _Tracked, ranking: Ranking) -> None:
         """A pool's reason to be skipped, once each time it changes (not at every round)."""
