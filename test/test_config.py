@@ -2462,6 +2462,20 @@ class ReloadDiffTests(EthConfTestCase):
         self.assertNotIn("hunter", listed[0])
         self.assertIn("http://127.0.0.2:9332", listed[0])
 
+    def test_url_secrets_not_shown(self) -> None:
+        """A URL's user-info, query and fragment are left out of a change, alone or in a daemon."""
+        running = self.load()
+        self.pool["daemons"][0]["url"] = "http://rpc:hunter2@127.0.0.3:9332/wallet?key=hunter3#hunter4"
+        plan = diff_configs(running, self.reread())
+        self.assertEqual(len(plan.changed[0].live + plan.changed[0].restart), 1)
+        (line,) = plan.changed[0].live + plan.changed[0].restart
+        self.assertNotIn("hunter", line)
+        self.assertIn("http://127.0.0.3:9332/wallet", line)
+        self.pool["daemons"].append({"url": "http://rpc:hunter5@127.0.0.4:9332?key=hunter6"})
+        listed = " ".join(diff_configs(running, self.reread()).changed[0].live)
+        self.assertNotIn("hunter", listed)
+        self.assertIn("http://127.0.0.4:9332", listed)
+
     def test_pool_defaults(self) -> None:
         """A change of pool_defaults is a change of each pool it reaches, not of config.yaml."""
         running = self.load()

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from nomp.config.model import Config, EthPoolConfig, GlobalConfig, PoolConfig, PortConfig
 
@@ -85,6 +86,9 @@ ETH_POOL_RESTART = (
 )
 PORT_RESTART = ("proxy_protocol", "protocol", "max_body")
 SECRET_KEYS = ("password", "sentinel_password")
+# Keys whose values are URLs: shown by scheme, host, port and path, as a
+# user-info, a query or a fragment may hold a password or an API key.
+URL_KEYS = ("url",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,9 +292,19 @@ def leaf_changes(old: Any, new: Any, path: str = "") -> list[tuple[str, Any, Any
 
 def describe(path: str, old: Any, new: Any) -> str:
     """``path: old -> new``, secrets left out."""
-    if path.rsplit(".", 1)[-1] in SECRET_KEYS:
+    key = path.rsplit(".", 1)[-1]
+    if key in SECRET_KEYS:
         return f"{path} changed"
+    if key in URL_KEYS:
+        return f"{path}: {_url_shown(old)} -> {_url_shown(new)}"
     return f"{path}: {_shown(old)} -> {_shown(new)}"
+
+
+def _url_shown(value: Any) -> str:
+    if not isinstance(value, str):
+        return _shown(value)
+    parts = urlsplit(value)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
 def _shown(value: Any) -> str:
@@ -308,7 +322,7 @@ def _shown(value: Any) -> str:
         return (
             "{"
             + ", ".join(
-                f"{f.name}: {_shown(getattr(value, f.name))}"
+                f"{f.name}: {(_url_shown if f.name in URL_KEYS else _shown)(getattr(value, f.name))}"
                 for f in dataclasses.fields(value)
                 if f.name not in SECRET_KEYS
             )
