@@ -285,8 +285,9 @@ class ReactorProbe:
 
 
 def run_probed_pool(out: Path, argv: list[str], plain: bool) -> None:
-    """``twistd argv`` with the probe on its reactor; SIGUSR1 writes a report to ``out``
-    (``plain``: an empty one, without the probe's own cost)."""
+    """``twistd argv`` with the probe on its reactor; SIGUSR2 writes a report to ``out``
+    (``plain``: an empty one, without the probe's own cost). SIGUSR1 is the pool's own
+    (it reopens the log file)."""
     from twisted.internet import reactor as installed  # noqa: PLC0415 - the default (epoll) one
     from twisted.scripts import twistd  # noqa: PLC0415
 
@@ -294,10 +295,10 @@ def run_probed_pool(out: Path, argv: list[str], plain: bool) -> None:
     watch_hash_pools()
 
     if plain:
-        signal.signal(signal.SIGUSR1, lambda signum, frame: reactor.callFromThread(empty_report, out))
+        signal.signal(signal.SIGUSR2, lambda signum, frame: reactor.callFromThread(empty_report, out))
     else:
         probe = ReactorProbe(reactor, out)
-        signal.signal(signal.SIGUSR1, lambda signum, frame: reactor.callFromThread(probe.dump))
+        signal.signal(signal.SIGUSR2, lambda signum, frame: reactor.callFromThread(probe.dump))
     sys.argv = ["twistd", *argv]
     twistd.run()
 
@@ -368,7 +369,7 @@ class Pool:
     def report(self) -> dict[str, Any] | None:
         """The probe's report since the last one."""
         before = self.reports.read_text().count("\n") if self.reports.exists() else 0
-        os.kill(self.pid, signal.SIGUSR1)
+        os.kill(self.pid, signal.SIGUSR2)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             lines = self.reports.read_text().splitlines() if self.reports.exists() else []

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from typing import IO
+import threading
+from collections.abc import Iterable
+from typing import IO, cast
 
 from twisted.logger import (
     FilteringLogObserver,
@@ -60,22 +63,89 @@ class WorkerLabel:
         self._observer(labelled)
 
 
+class LogFile:
+    """The configured log file, which can be opened again at its path.
+
+    logrotate moves the file away and a new one takes its path; until the
+    process opens that path again (``reopen``, on SIGUSR1: NompService) its
+    lines go on into the moved file. Each line is written and flushed in one
+    step under a lock, as log events come from the hashing threads too: a
+    reopen never swaps the file between a line and its flush, so the file
+    closed has nothing left in its buffer.
+    """
+
+    def __init__(self, path: str, stream: IO[str]) -> None:
+        self.path = path
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, path: str) -> LogFile:
+        """The file at ``path``, opened for appending."""
+        return cls(path, _append(path))
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            written = self._stream.write(text)
+            self._stream.flush()
+            return written
+
+    def flush(self) -> None:
+        with self._lock:
+            self._stream.flush()
+
+    def reopen(self) -> None:
+        """Write from now on to the file at the path, opened again (created
+        if it is not there). OSError if it cannot be opened: the lines then
+        go on into the file open until now."""
+        stream = _append(self.path)
+        with self._lock:
+            old, self._stream = self._stream, stream
+        # Its every line was flushed as written: a failing close loses none.
+        with contextlib.suppress(OSError):
+            old.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._stream.close()
+
+
+def _append(path: str) -> IO[str]:
+    return open(path, "a", encoding="utf-8")
+
+
+class PoolLogObserver(FilteringLogObserver):
+    """The pool's observer (make_observer), with the file it writes to, if any."""
+
+    def __init__(
+        self, sink: ILogObserver, predicates: Iterable[ILogFilterPredicate], log_file: LogFile | None
+    ) -> None:
+        super().__init__(sink, predicates)
+        self.log_file = log_file
+
+
 def make_observer(
     settings: LoggingConfig,
     stream: IO[str] | None = None,
     levels: LogLevelFilterPredicate | None = None,
     worker: int | None = None,
-) -> ILogObserver:
+) -> PoolLogObserver:
     """A level-filtered text or JSON-lines observer, without the libraries' chatter.
 
-    ``stream`` defaults to the configured file (opened for appending) or
-    standard output. ``levels``: the level filter to use, kept by the
-    caller to change the level while the process runs (by default one at
-    the configured level); ``worker``: the worker process's number, if it is
-    one (WorkerLabel).
+    ``stream`` defaults to the configured file (a LogFile, opened for
+    appending: the observer's ``log_file``) or standard output. ``levels``:
+    the level filter to use, kept by the caller to change the level while
+    the process runs (by default one at the configured level); ``worker``:
+    the worker process's number, if it is one (WorkerLabel).
     """
+    log_file = None
     if stream is None:
-        stream = open(settings.file, "a", encoding="utf-8") if settings.file else sys.stdout  # noqa: SIM115 - lives as long as the process
+        if settings.file:
+            log_file = LogFile.open(settings.file)  # lives as long as the process
+            # Twisted's file observers only write and flush.
+            stream = cast(IO[str], log_file)
+        else:
+            stream = sys.stdout
     sink: ILogObserver = (
         jsonFileLogObserver(stream) if settings.format == "json" else textFileLogObserver(stream)
     )
@@ -83,4 +153,4 @@ def make_observer(
         sink = WorkerLabel(sink, worker)
     if levels is None:
         levels = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(settings.level))
-    return FilteringLogObserver(sink, [levels, QuietLibraries()])
+    return PoolLogObserver(sink, [levels, QuietLibraries()], log_file)

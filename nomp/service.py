@@ -10,7 +10,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from twisted.application.service import IServiceCollection, Service
 from twisted.internet import defer
@@ -19,6 +19,7 @@ from twisted.python.components import Componentized
 
 from nomp.background import background
 from nomp.config import Config
+from nomp.logs import LogFile
 from nomp.services import OrderedMultiService
 from nomp.stratum.service import Drained
 from nomp.systemd import ServiceNotifier
@@ -35,6 +36,15 @@ class Drains(Protocol):
     def drain(self, seconds: float) -> defer.Deferred[Drained]: ...
 
 
+@runtime_checkable
+class ReopensLogs(Protocol):
+    """A child service whose own processes write to the log file too: the
+    main process's workers (WorkerSupervisor), told at the main process's
+    reopen."""
+
+    def reopen_logs(self) -> None: ...
+
+
 class NompService(OrderedMultiService):
     """The whole pool process: hashing, and one PoolService per pool.
 
@@ -42,7 +52,8 @@ class NompService(OrderedMultiService):
     turns a fatal error (a pool that cannot start) into a stop of the
     process with exit status 1, and owns the Reloader: with
     ``reload_on_hangup`` (twistd's process) SIGHUP reloads the conf folder
-    as the control port's ``reload`` does.
+    as the control port's ``reload`` does, and SIGUSR1 opens the log file
+    again (``reopen_logs``: after logrotate moved it).
 
     A stop drains the miners first (``drain``), then stops the tree. It
     tells systemd (``Type=notify``) when every pool has its first job, and
@@ -74,6 +85,7 @@ class NompService(OrderedMultiService):
         self._tune_runtime = tune_runtime
         self._reload_on_hangup = reload_on_hangup
         self._previous_hangup: Any = None
+        self._previous_usr1: Any = None
         self.reloader: Reloader  # set by nomp.tap once the tree is built
         self.started_at: float | None = None  # reactor seconds
         self.notifier = notifier or ServiceNotifier(None)
@@ -109,10 +121,16 @@ class NompService(OrderedMultiService):
         self.notifier.send("READY=1", "STATUS=every pool has work")
 
     def startService(self) -> None:
+        signals = self._reload_on_hangup and threading.current_thread() is threading.main_thread()
+        if signals:
+            # Before the children start: a worker's main process sends it
+            # SIGUSR1 only once it has answered on its control channel
+            # (nomp.workers.supervisor), and by then this is in place.
+            self._previous_usr1 = signal.signal(signal.SIGUSR1, self._usr1)
         super().startService()
         self.started_at = self._reactor.seconds()
         self._tell_ready()  # a process without pools is ready now
-        if self._reload_on_hangup and threading.current_thread() is threading.main_thread():
+        if signals:
             self._previous_hangup = signal.signal(signal.SIGHUP, self._hangup)
         if self._tune_runtime:
             # What exists once the pool has started (code, configuration,
@@ -131,6 +149,9 @@ class NompService(OrderedMultiService):
         if self._previous_hangup is not None:
             signal.signal(signal.SIGHUP, self._previous_hangup)
             self._previous_hangup = None
+        if self._previous_usr1 is not None:
+            signal.signal(signal.SIGUSR1, self._previous_usr1)
+            self._previous_usr1 = None
         Service.stopService(self)  # not running from now: no reload, no second stop
         return defer.Deferred.fromCoroutine(self._stop())
 
@@ -176,6 +197,31 @@ class NompService(OrderedMultiService):
             return
         self.log.info("SIGHUP: reloading the configuration")
         background("reload on SIGHUP", self.reloader.reload())  # it logs its answer
+
+    def _usr1(self, signum: int, frame: FrameType | None) -> None:
+        self._reactor.callFromThread(self.reopen_logs)  # as for SIGHUP
+
+    def reopen_logs(self) -> None:
+        """Open the log file again at its path (SIGUSR1), and have the workers
+        do the same with theirs. A file that cannot be opened (its folder
+        gone, no permission) is logged as an error, and the lines go on
+        into the file open until now."""
+        # make_observer's (a PoolLogObserver) has one when it writes to a file.
+        log_file: LogFile | None = getattr(self._log_observer, "log_file", None)
+        if log_file is not None:
+            try:
+                log_file.reopen()
+            except OSError as e:
+                self.log.error(
+                    "SIGUSR1: cannot open the log file {path} again ({error}): still writing to the one open",
+                    path=log_file.path,
+                    error=e,
+                )
+            else:
+                self.log.info("SIGUSR1: log file {path} opened again", path=log_file.path)
+        for child in self:
+            if isinstance(child, ReopensLogs):
+                child.reopen_logs()
 
     def setServiceParent(self, parent: IServiceCollection) -> None:
         # twistd starts logging after the application is built, with the

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import socket
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from twisted.internet.endpoints import SSL4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.testing import StringTransport
-from twisted.logger import Logger
+from twisted.logger import Logger, capturedLogs, formatEvent
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -103,7 +104,7 @@ class FakeProcessTransport:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.written: list[tuple[int, bytes]] = []
-        self.signals: list[str] = []
+        self.signals: list[str | int] = []
         self.closed = False
 
     def writeToChild(self, childFD: int, data: bytes) -> None:  # noqa: N803 - Twisted names it
@@ -111,7 +112,7 @@ class FakeProcessTransport:
             raise KeyError(childFD)  # as Process does once the child closed its end
         self.written.append((childFD, data))
 
-    def signalProcess(self, name: str) -> None:
+    def signalProcess(self, name: str | int) -> None:
         self.signals.append(name)
 
 
@@ -235,6 +236,26 @@ class SupervisorTests(SynchronousTestCase):
         self.successResultOf(replacing)
         self.assertEqual(len(self.spawned), 4)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_reopen_logs(self) -> None:
+        """Each running worker gets SIGUSR1 once it answers on its channel (its
+        handler is in place by then); one that ends first is logged, not signalled."""
+        self.supervisor.startService()
+        first, second = self.spawned
+        with capturedLogs() as events:
+            self.supervisor.reopen_logs()
+            for worker in self.spawned:
+                self.assertEqual(self.transport(worker).written, [(COMMANDS_FD, b"pools\n")])
+                self.assertEqual(self.transport(worker).signals, [])
+            first.childDataReceived(ANSWERS_FD, b"ok litecoin (litecoin-regtest, ready)\n")
+            ended(second, signal=9)
+        self.assertEqual(self.transport(first).signals, [signal.SIGUSR1])
+        self.assertEqual(self.transport(second).signals, [])
+        self.assertIn(
+            "worker 2 (pid 1001): its log file is not opened again: "
+            "worker 2 (pid 1001) ended before it answered",
+            [formatEvent(event) for event in events],
+        )
 
     def test_ask_all(self) -> None:
         """A line goes to every running worker's command pipe; the answers come

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 from twisted.internet import reactor
+from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from nomp.miner import Miner, connect
@@ -350,3 +351,55 @@ class TLSOverWorkersTests(TestCase):
     async def stop_all(self, miners: list[Miner]) -> None:
         for miner in miners:
             await miner.stop()
+
+
+class LogReopenTests(TestCase):
+    """SIGUSR1 to the main process: it and its workers write to a new file at
+    ``logging.file`` once logrotate has moved the old one. No daemon or Redis
+    answers: the processes wait for them, and log."""
+
+    timeout = 180
+
+    async def test_workers_follow(self) -> None:
+        folder, stratum_port = write_conf(
+            Path(self.mktemp()), "http://127.0.0.1:1", RPC_USER, RPC_PASSWORD, "unused", free_port()
+        )
+        log_file = folder.resolve() / "nomp.log"
+        settings_file = folder / "config.yaml"
+        settings = yaml.safe_load(settings_file.read_text())
+        settings.update(workers=2, drain_seconds=0)
+        settings["web"]["enabled"] = False
+        settings["logging"].update(level="info", file=str(log_file))
+        settings_file.write_text(yaml.safe_dump(settings))
+        main = PoolProcess("main", folder, stratum_port)
+        main.start()
+        self.addCleanup(main.kill_if_running)
+
+        def text(path: Path) -> str:
+            return path.read_text(errors="replace") if path.exists() else ""
+
+        # Each worker has opened the file (its first lines are there).
+        await eventually(
+            lambda: all(f"[worker {n} " in text(log_file) for n in (1, 2)),
+            f"both workers log:\n{main.log()}{text(log_file)[-4000:]}",
+            START_TIMEOUT,
+        )
+        moved = log_file.with_name("nomp.log.1")
+        log_file.rename(moved)
+        os.kill(main.pid, signal.SIGUSR1)
+        reopened = [
+            f"[{who}nomp.service.NompService#info] SIGUSR1: log file {log_file} opened again"
+            for who in ("", "worker 1 ", "worker 2 ")
+        ]
+        await eventually(
+            lambda: all(line in text(log_file) for line in reopened),
+            f"every process writes to the new file:\n{text(log_file)}",
+            60.0,
+        )
+        old = text(moved)
+        self.assertFalse(any(line in old for line in reopened), old[-4000:])
+        self.assertTrue(main.running)
+        self.assertEqual(await deferToThread(main.stop), -signal.SIGTERM, text(log_file))
+        new = text(log_file)
+        for who in ("", "worker 1 ", "worker 2 "):  # every process's lines, to its last
+            self.assertIn(f"[{who}twisted.scripts._twistd_unix.UnixAppLogger#info] Server Shut Down.", new)

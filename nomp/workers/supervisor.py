@@ -11,12 +11,17 @@ longer than ``stop_timeout``).
 
 Each worker has a control channel (nomp.workers.channel): ``ask_all``
 sends one control line to every running worker and gathers their answers.
+
+Each worker writes to the log file itself: at the main process's reopen
+(SIGUSR1), ``reopen_logs`` sends every worker SIGUSR1 once it answers on
+its channel.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 from collections import deque
 from collections.abc import Callable
@@ -29,6 +34,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from nomp.background import background
 from nomp.workers.channel import ANSWERS_FD, COMMANDS_FD, FIRST_SOCKET_FD
 from nomp.workers.sockets import SOCKETS_VARIABLE, HeldSockets, describe
 
@@ -106,10 +112,11 @@ class WorkerProcess(ProcessProtocol):
         if not waiter.called:  # else it timed out
             waiter.callback(line)
 
-    def signal(self, name: str) -> None:
+    def signal(self, signal_id: str | int) -> None:
+        """Twisted knows TERM, INT and KILL by name, other signals by number."""
         if self.transport is not None and self.exit_status is None:
             with contextlib.suppress(error.ProcessExitedAlready):  # its end is on its way
-                self.transport.signalProcess(name)
+                self.transport.signalProcess(signal_id)
 
     def processEnded(self, reason: Failure) -> None:
         value = reason.value
@@ -245,6 +252,24 @@ class WorkerSupervisor(Service):
                 log.error(
                     "{worker} did not answer after its start: {error}", worker=replacement.name, error=e
                 )
+
+    def reopen_logs(self) -> None:
+        """Have every running worker open its log file again (SIGUSR1)."""
+        for worker in list(self.workers.values()):
+            background(f"{worker.name}: reopen its log file", self._reopen_log(worker))
+
+    async def _reopen_log(self, worker: WorkerProcess) -> None:
+        # A worker's SIGUSR1 handler is in place once it answers on its
+        # channel (nomp.service); a worker still starting would be ended by
+        # the signal. A worker started after the log file moved opens the
+        # new one anyway, but one that opened the old one may still be starting.
+        try:
+            await worker.ask("pools")
+        except (WorkerGone, defer.TimeoutError) as e:
+            # One that ended is started again, and opens the file at its path.
+            log.error("{worker}: its log file is not opened again: {error}", worker=worker.name, error=e)
+            return
+        worker.signal(signal.SIGUSR1)
 
     async def ask_all(self, line: str) -> list[tuple[str, str]]:
         """Send ``line`` to every worker; each one's name and answer line, in
