@@ -31,22 +31,51 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
-from typing import Literal, NoReturn, SupportsIndex, final
-
-from eth_account import Account
-from eth_account.types import TransactionDictType
-from eth_keys.constants import SECPK1_N
-from eth_keys.datatypes import PrivateKey
-from eth_typing import ChecksumAddress, HexAddress, HexStr
+from typing import TYPE_CHECKING, Literal, NoReturn, SupportsIndex, cast, final
 
 from nomp.hashing.ethash import keccak_256 as keccak
 from nomp.payments.ethtx import dynamic_transfer, legacy_transfer
 from nomp.secretfile import SecretFileError, read_secret_file
 
-try:
+if TYPE_CHECKING:
     import coincurve
-except ImportError:  # eth-account signs, about ten times slower
-    coincurve = None  # type: ignore[assignment]
+    from eth_account import Account
+    from eth_account.types import TransactionDictType
+    from eth_keys.constants import SECPK1_N
+    from eth_keys.datatypes import PrivateKey
+    from eth_typing import ChecksumAddress
+
+# eth-account, eth-keys and coincurve take about 0.75 s of CPU to import, which every pool
+# process would pay at start-up, Ethereum payouts or not (nomp.tap imports this module for
+# KeyFileError). They are imported by _load_signing_libraries instead, when the first
+# PayoutKey is built, and are this module's globals from then on; __getattr__ loads them
+# for a reader from outside that comes first (ethsigner.coincurve).
+_SIGNING_LIBRARIES = frozenset({"Account", "PrivateKey", "SECPK1_N", "coincurve"})
+
+
+@functools.cache
+def _load_signing_libraries() -> None:
+    """Import the signing libraries into this module's globals, once."""
+    global Account, PrivateKey, SECPK1_N, coincurve  # noqa: PLW0603 - the one place they are set
+    from eth_account import Account  # noqa: PLC0415 - see _SIGNING_LIBRARIES
+    from eth_keys.constants import SECPK1_N  # noqa: PLC0415
+    from eth_keys.datatypes import PrivateKey  # noqa: PLC0415
+
+    try:
+        import coincurve  # noqa: PLC0415
+    except ImportError:  # eth-account signs, about ten times slower
+        coincurve = None  # type: ignore[assignment]
+
+
+def __getattr__(name: str) -> object:
+    if name in _SIGNING_LIBRARIES:
+        _load_signing_libraries()
+        # Not there once loaded only if deleted since (unittest.mock's patch does, then
+        # puts back what it found when the name is missing).
+        if name in globals():
+            return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # The gas a plain value transfer to an account without code uses, on every
 # chain of the family (the yellow paper's G_transaction).
@@ -127,6 +156,7 @@ class PayoutKey:
         number = int.from_bytes(secret, "big")
         if number == 0:
             raise KeyFileError("the payout key is zero, which is not a valid secp256k1 key")
+        _load_signing_libraries()
         if number >= SECPK1_N:
             raise KeyFileError("the payout key is not below the secp256k1 curve order")
         self._secret = secret
@@ -221,7 +251,9 @@ def _eip55(digits: str) -> ChecksumAddress:
     high = keccak(text).hex().encode("ascii")[: len(text)].translate(_NIBBLE_HIGH)
     upper = int.from_bytes(high, "big") & int.from_bytes(text.translate(_HEX_LETTER), "big")
     mixed = (int.from_bytes(text, "big") - upper).to_bytes(len(text), "big").decode("ascii")
-    return ChecksumAddress(HexAddress(HexStr("0x" + mixed)))
+    # A cast rather than eth-typing's NewTypes called, which are the str itself at run
+    # time: eth-typing is left unimported with the signing libraries.
+    return cast("ChecksumAddress", "0x" + mixed)
 
 
 _NIBBLE_HIGH = bytes.maketrans(b"0123456789abcdef", b"\0" * 8 + b"\x20" * 8)
@@ -453,7 +485,7 @@ def sign_transfer(
             "nonce": nonce,
             "gasPrice": pricing.gas_price,
             "gas": pricing.gas_limit,
-            "to": HexStr(address),
+            "to": address,
             "value": value_wei,
             "data": b"",
         }
@@ -465,7 +497,7 @@ def sign_transfer(
             "maxFeePerGas": pricing.max_fee_per_gas,
             "maxPriorityFeePerGas": pricing.max_priority_fee_per_gas,
             "gas": pricing.gas_limit,
-            "to": HexStr(address),
+            "to": address,
             "value": value_wei,
             "data": b"",
             "accessList": [],
