@@ -353,15 +353,16 @@ def build_service(
     )
     web = config.settings.web
     shown = switching or relayed  # with workers, the main process's: their miners summed
+    replace_config = root.replace_config
     if web.enabled and "web" in roles:
         web_service = WebService(
             web,
-            config.pools,
+            # What runs, as the reloads leave it: the one list of the pools, which they replace.
+            lambda: (*root.config.pools, *root.config.eth_pools),
             redis.client,
             reactor,
             metrics=metrics.render,
             daemons=lambda name: _ready_daemons(assembly.pools[name])() if name in assembly.pools else None,
-            eth_pools=config.eth_pools,
             switching=None if shown is None else shown.documents,
             profit=None if profit is None else profit.snapshot,
         )
@@ -373,14 +374,21 @@ def build_service(
             metrics.watch_workers(worker_metrics.families)
             worker_metrics.setServiceParent(web_service)
         web_service.setServiceParent(root)
+        replace_config = partial(_replace_config, root, web_service)
     if supervisor is not None:
         # Last: at a stop, the workers drain and exit before the rest stops.
         supervisor.setServiceParent(root)
     if supervisor is not None and held is not None:
-        root.reloader = MainReloader(assembly, lambda: root.config, root.replace_config, supervisor, held)
+        root.reloader = MainReloader(assembly, lambda: root.config, replace_config, supervisor, held)
     else:
-        root.reloader = Reloader(assembly, lambda: root.config, root.replace_config)
+        root.reloader = Reloader(assembly, lambda: root.config, replace_config)
     return root
+
+
+def _replace_config(root: NompService, web: WebService, config: Config) -> None:
+    """A reload's new configuration, and the web told: its pools are read from it."""
+    root.replace_config(config)
+    web.pools_changed()
 
 
 def _switch_ports(
@@ -734,8 +742,6 @@ class PoolAssembly:
         outcome.refused += [f"{pool.file}: {problem}" for problem in parts.stratum.unopened]
         running = dataclasses.replace(pool, ports=parts.stratum.ports)
         parts.config = parts.service.config = parts.server.config = running
-        if self.root.config.settings.web.enabled:
-            outcome.done.append(f"{pool.file}: the web site shows pool {pool.name} after a restart")
         return running, outcome
 
     async def remove_pool(self, name: str) -> Outcome:

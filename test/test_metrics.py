@@ -526,7 +526,7 @@ class ServedMetricsTests(TestCase):
         timers.startService()
         self.addCleanup(timers.stopService)
         config = WebConfig(listen="tcp:0:interface=127.0.0.1", stats_interval=3600.0)
-        web = WebService(config, [self.pool], self.redis.client, reactor, metrics=self.metrics.render)
+        web = WebService(config, lambda: [self.pool], self.redis.client, reactor, metrics=self.metrics.render)
         self.metrics.watch_snapshot(lambda: web.collector.snapshot)
         base = await serve(self, web)
         http = HTTPConnectionPool(reactor)

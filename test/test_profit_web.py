@@ -39,7 +39,7 @@ class ProfitApiTests(ProfitTestCase):
         config = WebConfig(listen="tcp:0:interface=127.0.0.1", stats_interval=3600.0)
         web = WebService(
             config,
-            [pool_config(name="ltc")],
+            lambda: [pool_config(name="ltc")],
             lambda: None,
             reactor,
             profit=None if service is None else service.snapshot,

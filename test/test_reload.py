@@ -19,15 +19,18 @@ from ipaddress import ip_network
 from pathlib import Path
 from typing import Any, cast
 
+import treq
 import yaml
 from twisted.internet import defer, reactor, task
 from twisted.internet.testing import MemoryReactorClock
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.client import HTTPConnectionPool
 
 from nomp import cli
 from nomp.config import Config, ConfigErrors, PoolConfig, PortConfig, VardiffConfig, load_config
 from nomp.config.diff import AnyPool, PoolChange
+from nomp.config.load import listen_address
 from nomp.config.model import GlobalConfig
 from nomp.miner import Miner, connect
 from nomp.pool.service import PoolService
@@ -38,8 +41,9 @@ from nomp.stratum.banning import BanPolicy, Gatekeeper, InvalidShareLimit, Limit
 from nomp.stratum.protocol import StratumFactory
 from nomp.stratum.service import StratumService
 from nomp.stratum.stratumpool import StratumPool
+from nomp.web.service import WebService
 from test.fakes import FakeBlockRecords, StratumHarness, mainnet_template, pool_config
-from test.poolconf import write_conf
+from test.poolconf import CoinPool, renamed_coin, write_conf, write_pools_conf
 from test.rediscli import redis, redis_hash
 from test.servers import RPC_PASSWORD, RPC_USER, free_port, shared_redis, shared_regtest
 from test.test_config_paths import SHIPPED_CONF
@@ -48,6 +52,7 @@ from test.test_stratum_e2e import SCRYPT, pool_ready, start_pool
 from test.test_stratum_protocol import NOW, PLAIN_PORT, VARDIFF_PORT, WORKER
 from test.test_twistd import TWISTD
 from test.waiting import until
+from test.webclient import ApiClient
 
 COIN = "litecoin-regtest"
 
@@ -657,6 +662,162 @@ class ControlOnTheTreeTests(TestCase):
         )
         status, answer = await pool.control("payments", "dogecoin", "run")
         self.assertEqual((status, answer), (1, "error no pool 'dogecoin'\n"))
+
+
+class WebPools:
+    """The whole tree on a real litecoind regtest pair and redis-server, with the files of pools
+    of two coins at hand (litecoin-regtest and copycoin-regtest, a renamed copy of it), its web
+    site on a port of its own and its stats collected once an hour: what the site shows of a pool
+    after a reload comes from the reload, not from the collector's timer."""
+
+    def __init__(self, test: TestCase, db: int, *names: str) -> None:
+        self.test = test
+        pair = shared_regtest("reload")
+        self.redis_port = shared_redis().port
+        self.db = db
+        redis(self.redis_port, db, "FLUSHDB")
+        address = pair.new_address()
+        self.pools = {
+            name: CoinPool(name, f"{name}-regtest", pair.miner.url, address, RPC_USER, RPC_PASSWORD)
+            for name in ("litecoin", "copycoin")
+        }
+        self.conf, self.ports = write_pools_conf(
+            Path(test.mktemp()),
+            [self.pools[name] for name in names],
+            self.redis_port,
+            db,
+            coins={"copycoin-regtest": renamed_coin("litecoin-regtest", "copycoin-regtest", "rCPY")},
+            web={"stats_interval": 3600},
+        )
+        host, port = cli.control_address(str(self.conf))
+        self.control_port = f"{host}:{port}"
+        self.base = ""
+        self.http = HTTPConnectionPool(reactor)
+        test.addCleanup(self.http.closeCachedConnections)
+
+    async def start(self) -> WebService:
+        """The tree started and serving; its web service, once it has collected."""
+        root = start_pool(self.test, self.conf)
+        await until(lambda: pool_ready(root))
+        self.test.assertEqual(root.fatal_errors, [])
+        web = cast(WebService, root.getServiceNamed("web"))
+        await until(lambda: web.collector.collected)
+        address = listen_address(root.config.settings.web.listen)
+        assert address is not None
+        self.base = f"http://127.0.0.1:{address[1]}"
+        return web
+
+    def write(self, name: str) -> None:
+        """The pool file of ``name``, as write_pools_conf writes it, on a Stratum port of its own."""
+        pool = self.pools[name]
+        data = yaml.safe_load((SHIPPED_CONF / "pools" / "litecoin.yaml").read_text())
+        self.ports[name] = free_port()
+        data.update(
+            coin=pool.coin,
+            address=pool.address,
+            daemons=[
+                {"url": pool.daemon_url, "user": pool.rpc_user, "password": pool.rpc_password, "timeout": 10}
+            ],
+            ports=[{"listen": f"tcp:{self.ports[name]}:interface=127.0.0.1", "diff": 0.0625}],
+        )
+        (self.conf / "pools" / f"{name}.yaml").write_text(yaml.safe_dump(data))
+
+    async def reload(self) -> str:
+        status, answer = await run_nomp_cli("--control", self.control_port, "reload")
+        self.test.assertEqual(status, 0, answer)
+        return answer
+
+    async def get(self, path: str, code: int = 200, schema_path: str | None = None) -> Any:
+        """The JSON of an API path, checked against the OpenAPI document."""
+        return await ApiClient(self.test, self.base).get(path, code, schema_path)
+
+    async def text(self, path: str) -> tuple[int, str]:
+        """A page's (or /metrics') status and text."""
+        response = await treq.get(self.base + path, pool=self.http)
+        return response.code, await response.text()
+
+    def shown(self, web: WebService) -> list[str]:
+        """The pools of the web's snapshot, by name."""
+        return [stats.pool.name for stats in web.collector.snapshot.pools]
+
+
+class ReloadOnTheWebTests(TestCase):
+    """A pool a reload adds is on the web site, the API and /metrics at once, and one it removes
+    is off them, without a restart."""
+
+    timeout = 300
+
+    async def test_pool_added(self) -> None:
+        """A pool file added and reloaded: /api/pools, the pool's API entry and page, /api/stats
+        (with what Redis holds of its coin, read at once) and /metrics list it, no restart said."""
+        pools = WebPools(self, 13, "litecoin")
+        web = await pools.start()
+        listed = await pools.get("/api/pools", schema_path="/api/pools")
+        self.assertEqual([pool["name"] for pool in listed], ["litecoin"])
+        await pools.get("/api/pools/copycoin", 404)
+        self.assertEqual((await pools.text("/pools/copycoin"))[0], 404)
+        redis(pools.redis_port, pools.db, "HSET", "copycoin-regtest:stats", "validShares", "7")
+        pools.write("copycoin")
+        answer = await pools.reload()
+        self.assertIn("pools/copycoin.yaml: pool copycoin added", answer)
+        self.assertNotIn("restart", answer)
+        self.assertEqual(pools.shown(web), ["copycoin", "litecoin"])  # listed with the answer
+
+        listed = await pools.get("/api/pools", schema_path="/api/pools")
+        self.assertEqual([pool["name"] for pool in listed], ["copycoin", "litecoin"])
+        one = await pools.get("/api/pools/copycoin", schema_path="/api/pools/{pool}")
+        self.assertEqual((one["coin"], one["symbol"]), ("copycoin-regtest", "rCPY"))
+        self.assertEqual([port["port"] for port in one["ports"]], [pools.ports["copycoin"]])
+        code, page = await pools.text("/pools/copycoin")
+        self.assertEqual(code, 200)
+        self.assertIn('<span id="pool-name">copycoin</span>', page)
+
+        # Read by the collection the reload started, an hour before the timer's next.
+        def read() -> object:
+            stats = web.collector.snapshot.pool("copycoin")
+            return stats is not None and stats.counters.get("validShares") == "7"
+
+        await until(read)
+        stats = await pools.get("/api/stats", schema_path="/api/stats")
+        self.assertEqual(sorted(stats["pools"]), ["copycoin-regtest", "litecoin-regtest"])
+        self.assertEqual(stats["pools"]["copycoin-regtest"]["poolStats"]["validShares"], "7")
+        miners = await pools.get("/api/pools/copycoin/miners", schema_path="/api/pools/{pool}/miners")
+        self.assertEqual(miners["total"], 0)
+        _, metrics = await pools.text("/metrics")
+        port = pools.ports["copycoin"]
+        for line in (
+            'nomp_pool_hashrate_hashes_per_second{pool="copycoin"} 0.0',
+            f'nomp_stratum_connections{{pool="copycoin",port="{port}"}} 0.0',
+        ):
+            self.assertIn(line, metrics)
+
+    async def test_pool_removed(self) -> None:
+        """A pool file removed and reloaded: the pool is off /api/pools, /api/stats, its API
+        entry and page answer 404, and /metrics has no line of it; the other pool stays."""
+        pools = WebPools(self, 14, "litecoin", "copycoin")
+        web = await pools.start()
+        self.assertEqual(pools.shown(web), ["copycoin", "litecoin"])
+        self.assertEqual((await pools.text("/pools/copycoin"))[0], 200)
+        _, metrics = await pools.text("/metrics")
+        self.assertIn('method="getblocktemplate",pool="copycoin"}', metrics)  # its daemon's calls
+        (pools.conf / "pools" / "copycoin.yaml").unlink()
+        answer = await pools.reload()
+        self.assertIn("pools/copycoin.yaml: pool copycoin removed", answer)
+        self.assertEqual(pools.shown(web), ["litecoin"])
+
+        listed = await pools.get("/api/pools", schema_path="/api/pools")
+        self.assertEqual([pool["name"] for pool in listed], ["litecoin"])
+        error = await pools.get("/api/pools/copycoin", 404, schema_path="/api/pools/{pool}")
+        self.assertIn("copycoin", error["error"])
+        self.assertEqual((await pools.text("/pools/copycoin"))[0], 404)
+        self.assertEqual((await pools.text("/pools/litecoin"))[0], 200)
+        stats = await pools.get("/api/stats", schema_path="/api/stats")
+        self.assertEqual(list(stats["pools"]), ["litecoin-regtest"])
+        await web.collector.collect()  # and the next collection does not bring it back
+        self.assertEqual(pools.shown(web), ["litecoin"])
+        _, metrics = await pools.text("/metrics")
+        self.assertNotIn('pool="copycoin"', metrics)
+        self.assertIn('nomp_pool_hashrate_hashes_per_second{pool="litecoin"}', metrics)
 
 
 class HangupTests(TestCase):

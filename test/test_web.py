@@ -133,7 +133,7 @@ class ApiTests(TestCase):
         recorder.invalid_share("Qaddr", 4.0)
         await recorder.flush()
         config = WebConfig(listen="tcp:0:interface=127.0.0.1", stats_interval=3600.0)
-        self.web = WebService(config, [self.pool], self.redis.client, reactor)
+        self.web = WebService(config, lambda: [self.pool], self.redis.client, reactor)
         self.base = await serve(self, self.web)
         self.api = ApiClient(self, self.base)
         await until(lambda: self.web.collector.snapshot.pools[0].workers != ())
@@ -184,7 +184,9 @@ class ApiTests(TestCase):
             PortConfig(listen="tcp6:3335:interface=\\:\\:1", diff=16.0),
         )
         config = WebConfig(listen="tcp:0:interface=127.0.0.1", stats_interval=3600.0)
-        web = WebService(config, [dataclasses.replace(self.pool, ports=ports)], self.redis.client, reactor)
+        web = WebService(
+            config, lambda: [dataclasses.replace(self.pool, ports=ports)], self.redis.client, reactor
+        )
         api = ApiClient(self, await serve(self, web))
         await until(lambda: web.collector.snapshot.pools != ())
         (listed,) = await api.get("/api/pools", 200, "/api/pools")
@@ -378,7 +380,7 @@ class ApiTests(TestCase):
         config = WebConfig(listen="tcp:0:interface=127.0.0.1", stats_interval=3600.0)
         web = WebService(
             config,
-            [self.pool],
+            lambda: [self.pool],
             self.redis.client,
             reactor,
             daemons=lambda name: cast(DaemonGroup, FixedDaemons(answers)),
@@ -520,7 +522,7 @@ class CollectorTests(TestCase):
 
     def collector(self, retention: float = 3600.0, redis: Any = None) -> StatsCollector:
         return StatsCollector(
-            [self.pool], redis or self.redis.client, self.clock, interval=60.0, retention=retention
+            lambda: [self.pool], redis or self.redis.client, self.clock, interval=60.0, retention=retention
         )
 
     async def mine_and_collect(self, collector: StatsCollector, rounds: int, step: float) -> None:
@@ -670,6 +672,62 @@ class CollectorTests(TestCase):
         stopped = collector.stopService()
         if stopped is not None:
             await stopped
+
+    async def test_pools_followed(self) -> None:
+        """The collector lists the pools as they run: told of a change, a pool added is listed at
+        once with nothing read and read (its miner history too) by the next collection, a pool
+        kept keeps its stats under its new configuration, a pool removed goes."""
+        running = [self.pool]
+        collector = StatsCollector(
+            lambda: running, self.redis.client, self.clock, interval=60.0, retention=3600.0
+        )
+        await self.mine_and_collect(collector, rounds=1, step=60)
+        added = pool_config(name="added", coin=dataclasses.replace(self.pool.coin, name=f"add{id(self)}"))
+        keys = PoolKeys.for_coin(added.coin.name)
+        self.addCleanup(self.server.command, "DEL", keys.stats, keys.miner_history, db=DB)
+        self.server.command("HSET", keys.stats, "validShares", "3", db=DB)
+        sample = json.dumps({"time": NOW, "miners": {"Xaddr": 5.0}})
+        self.server.command("ZADD", keys.miner_history, NOW, sample, db=DB)
+        ported = dataclasses.replace(self.pool, ports=(PortConfig(listen="tcp:4444", diff=8.0),))
+        running[:] = [ported, added]
+        collector.pools_changed()
+        ltc, shown = collector.snapshot.pools
+        self.assertEqual((ltc.pool, shown.pool), (ported, added))
+        self.assertEqual([w.name for w in ltc.workers], ["Maddr.a"])
+        self.assertEqual((shown.counters, shown.workers), ({}, ()))
+        await collector.collect()
+        shown = collector.snapshot.pools[1]
+        self.assertEqual(shown.counters["validShares"], "3")
+        self.assertEqual(shown.miner_history["Xaddr"], ((NOW, 5.0),))
+        running[:] = [ported]
+        collector.pools_changed()
+        self.assertEqual([stats.pool for stats in collector.snapshot.pools], [ported])
+        await collector.collect()
+        self.assertEqual([stats.pool for stats in collector.snapshot.pools], [ported])
+        self.assertEqual(json.loads(collector.snapshot.stats_json)["pools"].keys(), {self.pool.coin.name})
+
+    async def test_a_change_is_collected_at_once(self) -> None:
+        """A running collector told of a pool added reads it at once, not at the next
+        interval, even when the change comes while a collection is under way."""
+        running = [self.pool]
+        collector = StatsCollector(
+            lambda: running, self.redis.client, self.clock, interval=3600.0, retention=3600.0
+        )
+        added = pool_config(name="added", coin=dataclasses.replace(self.pool.coin, name=f"now{id(self)}"))
+        keys = PoolKeys.for_coin(added.coin.name)
+        self.addCleanup(self.server.command, "DEL", keys.stats, db=DB)
+        self.server.command("HSET", keys.stats, "validShares", "4", db=DB)
+        collector.startService()  # its first collection is under way
+        self.addCleanup(collector.stopService)
+        running.append(added)
+        collector.pools_changed()
+
+        def read() -> bool:
+            stats = collector.snapshot.pool("added")
+            return stats is not None and stats.counters.get("validShares") == "4"
+
+        await until(read)
+        self.assertEqual(self.clock.seconds(), NOW)
 
     async def test_collections_do_not_overlap(self) -> None:
         """A collection asked for while one is under way waits for it instead of running beside it."""

@@ -149,11 +149,10 @@ class SiteTests(TestCase):
         )
         self.web = WebService(
             config,
-            [self.litecoin, self.bitcoin],
+            lambda: [self.litecoin, self.bitcoin, self.ethereum],
             self.redis.client,
             reactor,
             daemons=daemons,
-            eth_pools=[self.ethereum],
         )
         self.base = await serve(self, self.web)
         await until(lambda: self.web.collector.snapshot.pools[0].workers != ())
@@ -181,7 +180,7 @@ class SiteTests(TestCase):
         litecoin = self.recorder(self.keys, clock.seconds)
         bitcoin = self.recorder(self.bitcoin_keys, clock.seconds)
         collector = StatsCollector(
-            [self.litecoin, self.bitcoin],
+            lambda: [self.litecoin, self.bitcoin],
             self.redis.client,
             clock,
             interval=HISTORY_STEP,

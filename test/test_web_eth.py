@@ -266,7 +266,7 @@ class ApiTests(RedisTestCase):
         config = WebConfig(listen="tcp:0:interface=127.0.0.1", stats_interval=3600.0)
         # The collections on the test's clock: the pool's records are at NOW.
         self.web = WebService(
-            config, [self.bitcoin], self.redis.client, reactor, eth_pools=[self.eth], clock=self.clock
+            config, lambda: [self.bitcoin, self.eth], self.redis.client, reactor, clock=self.clock
         )
         self.api = ApiClient(self, await serve(self, self.web))
         await self.web.collector.collect()
@@ -413,7 +413,7 @@ class CollectorTests(RedisTestCase):
 
     def collector(self, redis: Any = None) -> StatsCollector:
         return StatsCollector(
-            [], redis or self.redis.client, self.clock, interval=60.0, retention=3600.0, eth_pools=[self.eth]
+            lambda: [self.eth], redis or self.redis.client, self.clock, interval=60.0, retention=3600.0
         )
 
     def command(self, *args: str | int | float) -> Any:

@@ -72,7 +72,7 @@ class PropertyRunTests(TestCase):
         ethereum = eth_web_pool("dev")
         await write_eth_pool(ethereum, redis.client, cast(IReactorTime, reactor), time.time())
         web = WebService(
-            WebConfig(listen="tcp:0:interface=127.0.0.1"), [pool], redis.client, reactor, eth_pools=[ethereum]
+            WebConfig(listen="tcp:0:interface=127.0.0.1"), lambda: [pool, ethereum], redis.client, reactor
         )
         base = await serve(self, web)
         await until(lambda: all(p.workers != () for p in web.collector.snapshot.pools))

@@ -3,6 +3,9 @@
 Requests are served from the snapshot, so a busy API costs Redis nothing.
 The Bitcoin-family pools are read here, the Ethereum-family ones by their
 nomp.web.ethcollector.EthPoolReader, in the same collection.
+The pools are the ones the process runs, read at each collection and when a
+reload tells the collector they changed (``pools_changed``): a pool a reload
+adds is listed at once and read at once, a pool it removes goes.
 Each collection also appends a reduced entry to the ``statHistory`` zset,
 which a restarted process reads back, as NOMP's website did.
 """
@@ -23,7 +26,7 @@ from twisted.internet import defer, task
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from nomp.config import EthPoolConfig, PoolConfig
+from nomp.config import EthPoolConfig
 from nomp.daemon import DaemonGroup
 from nomp.daemon.errors import DaemonError
 from nomp.outage import Outage
@@ -54,6 +57,8 @@ MINER_HISTORY_POINTS = 288
 # empty for a whole interval.
 STARTUP_RETRY = 1.0
 BLOCK_STATUSES = ("pending", "confirmed", "orphaned")
+# The pools the process runs, as they run (after the reloads so far), in the order listed.
+RunningPools = Callable[[], Sequence[AnyPoolConfig]]
 
 # KEYS: hashrate, stats, blocksPending, blocksConfirmed, blocksOrphaned,
 #       immature, balances, paid, payment totals, payments
@@ -277,18 +282,19 @@ class StatsCollector(Service):
 
     def __init__(
         self,
-        pools: Sequence[PoolConfig],
+        pools: RunningPools,
         redis: Callable[[], RedisClient | None],
         clock: IReactorTime,
         interval: float,
         retention: float,
         daemons: Callable[[str], DaemonGroup | None] = lambda name: None,
-        eth_pools: Sequence[EthPoolConfig] = (),
     ) -> None:
-        self._pools: tuple[AnyPoolConfig, ...] = (*pools, *eth_pools)
+        self._running = pools
+        self._pools: tuple[AnyPoolConfig, ...] = ()  # as they ran when last followed
         self._daemons = daemons  # Bitcoin-family pool name -> its daemons, once the pool is up
-        self._eth_readers = {pool.name: EthPoolReader(pool) for pool in eth_pools}
-        self._memory = {pool.name: _PoolMemory() for pool in self._pools}
+        self._eth_readers: dict[str, EthPoolReader] = {}
+        self._memory: dict[str, _PoolMemory] = {}
+        self._unread: set[str] = set()  # pools whose miner history is still to be read from Redis
         self._listeners: list[Callable[[Snapshot], None]] = []
         self._miner_step = max(interval, retention / MINER_HISTORY_POINTS)
         self._redis = redis
@@ -303,7 +309,9 @@ class StatsCollector(Service):
         self._collected = False  # a snapshot was read from Redis at least once
         self._collecting: defer.Deferred[None] | None = None  # the collection under way
         self._retry: IDelayedCall | None = None  # the next attempt before the first snapshot
-        self.snapshot = build_snapshot([empty_stats(p) for p in self._pools], [], clock.seconds())
+        self.snapshot = build_snapshot((), [], clock.seconds())
+        self._follow()
+        self.snapshot = self._arranged({}, self.snapshot.time)  # every pool, nothing read yet
 
     def startService(self) -> None:
         super().startService()
@@ -332,6 +340,77 @@ class StatsCollector(Service):
     def add_listener(self, listener: Callable[[Snapshot], None]) -> None:
         """Call ``listener`` with each new snapshot."""
         self._listeners.append(listener)
+
+    def pools_changed(self) -> None:
+        """The running pools changed (a reload): the snapshot lists them as they run
+        now, a pool added with nothing read yet, and a collection reads them at once
+        rather than at the next interval."""
+        if not self._follow():
+            return
+        self._publish(self._arranged({}, self.snapshot.time))
+        under_way = self._collecting
+        if under_way is None:
+            self._collect_soon()
+        else:
+
+            def again(result: object) -> object:
+                self._collect_soon()  # the one under way read the pools as they were
+                return result
+
+            under_way.addBoth(again)
+
+    def _collect_soon(self) -> None:
+        if self.running:
+            self.collect().addErrback(lambda failure: self.log.failure("Stats: collection failed", failure))
+
+    def _follow(self) -> bool:
+        """Take the running pools as they are now; whether they changed.
+
+        A pool kept keeps what was read of it (its blocks, payments and miner
+        history); a pool added starts empty, its miner history read from Redis
+        with the next collection; a pool removed is forgotten, so that one added
+        again later reads it all back.
+        """
+        pools = tuple(self._running())
+        if pools == self._pools:
+            return False
+        names = {pool.name for pool in pools}
+        for gone in self._memory.keys() - names:
+            del self._memory[gone]
+            self._unread.discard(gone)
+        readers: dict[str, EthPoolReader] = {}
+        for pool in pools:
+            if pool.name not in self._memory:
+                self._memory[pool.name] = _PoolMemory()
+                self._unread.add(pool.name)
+            if isinstance(pool, EthPoolConfig):
+                reader = readers[pool.name] = self._eth_readers.get(pool.name) or EthPoolReader(pool)
+                reader.pool = pool  # its settings as a reload changed them (its coin needs a restart)
+        self._eth_readers = readers
+        self._pools = pools
+        return True
+
+    def _arranged(self, read: Mapping[str, PoolStats], time: float) -> Snapshot:
+        """A snapshot of the running pools: the stats just ``read`` of each, else the
+        last ones (with the pool's configuration as it runs now), else none yet."""
+        last = {stats.pool.name: stats for stats in self.snapshot.pools}
+        listed = []
+        for pool in self._pools:
+            stats = read.get(pool.name) or last.get(pool.name)
+            if stats is None:
+                stats = empty_stats(pool)
+            elif stats.pool is not pool:
+                stats = dataclasses.replace(stats, pool=pool)
+            listed.append(stats)
+        return build_snapshot(listed, [e for _, e in self._history], time)
+
+    def _publish(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        for listener in list(self._listeners):
+            try:
+                listener(snapshot)
+            except Exception:
+                self.log.failure("Stats: a snapshot listener failed")
 
     def collect(self) -> defer.Deferred[None]:
         """Read Redis once and replace the snapshot; if Redis is away, keep the last one.
@@ -370,18 +449,24 @@ class StatsCollector(Service):
             self._away(RedisUnavailable("not connected"))
             return
         now = self._clock.seconds()
+        self._follow()
+        # As they are now: a reload that changes them meanwhile leaves this collection be.
+        reading = [(pool, self._memory[pool.name], self._eth_readers.get(pool.name)) for pool in self._pools]
         network = defer.gatherResults(
-            [defer.Deferred.fromCoroutine(self._read_network(pool)) for pool in self._pools]
+            [defer.Deferred.fromCoroutine(self._read_network(pool)) for pool, _, _ in reading]
         )
         try:
-            if not self._history_loaded:
+            if not self._history_loaded or self._unread:
                 await self._load_history(client, now)
-            pools = [await self._read_pool(client, pool, now) for pool in self._pools]
+            pools = [
+                await (reader.read(client, now) if reader else self._read_pool(client, pool, memory, now))
+                for pool, memory, reader in reading
+            ]
             entry = _encode(history_entry(pools, now))
             oldest = repr(now - self._retention)
             await client.eval(_APPEND_HISTORY, [self._keys.stat_history], [repr(now), entry.decode(), oldest])
-            for stats in pools:
-                sample = self._memory[stats.pool.name].sample(stats, now, self._miner_step, self._retention)
+            for stats, (_, memory, _) in zip(pools, reading, strict=True):
+                sample = memory.sample(stats, now, self._miner_step, self._retention)
                 if sample is not None:
                     member = _encode({"time": now, "miners": sample}).decode()
                     key = PoolKeys.for_coin(stats.pool.coin.name).miner_history
@@ -391,14 +476,12 @@ class StatsCollector(Service):
             await network  # its errors are caught per daemon
             return
         daemons = await network
-        pools = [
-            dataclasses.replace(
-                stats,
-                network=stats.network if info is None else info,
-                miner_history=self._memory[stats.pool.name].view(),
+        read = {
+            stats.pool.name: dataclasses.replace(
+                stats, network=stats.network if info is None else info, miner_history=memory.view()
             )
-            for stats, info in zip(pools, daemons, strict=True)
-        ]
+            for stats, info, (_, memory, _) in zip(pools, daemons, reading, strict=True)
+        }
         self._outage.succeeded()
         self._collected = True
         if self._retry is not None and self._retry.active():
@@ -409,12 +492,7 @@ class StatsCollector(Service):
         self._history.append((now, entry))
         while self._history and self._history[0][0] < now - self._retention:
             self._history.popleft()
-        self.snapshot = build_snapshot(pools, [e for _, e in self._history], now)
-        for listener in list(self._listeners):
-            try:
-                listener(self.snapshot)
-            except Exception:
-                self.log.failure("Stats: a snapshot listener failed")
+        self._publish(self._arranged(read, now))
 
     async def _read_network(self, pool: AnyPoolConfig) -> tuple[DaemonInfo, ...] | None:
         """Each daemon's view of the network (getmininginfo); an error is shown, not raised.
@@ -443,14 +521,28 @@ class StatsCollector(Service):
             self._retry_soon()
 
     async def _load_history(self, client: RedisClient, now: float) -> None:
+        """The stats history, once, and the miner history of each pool not read yet
+        (every pool at the first collection, then a pool a reload added)."""
         # Everything is read before anything is kept: a read that fails half
         # way is tried again whole at the next collection, with nothing doubled.
         oldest = repr(now - self._retention)
-        members = await client.eval(_READ_HISTORY, [self._keys.stat_history], [oldest])
+        first = not self._history_loaded
+        members = await client.eval(_READ_HISTORY, [self._keys.stat_history], [oldest]) if first else None
         samples = {}
         for pool in self._pools:
-            key = PoolKeys.for_coin(pool.coin.name).miner_history
-            samples[pool.name] = await client.eval(_READ_HISTORY, [key], [oldest])
+            if pool.name in self._unread:
+                memory = self._memory[pool.name]  # before the read: a reload may remove the pool meanwhile
+                key = PoolKeys.for_coin(pool.coin.name).miner_history
+                samples[pool.name] = (memory, await client.eval(_READ_HISTORY, [key], [oldest]))
+        for name, (memory, found) in samples.items():
+            for member in found or []:
+                sample = _miner_sample(replies.text(member))
+                if sample is not None:
+                    memory.add(sample[0], sample[1], self._retention)
+            if self._memory.get(name) is memory:
+                self._unread.discard(name)
+        if not first:
+            return
         for member in members or []:
             text = replies.text(member)
             try:
@@ -458,19 +550,13 @@ class StatsCollector(Service):
             except (ValueError, KeyError, TypeError):
                 continue  # not an entry of ours
             self._history.append((at, text.encode()))
-        for name, found in samples.items():
-            for member in found or []:
-                sample = _miner_sample(replies.text(member))
-                if sample is not None:
-                    self._memory[name].add(sample[0], sample[1], self._retention)
         self._history_loaded = True
         self.log.info("Stats: loaded {entries} history entries from Redis", entries=len(self._history))
 
-    async def _read_pool(self, client: RedisClient, pool: AnyPoolConfig, now: float) -> PoolStats:
-        if isinstance(pool, EthPoolConfig):
-            return await self._eth_readers[pool.name].read(client, now)
+    async def _read_pool(
+        self, client: RedisClient, pool: AnyPoolConfig, memory: _PoolMemory, now: float
+    ) -> PoolStats:
         keys = PoolKeys.for_coin(pool.coin.name)
-        memory = self._memory[pool.name]
         reply = await client.eval(
             _READ_POOL,
             [

@@ -276,7 +276,6 @@ class _WatchedPool:
     server: MinerServer
     recorder: BufferedRecords
     pool: PoolCounters
-    port_labels: Mapping[PortConfig, str]
 
 
 class Metrics:
@@ -351,14 +350,26 @@ class Metrics:
         self, name: str, server: MinerServer, recorder: BufferedRecords, pool: PoolCounters
     ) -> None:
         """Export the connections, shares, blocks, job failures and records of the pool called ``name``."""
-        labels = {port: port_label(port) for port in server.config.ports}
-        self._pools.append(_WatchedPool(name, server, recorder, pool, labels))
+        self._pools.append(_WatchedPool(name, server, recorder, pool))
 
     def forget_pool(self, name: str) -> None:
         """Stop exporting the pool called ``name`` (a reload removed it)."""
         self._pools = [p for p in self._pools if p.name != name]
         self._unlockers = [u for u in self._unlockers if u.pool != name]
         self._payers = [p for p in self._payers if p.pool != name]
+        # Its daemons' series too: else they would stay on every scrape until a restart.
+        for family, names in (
+            (self.daemon_call_seconds, ("pool", "daemon", "method")),
+            (self.daemon_call_errors, ("pool", "daemon", "method", "kind")),
+        ):
+            series = {
+                tuple(sample.labels[label] for label in names)
+                for metric in family.collect()
+                for sample in metric.samples
+                if sample.labels.get("pool") == name
+            }
+            for values in series:
+                family.remove(*values)
 
     def watch_hashing(self, hashing: HashingLoad) -> None:
         self._hashing = hashing
@@ -497,9 +508,11 @@ class _StateCollector(Collector):
         )
         for pool in self._metrics.pools:
             server = pool.server
-            open_by_port = Tally({label: 0 for label in pool.port_labels.values()})
+            # The ports as they run now: a reload opens and closes some.
+            labels = {port: port_label(port) for port in server.config.ports}
+            open_by_port = Tally({label: 0 for label in labels.values()})
             for port, count in Tally(c.settings.port for c in server.connections).items():
-                open_by_port[pool.port_labels.get(port) or port_label(port)] += count
+                open_by_port[labels.get(port) or port_label(port)] += count
             for label, count in open_by_port.items():
                 connections.add_metric([pool.name, label], count)
             by_reason = Tally({label: 0 for label in _REFUSAL_LABELS.values()})

@@ -222,8 +222,10 @@ class OepApiResource(resource.Resource):
     log = Logger()
 
     def __init__(self, apis: Mapping[str, OepApi]) -> None:
+        """``apis``: each pool's by name, read at each request: its owner keeps it
+        in step with the pools a reload adds and removes (nomp.web.service)."""
         super().__init__()
-        self._apis = dict(apis)
+        self._apis = apis
 
     def render_GET(self, request: IRequest) -> bytes | int:
         path = [_text(p) for p in getattr(request, "postpath", None) or []]
