@@ -440,7 +440,11 @@ def _profit_switching(
 
     def pool(name: str) -> ProfitPool | None:
         service = assembly.pools.get(name)
-        return None if service is None else ProfitPool(service.config.coin.symbol, service)
+        return (
+            None
+            if service is None
+            else ProfitPool(service.config.coin.symbol, service, service.config.coin.decimals)
+        )
 
     return ProfitSwitchingService(config, switching, pool, price_source(config.prices, reactor), reactor)
 

@@ -23,6 +23,7 @@ from nomp.config.load import listen_address
 from nomp.hashing import ALGORITHMS
 from nomp.miner import Miner, connect
 from nomp.service import NompService
+from nomp.switching.profit import revenue_per_hash
 from nomp.switching.profitservice import ProfitSwitchingService
 from test.poolconf import CoinPool, renamed_coin, write_pools_conf
 from test.servers import RPC_PASSWORD, RPC_USER, RedisServer, free_port, shared_regtests
@@ -61,6 +62,8 @@ class ProfitSwitchingRegtestTests(TestCase):
             )
         ]
         second = renamed_coin("litecoin-regtest", "copycoin-regtest", "rCPY")
+        # A whole rCPY is 10^9 base units: a tenth of what the same reward of rLTC is worth.
+        second["decimals"] = 9
         conf, _ = write_pools_conf(
             Path(self.mktemp()), pools, self.redis.port, DB, coins={"copycoin-regtest": second}
         )
@@ -95,6 +98,12 @@ class ProfitSwitchingRegtestTests(TestCase):
         await until(lambda: bool(profit.snapshot().switches))
         (state,) = profit.snapshot().switches
         self.assertEqual((state.current, state.decision.reason), ("litecoin", "litecoin earns the most"))
+        # Each pool is valued by its own coin file's decimals.
+        for pool, decimals in (("litecoin", 8), ("copycoin", 9)):
+            estimate = state.ranking.estimate(pool)
+            assert estimate is not None
+            expected = revenue_per_hash(estimate.reward, decimals, estimate.price, estimate.target)
+            self.assertEqual(estimate.revenue, expected)
 
         litecoin, copycoin = self.pairs
         address = litecoin.new_address()  # a regtest address: both coins' network
