@@ -14,11 +14,16 @@ commitment), a new one with fresh transactions at every new block;
 
 1. at each rate of --rates, from --connections connections: shares/s,
    pool CPU per accepted share and submit-to-reply latency (--algorithms);
+   then the same in a closed loop, each connection sending its next share
+   when the last one is answered (one in flight per connection), for
+   --seconds (--skip-closed-loop leaves it out);
 2. pool memory per idle connection;
 3. for each size of --miners, --blocks new blocks: from the blocknotify
    line's send to the pool, the time until the first miner, half of them
    and the last had the new job, and the pool's own account of where the
-   time went (its log).
+   time went (its log); then --blocks more announced as a node runs its
+   -blocknotify command, ``nomp-notify`` through ``/bin/sh -c``, timed from
+   just before the spawn.
 
 The miners are other processes: the share connections this one, the idle
 miners a swarm process of their own; both decode every line they get.
@@ -317,6 +322,8 @@ class LoadClient(LineOnlyReceiver):
                 self.load.accepted += 1
             else:
                 self.load.rejected += 1
+            if self.load.closed_loop:
+                self.submit()
 
     def submit(self) -> None:
         if self.job is None:
@@ -331,11 +338,13 @@ class LoadClient(LineOnlyReceiver):
 
 
 class Load:
-    def __init__(self, user: str) -> None:
+    def __init__(self, user: str, closed_loop: bool = False) -> None:
         self.user = user
         self.latencies: list[float] = []
         self.accepted = 0
         self.rejected = 0
+        # Each answer sends the connection's next share, while this is set.
+        self.closed_loop = closed_loop
 
     def figures(self, seconds: float, cpu: float, reactor_cpu: float) -> dict[str, float]:
         """The phase's accepted shares, their rate over ``seconds``, the pool's CPU
@@ -363,11 +372,13 @@ async def load_phase(
     port: int,
     user: str,
     connections: int,
-    rate: float,
+    rate: float | None,
     seconds: float,
     pool_pid: int,
     source: str = "127.0.0.1",
 ) -> dict[str, float]:
+    """Shares at ``rate`` a second, or with ``rate`` None in a closed loop (one in
+    flight per connection), for ``seconds``: the pool's figures."""
     load = Load(user)
     clients: list[LoadClient] = []
     for i in range(connections):
@@ -378,7 +389,7 @@ async def load_phase(
     await defer.gatherResults([c.ready for c in clients])
     await task.deferLater(reactor, 1.0)
     tick = 0.005
-    per_tick = rate * tick
+    per_tick = (rate or 0) * tick
     debt = 0.0
     turn = 0
     pids = process_tree(pool_pid)  # with workers, the pool is several processes
@@ -395,15 +406,24 @@ async def load_phase(
 
     loop = task.LoopingCall(send)
     loop.clock = reactor
-    loop.start(tick)
+    if rate is None:
+        load.closed_loop = True
+        for client in clients:
+            client.submit()
+    else:
+        loop.start(tick)
     while time.perf_counter() < end:
         await task.deferLater(reactor, 0.1)
-    loop.stop()
+    if loop.running:
+        loop.stop()
+    load.closed_loop = False
     sending = time.perf_counter() - wall_start  # the rate is over the sends, not the wait after
     await task.deferLater(reactor, 1.0)  # let the last replies come
     cpu_end, reactor_end = tree_cpu(pids)
     cpu, reactor_cpu = cpu_end - cpu_start, reactor_end - reactor_start
     disconnect(clients)
+    if rate is None:
+        turn = sum(client.ids - 10 for client in clients)  # each client's request ids start at 11
     return {"sent": turn, "rejected": load.rejected, **load.figures(sending, cpu, reactor_cpu)}
 
 
@@ -905,14 +925,15 @@ def pool_side(log: Path, miners: int) -> Callable[[], str]:
 
 
 def run_shares(options: argparse.Namespace, run: RunningPool) -> None:
-    """Reply latency and pool CPU per share, at each rate."""
-    results: list[tuple[str, float, dict[str, float]]] = []
+    """Reply latency and pool CPU per share, at each rate, then in a closed loop."""
+    results: list[tuple[str, float | None, dict[str, float]]] = []
     ports = {"scrypt": (run.scrypt_port, SCRYPT_ADDRESS), "sha256d": (run.sha_port, SHA_ADDRESS)}
+    rates: list[float | None] = [*options.rates, *([] if options.skip_closed_loop else [None])]
 
     async def phases(_: Any) -> None:
         for name in options.algorithms.split(","):
             port, user = ports[name]
-            for rate in options.rates:
+            for rate in rates:
                 result = await load_phase(
                     port, user, options.connections, rate, options.seconds, run.pool.pid
                 )
@@ -920,8 +941,11 @@ def run_shares(options: argparse.Namespace, run: RunningPool) -> None:
 
     run_until_done(phases(None))
     for name, rate, r in results:
+        offered = (
+            "closed loop, one share in flight per connection" if rate is None else f"{rate:5g}/s offered"
+        )
         print(
-            f"{name:8} {rate:5g}/s offered: accepted {r['accepted']:.0f}/{r['sent']:.0f} "
+            f"{name:8} {offered}: accepted {r['accepted']:.0f}/{r['sent']:.0f} "
             f"({r['rejected']:.0f} rejected), {r['shares_per_s']:.0f} shares/s, "
             f"pool CPU {r['cpu_us_per_share']:.1f} us/share "
             f"(reactor thread {r['reactor_us_per_share']:.1f}), "
@@ -938,8 +962,12 @@ def run_fan_out(options: argparse.Namespace, run: RunningPool) -> None:
     notify = line_sender(run.control_port, "blocknotify scrypt")
     print(
         f"fan-out: each of {options.blocks} new blocks per size announced with blocknotify on an open "
-        f"control connection; times from that line's send until the new job is in each miner's socket"
+        f"control connection; times from that line's send until the new job is in each miner's socket; "
+        f"then (spawned) {options.blocks} more announced by nomp-notify through /bin/sh -c, timed from "
+        f"just before the spawn"
     )
+    notifier = Path(sys.executable).parent / "nomp-notify"
+    spawned = exec_sender(notifier, run.control_port, "scrypt") if notifier.exists() else None
     for miners in options.miners:
         runs = fan_out(
             swarm, miners, options.blocks, new_block, notify, pool_side(run.conf / "pool.log", miners)
@@ -954,7 +982,22 @@ def run_fan_out(options: argparse.Namespace, run: RunningPool) -> None:
         for r in runs:
             lost = f" ({miners - r.received} never got it)" if r.received != miners else ""
             print(f"           first {r.first:.1f}, last {r.last:.1f} ms{lost}; pool: {r.pool_side}")
+        if spawned is not None:
+            print(f"spawned  {summarise(fan_out(swarm, miners, options.blocks, new_block, spawned))}")
+    if spawned is None:
+        print(f"spawned  not measured: {notifier} is not built (scripts/setup.sh builds it)")
     swarm.close()
+
+
+def exec_sender(notifier: Path, port: int, pool: str) -> Callable[[], None]:
+    """Announces a block as a node's -blocknotify does: ``notifier`` run through
+    ``/bin/sh -c`` with the control port, the pool and a block hash, waited for."""
+
+    def send() -> None:
+        command = f"{notifier} 127.0.0.1:{port} {pool} {random.randbytes(32).hex()}"
+        subprocess.run(["/bin/sh", "-c", command], check=True)
+
+    return send
 
 
 P99_LIMIT_MS = 5.0  # the reply p99 a share rate must keep to count in --workers' comparison
@@ -1116,6 +1159,7 @@ def main() -> None:
     parser.add_argument("--transactions", type=int, default=TRANSACTIONS, help="in a realistic template")
     parser.add_argument("--skip-shares", action="store_true", help="only the fan-out")
     parser.add_argument("--skip-fan-out", action="store_true", help="only the shares")
+    parser.add_argument("--skip-closed-loop", action="store_true", help="no closed-loop share phase")
     parser.add_argument("--idle", type=int, default=10000, help="--limits: the flood's connections")
     parser.add_argument("--threads", type=int, default=1, help="the pool's hashing threads")
     parser.add_argument("--daemon", nargs=3, help=argparse.SUPPRESS)

@@ -16,7 +16,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARES = re.compile(r"^scrypt +(\d+)/s offered: accepted (\d+)/(\d+) \((\d+) rejected\), .* reply p50 ")
+CLOSED_LOOP = re.compile(r"^scrypt +closed loop, .*: accepted (\d+)/(\d+) \((\d+) rejected\), .* reply p50 ")
 NOTIFY = re.compile(r"^notify +(\d+) miners: first .* last .* over (\d+) blocks$")
+SPAWNED = re.compile(r"^spawned +(\d+) miners: first .* last .* over (\d+) blocks$")
 BLOCK = re.compile(r"^ +first [\d.]+, last [\d.]+ ms(.*); pool: template fetched .* sent to (\d+) miners in ")
 FLOOR = re.compile(r"^(write|send|send_each|halves|broadcast) +(\d+) miners: first .* over (\d+) blocks$")
 
@@ -36,9 +38,11 @@ def run(test: SynchronousTestCase, script: str, *args: str) -> list[str]:
 
 class StratumLoadBenchTests(SynchronousTestCase):
     def test_short_run(self) -> None:
-        """Two rates and two fan-out sizes on the realistic template: a share
-        line per rate, every share accepted; a notify line per size and a
-        line per block, each miner reached and the pool's account read."""
+        """Two rates, the closed loop and two fan-out sizes on the realistic
+        template: a share line per rate and one for the closed loop, every
+        share accepted; a notify line per size and a line per block, each
+        miner reached and the pool's account read; a line per size for the
+        blocks announced by a spawned nomp-notify."""
         lines = run(
             self, "stratum_load.py", "--rates", "100,200", "--seconds", "1", "--connections", "5",
             "--miners", "20,40", "--blocks", "2",
@@ -50,6 +54,11 @@ class StratumLoadBenchTests(SynchronousTestCase):
             accepted, sent, rejected = int(m[2]), int(m[3]), int(m[4])
             self.assertGreater(sent, 0, m[0])
             self.assertEqual((accepted, rejected), (sent, 0), m[0])
+        (closed,) = [m for m in map(CLOSED_LOOP.match, lines) if m]
+        self.assertGreater(int(closed[2]), 0, closed[0])
+        self.assertEqual((int(closed[1]), int(closed[3])), (int(closed[2]), 0), closed[0])
+        spawned = [m for m in map(SPAWNED.match, lines) if m]
+        self.assertEqual([(int(m[1]), int(m[2])) for m in spawned], [(20, 2), (40, 2)], lines)
         notify = [m for m in map(NOTIFY.match, lines) if m]
         self.assertEqual([(int(m[1]), int(m[2])) for m in notify], [(20, 2), (40, 2)], lines)
         blocks = [m for m in map(BLOCK.match, lines) if m]
