@@ -28,6 +28,7 @@ from test.fakes import (
     find_nonce,
     mainnet_template,
     pool_config,
+    regtest_template,
     submit_params,
 )
 from test.test_stratum_protocol import EXTRANONCE2, NOW, PLAIN_PORT, meets
@@ -121,6 +122,7 @@ class SwitchSetup:
     """Two pools (ltc and copy, each a StratumPool on fakes with a job) and a switch over them."""
 
     assertEqual: Any
+    solo_pool: str | None = None  # "ltc" or "copy": that pool's payments scheme is solo
 
     def setUp(self) -> None:
         self.clock = task.Clock()
@@ -132,6 +134,11 @@ class SwitchSetup:
             coin=dataclasses.replace(shipped.coin, name="copycoin-regtest"),
             ports=(dataclasses.replace(PLAIN_PORT, listen="tcp:3336:interface=127.0.0.1"),),
         )
+        solo = dataclasses.replace(shipped.payments, scheme="solo")
+        if self.solo_pool == "ltc":
+            shipped = dataclasses.replace(shipped, payments=solo)
+        elif self.solo_pool == "copy":
+            copy = dataclasses.replace(copy, payments=solo)
         self.ltc = StratumHarness(shipped, self.clock)
         self.copy = StratumHarness(copy, self.clock)
         _registry(self.ltc, 0x10)
@@ -400,3 +407,65 @@ class MoveTests(_SwitchCase):
         notify = miner.request("mining.subscribe")[-1]
         self.assertEqual(notify["params"][0], self.copy_job.job_id)
         self.assertIn(miner.protocol, self.copy.server.connections.subscribed())
+
+
+class SoloPoolTests(_SwitchCase):
+    """A switch between a solo pool (ltc) and one that is not (copy): a late share is
+    the pool's whose job it is, solo or not as that pool is."""
+
+    solo_pool = "ltc"
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.solo: dict[str, list[tuple[str, bool]]] = {"ltc": [], "copy": []}  # (worker, solo)
+        for name, harness in (("ltc", self.ltc), ("copy", self.copy)):
+            self.patch(harness.recorder, "valid_share", self._recording(name, harness.recorder.valid_share))
+
+    def _recording(self, name: str, valid_share: Any) -> Any:
+        def record(worker: str, difficulty: float, solo: bool = False) -> None:
+            valid_share(worker, difficulty, solo)
+            self.solo[name].append((worker, solo))
+
+        return record
+
+    def block(self, miner: Connection, job: Job) -> list[Any]:
+        """A share of ``job`` that is a block."""
+        assert miner.session.extranonce1 is not None
+        target = min(job.template.target, SCRYPT.share_target(SWITCH_PORT.diff))
+        nonce = find_nonce(job, miner.session.extranonce1 + EXTRANONCE2, lambda value: value <= target)
+        return submit_params(f"{KEY_HASH}.rig", job, EXTRANONCE2, nonce)
+
+    def test_late_shares(self) -> None:
+        """A late share of the solo pool's job after a move to the other is recorded solo
+        there, and one of the other's job after the move back is not."""
+        miner = self.miner()
+        late_solo = self.share(miner, self.ltc_job)
+        self.ports.move_to("copy")
+        late_shared = self.share(miner, self.copy_job)
+        self.assertEqual(miner.submit(late_solo)[-1]["result"], True)
+        self.ports.move_to("ltc")
+        self.assertEqual(miner.submit(late_shared)[-1]["result"], True)
+        self.assertEqual(self.ltc.recorder.valid, [(self.worker(self.ltc), SWITCH_PORT.diff)])
+        self.assertEqual(self.copy.recorder.valid, [(self.worker(self.copy), SWITCH_PORT.diff)])
+        self.assertEqual(
+            self.solo, {"ltc": [(self.worker(self.ltc), True)], "copy": [(self.worker(self.copy), False)]}
+        )
+
+    def test_late_blocks(self) -> None:
+        """A late block of the solo pool's job is a solo candidate of that pool, and a
+        late block of the other's job, sent once the miner is back on the solo pool, is not."""
+        ltc_job = self.ltc.new_job(regtest_template(previousblockhash="cc" * 32, height=2_000_002))
+        miner = self.miner()
+        late_solo = self.block(miner, ltc_job)
+        self.ports.move_to("copy")
+        copy_job = self.copy.new_job(regtest_template(previousblockhash="dd" * 32, height=2_000_003))
+        late_shared = self.block(miner, copy_job)
+        self.ports.move_to("ltc")
+        self.assertEqual(miner.submit(late_shared)[-1]["result"], True)
+        self.ports.move_to("copy")
+        self.assertEqual(miner.submit(late_solo)[-1]["result"], True)
+        self.assertEqual([c.solo for c in self.ltc.pool.found], [True])
+        self.assertEqual([c.solo for c in self.copy.pool.found], [False])
+        self.assertEqual(
+            self.solo, {"ltc": [(self.worker(self.ltc), True)], "copy": [(self.worker(self.copy), False)]}
+        )

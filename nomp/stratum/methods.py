@@ -83,7 +83,7 @@ class StratumMethods:
         self.methods: dict[str, Callable[[Connection, Any, list[Any]], None]] = {
             "mining.subscribe": self._subscribe,
             "mining.authorize": self._authorize,
-            "mining.submit": self._submit,
+            "mining.submit": self.submit,
             "mining.configure": self._configure,
             "mining.suggest_difficulty": self._suggest_difficulty,
             "mining.extranonce.subscribe": self._extranonce_subscribe,
@@ -215,7 +215,10 @@ class StratumMethods:
     def _get_transactions(self, connection: Connection, request_id: Any, params: list[Any]) -> None:
         raise StratumError(OTHER, "mining.get_transactions is not supported")
 
-    def _submit(self, connection: Connection, request_id: Any, params: list[Any]) -> None:
+    def submit(
+        self, connection: Connection, request_id: Any, params: list[Any], solo: bool | None = None
+    ) -> None:
+        """``mining.submit``; ``solo`` as SharePipeline.submit takes it."""
         now = self._clock.seconds()
         registry = self._jobs.registry
         if registry is None:
@@ -225,4 +228,4 @@ class StratumMethods:
         except StratumError as e:
             self._pipeline.refused(connection, params[0] if params else None, e, now)
             raise
-        self._pipeline.submit(connection, request_id, submission, now)
+        self._pipeline.submit(connection, request_id, submission, now, solo)

@@ -161,17 +161,28 @@ class SharePipeline(Generic[S, H]):
         self.shares[SHARE_REFUSALS[OTHER]] += 1
         return StratumError(OTHER, "the pool has no job yet")
 
-    def submit(self, connection: Connection, request_id: Any, share: S, now: float) -> None:
-        """Check ``share`` off the reactor thread; the miner gets its reply when it is judged."""
-        difficulty.share_seen(connection, now)
-        self._hash(connection, request_id, share)
+    def submit(
+        self, connection: Connection, request_id: Any, share: S, now: float, solo: bool | None = None
+    ) -> None:
+        """Check ``share`` off the reactor thread; the miner gets its reply when it is judged.
 
-    def _hash(self, connection: Connection, request_id: Any, share: S) -> None:
+        It is recorded, and its block built, as solo or not as the connection's
+        port is now, or as ``solo`` says (a switching port's share of a job of a
+        pool it left: that pool's setting).
+        """
+        difficulty.share_seen(connection, now)
+        self._hash(connection, request_id, share, connection.settings.solo if solo is None else solo)
+
+    def _hash(self, connection: Connection, request_id: Any, share: S, solo: bool) -> None:
         self.in_flight += 1
         hasher, work = self._rules.task(share)
-        self._checker.submit(hasher, work, lambda hashed: self._landed(hashed, connection, request_id, share))
+        self._checker.submit(
+            hasher, work, lambda hashed: self._landed(hashed, connection, request_id, share, solo)
+        )
 
-    def _landed(self, hashed: H | Failure, connection: Connection, request_id: Any, share: S) -> None:
+    def _landed(
+        self, hashed: H | Failure, connection: Connection, request_id: Any, share: S, solo: bool
+    ) -> None:
         # One callback for both outcomes: this runs for every share.
         try:
             if isinstance(hashed, Failure):
@@ -179,19 +190,19 @@ class SharePipeline(Generic[S, H]):
                 self.log.failure("share check failed", hashed)
                 connection.reply_error(request_id, StratumError(OTHER, "internal error"))
             else:
-                self._judge(hashed, connection, request_id, share)
+                self._judge(hashed, connection, request_id, share, solo)
         except Exception:
             self.log.failure("share of {worker} not handled", worker=share.worker)
             connection.reply_error(request_id, StratumError(OTHER, "internal error"))
         finally:
             self._share_done()
 
-    def _judge(self, hashed: H, connection: Connection, request_id: Any, share: S) -> None:
+    def _judge(self, hashed: H, connection: Connection, request_id: Any, share: S, solo: bool) -> None:
         verdict = self._rules.judge(share, hashed)
         if not verdict.accepted:
             again = self._rules.check_again(share, connection.session)
             if again is not None:
-                self._hash(connection, request_id, again)  # judged once more, and only then counted
+                self._hash(connection, request_id, again, solo)  # judged once more, and only then counted
                 return
         session = connection.session
         self._evidence.share(connection, verdict.accepted, self._clock.seconds())
@@ -202,7 +213,6 @@ class SharePipeline(Generic[S, H]):
             self.shares[SHARE_REFUSALS.get(verdict.error.code, "invalid")] += 1
             connection.reply_error(request_id, verdict.error)
             return
-        solo = connection.settings.solo
         try:
             self._recorder.valid_share(share.worker, verdict.difficulty, solo)
         except RecorderFull as e:

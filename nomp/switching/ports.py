@@ -10,8 +10,8 @@ block to its daemons). The switch keeps what is its own: the ports'
 connections, their bans and limits, the logins (one name, a worker name
 per pool, see nomp.switching.logins), and for each connection the ids of
 the jobs the pools it left sent it, so a late share of one still counts
-for the pool whose job it is. Job ids of different pools do not meet
-(each pool's start at random).
+for the pool whose job it is, solo or not as that pool is. Job ids of
+different pools do not meet (each pool's start at random).
 
 ``move_to`` moves every miner without a reconnect: detached from the old
 pool (which keeps its extranonce1 out of other miners' hands until it
@@ -250,11 +250,13 @@ class SwitchPorts:
         self, connection: Connection, attached: _Attached, request_id: Any, params: list[Any]
     ) -> None:
         pool = attached.pool
+        solo = None  # as the connection's settings say: those of the pool it is attached to
         if len(params) > 1 and type(params[1]) is str and not pool.job(params[1]):
-            # A job of a pool this connection left, if it is one.
+            # A job of a pool this connection left, if it is one: judged as that pool's.
             left = attached.earlier.get(params[1])
             if left is not None:
                 pool = self.pools[left]
+                solo = self._settings_for(connection.settings.port, pool).solo
         if params and type(params[0]) is str:
             worker = attached.logins.get(params[0], {}).get(pool.name)
             if worker is None:
@@ -263,7 +265,7 @@ class SwitchPorts:
                 pool.stratum.pipeline.refused(connection, params[0], error, self.clock.seconds())
                 raise error
             params = [worker, *params[1:]]
-        pool.stratum.methods.request(connection, request_id, "mining.submit", params)
+        pool.stratum.methods.submit(connection, request_id, params, solo)
 
     # The move.
     def can_move_to(self, name: str) -> str | None:
