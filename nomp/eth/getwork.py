@@ -5,17 +5,23 @@ OEP reads them); the response holds their replies, once every share in it
 is judged. A miner's state (difficulty, vardiff, counters) is kept per
 login and worker between requests, and forgotten after
 ``connection_timeout`` seconds without one.
+
+Each HTTP connection holds one of the pool's connection slots (the
+``banning`` limits its stratum ports count against too) from its accept to
+its close; one over a limit is closed before a byte is read.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IAddress, IProtocol, IReactorTime
 from twisted.logger import Logger
+from twisted.protocols import policies
 from twisted.web import http, resource, server
 
 from nomp.config import EthPoolConfig
@@ -33,6 +39,7 @@ from nomp.eth.work import share_target
 from nomp.hashing.ethash import EthashResult
 from nomp.stratum.banning import normalise_ip
 from nomp.stratum.connection import PortSettings
+from nomp.stratum.defence import ip_of
 from nomp.stratum.enforcement import BanEnforcer
 from nomp.stratum.errors import OTHER, StratumError
 from nomp.stratum.pipeline import SharePipeline
@@ -356,15 +363,70 @@ class GetworkRequest(server.Request):
         super().handleContentChunk(data)
 
 
+class HeldChannel(policies.ProtocolWrapper):
+    """An HTTP connection and the slot it holds (``ip`` None: a peer without one)."""
+
+    def __init__(self, site: GetworkSite, channel: IProtocol, ip: str | None) -> None:
+        super().__init__(site, channel)  # type: ignore[arg-type]  # the site registers its channels
+        self.ip = ip
+
+
 class GetworkSite(server.Site):
-    """One getwork port."""
+    """One getwork port.
+
+    ``admit(ip, now)`` says whether a new connection from ``ip`` may open
+    (bans and limits, as on the pool's stratum ports); an admitted one holds
+    its slot until it closes and ``release(ip)`` frees it.
+    """
 
     noisy = False
     requestFactory = GetworkRequest
 
-    def __init__(self, root: GetworkResource, max_body: int, idle_timeout: float) -> None:
+    def __init__(
+        self,
+        root: GetworkResource,
+        max_body: int,
+        idle_timeout: float,
+        admit: Callable[[str, float], bool],
+        release: Callable[[str], None],
+        clock: IReactorTime,
+    ) -> None:
         super().__init__(root, timeout=idle_timeout)
         self.max_body = max_body
+        self._admit = admit
+        self._release = release
+        self._clock = clock
+        self.open: Counter[str] = Counter()  # IP -> its open connections (admitted, not closed)
+
+    def buildProtocol(self, addr: IAddress | None) -> HeldChannel | None:  # type: ignore[override]
+        ip = ip_of(addr)
+        # None makes the port close the socket before reading a byte.
+        if ip is not None and not self._admit(ip, self._clock.seconds()):
+            return None
+        channel = super().buildProtocol(addr)
+        assert channel is not None
+        if ip is not None:
+            self.open[ip] += 1
+        return HeldChannel(self, channel, ip)
+
+    def open_ips(self) -> list[str]:
+        """The IP of each open connection, one per connection."""
+        return list(self.open.elements())
+
+    # The wrapper's side of a WrappingFactory.
+    def registerProtocol(self, channel: HeldChannel) -> None:
+        pass  # its slot was taken when it was built
+
+    def unregisterProtocol(self, channel: HeldChannel) -> None:
+        ip = channel.ip
+        if ip is None:
+            return
+        left = self.open[ip] - 1
+        if left > 0:
+            self.open[ip] = left
+        else:
+            del self.open[ip]
+        self._release(ip)
 
     def log(self, request: http.Request) -> None:
         pass  # one line per poll would drown the log

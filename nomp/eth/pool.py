@@ -65,6 +65,7 @@ class EthStratumPool:
         )
         self.broadcaster = EthBroadcaster(config.name, self.connections, clock)
         self.getwork: list[GetworkResource] = []
+        self.getwork_sites: list[GetworkSite] = []
         self.quiet = difficulty.QuietSweep(self.connections)
 
     def factory(self, port: PortConfig) -> Any:
@@ -75,7 +76,17 @@ class EthStratumPool:
                 self.config, self._source, settings, self.pipeline, self.bans, self.ledger, self.clock
             )
             self.getwork.append(resource)
-            return GetworkSite(resource, port.max_body, self.config.connection_timeout)
+            # Its connections count against the same limits as the stratum ports'.
+            site = GetworkSite(
+                resource,
+                port.max_body,
+                self.config.connection_timeout,
+                self.bans.admit,
+                self.bans.gatekeeper.connection_closed,
+                self.clock,
+            )
+            self.getwork_sites.append(site)
+            return site
         return EthStratumFactory(
             self.methods, settings, self.bans.admit, self.clock, self.config.connection_timeout
         )
@@ -88,9 +99,10 @@ class EthStratumPool:
         """A reloaded configuration: its bans and limits from now on (the
         StratumService retunes the ports)."""
         self.config = config
-        self.bans.gatekeeper.apply_policy(
-            ban_policy(config.banning), [c.ip for c in self.connections if c.ip is not None]
-        )
+        open_ips = [c.ip for c in self.connections if c.ip is not None]
+        for site in self.getwork_sites:
+            open_ips += site.open_ips()
+        self.bans.gatekeeper.apply_policy(ban_policy(config.banning), open_ips)
 
     def new_work(self, work: EthWork) -> None:
         """Send new work to every miner that mines, then forget shares of dropped heights."""
