@@ -729,6 +729,30 @@ class CollectorTests(TestCase):
         await until(read)
         self.assertEqual(self.clock.seconds(), NOW)
 
+    async def test_stop_waits_for_a_reloads_collection(self) -> None:
+        """A stop waits for the collection a reload started, not only the timer's: once
+        stopped, the collector has nothing left reading Redis."""
+        running = [self.pool]
+        collector = StatsCollector(
+            lambda: running, self.redis.client, self.clock, interval=3600.0, retention=3600.0
+        )
+        added = pool_config(name="added", coin=dataclasses.replace(self.pool.coin, name=f"stop{id(self)}"))
+        keys = PoolKeys.for_coin(added.coin.name)
+        self.addCleanup(self.server.command, "DEL", keys.stats, db=DB)
+        self.server.command("HSET", keys.stats, "validShares", "7", db=DB)
+        collector.startService()
+        self.addCleanup(collector.stopService)  # again, if a check fails first: then a no-op
+        await until(lambda: collector.collected)
+        running.append(added)
+        collector.pools_changed()  # starts a collection; the timer's next is an hour off
+        stopping = collector.stopService()
+        assert stopping is not None
+        self.assertFalse(stopping.called)
+        await stopping
+        stats = collector.snapshot.pool("added")
+        assert stats is not None
+        self.assertEqual(stats.counters.get("validShares"), "7")
+
     async def test_collections_do_not_overlap(self) -> None:
         """A collection asked for while one is under way waits for it instead of running beside it."""
         collector = self.collector()

@@ -326,11 +326,10 @@ class StatsCollector(Service):
         self._retry = None
         loop, self._loop = self._loop, None
         if loop is not None and loop.running:
-            stopped = loop.deferred  # fires once a collection under way ends
             loop.stop()
-            if stopped is not None:
-                return stopped.addCallback(lambda _: None)
-        return None
+        # A collection under way, the timer's or one a reload started, ends first:
+        # nothing of this service is left reading Redis once it has stopped.
+        return None if self._collecting is None else self.collect()
 
     @property
     def collected(self) -> bool:
