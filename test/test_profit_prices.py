@@ -23,12 +23,12 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from nomp.config.model import HTTPPricesConfig, PricesConfig
+from nomp.config.schema import address_for_logs
 from nomp.switching.prices import (
     FilePriceSource,
     HTTPPriceSource,
     PricePath,
     PriceSourceError,
-    address_for_logs,
     parse_document,
     parse_price,
     price_source,

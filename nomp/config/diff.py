@@ -42,9 +42,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 from nomp.config.model import Config, EthPoolConfig, GlobalConfig, PoolConfig, PortConfig
+from nomp.config.schema import address_for_logs
 
 AnyPool = PoolConfig | EthPoolConfig
 P = TypeVar("P", PoolConfig, EthPoolConfig)
@@ -301,10 +301,7 @@ def describe(path: str, old: Any, new: Any) -> str:
 
 
 def _url_shown(value: Any) -> str:
-    if not isinstance(value, str):
-        return _shown(value)
-    parts = urlsplit(value)
-    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+    return address_for_logs(value) if isinstance(value, str) else _shown(value)
 
 
 def _shown(value: Any) -> str:

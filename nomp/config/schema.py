@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from ipaddress import IPv4Network, IPv6Network
 from typing import Any, TypeVar, Union
+from urllib.parse import urlsplit, urlunsplit
 
 from twisted.internet.endpoints import serverFromString
 
@@ -118,6 +119,14 @@ def hex_word(value: str) -> int:
 
 def http_url(value: Any) -> str | None:
     return None if value.startswith(("http://", "https://")) else "must start with http:// or https://"
+
+
+def address_for_logs(url: str) -> str:
+    """A configured ``url`` as log lines and errors name it: scheme, host, port and
+    path (``https://api.example.com/v1/prices``). The user-info, the query and the
+    fragment are left out, as a password or an API key is often in one of them."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
 def at_most_bytes(limit: int) -> Check:

@@ -35,6 +35,7 @@ from twisted.web.iweb import IResponse
 
 from nomp.background import cancellable
 from nomp.config.model import PricesConfig
+from nomp.config.schema import address_for_logs
 from nomp.daemon.rpc import BoundedBody
 
 SYMBOL = "{symbol}"
@@ -216,14 +217,6 @@ class HTTPPriceSource:
         for secret in self._secrets:
             text = text.replace(secret, "[hidden]")
         return text
-
-
-def address_for_logs(url: str) -> str:
-    """``url`` as log lines and errors name it: scheme, host, port and path
-    (``https://api.example.com/v1/prices``). The user-info, the query and the
-    fragment are left out, as an API key is often in one of them."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, _host_and_port(parts), parts.path, "", ""))
 
 
 def _host_and_port(parts: SplitResult) -> str:
