@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -396,7 +395,7 @@ class GetworkSite(server.Site):
         self._admit = admit
         self._release = release
         self._clock = clock
-        self.open: Counter[str] = Counter()  # IP -> its open connections (admitted, not closed)
+        self.channels: set[HeldChannel] = set()  # the open connections (admitted, not closed)
 
     def buildProtocol(self, addr: IAddress | None) -> HeldChannel | None:  # type: ignore[override]
         ip = ip_of(addr)
@@ -405,28 +404,20 @@ class GetworkSite(server.Site):
             return None
         channel = super().buildProtocol(addr)
         assert channel is not None
-        if ip is not None:
-            self.open[ip] += 1
         return HeldChannel(self, channel, ip)
 
     def open_ips(self) -> list[str]:
         """The IP of each open connection, one per connection."""
-        return list(self.open.elements())
+        return [channel.ip for channel in self.channels if channel.ip is not None]
 
-    # The wrapper's side of a WrappingFactory.
+    # The wrapper's side of a WrappingFactory: its slot was taken when it was built.
     def registerProtocol(self, channel: HeldChannel) -> None:
-        pass  # its slot was taken when it was built
+        self.channels.add(channel)
 
     def unregisterProtocol(self, channel: HeldChannel) -> None:
-        ip = channel.ip
-        if ip is None:
-            return
-        left = self.open[ip] - 1
-        if left > 0:
-            self.open[ip] = left
-        else:
-            del self.open[ip]
-        self._release(ip)
+        self.channels.discard(channel)
+        if channel.ip is not None:
+            self._release(channel.ip)
 
     def log(self, request: http.Request) -> None:
         pass  # one line per poll would drown the log
