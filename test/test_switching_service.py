@@ -224,6 +224,20 @@ class CoinswitchCommandTests(_ServiceCase):
 
         return lambda line: defer.Deferred.fromCoroutine(send(line))
 
+    def operations(self, service: SwitchingService) -> ProcessOperations:
+        """A process with no pools whose status has ``service``'s lines."""
+        return ProcessOperations(
+            lambda: [],
+            lambda: True,
+            LogLevelFilterPredicate(),
+            ShareRates(dict, self.clock),
+            self.clock,
+            lambda: NOW,
+            lambda pool: defer.succeed(None),
+            lambda: None,
+            service.status_lines,
+        )
+
     async def test_coinswitch(self) -> None:
         """The answer is the switch's one line; every refusal is an error line."""
         send = self.control(self.service(await self.connected()))
@@ -253,17 +267,7 @@ class CoinswitchCommandTests(_ServiceCase):
     async def test_status(self) -> None:
         """status has a line on each switch."""
         service = self.service(None)
-        operations = ProcessOperations(
-            lambda: [],
-            lambda: True,
-            LogLevelFilterPredicate(),
-            ShareRates(dict, self.clock),
-            self.clock,
-            lambda: NOW,
-            lambda pool: defer.succeed(None),
-            lambda: None,
-            service.status_lines,
-        )
+        operations = self.operations(service)
         self.assertEqual(
             operations.status(),
             "up 0s; no pools; switch scrypt (scrypt): on ltc of ltc, copy, 0 miners; Redis up",
@@ -279,17 +283,7 @@ class CoinswitchCommandTests(_ServiceCase):
         profit = ProfitSwitchingService(
             config, service, lambda name: None, FilePriceSource(prices, 4096), self.clock
         )
-        operations = ProcessOperations(
-            lambda: [],
-            lambda: True,
-            LogLevelFilterPredicate(),
-            ShareRates(dict, self.clock),
-            self.clock,
-            lambda: NOW,
-            lambda pool: defer.succeed(None),
-            lambda: None,
-            service.status_lines,
-        )
+        operations = self.operations(service)
         self.assertEqual(
             operations.status(),
             "up 0s; no pools; switch scrypt (scrypt): on ltc of ltc, copy, 0 miners; "

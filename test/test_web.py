@@ -16,7 +16,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.server import Request
 from twisted.web.test.requesthelper import DummyRequest
 
-from nomp.config import PortConfig, RedisConfig, WebConfig
+from nomp.config import PoolConfig, PortConfig, RedisConfig, WebConfig
 from nomp.daemon import DaemonGroup
 from nomp.daemon.errors import DaemonError
 from nomp.hashing import ALGORITHMS
@@ -28,7 +28,7 @@ from nomp.web.collector import STARTUP_RETRY, Snapshot, StatsCollector, build_sn
 from nomp.web.live import LiveStream
 from nomp.web.openapi import DOCUMENT
 from nomp.web.service import WebService
-from nomp.web.stats import RawPoolData, hashrate_string, pool_stats, sum_shares
+from nomp.web.stats import AnyPoolConfig, RawPoolData, hashrate_string, pool_stats, sum_shares
 from test.fakes import pool_config
 from test.servers import shared_redis
 from test.waiting import until
@@ -706,17 +706,26 @@ class CollectorTests(TestCase):
         self.assertEqual([stats.pool for stats in collector.snapshot.pools], [ported])
         self.assertEqual(json.loads(collector.snapshot.stats_json)["pools"].keys(), {self.pool.coin.name})
 
-    async def test_a_change_is_collected_at_once(self) -> None:
-        """A running collector told of a pool added reads it at once, not at the next
-        interval, even when the change comes while a collection is under way."""
-        running = [self.pool]
+    def collector_and_added(
+        self, coin: str, valid_shares: int
+    ) -> tuple[list[AnyPoolConfig], StatsCollector, PoolConfig]:
+        """A collector of the running pools (the list, this test's pool alone for now;
+        its timer an hour apart), and a pool ``added`` of coin ``coin`` not yet running,
+        whose ``validShares`` in Redis is ``valid_shares``."""
+        running: list[AnyPoolConfig] = [self.pool]
         collector = StatsCollector(
             lambda: running, self.redis.client, self.clock, interval=3600.0, retention=3600.0
         )
-        added = pool_config(name="added", coin=dataclasses.replace(self.pool.coin, name=f"now{id(self)}"))
+        added = pool_config(name="added", coin=dataclasses.replace(self.pool.coin, name=coin))
         keys = PoolKeys.for_coin(added.coin.name)
         self.addCleanup(self.server.command, "DEL", keys.stats, db=DB)
-        self.server.command("HSET", keys.stats, "validShares", "4", db=DB)
+        self.server.command("HSET", keys.stats, "validShares", str(valid_shares), db=DB)
+        return running, collector, added
+
+    async def test_a_change_is_collected_at_once(self) -> None:
+        """A running collector told of a pool added reads it at once, not at the next
+        interval, even when the change comes while a collection is under way."""
+        running, collector, added = self.collector_and_added(f"now{id(self)}", valid_shares=4)
         collector.startService()  # its first collection is under way
         self.addCleanup(collector.stopService)
         running.append(added)
@@ -732,14 +741,7 @@ class CollectorTests(TestCase):
     async def test_stop_waits_for_a_reloads_collection(self) -> None:
         """A stop waits for the collection a reload started, not only the timer's: once
         stopped, the collector has nothing left reading Redis."""
-        running = [self.pool]
-        collector = StatsCollector(
-            lambda: running, self.redis.client, self.clock, interval=3600.0, retention=3600.0
-        )
-        added = pool_config(name="added", coin=dataclasses.replace(self.pool.coin, name=f"stop{id(self)}"))
-        keys = PoolKeys.for_coin(added.coin.name)
-        self.addCleanup(self.server.command, "DEL", keys.stats, db=DB)
-        self.server.command("HSET", keys.stats, "validShares", "7", db=DB)
+        running, collector, added = self.collector_and_added(f"stop{id(self)}", valid_shares=7)
         collector.startService()
         self.addCleanup(collector.stopService)  # again, if a check fails first: then a no-op
         await until(lambda: collector.collected)
