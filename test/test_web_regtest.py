@@ -92,6 +92,10 @@ class ApiAfterMiningTests(TestCase):
         first = await service.run_once()
         assert first is not None
         pair.miner.rpc("invalidateblock", pair.miner.rpc("getblockhash", start + 1))
+        # A block of hers waiting on a side branch at that height would otherwise
+        # become the tip the node mines on, and so not be orphaned.
+        for block_hash in first.waiting:
+            pair.miner.rpc("invalidateblock", block_hash)
         pair.generate(pair.height() - start + 10)
         orphaning = await service.run_once()
         assert orphaning is not None
